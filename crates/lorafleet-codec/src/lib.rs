@@ -1,1 +1,20 @@
-//! Pure codecs used by lorafleet: bytes in, typed values out, no I/O.
+//! Pure codecs used by lorafleet: bytes in, typed values out, no I/O, no async.
+//!
+//! Modules:
+//! - [`version_status`]: the LoRaWAN Version & Status application package
+//!   (PackageIdentifier 10, FPort 111): request encoding, answer decoding that
+//!   tolerates both known VersionStoredAns layouts, and version rendering.
+//! - [`firmware_trailer`]: the 113-byte trailer at the end of a signed firmware
+//!   package (signature, manufacturer / device-class UUIDs, version, delta info).
+//! - [`fragmentation`]: the device side of TS004 v1 fragmentation, i.e. the FEC
+//!   matrix line and an incremental GF(2) fragment decoder.
+//! - [`redundancy`]: redundancy advice obtained by running that decoder against
+//!   simulated random loss.
+//! - [`time`]: RFC 3339 rendering of Unix and GPS timestamps.
+#![forbid(unsafe_code)]
+
+pub mod firmware_trailer;
+pub mod fragmentation;
+pub mod redundancy;
+pub mod time;
+pub mod version_status;

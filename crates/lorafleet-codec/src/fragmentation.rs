@@ -1,0 +1,1 @@
+//! TS004 v1 fragmentation, device side (work in progress).

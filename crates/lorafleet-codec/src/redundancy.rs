@@ -1,0 +1,1 @@
+//! Redundancy advice (work in progress).
