@@ -12,6 +12,7 @@
 //!   simulated random loss.
 //! - [`time`]: RFC 3339 rendering of Unix and GPS timestamps.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod firmware_trailer;
 pub mod fragmentation;

@@ -5,7 +5,7 @@
 //! to the device, answers come back up on the same port.
 //!
 //! The decoders here face radio reality: unknown CIDs, truncated frames and
-//! string lengths that overrun the frame are reported as [`Error`]s, never as
+//! string lengths that overrun the frame are reported as [`enum@Error`]s, never as
 //! panics, and [`decode_answers`] keeps everything it decoded before the first
 //! malformed answer.
 
@@ -705,7 +705,7 @@ fn decode_version_stored(body: &[u8]) -> Result<(Answer, usize), Error> {
     let (slots, used): (Vec<StoredSlot>, usize) = if device_layout {
         let slots = words
             .zip(0u8..)
-            .filter(|&(_, slot)| flags & (1u8.checked_shl(slot.into()).unwrap_or(0)) != 0)
+            .filter(|&(_, slot)| slot < 8 && flags & (1 << slot) != 0)
             .map(|(version, slot)| StoredSlot { slot, version })
             .collect();
         (slots, rem)
