@@ -248,7 +248,8 @@
    * endpoints) drops back to the login form. Throws ApiError with the server's message.
    */
   async function api(method, path, body, opts = {}) {
-    const headers = { Accept: 'application/json' };
+    // X-Requested-With marks console requests (lets the server skip a Basic-auth challenge).
+    const headers = { Accept: 'application/json', 'X-Requested-With': 'XMLHttpRequest' };
     const init = { method, credentials: 'same-origin', headers, signal: opts.signal };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -728,7 +729,7 @@
     const chartBox = h('div', { class: 'chart', testid: 'uplink-chart' });
     const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
     const eventsBody = h('div', { class: 'card-body' }, h('p', { class: 'muted' }, 'Loading…'));
-    const nbSlots = h('input', { type: 'number', min: 1, max: 16, step: 1, class: 'input-tiny', placeholder: 'all', 'aria-label': 'Number of slots (optional)', title: 'Number of slots to report (optional)', testid: 'vs-nb-slots' });
+    const nbSlots = h('input', { type: 'number', min: 0, max: 15, step: 1, class: 'input-tiny', placeholder: 'all', 'aria-label': 'Number of slots (optional)', title: 'Number of slots to report (optional)', testid: 'vs-nb-slots' });
 
     const vsButtons = {};
     const vsStates = {};
@@ -979,7 +980,7 @@
       const body = { command: c.cmd };
       if (c.cmd === 'version_stored' && nbSlots.value !== '') {
         const n = Number(nbSlots.value);
-        if (!Number.isInteger(n) || n < 1 || n > 16) { vsError.textContent = 'Number of slots must be a whole number from 1 to 16 (or empty for all).'; nbSlots.focus(); return; }
+        if (!Number.isInteger(n) || n < 0 || n > 15) { vsError.textContent = 'Number of slots must be a whole number from 0 to 15 (empty or 0: the device default).'; nbSlots.focus(); return; }
         body.nb_slots = n;
       }
       if (c.cmd === 'erase_slot') {
@@ -1203,11 +1204,15 @@
       return multiDay ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}` : (span < 120000 ? `${hm}:${pad(d.getSeconds())}` : hm);
     };
     const nx = span === 0 ? 1 : Math.max(2, Math.min(6, Math.floor(iw / (multiDay ? 110 : 80))));
+    let lastLabel = null;
     for (let i = 0; i < nx; i++) {
       const t = span === 0 ? t0 : t0 + (span * i) / (nx - 1);
       const x = tx(t);
+      const label = fmtT(t);
       g.append(svg('line', { x1: x, x2: x, y1: m.t + ih, y2: m.t + ih + 4, class: 'axis-line' }));
-      g.append(svg('text', { x, y: m.t + ih + 17, 'text-anchor': span === 0 ? 'middle' : i === 0 ? 'start' : i === nx - 1 ? 'end' : 'middle', class: 'tick' }, fmtT(t)));
+      if (label === lastLabel) continue; // short spans: don't repeat the same minute/second
+      lastLabel = label;
+      g.append(svg('text', { x, y: m.t + ih + 17, 'text-anchor': span === 0 ? 'middle' : i === 0 ? 'start' : i === nx - 1 ? 'end' : 'middle', class: 'tick' }, label));
     }
     // axis titles
     g.append(svg('text', { x: 12, y: m.t + ih / 2, transform: `rotate(-90 12 ${m.t + ih / 2})`, 'text-anchor': 'middle', class: 'axis-title tick-rssi' }, 'RSSI (dBm)'));
