@@ -1,1 +1,10 @@
-fn main() {}
+//! Compiles the ChirpStack v3 definitions lorafleet declares itself (v4's come from the
+//! chirpstack_api crate). protoc is found through PROTOC, see tools/protoc.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/chirpstack-v3/integration.proto"], &["proto"])?;
+    Ok(())
+}

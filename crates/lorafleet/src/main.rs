@@ -1,1 +1,202 @@
-fn main() {}
+//! The `lorafleet` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lorafleet::config::Config;
+use lorafleet::App;
+
+#[derive(Parser)]
+#[command(
+    name = "lorafleet",
+    version,
+    about = "LoRaWAN fleet console and FUOTA server for ChirpStack"
+)]
+struct Cli {
+    /// TOML configuration file (see `lorafleet configfile`); environment variables
+    /// LORAFLEET__SECTION__KEY override it.
+    #[arg(long, short, global = true, env = "LORAFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print the default configuration, commented.
+    Configfile,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it (it is shown only once).
+    Create {
+        /// What the token is for.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user or set a user's password; the password is read from standard input.
+    SetPassword { username: String },
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Configfile) = cli.command {
+        print!("{}", lorafleet::config::DEFAULT_TOML);
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        None | Some(Command::Serve) => serve(config).await,
+        Some(Command::Configfile) => Ok(()),
+        Some(Command::Token {
+            command: TokenCommand::Create { name, user },
+        }) => {
+            let (app, _) = App::build_with_network(
+                config,
+                std::sync::Arc::new(lorafleet::network::disabled::Disabled),
+            )
+            .await?;
+            let token = lorafleet::auth::create_api_token(&app.db, &user, &name).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Some(Command::User {
+            command: UserCommand::SetPassword { username },
+        }) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                password.len() >= 8,
+                "the password must have at least 8 characters"
+            );
+            let (app, _) = App::build_with_network(
+                config,
+                std::sync::Arc::new(lorafleet::network::disabled::Disabled),
+            )
+            .await?;
+            lorafleet::auth::create_user(&app.db, &username, password).await?;
+            println!("password set for {username}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let bind = config.server.bind.clone();
+    let (app, first) = App::build(config).await?;
+    if let Some(password) = &first.admin_password {
+        println!("\n  First start: created user \"admin\" with password  {password}");
+        println!(
+            "  (also written to {}; change it with `lorafleet user set-password admin`)\n",
+            app.config
+                .server
+                .data_dir
+                .join("initial-admin-password")
+                .display()
+        );
+    }
+    if first.integration_token_generated {
+        println!("  Generated the integration token. In ChirpStack, add an HTTP integration:");
+        println!(
+            "    Event endpoint URL:  http://<this host>:{}/api/integrations/chirpstack",
+            port_of(&bind)
+        );
+        println!(
+            "    Headers:             Authorization = Bearer {}",
+            app.integration_token
+        );
+        println!("  (ChirpStack v3: same URL and header in the application's HTTP integration.)\n");
+    }
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .with_context(|| format!("listening on {bind} (server.bind)"))?;
+    tracing::info!(address = %listener.local_addr()?, network = app.network.kind().as_str(), "lorafleet listening");
+
+    let sync_app = app.clone();
+    tokio::spawn(async move {
+        loop {
+            match sync_app.sync_network_devices().await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(devices = n, "listed devices from the network server")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list devices from the network server")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }
+    });
+
+    let router = lorafleet::web::router(app.clone());
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("stopped");
+    app.db.close().await;
+    Ok(())
+}
+
+fn port_of(bind: &str) -> &str {
+    bind.rsplit(':').next().unwrap_or("8091")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,105 @@
+//! The running application: configuration, database, network and the channels that connect
+//! them, built once at start and shared by every request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::broadcast;
+
+use crate::auth::{BasicCache, LoginThrottle};
+use crate::config::Config;
+use crate::devices::store::Retention;
+use crate::ingest::writer::{Change, CommittedUplink, Writer};
+use crate::network::Network;
+use crate::storage::{self, Db};
+
+pub type AppState = Arc<App>;
+
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub network: Arc<dyn Network>,
+    pub writer: Writer,
+    pub changes: broadcast::Sender<Change>,
+    pub uplinks: broadcast::Sender<CommittedUplink>,
+    pub integration_token: String,
+    pub throttle: LoginThrottle,
+    pub basic_cache: BasicCache,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub started_at: Instant,
+}
+
+/// What the first start generated and the operator must be told once.
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    pub admin_password: Option<String>,
+    pub integration_token_generated: bool,
+}
+
+impl App {
+    /// Opens the database, creates the first user and the integration token if needed, and
+    /// connects the network backend.
+    pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
+        let network = crate::network::from_config(&config)?;
+        Self::build_with_network(config, network).await
+    }
+
+    pub async fn build_with_network(
+        config: Config,
+        network: Arc<dyn Network>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        std::fs::create_dir_all(&config.server.data_dir)
+            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+        let db = storage::connect(&config.database_url()).await?;
+        let mut first = FirstStart {
+            admin_password: crate::auth::ensure_admin(
+                &db,
+                &config.auth.initial_admin_password,
+                &config.server.data_dir,
+            )
+            .await?,
+            ..Default::default()
+        };
+        let integration_token = if !config.integration.token.is_empty() {
+            config.integration.token.clone()
+        } else if let Some(t) = storage::get_setting(&db, "integration_token").await? {
+            t
+        } else {
+            let t = crate::auth::random_secret();
+            storage::set_setting(&db, "integration_token", &t).await?;
+            first.integration_token_generated = true;
+            t
+        };
+        let (changes, _) = broadcast::channel(1024);
+        let (uplinks, _) = broadcast::channel(4096);
+        let retention = Retention {
+            uplink_history: config.devices.uplink_history,
+            event_history: config.devices.event_history,
+            status_f_port: config.status_protocol.f_port,
+        };
+        let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        let app = Arc::new(App {
+            throttle: LoginThrottle::new(config.auth.max_failed_logins),
+            basic_cache: BasicCache::default(),
+            metrics: crate::metrics::handle(),
+            config,
+            db,
+            network,
+            writer,
+            changes,
+            uplinks,
+            integration_token,
+            started_at: Instant::now(),
+        });
+        Ok((app, first))
+    }
+
+    /// Lists the configured applications' devices through the network server's API, so devices
+    /// that have not sent since lorafleet started are there too.
+    pub async fn sync_network_devices(&self) -> anyhow::Result<usize> {
+        let devices = self.network.list_devices().await?;
+        let n = crate::devices::store::merge_remote_devices(&self.db, &devices).await?;
+        Ok(n)
+    }
+}

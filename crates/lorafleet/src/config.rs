@@ -1,0 +1,482 @@
+//! One typed configuration: built-in defaults, then the TOML file, then `LORAFLEET__SECTION__KEY`
+//! environment variables, in that order of precedence (lowest first).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of a lorafleet server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub integration: IntegrationConfig,
+    pub network: NetworkConfig,
+    pub status_protocol: StatusProtocolConfig,
+    pub devices: DevicesConfig,
+    pub firmware: FirmwareConfig,
+    pub fuota: FuotaConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port the HTTP server listens on.
+    pub bind: String,
+    /// Directory for the SQLite database, uploaded firmware and generated secrets.
+    pub data_dir: PathBuf,
+    /// Database URL; empty means `sqlite://<data_dir>/lorafleet.db`.
+    pub database_url: String,
+    /// Largest accepted request body for JSON and integration endpoints, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8091".into(),
+            data_dir: PathBuf::from("./lorafleet-data"),
+            database_url: String::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Password for the `admin` user created on first start; empty generates a random one.
+    pub initial_admin_password: String,
+    /// Lifetime of a browser session, in hours.
+    pub session_hours: u64,
+    /// Failed logins allowed per user and client before further attempts are slowed down.
+    pub max_failed_logins: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            initial_admin_password: String::new(),
+            session_hours: 12,
+            max_failed_logins: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChirpstackVersion {
+    #[default]
+    Auto,
+    V3,
+    V4,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// Bearer token ChirpStack's HTTP integration must send; empty generates one on first start.
+    pub token: String,
+    /// Which ChirpStack generation posts events: `auto`, `v3` or `v4`.
+    pub chirpstack_version: ChirpstackVersion,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkKind {
+    #[default]
+    None,
+    ChirpstackV4,
+    ChirpstackV3,
+    Simulated,
+}
+
+impl NetworkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkKind::None => "none",
+            NetworkKind::ChirpstackV4 => "chirpstack-v4",
+            NetworkKind::ChirpstackV3 => "chirpstack-v3",
+            NetworkKind::Simulated => "simulated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// `none`, `chirpstack-v4`, `chirpstack-v3` or `simulated`.
+    pub kind: NetworkKind,
+    /// LoRaWAN region of the fleet (lrwn's region names, e.g. `EU868`, `US915`).
+    pub region: String,
+    /// Timeout of one request to the network server, in seconds.
+    pub request_timeout_s: u64,
+    pub chirpstack_v4: ChirpstackApiConfig,
+    pub chirpstack_v3: ChirpstackApiConfig,
+    pub simulated: SimulatedConfig,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            kind: NetworkKind::None,
+            region: "EU868".into(),
+            request_timeout_s: 10,
+            chirpstack_v4: ChirpstackApiConfig {
+                api_url: "http://localhost:8080".into(),
+                ..Default::default()
+            },
+            chirpstack_v3: ChirpstackApiConfig {
+                api_url: "http://localhost:8080".into(),
+                ..Default::default()
+            },
+            simulated: SimulatedConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChirpstackApiConfig {
+    pub api_url: String,
+    pub api_token: String,
+    /// Applications whose devices are listed through the API (v4: UUIDs, v3: numeric ids).
+    pub application_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatedConfig {
+    /// Number of virtual devices.
+    pub devices: u32,
+    /// Share of frames lost on the radio, 0.0..1.0.
+    pub loss: f64,
+    /// How much faster than real time the simulation runs.
+    pub time_scale: f64,
+    /// Seconds between two periodic uplinks of a device (simulated time).
+    pub uplink_interval_s: u64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            devices: 20,
+            loss: 0.0,
+            time_scale: 1.0,
+            uplink_interval_s: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusProtocolConfig {
+    /// FPort of the Version & Status package.
+    pub f_port: u8,
+}
+
+impl Default for StatusProtocolConfig {
+    fn default() -> Self {
+        Self { f_port: 111 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// Uplinks kept per device; older ones are pruned.
+    pub uplink_history: u32,
+    /// Device events kept per device.
+    pub event_history: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self {
+            uplink_history: 100,
+            event_history: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FirmwareConfig {
+    /// Directory scanned for firmware images at start and on demand.
+    pub dir: PathBuf,
+    /// Largest accepted firmware upload, in bytes.
+    pub max_size: u64,
+}
+
+impl Default for FirmwareConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("bin"),
+            max_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuotaConfig {
+    pub server_v3: FuotaServerV3Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuotaServerV3Config {
+    /// gRPC URL of chirpstack-fuota-server v3.
+    pub url: String,
+    /// ChirpStack v3 application id deployments are created in.
+    pub application_id: i64,
+}
+
+impl Default for FuotaServerV3Config {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8070".into(),
+            application_id: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. `info` or `lorafleet=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// The default configuration as a commented TOML document (`lorafleet configfile`).
+pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
+
+const ENV_PREFIX: &str = "LORAFLEET__";
+
+impl Config {
+    /// Loads defaults, then `path` if given, then environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut doc: toml::Value =
+            toml::Value::try_from(Config::default()).context("serialising defaults")?;
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let file: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            merge(&mut doc, file);
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            if keys.iter().any(|k| k.is_empty()) {
+                bail!("environment variable {name}: empty key segment");
+            }
+            set_path(&mut doc, &keys, value)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let config: Config = doc
+            .try_into()
+            .context("invalid configuration (check key names and value types)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.status_protocol.f_port == 0 || self.status_protocol.f_port > 223 {
+            bail!(
+                "status_protocol.f_port must be 1..223, got {}",
+                self.status_protocol.f_port
+            );
+        }
+        if self.devices.uplink_history == 0 {
+            bail!("devices.uplink_history must be at least 1");
+        }
+        if parse_region(&self.network.region).is_none() {
+            bail!(
+                "network.region {:?} is not a known LoRaWAN region",
+                self.network.region
+            );
+        }
+        if !(0.0..=1.0).contains(&self.network.simulated.loss) {
+            bail!("network.simulated.loss must be between 0.0 and 1.0");
+        }
+        if self.network.simulated.time_scale <= 0.0 {
+            bail!("network.simulated.time_scale must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.server.database_url.is_empty() {
+            format!("sqlite://{}/lorafleet.db", self.server.data_dir.display())
+        } else {
+            self.server.database_url.clone()
+        }
+    }
+}
+
+/// Parses a region name as lrwn spells it (`EU868`, `AS923-2`, ...), case-insensitively.
+pub fn parse_region(s: &str) -> Option<lrwn::region::CommonName> {
+    s.to_ascii_uppercase().parse().ok()
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(doc: &mut toml::Value, keys: &[String], raw: &str) -> anyhow::Result<()> {
+    let (last, parents) = keys.split_last().context("empty key")?;
+    let mut node = doc;
+    for key in parents {
+        let table = node.as_table_mut().context("not a section")?;
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let table = node.as_table_mut().context("not a section")?;
+    // Type the value like the default it replaces, so `8091`-like strings stay strings where a
+    // string is expected and lists can be given comma-separated.
+    let value = match table.get(last) {
+        Some(toml::Value::String(_)) | None => toml::Value::String(raw.to_string()),
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .with_context(|| format!("{raw:?} is not an integer"))?,
+        ),
+        Some(toml::Value::Float(_)) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .with_context(|| format!("{raw:?} is not a number"))?,
+        ),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.trim()
+                .parse()
+                .with_context(|| format!("{raw:?} is not true/false"))?,
+        ),
+        Some(toml::Value::Array(_)) => {
+            if raw.trim_start().starts_with('[') {
+                let wrapped: toml::Value = toml::from_str(&format!("v = {raw}"))
+                    .with_context(|| format!("{raw:?} is not a TOML array"))?;
+                wrapped.get("v").cloned().context("array")?
+            } else {
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                )
+            }
+        }
+        Some(_) => bail!("is a section, not a value"),
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_default_config_is_the_default() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).expect("default config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nbind = \"127.0.0.1:1\"\n[network]\nkind = \"chirpstack-v3\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "LORAFLEET__NETWORK__CHIRPSTACK_V4__API_URL".to_string(),
+                "http://cs:8080".to_string(),
+            ),
+            (
+                "LORAFLEET__STATUS_PROTOCOL__F_PORT".to_string(),
+                "110".to_string(),
+            ),
+            (
+                "LORAFLEET__NETWORK__CHIRPSTACK_V4__APPLICATION_IDS".to_string(),
+                "a, b".to_string(),
+            ),
+            (
+                "LORAFLEET__NETWORK__SIMULATED__LOSS".to_string(),
+                "0.1".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load_with_env(Some(&path), &env).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:1");
+        assert_eq!(c.network.kind, NetworkKind::ChirpstackV3);
+        assert_eq!(c.network.chirpstack_v4.api_url, "http://cs:8080");
+        assert_eq!(c.network.chirpstack_v4.application_ids, vec!["a", "b"]);
+        assert_eq!(c.status_protocol.f_port, 110);
+        assert_eq!(c.network.simulated.loss, 0.1);
+        assert_eq!(c.server.data_dir, PathBuf::from("./lorafleet-data"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_variable_name() {
+        let env = vec![(
+            "LORAFLEET__STATUS_PROTOCOL__F_PORT".to_string(),
+            "abc".to_string(),
+        )];
+        let err = format!("{:#}", Config::load_with_env(None, &env).unwrap_err());
+        assert!(err.contains("LORAFLEET__STATUS_PROTOCOL__F_PORT"), "{err}");
+        let env = vec![(
+            "LORAFLEET__NETWORK__KIND".to_string(),
+            "chirpstack-v5".to_string(),
+        )];
+        assert!(Config::load_with_env(None, &env).is_err());
+        let env = vec![(
+            "LORAFLEET__NETWORK__REGION".to_string(),
+            "MARS433".to_string(),
+        )];
+        assert!(Config::load_with_env(None, &env).is_err());
+        let env = vec![(
+            "LORAFLEET__SERVER__NO_SUCH_KEY".to_string(),
+            "1".to_string(),
+        )];
+        assert!(Config::load_with_env(None, &env).is_err());
+    }
+}

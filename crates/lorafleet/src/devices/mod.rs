@@ -1,0 +1,254 @@
+//! The device inventory: every device lorafleet has heard of, what it last sent, its Version &
+//! Status answers and its event log.
+
+pub mod store;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A device's EUI-64: 16 hex digits on input in any case, lower case everywhere inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DevEui(pub [u8; 8]);
+
+impl DevEui {
+    pub fn from_bytes(b: &[u8]) -> Option<DevEui> {
+        Some(DevEui(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for DevEui {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a DevEUI is 16 hex digits, got {0:?}")]
+pub struct BadDevEui(pub String);
+
+impl FromStr for DevEui {
+    type Err = BadDevEui;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.len() != 16 {
+            return Err(BadDevEui(s.chars().take(40).collect()));
+        }
+        let mut out = [0u8; 8];
+        hex::decode_to_slice(t, &mut out).map_err(|_| BadDevEui(s.chars().take(40).collect()))?;
+        Ok(DevEui(out))
+    }
+}
+
+impl Serialize for DevEui {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DevEui {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A firmware version as a device reported it: the raw value and its rendering by the device's
+/// versioning type (raw hex until the type is known).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct VersionDto {
+    pub raw: u32,
+    pub display: String,
+}
+
+/// One row of the device list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    pub last_seen: Option<String>,
+    pub running_version: Option<VersionDto>,
+    /// Listed by the network server's API but never heard by lorafleet.
+    pub never_seen: bool,
+    /// Set when a device that was removed from the list sent again.
+    pub reappeared_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceList {
+    pub total: i64,
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// One uplink as the console shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UplinkDto {
+    pub received_at: String,
+    pub f_port: Option<i64>,
+    pub f_cnt: Option<i64>,
+    pub dr: Option<i64>,
+    pub frequency: Option<i64>,
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    pub gateway_count: i64,
+    pub confirmed: bool,
+    pub data_hex: String,
+    /// The payload as text, only when it is printable UTF-8.
+    pub data_text: Option<String>,
+    #[schema(value_type = Object)]
+    pub object: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UplinkList {
+    pub uplinks: Vec<UplinkDto>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackageDto {
+    pub identifier: i64,
+    pub version: i64,
+    pub versioning_type: i64,
+    pub slots: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunningDto {
+    pub slot: i64,
+    pub version: VersionDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredDto {
+    pub slot: i64,
+    pub version: VersionDto,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ReportedAt {
+    pub package: Option<String>,
+    pub running: Option<String>,
+    pub stored: Option<String>,
+    pub space: Option<String>,
+    pub uptime: Option<String>,
+    pub description: Option<String>,
+}
+
+/// What the device said through the Version & Status package; null until it said it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusDto {
+    pub package: Option<PackageDto>,
+    pub running: Option<RunningDto>,
+    pub stored: Option<Vec<StoredDto>>,
+    pub heap_available: Option<i64>,
+    pub slot_size: Option<i64>,
+    pub uptime_s: Option<i64>,
+    pub manufacturer_id: Option<String>,
+    pub device_id: Option<String>,
+    pub reported_at: ReportedAt,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusRequestDto {
+    pub id: i64,
+    pub command: String,
+    pub payload_hex: String,
+    /// `pending` until the device answers (or, for erase_slot, the network delivered it),
+    /// then `answered`; `failed` when the network refused it.
+    pub state: String,
+    pub requested_at: String,
+    pub answered_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceEventDto {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DownlinkDto {
+    pub id: i64,
+    pub f_port: i64,
+    pub data_hex: String,
+    pub confirmed: bool,
+    pub status_command: Option<String>,
+    pub state: String,
+    pub requested_at: String,
+    pub updated_at: String,
+    pub error: Option<String>,
+}
+
+/// Everything the device page shows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    pub application_id: Option<String>,
+    pub device_profile: Option<String>,
+    pub device_profile_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub tags: serde_json::Value,
+    pub dev_addr: Option<String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub joined_at: Option<String>,
+    pub never_seen: bool,
+    pub reappeared_at: Option<String>,
+    pub battery: Option<f64>,
+    pub margin: Option<i64>,
+    pub last_uplink: Option<UplinkDto>,
+    pub status: StatusDto,
+    pub status_requests: Vec<StatusRequestDto>,
+    pub downlinks: Vec<DownlinkDto>,
+    pub events: Vec<DeviceEventDto>,
+}
+
+/// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.
+pub fn printable_text(data: &[u8]) -> Option<String> {
+    if data.is_empty() {
+        return None;
+    }
+    let s = std::str::from_utf8(data).ok()?;
+    if s.chars()
+        .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
+    {
+        Some(s.to_string())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_eui_parses_any_case_and_prints_lower() {
+        let e: DevEui = "01020304A0B0C0D0".parse().unwrap();
+        assert_eq!(e.to_string(), "01020304a0b0c0d0");
+        assert!("0102".parse::<DevEui>().is_err());
+        assert!("0102030405060g08".parse::<DevEui>().is_err());
+        assert!("01020304050607080".parse::<DevEui>().is_err());
+    }
+
+    #[test]
+    fn only_printable_utf8_is_text() {
+        assert_eq!(printable_text(b"hello\n"), Some("hello\n".into()));
+        assert_eq!(printable_text(&[0x01, 0x02]), None);
+        assert_eq!(printable_text(&[0xff, 0xfe]), None);
+        assert_eq!(printable_text(b""), None);
+        assert_eq!(
+            printable_text("température".as_bytes()),
+            Some("température".into())
+        );
+    }
+}

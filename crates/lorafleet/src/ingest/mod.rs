@@ -1,0 +1,231 @@
+//! ChirpStack's HTTP integration: the four body formats (v4 and v3, JSON and Protobuf) become one
+//! normalised [`IntegrationEvent`], which the [`writer`] commits.
+
+pub mod chirpstack_v3;
+pub mod chirpstack_v4;
+pub mod writer;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{ChirpstackVersion, NetworkKind};
+use crate::devices::DevEui;
+
+/// Who the event is about, as far as the event says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceIdentity {
+    pub name: Option<String>,
+    pub application_id: Option<String>,
+    pub application_name: Option<String>,
+    pub device_profile_id: Option<String>,
+    pub device_profile_name: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub dev_addr: Option<String>,
+}
+
+/// One received uplink frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uplink {
+    pub received_at: DateTime<Utc>,
+    pub f_cnt: Option<u32>,
+    pub f_port: Option<u8>,
+    pub dr: Option<u8>,
+    pub frequency: Option<u32>,
+    /// Best RSSI and SNR over the gateways that heard the frame.
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+    pub gateway_count: u32,
+    pub confirmed: bool,
+    pub data: Vec<u8>,
+    /// ChirpStack's payload codec output.
+    pub object: Option<serde_json::Value>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    Up(Uplink),
+    Join,
+    Status {
+        /// Battery level in percent; None when the device cannot measure it.
+        battery: Option<f64>,
+        external_power: bool,
+        margin: Option<i32>,
+    },
+    /// A confirmed downlink was (or was not) acknowledged by the device.
+    Ack {
+        acknowledged: bool,
+        f_cnt: Option<u32>,
+        queue_item_id: Option<String>,
+    },
+    /// A downlink was sent by a gateway.
+    TxAck {
+        f_cnt: Option<u32>,
+        queue_item_id: Option<String>,
+    },
+    /// A log or error event for the device.
+    Log {
+        level: String,
+        message: String,
+    },
+}
+
+impl EventBody {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventBody::Up(_) => "up",
+            EventBody::Join => "join",
+            EventBody::Status { .. } => "status",
+            EventBody::Ack { .. } => "ack",
+            EventBody::TxAck { .. } => "txack",
+            EventBody::Log { .. } => "log",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationEvent {
+    pub dev_eui: DevEui,
+    pub at: DateTime<Utc>,
+    pub device: DeviceIdentity,
+    pub body: EventBody,
+}
+
+/// Why a body was refused; the text goes back to ChirpStack (and its logs) in a 400.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum IngestError {
+    #[error("unsupported content type {0:?}: expected application/json or application/octet-stream (Protobuf)")]
+    ContentType(String),
+    #[error("malformed {format} {event} event: {reason}")]
+    Malformed {
+        format: &'static str,
+        event: String,
+        reason: String,
+    },
+    #[error("field {field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+/// How a body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Protobuf,
+}
+
+impl Encoding {
+    pub fn from_content_type(ct: Option<&str>) -> Result<Encoding, IngestError> {
+        let ct = ct.unwrap_or("application/json");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "text/json" | "" => Ok(Encoding::Json),
+            "application/octet-stream" | "application/protobuf" | "application/x-protobuf" => {
+                Ok(Encoding::Protobuf)
+            }
+            _ => Err(IngestError::ContentType(ct.to_string())),
+        }
+    }
+}
+
+/// The event types lorafleet records; every other type ChirpStack sends is acknowledged and
+/// counted.
+pub fn is_handled(event: &str) -> bool {
+    matches!(
+        event,
+        "up" | "join" | "status" | "ack" | "txack" | "log" | "error"
+    )
+}
+
+/// Decodes one integration body. Returns Ok(None) for event types lorafleet does not record.
+pub fn decode(
+    event: &str,
+    encoding: Encoding,
+    body: &[u8],
+    version: ChirpstackVersion,
+    network: NetworkKind,
+) -> Result<Option<IntegrationEvent>, IngestError> {
+    if !is_handled(event) {
+        return Ok(None);
+    }
+    let generation = match (version, encoding) {
+        (ChirpstackVersion::V3, _) => ChirpstackVersion::V3,
+        (ChirpstackVersion::V4, _) => ChirpstackVersion::V4,
+        (ChirpstackVersion::Auto, Encoding::Json) => sniff_json(body),
+        // A Protobuf body does not say which schema it follows; the configured network does.
+        (ChirpstackVersion::Auto, Encoding::Protobuf) => match network {
+            NetworkKind::ChirpstackV3 => ChirpstackVersion::V3,
+            _ => ChirpstackVersion::V4,
+        },
+    };
+    let decoded = match generation {
+        ChirpstackVersion::V3 => chirpstack_v3::decode(event, encoding, body),
+        _ => chirpstack_v4::decode(event, encoding, body),
+    }?;
+    Ok(Some(decoded))
+}
+
+/// v4 events carry a `deviceInfo` object; v3 events carry `devEUI` and `applicationID` at the top.
+fn sniff_json(body: &[u8]) -> ChirpstackVersion {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[serde(rename = "deviceInfo")]
+        device_info: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "devEUI")]
+        dev_eui: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "applicationID")]
+        application_id: Option<serde::de::IgnoredAny>,
+    }
+    match serde_json::from_slice::<Shape>(body) {
+        Ok(s) if s.device_info.is_none() && (s.dev_eui.is_some() || s.application_id.is_some()) => {
+            ChirpstackVersion::V3
+        }
+        _ => ChirpstackVersion::V4,
+    }
+}
+
+/// The best (highest) RSSI and SNR over the gateways that heard a frame.
+pub fn best_signal(pairs: impl Iterator<Item = (i32, f64)>) -> (Option<i32>, Option<f64>, u32) {
+    let mut rssi: Option<i32> = None;
+    let mut snr: Option<f64> = None;
+    let mut count = 0;
+    for (r, s) in pairs {
+        count += 1;
+        rssi = Some(rssi.map_or(r, |b| b.max(r)));
+        if s.is_finite() {
+            snr = Some(snr.map_or(s, |b: f64| b.max(s)));
+        }
+    }
+    (rssi, snr, count)
+}
+
+pub(crate) fn f_port(
+    value: u32,
+    format: &'static str,
+    event: &str,
+) -> Result<Option<u8>, IngestError> {
+    match value {
+        0 => Ok(None),
+        1..=255 => Ok(Some(value as u8)),
+        _ => Err(IngestError::Malformed {
+            format,
+            event: event.to_string(),
+            reason: format!("fPort {value} is out of range 0..255"),
+        }),
+    }
+}
+
+pub(crate) fn dr(value: u32, format: &'static str, event: &str) -> Result<Option<u8>, IngestError> {
+    u8::try_from(value)
+        .map(Some)
+        .map_err(|_| IngestError::Malformed {
+            format,
+            event: event.to_string(),
+            reason: format!("dr {value} is out of range"),
+        })
+}

@@ -1,0 +1,261 @@
+//! `/api/devices`: the inventory, one device, its uplinks, Version & Status requests and
+//! downlinks.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth_api::AuthUser;
+use super::{ApiError, ApiJson};
+use crate::devices::store::{self, ListQuery};
+use crate::devices::{DevEui, DeviceDetail, DeviceList, UplinkList};
+use crate::ingest::writer::Change;
+use crate::network::Downlink;
+use crate::status::StatusRequestBody;
+use crate::AppState;
+
+fn parse_eui(s: &str) -> Result<DevEui, ApiError> {
+    s.parse()
+        .map_err(|e: crate::devices::BadDevEui| ApiError::field("dev_eui", e.to_string()))
+}
+
+fn int_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => {
+            let v: i64 = s.parse().map_err(|_| {
+                ApiError::field(name, format!("{name} must be a whole number, got {s:?}"))
+            })?;
+            if v < min || v > max {
+                return Err(ApiError::field(
+                    name,
+                    format!("{name} must be {min}..{max}, got {v}"),
+                ));
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// Lists devices, newest activity first.
+#[utoipa::path(get, path = "/api/devices",
+    params(("search" = Option<String>, Query, description = "part of the EUI, name, application or DevAddr"),
+           ("limit" = Option<i64>, Query, description = "1..1000, default 50"),
+           ("offset" = Option<i64>, Query),
+           ("sort" = Option<String>, Query, description = "last_seen (default), name or dev_eui")),
+    responses((status = 200, body = DeviceList), (status = 400, body = super::error::ErrorBody)))]
+pub async fn list(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<DeviceList>, ApiError> {
+    let sort = q.get("sort").cloned().unwrap_or_else(|| "last_seen".into());
+    if !matches!(sort.as_str(), "last_seen" | "name" | "dev_eui") {
+        return Err(ApiError::field(
+            "sort",
+            "sort must be last_seen, name or dev_eui",
+        ));
+    }
+    let query = ListQuery {
+        search: q.get("search").cloned(),
+        limit: int_param(&q, "limit", 50, 1, 1000)?,
+        offset: int_param(&q, "offset", 0, 0, i64::MAX / 2)?,
+        sort,
+    };
+    Ok(Json(store::list(&app.db, &query).await?))
+}
+
+/// One device with its status, last uplink, requests and event log.
+#[utoipa::path(get, path = "/api/devices/{dev_eui}", params(("dev_eui" = String, Path)),
+    responses((status = 200, body = DeviceDetail), (status = 404, body = super::error::ErrorBody)))]
+pub async fn detail(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(dev_eui): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let eui = parse_eui(&dev_eui)?;
+    store::detail(&app.db, eui)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no device {eui}")))
+}
+
+/// The device's stored uplinks, newest first.
+#[utoipa::path(get, path = "/api/devices/{dev_eui}/uplinks", params(("dev_eui" = String, Path), ("limit" = Option<i64>, Query)),
+    responses((status = 200, body = UplinkList), (status = 404, body = super::error::ErrorBody)))]
+pub async fn uplinks(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(dev_eui): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<UplinkList>, ApiError> {
+    let eui = parse_eui(&dev_eui)?;
+    let limit = int_param(&q, "limit", 100, 1, 10_000)?;
+    if !store::exists(&app.db, eui).await? {
+        return Err(ApiError::not_found(format!("no device {eui}")));
+    }
+    Ok(Json(UplinkList {
+        uplinks: store::uplinks(&app.db, eui, limit).await?,
+    }))
+}
+
+/// Removes a device from the list; it comes back (marked) when it sends again.
+#[utoipa::path(delete, path = "/api/devices/{dev_eui}", params(("dev_eui" = String, Path)),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
+pub async fn remove(
+    user: AuthUser,
+    State(app): State<AppState>,
+    Path(dev_eui): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let eui = parse_eui(&dev_eui)?;
+    if !store::exists(&app.db, eui).await? {
+        return Err(ApiError::not_found(format!("no device {eui}")));
+    }
+    store::remove(&app.db, eui, &user.username).await?;
+    let _ = app.changes.send(Change::Device(eui));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    /// The downlink's id in the device's request list.
+    pub id: i64,
+    pub f_port: u8,
+    pub payload_hex: String,
+}
+
+/// Records a downlink, asks the network to queue it, and records the outcome.
+async fn send(
+    app: &AppState,
+    downlink: Downlink,
+    status_command: Option<&str>,
+    what: &str,
+) -> Result<Accepted, ApiError> {
+    let id = store::record_downlink_request(
+        &app.db,
+        downlink.dev_eui,
+        downlink.f_port,
+        &downlink.data,
+        downlink.confirmed,
+        status_command,
+    )
+    .await?;
+    let result = app.network.enqueue(&downlink).await;
+    let outcome = match &result {
+        Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
+        Err(e) => Err(e.to_string()),
+    };
+    store::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
+    let _ = app.changes.send(Change::Device(downlink.dev_eui));
+    ::metrics::counter!("lorafleet_downlinks_total", "outcome" => if result.is_ok() { "enqueued" } else { "failed" }).increment(1);
+    result?;
+    Ok(Accepted {
+        id,
+        f_port: downlink.f_port,
+        payload_hex: hex::encode(&downlink.data),
+    })
+}
+
+/// Sends one Version & Status request to the device.
+#[utoipa::path(post, path = "/api/devices/{dev_eui}/status-requests", params(("dev_eui" = String, Path)),
+    request_body = StatusRequestBody,
+    responses((status = 202, body = Accepted), (status = 400, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody)))]
+pub async fn status_request(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(dev_eui): Path<String>,
+    ApiJson(body): ApiJson<StatusRequestBody>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let eui = parse_eui(&dev_eui)?;
+    let request = body
+        .to_request()
+        .map_err(|e| ApiError::field(e.field, e.message))?;
+    let data = request
+        .to_vec()
+        .map_err(|e| ApiError::field("command", e.to_string()))?;
+    if !store::exists(&app.db, eui).await? {
+        return Err(ApiError::not_found(format!("no device {eui}")));
+    }
+    let downlink = Downlink {
+        dev_eui: eui,
+        f_port: app.config.status_protocol.f_port,
+        data,
+        confirmed: false,
+    };
+    let accepted = send(
+        &app,
+        downlink,
+        Some(request.command_name()),
+        &format!("Version & Status request {}", request.command_name()),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DownlinkBody {
+    pub f_port: u32,
+    pub data_hex: String,
+    #[serde(default)]
+    pub confirmed: bool,
+}
+
+/// Sends an arbitrary downlink to the device.
+#[utoipa::path(post, path = "/api/devices/{dev_eui}/downlinks", params(("dev_eui" = String, Path)),
+    request_body = DownlinkBody,
+    responses((status = 202, body = Accepted), (status = 400, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody), (status = 502, body = super::error::ErrorBody)))]
+pub async fn downlink(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(dev_eui): Path<String>,
+    ApiJson(body): ApiJson<DownlinkBody>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let eui = parse_eui(&dev_eui)?;
+    if !(1..=223).contains(&body.f_port) {
+        return Err(ApiError::field(
+            "f_port",
+            format!("f_port must be 1..223, got {}", body.f_port),
+        ));
+    }
+    let hex_text: String = body
+        .data_hex
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let data = hex::decode(&hex_text)
+        .map_err(|e| ApiError::field("data_hex", format!("data_hex is not hex: {e}")))?;
+    if data.len() > 242 {
+        return Err(ApiError::field(
+            "data_hex",
+            format!(
+                "{} bytes is more than any LoRaWAN downlink carries (242)",
+                data.len()
+            ),
+        ));
+    }
+    if !store::exists(&app.db, eui).await? {
+        return Err(ApiError::not_found(format!("no device {eui}")));
+    }
+    let downlink = Downlink {
+        dev_eui: eui,
+        f_port: body.f_port as u8,
+        data,
+        confirmed: body.confirmed,
+    };
+    let what = format!("downlink on FPort {}", body.f_port);
+    let accepted = send(&app, downlink, None, &what).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}

@@ -1,0 +1,126 @@
+//! The endpoint ChirpStack's HTTP integration posts to: `POST /api/integrations/chirpstack?event=`
+//! and, for set-ups made for the original app, `POST /?event=`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth_api::constant_time_eq;
+use super::ApiError;
+use crate::ingest::{self, Encoding};
+use crate::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct IngestResult {
+    pub event: String,
+    /// `stored`, or `ignored` for event types lorafleet does not record.
+    pub outcome: &'static str,
+}
+
+fn count(event: &str, outcome: &'static str) {
+    let event = if ingest::is_handled(event) {
+        event.to_string()
+    } else {
+        "other".to_string()
+    };
+    ::metrics::counter!("lorafleet_integration_events_total", "event" => event, "outcome" => outcome).increment(1);
+}
+
+/// Receives one integration event. 2xx means it is committed to the database.
+#[utoipa::path(post, path = "/api/integrations/chirpstack",
+    params(("event" = String, Query, description = "up, join, status, ack, txack, log, error; others are ignored")),
+    request_body(content = String, description = "ChirpStack v4 or v3 event, JSON or Protobuf (application/octet-stream)"),
+    responses((status = 200, body = IngestResult), (status = 400, body = super::error::ErrorBody),
+              (status = 401, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
+    security(("integration_token" = [])))]
+pub async fn integration(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), app.integration_token.as_bytes()) => {}
+        Some(_) => {
+            count("unauthorized", "rejected");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong integration token",
+            ));
+        }
+        None => {
+            count("unauthorized", "rejected");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing header Authorization: Bearer <integration.token>",
+            ));
+        }
+    }
+    let Some(event) = q.get("event").map(|e| e.trim().to_ascii_lowercase()) else {
+        return Err(ApiError::field(
+            "event",
+            "query parameter event is required (e.g. ?event=up)",
+        ));
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let encoding = Encoding::from_content_type(content_type).map_err(|e| {
+        let mut err = ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
+        err.field = Some("content-type".into());
+        err
+    })?;
+    let decoded = ingest::decode(
+        &event,
+        encoding,
+        &body,
+        app.config.integration.chirpstack_version,
+        app.network.kind(),
+    );
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            count(&event, "malformed");
+            tracing::warn!(%event, error = %e, "malformed integration event");
+            let field = match &e {
+                ingest::IngestError::Field { field, .. } => Some(field.to_string()),
+                _ => None,
+            };
+            let mut err = ApiError::new(StatusCode::BAD_REQUEST, e.to_string());
+            err.field = field;
+            return Err(err);
+        }
+    };
+    let Some(decoded) = decoded else {
+        count(&event, "ignored");
+        return Ok((
+            StatusCode::OK,
+            Json(IngestResult {
+                event,
+                outcome: "ignored",
+            }),
+        ));
+    };
+    app.writer.commit(decoded).await.map_err(|e| {
+        count(&event, "failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}"))
+    })?;
+    count(&event, "stored");
+    Ok((
+        StatusCode::OK,
+        Json(IngestResult {
+            event,
+            outcome: "stored",
+        }),
+    ))
+}

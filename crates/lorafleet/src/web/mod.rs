@@ -1,0 +1,155 @@
+//! HTTP: the JSON API, the integration endpoint, the embedded console, health and metrics.
+
+pub mod assets;
+pub mod auth_api;
+pub mod devices_api;
+pub mod error;
+pub mod ingest;
+pub mod openapi;
+pub mod stream;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+
+pub use error::{ApiError, ApiJson};
+
+use crate::AppState;
+
+/// The whole HTTP surface of lorafleet.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.server.max_body_bytes;
+    let api = Router::new()
+        .route("/api/info", get(info))
+        .route(
+            "/api/session",
+            get(auth_api::current)
+                .post(auth_api::login)
+                .delete(auth_api::logout),
+        )
+        .route("/api/tokens", post(auth_api::create_token))
+        .route("/api/devices", get(devices_api::list))
+        .route(
+            "/api/devices/{dev_eui}",
+            get(devices_api::detail).delete(devices_api::remove),
+        )
+        .route("/api/devices/{dev_eui}/uplinks", get(devices_api::uplinks))
+        .route(
+            "/api/devices/{dev_eui}/status-requests",
+            post(devices_api::status_request),
+        )
+        .route(
+            "/api/devices/{dev_eui}/downlinks",
+            post(devices_api::downlink),
+        )
+        .route("/api/stream", get(stream::stream))
+        .route("/api/integrations/chirpstack", post(ingest::integration))
+        .route("/api/openapi.json", get(openapi::document))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .merge(api)
+        .merge(assets::routes())
+        .route(
+            "/",
+            post(ingest::integration).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(60),
+        ))
+        .with_state(state)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub database: String,
+    pub network: &'static str,
+    pub uptime_s: u64,
+}
+
+/// Liveness and database reachability; no authentication.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    let db = sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(&app.db)
+        .await;
+    let body = Health {
+        status: if db.is_ok() { "ok" } else { "degraded" },
+        database: match &db {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        },
+        network: app.network.kind().as_str(),
+        uptime_s: app.started_at.elapsed().as_secs(),
+    };
+    let code = if db.is_ok() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    if let Ok(n) =
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
+            .fetch_one(&app.db)
+            .await
+    {
+        ::metrics::gauge!("lorafleet_devices").set(n as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NetworkInfo {
+    pub kind: &'static str,
+    pub region: String,
+    pub simulated: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Info {
+    pub version: &'static str,
+    pub network: NetworkInfo,
+    pub status_f_port: u8,
+}
+
+/// What the console needs to know about this server.
+#[utoipa::path(get, path = "/api/info", responses((status = 200, body = Info)), security(("basic" = []), ("bearer" = []), ("session" = [])))]
+pub async fn info(_user: auth_api::AuthUser, State(app): State<AppState>) -> Json<Info> {
+    let kind = app.network.kind();
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION"),
+        network: NetworkInfo {
+            kind: kind.as_str(),
+            region: app.config.network.region.clone(),
+            simulated: kind == crate::config::NetworkKind::Simulated,
+        },
+        status_f_port: app.config.status_protocol.f_port,
+    })
+}

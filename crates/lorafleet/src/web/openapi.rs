@@ -1,0 +1,53 @@
+//! The OpenAPI document of the JSON API, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{auth_api, devices_api, error, ingest};
+use crate::devices;
+use crate::status;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "integration_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lorafleet API", description = "Device inventory, Version & Status requests, downlinks and ChirpStack integration ingest. Authenticate with HTTP Basic, `Authorization: Bearer <api token>`, or the console's session cookie plus `X-CSRF-Token`."),
+    paths(
+        super::health, super::info,
+        auth_api::current, auth_api::login, auth_api::logout, auth_api::create_token,
+        devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
+        devices_api::status_request, devices_api::downlink,
+        ingest::integration,
+    ),
+    components(schemas(
+        error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,
+        devices::UplinkDto, devices::StatusDto, devices::VersionDto, status::StatusRequestBody,
+    )),
+    modifiers(&Security),
+    security(("basic" = []), ("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`; public, like the API's shape itself.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
