@@ -79,6 +79,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        // A network that produces device events itself (the simulation) starts here, now that
+        // there is a writer to commit them with.
+        network.attach(writer.clone());
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),

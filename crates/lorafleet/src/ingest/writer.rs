@@ -100,7 +100,10 @@ async fn commit_group(
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin().await {
+    // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
+    // writes fails at once with "database is locked" when another writer (the device-list sync,
+    // a campaign) committed in between, and no busy timeout helps with that.
+    let mut tx = match db.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
             return group
