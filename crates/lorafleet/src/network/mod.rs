@@ -185,10 +185,10 @@ pub fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
     let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
     Ok(match config.network.kind {
         NetworkKind::None => Arc::new(disabled::Disabled),
-        NetworkKind::ChirpstackV4 => Arc::new(chirpstack_v4::ChirpstackV4::new(
-            &config.network.chirpstack_v4,
-            timeout,
-        )?),
+        NetworkKind::ChirpstackV4 => Arc::new(
+            chirpstack_v4::ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
+                .with_region(&config.network.region)?,
+        ),
         NetworkKind::ChirpstackV3 => Arc::new(chirpstack_v3::ChirpstackV3::new(
             &config.network.chirpstack_v3,
             timeout,
