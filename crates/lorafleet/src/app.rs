@@ -95,6 +95,9 @@ impl App {
             integration_token,
             started_at: Instant::now(),
         });
+        if app.config.fuota.clock_sync {
+            crate::fuota::clock_sync::spawn(&app);
+        }
         Ok((app, first))
     }
 

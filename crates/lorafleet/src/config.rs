@@ -247,10 +247,22 @@ impl Default for FirmwareConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FuotaConfig {
+    /// Answer TS003 AppTimeReq uplinks (FPort 202). Turn off when ChirpStack's device profile
+    /// already answers them, so devices do not get two answers.
+    pub clock_sync: bool,
     pub server_v3: FuotaServerV3Config,
+}
+
+impl Default for FuotaConfig {
+    fn default() -> Self {
+        Self {
+            clock_sync: true,
+            server_v3: FuotaServerV3Config::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -156,3 +156,31 @@ async fn the_fleet_survives_a_restart() {
     let bin = std::fs::read_dir(dir.path().join("bin")).unwrap().count();
     assert_eq!(bin, 2, "no second set of demo images");
 }
+
+/// TS003 end to end: devices start with clocks off by up to 90 s, ask for the time on FPort
+/// 202, and lorafleet's answer (sent as a class A downlink after their next uplink) sets them
+/// right to within the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_synchronise_their_clocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let sim = std::sync::Arc::new(lorafleet::network::simulated::Simulated::new(&config).unwrap());
+    let (_app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let start = Instant::now();
+    for eui in sim.dev_euis() {
+        loop {
+            let (synced, offset) = sim
+                .inspect(eui, |d| (d.state.clock_synced, d.state.clock_offset_ms))
+                .unwrap();
+            if synced {
+                assert!(offset.abs() < 1_000, "{eui}: still {offset} ms off");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{eui} never synchronised"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
