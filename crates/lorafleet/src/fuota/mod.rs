@@ -3,6 +3,7 @@
 //! engine that sends them and the simulated devices that answer them.
 
 pub mod clock_sync;
+pub mod commands;
 pub mod keys;
 
 use crate::devices::store;
