@@ -4,6 +4,7 @@
 
 pub mod clock_sync;
 pub mod commands;
+pub mod engine;
 pub mod keys;
 
 use crate::devices::store;
