@@ -144,6 +144,13 @@
     return v && typeof v === 'object' && v.raw != null ? hex32(v.raw) : null;
   }
 
+  /** Version & Status VersioningType (a nibble; the server may also send a name). */
+  function versioningName(t) {
+    const names = { 0: 'no versioning scheme', 1: 'major.minor.patch', 2: 'GPS time' };
+    if (typeof t === 'number') return names[t] || `versioning type ${t} (reserved)`;
+    return `versioning ${typeof t === 'object' ? compactJson(t) : t}`;
+  }
+
   function fmtId(v) {
     if (v == null || v === '') return null;
     if (typeof v === 'number') return `${v} (0x${v.toString(16).toUpperCase()})`;
@@ -553,10 +560,14 @@
         liveDot,
         h('span', { class: 'user', testid: 'current-user', title: 'Signed in user' }, state.session.username),
         h('button', { type: 'button', class: 'btn btn-ghost btn-small', testid: 'logout', onclick: logout }, 'Log out')));
-    const banner = net.simulated === true
-      ? h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
-        'Simulated network — devices are virtual')
-      : null;
+    let banner = null;
+    if (net.simulated === true) {
+      banner = h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
+        'Simulated network — devices are virtual');
+    } else if (net.kind === 'none') {
+      banner = h('div', { class: 'sim-banner net-none-banner', role: 'status', testid: 'network-banner' },
+        'No network server configured — uplinks are received, but requests and downlinks cannot be sent');
+    }
     const view = h('main', { class: 'view', id: 'view' });
     const footerBits = ['lorafleet'];
     if (info.version) footerBits.push(`v${info.version}`);
@@ -729,6 +740,7 @@
     const chartBox = h('div', { class: 'chart', testid: 'uplink-chart' });
     const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
     const eventsBody = h('div', { class: 'card-body' }, h('p', { class: 'muted' }, 'Loading…'));
+    const downlinksBody = h('div', { class: 'recent-downlinks' });
     const nbSlots = h('input', { type: 'number', min: 0, max: 15, step: 1, class: 'input-tiny', placeholder: 'all', 'aria-label': 'Number of slots (optional)', title: 'Number of slots to report (optional)', testid: 'vs-nb-slots' });
 
     const vsButtons = {};
@@ -767,7 +779,7 @@
         h('h2', { class: 'card-title' }, 'Uplink history'), uplinkBody),
       h('div', { class: 'grid-2' },
         h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Events'), eventsBody),
-        h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Send downlink'), h('div', { class: 'card-body' }, dl.form))));
+        h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Downlinks'), h('div', { class: 'card-body' }, dl.form, downlinksBody))));
 
     removeBtn.addEventListener('click', async () => {
       const name = device && device.name ? `${device.name} (${devEui})` : devEui;
@@ -833,6 +845,7 @@
       statusBody.replaceChildren(statusCard(d.status || {}));
       renderRequests(Array.isArray(d.status_requests) ? d.status_requests : []);
       eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
+      downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));
       if (uplinkList) {
         uplinkBody.replaceChildren(uplinkTable(uplinkList));
         drawChart(chartBox, uplinkList);
@@ -856,6 +869,7 @@
         field('Tags', tags.length ? h('span', { class: 'tags' }, tags.map(([k, v]) =>
           h('span', { class: 'tag' }, h('span', { class: 'tag-k' }, k), h('span', { class: 'tag-v' }, typeof v === 'string' ? v : compactJson(v))))) : null, 'identity-tags'),
         field('First seen', d.first_seen ? [fmtDateTime(d.first_seen), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.first_seen), ')')] : null, 'identity-first-seen'),
+        d.joined_at ? field('Joined', [fmtDateTime(d.joined_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.joined_at), ')')], 'identity-joined') : null,
         field('Last seen', d.never_seen ? h('span', { class: 'muted' }, 'never') : d.last_seen ? [fmtDateTime(d.last_seen), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.last_seen), ')')] : null, 'identity-last-seen'),
         field('Battery', d.battery == null ? null : fmtNum(d.battery, '%', Number.isInteger(Number(d.battery)) ? 0 : 1), 'identity-battery'),
         field('Link margin', d.margin == null ? null : fmtNum(d.margin, 'dB'), 'identity-margin'),
@@ -878,7 +892,8 @@
         h('span', { class: 'version', testid: 'status-running-version' }, runningText),
         running ? null : h('span', { class: 'muted' }, 'not reported'),
         running ? h('span', { class: 'muted small', testid: 'status-running-version-raw' },
-          [runningRaw ? `raw ${runningRaw}` : null, running.slot != null ? `slot ${running.slot}` : null].filter(Boolean).join(' · ')) : null,
+          [runningRaw && !runningText.includes(runningRaw) ? `raw ${runningRaw}` : null,
+            running.slot != null ? `slot ${running.slot}` : null].filter(Boolean).join(' · ')) : null,
         reported(at.running),
       ];
 
@@ -886,7 +901,7 @@
         h('span', null, [
           pkg.identifier != null ? `package ${pkg.identifier}` : null,
           pkg.version != null ? `v${versionText(pkg.version)}` : null,
-          pkg.versioning_type != null ? `versioning ${typeof pkg.versioning_type === 'object' ? compactJson(pkg.versioning_type) : pkg.versioning_type}` : null,
+          pkg.versioning_type != null ? versioningName(pkg.versioning_type) : null,
           pkg.slots != null ? `${pkg.slots} slot${pkg.slots === 1 ? '' : 's'}` : null,
         ].filter(Boolean).join(' · ')),
         reported(at.package)] : null;
@@ -1070,6 +1085,32 @@
           h('span', { class: 'event-msg' }, e.message || ''))));
     }
 
+    // Downlink states as the server records them: requested -> enqueued -> sent ->
+    // acknowledged / answered, or failed.
+    function downlinkKind(state) {
+      if (state === 'failed') return 'err';
+      if (state === 'acknowledged' || state === 'answered') return 'ok';
+      return 'pending';
+    }
+
+    function downlinkList(list) {
+      if (!list || list.length === 0) return '';
+      const label = (cmd) => (VS_COMMANDS.find((c) => c.cmd === cmd) || { label: cmd }).label.replace('…', '');
+      const recent = list.slice(0, 10);
+      return h('div', null,
+        h('h3', { class: 'sub-title' }, 'Recent downlinks'),
+        h('table', { class: 'table table-compact table-cards', testid: 'downlink-table' },
+          h('thead', null, h('tr', null, ['Queued', 'FPort', 'Data (hex)', 'What', 'State'].map((t) => h('th', null, t)))),
+          h('tbody', null, recent.map((d) => h('tr', { testid: 'downlink-row', 'data-state': d.state },
+            h('td', { 'data-label': 'Queued', class: 'nowrap' }, timeAgo(d.requested_at)),
+            h('td', { 'data-label': 'FPort', class: 'num' }, d.f_port ?? '—'),
+            h('td', { 'data-label': 'Data', class: 'mono hex' }, spacedHex(d.data_hex) || '—'),
+            h('td', { 'data-label': 'What' }, d.status_command ? label(d.status_command) : 'manual', d.confirmed ? h('span', { class: 'muted small' }, ' · confirmed') : null),
+            h('td', { 'data-label': 'State' }, badge(d.state || '?', downlinkKind(d.state), d.error || ''),
+              d.error ? h('span', { class: 'small err-text' }, ' ', d.error) : null))))),
+        list.length > recent.length ? h('p', { class: 'muted small' }, `and ${list.length - recent.length} older`) : null);
+    }
+
     function downlinkForm() {
       const fport = h('input', { type: 'number', min: 1, max: 223, step: 1, id: 'dl-fport', name: 'f_port', required: true, class: 'input-small', testid: 'downlink-fport' });
       const data = h('input', { type: 'text', id: 'dl-data', name: 'data_hex', placeholder: 'e.g. 01 02 0a', autocomplete: 'off', spellcheck: 'false', class: 'mono', testid: 'downlink-data' });
@@ -1101,7 +1142,9 @@
           await api('POST', `/api/devices/${encodeURIComponent(devEui)}/downlinks`, { f_port: port, data_hex: hex, confirmed: confirmed.checked });
           result.textContent = `Queued ${hex.length / 2} byte${hex.length === 2 ? '' : 's'} on port ${port}.`;
           result.classList.add('ok-text');
+          load();
         } catch (e) {
+          load(); // a refused downlink is recorded too
           if (e.status !== 401) fail(e.message, e.field && inputs[e.field]);
         } finally {
           submit.disabled = false;
