@@ -204,7 +204,7 @@
       const err = h('p', { class: 'field-error', testid: `${testid}-error` });
       const ok = h('button', { type: 'submit', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}`, testid: `${testid}-confirm` }, confirmLabel);
       const cancel = h('button', { type: 'button', class: 'btn', testid: `${testid}-cancel` }, 'Cancel');
-      const form = h('form', { method: 'dialog', class: 'dialog-form' },
+      const form = h('form', { method: 'dialog', class: 'dialog-form', novalidate: true },
         h('h2', { class: 'dialog-title' }, title),
         h('div', { class: 'dialog-body' }, body),
         err,
