@@ -111,9 +111,12 @@
     return `${Math.floor(hours / 24)} d ago`;
   }
 
+  /** Placeholder for a missing value. */
+  const dash = () => h('span', { class: 'muted empty' }, '—');
+
   /** A <time> element that keeps its relative text up to date (see the ticker below). */
   function timeAgo(t, testid) {
-    if (!parseTime(t)) return h('span', { class: 'muted', testid }, '—');
+    if (!parseTime(t)) return h('span', { class: 'muted empty', testid }, '—');
     return h('time', { datetime: t, title: fmtDateTime(t), 'data-rel-time': t, testid }, relTime(t));
   }
 
@@ -679,9 +682,9 @@
           h('a', { href, testid: 'device-name' }, d.name ? d.name : h('span', { class: 'muted' }, '(unnamed)')),
           badges.length ? h('span', { class: 'badges' }, badges) : null),
         h('td', { 'data-label': 'DevEUI', class: 'mono' }, d.dev_eui),
-        h('td', { 'data-label': 'Application' }, d.application || h('span', { class: 'muted' }, '—')),
+        h('td', { 'data-label': 'Application' }, d.application || dash()),
         h('td', { 'data-label': 'Version', title: versionRaw(d.running_version) || '' },
-          d.running_version ? versionText(d.running_version) : h('span', { class: 'muted' }, '—')),
+          d.running_version ? versionText(d.running_version) : dash()),
         h('td', { 'data-label': 'Last seen' }, d.never_seen ? h('span', { class: 'muted' }, 'never') : timeAgo(d.last_seen)));
       tr.addEventListener('click', (ev) => {
         if (ev.target.closest('a') || window.getSelection().toString()) return;
@@ -854,7 +857,7 @@
 
     function field(label, value, testid) {
       const empty = value == null || value === '' || (Array.isArray(value) && value.length === 0);
-      return [h('dt', null, label), h('dd', { testid }, empty ? h('span', { class: 'muted' }, '—') : value)];
+      return [h('dt', null, label), h('dd', { testid }, empty ? dash() : value)];
     }
 
     function identity(d) {
@@ -1070,9 +1073,9 @@
           h('td', { 'data-label': 'DR', class: 'num' }, u.dr ?? '—'),
           h('td', { 'data-label': 'RSSI', class: 'num nowrap' }, fmtNum(u.rssi, 'dBm')),
           h('td', { 'data-label': 'SNR', class: 'num nowrap' }, fmtNum(u.snr, 'dB')),
-          h('td', { 'data-label': 'Hex', class: 'mono hex' }, spacedHex(u.data_hex) || h('span', { class: 'muted' }, '—')),
-          h('td', { 'data-label': 'Text', class: 'text-cell' }, u.data_text != null ? u.data_text : h('span', { class: 'muted' }, '—')),
-          h('td', { 'data-label': 'Decoded', class: 'mono json' }, u.object != null ? compactJson(u.object) : h('span', { class: 'muted' }, '—')))))), more);
+          h('td', { 'data-label': 'Hex', class: 'mono hex' }, spacedHex(u.data_hex) || dash()),
+          h('td', { 'data-label': 'Text', class: 'text-cell' }, u.data_text != null ? u.data_text : dash()),
+          h('td', { 'data-label': 'Decoded', class: 'mono json' }, u.object != null ? compactJson(u.object) : dash()))))), more);
     }
 
     function eventLog(events) {
