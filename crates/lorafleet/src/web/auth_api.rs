@@ -74,6 +74,21 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let from_script = parts.headers.contains_key("sec-fetch-mode");
+        authenticate(parts, app).await.map_err(|mut e| {
+            // A Basic challenge on a fetch() from the console would make the browser open its
+            // own login dialog; the console shows its login form instead.
+            if from_script {
+                e.headers
+                    .retain(|(name, _)| name != header::WWW_AUTHENTICATE);
+            }
+            e
+        })
+    }
+}
+
+async fn authenticate(parts: &mut Parts, app: &AppState) -> Result<AuthUser, ApiError> {
+    {
         let ip = client_ip(parts);
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value
