@@ -223,8 +223,11 @@ pub async fn delete_session(db: &Db, cookie: &str) -> anyhow::Result<()> {
 /// each further attempt must wait twice as long as the previous one (up to 15 minutes).
 pub struct LoginThrottle {
     max_failures: u32,
-    failures: Mutex<HashMap<(String, Option<IpAddr>), (u32, Instant)>>,
+    failures: Mutex<HashMap<LoginKey, (u32, Instant)>>,
 }
+
+/// A user name (lower case) and the client it was tried from.
+type LoginKey = (String, Option<IpAddr>);
 
 impl LoginThrottle {
     pub fn new(max_failures: u32) -> Self {

@@ -13,7 +13,13 @@ async fn api_refuses_missing_and_wrong_credentials() {
     assert_eq!(none.status(), 401);
     assert!(none.headers().get("www-authenticate").is_some());
     // The console's fetch() must not trigger the browser's own Basic dialog.
-    let from_console = t.http.get(t.url("/api/session")).header("sec-fetch-mode", "cors").send().await.unwrap();
+    let from_console = t
+        .http
+        .get(t.url("/api/session"))
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(from_console.status(), 401);
     assert!(from_console.headers().get("www-authenticate").is_none());
     let wrong = t

@@ -56,21 +56,20 @@ async fn v4_enqueue_carries_eui_port_bytes_and_token() {
         .unwrap();
     assert_eq!(r.status(), 202);
 
-    let state = fake.state.lock().unwrap();
-    assert_eq!(state.enqueued.len(), 2);
-    let (auth, req) = &state.enqueued[0];
+    let enqueued = fake.state.lock().unwrap().enqueued.clone();
+    assert_eq!(enqueued.len(), 2);
+    let (auth, req) = &enqueued[0];
     assert_eq!(auth, "Bearer fake-api-token");
     let item = req.queue_item.as_ref().unwrap();
     assert_eq!(item.dev_eui, EUI);
     assert_eq!(item.f_port, 111);
     assert_eq!(item.data, vec![0x02, 0x03]);
     assert!(!item.confirmed);
-    let item = state.enqueued[1].1.queue_item.as_ref().unwrap();
+    let item = enqueued[1].1.queue_item.as_ref().unwrap();
     assert_eq!(
         (item.f_port, item.data.clone(), item.confirmed),
         (10, vec![0xca, 0xfe, 0x01], true)
     );
-    drop(state);
 
     let d = t.device(EUI).await;
     assert_eq!(d["status_requests"][0]["command"], "version_stored");
