@@ -202,16 +202,6 @@ async function withPage(name, viewport, fn) {
   page.on('pageerror', (e) => pageErrors.push(e.message));
   page.on('dialog', (d) => { pageErrors.push(`unexpected native dialog: ${d.message()}`); d.dismiss().catch(() => {}); });
   page.setDefaultTimeout(15000);
-  if (process.env.DEV_STRIP_BASIC_CHALLENGE === '1') {
-    // TEMPORARY, for local runs only: hide the server's Basic challenge on 401s, which makes
-    // Chromium wait for credentials instead of handing the 401 to the page.
-    await page.route((u) => u.pathname.startsWith('/api/') && u.pathname !== '/api/stream', async (route) => {
-      const res = await route.fetch();
-      const headers = { ...res.headers() };
-      delete headers['www-authenticate'];
-      await route.fulfill({ response: res, headers });
-    });
-  }
   const step = { name: 'start' };
   try {
     await fn(page, step);
@@ -264,6 +254,22 @@ test('console: login, escaped device list, Version & Status request and live ans
   await withPage('main', { width: 1280, height: 900 }, async (page, step) => {
     step.name = 'inject the first uplink';
     await injectUplink({ fPort: 2, bytes: [0x68, 0x65, 0x6c, 0x6c, 0x6f], object: { temperature: 21.5 } });
+
+    step.name = 'a signed-out console gets plain 401s';
+    // A 401 with `WWW-Authenticate: Basic` makes browsers open their own login dialog over the
+    // console's form (headless Chromium just waits for credentials forever), so the requests the
+    // console makes while signed out must not carry that challenge.
+    for (const [url, headers] of [
+      // What Chromium sends for the console's fetch() and EventSource.
+      ['/api/session', { Accept: 'application/json', 'X-Requested-With': 'XMLHttpRequest', 'Sec-Fetch-Mode': 'cors', 'Sec-Fetch-Site': 'same-origin' }],
+      ['/api/stream', { Accept: 'text/event-stream', 'Sec-Fetch-Mode': 'cors', 'Sec-Fetch-Site': 'same-origin' }],
+    ]) {
+      const r = await fetch(server.base + url, { headers, signal: AbortSignal.timeout(5000) });
+      await r.body?.cancel();
+      assert.equal(r.status, 401, `GET ${url} without a session`);
+      assert.ok(!/basic/i.test(r.headers.get('www-authenticate') || ''),
+        `GET ${url} from the console must not answer with a Basic challenge (got WWW-Authenticate: ${r.headers.get('www-authenticate')})`);
+    }
 
     step.name = 'log in';
     await page.goto(server.base + '/');
