@@ -352,6 +352,10 @@ test('console: search, erase-slot dialog, stored versions, manual downlink, netw
     await waitFor('the search to narrow the list', async () => (await page.getByTestId('device-row').count()) === 1);
     await deviceRow(page, EUI).waitFor();
     await page.getByTestId('device-count').filter({ hasText: /^\s*1\s*$/ }).waitFor();
+    await page.getByTestId('device-sort').selectOption('name');
+    await page.locator('[data-testid="device-table"] th[aria-sort="ascending"]').filter({ hasText: 'Name' }).waitFor();
+    await deviceRow(page, EUI).waitFor();
+    assert.equal(await page.getByTestId('error').count(), 0, 'sorting by name is accepted');
 
     step.name = 'open the device';
     await deviceRow(page, EUI).getByTestId('device-name').click();

@@ -600,29 +600,34 @@
 
   const PAGE_SIZE = 50;
   // Kept across navigation so "back to devices" returns to the same search and page.
-  const listState = { search: '', offset: 0 };
+  const listState = { search: '', offset: 0, sort: 'last_seen' };
+  const SORTS = [['last_seen', 'Last seen'], ['name', 'Name'], ['dev_eui', 'DevEUI']];
 
   function devicesPage(view, ctx) {
     ctx.setTitle('Devices');
     const search = h('input', {
-      type: 'search', class: 'search', placeholder: 'Search name, DevEUI, application…',
+      type: 'search', class: 'search', placeholder: 'Search devices…', title: 'Name, DevEUI, application or DevAddr',
       'aria-label': 'Search devices', value: listState.search, testid: 'device-search',
     });
     const count = h('span', { class: 'count', testid: 'device-count' });
+    const sort = h('select', { class: 'sort', 'aria-label': 'Sort devices by', testid: 'device-sort' },
+      SORTS.map(([v, label]) => h('option', { value: v }, `Sort: ${label}`)));
+    sort.value = listState.sort;
+    sort.addEventListener('change', () => { listState.sort = sort.value; listState.offset = 0; load(); });
     const body = h('div', { class: 'list-body' }, h('p', { class: 'muted loading' }, 'Loading devices…'));
     const pager = h('div', { class: 'pager' });
 
     view.append(
       h('div', { class: 'page-head' },
         h('h1', null, 'Devices', ' ', count),
-        h('div', { class: 'toolbar' }, search, h('span', { class: 'sort-note muted' }, 'Sorted by last seen'))),
+        h('div', { class: 'toolbar' }, search, sort)),
       body, pager);
 
     let seq = 0;
     async function load() {
       const my = ++seq;
       const q = new URLSearchParams({
-        search: listState.search, limit: String(PAGE_SIZE), offset: String(listState.offset), sort: 'last_seen',
+        search: listState.search, limit: String(PAGE_SIZE), offset: String(listState.offset), sort: listState.sort,
       });
       try {
         const data = await api('GET', `/api/devices?${q}`, undefined, { signal: ctx.signal });
@@ -654,8 +659,10 @@
       } else {
         const table = h('table', { class: 'table table-cards devices', testid: 'device-table' },
           h('thead', null, h('tr', null,
-            h('th', null, 'Name'), h('th', null, 'DevEUI'), h('th', null, 'Application'),
-            h('th', null, 'Running version'), h('th', { 'aria-sort': 'descending' }, 'Last seen ▾'))),
+            h('th', { 'aria-sort': listState.sort === 'name' ? 'ascending' : null }, 'Name', listState.sort === 'name' ? ' ▴' : ''),
+            h('th', { 'aria-sort': listState.sort === 'dev_eui' ? 'ascending' : null }, 'DevEUI', listState.sort === 'dev_eui' ? ' ▴' : ''),
+            h('th', null, 'Application'), h('th', null, 'Running version'),
+            h('th', { 'aria-sort': listState.sort === 'last_seen' ? 'descending' : null }, 'Last seen', listState.sort === 'last_seen' ? ' ▾' : ''))),
           h('tbody', null, devices.map(deviceRow)));
         body.replaceChildren(table);
       }
