@@ -427,3 +427,61 @@ async fn uplink_history_is_pruned_and_removed_devices_reappear() {
     assert_eq!(list["total"], 1);
     assert!(list["devices"][0]["reappeared_at"].is_string());
 }
+
+#[tokio::test]
+async fn version_status_answers_update_the_record_and_bad_ones_are_logged() {
+    let t = spawn(|_| {}, None).await;
+    let eui = "3333333333333333";
+    // Running version first: rendered raw until the versioning type is known.
+    let r = t
+        .ingest(
+            "up",
+            "application/json",
+            v4_uplink_json(eui, 111, 1, &[0x01, 0x02, 0x03, 0x02, 0x01, 0x00]),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let d = t.device(eui).await;
+    assert_eq!(d["status"]["running"]["slot"], 2);
+    assert_eq!(d["status"]["running"]["version"]["raw"], 0x00010203);
+    // PackageVersionAns (type 1 = Major/Minor/Patch, 3 slots) and a DeviceDescriptionAns in one
+    // payload (the spec's Table 19 body).
+    let mut payload = vec![0x00, 0x0a, 0x01, 0x13, 0x06, 0x03, 0x04];
+    payload.extend_from_slice(b"LTEK");
+    payload.push(0x06);
+    payload.extend_from_slice(b"FF1705");
+    assert_eq!(
+        t.ingest(
+            "up",
+            "application/json",
+            v4_uplink_json(eui, 111, 2, &payload)
+        )
+        .await
+        .status(),
+        200
+    );
+    let d = t.device(eui).await;
+    assert_eq!(d["status"]["package"]["identifier"], 10);
+    assert_eq!(d["status"]["package"]["versioning_type"], 1);
+    assert_eq!(d["status"]["running"]["version"]["display"], "1.2.3");
+    assert_eq!(d["status"]["manufacturer_id"], "LTEK");
+    assert_eq!(d["status"]["device_id"], "FF1705");
+    // SpaceStatusAns with heap 0 ("could not be read") followed by a truncated answer.
+    let bad = [0x03, 0, 0, 0, 0, 0x00, 0x00, 0x01, 0x00, 0x04, 0x01];
+    assert_eq!(
+        t.ingest("up", "application/json", v4_uplink_json(eui, 111, 3, &bad))
+            .await
+            .status(),
+        200
+    );
+    let d = t.device(eui).await;
+    assert_eq!(d["last_uplink"]["f_cnt"], 3, "the uplink itself is kept");
+    assert_eq!(d["status"]["slot_size"], 65536);
+    assert_eq!(d["status"]["heap_available"], Value::Null);
+    assert_eq!(d["events"][0]["kind"], "decode_error");
+    assert!(d["events"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("0300000000000001000401"));
+    assert_eq!(d["events"][1]["kind"], "status_answer");
+}

@@ -358,7 +358,8 @@ pub async fn list(db: &Db, q: &ListQuery) -> sqlx::Result<DeviceList> {
     let order = match q.sort.as_str() {
         "name" => "name ASC, dev_eui ASC",
         "dev_eui" => "dev_eui ASC",
-        _ => "last_seen IS NULL, last_seen DESC, dev_eui ASC",
+        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the order.
+        _ => "last_seen DESC",
     };
     let rows = sqlx::query(&format!(
         "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,
