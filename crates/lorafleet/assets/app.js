@@ -1309,10 +1309,57 @@
   // Route table
   // ---------------------------------------------------------------------------------------
 
+  // API tokens for scripts (shown once when created) and the integration endpoint.
+  function settingsPage(view, ctx) {
+    ctx.setTitle('Settings');
+    const list = h('div', { testid: 'token-list' });
+    const created = h('div', { testid: 'token-created' });
+    const name = h('input', { type: 'text', placeholder: 'what it is for, e.g. grafana', testid: 'token-name', maxlength: '100' });
+    const message = h('p', { class: 'muted' });
+    async function load() {
+      const tokens = await api('GET', '/api/tokens');
+      list.replaceChildren(tokens.length === 0
+        ? h('p', { class: 'muted' }, 'No API tokens yet.')
+        : h('table', { class: 'table' },
+            h('thead', null, h('tr', null, h('th', null, 'Name'), h('th', null, 'User'), h('th', null, 'Created'), h('th', null, 'Last used'), h('th', null, ''))),
+            h('tbody', null, tokens.map((t) => h('tr', { testid: 'token-row' },
+              h('td', null, t.name), h('td', null, t.username), h('td', null, t.created_at), h('td', null, t.last_used_at || 'never'),
+              h('td', null, h('button', { class: 'btn danger', type: 'button', onclick: async () => {
+                if (!confirm(`Revoke the API token "${t.name}"? Scripts using it stop working.`)) return;
+                await api('DELETE', `/api/tokens/${t.id}`);
+                load();
+              } }, 'Revoke')))))));
+    }
+    async function create(ev) {
+      ev.preventDefault();
+      message.textContent = '';
+      try {
+        const t = await api('POST', '/api/tokens', { name: name.value.trim() });
+        created.replaceChildren(h('section', { class: 'card' },
+          h('p', null, 'Copy this token now; it is not shown again:'),
+          h('pre', { testid: 'token-secret' }, t.token)));
+        name.value = '';
+        load();
+      } catch (e) { message.textContent = e.message; }
+    }
+    view.append(
+      h('div', { class: 'page-head' }, h('h1', null, 'Settings')),
+      h('section', { class: 'card' },
+        h('h2', null, 'API tokens'),
+        h('p', { class: 'muted' }, 'Scripts authenticate with "Authorization: Bearer <token>". Tokens are stored hashed.'),
+        h('form', { onsubmit: create }, name, ' ', h('button', { class: 'btn', type: 'submit', testid: 'token-create' }, 'Create token'), message),
+        created, list),
+      h('section', { class: 'card' },
+        h('h2', null, 'ChirpStack integration'),
+        h('p', null, 'HTTP integration URL: ', h('code', null, `${location.origin}/api/integrations/chirpstack`)),
+        h('p', { class: 'muted' }, 'Header: Authorization = Bearer <integration token> (printed by the server on its first start, or set with integration.token).')));
+    load().catch((e) => { message.textContent = e.message; });
+  }
   route('/devices', devicesPage, { nav: 'Devices' });
   route('/devices/:devEui', devicePage);
   route('/firmware', comingSoon('Firmware', 'Upload firmware images and manage their versions here.'), { nav: 'Firmware' });
   route('/campaigns', comingSoon('Campaigns', 'Plan and follow firmware-update-over-the-air campaigns here.'), { nav: 'Campaigns' });
+  route('/settings', settingsPage, { nav: 'Settings' });
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();

@@ -91,6 +91,34 @@ async fn api_tokens_work_and_are_stored_hashed() {
         .unwrap();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], token);
+    let listed: Value = t
+        .get("/api/tokens")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["name"], "grafana");
+    assert!(listed[0]["last_used_at"].is_string());
+    assert!(listed[0].get("token").is_none());
+    let id = listed[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        t.delete(&format!("/api/tokens/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let revoked = t
+        .http
+        .get(t.url("/api/devices"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401);
 }
 
 #[tokio::test]

@@ -308,3 +308,26 @@ pub async fn create_token(
         }),
     ))
 }
+
+/// Lists API tokens (names and use, never the secrets).
+#[utoipa::path(get, path = "/api/tokens", responses((status = 200, body = Vec<auth::ApiTokenInfo>)))]
+pub async fn list_tokens(
+    _user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<Json<Vec<auth::ApiTokenInfo>>, ApiError> {
+    Ok(Json(auth::list_api_tokens(&app.db).await?))
+}
+
+/// Revokes an API token.
+#[utoipa::path(delete, path = "/api/tokens/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_token(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if auth::delete_api_token(&app.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no API token {id}")))
+    }
+}
