@@ -348,8 +348,14 @@ pub async fn list(db: &Db, q: &ListQuery) -> sqlx::Result<DeviceList> {
                     .replace('_', "\\_")
             )
         });
-    let filter = "removed_at IS NULL AND (?1 IS NULL OR dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
-                  OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')";
+    // Two shapes of query, so that the unfiltered list (the common case) can use the partial
+    // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
+    let filter = if pattern.is_some() {
+        "removed_at IS NULL AND (dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
+         OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')"
+    } else {
+        "removed_at IS NULL AND ?1 IS NULL"
+    };
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
         .bind(pattern.as_deref())
         .fetch_one(db)
