@@ -82,6 +82,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        // A network that produces device events itself (the simulation) starts here, now that
+        // there is a writer to commit them with.
+        network.attach(writer.clone());
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -96,6 +99,9 @@ impl App {
             started_at: Instant::now(),
             shutdown: tokio::sync::watch::channel(false).0,
         });
+        if app.config.fuota.clock_sync {
+            crate::fuota::clock_sync::spawn(&app);
+        }
         Ok((app, first))
     }
 

@@ -268,15 +268,15 @@ pub async fn delete_session(db: &Db, cookie: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Failed logins per (user name, client): how many, and when the last one was.
+type FailureMap = HashMap<(String, Option<IpAddr>), (u32, Instant)>;
+
 /// Slows down guessing: after `max_failures` failed logins for one user name from one client,
 /// each further attempt must wait twice as long as the previous one (up to 15 minutes).
 pub struct LoginThrottle {
     max_failures: u32,
-    failures: Mutex<HashMap<LoginKey, (u32, Instant)>>,
+    failures: Mutex<FailureMap>,
 }
-
-/// A user name (lower case) and the client it was tried from.
-type LoginKey = (String, Option<IpAddr>);
 
 impl LoginThrottle {
     pub fn new(max_failures: u32) -> Self {

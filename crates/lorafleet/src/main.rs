@@ -144,6 +144,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!("  (ChirpStack v3: same URL and header in the application's HTTP integration.)\n");
     }
+    if app.network.kind() == lorafleet::config::NetworkKind::Simulated {
+        println!(
+            "  Network: SIMULATED, {} virtual devices (time x{}). Set network.kind to \"chirpstack-v4\" or \"chirpstack-v3\" for a real network.\n",
+            app.config.network.simulated.devices, app.config.network.simulated.time_scale
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("listening on {bind} (server.bind)"))?;

@@ -102,7 +102,7 @@ async fn commit_group(
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
     let whole = async {
-        let mut tx = db.begin().await?;
+        let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
         for (event, _) in group {
             apply_event(&mut tx, event, retention).await?;
         }
@@ -119,12 +119,17 @@ async fn commit_group(
     }
 }
 
+// IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
+// writes fails at once with "database is locked" when another writer (the device-list sync,
+// a campaign) committed in between, and no busy timeout helps with that.
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
 async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin().await {
+    let mut tx = match db.begin_with(BEGIN_IMMEDIATE).await {
         Ok(tx) => tx,
         Err(e) => {
             return group
