@@ -28,6 +28,9 @@ pub struct App {
     pub basic_cache: BasicCache,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub started_at: Instant,
+    /// Turns true when the server is stopping; long-lived responses (event streams) end then,
+    /// so graceful shutdown does not wait for browsers to go away.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -94,6 +97,7 @@ impl App {
             uplinks,
             integration_token,
             started_at: Instant::now(),
+            shutdown: tokio::sync::watch::channel(false).0,
         });
         if app.config.fuota.clock_sync {
             crate::fuota::clock_sync::spawn(&app);

@@ -172,11 +172,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     let router = lorafleet::web::router(app.clone());
+    let stopping = app.clone();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping.shutdown.send(true);
+    })
     .await?;
     tracing::info!("stopped");
     app.db.close().await;
