@@ -95,6 +95,29 @@ impl App {
         Ok((app, first))
     }
 
+    /// Starts what runs beside the HTTP server: the first index of the firmware library.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            match crate::firmware::library::rescan(&app.db, &app.config).await {
+                Ok(report) => {
+                    if let Some(e) = &report.dir_error {
+                        tracing::info!(error = %e, "firmware directory not indexed");
+                    } else {
+                        tracing::info!(
+                            dir = %report.dir,
+                            added = report.added.len(),
+                            missing = report.missing.len(),
+                            "firmware library indexed"
+                        );
+                    }
+                    let _ = app.changes.send(Change::Firmware);
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "firmware library scan failed"),
+            }
+        });
+    }
+
     /// Lists the configured applications' devices through the network server's API, so devices
     /// that have not sent since lorafleet started are there too.
     pub async fn sync_network_devices(&self) -> anyhow::Result<usize> {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod devices;
+pub mod firmware;
 pub mod ingest;
 pub mod metrics;
 pub mod network;

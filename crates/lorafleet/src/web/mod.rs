@@ -4,6 +4,7 @@ pub mod assets;
 pub mod auth_api;
 pub mod devices_api;
 pub mod error;
+pub mod firmware_api;
 pub mod ingest;
 pub mod openapi;
 pub mod stream;
@@ -50,12 +51,31 @@ pub fn router(state: AppState) -> Router {
             "/api/devices/{dev_eui}/downlinks",
             post(devices_api::downlink),
         )
+        .route("/api/firmware/rescan", post(firmware_api::rescan))
+        .route(
+            "/api/firmware/{id}",
+            get(firmware_api::detail)
+                .patch(firmware_api::update)
+                .delete(firmware_api::remove),
+        )
+        .route("/api/firmware/{id}/download", get(firmware_api::download))
         .route("/api/stream", get(stream::stream))
         .route("/api/integrations/chirpstack", post(ingest::integration))
         .route("/api/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(body_limit));
+    // Images are streamed to disk and limited by firmware.max_size while they arrive.
+    let upload_limit = usize::try_from(state.config.firmware.max_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(firmware_api::MULTIPART_OVERHEAD);
+    let uploads = Router::new().route(
+        "/api/firmware",
+        get(firmware_api::list)
+            .post(firmware_api::upload)
+            .layer(DefaultBodyLimit::max(upload_limit)),
+    );
     Router::new()
         .merge(api)
+        .merge(uploads)
         .merge(assets::routes())
         .route(
             "/",
