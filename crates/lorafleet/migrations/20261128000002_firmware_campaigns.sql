@@ -40,6 +40,8 @@ CREATE TABLE campaigns (
     state TEXT NOT NULL,                -- draft | running | completed | failed | cancelled
     driver TEXT NOT NULL,               -- chirpstack-v4 | fuota-server-v3 | engine
     firmware_id INTEGER NOT NULL REFERENCES firmware_images(id),
+    -- The request as the operator sent it, without keys (PATCH merges into it).
+    request_json TEXT NOT NULL,
     -- The settings with every default filled in (no keys).
     settings_json TEXT NOT NULL,
     -- Key material given with the request; cleared once the driver no longer needs it.

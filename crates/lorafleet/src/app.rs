@@ -28,6 +28,8 @@ pub struct App {
     pub basic_cache: BasicCache,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub started_at: Instant,
+    /// FUOTA campaign drivers and the runner's coordination.
+    pub campaigns: Arc<crate::campaigns::runner::Campaigns>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -79,6 +81,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
+            crate::campaigns::driver::DriverRegistry::from_config(&config),
+        ));
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -91,12 +96,15 @@ impl App {
             uplinks,
             integration_token,
             started_at: Instant::now(),
+            campaigns,
         });
         Ok((app, first))
     }
 
-    /// Starts what runs beside the HTTP server: the first index of the firmware library.
+    /// Starts what runs beside the HTTP server: the first index of the firmware library and
+    /// the campaign runner (which resumes running campaigns).
     pub fn spawn_background(self: &Arc<Self>) {
+        crate::campaigns::runner::spawn(self.clone());
         let app = self.clone();
         tokio::spawn(async move {
             match crate::firmware::library::rescan(&app.db, &app.config).await {

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod campaigns;
 pub mod config;
 pub mod devices;
 pub mod firmware;

@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
 pub mod firmware_api;
@@ -59,6 +60,19 @@ pub fn router(state: AppState) -> Router {
                 .delete(firmware_api::remove),
         )
         .route("/api/firmware/{id}/download", get(firmware_api::download))
+        .route(
+            "/api/campaigns",
+            get(campaigns_api::list).post(campaigns_api::create),
+        )
+        .route("/api/campaigns/preview", post(campaigns_api::preview))
+        .route(
+            "/api/campaigns/{id}",
+            get(campaigns_api::detail)
+                .patch(campaigns_api::update)
+                .delete(campaigns_api::remove),
+        )
+        .route("/api/campaigns/{id}/start", post(campaigns_api::start))
+        .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
         .route("/api/stream", get(stream::stream))
         .route("/api/integrations/chirpstack", post(ingest::integration))
         .route("/api/openapi.json", get(openapi::document))
