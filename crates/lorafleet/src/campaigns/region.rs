@@ -146,7 +146,10 @@ mod tests {
             r.downlink_modulation(7),
             Ok(Modulation::Fsk { bitrate: 50_000 })
         );
-        assert!(r.downlink_modulation(8).unwrap_err().contains("uplink-only"));
+        assert!(r
+            .downlink_modulation(8)
+            .unwrap_err()
+            .contains("uplink-only"));
         assert!(r.downlink_modulation(16).is_err());
         assert_eq!(r.rx2(), (869_525_000, 0));
         assert_eq!(r.duty_cycle(868_100_000), Some(0.01));
