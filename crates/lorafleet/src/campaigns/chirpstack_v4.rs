@@ -43,6 +43,9 @@ pub struct Deployment {
     pub devices: Vec<String>,
 }
 
+/// Devices by the (application, device profile) their deployment needs.
+type Groups = BTreeMap<(String, String), Vec<String>>;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct State {
     deployments: Vec<Deployment>,
@@ -134,7 +137,7 @@ impl ChirpstackV4Driver {
     fn groups(
         &self,
         campaign: &Campaign,
-    ) -> (BTreeMap<(String, String), Vec<String>>, Vec<String>) {
+    ) -> (Groups, Vec<String>) {
         let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut unknown = Vec::new();
         for d in &campaign.devices {

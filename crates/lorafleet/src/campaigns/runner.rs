@@ -223,6 +223,8 @@ pub enum StartError {
     NotDraft(CampaignState),
     Fields(Vec<FieldError>),
     Unavailable(String),
+    /// The service refused the checks (bad API key, ...), with its message.
+    Refused(String),
     Other(anyhow::Error),
 }
 
@@ -256,7 +258,7 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
         Ok(errors) if !errors.is_empty() => return Err(StartError::Fields(errors)),
         Ok(_) => {}
         Err(DriverError::Unavailable(m)) => return Err(StartError::Unavailable(m)),
-        Err(e) => return Err(StartError::Other(anyhow::anyhow!("{e}"))),
+        Err(e) => return Err(StartError::Refused(e.to_string())),
     }
     if !store::set_running(&app.db, id)
         .await

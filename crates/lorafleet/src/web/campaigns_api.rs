@@ -370,6 +370,7 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
         Err(StartError::Unavailable(m)) => {
             return api_error(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m))
         }
+        Err(StartError::Refused(m)) => return api_error(ApiError::new(StatusCode::BAD_GATEWAY, m)),
         Err(StartError::Other(e)) => return api_error(e.into()),
     }
     match dto_or_404(&app, id).await {
