@@ -91,6 +91,17 @@ pub fn gps_to_unix(gps_secs: u32) -> i64 {
     naive - offset
 }
 
+/// Converts Unix (UTC) seconds to GPS seconds modulo 2^32, adding the leap
+/// seconds inserted since the GPS epoch (TS003 and TS005 carry GPS time).
+pub fn unix_to_gps(unix_secs: i64) -> u32 {
+    let leaps = LEAP_DAYS
+        .iter()
+        .take_while(|&&day| unix_secs >= day * 86_400)
+        .count() as i64;
+    // The protocols define GPS time modulo 2^32, so the wrap is intended.
+    (unix_secs - GPS_EPOCH_UNIX + leaps).rem_euclid(1 << 32) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +121,19 @@ mod tests {
         for days in (-800_000..800_000).step_by(37) {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+
+    #[test]
+    fn unix_to_gps_inverts_gps_to_unix() {
+        assert_eq!(unix_to_gps(GPS_EPOCH_UNIX), 0);
+        let unix_2021 = 1_623_165_310;
+        assert_eq!(
+            i64::from(unix_to_gps(unix_2021)),
+            unix_2021 - GPS_EPOCH_UNIX + 18
+        );
+        for unix in (GPS_EPOCH_UNIX..2_000_000_000).step_by(86_399 * 17) {
+            assert_eq!(gps_to_unix(unix_to_gps(unix)), unix, "{unix}");
         }
     }
 

@@ -111,9 +111,12 @@
     return `${Math.floor(hours / 24)} d ago`;
   }
 
+  /** Placeholder for a missing value. */
+  const dash = () => h('span', { class: 'muted empty' }, '—');
+
   /** A <time> element that keeps its relative text up to date (see the ticker below). */
   function timeAgo(t, testid) {
-    if (!parseTime(t)) return h('span', { class: 'muted', testid }, '—');
+    if (!parseTime(t)) return h('span', { class: 'muted empty', testid }, '—');
     return h('time', { datetime: t, title: fmtDateTime(t), 'data-rel-time': t, testid }, relTime(t));
   }
 
@@ -142,6 +145,13 @@
   }
   function versionRaw(v) {
     return v && typeof v === 'object' && v.raw != null ? hex32(v.raw) : null;
+  }
+
+  /** Version & Status VersioningType (a nibble; the server may also send a name). */
+  function versioningName(t) {
+    const names = { 0: 'no versioning scheme', 1: 'major.minor.patch', 2: 'GPS time' };
+    if (typeof t === 'number') return names[t] || `versioning type ${t} (reserved)`;
+    return `versioning ${typeof t === 'object' ? compactJson(t) : t}`;
   }
 
   function fmtId(v) {
@@ -197,7 +207,7 @@
       const err = h('p', { class: 'field-error', testid: `${testid}-error` });
       const ok = h('button', { type: 'submit', class: `btn ${danger ? 'btn-danger' : 'btn-primary'}`, testid: `${testid}-confirm` }, confirmLabel);
       const cancel = h('button', { type: 'button', class: 'btn', testid: `${testid}-cancel` }, 'Cancel');
-      const form = h('form', { method: 'dialog', class: 'dialog-form' },
+      const form = h('form', { method: 'dialog', class: 'dialog-form', novalidate: true },
         h('h2', { class: 'dialog-title' }, title),
         h('div', { class: 'dialog-body' }, body),
         err,
@@ -553,10 +563,14 @@
         liveDot,
         h('span', { class: 'user', testid: 'current-user', title: 'Signed in user' }, state.session.username),
         h('button', { type: 'button', class: 'btn btn-ghost btn-small', testid: 'logout', onclick: logout }, 'Log out')));
-    const banner = net.simulated === true
-      ? h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
-        'Simulated network — devices are virtual')
-      : null;
+    let banner = null;
+    if (net.simulated === true) {
+      banner = h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
+        'Simulated network — devices are virtual');
+    } else if (net.kind === 'none') {
+      banner = h('div', { class: 'sim-banner net-none-banner', role: 'status', testid: 'network-banner' },
+        'No network server configured — uplinks are received, but requests and downlinks cannot be sent');
+    }
     const view = h('main', { class: 'view', id: 'view' });
     const footerBits = ['lorafleet'];
     if (info.version) footerBits.push(`v${info.version}`);
@@ -586,29 +600,34 @@
 
   const PAGE_SIZE = 50;
   // Kept across navigation so "back to devices" returns to the same search and page.
-  const listState = { search: '', offset: 0 };
+  const listState = { search: '', offset: 0, sort: 'last_seen' };
+  const SORTS = [['last_seen', 'Last seen'], ['name', 'Name'], ['dev_eui', 'DevEUI']];
 
   function devicesPage(view, ctx) {
     ctx.setTitle('Devices');
     const search = h('input', {
-      type: 'search', class: 'search', placeholder: 'Search name, DevEUI, application…',
+      type: 'search', class: 'search', placeholder: 'Search devices…', title: 'Name, DevEUI, application or DevAddr',
       'aria-label': 'Search devices', value: listState.search, testid: 'device-search',
     });
     const count = h('span', { class: 'count', testid: 'device-count' });
+    const sort = h('select', { class: 'sort', 'aria-label': 'Sort devices by', testid: 'device-sort' },
+      SORTS.map(([v, label]) => h('option', { value: v }, `Sort: ${label}`)));
+    sort.value = listState.sort;
+    sort.addEventListener('change', () => { listState.sort = sort.value; listState.offset = 0; load(); });
     const body = h('div', { class: 'list-body' }, h('p', { class: 'muted loading' }, 'Loading devices…'));
     const pager = h('div', { class: 'pager' });
 
     view.append(
       h('div', { class: 'page-head' },
         h('h1', null, 'Devices', ' ', count),
-        h('div', { class: 'toolbar' }, search, h('span', { class: 'sort-note muted' }, 'Sorted by last seen'))),
+        h('div', { class: 'toolbar' }, search, sort)),
       body, pager);
 
     let seq = 0;
     async function load() {
       const my = ++seq;
       const q = new URLSearchParams({
-        search: listState.search, limit: String(PAGE_SIZE), offset: String(listState.offset), sort: 'last_seen',
+        search: listState.search, limit: String(PAGE_SIZE), offset: String(listState.offset), sort: listState.sort,
       });
       try {
         const data = await api('GET', `/api/devices?${q}`, undefined, { signal: ctx.signal });
@@ -640,8 +659,10 @@
       } else {
         const table = h('table', { class: 'table table-cards devices', testid: 'device-table' },
           h('thead', null, h('tr', null,
-            h('th', null, 'Name'), h('th', null, 'DevEUI'), h('th', null, 'Application'),
-            h('th', null, 'Running version'), h('th', { 'aria-sort': 'descending' }, 'Last seen ▾'))),
+            h('th', { 'aria-sort': listState.sort === 'name' ? 'ascending' : null }, 'Name', listState.sort === 'name' ? ' ▴' : ''),
+            h('th', { 'aria-sort': listState.sort === 'dev_eui' ? 'ascending' : null }, 'DevEUI', listState.sort === 'dev_eui' ? ' ▴' : ''),
+            h('th', null, 'Application'), h('th', null, 'Running version'),
+            h('th', { 'aria-sort': listState.sort === 'last_seen' ? 'descending' : null }, 'Last seen', listState.sort === 'last_seen' ? ' ▾' : ''))),
           h('tbody', null, devices.map(deviceRow)));
         body.replaceChildren(table);
       }
@@ -668,9 +689,9 @@
           h('a', { href, testid: 'device-name' }, d.name ? d.name : h('span', { class: 'muted' }, '(unnamed)')),
           badges.length ? h('span', { class: 'badges' }, badges) : null),
         h('td', { 'data-label': 'DevEUI', class: 'mono' }, d.dev_eui),
-        h('td', { 'data-label': 'Application' }, d.application || h('span', { class: 'muted' }, '—')),
+        h('td', { 'data-label': 'Application' }, d.application || dash()),
         h('td', { 'data-label': 'Version', title: versionRaw(d.running_version) || '' },
-          d.running_version ? versionText(d.running_version) : h('span', { class: 'muted' }, '—')),
+          d.running_version ? versionText(d.running_version) : dash()),
         h('td', { 'data-label': 'Last seen' }, d.never_seen ? h('span', { class: 'muted' }, 'never') : timeAgo(d.last_seen)));
       tr.addEventListener('click', (ev) => {
         if (ev.target.closest('a') || window.getSelection().toString()) return;
@@ -729,6 +750,7 @@
     const chartBox = h('div', { class: 'chart', testid: 'uplink-chart' });
     const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
     const eventsBody = h('div', { class: 'card-body' }, h('p', { class: 'muted' }, 'Loading…'));
+    const downlinksBody = h('div', { class: 'recent-downlinks' });
     const nbSlots = h('input', { type: 'number', min: 0, max: 15, step: 1, class: 'input-tiny', placeholder: 'all', 'aria-label': 'Number of slots (optional)', title: 'Number of slots to report (optional)', testid: 'vs-nb-slots' });
 
     const vsButtons = {};
@@ -767,7 +789,7 @@
         h('h2', { class: 'card-title' }, 'Uplink history'), uplinkBody),
       h('div', { class: 'grid-2' },
         h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Events'), eventsBody),
-        h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Send downlink'), h('div', { class: 'card-body' }, dl.form))));
+        h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Downlinks'), h('div', { class: 'card-body' }, dl.form, downlinksBody))));
 
     removeBtn.addEventListener('click', async () => {
       const name = device && device.name ? `${device.name} (${devEui})` : devEui;
@@ -833,6 +855,7 @@
       statusBody.replaceChildren(statusCard(d.status || {}));
       renderRequests(Array.isArray(d.status_requests) ? d.status_requests : []);
       eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
+      downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));
       if (uplinkList) {
         uplinkBody.replaceChildren(uplinkTable(uplinkList));
         drawChart(chartBox, uplinkList);
@@ -841,7 +864,7 @@
 
     function field(label, value, testid) {
       const empty = value == null || value === '' || (Array.isArray(value) && value.length === 0);
-      return [h('dt', null, label), h('dd', { testid }, empty ? h('span', { class: 'muted' }, '—') : value)];
+      return [h('dt', null, label), h('dd', { testid }, empty ? dash() : value)];
     }
 
     function identity(d) {
@@ -856,6 +879,7 @@
         field('Tags', tags.length ? h('span', { class: 'tags' }, tags.map(([k, v]) =>
           h('span', { class: 'tag' }, h('span', { class: 'tag-k' }, k), h('span', { class: 'tag-v' }, typeof v === 'string' ? v : compactJson(v))))) : null, 'identity-tags'),
         field('First seen', d.first_seen ? [fmtDateTime(d.first_seen), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.first_seen), ')')] : null, 'identity-first-seen'),
+        d.joined_at ? field('Joined', [fmtDateTime(d.joined_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.joined_at), ')')], 'identity-joined') : null,
         field('Last seen', d.never_seen ? h('span', { class: 'muted' }, 'never') : d.last_seen ? [fmtDateTime(d.last_seen), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.last_seen), ')')] : null, 'identity-last-seen'),
         field('Battery', d.battery == null ? null : fmtNum(d.battery, '%', Number.isInteger(Number(d.battery)) ? 0 : 1), 'identity-battery'),
         field('Link margin', d.margin == null ? null : fmtNum(d.margin, 'dB'), 'identity-margin'),
@@ -878,7 +902,8 @@
         h('span', { class: 'version', testid: 'status-running-version' }, runningText),
         running ? null : h('span', { class: 'muted' }, 'not reported'),
         running ? h('span', { class: 'muted small', testid: 'status-running-version-raw' },
-          [runningRaw ? `raw ${runningRaw}` : null, running.slot != null ? `slot ${running.slot}` : null].filter(Boolean).join(' · ')) : null,
+          [runningRaw && !runningText.includes(runningRaw) ? `raw ${runningRaw}` : null,
+            running.slot != null ? `slot ${running.slot}` : null].filter(Boolean).join(' · ')) : null,
         reported(at.running),
       ];
 
@@ -886,7 +911,7 @@
         h('span', null, [
           pkg.identifier != null ? `package ${pkg.identifier}` : null,
           pkg.version != null ? `v${versionText(pkg.version)}` : null,
-          pkg.versioning_type != null ? `versioning ${typeof pkg.versioning_type === 'object' ? compactJson(pkg.versioning_type) : pkg.versioning_type}` : null,
+          pkg.versioning_type != null ? versioningName(pkg.versioning_type) : null,
           pkg.slots != null ? `${pkg.slots} slot${pkg.slots === 1 ? '' : 's'}` : null,
         ].filter(Boolean).join(' · ')),
         reported(at.package)] : null;
@@ -1055,9 +1080,9 @@
           h('td', { 'data-label': 'DR', class: 'num' }, u.dr ?? '—'),
           h('td', { 'data-label': 'RSSI', class: 'num nowrap' }, fmtNum(u.rssi, 'dBm')),
           h('td', { 'data-label': 'SNR', class: 'num nowrap' }, fmtNum(u.snr, 'dB')),
-          h('td', { 'data-label': 'Hex', class: 'mono hex' }, spacedHex(u.data_hex) || h('span', { class: 'muted' }, '—')),
-          h('td', { 'data-label': 'Text', class: 'text-cell' }, u.data_text != null ? u.data_text : h('span', { class: 'muted' }, '—')),
-          h('td', { 'data-label': 'Decoded', class: 'mono json' }, u.object != null ? compactJson(u.object) : h('span', { class: 'muted' }, '—')))))), more);
+          h('td', { 'data-label': 'Hex', class: 'mono hex' }, spacedHex(u.data_hex) || dash()),
+          h('td', { 'data-label': 'Text', class: 'text-cell' }, u.data_text != null ? u.data_text : dash()),
+          h('td', { 'data-label': 'Decoded', class: 'mono json' }, u.object != null ? compactJson(u.object) : dash()))))), more);
     }
 
     function eventLog(events) {
@@ -1068,6 +1093,32 @@
           h('span', { class: 'event-time', title: fmtDateTime(e.at) }, fmtDateTime(e.at)),
           h('span', { class: 'event-kind' }, e.kind || 'event'),
           h('span', { class: 'event-msg' }, e.message || ''))));
+    }
+
+    // Downlink states as the server records them: requested -> enqueued -> sent ->
+    // acknowledged / answered, or failed.
+    function downlinkKind(state) {
+      if (state === 'failed') return 'err';
+      if (state === 'acknowledged' || state === 'answered') return 'ok';
+      return 'pending';
+    }
+
+    function downlinkList(list) {
+      if (!list || list.length === 0) return '';
+      const label = (cmd) => (VS_COMMANDS.find((c) => c.cmd === cmd) || { label: cmd }).label.replace('…', '');
+      const recent = list.slice(0, 10);
+      return h('div', null,
+        h('h3', { class: 'sub-title' }, 'Recent downlinks'),
+        h('table', { class: 'table table-compact table-cards', testid: 'downlink-table' },
+          h('thead', null, h('tr', null, ['Queued', 'FPort', 'Data (hex)', 'What', 'State'].map((t) => h('th', null, t)))),
+          h('tbody', null, recent.map((d) => h('tr', { testid: 'downlink-row', 'data-state': d.state },
+            h('td', { 'data-label': 'Queued', class: 'nowrap' }, timeAgo(d.requested_at)),
+            h('td', { 'data-label': 'FPort', class: 'num' }, d.f_port ?? '—'),
+            h('td', { 'data-label': 'Data', class: 'mono hex' }, spacedHex(d.data_hex) || '—'),
+            h('td', { 'data-label': 'What' }, d.status_command ? label(d.status_command) : 'manual', d.confirmed ? h('span', { class: 'muted small' }, ' · confirmed') : null),
+            h('td', { 'data-label': 'State' }, badge(d.state || '?', downlinkKind(d.state), d.error || ''),
+              d.error ? h('span', { class: 'small err-text' }, ' ', d.error) : null))))),
+        list.length > recent.length ? h('p', { class: 'muted small' }, `and ${list.length - recent.length} older`) : null);
     }
 
     function downlinkForm() {
@@ -1101,7 +1152,9 @@
           await api('POST', `/api/devices/${encodeURIComponent(devEui)}/downlinks`, { f_port: port, data_hex: hex, confirmed: confirmed.checked });
           result.textContent = `Queued ${hex.length / 2} byte${hex.length === 2 ? '' : 's'} on port ${port}.`;
           result.classList.add('ok-text');
+          load();
         } catch (e) {
+          load(); // a refused downlink is recorded too
           if (e.status !== 401) fail(e.message, e.field && inputs[e.field]);
         } finally {
           submit.disabled = false;
@@ -1256,10 +1309,57 @@
   // Route table
   // ---------------------------------------------------------------------------------------
 
+  // API tokens for scripts (shown once when created) and the integration endpoint.
+  function settingsPage(view, ctx) {
+    ctx.setTitle('Settings');
+    const list = h('div', { testid: 'token-list' });
+    const created = h('div', { testid: 'token-created' });
+    const name = h('input', { type: 'text', placeholder: 'what it is for, e.g. grafana', testid: 'token-name', maxlength: '100' });
+    const message = h('p', { class: 'muted' });
+    async function load() {
+      const tokens = await api('GET', '/api/tokens');
+      list.replaceChildren(tokens.length === 0
+        ? h('p', { class: 'muted' }, 'No API tokens yet.')
+        : h('table', { class: 'table' },
+            h('thead', null, h('tr', null, h('th', null, 'Name'), h('th', null, 'User'), h('th', null, 'Created'), h('th', null, 'Last used'), h('th', null, ''))),
+            h('tbody', null, tokens.map((t) => h('tr', { testid: 'token-row' },
+              h('td', null, t.name), h('td', null, t.username), h('td', null, t.created_at), h('td', null, t.last_used_at || 'never'),
+              h('td', null, h('button', { class: 'btn danger', type: 'button', onclick: async () => {
+                if (!confirm(`Revoke the API token "${t.name}"? Scripts using it stop working.`)) return;
+                await api('DELETE', `/api/tokens/${t.id}`);
+                load();
+              } }, 'Revoke')))))));
+    }
+    async function create(ev) {
+      ev.preventDefault();
+      message.textContent = '';
+      try {
+        const t = await api('POST', '/api/tokens', { name: name.value.trim() });
+        created.replaceChildren(h('section', { class: 'card' },
+          h('p', null, 'Copy this token now; it is not shown again:'),
+          h('pre', { testid: 'token-secret' }, t.token)));
+        name.value = '';
+        load();
+      } catch (e) { message.textContent = e.message; }
+    }
+    view.append(
+      h('div', { class: 'page-head' }, h('h1', null, 'Settings')),
+      h('section', { class: 'card' },
+        h('h2', null, 'API tokens'),
+        h('p', { class: 'muted' }, 'Scripts authenticate with "Authorization: Bearer <token>". Tokens are stored hashed.'),
+        h('form', { onsubmit: create }, name, ' ', h('button', { class: 'btn', type: 'submit', testid: 'token-create' }, 'Create token'), message),
+        created, list),
+      h('section', { class: 'card' },
+        h('h2', null, 'ChirpStack integration'),
+        h('p', null, 'HTTP integration URL: ', h('code', null, `${location.origin}/api/integrations/chirpstack`)),
+        h('p', { class: 'muted' }, 'Header: Authorization = Bearer <integration token> (printed by the server on its first start, or set with integration.token).')));
+    load().catch((e) => { message.textContent = e.message; });
+  }
   route('/devices', devicesPage, { nav: 'Devices' });
   route('/devices/:devEui', devicePage);
   route('/firmware', comingSoon('Firmware', 'Upload firmware images and manage their versions here.'), { nav: 'Firmware' });
   route('/campaigns', comingSoon('Campaigns', 'Plan and follow firmware-update-over-the-air campaigns here.'), { nav: 'Campaigns' });
+  route('/settings', settingsPage, { nav: 'Settings' });
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();

@@ -30,6 +30,9 @@ pub struct App {
     pub started_at: Instant,
     /// FUOTA campaign drivers and the runner's coordination.
     pub campaigns: Arc<crate::campaigns::runner::Campaigns>,
+    /// Turns true when the server is stopping; long-lived responses (event streams) end then,
+    /// so graceful shutdown does not wait for browsers to go away.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -84,6 +87,9 @@ impl App {
         let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
             crate::campaigns::driver::DriverRegistry::from_config(&config),
         ));
+        // A network that produces device events itself (the simulation) starts here, now that
+        // there is a writer to commit them with.
+        network.attach(writer.clone());
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -97,7 +103,11 @@ impl App {
             integration_token,
             started_at: Instant::now(),
             campaigns,
+            shutdown: tokio::sync::watch::channel(false).0,
         });
+        if app.config.fuota.clock_sync {
+            crate::fuota::clock_sync::spawn(&app);
+        }
         Ok((app, first))
     }
 

@@ -171,7 +171,56 @@ pub async fn check_api_token(db: &Db, token: &str) -> anyhow::Result<Option<Stri
     .bind(sha256_hex(token))
     .fetch_optional(db)
     .await?;
+    if let Some((id, _)) = &row {
+        // Minute resolution is enough to see which tokens are in use, and spares a write per call.
+        let now = Utc::now();
+        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(fmt_time(now))
+            .bind(id)
+            .bind(fmt_time(now - chrono::Duration::seconds(60)))
+            .execute(db)
+            .await?;
+    }
     Ok(row.map(|(_, u)| u))
+}
+
+/// An API token as listed (the secret itself is never shown again).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+pub async fn list_api_tokens(db: &Db) -> anyhow::Result<Vec<ApiTokenInfo>> {
+    let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.id, t.name, u.username, t.created_at, t.last_used_at FROM api_tokens t
+         JOIN users u ON u.id = t.user_id ORDER BY t.id",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, name, username, created_at, last_used_at)| ApiTokenInfo {
+                id,
+                name,
+                username,
+                created_at,
+                last_used_at,
+            },
+        )
+        .collect())
+}
+
+pub async fn delete_api_token(db: &Db, id: i64) -> anyhow::Result<bool> {
+    let r = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 pub struct Session {
@@ -219,11 +268,14 @@ pub async fn delete_session(db: &Db, cookie: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Failed logins per (user name, client): how many, and when the last one was.
+type FailureMap = HashMap<(String, Option<IpAddr>), (u32, Instant)>;
+
 /// Slows down guessing: after `max_failures` failed logins for one user name from one client,
 /// each further attempt must wait twice as long as the previous one (up to 15 minutes).
 pub struct LoginThrottle {
     max_failures: u32,
-    failures: Mutex<HashMap<(String, Option<IpAddr>), (u32, Instant)>>,
+    failures: Mutex<FailureMap>,
 }
 
 impl LoginThrottle {

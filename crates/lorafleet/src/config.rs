@@ -1,6 +1,7 @@
 //! One typed configuration: built-in defaults, then the TOML file, then `LORAFLEET__SECTION__KEY`
 //! environment variables, in that order of precedence (lowest first).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -87,10 +88,11 @@ pub struct IntegrationConfig {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkKind {
-    #[default]
     None,
     ChirpstackV4,
     ChirpstackV3,
+    /// The default: a fresh install shows a living fleet without any network server.
+    #[default]
     Simulated,
 }
 
@@ -122,7 +124,7 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
-            kind: NetworkKind::None,
+            kind: NetworkKind::default(),
             region: "EU868".into(),
             request_timeout_s: 10,
             chirpstack_v4: ChirpstackApiConfig {
@@ -158,6 +160,12 @@ pub struct SimulatedConfig {
     pub time_scale: f64,
     /// Seconds between two periodic uplinks of a device (simulated time).
     pub uplink_interval_s: u64,
+    /// Size of each of a device's three firmware slots, in bytes.
+    pub slot_size: u32,
+    /// Seconds a device waits between storing a complete image and running it.
+    pub reboot_delay_s: u64,
+    /// Per-device settings, keyed by DevEUI.
+    pub overrides: BTreeMap<String, SimulatedDeviceOverride>,
 }
 
 impl Default for SimulatedConfig {
@@ -166,9 +174,28 @@ impl Default for SimulatedConfig {
             devices: 20,
             loss: 0.0,
             time_scale: 1.0,
-            uplink_interval_s: 300,
+            uplink_interval_s: 30,
+            slot_size: 256 * 1024,
+            reboot_delay_s: 10,
+            overrides: BTreeMap::new(),
         }
     }
+}
+
+/// Settings of one virtual device that differ from the fleet's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatedDeviceOverride {
+    /// Share of all frames lost for this device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Share of multicast frames lost (a device at the edge of the class C gateway's coverage);
+    /// defaults to `loss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast_loss: Option<f64>,
+    /// Firmware slot size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -230,6 +257,9 @@ pub struct FuotaConfig {
     pub class_c_margin_s: u64,
     /// The region limits downlinks to 400 ms dwell time (AS923, AU915 when so configured).
     pub downlink_dwell_time_400ms: bool,
+    /// Answer TS003 AppTimeReq uplinks (FPort 202). Turn off when ChirpStack's device profile
+    /// already answers them, so devices do not get two answers.
+    pub clock_sync: bool,
     pub server_v3: FuotaServerV3Config,
     pub chirpstack_v4: FuotaChirpstackV4Config,
 }
@@ -240,6 +270,7 @@ impl Default for FuotaConfig {
             poll_interval_s: 10,
             class_c_margin_s: 5,
             downlink_dwell_time_400ms: false,
+            clock_sync: true,
             server_v3: FuotaServerV3Config::default(),
             chirpstack_v4: FuotaChirpstackV4Config::default(),
         }
@@ -351,8 +382,22 @@ impl Config {
         if !(0.0..=1.0).contains(&self.network.simulated.loss) {
             bail!("network.simulated.loss must be between 0.0 and 1.0");
         }
-        if self.network.simulated.time_scale <= 0.0 {
-            bail!("network.simulated.time_scale must be positive");
+        let sim = &self.network.simulated;
+        if !(sim.time_scale > 0.0 && sim.time_scale.is_finite()) {
+            bail!("network.simulated.time_scale must be a positive number");
+        }
+        if sim.uplink_interval_s == 0 {
+            bail!("network.simulated.uplink_interval_s must be at least 1");
+        }
+        for (eui, o) in &sim.overrides {
+            if eui.parse::<crate::devices::DevEui>().is_err() {
+                bail!("network.simulated.overrides: {eui:?} is not a DevEUI (16 hex digits)");
+            }
+            for (name, v) in [("loss", o.loss), ("multicast_loss", o.multicast_loss)] {
+                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    bail!("network.simulated.overrides.{eui}.{name} must be between 0.0 and 1.0");
+                }
+            }
         }
         Ok(())
     }

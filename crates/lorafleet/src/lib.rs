@@ -13,6 +13,7 @@ pub mod campaigns;
 pub mod config;
 pub mod devices;
 pub mod firmware;
+pub mod fuota;
 pub mod ingest;
 pub mod metrics;
 pub mod network;

@@ -144,6 +144,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!("  (ChirpStack v3: same URL and header in the application's HTTP integration.)\n");
     }
+    if app.network.kind() == lorafleet::config::NetworkKind::Simulated {
+        println!(
+            "  Network: SIMULATED, {} virtual devices (time x{}). Set network.kind to \"chirpstack-v4\" or \"chirpstack-v3\" for a real network.\n",
+            app.config.network.simulated.devices, app.config.network.simulated.time_scale
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("listening on {bind} (server.bind)"))?;
@@ -167,11 +173,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
 
     let router = lorafleet::web::router(app.clone());
+    let stopping = app.clone();
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping.shutdown.send(true);
+    })
     .await?;
     tracing::info!("stopped");
     app.db.close().await;

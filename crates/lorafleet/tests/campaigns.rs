@@ -1,9 +1,9 @@
 //! Campaign drafts over HTTP: defaults, the validation table (the seed's values among the
 //! cases), the plan, editing and deleting drafts.
 
-mod common;
+mod support;
 
-use common::{spawn_app, test_config, TestApp, FIXTURE};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
 
 const A: &str = "0102030405060708";

@@ -2,7 +2,7 @@
 //! `FuotaService` and `DeviceService` traits: key checks before start, one deployment per
 //! device profile with the exact fields, status mapping including failures, cancel.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
 use chirpstack_api::api::fuota_service_server::{FuotaService, FuotaServiceServer};
-use common::{spawn_app, test_config, TestApp, FIXTURE};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
 use tonic::{Request, Response, Status};
 

@@ -2,12 +2,12 @@
 //! declaration of the v3 `fuota.proto`: the exact deployment sent, and the mapping of status
 //! answers to device stages, failures included.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{spawn_app, test_config, TestApp, FIXTURE};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::fuota_server_v3::proto;
 use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,

@@ -1,9 +1,9 @@
 //! The firmware library over HTTP: indexing firmware.dir with sidecars, uploads and their
 //! limits, metadata edits, download and delete.
 
-mod common;
+mod support;
 
-use common::{spawn_app, test_config, FIXTURE};
+use support::{spawn_app, test_config, FIXTURE};
 
 #[tokio::test]
 async fn fixture_in_firmware_dir_is_indexed_with_trailer_and_sidecar() {

@@ -55,17 +55,14 @@ async fn upsert_device(
     at: &str,
     seen: bool,
 ) -> sqlx::Result<bool> {
-    let removed: Option<Option<String>> =
-        sqlx::query_scalar("SELECT removed_at FROM devices WHERE dev_eui = ?")
-            .bind(dev_eui)
-            .fetch_optional(&mut *conn)
-            .await?;
     let tags = id
         .tags
         .as_ref()
         .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()));
     let seen_at = if seen { Some(at) } else { None };
-    sqlx::query(
+    // One statement on the hot path: a removed device that is heard again is brought back here,
+    // and RETURNING tells whether that just happened.
+    let reappeared: bool = sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
             device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
          VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10)
@@ -79,7 +76,11 @@ async fn upsert_device(
             dev_addr = COALESCE(?8, devices.dev_addr),
             first_seen = COALESCE(devices.first_seen, ?9),
             last_seen = CASE WHEN ?9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < ?9)
-                             THEN ?9 ELSE devices.last_seen END",
+                             THEN ?9 ELSE devices.last_seen END,
+            reappeared_at = CASE WHEN ?9 IS NOT NULL AND devices.removed_at IS NOT NULL
+                                 THEN ?9 ELSE devices.reappeared_at END,
+            removed_at = CASE WHEN ?9 IS NOT NULL THEN NULL ELSE devices.removed_at END
+         RETURNING (?9 IS NOT NULL AND reappeared_at IS ?9)",
     )
     .bind(dev_eui)
     .bind(id.name.as_deref())
@@ -91,15 +92,9 @@ async fn upsert_device(
     .bind(id.dev_addr.as_deref())
     .bind(seen_at)
     .bind(at)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let reappeared = seen && matches!(removed, Some(Some(_)));
     if reappeared {
-        sqlx::query("UPDATE devices SET removed_at = NULL, reappeared_at = ? WHERE dev_eui = ?")
-            .bind(at)
-            .bind(dev_eui)
-            .execute(&mut *conn)
-            .await?;
         add_event(
             conn,
             dev_eui,
@@ -180,14 +175,18 @@ pub async fn apply_event(
             .bind(object)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
-                    SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )
-            .bind(&eui)
-            .bind(retention.uplink_history as i64)
-            .execute(&mut *conn)
-            .await?;
+            // Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap
+            // at uplink_history, so the few extra rows are never shown.
+            if up.f_cnt.is_none_or(|f| f % 8 == 0) {
+                sqlx::query(
+                    "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
+                        SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )
+                .bind(&eui)
+                .bind(retention.uplink_history as i64)
+                .execute(&mut *conn)
+                .await?;
+            }
             if up.f_port == Some(retention.status_f_port) {
                 let lines = crate::status::apply_payload(conn, ev.dev_eui, ev.at, &up.data).await?;
                 for (kind, message) in lines {
@@ -349,8 +348,14 @@ pub async fn list(db: &Db, q: &ListQuery) -> sqlx::Result<DeviceList> {
                     .replace('_', "\\_")
             )
         });
-    let filter = "removed_at IS NULL AND (?1 IS NULL OR dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
-                  OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')";
+    // Two shapes of query, so that the unfiltered list (the common case) can use the partial
+    // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
+    let filter = if pattern.is_some() {
+        "removed_at IS NULL AND (dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
+         OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')"
+    } else {
+        "removed_at IS NULL AND ?1 IS NULL"
+    };
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
         .bind(pattern.as_deref())
         .fetch_one(db)
@@ -358,7 +363,8 @@ pub async fn list(db: &Db, q: &ListQuery) -> sqlx::Result<DeviceList> {
     let order = match q.sort.as_str() {
         "name" => "name ASC, dev_eui ASC",
         "dev_eui" => "dev_eui ASC",
-        _ => "last_seen IS NULL, last_seen DESC, dev_eui ASC",
+        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the order.
+        _ => "last_seen DESC",
     };
     let rows = sqlx::query(&format!(
         "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,

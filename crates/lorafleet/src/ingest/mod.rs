@@ -229,3 +229,60 @@ pub(crate) fn dr(value: u32, format: &'static str, event: &str) -> Result<Option
             reason: format!("dr {value} is out of range"),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const EVENTS: [&str; 8] = [
+        "up", "join", "status", "ack", "txack", "log", "error", "location",
+    ];
+
+    proptest! {
+        /// Integration bodies come from outside: any bytes, in any format, decode or are refused.
+        #[test]
+        fn decoding_arbitrary_bodies_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), event in 0usize..8, v in 0usize..3, pb in any::<bool>()) {
+            let version = [ChirpstackVersion::Auto, ChirpstackVersion::V3, ChirpstackVersion::V4][v];
+            let encoding = if pb { Encoding::Protobuf } else { Encoding::Json };
+            let _ = decode(EVENTS[event], encoding, &body, version, NetworkKind::ChirpstackV3);
+        }
+
+        /// JSON that is structurally plausible but has wrong types or values in any field.
+        #[test]
+        fn decoding_odd_json_never_panics(dev_eui in ".{0,20}", f_port in any::<i64>(), dr in any::<i64>(), data in ".{0,12}", v3 in any::<bool>()) {
+            let body = if v3 {
+                serde_json::json!({"devEUI": dev_eui, "fPort": f_port, "dr": dr, "data": data, "devAddr": data, "objectJSON": data})
+            } else {
+                serde_json::json!({"deviceInfo": {"devEui": dev_eui}, "fPort": f_port, "dr": dr, "data": data, "devAddr": data})
+            };
+            for event in EVENTS {
+                let _ = decode(event, Encoding::Json, body.to_string().as_bytes(), ChirpstackVersion::Auto, NetworkKind::None);
+            }
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(Encoding::from_content_type(None).unwrap(), Encoding::Json);
+        assert_eq!(
+            Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
+            Encoding::Json
+        );
+        assert_eq!(
+            Encoding::from_content_type(Some("application/octet-stream")).unwrap(),
+            Encoding::Protobuf
+        );
+        assert!(Encoding::from_content_type(Some("text/html")).is_err());
+    }
+
+    #[test]
+    fn json_generation_is_recognised_by_shape() {
+        assert_eq!(sniff_json(br#"{"deviceInfo": {}}"#), ChirpstackVersion::V4);
+        assert_eq!(
+            sniff_json(br#"{"devEUI": "AQIDBAUGBwg=", "applicationID": "1"}"#),
+            ChirpstackVersion::V3
+        );
+        assert_eq!(sniff_json(b"garbage"), ChirpstackVersion::V4);
+    }
+}

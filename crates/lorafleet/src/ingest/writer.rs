@@ -93,14 +93,43 @@ async fn run(
     }
 }
 
-/// Commits a group; an event that fails is rolled back to its savepoint alone, so one bad event
-/// does not cost the others.
+/// Commits a group in one transaction. Events almost never fail, so the group is first applied
+/// as a whole; only if something fails is it redone with a savepoint per event, so that one bad
+/// event does not cost the others.
 async fn commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin().await {
+    let whole = async {
+        let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
+        for (event, _) in group {
+            apply_event(&mut tx, event, retention).await?;
+        }
+        tx.commit().await
+    }
+    .await;
+    match whole {
+        Ok(()) => {
+            metrics::counter!("lorafleet_ingest_commits_total").increment(1);
+            group.iter().map(|_| Ok(())).collect()
+        }
+        Err(e) if group.len() == 1 => vec![Err(format!("database: {e}"))],
+        Err(_) => commit_one_by_one(db, retention, group).await,
+    }
+}
+
+// IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
+// writes fails at once with "database is locked" when another writer (the device-list sync,
+// a campaign) committed in between, and no busy timeout helps with that.
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
+async fn commit_one_by_one(
+    db: &Db,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> Vec<Result<(), String>> {
+    let mut tx = match db.begin_with(BEGIN_IMMEDIATE).await {
         Ok(tx) => tx,
         Err(e) => {
             return group

@@ -5,10 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
+use chirpstack_api::api::multicast_group_service_client::MulticastGroupServiceClient;
 use chrono::{DateTime, Utc};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Downlink, Enqueued, Network, NetworkError, RemoteDevice};
+use super::{
+    DeviceKeys, Downlink, Enqueued, MulticastClass, MulticastGroup, Network, NetworkError,
+    RemoteDevice,
+};
 use crate::config::{ChirpstackApiConfig, NetworkKind};
 use crate::devices::DevEui;
 
@@ -19,6 +23,7 @@ pub struct ChirpstackV4 {
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     application_ids: Vec<String>,
     timeout: Duration,
+    region: chirpstack_api::common::Region,
 }
 
 impl ChirpstackV4 {
@@ -42,7 +47,17 @@ impl ChirpstackV4 {
             authorization,
             application_ids: config.application_ids.clone(),
             timeout,
+            region: chirpstack_api::common::Region::Eu868,
         })
+    }
+
+    /// Sets the region multicast groups are created in (lorafleet's `network.region`).
+    pub fn with_region(mut self, region: &str) -> anyhow::Result<Self> {
+        let name = region.trim().to_ascii_uppercase().replace('-', "_");
+        self.region = chirpstack_api::common::Region::from_str_name(&name).ok_or_else(|| {
+            anyhow::anyhow!("network.region {region:?} is not a ChirpStack v4 region")
+        })?;
+        Ok(self)
     }
 
     /// Builds a request carrying the API key, as ChirpStack expects in gRPC metadata.
@@ -156,4 +171,137 @@ impl Network for ChirpstackV4 {
         }
         Ok(out)
     }
+
+    async fn device_keys(&self, dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
+        let mut client = DeviceServiceClient::new(self.channel.clone());
+        let request = self.request(api::GetDeviceKeysRequest {
+            dev_eui: dev_eui.to_string(),
+        });
+        let keys = match client.get_keys(request).await {
+            Ok(r) => r.into_inner().device_keys,
+            // No keys stored (an ABP device, or keys never set) is an answer, not a failure.
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => return Err(self.map_status(s)),
+        };
+        Ok(keys.map(|k| DeviceKeys {
+            gen_app_key: parse_key(&k.gen_app_key),
+            app_key: parse_key(&k.app_key),
+        }))
+    }
+
+    async fn create_multicast_group(&self, group: &MulticastGroup) -> Result<String, NetworkError> {
+        let application_id = group
+            .application_id
+            .clone()
+            .or_else(|| self.application_ids.first().cloned())
+            .ok_or_else(|| {
+                NetworkError::Refused(
+                    "ChirpStack needs an application for the multicast group; set network.chirpstack_v4.application_ids".into(),
+                )
+            })?;
+        let (group_type, periodicity) = match group.class {
+            MulticastClass::C => (api::MulticastGroupType::ClassC, 0),
+            MulticastClass::B {
+                ping_slot_periodicity,
+            } => (
+                api::MulticastGroupType::ClassB,
+                u32::from(ping_slot_periodicity),
+            ),
+        };
+        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let request = self.request(api::CreateMulticastGroupRequest {
+            multicast_group: Some(api::MulticastGroup {
+                id: String::new(),
+                name: group.name.clone(),
+                application_id,
+                region: self.region as i32,
+                mc_addr: hex::encode(group.mc_addr),
+                mc_nwk_s_key: hex::encode(group.mc_nwk_s_key),
+                mc_app_s_key: hex::encode(group.mc_app_s_key),
+                f_cnt: group.f_cnt,
+                group_type: group_type as i32,
+                dr: u32::from(group.dr),
+                frequency: group.frequency,
+                class_b_ping_slot_periodicity: periodicity,
+                class_c_scheduling_type: api::MulticastGroupSchedulingType::Delay as i32,
+            }),
+        });
+        let response = client
+            .create(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(response.into_inner().id)
+    }
+
+    async fn add_multicast_device(
+        &self,
+        group_id: &str,
+        dev_eui: DevEui,
+    ) -> Result<(), NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let request = self.request(api::AddDeviceToMulticastGroupRequest {
+            multicast_group_id: group_id.to_string(),
+            dev_eui: dev_eui.to_string(),
+        });
+        client
+            .add_device(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(())
+    }
+
+    async fn enqueue_multicast(
+        &self,
+        group_id: &str,
+        f_port: u8,
+        data: &[u8],
+    ) -> Result<u32, NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let request = self.request(api::EnqueueMulticastGroupQueueItemRequest {
+            queue_item: Some(api::MulticastGroupQueueItem {
+                multicast_group_id: group_id.to_string(),
+                f_cnt: 0,
+                f_port: u32::from(f_port),
+                data: data.to_vec(),
+                expires_at: None,
+            }),
+        });
+        let response = client
+            .enqueue(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(response.into_inner().f_cnt)
+    }
+
+    async fn multicast_queue_len(&self, group_id: &str) -> Result<usize, NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let request = self.request(api::ListMulticastGroupQueueRequest {
+            multicast_group_id: group_id.to_string(),
+        });
+        let response = client
+            .list_queue(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(response.into_inner().items.len())
+    }
+
+    async fn delete_multicast_group(&self, group_id: &str) -> Result<(), NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let request = self.request(api::DeleteMulticastGroupRequest {
+            id: group_id.to_string(),
+        });
+        client
+            .delete(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(())
+    }
+}
+
+/// A 128-bit key as ChirpStack returns it (hex); empty or all-zero means "not set", which
+/// ChirpStack stores without complaint when the field was left empty.
+fn parse_key(hex_text: &str) -> Option<[u8; 16]> {
+    let mut key = [0u8; 16];
+    hex::decode_to_slice(hex_text.trim(), &mut key).ok()?;
+    (key != [0u8; 16]).then_some(key)
 }

@@ -1,9 +1,11 @@
 //! The LoRaWAN network lorafleet talks to, behind one trait: ChirpStack v4 (gRPC), ChirpStack v3
-//! (REST) and, when nothing is configured, a backend that refuses with a clear message.
+//! (REST), the simulated network of virtual devices (the default), and a backend that refuses
+//! with a clear message (`none`).
 
 pub mod chirpstack_v3;
 pub mod chirpstack_v4;
 pub mod disabled;
+pub mod simulated;
 
 use std::sync::Arc;
 
@@ -42,6 +44,43 @@ pub struct RemoteDevice {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// A device's root keys, as far as the network server reveals them; what TS005 derives the
+/// McRootKey from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceKeys {
+    /// LoRaWAN 1.0.x: the GenAppKey.
+    pub gen_app_key: Option<[u8; 16]>,
+    /// LoRaWAN 1.1: the AppKey.
+    pub app_key: Option<[u8; 16]>,
+}
+
+/// How the members of a multicast group listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulticastClass {
+    /// Continuously, during the session.
+    C,
+    /// In ping slots every 2^periodicity seconds.
+    B { ping_slot_periodicity: u8 },
+}
+
+/// A multicast group to create on the network server (TS005 keys already derived).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastGroup {
+    pub name: String,
+    /// The application the group belongs to, where the network server needs one.
+    pub application_id: Option<String>,
+    /// McAddr as a DevAddr, most significant byte first.
+    pub mc_addr: [u8; 4],
+    pub mc_nwk_s_key: [u8; 16],
+    pub mc_app_s_key: [u8; 16],
+    /// First frame counter the network uses; must lie in the devices' [min, max] FCnt window.
+    pub f_cnt: u32,
+    pub class: MulticastClass,
+    pub dr: u8,
+    /// Hz.
+    pub frequency: u32,
+}
+
 /// Why the network did not do what we asked, in words the operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -75,6 +114,70 @@ pub trait Network: Send + Sync + 'static {
 
     /// Lists the devices of the configured applications.
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError>;
+
+    /// How many times faster than real time [`Network::now`] runs.
+    fn time_scale(&self) -> f64 {
+        1.0
+    }
+
+    /// Waits until the network's clock reaches `at`.
+    async fn sleep_until(&self, at: DateTime<Utc>) {
+        let ahead = (at - self.now()).to_std().unwrap_or_default();
+        tokio::time::sleep(ahead.div_f64(self.time_scale())).await;
+    }
+
+    /// Hands over the writer a network that produces device events itself (the simulation)
+    /// commits them with, so they take the same path as ChirpStack's; starts such a network.
+    fn attach(&self, _writer: crate::ingest::writer::Writer) {}
+
+    /// The device's root keys, when the network server can tell them.
+    async fn device_keys(&self, _dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
+        Ok(None)
+    }
+
+    /// Creates a multicast group; returns the network's id for it.
+    async fn create_multicast_group(
+        &self,
+        _group: &MulticastGroup,
+    ) -> Result<String, NetworkError> {
+        Err(not_supported(self.kind(), "multicast groups"))
+    }
+
+    /// Makes a device a member of a multicast group.
+    async fn add_multicast_device(
+        &self,
+        _group_id: &str,
+        _dev_eui: DevEui,
+    ) -> Result<(), NetworkError> {
+        Err(not_supported(self.kind(), "multicast groups"))
+    }
+
+    /// Queues a frame for a multicast group; returns its frame counter.
+    async fn enqueue_multicast(
+        &self,
+        _group_id: &str,
+        _f_port: u8,
+        _data: &[u8],
+    ) -> Result<u32, NetworkError> {
+        Err(not_supported(self.kind(), "multicast groups"))
+    }
+
+    /// Frames of a multicast group not yet sent.
+    async fn multicast_queue_len(&self, _group_id: &str) -> Result<usize, NetworkError> {
+        Err(not_supported(self.kind(), "multicast groups"))
+    }
+
+    /// Deletes a multicast group and whatever is still queued for it.
+    async fn delete_multicast_group(&self, _group_id: &str) -> Result<(), NetworkError> {
+        Err(not_supported(self.kind(), "multicast groups"))
+    }
+}
+
+fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {
+    NetworkError::Other(format!(
+        "{what} are not supported with network.kind = \"{}\"",
+        kind.as_str()
+    ))
 }
 
 /// Builds the network backend the configuration names.
@@ -82,16 +185,14 @@ pub fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
     let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
     Ok(match config.network.kind {
         NetworkKind::None => Arc::new(disabled::Disabled),
-        NetworkKind::ChirpstackV4 => Arc::new(chirpstack_v4::ChirpstackV4::new(
-            &config.network.chirpstack_v4,
-            timeout,
-        )?),
+        NetworkKind::ChirpstackV4 => Arc::new(
+            chirpstack_v4::ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
+                .with_region(&config.network.region)?,
+        ),
         NetworkKind::ChirpstackV3 => Arc::new(chirpstack_v3::ChirpstackV3::new(
             &config.network.chirpstack_v3,
             timeout,
         )?),
-        NetworkKind::Simulated => {
-            anyhow::bail!("network.kind = \"simulated\" is not available in this build yet")
-        }
+        NetworkKind::Simulated => Arc::new(simulated::Simulated::new(config)?),
     })
 }

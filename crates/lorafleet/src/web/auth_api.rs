@@ -74,6 +74,21 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let from_script = parts.headers.contains_key("sec-fetch-mode");
+        authenticate(parts, app).await.map_err(|mut e| {
+            // A Basic challenge on a fetch() from the console would make the browser open its
+            // own login dialog; the console shows its login form instead.
+            if from_script {
+                e.headers
+                    .retain(|(name, _)| name != header::WWW_AUTHENTICATE);
+            }
+            e
+        })
+    }
+}
+
+async fn authenticate(parts: &mut Parts, app: &AppState) -> Result<AuthUser, ApiError> {
+    {
         let ip = client_ip(parts);
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value
@@ -292,4 +307,27 @@ pub async fn create_token(
             token,
         }),
     ))
+}
+
+/// Lists API tokens (names and use, never the secrets).
+#[utoipa::path(get, path = "/api/tokens", responses((status = 200, body = Vec<auth::ApiTokenInfo>)))]
+pub async fn list_tokens(
+    _user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<Json<Vec<auth::ApiTokenInfo>>, ApiError> {
+    Ok(Json(auth::list_api_tokens(&app.db).await?))
+}
+
+/// Revokes an API token.
+#[utoipa::path(delete, path = "/api/tokens/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
+pub async fn delete_token(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if auth::delete_api_token(&app.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no API token {id}")))
+    }
 }

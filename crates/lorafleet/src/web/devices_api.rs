@@ -100,7 +100,8 @@ pub async fn uplinks(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<UplinkList>, ApiError> {
     let eui = parse_eui(&dev_eui)?;
-    let limit = int_param(&q, "limit", 100, 1, 10_000)?;
+    let limit =
+        int_param(&q, "limit", 100, 1, 10_000)?.min(app.config.devices.uplink_history as i64);
     if !store::exists(&app.db, eui).await? {
         return Err(ApiError::not_found(format!("no device {eui}")));
     }

@@ -37,7 +37,14 @@ pub fn router(state: AppState) -> Router {
                 .post(auth_api::login)
                 .delete(auth_api::logout),
         )
-        .route("/api/tokens", post(auth_api::create_token))
+        .route(
+            "/api/tokens",
+            get(auth_api::list_tokens).post(auth_api::create_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(auth_api::delete_token),
+        )
         .route("/api/devices", get(devices_api::list))
         .route(
             "/api/devices/{dev_eui}",

@@ -20,6 +20,7 @@ pub async fn stream(
     State(app): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = app.changes.subscribe();
+    let mut stopping = app.shutdown.subscribe();
     let events = BroadcastStream::new(rx).map(|item| {
         Ok(match item {
             Ok(Change::Device(eui)) => Event::default()
@@ -31,6 +32,9 @@ pub async fn stream(
             Ok(Change::Firmware) => Event::default().event("firmware").data("{}"),
             Err(_) => Event::default().event("resync").data("{}"),
         })
+    });
+    let events = futures::StreamExt::take_until(events, async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

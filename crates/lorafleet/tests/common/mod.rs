@@ -1,9 +1,7 @@
-//! Starts the real router on a random port with a temporary database, and talks to it over
-//! HTTP as a client would.
+//! Starts the real router on a random loopback port with a fresh database, as a client sees it.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use lorafleet::config::Config;
@@ -11,47 +9,39 @@ use lorafleet::network::Network;
 use lorafleet::{App, AppState};
 
 pub const PASSWORD: &str = "test-password-123";
+pub const INTEGRATION_TOKEN: &str = "integration-secret";
 
 pub struct TestApp {
-    pub app: AppState,
     pub base: String,
-    pub client: reqwest::Client,
-    pub data_dir: PathBuf,
-    pub firmware_dir: PathBuf,
-    _dirs: Vec<tempfile::TempDir>,
+    pub app: AppState,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
 }
 
-pub fn test_config() -> (Config, Vec<tempfile::TempDir>) {
-    let data = tempfile::tempdir().unwrap();
-    let fw = tempfile::tempdir().unwrap();
+pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
-    config.server.data_dir = data.path().to_path_buf();
-    config.firmware.dir = fw.path().to_path_buf();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.data_dir = dir.to_path_buf();
     config.auth.initial_admin_password = PASSWORD.into();
-    config.integration.token = "integration-token".into();
-    (config, vec![data, fw])
+    config.integration.token = INTEGRATION_TOKEN.into();
+    config.network.kind = lorafleet::config::NetworkKind::None;
+    config
 }
 
-pub async fn spawn_app(config: Config, dirs: Vec<tempfile::TempDir>) -> TestApp {
-    spawn_app_with_network(
-        config,
-        dirs,
-        Arc::new(lorafleet::network::disabled::Disabled),
-    )
-    .await
-}
-
-pub async fn spawn_app_with_network(
-    config: Config,
-    dirs: Vec<tempfile::TempDir>,
-    network: Arc<dyn Network>,
+pub async fn spawn(
+    configure: impl FnOnce(&mut Config),
+    network: Option<Arc<dyn Network>>,
 ) -> TestApp {
-    let data_dir = config.server.data_dir.clone();
-    let firmware_dir = config.firmware.dir.clone();
-    let (app, _) = App::build_with_network(config, network).await.unwrap();
-    let router = lorafleet::web::router(app.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    let (app, _) = match network {
+        Some(n) => App::build_with_network(config, n).await.unwrap(),
+        None => App::build(config).await.unwrap(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let router = lorafleet::web::router(app.clone());
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -61,92 +51,96 @@ pub async fn spawn_app_with_network(
         .unwrap();
     });
     TestApp {
-        app,
         base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        data_dir,
-        firmware_dir,
-        _dirs: dirs,
+        app,
+        http: reqwest::Client::new(),
+        _dir: dir,
     }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{}", self.base, path)
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
+        self.http
             .get(self.url(path))
             .basic_auth("admin", Some(PASSWORD))
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
+        self.http
             .post(self.url(path))
             .basic_auth("admin", Some(PASSWORD))
     }
 
-    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .patch(self.url(path))
-            .basic_auth("admin", Some(PASSWORD))
-    }
-
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
-        self.client
+        self.http
             .delete(self.url(path))
             .basic_auth("admin", Some(PASSWORD))
     }
 
-    /// POST /api/firmware with a hand-built multipart body (field `file`).
-    pub async fn upload(&self, file_name: &str, bytes: &[u8]) -> (u16, serde_json::Value) {
-        let boundary = "lorafleet-test-boundary-7d1f";
-        let mut body = Vec::new();
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let r = self
-            .post("/api/firmware")
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
+    /// Posts an integration event the way ChirpStack's HTTP integration does.
+    pub async fn ingest(
+        &self,
+        event: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/api/integrations/chirpstack?event={event}")))
+            .bearer_auth(INTEGRATION_TOKEN)
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await
+            .unwrap()
+    }
+
+    pub async fn device(&self, eui: &str) -> serde_json::Value {
+        let r = self
+            .get(&format!("/api/devices/{eui}"))
+            .send()
+            .await
             .unwrap();
-        let status = r.status().as_u16();
-        let json = r.json().await.unwrap_or(serde_json::Value::Null);
-        (status, json)
-    }
-
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let r = self.get(path).send().await.unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        assert_eq!(r.status(), 200, "device {eui}");
         r.json().await.unwrap()
-    }
-
-    /// Inserts a device as if the integration had seen it.
-    pub async fn add_device(&self, dev_eui: &str, profile: Option<&str>, slot_size: Option<i64>) {
-        sqlx::query(
-            "INSERT INTO devices (dev_eui, name, application_id, device_profile_id, slot_size, created_at, last_seen)
-             VALUES (?, ?, 'app-1', ?, ?, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
-        )
-        .bind(dev_eui)
-        .bind(format!("device {dev_eui}"))
-        .bind(profile)
-        .bind(slot_size)
-        .execute(&self.app.db)
-        .await
-        .unwrap();
     }
 }
 
-pub const FIXTURE: &[u8] =
-    include_bytes!("../../../lorafleet-codec/tests/fixtures/patch_demo_jdiff_v1v2.bin_signed");
+/// A ChirpStack v4 uplink event as JSON, the way ChirpStack renders it.
+pub fn v4_uplink_json(eui: &str, f_port: u32, f_cnt: u32, data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    serde_json::json!({
+        "deduplicationId": "3b8ac6a0-0000-4000-8000-000000000001",
+        "time": "2026-11-28T10:00:00.123Z",
+        "deviceInfo": {
+            "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+            "tenantName": "ChirpStack",
+            "applicationId": "ff2b8a3f-0000-4000-8000-000000000001",
+            "applicationName": "meters",
+            "deviceProfileId": "0b2e3c9a-0000-4000-8000-000000000001",
+            "deviceProfileName": "class-a",
+            "deviceName": format!("meter-{eui}"),
+            "devEui": eui,
+            "deviceClassEnabled": "CLASS_A",
+            "tags": {"site": "north"}
+        },
+        "devAddr": "01fa2b3c",
+        "adr": true,
+        "dr": 5,
+        "fCnt": f_cnt,
+        "fPort": f_port,
+        "confirmed": false,
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+        "object": {"temperature": 21.5},
+        "rxInfo": [
+            {"gatewayId": "0016c001ff10d3f6", "uplinkId": 1, "rssi": -57, "snr": 9.5, "context": "AAAA", "crcStatus": "CRC_OK"},
+            {"gatewayId": "0016c001ff10d3f7", "uplinkId": 2, "rssi": -101, "snr": -3.0}
+        ],
+        "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7, "codeRate": "CR_4_5"}}}
+    })
+    .to_string()
+    .into_bytes()
+}

@@ -1,0 +1,220 @@
+//! Ingest and device-list benchmark against the real release binary (see scripts/bench).
+//!
+//! 1. Sustained ChirpStack v4 JSON uplinks over HTTP from concurrent clients, database on:
+//!    events/s and latency percentiles.
+//! 2. `GET /api/devices` latency with 100,000 devices in the database.
+//! 3. The server's resident memory with 100,000 devices.
+//!
+//! Usage: bench_ingest <path to lorafleet binary> [seconds] [devices] [concurrency]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+const TOKEN: &str = "bench-integration-token";
+const PASSWORD: &str = "bench-password-123";
+
+fn uplink(eui: u64, f_cnt: u32) -> String {
+    serde_json::json!({
+        "deduplicationId": "00000000-0000-4000-8000-000000000000",
+        "time": chrono::Utc::now().to_rfc3339(),
+        "deviceInfo": {
+            "tenantId": "t", "tenantName": "bench", "applicationId": "a1", "applicationName": "bench-app",
+            "deviceProfileId": "p1", "deviceProfileName": "class-a",
+            "deviceName": format!("bench-{eui:016x}"), "devEui": format!("{eui:016x}"), "tags": {}
+        },
+        "devAddr": "01020304", "adr": true, "dr": 5, "fCnt": f_cnt, "fPort": 2, "confirmed": false,
+        "data": base64::engine::general_purpose::STANDARD.encode([1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        "object": {"temperature": 21.5, "humidity": 40},
+        "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -57, "snr": 9.5}],
+        "txInfo": {"frequency": 868100000}
+    })
+    .to_string()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `total` uplinks (or for `duration`) over `concurrency` connections; returns latencies.
+async fn load(
+    url: Arc<String>,
+    concurrency: usize,
+    devices: u64,
+    duration: Option<Duration>,
+    total: Option<u64>,
+) -> (Vec<Duration>, Duration, u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        let next = next.clone();
+        let failures = failures.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) || duration.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                let eui = 0x70b3_d500_0000_0000u64 + (n % devices);
+                let body = uplink(eui, (n / devices) as u32);
+                let t0 = Instant::now();
+                let r = client
+                    .post(url.as_str())
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => lat.push(t0.elapsed()),
+                    _ => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    (
+        all,
+        elapsed,
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "target/release/lorafleet".into());
+    let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let list_devices: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
+
+    let dir = tempfile::tempdir()?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let mut child = tokio::process::Command::new(&bin)
+        .env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("LORAFLEET__SERVER__DATA_DIR", dir.path())
+        .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
+        .env("LORAFLEET__INTEGRATION__TOKEN", TOKEN)
+        .env("LORAFLEET__NETWORK__KIND", "none")
+        .env("LORAFLEET__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{base}/health")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = Arc::new(format!("{base}/api/integrations/chirpstack?event=up"));
+
+    // 1. Sustained ingest over 10,000 devices.
+    let (lat, elapsed, failures) = load(
+        url.clone(),
+        concurrency,
+        10_000,
+        Some(Duration::from_secs(seconds)),
+        None,
+    )
+    .await;
+    let rate = lat.len() as f64 / elapsed.as_secs_f64();
+    println!("ingest: {} events in {:.1} s over {concurrency} connections = {rate:.0} events/s, {failures} failed", lat.len(), elapsed.as_secs_f64());
+    println!(
+        "ingest latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.9).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        percentile(&lat, 1.0).as_secs_f64() * 1e3
+    );
+
+    // 2. Fill up to `list_devices` distinct devices, then time the list.
+    let (_, fill_elapsed, _) = load(
+        url.clone(),
+        concurrency,
+        list_devices,
+        None,
+        Some(list_devices),
+    )
+    .await;
+    println!(
+        "filled {list_devices} devices in {:.1} s",
+        fill_elapsed.as_secs_f64()
+    );
+    let mut list_lat = Vec::new();
+    for i in 0..200 {
+        let path = match i % 4 {
+            0 => "/api/devices".to_string(),
+            1 => format!("/api/devices?offset={}", (i * 997) % 90_000),
+            2 => "/api/devices?search=bench-70b3d5000001".to_string(),
+            _ => "/api/devices?limit=100".to_string(),
+        };
+        let t0 = Instant::now();
+        let r = http
+            .get(format!("{base}{path}"))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await?;
+        let body: serde_json::Value = r.json().await?;
+        list_lat.push(t0.elapsed());
+        if i == 0 {
+            println!("device list total: {}", body["total"]);
+        }
+    }
+    list_lat.sort();
+    println!(
+        "GET /api/devices with {list_devices} devices: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
+        percentile(&list_lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&list_lat, 0.9).as_secs_f64() * 1e3,
+        percentile(&list_lat, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "server memory with {list_devices} devices: RSS {} MiB, peak {} MiB",
+        rss_kib(pid, "VmRSS:") / 1024,
+        rss_kib(pid, "VmHWM:") / 1024
+    );
+    child.kill().await.ok();
+    Ok(())
+}

@@ -1,0 +1,1165 @@
+//! One virtual device: the device side of Version & Status, TS003, TS005 and TS004, as a state
+//! machine without I/O. The world (`world.rs`) decides when frames reach it and carries its
+//! answers back to the network.
+
+use std::collections::VecDeque;
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use lorafleet_codec::firmware_trailer;
+use lorafleet_codec::fragmentation::{FragmentDecoder, Progress};
+use lorafleet_codec::time::unix_to_gps;
+use lorafleet_codec::version_status::{
+    self, Answer, HeapAvailable, Request, StoredLayout, StoredSlot, VersioningType,
+};
+use lrwn::applayer::{clocksync, fragmentation, multicastsetup};
+use lrwn::region::Region;
+use lrwn::{AES128Key, DevAddr};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::radio::{self, Link};
+use crate::devices::DevEui;
+use crate::fuota::{package, ports};
+use crate::network::{MulticastClass, MulticastGroup};
+
+/// Slots every virtual device has; slot 0 holds the factory image.
+pub const NB_SLOTS: usize = 3;
+/// Multicast groups and fragmentation sessions a device can hold at once (the packages' maximum).
+const MAX_GROUPS: usize = 4;
+/// How often a synchronised device asks for the time again.
+const RESYNC_MS: i64 = 24 * 3600 * 1000;
+/// How long an unsynchronised device waits before asking again.
+const UNSYNCED_RETRY_MS: i64 = 10 * 60 * 1000;
+
+/// A kind of device in the fleet: how it numbers its firmware and what it reports.
+#[derive(Debug)]
+pub struct Model {
+    pub name: &'static str,
+    pub versioning: VersioningType,
+    /// The version of the factory image.
+    pub factory_version: u32,
+    /// The version of the demo image generated on first start (newer than the factory one).
+    pub demo_version: u32,
+    pub heap: u32,
+    /// The Mbed update client always sends every slot; the specification only flagged ones.
+    pub stored_layout_device: bool,
+    pub device_class_uuid: [u8; 16],
+}
+
+/// Every virtual device reports this manufacturer.
+pub const MANUFACTURER: &str = "lorafleet-sim";
+/// Manufacturer UUID written into demo images.
+pub const MANUFACTURER_UUID: [u8; 16] = *b"lorafleet-sim\0\0\0";
+
+/// The fleet: three sensors (Major.Minor.Patch versions) for every tracker (GPS-time versions).
+pub static MODELS: [Model; 2] = [
+    Model {
+        name: "sensor",
+        versioning: VersioningType::MajorMinorPatch,
+        // 1.2.0 and 1.3.0, as RFU<<24 | major<<16 | minor<<8 | patch.
+        factory_version: 0x0001_0200,
+        demo_version: 0x0001_0300,
+        heap: 48 * 1024,
+        stored_layout_device: false,
+        device_class_uuid: *b"sim-sensor-class",
+    },
+    Model {
+        name: "tracker",
+        versioning: VersioningType::GpsSeconds,
+        // 2025-01-15T00:00:00Z and 2026-01-15T00:00:00Z in GPS seconds.
+        factory_version: 1_420_934_418,
+        demo_version: 1_452_470_418,
+        heap: 24 * 1024,
+        stored_layout_device: true,
+        device_class_uuid: *b"sim-tracker-clas",
+    },
+];
+
+/// What never changes about a device: derived from its number alone, so every run (and every
+/// test) sees the same fleet.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub dev_eui: DevEui,
+    pub name: String,
+    pub model: &'static Model,
+    pub gen_app_key: [u8; 16],
+    pub dev_addr: [u8; 4],
+}
+
+impl Identity {
+    /// Device number `n` (0-based): EUI 4c4653494d (ASCII "LFSIM") followed by n + 1.
+    pub fn nth(n: u32) -> Identity {
+        let k = n + 1;
+        let [_, a, b, c] = k.to_be_bytes();
+        let dev_eui = DevEui([0x4c, 0x46, 0x53, 0x49, 0x4d, a, b, c]);
+        let model = if k.is_multiple_of(4) {
+            &MODELS[1]
+        } else {
+            &MODELS[0]
+        };
+        let digest = Sha256::new()
+            .chain_update(b"lorafleet simulated GenAppKey ")
+            .chain_update(dev_eui.0)
+            .finalize();
+        let mut gen_app_key = [0u8; 16];
+        gen_app_key.copy_from_slice(&digest[..16]);
+        Identity {
+            dev_eui,
+            name: format!("sim-{}-{k:02}", model.name),
+            model,
+            gen_app_key,
+            dev_addr: [0x26, a, b, c],
+        }
+    }
+}
+
+/// A multicast group as the device stores it after McGroupSetupReq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McGroup {
+    /// Most significant byte first.
+    pub mc_addr: [u8; 4],
+    pub mc_key: [u8; 16],
+    /// Session keys derived from `mc_key`; a frame whose keys differ fails the MIC check.
+    pub mc_app_s_key: [u8; 16],
+    pub mc_nwk_s_key: [u8; 16],
+    pub min_f_cnt: u32,
+    pub max_f_cnt: u32,
+    pub session: Option<McSession>,
+}
+
+/// A class C (or B) window opened by McClassCSessionReq (McClassBSessionReq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct McSession {
+    /// None for class C.
+    pub ping_slot_periodicity: Option<u8>,
+    /// GPS seconds, by the device's own clock.
+    pub start_gps: u32,
+    pub timeout_exp: u8,
+    pub frequency: u32,
+    pub dr: u8,
+}
+
+/// A fragmentation session after FragSessionSetupReq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragSession {
+    pub mc_group_mask: u8,
+    pub nb_frag: u16,
+    pub frag_size: u8,
+    pub padding: u8,
+    pub descriptor: [u8; 4],
+    pub block_ack_delay: u8,
+    /// Fragments accepted.
+    pub received: u32,
+    /// The image was rebuilt; the record stays (in flash) so status requests still get an answer.
+    pub done: bool,
+}
+
+/// Everything a device remembers across a restart of lorafleet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub running_slot: u8,
+    /// The version stored in each slot.
+    pub slots: [Option<u32>; NB_SLOTS],
+    pub booted_at_ms: i64,
+    /// The device's clock minus the network's.
+    pub clock_offset_ms: i64,
+    pub clock_synced: bool,
+    pub next_clock_sync_ms: i64,
+    pub time_token: u8,
+    pub f_cnt_up: u32,
+    pub mc_groups: [Option<McGroup>; MAX_GROUPS],
+    pub frag_sessions: [Option<FragSession>; MAX_GROUPS],
+    /// A complete image waits for the reboot that runs it.
+    pub reboot: Option<PendingReboot>,
+    /// Answers waiting for the next uplink: (FPort, payload).
+    pub outbox: VecDeque<(u8, Vec<u8>)>,
+    pub battery_mv: u16,
+    /// Why the last complete image was not installed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReboot {
+    pub at_ms: i64,
+    pub slot: u8,
+}
+
+/// What handling a frame asks of the world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send the outbox after this many milliseconds.
+    Wake { delay_ms: i64 },
+    /// Reboot at this time and run the pending image.
+    Reboot { at_ms: i64 },
+    /// A fragment was accepted (the world keeps a log so a restart can rebuild the decoder).
+    Fragment { index: u8, n: u16, data: Vec<u8> },
+    /// A fragmentation session was set up or ended; its fragment log starts over.
+    FragSessionReset { index: u8 },
+}
+
+/// What the device's surroundings decide about it.
+pub struct Ctx<'a> {
+    pub region: &'a dyn Region,
+    pub status_port: u8,
+    pub reboot_delay_ms: i64,
+    pub slot_size: u32,
+}
+
+/// A virtual device: identity, remembered state, and the fragment decoders in RAM.
+pub struct SimDevice {
+    pub id: Identity,
+    pub state: DeviceState,
+    pub link: Link,
+    decoders: [Option<FragmentDecoder>; MAX_GROUPS],
+}
+
+fn aes_encrypt(key: &[u8; 16], block: [u8; 16]) -> [u8; 16] {
+    let cipher = aes::Aes128::new(GenericArray::from_slice(key));
+    let mut b = GenericArray::from(block);
+    cipher.encrypt_block(&mut b);
+    b.into()
+}
+
+/// McAppSKey and McNwkSKey for a McKey and McAddr (TS005, via lrwn).
+pub fn session_keys(mc_key: [u8; 16], mc_addr: [u8; 4]) -> ([u8; 16], [u8; 16]) {
+    let key = AES128Key::from_bytes(mc_key);
+    let addr = DevAddr::from_be_bytes(mc_addr);
+    let app = multicastsetup::v1::get_mc_app_s_key(key, addr).map_or([0; 16], |k| k.to_bytes());
+    let nwk = multicastsetup::v1::get_mc_net_s_key(key, addr).map_or([0; 16], |k| k.to_bytes());
+    (app, nwk)
+}
+
+fn answer_delay(rng: &mut impl Rng) -> i64 {
+    rng.gen_range(1_000..4_000)
+}
+
+impl SimDevice {
+    /// A device fresh from the factory: slot 0 holds the factory image, the clock is off by up
+    /// to a minute and a half, and nothing is set up.
+    pub fn new(id: Identity, now_ms: i64, rng: &mut impl Rng) -> SimDevice {
+        let state = DeviceState {
+            running_slot: 0,
+            slots: [Some(id.model.factory_version), None, None],
+            booted_at_ms: now_ms - rng.gen_range(0..30 * 24 * 3600 * 1000),
+            clock_offset_ms: rng.gen_range(-90_000..90_000),
+            clock_synced: false,
+            next_clock_sync_ms: now_ms,
+            time_token: 0,
+            f_cnt_up: 0,
+            mc_groups: Default::default(),
+            frag_sessions: Default::default(),
+            reboot: None,
+            outbox: VecDeque::new(),
+            battery_mv: rng.gen_range(3300..3650),
+            last_error: None,
+        };
+        SimDevice::restore(id, state, rng)
+    }
+
+    /// A device whose state was saved; decoders are rebuilt by replaying logged fragments.
+    pub fn restore(id: Identity, state: DeviceState, rng: &mut impl Rng) -> SimDevice {
+        // The position follows from the EUI so a device keeps its signal figures across runs.
+        let mut seeded: rand::rngs::StdRng =
+            rand::SeedableRng::seed_from_u64(u64::from_be_bytes(id.dev_eui.0));
+        let link = Link::random(&mut seeded);
+        let _ = rng;
+        let mut dev = SimDevice {
+            id,
+            state,
+            link,
+            decoders: Default::default(),
+        };
+        for i in 0..MAX_GROUPS {
+            if let Some(s) = dev.state.frag_sessions[i].as_ref().filter(|s| !s.done) {
+                dev.decoders[i] = FragmentDecoder::new(
+                    usize::from(s.nb_frag),
+                    usize::from(s.frag_size),
+                    usize::from(s.padding),
+                )
+                .ok();
+            }
+        }
+        dev.state.frag_sessions.iter_mut().flatten().for_each(|s| {
+            if !s.done {
+                s.received = 0;
+            }
+        });
+        dev
+    }
+
+    /// Feeds a logged fragment back after a restart.
+    pub fn replay_fragment(&mut self, index: u8, n: u16, data: &[u8], ctx: &Ctx, now_ms: i64) {
+        let _ = self.push_fragment(ctx, now_ms, index, n, data);
+    }
+
+    pub fn running_version(&self) -> u32 {
+        self.state.slots[usize::from(self.state.running_slot)].unwrap_or(0)
+    }
+
+    pub fn uptime_s(&self, now_ms: i64) -> u32 {
+        u32::try_from((now_ms - self.state.booted_at_ms).max(0) / 1000).unwrap_or(u32::MAX)
+    }
+
+    fn device_gps(&self, now_ms: i64) -> u32 {
+        unix_to_gps((now_ms + self.state.clock_offset_ms).div_euclid(1000))
+    }
+
+    /// The payload of the next uplink: a waiting answer, a time request when one is due, or
+    /// telemetry.
+    pub fn next_uplink(&mut self, now_ms: i64, rng: &mut impl Rng) -> (u8, Vec<u8>) {
+        self.state.f_cnt_up = self.state.f_cnt_up.wrapping_add(1);
+        if let Some(next) = self.state.outbox.pop_front() {
+            return next;
+        }
+        if now_ms >= self.state.next_clock_sync_ms {
+            return (ports::CLOCK_SYNC, self.app_time_req(now_ms));
+        }
+        (1, self.telemetry(now_ms, rng))
+    }
+
+    fn app_time_req(&mut self, now_ms: i64) -> Vec<u8> {
+        self.state.next_clock_sync_ms = now_ms
+            + if self.state.clock_synced {
+                RESYNC_MS
+            } else {
+                UNSYNCED_RETRY_MS
+            };
+        let req = clocksync::v1::Payload::AppTimeReq(clocksync::v1::AppTimeReqPayload {
+            device_time: self.device_gps(now_ms),
+            param: clocksync::v1::AppTimeReqPayloadParam {
+                token_req: self.state.time_token,
+                ans_required: !self.state.clock_synced,
+            },
+        });
+        req.to_vec().unwrap_or_default()
+    }
+
+    /// Temperature (centi-degrees, i16), relative humidity (%, u8), battery (mV, u16), all
+    /// little-endian; [`telemetry_object`] is what a ChirpStack codec would make of it.
+    fn telemetry(&mut self, now_ms: i64, rng: &mut impl Rng) -> Vec<u8> {
+        let day = (now_ms.rem_euclid(86_400_000) as f64) / 86_400_000.0;
+        let base = f64::from(self.id.dev_eui.0[7] % 7);
+        let t = 14.0
+            + base
+            + 6.0 * (std::f64::consts::TAU * (day - 0.375)).sin()
+            + rng.gen_range(-0.4..0.4);
+        let rh = (55.0 - 1.5 * (t - 18.0) + rng.gen_range(-3.0..3.0)).clamp(5.0, 99.0);
+        if rng.gen_ratio(1, 200) {
+            self.state.battery_mv = self.state.battery_mv.saturating_sub(1);
+        }
+        let mut out = ((t * 100.0).round() as i16).to_le_bytes().to_vec();
+        out.push(rh.round() as u8);
+        out.extend_from_slice(&self.state.battery_mv.to_le_bytes());
+        out
+    }
+
+    /// Handles a unicast downlink (received in a class A window).
+    pub fn on_unicast(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        f_port: u8,
+        data: &[u8],
+        rng: &mut impl Rng,
+    ) -> Vec<Effect> {
+        self.on_frame(ctx, now_ms, f_port, data, None, rng)
+    }
+
+    /// The local group a multicast frame is for, when the device listens to it right now on
+    /// that channel and can check its MIC.
+    pub fn listening_group(&self, now_ms: i64, group: &MulticastGroup, f_cnt: u32) -> Option<u8> {
+        let gps = self.device_gps(now_ms);
+        self.state.mc_groups.iter().enumerate().find_map(|(i, g)| {
+            let g = g.as_ref()?;
+            let s = g.session.as_ref()?;
+            let class_ok = match group.class {
+                MulticastClass::C => s.ping_slot_periodicity.is_none(),
+                MulticastClass::B { .. } => s.ping_slot_periodicity.is_some(),
+            };
+            let end = u64::from(s.start_gps) + (1u64 << s.timeout_exp);
+            let open = u64::from(gps) >= u64::from(s.start_gps) && u64::from(gps) < end;
+            (g.mc_addr == group.mc_addr
+                && g.mc_app_s_key == group.mc_app_s_key
+                && g.mc_nwk_s_key == group.mc_nwk_s_key
+                && (g.min_f_cnt..=g.max_f_cnt).contains(&f_cnt)
+                && s.frequency == group.frequency
+                && s.dr == group.dr
+                && class_ok
+                && open)
+                .then_some(i as u8)
+        })
+    }
+
+    /// Handles a multicast frame the device listens to (see [`SimDevice::listening_group`]).
+    pub fn on_multicast(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        group: u8,
+        f_port: u8,
+        data: &[u8],
+        rng: &mut impl Rng,
+    ) -> Vec<Effect> {
+        self.on_frame(ctx, now_ms, f_port, data, Some(group), rng)
+    }
+
+    fn on_frame(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        f_port: u8,
+        data: &[u8],
+        group: Option<u8>,
+        rng: &mut impl Rng,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let answer = if f_port == ctx.status_port {
+            self.version_status(ctx, now_ms, data)
+        } else {
+            match f_port {
+                ports::CLOCK_SYNC => self.clock_sync(now_ms, data),
+                ports::MULTICAST_SETUP => self.multicast_setup(ctx, now_ms, data),
+                ports::FRAGMENTATION => {
+                    return self.fragmentation(ctx, now_ms, data, group, rng);
+                }
+                _ => None,
+            }
+        };
+        if let Some(a) = answer.filter(|a| !a.is_empty()) {
+            self.state.outbox.push_back((f_port, a));
+            effects.push(Effect::Wake {
+                delay_ms: answer_delay(rng),
+            });
+        }
+        effects
+    }
+
+    fn version_status(&mut self, ctx: &Ctx, now_ms: i64, data: &[u8]) -> Option<Vec<u8>> {
+        let (requests, _error) = version_status::decode_requests(data);
+        let mut out = Vec::new();
+        for request in requests {
+            let answer = match request {
+                Request::PackageVersion => Answer::PackageVersion {
+                    package_identifier: version_status::PACKAGE_IDENTIFIER,
+                    package_version: version_status::PACKAGE_VERSION,
+                    versioning_type: self.id.model.versioning,
+                    nb_slots: NB_SLOTS as u8,
+                },
+                Request::VersionRunning => Answer::VersionRunning {
+                    running_slot: self.state.running_slot,
+                    version: self.running_version(),
+                },
+                Request::VersionStored { nb_slots } => {
+                    let asked = if nb_slots == 0 {
+                        NB_SLOTS
+                    } else {
+                        usize::from(nb_slots)
+                    };
+                    let mut flags = 0u8;
+                    let mut slots = Vec::new();
+                    for (i, v) in self.state.slots.iter().enumerate().take(asked) {
+                        if let Some(version) = v {
+                            flags |= 1 << i;
+                            slots.push(StoredSlot {
+                                slot: i as u8,
+                                version: *version,
+                            });
+                        }
+                    }
+                    let a = Answer::VersionStored { flags, slots };
+                    let layout = if self.id.model.stored_layout_device {
+                        StoredLayout::Device {
+                            nb_slots: asked.min(NB_SLOTS) as u8,
+                        }
+                    } else {
+                        StoredLayout::Spec
+                    };
+                    if let Ok(bytes) = a.encode(layout) {
+                        out.extend(bytes);
+                    }
+                    continue;
+                }
+                Request::SpaceStatus => Answer::SpaceStatus {
+                    heap_available: HeapAvailable::Bytes(self.heap_available()),
+                    slot_size: ctx.slot_size,
+                },
+                Request::Uptime => Answer::Uptime {
+                    seconds: self.uptime_s(now_ms),
+                },
+                Request::EraseSlot { slot } => {
+                    let slot = usize::from(slot);
+                    if slot != usize::from(self.state.running_slot) && slot < NB_SLOTS {
+                        self.state.slots[slot] = None;
+                    }
+                    continue;
+                }
+                Request::DeviceDescription {
+                    manufacturer_id,
+                    device_id,
+                } => Answer::DeviceDescription {
+                    manufacturer_id: manufacturer_id.then(|| MANUFACTURER.to_string()),
+                    device_id: device_id.then(|| self.id.name.clone()),
+                },
+            };
+            if let Ok(bytes) = answer.to_vec() {
+                out.extend(bytes);
+            }
+        }
+        Some(out)
+    }
+
+    /// Free heap: the model's, minus what running fragment decoders hold.
+    fn heap_available(&self) -> u32 {
+        let used: usize = self
+            .decoders
+            .iter()
+            .flatten()
+            .map(FragmentDecoder::memory_bytes)
+            .sum();
+        let left = (self.id.model.heap as usize).saturating_sub(used / 16);
+        u32::try_from(left).unwrap_or(u32::MAX).max(1)
+    }
+
+    fn clock_sync(&mut self, now_ms: i64, data: &[u8]) -> Option<Vec<u8>> {
+        use clocksync::v1::*;
+        match Payload::from_slice(false, data).ok()? {
+            Payload::AppTimeAns(a) => {
+                if a.param.token_ans == self.state.time_token {
+                    self.state.clock_offset_ms += i64::from(a.time_correction) * 1000;
+                    self.state.clock_synced = true;
+                    self.state.time_token = (self.state.time_token + 1) & 0x0f;
+                    self.state.next_clock_sync_ms = now_ms + RESYNC_MS;
+                }
+                None
+            }
+            Payload::PackageVersionReq => Payload::PackageVersionAns(PackageVersionAnsPayload {
+                package_identifier: package::CLOCK_SYNC,
+                package_version: 1,
+            })
+            .to_vec()
+            .ok(),
+            Payload::ForceDeviceResyncReq(_) => Some(self.app_time_req(now_ms)),
+            Payload::DeviceAppTimePeropdicityReq(_) => {
+                Payload::DeviceAppTimePeropdicityAns(DeviceAppTimePeriodicityAnsPayload {
+                    status: DeviceAppTimePeriodicityAnsPayloadStatus {
+                        not_supported: true,
+                    },
+                    time: self.device_gps(now_ms),
+                })
+                .to_vec()
+                .ok()
+            }
+            _ => None,
+        }
+    }
+
+    fn multicast_setup(&mut self, ctx: &Ctx, now_ms: i64, data: &[u8]) -> Option<Vec<u8>> {
+        use multicastsetup::v1::*;
+        let answer = match Payload::from_slice(false, data).ok()? {
+            Payload::PackageVersionReq => Payload::PackageVersionAns(PackageVersionAnsPayload {
+                package_identifier: package::MULTICAST_SETUP,
+                package_version: 1,
+            }),
+            Payload::McGroupStatusReq(r) => {
+                let mut mask = [false; 4];
+                let mut items = Vec::new();
+                for (i, asked) in r.cmd_mask.req_group_mask.iter().enumerate() {
+                    if let (true, Some(g)) = (*asked, &self.state.mc_groups[i]) {
+                        mask[i] = true;
+                        items.push(McGroupStatusAnsPayloadItem {
+                            mc_group_id: i as u8,
+                            mc_addr: DevAddr::from_be_bytes(g.mc_addr),
+                        });
+                    }
+                }
+                let total = self.state.mc_groups.iter().flatten().count() as u8;
+                Payload::McGroupStatusAns(McGroupStatusAnsPayload {
+                    status: McGroupStatusAnsPayloadStatus {
+                        ans_group_mask: mask,
+                        nb_total_groups: total,
+                    },
+                    items,
+                })
+            }
+            Payload::McGroupSetupReq(r) => {
+                let id = usize::from(r.mc_group_id_header.mc_group_id);
+                let root = multicastsetup::v1::get_mc_root_key_for_gen_app_key(
+                    AES128Key::from_bytes(self.id.gen_app_key),
+                )
+                .ok()?;
+                let ke_key = multicastsetup::v1::get_mc_ke_key(root).ok()?;
+                // The device *encrypts* the received block to recover McKey (TS005).
+                let mc_key = aes_encrypt(&ke_key.to_bytes(), r.mc_key_encrypted);
+                let mc_addr = r.mc_addr.to_be_bytes();
+                let (mc_app_s_key, mc_nwk_s_key) = session_keys(mc_key, mc_addr);
+                self.state.mc_groups[id] = Some(McGroup {
+                    mc_addr,
+                    mc_key,
+                    mc_app_s_key,
+                    mc_nwk_s_key,
+                    min_f_cnt: r.min_mc_f_count,
+                    max_f_cnt: r.max_mc_f_count,
+                    session: None,
+                });
+                Payload::McGroupSetupAns(McGroupSetupAnsPayload {
+                    mc_group_id_header: McGroupSetupAnsPayloadMcGroupIdHeader {
+                        mc_group_id: id as u8,
+                        id_error: false,
+                    },
+                })
+            }
+            Payload::McGroupDeleteReq(r) => {
+                let id = usize::from(r.mc_group_id_header.mc_group_id);
+                let existed = self.state.mc_groups[id].take().is_some();
+                Payload::McGroupDeleteAns(McGroupDeleteAnsPayload {
+                    mc_group_id_header: McGroupDeleteAnsPayloadMcGroupIdHeader {
+                        mc_group_id: id as u8,
+                        mc_group_undefined: !existed,
+                    },
+                })
+            }
+            Payload::McClassCSessionReq(r) => {
+                let id = r.mc_group_id_header.mc_group_id;
+                let session = McSession {
+                    ping_slot_periodicity: None,
+                    start_gps: r.session_time,
+                    timeout_exp: r.session_time_out.time_out,
+                    frequency: r.dl_frequ,
+                    dr: r.dr,
+                };
+                let (status, tts) = self.open_session(ctx, now_ms, id, session);
+                Payload::McClassCSessionAns(McClassCSessionAnsPayload {
+                    status_and_mc_group_id: McClassCSessionAnsPayloadStatusAnsMcGroupId {
+                        mc_group_id: id,
+                        dr_error: status.dr_error,
+                        freq_error: status.freq_error,
+                        mc_group_undefined: status.undefined,
+                    },
+                    time_to_start: tts,
+                })
+            }
+            Payload::McClassBSessionReq(r) => {
+                let id = r.mc_group_id_header.mc_group_id;
+                let session = McSession {
+                    ping_slot_periodicity: Some(r.time_out_periodicity.periodicity),
+                    start_gps: r.session_time,
+                    timeout_exp: r.time_out_periodicity.time_out,
+                    frequency: r.dl_frequ,
+                    dr: r.dr,
+                };
+                let (status, tts) = self.open_session(ctx, now_ms, id, session);
+                Payload::McClassBSessionAns(McClassBSessionAnsPayload {
+                    status_and_mc_group_id: McClassBSessionAnsPayloadStatusAndMcGroupId {
+                        mc_group_id: id,
+                        dr_error: status.dr_error,
+                        freq_error: status.freq_error,
+                        mc_group_undefined: status.undefined,
+                    },
+                    time_to_start: tts,
+                })
+            }
+            _ => return None,
+        };
+        answer.to_vec().ok()
+    }
+
+    fn open_session(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        id: u8,
+        session: McSession,
+    ) -> (SessionStatus, Option<u32>) {
+        let status = SessionStatus {
+            dr_error: !radio::downlink_dr_supported(ctx.region, session.dr),
+            freq_error: !radio::frequency_supported(ctx.region, session.frequency),
+            undefined: self.state.mc_groups[usize::from(id)].is_none(),
+        };
+        if status.dr_error || status.freq_error || status.undefined {
+            return (status, None);
+        }
+        let now = i64::from(self.device_gps(now_ms));
+        let time_to_start = (i64::from(session.start_gps) - now).clamp(0, (1 << 24) - 1);
+        if let Some(g) = self.state.mc_groups[usize::from(id)].as_mut() {
+            g.session = Some(session);
+        }
+        (status, u32::try_from(time_to_start).ok())
+    }
+
+    fn fragmentation(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        data: &[u8],
+        group: Option<u8>,
+        rng: &mut impl Rng,
+    ) -> Vec<Effect> {
+        use fragmentation::v1::*;
+        let Ok(payload) = Payload::from_slice(false, data) else {
+            return Vec::new();
+        };
+        let mut effects = Vec::new();
+        let (answer, delay_ms) = match payload {
+            Payload::DataFragment(f) => {
+                let index = f.index_and_n.frag_index;
+                let from_group_ok = match (group, &self.state.frag_sessions[usize::from(index)]) {
+                    (Some(g), Some(s)) => s.mc_group_mask & (1 << g) != 0,
+                    _ => true,
+                };
+                if from_group_ok {
+                    effects.extend(self.push_fragment(
+                        ctx,
+                        now_ms,
+                        index,
+                        f.index_and_n.n,
+                        &f.data,
+                    ));
+                }
+                return effects;
+            }
+            Payload::PackageVersionReq => (
+                Payload::PackageVersionAns(PackageVersionAnsPayload {
+                    package_identifier: package::FRAGMENTATION,
+                    package_version: 1,
+                }),
+                answer_delay(rng),
+            ),
+            Payload::FragSessionSetupReq(r) => {
+                let index = r.frag_session.frag_index;
+                let mut ans = FragSessionSetupAnsPayload {
+                    encoding_unsupported: r.control.fragmentation_matrix != 0,
+                    not_enough_memory: false,
+                    frag_session_index_not_supported: false,
+                    wrong_descriptor: false,
+                    frag_index: index,
+                };
+                let image = u64::from(r.nb_frag) * u64::from(r.frag_size);
+                if image.saturating_sub(u64::from(r.padding)) > u64::from(ctx.slot_size) {
+                    ans.not_enough_memory = true;
+                }
+                let decoder = FragmentDecoder::new(
+                    usize::from(r.nb_frag),
+                    usize::from(r.frag_size),
+                    usize::from(r.padding),
+                );
+                if decoder.is_err() {
+                    ans.encoding_unsupported = true;
+                }
+                let ok = !(ans.encoding_unsupported || ans.not_enough_memory);
+                if let (true, Ok(decoder)) = (ok, decoder) {
+                    let mut mask = 0u8;
+                    for (i, on) in r.frag_session.mc_group_bit_mask.iter().enumerate() {
+                        if *on {
+                            mask |= 1 << i;
+                        }
+                    }
+                    self.state.frag_sessions[usize::from(index)] = Some(FragSession {
+                        mc_group_mask: mask,
+                        nb_frag: r.nb_frag,
+                        frag_size: r.frag_size,
+                        padding: r.padding,
+                        descriptor: r.descriptor,
+                        block_ack_delay: r.control.block_ack_delay,
+                        received: 0,
+                        done: false,
+                    });
+                    self.decoders[usize::from(index)] = Some(decoder);
+                    effects.push(Effect::FragSessionReset { index });
+                }
+                (Payload::FragSessionSetupAns(ans), answer_delay(rng))
+            }
+            Payload::FragSessionDeleteReq(r) => {
+                let index = r.frag_index;
+                let existed = self.state.frag_sessions[usize::from(index)]
+                    .take()
+                    .is_some();
+                self.decoders[usize::from(index)] = None;
+                effects.push(Effect::FragSessionReset { index });
+                (
+                    Payload::FragSessionDeleteAns(FragSessionDeleteAnsPayload {
+                        frag_index: index,
+                        session_does_not_exist: !existed,
+                    }),
+                    answer_delay(rng),
+                )
+            }
+            Payload::FragSessionStatusReq(r) => {
+                let index = r.frag_index;
+                let Some(s) = &self.state.frag_sessions[usize::from(index)] else {
+                    return effects;
+                };
+                let missing = match &self.decoders[usize::from(index)] {
+                    Some(d) => d.nb_fragments().saturating_sub(d.rank()),
+                    None if s.done => 0,
+                    None => usize::from(s.nb_frag),
+                };
+                if !r.participants && missing == 0 {
+                    return effects;
+                }
+                // TS004: answers to a multicast status request are spread over a random delay
+                // of 2^(BlockAckDelay+4)..2^(BlockAckDelay+5) s so they do not collide.
+                let delay_ms = match group {
+                    Some(_) => {
+                        let lo = 1000i64 << (s.block_ack_delay + 4);
+                        rng.gen_range(lo..2 * lo)
+                    }
+                    None => answer_delay(rng),
+                };
+                (
+                    Payload::FragSessionStatusAns(FragSessionStatusAnsPayload {
+                        received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
+                            nb_frag_received: s.received.min(0x3fff) as u16,
+                            frag_index: index,
+                        },
+                        missing_frag: missing.min(255) as u8,
+                        status: FragSessionStatusAnsPayloadStatus {
+                            not_enough_matrix_memory: false,
+                        },
+                    }),
+                    delay_ms,
+                )
+            }
+            _ => return effects,
+        };
+        if let Ok(bytes) = answer.to_vec() {
+            self.state.outbox.push_back((ports::FRAGMENTATION, bytes));
+            effects.push(Effect::Wake { delay_ms });
+        }
+        effects
+    }
+
+    fn push_fragment(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        index: u8,
+        n: u16,
+        data: &[u8],
+    ) -> Vec<Effect> {
+        let i = usize::from(index);
+        let Some(decoder) = self.decoders[i].as_mut() else {
+            return Vec::new();
+        };
+        let progress = match decoder.push(u32::from(n), data) {
+            Ok(p) => p,
+            Err(_) => return Vec::new(),
+        };
+        let mut effects = Vec::new();
+        if !matches!(progress, Progress::Ignored { .. }) {
+            if let Some(s) = self.state.frag_sessions[i].as_mut() {
+                s.received += 1;
+            }
+            effects.push(Effect::Fragment {
+                index,
+                n,
+                data: data.to_vec(),
+            });
+        }
+        if progress == Progress::Done {
+            effects.extend(self.complete(ctx, now_ms, i));
+        }
+        effects
+    }
+
+    /// A session's image is rebuilt: install it if its trailer parses, like the update client
+    /// that checks the package before it swaps slots.
+    fn complete(&mut self, ctx: &Ctx, now_ms: i64, i: usize) -> Vec<Effect> {
+        let image = self.decoders[i].take().and_then(|d| d.image());
+        if let Some(s) = self.state.frag_sessions[i].as_mut() {
+            s.done = true;
+        }
+        let Some(image) = image else {
+            return Vec::new();
+        };
+        match firmware_trailer::parse(&image) {
+            Ok(trailer) => {
+                let slot = self.free_slot();
+                self.state.slots[slot] = Some(trailer.version);
+                let at_ms = now_ms + ctx.reboot_delay_ms;
+                self.state.reboot = Some(PendingReboot {
+                    at_ms,
+                    slot: slot as u8,
+                });
+                self.state.last_error = None;
+                vec![Effect::Reboot { at_ms }]
+            }
+            Err(e) => {
+                self.state.last_error = Some(format!("received image rejected: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The slot a new image goes to: an empty one, else the oldest that is not running.
+    fn free_slot(&self) -> usize {
+        let running = usize::from(self.state.running_slot);
+        (0..NB_SLOTS)
+            .filter(|&s| s != running)
+            .min_by_key(|&s| self.state.slots[s].map_or((0, 0), |v| (1, v)))
+            .unwrap_or((running + 1) % NB_SLOTS)
+    }
+
+    /// Reboots into the pending image (if any): multicast setup and unfinished sessions live in
+    /// RAM and are gone; the clock is synchronised again.
+    pub fn reboot(&mut self, now_ms: i64) {
+        if let Some(r) = self.state.reboot.take() {
+            self.state.running_slot = r.slot;
+        }
+        self.state.booted_at_ms = now_ms;
+        self.state.mc_groups = Default::default();
+        for (s, d) in self
+            .state
+            .frag_sessions
+            .iter_mut()
+            .zip(self.decoders.iter_mut())
+        {
+            if s.as_ref().is_some_and(|s| !s.done) {
+                *s = None;
+            }
+            *d = None;
+        }
+        self.state.clock_synced = false;
+        self.state.next_clock_sync_ms = now_ms;
+    }
+}
+
+struct SessionStatus {
+    dr_error: bool,
+    freq_error: bool,
+    undefined: bool,
+}
+
+/// What a ChirpStack payload codec would decode from a telemetry uplink.
+pub fn telemetry_object(data: &[u8]) -> Option<serde_json::Value> {
+    let [t0, t1, rh, b0, b1] = <[u8; 5]>::try_from(data).ok()?;
+    Some(serde_json::json!({
+        "temperature_c": f64::from(i16::from_le_bytes([t0, t1])) / 100.0,
+        "humidity_pct": rh,
+        "battery_mv": u16::from_le_bytes([b0, b1]),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lorafleet_codec::firmware_trailer::{PackageKind, SignedTrailer};
+    use rand::SeedableRng;
+
+    fn region() -> Box<dyn Region + Send + Sync> {
+        lrwn::region::get(lrwn::region::CommonName::EU868, false, false)
+    }
+
+    fn ctx(region: &dyn Region, slot_size: u32) -> Ctx<'_> {
+        Ctx {
+            region,
+            status_port: 111,
+            reboot_delay_ms: 10_000,
+            slot_size,
+        }
+    }
+
+    fn take_answer(d: &mut SimDevice) -> (u8, Vec<u8>) {
+        d.state.outbox.pop_front().expect("an answer")
+    }
+
+    #[test]
+    fn identities_are_deterministic() {
+        let a = Identity::nth(0);
+        assert_eq!(a.dev_eui.to_string(), "4c4653494d000001");
+        assert_eq!(a.name, "sim-sensor-01");
+        assert_eq!(Identity::nth(3).name, "sim-tracker-04");
+        assert_eq!(Identity::nth(0).gen_app_key, a.gen_app_key);
+        assert_ne!(Identity::nth(1).gen_app_key, a.gen_app_key);
+    }
+
+    #[test]
+    fn answers_version_and_status() {
+        let r = region();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        let req = [
+            Request::VersionRunning.to_vec().unwrap(),
+            Request::SpaceStatus.to_vec().unwrap(),
+        ]
+        .concat();
+        let fx = d.on_unicast(&ctx(r.as_ref(), 4096), 5000, 111, &req, &mut rng);
+        assert!(matches!(fx[..], [Effect::Wake { .. }]));
+        let (port, data) = take_answer(&mut d);
+        assert_eq!(port, 111);
+        let (answers, err) = version_status::decode_answers(&data);
+        assert_eq!(err, None);
+        assert_eq!(
+            answers[0],
+            Answer::VersionRunning {
+                running_slot: 0,
+                version: 0x0001_0200
+            }
+        );
+        assert!(matches!(
+            answers[1],
+            Answer::SpaceStatus {
+                slot_size: 4096,
+                ..
+            }
+        ));
+    }
+
+    /// The TS005 conformance vector, from the device's side: it recovers McKey 0102..10.
+    #[test]
+    fn mc_group_setup_conformance_vector() {
+        let r = region();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut id = Identity::nth(0);
+        id.gen_app_key = hex::decode("0302030405060708090a0b0c0d0e0f10")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut d = SimDevice::new(id, 0, &mut rng);
+        let req =
+            hex::decode("02000403020115b6c1f8c91e71210588ef85ed1e638300000000ffff0000").unwrap();
+        d.on_unicast(
+            &ctx(r.as_ref(), 4096),
+            0,
+            ports::MULTICAST_SETUP,
+            &req,
+            &mut rng,
+        );
+        assert_eq!(
+            take_answer(&mut d),
+            (ports::MULTICAST_SETUP, vec![0x02, 0x00])
+        );
+        let g = d.state.mc_groups[0].as_ref().unwrap();
+        assert_eq!(hex::encode(g.mc_key), "0102030405060708090a0b0c0d0e0f10");
+        assert_eq!(g.mc_addr, [1, 2, 3, 4]);
+        assert_eq!((g.min_f_cnt, g.max_f_cnt), (0, 65535));
+    }
+
+    #[test]
+    fn refuses_a_session_larger_than_its_slot() {
+        let r = region();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        // 100 fragments of 50 bytes into a 4 KiB slot.
+        let req = fragmentation::v1::Payload::FragSessionSetupReq(
+            fragmentation::v1::FragSessionSetupReqPayload {
+                frag_session: fragmentation::v1::FragSessionSetuReqPayloadFragSession {
+                    mc_group_bit_mask: [true, false, false, false],
+                    frag_index: 0,
+                },
+                nb_frag: 100,
+                frag_size: 50,
+                control: fragmentation::v1::FragSessionSetuReqPayloadControl {
+                    block_ack_delay: 0,
+                    fragmentation_matrix: 0,
+                },
+                padding: 0,
+                descriptor: [0; 4],
+            },
+        )
+        .to_vec()
+        .unwrap();
+        d.on_unicast(
+            &ctx(r.as_ref(), 4096),
+            0,
+            ports::FRAGMENTATION,
+            &req,
+            &mut rng,
+        );
+        let (_, ans) = take_answer(&mut d);
+        match fragmentation::v1::Payload::from_slice(true, &ans).unwrap() {
+            fragmentation::v1::Payload::FragSessionSetupAns(a) => assert!(a.not_enough_memory),
+            other => panic!("{other:?}"),
+        }
+        assert!(d.state.frag_sessions[0].is_none());
+    }
+
+    /// A whole update over unicast fragments with the first data fragments lost: parity
+    /// fragments fill the gap, the device stores the image, reboots and runs the new version.
+    #[test]
+    fn rebuilds_an_image_and_runs_it_after_the_reboot() {
+        let r = region();
+        let c = ctx(r.as_ref(), 64 * 1024);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        let body: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let package = firmware_trailer::build(
+            &body,
+            &SignedTrailer {
+                signature: vec![],
+                manufacturer_uuid: MANUFACTURER_UUID,
+                device_class_uuid: MODELS[0].device_class_uuid,
+                version: 0x0001_0300,
+                kind: PackageKind::Full,
+                old_firmware_size: 0,
+            },
+        );
+        let frag_size = 40usize;
+        let nb = package.len().div_ceil(frag_size);
+        let padding = nb * frag_size - package.len();
+        let mut padded = package.clone();
+        padded.resize(nb * frag_size, 0);
+        let setup = fragmentation::v1::Payload::FragSessionSetupReq(
+            fragmentation::v1::FragSessionSetupReqPayload {
+                frag_session: fragmentation::v1::FragSessionSetuReqPayloadFragSession {
+                    mc_group_bit_mask: [true, false, false, false],
+                    frag_index: 0,
+                },
+                nb_frag: nb as u16,
+                frag_size: frag_size as u8,
+                control: fragmentation::v1::FragSessionSetuReqPayloadControl {
+                    block_ack_delay: 0,
+                    fragmentation_matrix: 0,
+                },
+                padding: padding as u8,
+                descriptor: [0; 4],
+            },
+        )
+        .to_vec()
+        .unwrap();
+        d.on_unicast(&c, 0, ports::FRAGMENTATION, &setup, &mut rng);
+        assert_eq!(
+            take_answer(&mut d),
+            (ports::FRAGMENTATION, vec![0x02, 0x00])
+        );
+        let frags = fragmentation::v1::encode(&padded, frag_size, 10).unwrap();
+        let mut reboot_at = None;
+        for (k, f) in frags.iter().enumerate() {
+            if k < 3 {
+                continue;
+            }
+            let frame =
+                fragmentation::v1::Payload::DataFragment(fragmentation::v1::DataFragmentPayload {
+                    index_and_n: fragmentation::v1::DataFragmentPayloadIndexAndN {
+                        n: k as u16 + 1,
+                        frag_index: 0,
+                    },
+                    data: f.clone(),
+                })
+                .to_vec()
+                .unwrap();
+            for fx in d.on_unicast(&c, 1000, ports::FRAGMENTATION, &frame, &mut rng) {
+                if let Effect::Reboot { at_ms } = fx {
+                    reboot_at = Some(at_ms);
+                }
+            }
+        }
+        assert_eq!(reboot_at, Some(11_000));
+        assert_eq!(d.running_version(), 0x0001_0200);
+        d.reboot(11_000);
+        assert_eq!(d.running_version(), 0x0001_0300);
+        assert_eq!(d.uptime_s(15_000), 4);
+        assert_eq!(d.state.slots, [Some(0x0001_0200), Some(0x0001_0300), None]);
+    }
+
+    #[test]
+    fn telemetry_decodes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        d.state.next_clock_sync_ms = i64::MAX;
+        let (port, data) = d.next_uplink(1000, &mut rng);
+        assert_eq!(port, 1);
+        let o = telemetry_object(&data).unwrap();
+        assert!(o["temperature_c"].as_f64().unwrap() > -10.0);
+    }
+}

@@ -1,0 +1,288 @@
+//! `network.kind = "simulated"`: a network server and a fleet of virtual devices inside
+//! lorafleet, so a fresh install shows a living fleet and a campaign can be tried without a
+//! ChirpStack.
+//!
+//! The devices implement the device side of Version & Status, TS003, TS005 and TS004 for real
+//! (`device.rs`); the world (`world.rs`) plays radio and network server on the simulation's own
+//! clock (`clock.rs`), accelerated by `time_scale`. Their uplinks are committed through the
+//! ingest [`Writer`], exactly like ChirpStack's integration events, so everything downstream
+//! (device pages, Version & Status answers, the FUOTA engine) cannot tell the difference.
+
+pub mod clock;
+pub mod demo;
+pub mod device;
+pub mod radio;
+pub mod store;
+pub mod world;
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, Notify};
+
+use self::clock::SimClock;
+use self::store::Store;
+use self::world::World;
+use super::{DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice};
+use crate::config::{Config, NetworkKind};
+use crate::devices::DevEui;
+use crate::ingest::writer::Writer;
+use crate::ingest::IntegrationEvent;
+
+/// How often the clock is saved, in real time; a restart may rewind the clock by this much
+/// (times `time_scale`).
+const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(500);
+/// The loop looks at the clock at least this often even when nothing is due.
+const MAX_IDLE: Duration = Duration::from_millis(500);
+
+pub struct Simulated {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: SimClock,
+    world: Mutex<World>,
+    store: Store,
+    wake: Notify,
+    started: OnceLock<()>,
+}
+
+impl Inner {
+    fn world(&self) -> MutexGuard<'_, World> {
+        // A panic while the lock was held leaves the world as it was at that point, which is
+        // still a consistent simulation; carry on rather than poison every later call.
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+}
+
+impl Simulated {
+    /// Loads (or creates) the fleet from `<data_dir>/simulated`; nothing runs until
+    /// [`Network::attach`].
+    pub fn new(config: &Config) -> anyhow::Result<Simulated> {
+        let sim = &config.network.simulated;
+        let region = crate::config::parse_region(&config.network.region)
+            .ok_or_else(|| anyhow::anyhow!("network.region {:?}", config.network.region))?;
+        let first_start = !config.server.data_dir.join("simulated").exists();
+        let store = Store::open(&config.server.data_dir)?;
+        if first_start {
+            for path in demo::write_if_empty(&config.firmware.dir)? {
+                tracing::info!(path = %path.display(), "wrote a demo firmware image for the simulated devices");
+            }
+        }
+        let clock = SimClock::new(sim.time_scale, store.load_clock());
+        let now_ms = clock.now().timestamp_millis();
+        let mut world = World::new(
+            sim,
+            lrwn::region::get(region, false, false),
+            config.status_protocol.f_port,
+            now_ms,
+            rand::rngs::StdRng::from_entropy(),
+            |id| store.load_device(id.dev_eui),
+            store.load_network(),
+        );
+        for i in 0..world.devices().len() {
+            let eui = world.devices()[i].id.dev_eui;
+            for (index, n, data) in store.load_fragments(eui) {
+                world.replay_fragment(i, index, n, &data, now_ms);
+            }
+        }
+        Ok(Simulated {
+            inner: Arc::new(Inner {
+                clock,
+                world: Mutex::new(world),
+                store,
+                wake: Notify::new(),
+                started: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Runs `f` on a device (tests and benchmarks look inside the devices).
+    pub fn inspect<T>(
+        &self,
+        dev_eui: DevEui,
+        f: impl FnOnce(&device::SimDevice) -> T,
+    ) -> Option<T> {
+        self.inner.world().device(dev_eui).map(f)
+    }
+
+    /// Every simulated device's EUI, in order.
+    pub fn dev_euis(&self) -> Vec<DevEui> {
+        self.inner
+            .world()
+            .devices()
+            .iter()
+            .map(|d| d.id.dev_eui)
+            .collect()
+    }
+}
+
+/// Moves the world forward with the clock, saves what changed, and hands the events to the
+/// writer in the order they happened.
+async fn run(inner: Arc<Inner>, writer: Writer) {
+    let (tx, mut rx) = mpsc::channel::<IntegrationEvent>(4096);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let Err(e) = writer.commit(event).await {
+                tracing::warn!(error = %e, "could not commit a simulated device event");
+            }
+        }
+    });
+    let mut clock_saved = std::time::Instant::now() - CLOCK_SAVE_EVERY;
+    loop {
+        let now = inner.clock.now();
+        let (events, next) = {
+            let mut world = inner.world();
+            world.advance(now.timestamp_millis());
+            save(&inner.store, &mut world);
+            (world.take_events(), world.next_due_ms())
+        };
+        if clock_saved.elapsed() >= CLOCK_SAVE_EVERY {
+            if let Err(e) = inner.store.save_clock(now) {
+                tracing::warn!(error = %e, "could not save the simulation clock");
+            }
+            clock_saved = std::time::Instant::now();
+        }
+        for event in events {
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        let wait = next
+            .and_then(DateTime::from_timestamp_millis)
+            .map_or(MAX_IDLE, |t| inner.clock.real_until(t))
+            .min(MAX_IDLE);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.wake.notified() => {}
+        }
+    }
+}
+
+/// Writes what changed since the last save. Called before the events that report the changes
+/// leave the world, so a device never answered something it would forget after a crash.
+fn save(store: &Store, world: &mut World) {
+    let dirty = std::mem::take(&mut world.dirty);
+    for i in dirty {
+        let dev = &world.devices()[i];
+        if let Err(e) = store.save_device(dev.id.dev_eui, &dev.state) {
+            tracing::warn!(error = %e, "could not save a simulated device");
+        }
+    }
+    if !world.log.is_empty() {
+        let ops = std::mem::take(&mut world.log)
+            .into_iter()
+            .map(|(i, op)| (world.devices()[i].id.dev_eui, op))
+            .collect();
+        if let Err(e) = store.apply_log(ops) {
+            tracing::warn!(error = %e, "could not log simulated fragments");
+        }
+    }
+    if std::mem::take(&mut world.net_dirty) {
+        if let Err(e) = store.save_network(&world.net) {
+            tracing::warn!(error = %e, "could not save the simulated network server");
+        }
+    }
+}
+
+#[async_trait]
+impl Network for Simulated {
+    fn kind(&self) -> NetworkKind {
+        NetworkKind::Simulated
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn time_scale(&self) -> f64 {
+        self.inner.clock.scale()
+    }
+
+    async fn sleep_until(&self, at: DateTime<Utc>) {
+        tokio::time::sleep(self.inner.clock.real_until(at)).await;
+    }
+
+    fn attach(&self, writer: Writer) {
+        if self.inner.started.set(()).is_ok() {
+            tokio::spawn(run(self.inner.clone(), writer));
+        }
+    }
+
+    async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
+        let id = {
+            let mut world = self.inner.world();
+            let id = world.enqueue(downlink.dev_eui, downlink.f_port, &downlink.data)?;
+            save(&self.inner.store, &mut world);
+            id
+        };
+        Ok(Enqueued {
+            network_ref: Some(id),
+            f_cnt: None,
+        })
+    }
+
+    async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
+        Ok(self.inner.world().list())
+    }
+
+    async fn device_keys(&self, dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
+        Ok(self.inner.world().device(dev_eui).map(|d| DeviceKeys {
+            gen_app_key: Some(d.id.gen_app_key),
+            app_key: None,
+        }))
+    }
+
+    async fn create_multicast_group(&self, group: &MulticastGroup) -> Result<String, NetworkError> {
+        let mut world = self.inner.world();
+        let id = world.create_group(group);
+        save(&self.inner.store, &mut world);
+        Ok(id)
+    }
+
+    async fn add_multicast_device(
+        &self,
+        group_id: &str,
+        dev_eui: DevEui,
+    ) -> Result<(), NetworkError> {
+        let mut world = self.inner.world();
+        world.add_member(group_id, dev_eui)?;
+        save(&self.inner.store, &mut world);
+        Ok(())
+    }
+
+    async fn enqueue_multicast(
+        &self,
+        group_id: &str,
+        f_port: u8,
+        data: &[u8],
+    ) -> Result<u32, NetworkError> {
+        let now_ms = self.inner.now_ms();
+        let f_cnt = {
+            let mut world = self.inner.world();
+            let f_cnt = world.enqueue_multicast(group_id, f_port, data, now_ms)?;
+            save(&self.inner.store, &mut world);
+            f_cnt
+        };
+        self.inner.wake.notify_one();
+        Ok(f_cnt)
+    }
+
+    async fn multicast_queue_len(&self, group_id: &str) -> Result<usize, NetworkError> {
+        self.inner.world().multicast_queue_len(group_id)
+    }
+
+    async fn delete_multicast_group(&self, group_id: &str) -> Result<(), NetworkError> {
+        let mut world = self.inner.world();
+        world.delete_group(group_id)?;
+        save(&self.inner.store, &mut world);
+        Ok(())
+    }
+}

@@ -1,0 +1,623 @@
+//! The simulated network server and radio: every device, the unicast queues and multicast
+//! groups a network server keeps, and a timetable of what happens next. Advancing the world to
+//! a time runs everything due until then and leaves the integration events it produced.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use lrwn::region::Region;
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
+use super::radio;
+use crate::config::SimulatedConfig;
+use crate::devices::DevEui;
+use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
+use crate::network::{MulticastClass, MulticastGroup, NetworkError, RemoteDevice};
+
+/// The application the virtual devices belong to, as the console shows it.
+pub const APPLICATION_ID: &str = "simulated";
+const APPLICATION_NAME: &str = "Simulated fleet";
+/// RX1 opens one second after the uplink ends.
+const RX1_DELAY_MS: i64 = 1_000;
+/// A device with more downlinks queued (FPending) sends again after this long.
+const FPENDING_UPLINK_MS: i64 = 2_000;
+/// The network server asks every device for its battery level this often.
+const DEV_STATUS_MS: i64 = 6 * 3600 * 1000;
+
+/// A unicast downlink waiting for the device's next uplink.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: String,
+    pub f_port: u8,
+    pub data: Vec<u8>,
+}
+
+/// A multicast group as the network server keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetGroup {
+    pub name: String,
+    pub mc_addr: [u8; 4],
+    pub mc_nwk_s_key: [u8; 16],
+    pub mc_app_s_key: [u8; 16],
+    pub class_b_periodicity: Option<u8>,
+    pub dr: u8,
+    pub frequency: u32,
+    pub next_f_cnt: u32,
+    pub members: BTreeSet<DevEui>,
+    /// (FCnt, FPort, payload) not yet sent.
+    pub queue: VecDeque<(u32, u8, Vec<u8>)>,
+    /// When the transmitter is free again.
+    pub free_at_ms: i64,
+}
+
+impl NetGroup {
+    fn spec(&self) -> MulticastGroup {
+        MulticastGroup {
+            name: self.name.clone(),
+            application_id: None,
+            mc_addr: self.mc_addr,
+            mc_nwk_s_key: self.mc_nwk_s_key,
+            mc_app_s_key: self.mc_app_s_key,
+            f_cnt: self.next_f_cnt,
+            class: match self.class_b_periodicity {
+                Some(p) => MulticastClass::B {
+                    ping_slot_periodicity: p,
+                },
+                None => MulticastClass::C,
+            },
+            dr: self.dr,
+            frequency: self.frequency,
+        }
+    }
+}
+
+/// The network server's side, saved across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkState {
+    pub groups: BTreeMap<String, NetGroup>,
+    pub queues: BTreeMap<DevEui, VecDeque<Queued>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum What {
+    Periodic(usize),
+    /// Send what the device has to say (an answer, or an uplink to fetch pending downlinks).
+    Wake(usize),
+    /// Send an uplink in any case (after a boot).
+    Boot(usize),
+    Reboot(usize),
+    DevStatus(usize),
+    Multicast(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Timer {
+    at_ms: i64,
+    seq: u64,
+    what: What,
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at_ms, self.seq).cmp(&(other.at_ms, other.seq))
+    }
+}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a device's settings resolve to.
+struct DeviceSetup {
+    loss: f64,
+    multicast_loss: f64,
+    slot_size: u32,
+}
+
+/// A change the world asks the store to make on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOp {
+    Fragment { index: u8, n: u16, data: Vec<u8> },
+    Reset { index: u8 },
+}
+
+pub struct World {
+    region: Box<dyn Region + Send + Sync>,
+    uplink_freqs: Vec<u32>,
+    interval_ms: i64,
+    status_port: u8,
+    reboot_delay_ms: i64,
+    devices: Vec<SimDevice>,
+    setups: Vec<DeviceSetup>,
+    index: HashMap<DevEui, usize>,
+    pub net: NetworkState,
+    timers: BinaryHeap<Reverse<Timer>>,
+    seq: u64,
+    rng: StdRng,
+    events: Vec<IntegrationEvent>,
+    /// Devices whose saved state is stale.
+    pub dirty: BTreeSet<usize>,
+    pub net_dirty: bool,
+    /// Fragment-log changes per device, for the store.
+    pub log: Vec<(usize, LogOp)>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl World {
+    /// Builds the fleet the configuration describes. `saved` gives a device's remembered state
+    /// (None: a new device, which joins); `network` the network server's saved side.
+    pub fn new(
+        config: &SimulatedConfig,
+        region: Box<dyn Region + Send + Sync>,
+        status_port: u8,
+        now_ms: i64,
+        rng: StdRng,
+        mut saved: impl FnMut(&Identity) -> Option<DeviceState>,
+        network: NetworkState,
+    ) -> World {
+        let mut w = World {
+            uplink_freqs: radio::uplink_frequencies(region.as_ref()),
+            region,
+            interval_ms: i64::try_from(config.uplink_interval_s.max(1))
+                .unwrap_or(i64::MAX / 4_000)
+                .saturating_mul(1000),
+            status_port,
+            reboot_delay_ms: i64::try_from(config.reboot_delay_s)
+                .unwrap_or(0)
+                .saturating_mul(1000),
+            devices: Vec::new(),
+            setups: Vec::new(),
+            index: HashMap::new(),
+            net: network,
+            timers: BinaryHeap::new(),
+            seq: 0,
+            rng,
+            events: Vec::new(),
+            dirty: BTreeSet::new(),
+            net_dirty: false,
+            log: Vec::new(),
+        };
+        for n in 0..config.devices {
+            let id = Identity::nth(n);
+            let o = config
+                .overrides
+                .get(&id.dev_eui.to_string())
+                .cloned()
+                .unwrap_or_default();
+            let loss = o.loss.unwrap_or(config.loss);
+            w.setups.push(DeviceSetup {
+                loss,
+                multicast_loss: o.multicast_loss.unwrap_or(loss),
+                slot_size: o.slot_size.unwrap_or(config.slot_size),
+            });
+            let i = w.devices.len();
+            w.index.insert(id.dev_eui, i);
+            let dev = match saved(&id) {
+                Some(state) => SimDevice::restore(id, state, &mut w.rng),
+                None => {
+                    let dev = SimDevice::new(id, now_ms, &mut w.rng);
+                    w.dirty.insert(i);
+                    w.events.push(IntegrationEvent {
+                        dev_eui: dev.id.dev_eui,
+                        at: time(now_ms),
+                        device: identity(&dev),
+                        body: EventBody::Join,
+                    });
+                    dev
+                }
+            };
+            w.devices.push(dev);
+            // Spread the first uplinks over one interval so the fleet does not speak at once.
+            let first = now_ms + w.rng.gen_range(0..w.interval_ms);
+            w.schedule(first, What::Periodic(i));
+            let status = now_ms + w.rng.gen_range(0..DEV_STATUS_MS.min(w.interval_ms * 4));
+            w.schedule(status, What::DevStatus(i));
+            if let Some(r) = w.devices[i].state.reboot {
+                w.schedule(r.at_ms, What::Reboot(i));
+            }
+            if !w.devices[i].state.outbox.is_empty() {
+                let at = now_ms + w.rng.gen_range(1_000..5_000);
+                w.schedule(at, What::Wake(i));
+            }
+        }
+        let busy: Vec<String> = w
+            .net
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.queue.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in busy {
+            w.schedule(now_ms, What::Multicast(id));
+        }
+        w
+    }
+
+    fn schedule(&mut self, at_ms: i64, what: What) {
+        self.seq += 1;
+        self.timers.push(Reverse(Timer {
+            at_ms,
+            seq: self.seq,
+            what,
+        }));
+    }
+
+    /// When the next thing happens.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.timers.peek().map(|t| t.0.at_ms)
+    }
+
+    /// Runs everything due up to `now_ms`, each at its own time.
+    pub fn advance(&mut self, now_ms: i64) {
+        while let Some(Reverse(t)) = self.timers.peek() {
+            if t.at_ms > now_ms {
+                break;
+            }
+            let Some(Reverse(t)) = self.timers.pop() else {
+                break;
+            };
+            self.run(t.at_ms, t.what);
+        }
+    }
+
+    /// The events produced since the last call, in the order they happened.
+    pub fn take_events(&mut self) -> Vec<IntegrationEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn devices(&self) -> &[SimDevice] {
+        &self.devices
+    }
+
+    pub fn device(&self, dev_eui: DevEui) -> Option<&SimDevice> {
+        self.index.get(&dev_eui).map(|&i| &self.devices[i])
+    }
+
+    pub fn device_index(&self, dev_eui: DevEui) -> Option<usize> {
+        self.index.get(&dev_eui).copied()
+    }
+
+    /// Replays a fragment read back from the log (restart).
+    pub fn replay_fragment(&mut self, i: usize, index: u8, n: u16, data: &[u8], now_ms: i64) {
+        let slot_size = self.setups[i].slot_size;
+        let ctx = Ctx {
+            region: self.region.as_ref(),
+            status_port: self.status_port,
+            reboot_delay_ms: self.reboot_delay_ms,
+            slot_size,
+        };
+        self.devices[i].replay_fragment(index, n, data, &ctx, now_ms);
+    }
+
+    fn run(&mut self, at: i64, what: What) {
+        match what {
+            What::Periodic(i) => {
+                let jitter = self.interval_ms / 10;
+                let next = at + self.interval_ms + self.rng.gen_range(-jitter..=jitter);
+                self.schedule(next.max(at + 1), What::Periodic(i));
+                self.uplink(i, at);
+            }
+            What::Wake(i) => {
+                let pending = self
+                    .net
+                    .queues
+                    .get(&self.devices[i].id.dev_eui)
+                    .is_some_and(|q| !q.is_empty());
+                if !self.devices[i].state.outbox.is_empty() || pending {
+                    self.uplink(i, at);
+                }
+            }
+            What::Boot(i) => self.uplink(i, at),
+            What::Reboot(i) => {
+                if self.devices[i].state.reboot.is_some_and(|r| r.at_ms <= at) {
+                    self.devices[i].reboot(at);
+                    self.dirty.insert(i);
+                    for index in 0..4 {
+                        self.log.push((i, LogOp::Reset { index }));
+                    }
+                    let boot = at + self.rng.gen_range(3_000..8_000);
+                    self.schedule(boot, What::Boot(i));
+                }
+            }
+            What::DevStatus(i) => {
+                self.schedule(at + DEV_STATUS_MS, What::DevStatus(i));
+                if self.rng.gen::<f64>() >= self.setups[i].loss {
+                    let dev = &self.devices[i];
+                    let mv = f64::from(dev.state.battery_mv);
+                    let (_, snr, _) = dev.link.sample(&mut self.rng);
+                    self.events.push(IntegrationEvent {
+                        dev_eui: dev.id.dev_eui,
+                        at: time(at),
+                        device: identity(dev),
+                        body: EventBody::Status {
+                            battery: Some(((mv - 3000.0) / 7.0).clamp(0.0, 100.0).round()),
+                            external_power: false,
+                            margin: Some(snr.round() as i32 + 10),
+                        },
+                    });
+                }
+            }
+            What::Multicast(id) => self.multicast_tx(at, &id),
+        }
+    }
+
+    /// Device `i` transmits; if a gateway hears it, the network answers in RX1 with the first
+    /// queued downlink.
+    fn uplink(&mut self, i: usize, at: i64) {
+        let (f_port, data) = self.devices[i].next_uplink(at, &mut self.rng);
+        self.dirty.insert(i);
+        if self.rng.gen::<f64>() < self.setups[i].loss {
+            return;
+        }
+        let dev = &self.devices[i];
+        let (rssi, snr, gateways) = dev.link.sample(&mut self.rng);
+        let frequency = self.uplink_freqs[self.rng.gen_range(0..self.uplink_freqs.len())];
+        let object = if f_port == 1 {
+            telemetry_object(&data)
+        } else {
+            None
+        };
+        self.events.push(IntegrationEvent {
+            dev_eui: dev.id.dev_eui,
+            at: time(at),
+            device: identity(dev),
+            body: EventBody::Up(Uplink {
+                received_at: time(at),
+                f_cnt: Some(dev.state.f_cnt_up),
+                f_port: Some(f_port),
+                dr: Some(dev.link.dr()),
+                frequency: Some(frequency),
+                rssi: Some(rssi),
+                snr: Some(snr),
+                gateway_count: gateways,
+                confirmed: false,
+                data,
+                object,
+            }),
+        });
+        let eui = dev.id.dev_eui;
+        let Some(item) = self.net.queues.get_mut(&eui).and_then(VecDeque::pop_front) else {
+            return;
+        };
+        self.net_dirty = true;
+        let more = self.net.queues.get(&eui).is_some_and(|q| !q.is_empty());
+        let tx = at + RX1_DELAY_MS;
+        self.events.push(IntegrationEvent {
+            dev_eui: eui,
+            at: time(tx),
+            device: DeviceIdentity::default(),
+            body: EventBody::TxAck {
+                f_cnt: None,
+                queue_item_id: Some(item.id.clone()),
+            },
+        });
+        if self.rng.gen::<f64>() >= self.setups[i].loss {
+            let ctx = Ctx {
+                region: self.region.as_ref(),
+                status_port: self.status_port,
+                reboot_delay_ms: self.reboot_delay_ms,
+                slot_size: self.setups[i].slot_size,
+            };
+            let effects =
+                self.devices[i].on_unicast(&ctx, tx, item.f_port, &item.data, &mut self.rng);
+            self.apply(i, tx, effects);
+        }
+        if more {
+            self.schedule(tx + FPENDING_UPLINK_MS, What::Wake(i));
+        }
+    }
+
+    fn apply(&mut self, i: usize, now: i64, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Wake { delay_ms } => {
+                    self.dirty.insert(i);
+                    self.schedule(now + delay_ms, What::Wake(i));
+                }
+                Effect::Reboot { at_ms } => {
+                    self.dirty.insert(i);
+                    self.schedule(at_ms, What::Reboot(i));
+                }
+                Effect::Fragment { index, n, data } => {
+                    self.log.push((i, LogOp::Fragment { index, n, data }));
+                }
+                Effect::FragSessionReset { index } => {
+                    self.dirty.insert(i);
+                    self.log.push((i, LogOp::Reset { index }));
+                }
+            }
+        }
+    }
+
+    /// Sends the group's next frame to every member that listens, each with its own loss draw.
+    fn multicast_tx(&mut self, at: i64, id: &str) {
+        let Some(g) = self.net.groups.get_mut(id) else {
+            return;
+        };
+        let Some((f_cnt, f_port, data)) = g.queue.pop_front() else {
+            return;
+        };
+        self.net_dirty = true;
+        let airtime = radio::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
+        let spacing = match g.class_b_periodicity {
+            // One frame per ping slot: every 2^periodicity seconds.
+            Some(p) => (1000i64 << p.min(7)).max(airtime.ceil() as i64),
+            None => airtime.ceil() as i64,
+        };
+        g.free_at_ms = at + spacing;
+        let more = !g.queue.is_empty();
+        let spec = g.spec();
+        let members: Vec<usize> = g
+            .members
+            .iter()
+            .filter_map(|e| self.index.get(e).copied())
+            .collect();
+        for i in members {
+            let Some(local) = self.devices[i].listening_group(at, &spec, f_cnt) else {
+                continue;
+            };
+            if self.rng.gen::<f64>() < self.setups[i].multicast_loss {
+                continue;
+            }
+            let ctx = Ctx {
+                region: self.region.as_ref(),
+                status_port: self.status_port,
+                reboot_delay_ms: self.reboot_delay_ms,
+                slot_size: self.setups[i].slot_size,
+            };
+            let effects =
+                self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);
+            self.apply(i, at, effects);
+        }
+        if more {
+            self.schedule(at + spacing, What::Multicast(id.to_string()));
+        }
+    }
+
+    pub fn enqueue(
+        &mut self,
+        dev_eui: DevEui,
+        f_port: u8,
+        data: &[u8],
+    ) -> Result<String, NetworkError> {
+        if !self.index.contains_key(&dev_eui) {
+            return Err(NetworkError::UnknownDevice(format!(
+                "{dev_eui} is not one of the simulated devices"
+            )));
+        }
+        let id = format!("sim-{:016x}", self.rng.gen::<u64>());
+        self.net
+            .queues
+            .entry(dev_eui)
+            .or_default()
+            .push_back(Queued {
+                id: id.clone(),
+                f_port,
+                data: data.to_vec(),
+            });
+        self.net_dirty = true;
+        Ok(id)
+    }
+
+    pub fn list(&self) -> Vec<RemoteDevice> {
+        self.devices
+            .iter()
+            .map(|d| RemoteDevice {
+                dev_eui: d.id.dev_eui,
+                name: d.id.name.clone(),
+                application_id: APPLICATION_ID.to_string(),
+                application_name: Some(APPLICATION_NAME.to_string()),
+                device_profile_id: Some(d.id.model.name.to_string()),
+                device_profile_name: Some(format!("Simulated {}", d.id.model.name)),
+                last_seen: None,
+            })
+            .collect()
+    }
+
+    pub fn create_group(&mut self, g: &MulticastGroup) -> String {
+        let id = format!("sim-mc-{:08x}", self.rng.gen::<u32>());
+        self.net.groups.insert(
+            id.clone(),
+            NetGroup {
+                name: g.name.clone(),
+                mc_addr: g.mc_addr,
+                mc_nwk_s_key: g.mc_nwk_s_key,
+                mc_app_s_key: g.mc_app_s_key,
+                class_b_periodicity: match g.class {
+                    MulticastClass::B {
+                        ping_slot_periodicity,
+                    } => Some(ping_slot_periodicity),
+                    MulticastClass::C => None,
+                },
+                dr: g.dr,
+                frequency: g.frequency,
+                next_f_cnt: g.f_cnt,
+                members: BTreeSet::new(),
+                queue: VecDeque::new(),
+                free_at_ms: 0,
+            },
+        );
+        self.net_dirty = true;
+        id
+    }
+
+    fn group_mut(&mut self, id: &str) -> Result<&mut NetGroup, NetworkError> {
+        self.net
+            .groups
+            .get_mut(id)
+            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))
+    }
+
+    pub fn add_member(&mut self, id: &str, dev_eui: DevEui) -> Result<(), NetworkError> {
+        if !self.index.contains_key(&dev_eui) {
+            return Err(NetworkError::UnknownDevice(format!(
+                "{dev_eui} is not one of the simulated devices"
+            )));
+        }
+        self.group_mut(id)?.members.insert(dev_eui);
+        self.net_dirty = true;
+        Ok(())
+    }
+
+    pub fn enqueue_multicast(
+        &mut self,
+        id: &str,
+        f_port: u8,
+        data: &[u8],
+        now_ms: i64,
+    ) -> Result<u32, NetworkError> {
+        let g = self.group_mut(id)?;
+        let f_cnt = g.next_f_cnt;
+        g.next_f_cnt = g.next_f_cnt.wrapping_add(1);
+        let idle = g.queue.is_empty();
+        g.queue.push_back((f_cnt, f_port, data.to_vec()));
+        let start = g.free_at_ms.max(now_ms);
+        self.net_dirty = true;
+        if idle {
+            self.schedule(start, What::Multicast(id.to_string()));
+        }
+        Ok(f_cnt)
+    }
+
+    pub fn multicast_queue_len(&self, id: &str) -> Result<usize, NetworkError> {
+        self.net
+            .groups
+            .get(id)
+            .map(|g| g.queue.len())
+            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))
+    }
+
+    pub fn delete_group(&mut self, id: &str) -> Result<(), NetworkError> {
+        self.net
+            .groups
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))?;
+        self.net_dirty = true;
+        Ok(())
+    }
+}
+
+fn identity(dev: &SimDevice) -> DeviceIdentity {
+    DeviceIdentity {
+        name: Some(dev.id.name.clone()),
+        application_id: Some(APPLICATION_ID.to_string()),
+        application_name: Some(APPLICATION_NAME.to_string()),
+        device_profile_id: Some(dev.id.model.name.to_string()),
+        device_profile_name: Some(format!("Simulated {}", dev.id.model.name)),
+        tags: Some(BTreeMap::from([
+            ("simulated".to_string(), "true".to_string()),
+            ("model".to_string(), dev.id.model.name.to_string()),
+        ])),
+        dev_addr: Some(hex::encode(dev.id.dev_addr)),
+    }
+}
