@@ -7,12 +7,12 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::fuota_server_v3::proto;
 use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,
 };
 use serde_json::{json, Value};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};
 
 const A: &str = "0102030405060708";
