@@ -5,6 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&["proto/chirpstack-v3/integration.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/chirpstack-v3/integration.proto",
+                "proto/chirpstack-v3/fuota.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -244,10 +244,11 @@
   };
 
   class ApiError extends Error {
-    constructor(status, message, field) {
+    constructor(status, message, field, body) {
       super(message);
       this.status = status;
       this.field = field || null;
+      this.body = body || null;
     }
   }
 
@@ -300,7 +301,7 @@
       const msg = data && typeof data.error === 'string' && data.error
         ? data.error
         : `Request failed: HTTP ${res.status}${res.statusText ? ' ' + res.statusText : ''}`;
-      throw new ApiError(res.status, msg, data && data.field);
+      throw new ApiError(res.status, msg, data && data.field, data);
     }
     return data;
   }
@@ -344,6 +345,7 @@
     };
     es.addEventListener('device', forward('device'));
     es.addEventListener('campaign', forward('campaign'));
+    es.addEventListener('firmware', forward('firmware'));
     es.addEventListener('error', () => {
       if (live.es !== es) return;
       live.hadError = true;
@@ -390,7 +392,10 @@
   const routes = [];
   /** Register a page. pattern like '/devices/:devEui'; opts.nav adds a top-bar entry. */
   function route(pattern, page, opts = {}) {
-    routes.push({ pattern, parts: pattern.split('/').filter(Boolean), page, nav: opts.nav || null });
+    const entry = { pattern, parts: pattern.split('/').filter(Boolean), page, nav: opts.nav || null };
+    // Registering a pattern again (fuota.js replacing a placeholder) keeps its place in the nav.
+    const i = routes.findIndex((r) => r.pattern === pattern);
+    if (i >= 0) routes[i] = { ...entry, nav: entry.nav || routes[i].nav }; else routes.push(entry);
   }
 
   function matchRoute(path) {
@@ -1360,6 +1365,14 @@
   route('/firmware', comingSoon('Firmware', 'Upload firmware images and manage their versions here.'), { nav: 'Firmware' });
   route('/campaigns', comingSoon('Campaigns', 'Plan and follow firmware-update-over-the-air campaigns here.'), { nav: 'Campaigns' });
   route('/settings', settingsPage, { nav: 'Settings' });
+
+  // What other console scripts (fuota.js) build their pages with.
+  window.lorafleet = {
+    route, api, ApiError, isAbort, navigate, h, svg, debounce, badge, errorBox, toast, modal, confirmDialog,
+    fmtDateTime, fmtDuration, fmtBytes, relTime, timeAgo, niceTicks,
+    csrfToken: () => (state.session && state.session.csrf_token) || null,
+    info: () => state.info,
+  };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();

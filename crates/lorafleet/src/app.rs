@@ -28,6 +28,8 @@ pub struct App {
     pub basic_cache: BasicCache,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub started_at: Instant,
+    /// FUOTA campaign drivers and the runner's coordination.
+    pub campaigns: Arc<crate::campaigns::runner::Campaigns>,
     /// Turns true when the server is stopping; long-lived responses (event streams) end then,
     /// so graceful shutdown does not wait for browsers to go away.
     pub shutdown: tokio::sync::watch::Sender<bool>,
@@ -82,6 +84,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
+            crate::campaigns::driver::DriverRegistry::from_config(&config),
+        ));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         network.attach(writer.clone());
@@ -97,12 +102,38 @@ impl App {
             uplinks,
             integration_token,
             started_at: Instant::now(),
+            campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
         });
         if app.config.fuota.clock_sync {
             crate::fuota::clock_sync::spawn(&app);
         }
         Ok((app, first))
+    }
+
+    /// Starts what runs beside the HTTP server: the first index of the firmware library and
+    /// the campaign runner (which resumes running campaigns).
+    pub fn spawn_background(self: &Arc<Self>) {
+        crate::campaigns::runner::spawn(self.clone());
+        let app = self.clone();
+        tokio::spawn(async move {
+            match crate::firmware::library::rescan(&app.db, &app.config).await {
+                Ok(report) => {
+                    if let Some(e) = &report.dir_error {
+                        tracing::info!(error = %e, "firmware directory not indexed");
+                    } else {
+                        tracing::info!(
+                            dir = %report.dir,
+                            added = report.added.len(),
+                            missing = report.missing.len(),
+                            "firmware library indexed"
+                        );
+                    }
+                    let _ = app.changes.send(Change::Firmware);
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "firmware library scan failed"),
+            }
+        });
     }
 
     /// Lists the configured applications' devices through the network server's API, so devices

@@ -250,19 +250,41 @@ impl Default for FirmwareConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FuotaConfig {
+    /// Seconds between two polls of a running campaign's FUOTA service.
+    pub poll_interval_s: u64,
+    /// Seconds the network server leaves between two Class C multicast downlinks (ChirpStack's
+    /// `network.scheduler.multicast_class_c_margin`); the plan uses it for the session length.
+    pub class_c_margin_s: u64,
+    /// The region limits downlinks to 400 ms dwell time (AS923, AU915 when so configured).
+    pub downlink_dwell_time_400ms: bool,
     /// Answer TS003 AppTimeReq uplinks (FPort 202). Turn off when ChirpStack's device profile
     /// already answers them, so devices do not get two answers.
     pub clock_sync: bool,
     pub server_v3: FuotaServerV3Config,
+    pub chirpstack_v4: FuotaChirpstackV4Config,
 }
 
 impl Default for FuotaConfig {
     fn default() -> Self {
         Self {
+            poll_interval_s: 10,
+            class_c_margin_s: 5,
+            downlink_dwell_time_400ms: false,
             clock_sync: true,
             server_v3: FuotaServerV3Config::default(),
+            chirpstack_v4: FuotaChirpstackV4Config::default(),
         }
     }
+}
+
+/// Fallbacks for ChirpStack v4 deployments when a device's own record lacks them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuotaChirpstackV4Config {
+    /// Application UUID deployments are created in (default: the devices' application).
+    pub application_id: String,
+    /// Device-profile UUID (default: the devices' profile).
+    pub device_profile_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

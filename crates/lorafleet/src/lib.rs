@@ -9,8 +9,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod campaigns;
 pub mod config;
 pub mod devices;
+pub mod firmware;
 pub mod fuota;
 pub mod ingest;
 pub mod metrics;

@@ -155,6 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {bind} (server.bind)"))?;
     tracing::info!(address = %listener.local_addr()?, network = app.network.kind().as_str(), "lorafleet listening");
 
+    app.spawn_background();
     let sync_app = app.clone();
     tokio::spawn(async move {
         loop {

@@ -11,6 +11,8 @@ use crate::AppState;
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
+const FUOTA_JS: &str = include_str!("../../assets/fuota.js");
+const FUOTA_CSS: &str = include_str!("../../assets/fuota.css");
 
 /// The console is script-driven; it loads nothing from elsewhere.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
@@ -38,6 +40,8 @@ async fn asset(Path(file): Path<String>) -> Response {
     let (body, ct) = match file.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
+        "fuota.js" => (FUOTA_JS, "text/javascript; charset=utf-8"),
+        "fuota.css" => (FUOTA_CSS, "text/css; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (

@@ -2,8 +2,10 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
+pub mod firmware_api;
 pub mod ingest;
 pub mod openapi;
 pub mod stream;
@@ -57,12 +59,44 @@ pub fn router(state: AppState) -> Router {
             "/api/devices/{dev_eui}/downlinks",
             post(devices_api::downlink),
         )
+        .route("/api/firmware/rescan", post(firmware_api::rescan))
+        .route(
+            "/api/firmware/{id}",
+            get(firmware_api::detail)
+                .patch(firmware_api::update)
+                .delete(firmware_api::remove),
+        )
+        .route("/api/firmware/{id}/download", get(firmware_api::download))
+        .route(
+            "/api/campaigns",
+            get(campaigns_api::list).post(campaigns_api::create),
+        )
+        .route("/api/campaigns/preview", post(campaigns_api::preview))
+        .route(
+            "/api/campaigns/{id}",
+            get(campaigns_api::detail)
+                .patch(campaigns_api::update)
+                .delete(campaigns_api::remove),
+        )
+        .route("/api/campaigns/{id}/start", post(campaigns_api::start))
+        .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
         .route("/api/stream", get(stream::stream))
         .route("/api/integrations/chirpstack", post(ingest::integration))
         .route("/api/openapi.json", get(openapi::document))
         .layer(DefaultBodyLimit::max(body_limit));
+    // Images are streamed to disk and limited by firmware.max_size while they arrive.
+    let upload_limit = usize::try_from(state.config.firmware.max_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(firmware_api::MULTIPART_OVERHEAD);
+    let uploads = Router::new().route(
+        "/api/firmware",
+        get(firmware_api::list)
+            .post(firmware_api::upload)
+            .layer(DefaultBodyLimit::max(upload_limit)),
+    );
     Router::new()
         .merge(api)
+        .merge(uploads)
         .merge(assets::routes())
         .route(
             "/",

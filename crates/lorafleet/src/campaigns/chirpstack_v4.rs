@@ -1,0 +1,546 @@
+//! `chirpstack-v4`: campaigns carried by ChirpStack's built-in FUOTA service (>= 4.12,
+//! `api.FuotaService`), at `network.chirpstack_v4.api_url` with its API key.
+//!
+//! ChirpStack holds the device keys and derives each McRootKey itself, so lorafleet reads the
+//! keys only to check them (an empty GenAppKey is stored as zeros and accepted without
+//! complaint; devices would then fail the McGroupSetup). Every device of one deployment must
+//! share its device profile, so a campaign becomes one deployment per (application, profile),
+//! shown as one campaign.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chirpstack_api::api;
+use chirpstack_api::api::device_service_client::DeviceServiceClient;
+use chirpstack_api::api::fuota_service_client::FuotaServiceClient;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use super::driver::{
+    outcome_of, stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext,
+    DriverError, LogLevel, LogLine, PollOutcome,
+};
+use super::validate::FieldError;
+use super::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use crate::config::Config;
+
+pub struct ChirpstackV4Driver {
+    url: String,
+    token: String,
+    timeout: Duration,
+    application_id: String,
+    device_profile_id: String,
+}
+
+/// One ChirpStack deployment of a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub application_id: String,
+    pub device_profile_id: String,
+    pub devices: Vec<String>,
+}
+
+/// Devices by the (application, device profile) their deployment needs.
+type Groups = BTreeMap<(String, String), Vec<String>>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct State {
+    deployments: Vec<Deployment>,
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t.as_ref()?;
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+}
+
+fn state_of(campaign: &Campaign) -> State {
+    campaign
+        .driver_state
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+impl ChirpstackV4Driver {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            url: config.network.chirpstack_v4.api_url.clone(),
+            token: config.network.chirpstack_v4.api_token.clone(),
+            timeout: Duration::from_secs(config.network.request_timeout_s.max(1)),
+            application_id: config.fuota.chirpstack_v4.application_id.clone(),
+            device_profile_id: config.fuota.chirpstack_v4.device_profile_id.clone(),
+        }
+    }
+
+    fn channel(&self) -> Result<Channel, DriverError> {
+        Ok(Endpoint::from_shared(self.url.clone())
+            .map_err(|e| {
+                DriverError::Invalid(format!("network.chirpstack_v4.api_url {:?}: {e}", self.url))
+            })?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .connect_lazy())
+    }
+
+    fn fuota(&self) -> Result<FuotaServiceClient<Channel>, DriverError> {
+        Ok(FuotaServiceClient::new(self.channel()?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    /// A request with ChirpStack's API key in the metadata.
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, DriverError> {
+        let mut r = tonic::Request::new(message);
+        let value = format!("Bearer {}", self.token).parse().map_err(|_| {
+            DriverError::Invalid(
+                "network.chirpstack_v4.api_token is not a valid header value".into(),
+            )
+        })?;
+        r.metadata_mut().insert("authorization", value);
+        r.set_timeout(self.timeout);
+        Ok(r)
+    }
+
+    fn map_status(&self, status: tonic::Status) -> DriverError {
+        use tonic::Code;
+        let unreachable = match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
+            Code::Unknown => status.message().contains("transport error"),
+            _ => false,
+        };
+        if unreachable {
+            DriverError::Unavailable(format!(
+                "cannot reach ChirpStack at {}: {}",
+                self.url,
+                status.message()
+            ))
+        } else {
+            let hint = match status.code() {
+                Code::Unauthenticated | Code::PermissionDenied => {
+                    " (check network.chirpstack_v4.api_token)"
+                }
+                _ => "",
+            };
+            DriverError::Refused(format!(
+                "ChirpStack answered {:?}: {}{hint}",
+                status.code(),
+                status.message()
+            ))
+        }
+    }
+
+    /// Devices grouped by the (application, device profile) their deployment needs; devices
+    /// whose profile is unknown come back separately.
+    fn groups(&self, campaign: &Campaign) -> (Groups, Vec<String>) {
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for d in &campaign.devices {
+            let inv = campaign.inventory.iter().find(|k| k.dev_eui == d.dev_eui);
+            let profile = Some(self.device_profile_id.clone())
+                .filter(|p| !p.is_empty())
+                .or_else(|| inv.and_then(|k| k.device_profile_id.clone()))
+                .filter(|p| !p.is_empty());
+            let app = Some(self.application_id.clone())
+                .filter(|a| !a.is_empty())
+                .or_else(|| inv.and_then(|k| k.application_id.clone()))
+                .filter(|a| !a.is_empty());
+            match (app, profile) {
+                (Some(a), Some(p)) => groups.entry((a, p)).or_default().push(d.dev_eui.clone()),
+                _ => unknown.push(d.dev_eui.clone()),
+            }
+        }
+        (groups, unknown)
+    }
+
+    /// The deployment message for one group (v4's enum numbering differs from v3's).
+    pub fn deployment_message(
+        campaign: &Campaign,
+        application_id: &str,
+        device_profile_id: &str,
+        name: String,
+    ) -> api::FuotaDeployment {
+        let s = &campaign.settings;
+        let (m, _) = plan::fragments_for(
+            campaign.payload.len(),
+            usize::from(s.fragmentation.fragment_size),
+        );
+        let (_, pct) = plan::effective_redundancy(s, DriverKind::ChirpstackV4, m);
+        api::FuotaDeployment {
+            id: String::new(),
+            application_id: application_id.to_string(),
+            device_profile_id: device_profile_id.to_string(),
+            name,
+            multicast_group_type: match s.multicast.class {
+                MulticastClass::C => api::MulticastGroupType::ClassC,
+                MulticastClass::B => api::MulticastGroupType::ClassB,
+            } as i32,
+            multicast_class_c_scheduling_type: api::MulticastGroupSchedulingType::Delay as i32,
+            multicast_dr: u32::from(s.multicast.dr),
+            multicast_class_b_ping_slot_periodicity: u32::from(s.multicast.ping_slot_periodicity),
+            multicast_frequency: s.multicast.frequency,
+            multicast_timeout: u32::from(s.multicast.timeout_exp),
+            calculate_multicast_timeout: false,
+            // ChirpStack counts retries after the first attempt.
+            unicast_max_retry_count: s.unicast.attempts.saturating_sub(1),
+            fragmentation_fragment_size: u32::from(s.fragmentation.fragment_size),
+            calculate_fragmentation_fragment_size: false,
+            fragmentation_redundancy_percentage: pct.unwrap_or(0),
+            fragmentation_session_index: u32::from(s.fragmentation.session_index),
+            fragmentation_matrix: u32::from(s.fragmentation.matrix),
+            fragmentation_block_ack_delay: u32::from(s.fragmentation.block_ack_delay),
+            fragmentation_descriptor: s.descriptor().to_vec(),
+            request_fragmentation_session_status: match s.request_frag_status {
+                FragStatusRequest::None => api::RequestFragmentationSessionStatus::NoRequest,
+                FragStatusRequest::AfterEnqueue => {
+                    api::RequestFragmentationSessionStatus::AfterFragmentEnqueue
+                }
+                FragStatusRequest::AfterSession => {
+                    api::RequestFragmentationSessionStatus::AfterSessionTimeout
+                }
+            } as i32,
+            payload: campaign.payload.to_vec(),
+            on_complete_set_device_tags: Default::default(),
+        }
+    }
+
+    async fn delete_all(&self, deployments: &[Deployment]) {
+        let Ok(mut client) = self.fuota() else {
+            return;
+        };
+        for d in deployments {
+            if let Ok(r) = self.request(api::DeleteFuotaDeploymentRequest { id: d.id.clone() }) {
+                let _ = client.delete_deployment(r).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CampaignDriver for ChirpstackV4Driver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::ChirpstackV4
+    }
+
+    async fn preflight(
+        &self,
+        _ctx: &DriverContext,
+        campaign: &Campaign,
+    ) -> Result<Vec<FieldError>, DriverError> {
+        let mut errors = Vec::new();
+        let (_, unknown) = self.groups(campaign);
+        if !unknown.is_empty() {
+            errors.push(FieldError {
+                field: "devices".into(),
+                error: format!(
+                    "lorafleet does not know the application or device profile of {} (ChirpStack needs them for a deployment); wait for an uplink or set fuota.chirpstack_v4.application_id and device_profile_id",
+                    unknown.join(", ")
+                ),
+            });
+        }
+        let mut client = DeviceServiceClient::new(self.channel()?);
+        let v11 = campaign.settings.lorawan_version == "1.1";
+        for d in &campaign.devices {
+            let field = format!("keys.per_device.{}", d.dev_eui);
+            let response = client
+                .get_keys(self.request(api::GetDeviceKeysRequest {
+                    dev_eui: d.dev_eui.clone(),
+                })?)
+                .await;
+            let keys = match response {
+                Ok(r) => r.into_inner().device_keys.unwrap_or_default(),
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    errors.push(FieldError {
+                        field,
+                        error: format!(
+                            "ChirpStack has no keys for {} ({}); set them in ChirpStack (device → OTAA keys)",
+                            d.dev_eui,
+                            s.message()
+                        ),
+                    });
+                    continue;
+                }
+                Err(s) => return Err(self.map_status(s)),
+            };
+            let (held, name) = if v11 {
+                (keys.app_key.as_str(), "AppKey")
+            } else {
+                (keys.gen_app_key.as_str(), "GenAppKey")
+            };
+            let held_bytes = hex::decode(held.trim()).unwrap_or_default();
+            if held_bytes.len() != 16 || held_bytes.iter().all(|b| *b == 0) {
+                errors.push(FieldError {
+                    field,
+                    error: format!(
+                        "ChirpStack's {name} for {} is {}: ChirpStack derives the McRootKey from it, so the device would refuse the multicast setup; set the device's {name} in ChirpStack",
+                        d.dev_eui,
+                        if held_bytes.is_empty() { "empty" } else { "all zeros" }
+                    ),
+                });
+                continue;
+            }
+            let given = match (
+                campaign.keys.per_device.get(&d.dev_eui),
+                campaign.keys.gen_app_key,
+            ) {
+                (Some(DeviceKey::GenAppKey(k)), _) | (Some(DeviceKey::AppKey(k)), _) => Some(*k),
+                (None, Some(k)) if !v11 => Some(k),
+                _ => None,
+            };
+            if let Some(k) = given {
+                if k.as_slice() != held_bytes.as_slice() {
+                    errors.push(FieldError {
+                        field,
+                        error: format!(
+                            "the key given for {} differs from the {name} ChirpStack holds, and ChirpStack uses its own; leave it out or correct it in ChirpStack",
+                            d.dev_eui
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(errors)
+    }
+
+    async fn start(
+        &self,
+        _ctx: &DriverContext,
+        campaign: &Campaign,
+    ) -> Result<PollOutcome, DriverError> {
+        let (groups, unknown) = self.groups(campaign);
+        if !unknown.is_empty() {
+            return Err(DriverError::Invalid(format!(
+                "no application or device profile known for {}",
+                unknown.join(", ")
+            )));
+        }
+        let mut client = self.fuota()?;
+        let mut created: Vec<Deployment> = Vec::new();
+        let mut log = Vec::new();
+        let total = groups.len();
+        for (i, ((app, profile), devices)) in groups.into_iter().enumerate() {
+            let name = if total == 1 {
+                format!("{} (lorafleet #{})", campaign.name, campaign.id)
+            } else {
+                format!(
+                    "{} (lorafleet #{}, {}/{total})",
+                    campaign.name,
+                    campaign.id,
+                    i + 1
+                )
+            };
+            let message = Self::deployment_message(campaign, &app, &profile, name);
+            let step = async {
+                let id = client
+                    .create_deployment(self.request(api::CreateFuotaDeploymentRequest {
+                        deployment: Some(message),
+                    })?)
+                    .await
+                    .map_err(|s| self.map_status(s))?
+                    .into_inner()
+                    .id;
+                created.push(Deployment {
+                    id: id.clone(),
+                    application_id: app.clone(),
+                    device_profile_id: profile.clone(),
+                    devices: devices.clone(),
+                });
+                client
+                    .add_devices(self.request(api::AddDevicesToFuotaDeploymentRequest {
+                        fuota_deployment_id: id.clone(),
+                        dev_euis: devices.clone(),
+                    })?)
+                    .await
+                    .map_err(|s| self.map_status(s))?;
+                client
+                    .start_deployment(
+                        self.request(api::StartFuotaDeploymentRequest { id: id.clone() })?,
+                    )
+                    .await
+                    .map_err(|s| self.map_status(s))?;
+                Ok::<String, DriverError>(id)
+            }
+            .await;
+            match step {
+                Ok(id) => log.push(LogLine::info(format!(
+                    "ChirpStack deployment {id} started for {} device{} (device profile {profile})",
+                    devices.len(),
+                    if devices.len() == 1 { "" } else { "s" }
+                ))),
+                Err(e) => {
+                    // Leave nothing half-made behind: the campaign fails as a whole.
+                    self.delete_all(&created).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(PollOutcome {
+            driver_state: Some(
+                serde_json::to_value(State {
+                    deployments: created,
+                })
+                .unwrap_or_default(),
+            ),
+            log,
+            forget_keys: true,
+            next_poll: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+    }
+
+    async fn poll(
+        &self,
+        _ctx: &DriverContext,
+        campaign: &Campaign,
+    ) -> Result<PollOutcome, DriverError> {
+        let state = state_of(campaign);
+        if state.deployments.is_empty() {
+            return Err(DriverError::Invalid(
+                "the campaign has no ChirpStack deployment".into(),
+            ));
+        }
+        let requested = campaign.settings.request_frag_status != FragStatusRequest::None;
+        let mut client = self.fuota()?;
+        let mut outcome = PollOutcome::default();
+        let mut all_completed = true;
+        for dep in &state.deployments {
+            let got = client
+                .get_deployment(
+                    self.request(api::GetFuotaDeploymentRequest { id: dep.id.clone() })?,
+                )
+                .await
+                .map_err(|s| self.map_status(s))?
+                .into_inner();
+            let deployment_done = got.completed_at.is_some();
+            all_completed &= deployment_done;
+            let jobs = client
+                .list_jobs(self.request(api::ListFuotaDeploymentJobsRequest {
+                    fuota_deployment_id: dep.id.clone(),
+                })?)
+                .await
+                .map_err(|s| self.map_status(s))?
+                .into_inner()
+                .jobs;
+            let enqueued = jobs.iter().any(|j| {
+                j.job.to_ascii_lowercase().contains("enqueue") && j.completed_at.is_some()
+            });
+            for j in &jobs {
+                let mut text = format!(
+                    "job {}: attempt {}/{}",
+                    j.job,
+                    j.attempt_count,
+                    j.max_retry_count + 1
+                );
+                if j.completed_at.is_some() {
+                    text.push_str(", completed");
+                }
+                if !j.warning_msg.is_empty() {
+                    text.push_str(&format!(", warning: {}", j.warning_msg));
+                }
+                if !j.error_msg.is_empty() {
+                    text.push_str(&format!(", error: {}", j.error_msg));
+                }
+                let at = ts(&j.completed_at)
+                    .or(ts(&j.created_at))
+                    .unwrap_or_else(Utc::now);
+                outcome.log.push(LogLine {
+                    at,
+                    level: if !j.error_msg.is_empty() {
+                        LogLevel::Error
+                    } else if !j.warning_msg.is_empty() {
+                        LogLevel::Warning
+                    } else {
+                        LogLevel::Info
+                    },
+                    from_service: true,
+                    dev_eui: None,
+                    message: format!("deployment {}: {text}", dep.id),
+                    dedup_key: Some(format!(
+                        "{}|{}|{}|{}",
+                        dep.id,
+                        ts(&j.created_at).map(|t| t.timestamp_micros()).unwrap_or(0),
+                        j.job,
+                        text
+                    )),
+                });
+            }
+
+            let mut offset = 0;
+            loop {
+                let page = client
+                    .list_devices(self.request(api::ListFuotaDeploymentDevicesRequest {
+                        limit: 500,
+                        offset,
+                        fuota_deployment_id: dep.id.clone(),
+                    })?)
+                    .await
+                    .map_err(|s| self.map_status(s))?
+                    .into_inner();
+                let n = page.result.len() as u32;
+                for d in page.result {
+                    let eui = d.dev_eui.to_ascii_lowercase();
+                    let (mcg, fss, mcs, fst) = (
+                        d.mc_group_setup_completed_at.is_some(),
+                        d.frag_session_setup_completed_at.is_some(),
+                        d.mc_session_completed_at.is_some(),
+                        d.frag_status_completed_at.is_some(),
+                    );
+                    let stage = if !d.error_msg.is_empty() {
+                        Stage::Failed
+                    } else if d.completed_at.is_some() {
+                        Stage::Completed
+                    } else if deployment_done {
+                        // ChirpStack finished without completing the device.
+                        Stage::Failed
+                    } else {
+                        match stage_from_steps(mcg, fss, mcs, enqueued, fst, requested) {
+                            // Completion is ChirpStack's to declare.
+                            Stage::Completed => Stage::FragStatus,
+                            s => s,
+                        }
+                    };
+                    let mut report = DeviceReport::new(eui, stage);
+                    report.mc_group_setup_at = ts(&d.mc_group_setup_completed_at);
+                    report.frag_session_setup_at = ts(&d.frag_session_setup_completed_at);
+                    report.mc_session_setup_at = ts(&d.mc_session_completed_at);
+                    report.frag_status_at = ts(&d.frag_status_completed_at);
+                    report.completed_at = ts(&d.completed_at);
+                    report.error = if !d.error_msg.is_empty() {
+                        Some(d.error_msg.clone())
+                    } else if stage == Stage::Failed {
+                        Some("the deployment ended before the device completed".into())
+                    } else {
+                        None
+                    };
+                    outcome.devices.push(report);
+                }
+                offset += n;
+                if n == 0 || offset >= page.total_count {
+                    break;
+                }
+            }
+        }
+        if all_completed
+            || (!outcome.devices.is_empty() && outcome.devices.iter().all(|d| d.stage.is_final()))
+        {
+            outcome.finished = Some(outcome_of(&outcome.devices));
+        }
+        Ok(outcome)
+    }
+
+    async fn cancel(&self, _ctx: &DriverContext, campaign: &Campaign) -> Result<(), DriverError> {
+        let state = state_of(campaign);
+        let mut client = self.fuota()?;
+        for d in &state.deployments {
+            client
+                .delete_deployment(
+                    self.request(api::DeleteFuotaDeploymentRequest { id: d.id.clone() })?,
+                )
+                .await
+                .map_err(|s| self.map_status(s))?;
+        }
+        Ok(())
+    }
+}

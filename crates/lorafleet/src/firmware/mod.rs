@@ -1,0 +1,268 @@
+//! The firmware library: images found in `firmware.dir` or uploaded, each described by its
+//! signed-package trailer (when it has one) and by operator metadata from a sidecar
+//! `<file>.toml` or the API.
+//!
+//! [`library`] reads files (scan, upload, hashing), [`store`] keeps the index in the database.
+
+pub mod library;
+pub mod store;
+
+use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer, TRAILER_LEN};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What the signed-package trailer says about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrailerInfo {
+    /// The version field as stored (typically a Unix build time).
+    pub version: u32,
+    /// The version read as a Unix time, RFC 3339.
+    pub version_time: String,
+    /// `full`, `jdiff` or `ddelta`.
+    pub kind: String,
+    /// Size of the firmware a delta applies to (0 for a full image).
+    pub old_firmware_size: u32,
+    pub manufacturer_uuid: String,
+    pub device_class_uuid: String,
+    pub signature_length: usize,
+}
+
+pub fn kind_name(kind: PackageKind) -> &'static str {
+    match kind {
+        PackageKind::Full => "full",
+        PackageKind::JdiffDelta => "jdiff",
+        PackageKind::DdeltaDelta => "ddelta",
+    }
+}
+
+impl TrailerInfo {
+    pub fn from_trailer(t: &SignedTrailer) -> Self {
+        Self {
+            version: t.version,
+            version_time: lorafleet_codec::time::rfc3339_from_unix(t.version.into()),
+            kind: kind_name(t.kind).to_string(),
+            old_firmware_size: t.old_firmware_size,
+            manufacturer_uuid: firmware_trailer::format_uuid(&t.manufacturer_uuid),
+            device_class_uuid: firmware_trailer::format_uuid(&t.device_class_uuid),
+            signature_length: t.signature.len(),
+        }
+    }
+}
+
+/// Reads the trailer from the last [`TRAILER_LEN`] bytes of an image.
+///
+/// Any 113 bytes parse structurally often enough to matter (a length byte <= 72 and a kind
+/// byte <= 2), so a tail only counts as a trailer when its signature is shaped like the DER
+/// ECDSA signature the signing tool writes: `Ok(None)` means "not a signed package",
+/// `Err` means "looks signed but a field is invalid".
+pub fn detect_trailer(tail: &[u8]) -> Result<Option<TrailerInfo>, String> {
+    if tail.len() < TRAILER_LEN {
+        return Ok(None);
+    }
+    let raw = &tail[tail.len() - TRAILER_LEN..];
+    let sig_len = usize::from(raw[0]);
+    let der_like =
+        (8..=72).contains(&sig_len) && raw[1] == 0x30 && usize::from(raw[2]) + 2 == sig_len;
+    if !der_like {
+        return Ok(None);
+    }
+    match firmware_trailer::parse(raw) {
+        Ok(t) => Ok(Some(TrailerInfo::from_trailer(&t))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Operator metadata of an image: what the trailer cannot say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// What the image is for (device type, board, ...).
+    pub target: Option<String>,
+    /// The version a delta applies to.
+    pub from_version: Option<String>,
+    /// The version the devices run after the update.
+    pub to_version: Option<String>,
+    /// How the body is compressed, if at all.
+    pub compression: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// The metadata field names, in the order the API lists them.
+pub const METADATA_FIELDS: [&str; 5] = [
+    "target",
+    "from_version",
+    "to_version",
+    "compression",
+    "notes",
+];
+
+impl Metadata {
+    pub fn get(&self, field: &str) -> Option<&String> {
+        match field {
+            "target" => self.target.as_ref(),
+            "from_version" => self.from_version.as_ref(),
+            "to_version" => self.to_version.as_ref(),
+            "compression" => self.compression.as_ref(),
+            "notes" => self.notes.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn set(&mut self, field: &str, value: Option<String>) {
+        // Empty text means "not set", so clearing a field in a form removes it.
+        let value = value.filter(|v| !v.trim().is_empty());
+        match field {
+            "target" => self.target = value,
+            "from_version" => self.from_version = value,
+            "to_version" => self.to_version = value,
+            "compression" => self.compression = value,
+            "notes" => self.notes = value,
+            _ => {}
+        }
+    }
+}
+
+/// Parses a sidecar `<file>.toml`. Versions may be written as numbers; they are kept as text.
+pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut meta = Metadata::default();
+    for (key, value) in table {
+        if !METADATA_FIELDS.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown key {key:?} (expected {})",
+                METADATA_FIELDS.join(", ")
+            ));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => return Err(format!("{key} must be text, got a {}", other.type_str())),
+        };
+        meta.set(&key, Some(text));
+    }
+    Ok(meta)
+}
+
+/// Why a file name is refused; the message names the problem.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the file has no name".into());
+    }
+    if name.len() > 200 {
+        return Err("the file name is longer than 200 bytes".into());
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Err(format!("the file name {name:?} contains a path separator"));
+    }
+    if name.contains("..") {
+        return Err(format!("the file name {name:?} contains \"..\""));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the file name contains control characters".into());
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "the file name {name:?} starts with a dot (hidden files are not indexed)"
+        ));
+    }
+    if name.ends_with(".toml") {
+        return Err(format!(
+            "{name:?} ends in .toml, which the library reserves for sidecar metadata"
+        ));
+    }
+    Ok(())
+}
+
+/// One image of the library as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FirmwareImage {
+    pub id: i64,
+    pub file_name: String,
+    /// `dir` (found in firmware.dir) or `upload`.
+    pub source: String,
+    pub size: i64,
+    pub sha256: String,
+    pub added_at: String,
+    /// Set when the file has gone from disk since it was indexed.
+    pub missing_at: Option<String>,
+    pub deleted_at: Option<String>,
+    pub trailer: Option<TrailerInfo>,
+    /// Why a trailer-looking tail could not be read.
+    pub trailer_error: Option<String>,
+    #[serde(flatten)]
+    pub metadata: Metadata,
+    /// Metadata fields edited through the API (a rescan keeps them).
+    pub edited: Vec<String>,
+    /// Campaigns that use the image and are running now.
+    pub running_campaigns: Vec<i64>,
+    #[serde(skip)]
+    pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &[u8] =
+        include_bytes!("../../../lorafleet-codec/tests/fixtures/patch_demo_jdiff_v1v2.bin_signed");
+
+    #[test]
+    fn fixture_trailer_is_detected() {
+        let t = detect_trailer(FIXTURE).unwrap().unwrap();
+        assert_eq!(t.version, 1_623_165_310);
+        assert_eq!(t.version_time, "2021-06-08T15:15:10Z");
+        assert_eq!(t.kind, "jdiff");
+        assert_eq!(t.old_firmware_size, 254_140);
+        assert_eq!(t.manufacturer_uuid, "ee33927e-e985-577b-ae88-fe98f5a4b587");
+        assert_eq!(t.device_class_uuid, "22c3fa46-b797-595f-bd1d-2c18133d421f");
+        assert_eq!(t.signature_length, 71);
+    }
+
+    #[test]
+    fn plain_images_have_no_trailer() {
+        assert_eq!(detect_trailer(&[0u8; 500]), Ok(None));
+        assert_eq!(detect_trailer(b"short"), Ok(None));
+        let mut bad = FIXTURE.to_vec();
+        let n = bad.len();
+        bad[n - 4] = 9; // diff kind
+        assert!(detect_trailer(&bad).unwrap_err().contains("diff kind 9"));
+    }
+
+    #[test]
+    fn sidecar() {
+        let m = parse_sidecar(
+            "target = \"meter-v2\"\nfrom_version = 1\nto_version = \"1.3.0\"\nnotes = \"\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.target.as_deref(), Some("meter-v2"));
+        assert_eq!(m.from_version.as_deref(), Some("1"));
+        assert_eq!(m.to_version.as_deref(), Some("1.3.0"));
+        assert_eq!(m.notes, None);
+        assert!(parse_sidecar("colour = \"red\"")
+            .unwrap_err()
+            .contains("colour"));
+        assert!(parse_sidecar("target = [1]")
+            .unwrap_err()
+            .contains("target"));
+        assert!(parse_sidecar("target = ").is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(check_file_name("fw-1.2.bin").is_ok());
+        assert!(check_file_name("patch_demo_jdiff_v1v2.bin_signed").is_ok());
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x..y",
+            "a\nb",
+            ".hidden",
+            "meta.toml",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

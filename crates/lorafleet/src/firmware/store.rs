@@ -1,0 +1,266 @@
+//! Firmware rows in the database, next to the queries that read them.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
+use crate::storage::{now, Db};
+
+/// What indexing a file found out, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub file_name: String,
+    pub path: String,
+    pub source: &'static str,
+    pub size: i64,
+    pub sha256: String,
+    pub trailer: Option<TrailerInfo>,
+    pub trailer_error: Option<String>,
+    pub metadata: Metadata,
+}
+
+const COLUMNS: &str = "id, file_name, path, source, size, sha256, added_at, missing_at, deleted_at,
+    trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
+    trailer_device_class_uuid, trailer_signature_len, trailer_error,
+    target, from_version, to_version, compression, notes, edited_json";
+
+fn from_row(r: &SqliteRow) -> FirmwareImage {
+    let trailer = r
+        .get::<Option<i64>, _>("trailer_version")
+        .map(|v| TrailerInfo {
+            version: v as u32,
+            version_time: lorafleet_codec::time::rfc3339_from_unix(v),
+            kind: r
+                .get::<Option<String>, _>("trailer_kind")
+                .unwrap_or_default(),
+            old_firmware_size: r.get::<Option<i64>, _>("trailer_old_size").unwrap_or(0) as u32,
+            manufacturer_uuid: r
+                .get::<Option<String>, _>("trailer_manufacturer_uuid")
+                .unwrap_or_default(),
+            device_class_uuid: r
+                .get::<Option<String>, _>("trailer_device_class_uuid")
+                .unwrap_or_default(),
+            signature_length: r
+                .get::<Option<i64>, _>("trailer_signature_len")
+                .unwrap_or(0) as usize,
+        });
+    FirmwareImage {
+        id: r.get("id"),
+        file_name: r.get("file_name"),
+        source: r.get("source"),
+        size: r.get("size"),
+        sha256: r.get("sha256"),
+        added_at: r.get("added_at"),
+        missing_at: r.get("missing_at"),
+        deleted_at: r.get("deleted_at"),
+        trailer,
+        trailer_error: r.get("trailer_error"),
+        metadata: Metadata {
+            target: r.get("target"),
+            from_version: r.get("from_version"),
+            to_version: r.get("to_version"),
+            compression: r.get("compression"),
+            notes: r.get("notes"),
+        },
+        edited: serde_json::from_str(r.get::<&str, _>("edited_json")).unwrap_or_default(),
+        running_campaigns: Vec::new(),
+        path: r.get("path"),
+    }
+}
+
+async fn with_campaigns(
+    db: &Db,
+    mut images: Vec<FirmwareImage>,
+) -> sqlx::Result<Vec<FirmwareImage>> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
+            .fetch_all(db)
+            .await?;
+    for image in &mut images {
+        image.running_campaigns = rows
+            .iter()
+            .filter(|(f, _)| *f == image.id)
+            .map(|(_, c)| *c)
+            .collect();
+    }
+    Ok(images)
+}
+
+/// Live images (not deleted), newest first.
+pub async fn list(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE deleted_at IS NULL ORDER BY added_at DESC, id DESC"
+    ))
+    .fetch_all(db)
+    .await?;
+    with_campaigns(db, rows.iter().map(from_row).collect()).await
+}
+
+/// One image, deleted ones included (campaigns still name them).
+pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<FirmwareImage>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    match row {
+        Some(r) => Ok(with_campaigns(db, vec![from_row(&r)]).await?.pop()),
+        None => Ok(None),
+    }
+}
+
+pub async fn find_by_sha(db: &Db, sha256: &str) -> sqlx::Result<Option<FirmwareImage>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE sha256 = ? AND deleted_at IS NULL"
+    ))
+    .bind(sha256)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+pub async fn find_by_path(db: &Db, path: &str) -> sqlx::Result<Option<FirmwareImage>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE path = ? AND deleted_at IS NULL"
+    ))
+    .bind(path)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+pub async fn insert(db: &Db, image: &NewImage) -> sqlx::Result<i64> {
+    let t = image.trailer.as_ref();
+    let m = &image.metadata;
+    let id = sqlx::query_scalar(
+        "INSERT INTO firmware_images (file_name, path, source, size, sha256, added_at,
+            trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
+            trailer_device_class_uuid, trailer_signature_len, trailer_error,
+            target, from_version, to_version, compression, notes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&image.file_name)
+    .bind(&image.path)
+    .bind(image.source)
+    .bind(image.size)
+    .bind(&image.sha256)
+    .bind(now())
+    .bind(t.map(|t| t.version as i64))
+    .bind(t.map(|t| t.kind.clone()))
+    .bind(t.map(|t| t.old_firmware_size as i64))
+    .bind(t.map(|t| t.manufacturer_uuid.clone()))
+    .bind(t.map(|t| t.device_class_uuid.clone()))
+    .bind(t.map(|t| t.signature_length as i64))
+    .bind(&image.trailer_error)
+    .bind(&m.target)
+    .bind(&m.from_version)
+    .bind(&m.to_version)
+    .bind(&m.compression)
+    .bind(&m.notes)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+/// Refreshes what a rescan read for an indexed file: contents (when the file changed in place)
+/// and the sidecar's metadata for the fields not edited through the API.
+pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> sqlx::Result<bool> {
+    let current = match get(db, id).await? {
+        Some(c) => c,
+        None => return Ok(false),
+    };
+    let mut meta = current.metadata.clone();
+    for field in METADATA_FIELDS {
+        if !current.edited.iter().any(|e| e == field) {
+            meta.set(field, image.metadata.get(field).cloned());
+        }
+    }
+    let changed = current.sha256 != image.sha256
+        || current.size != image.size
+        || current.missing_at.is_some()
+        || meta != current.metadata
+        || current.trailer != image.trailer
+        || current.trailer_error != image.trailer_error;
+    if !changed {
+        return Ok(false);
+    }
+    let t = image.trailer.as_ref();
+    sqlx::query(
+        "UPDATE firmware_images SET size = ?, sha256 = ?, missing_at = NULL,
+            trailer_version = ?, trailer_kind = ?, trailer_old_size = ?,
+            trailer_manufacturer_uuid = ?, trailer_device_class_uuid = ?,
+            trailer_signature_len = ?, trailer_error = ?,
+            target = ?, from_version = ?, to_version = ?, compression = ?, notes = ?
+         WHERE id = ?",
+    )
+    .bind(image.size)
+    .bind(&image.sha256)
+    .bind(t.map(|t| t.version as i64))
+    .bind(t.map(|t| t.kind.clone()))
+    .bind(t.map(|t| t.old_firmware_size as i64))
+    .bind(t.map(|t| t.manufacturer_uuid.clone()))
+    .bind(t.map(|t| t.device_class_uuid.clone()))
+    .bind(t.map(|t| t.signature_length as i64))
+    .bind(&image.trailer_error)
+    .bind(&meta.target)
+    .bind(&meta.from_version)
+    .bind(&meta.to_version)
+    .bind(&meta.compression)
+    .bind(&meta.notes)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(true)
+}
+
+pub async fn mark_missing(db: &Db, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE firmware_images SET missing_at = ? WHERE id = ? AND missing_at IS NULL")
+        .bind(now())
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Live images that came from firmware.dir (what a rescan compares against).
+pub async fn dir_images(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE source = 'dir' AND deleted_at IS NULL"
+    ))
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Stores edited metadata and remembers which fields were edited.
+pub async fn update_metadata(
+    db: &Db,
+    id: i64,
+    meta: &Metadata,
+    edited: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE firmware_images SET target = ?, from_version = ?, to_version = ?,
+            compression = ?, notes = ?, edited_json = ? WHERE id = ?",
+    )
+    .bind(&meta.target)
+    .bind(&meta.from_version)
+    .bind(&meta.to_version)
+    .bind(&meta.compression)
+    .bind(&meta.notes)
+    .bind(serde_json::to_string(edited).unwrap_or_else(|_| "[]".into()))
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_deleted(db: &Db, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE firmware_images SET deleted_at = ? WHERE id = ?")
+        .bind(now())
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! `/api/campaigns`: FUOTA campaigns, from draft to outcome.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth_api::AuthUser;
+use super::{ApiError, ApiJson};
+use crate::campaigns::plan::{self, Plan};
+use crate::campaigns::region::RegionInfo;
+use crate::campaigns::runner::{self, StartError};
+use crate::campaigns::validate::{self, CampaignRequest, FieldError, FieldErrors, Validated};
+use crate::campaigns::{
+    store, CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey,
+};
+use crate::devices::DevEui;
+use crate::ingest::writer::Change;
+use crate::AppState;
+
+/// A 422 answer listing every field at fault; `field` repeats the first for clients that read
+/// only the common error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationErrorBody {
+    pub error: String,
+    pub field: Option<String>,
+    pub fields: Vec<FieldError>,
+}
+
+fn unprocessable(errors: Vec<FieldError>) -> Response {
+    let error = match errors.len() {
+        0 => "the campaign is not valid".to_string(),
+        1 => errors[0].error.clone(),
+        n => format!("{} (and {} more problems)", errors[0].error, n - 1),
+    };
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(ValidationErrorBody {
+            error,
+            field: errors.first().map(|e| e.field.clone()),
+            fields: errors,
+        }),
+    )
+        .into_response()
+}
+
+fn api_error(e: ApiError) -> Response {
+    e.into_response()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignSummary>,
+}
+
+/// Every campaign, newest first, with its outcome.
+#[utoipa::path(get, path = "/api/campaigns", responses((status = 200, body = CampaignList)))]
+pub async fn list(
+    _user: AuthUser,
+    State(app): State<AppState>,
+) -> Result<Json<CampaignList>, ApiError> {
+    Ok(Json(CampaignList {
+        campaigns: store::list(&app.db).await?,
+    }))
+}
+
+/// The request as stored for editing: the body without its keys.
+fn without_keys(body: &serde_json::Value) -> serde_json::Value {
+    let mut v = body.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("keys");
+    }
+    v
+}
+
+/// Stored keys in request form, so a PATCH that does not touch them keeps them.
+fn keys_as_request(keys: &CampaignKeys, settings: &CampaignSettings) -> serde_json::Value {
+    let per_device: BTreeMap<&String, serde_json::Value> = keys
+        .per_device
+        .iter()
+        .map(|(eui, k)| {
+            (
+                eui,
+                match k {
+                    DeviceKey::GenAppKey(k) => serde_json::json!({ "gen_app_key": hex::encode(k) }),
+                    DeviceKey::AppKey(k) => serde_json::json!({ "app_key": hex::encode(k) }),
+                },
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "gen_app_key": keys.gen_app_key.map(hex::encode),
+        "per_device": per_device,
+        "lorawan_version": settings.lorawan_version,
+    })
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+/// Parses and validates a request body, computing the plan with redundancy advice.
+async fn prepare(
+    app: &AppState,
+    body: &serde_json::Value,
+) -> Result<(Validated, serde_json::Value), Response> {
+    let req: CampaignRequest = match serde_path_to_error::deserialize(body.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            let field = if path == "." || path.is_empty() {
+                msg.split('`').nth(1).unwrap_or("body").to_string()
+            } else {
+                path
+            };
+            return Err(unprocessable(vec![FieldError {
+                field: field.clone(),
+                error: format!("{field}: {msg}"),
+            }]));
+        }
+    };
+    let image = match req.firmware_id {
+        Some(id) => crate::firmware::store::get(&app.db, id)
+            .await
+            .map_err(|e| api_error(e.into()))?,
+        None => None,
+    };
+    let euis: Vec<String> = req
+        .devices
+        .iter()
+        .flatten()
+        .filter_map(|d| d.parse::<DevEui>().ok())
+        .map(|d| d.to_string())
+        .collect();
+    let known = store::known_devices(&app.db, &euis)
+        .await
+        .map_err(|e| api_error(e.into()))?;
+    let observed = store::observed_uplink_interval(&app.db, &euis)
+        .await
+        .map_err(|e| api_error(e.into()))?;
+    let region_name = crate::config::parse_region(&app.config.network.region)
+        .ok_or_else(|| api_error(ApiError::internal("network.region is not a region")))?;
+    let region = RegionInfo::new(region_name, app.config.fuota.downlink_dwell_time_400ms);
+    let ctx = validate::Context {
+        config: &app.config,
+        region: &region,
+        image: image.as_ref(),
+        devices: &known,
+        observed_uplink_interval_s: observed,
+    };
+    let mut v = validate::validate(&req, &ctx).map_err(|FieldErrors(e)| unprocessable(e))?;
+    let m = v.plan.data_fragments as usize;
+    let r = v.plan.redundancy_fragments as usize;
+    let advice = tokio::task::spawn_blocking(move || plan::redundancy_advice(m, r))
+        .await
+        .unwrap_or(None);
+    if let Some(a) = &advice {
+        if let Some(s) = a.suggested_redundancy {
+            if (s as usize) > r {
+                v.plan.warnings.push(plan::PlanWarning {
+                    dev_eui: None,
+                    message: format!(
+                        "{r} parity fragments complete about {:.0} % of devices at {:.0} % loss; {s} would complete {:.0} %",
+                        a.completion_at_planned * 100.0,
+                        a.loss * 100.0,
+                        a.target * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    v.plan.redundancy_advice = advice;
+    let plan_json = serde_json::to_value(&v.plan).unwrap_or_default();
+    Ok((v, plan_json))
+}
+
+async fn dto_or_404(app: &AppState, id: i64) -> Result<CampaignDto, ApiError> {
+    store::dto(&app.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))
+}
+
+/// Creates a draft. Missing values take the documented defaults (see `campaigns::validate`).
+#[utoipa::path(post, path = "/api/campaigns", request_body = CampaignRequest,
+    responses((status = 201, body = CampaignDto), (status = 422, body = ValidationErrorBody)))]
+pub async fn create(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Response {
+    let (v, plan) = match prepare(&app, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let id = match store::insert_draft(&app.db, &v, &without_keys(&body), &plan).await {
+        Ok(id) => id,
+        Err(e) => return api_error(e.into()),
+    };
+    let _ = app.changes.send(Change::Campaign(id));
+    match dto_or_404(&app, id).await {
+        Ok(dto) => (StatusCode::CREATED, Json(dto)).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Preview {
+    pub settings: CampaignSettings,
+    pub plan: Plan,
+    pub devices: Vec<String>,
+}
+
+/// Validates a request and returns its settings and plan without storing anything.
+#[utoipa::path(post, path = "/api/campaigns/preview", request_body = CampaignRequest,
+    responses((status = 200, body = Preview), (status = 422, body = ValidationErrorBody)))]
+pub async fn preview(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Response {
+    match prepare(&app, &body).await {
+        Ok((v, _)) => Json(Preview {
+            settings: v.settings,
+            plan: v.plan,
+            devices: v.devices,
+        })
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One campaign: settings, plan, devices with their stage and times, log and progress history.
+#[utoipa::path(get, path = "/api/campaigns/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignDto), (status = 404, body = super::error::ErrorBody)))]
+pub async fn detail(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    Ok(Json(dto_or_404(&app, id).await?))
+}
+
+/// Edits a draft: the body is merged into the stored request (JSON merge patch; `keys`, when
+/// given, replace the stored keys) and validated again.
+#[utoipa::path(patch, path = "/api/campaigns/{id}", params(("id" = i64, Path)), request_body = CampaignRequest,
+    responses((status = 200, body = CampaignDto), (status = 409, body = super::error::ErrorBody),
+              (status = 422, body = ValidationErrorBody)))]
+pub async fn update(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    ApiJson(patch): ApiJson<serde_json::Value>,
+) -> Response {
+    let row = match store::get(&app.db, id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return api_error(ApiError::not_found(format!("no campaign {id}"))),
+        Err(e) => return api_error(e.into()),
+    };
+    if row.state != CampaignState::Draft {
+        return api_error(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "campaign {id} is {}; only drafts can be edited",
+                row.state.as_str()
+            ),
+        ));
+    }
+    let mut body = row.request.clone();
+    merge_patch(&mut body, &without_keys(&patch));
+    let keys = match patch.get("keys") {
+        Some(k) => k.clone(),
+        None => keys_as_request(&row.keys, &row.settings),
+    };
+    if let Some(o) = body.as_object_mut() {
+        o.insert("keys".into(), keys);
+    }
+    let (v, plan) = match prepare(&app, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return api_error(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("campaign {id} was started meanwhile"),
+            ))
+        }
+        Err(e) => return api_error(e.into()),
+    }
+    let _ = app.changes.send(Change::Campaign(id));
+    match dto_or_404(&app, id).await {
+        Ok(dto) => Json(dto).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+/// Deletes a draft or a finished campaign (with its log); running ones must be cancelled first.
+#[utoipa::path(delete, path = "/api/campaigns/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+pub async fn remove(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let _ = dto_or_404(&app, id).await?;
+    if !store::delete_draft(&app.db, id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("campaign {id} is running; cancel it first"),
+        ));
+    }
+    let _ = app.changes.send(Change::Campaign(id));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts a draft: the driver's last checks (ChirpStack v4 reads each device's keys), then the
+/// runner hands it to the FUOTA service. Answers once the campaign is running.
+#[utoipa::path(post, path = "/api/campaigns/{id}/start", params(("id" = i64, Path)),
+    responses((status = 202, body = CampaignDto), (status = 409, body = super::error::ErrorBody),
+              (status = 422, body = ValidationErrorBody), (status = 503, body = super::error::ErrorBody)))]
+pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<i64>) -> Response {
+    if let Err(e) = dto_or_404(&app, id).await {
+        return api_error(e);
+    }
+    // Validate the stored draft again: devices or the image may have changed since.
+    if let Ok(Some(row)) = store::get(&app.db, id).await {
+        if row.state == CampaignState::Draft {
+            let mut body = row.request.clone();
+            if let Some(o) = body.as_object_mut() {
+                o.insert("keys".into(), keys_as_request(&row.keys, &row.settings));
+            }
+            match prepare(&app, &body).await {
+                Ok((_, plan)) => {
+                    let _ = store::set_plan(&app.db, id, &plan).await;
+                }
+                Err(r) => return r,
+            }
+        }
+    }
+    match runner::start(&app, id).await {
+        Ok(()) => {}
+        Err(StartError::NotDraft(state)) => {
+            return api_error(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "campaign {id} is {}; only a draft can be started",
+                    state.as_str()
+                ),
+            ))
+        }
+        Err(StartError::Fields(f)) => return unprocessable(f),
+        Err(StartError::Unavailable(m)) => {
+            return api_error(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m))
+        }
+        Err(StartError::Refused(m)) => return api_error(ApiError::new(StatusCode::BAD_GATEWAY, m)),
+        Err(StartError::Other(e)) => return api_error(e.into()),
+    }
+    match dto_or_404(&app, id).await {
+        Ok(dto) => (StatusCode::ACCEPTED, Json(dto)).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+/// Cancels a draft or running campaign (ChirpStack v4 deletes its deployments; the v3 FUOTA
+/// server cannot cancel, lorafleet then stops following it).
+#[utoipa::path(post, path = "/api/campaigns/{id}/cancel", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignDto), (status = 409, body = super::error::ErrorBody)))]
+pub async fn cancel(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let dto = dto_or_404(&app, id).await?;
+    if !runner::cancel(&app, id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("campaign {id} is already {}", dto.state.as_str()),
+        ));
+    }
+    Ok(Json(dto_or_404(&app, id).await?))
+}
