@@ -265,7 +265,7 @@ pub struct DriverRegistry {
 }
 
 impl DriverRegistry {
-    /// The ChirpStack v4 and fuota-server v3 drivers, configured from `config`.
+    /// The ChirpStack v4, fuota-server v3 and engine drivers, configured from `config`.
     pub fn from_config(config: &Config) -> Self {
         let mut r = Self::default();
         r.register(Arc::new(super::chirpstack_v4::ChirpstackV4Driver::new(
@@ -274,6 +274,7 @@ impl DriverRegistry {
         r.register(Arc::new(super::fuota_server_v3::FuotaServerV3Driver::new(
             config,
         )));
+        r.register(Arc::new(crate::fuota::driver::EngineDriver::default()));
         r
     }
 

@@ -8,7 +8,8 @@
 //! of lorafleet resumes where it stopped.
 //!
 //! Drivers: [`chirpstack_v4`] (ChirpStack's built-in FUOTA service), [`fuota_server_v3`]
-//! (chirpstack-fuota-server for ChirpStack v3) and, from another module, lorafleet's own engine.
+//! (chirpstack-fuota-server for ChirpStack v3) and lorafleet's own engine
+//! ([`crate::fuota::driver`]).
 
 pub mod chirpstack_v4;
 pub mod driver;
@@ -122,6 +123,8 @@ impl CampaignState {
 pub enum Stage {
     /// Not started yet.
     Pending,
+    /// Engine: waiting for the Version & Status answers checked before the update.
+    Check,
     /// Waiting for McGroupSetupAns (TS005).
     McGroupSetup,
     /// Waiting for FragSessionSetupAns (TS004).
@@ -132,19 +135,23 @@ pub enum Stage {
     Fragments,
     /// Waiting for FragSessionStatusAns (TS004).
     FragStatus,
+    /// Engine: waiting for the reboot, then for VersionRunningAns with the new version.
+    Verify,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Pending,
+        Stage::Check,
         Stage::McGroupSetup,
         Stage::FragSessionSetup,
         Stage::McSessionSetup,
         Stage::Fragments,
         Stage::FragStatus,
+        Stage::Verify,
         Stage::Completed,
         Stage::Failed,
         Stage::Cancelled,
@@ -153,11 +160,13 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Pending => "pending",
+            Stage::Check => "check",
             Stage::McGroupSetup => "mc_group_setup",
             Stage::FragSessionSetup => "frag_session_setup",
             Stage::McSessionSetup => "mc_session_setup",
             Stage::Fragments => "fragments",
             Stage::FragStatus => "frag_status",
+            Stage::Verify => "verify",
             Stage::Completed => "completed",
             Stage::Failed => "failed",
             Stage::Cancelled => "cancelled",
@@ -250,6 +259,34 @@ pub struct CampaignSettings {
     pub unicast: UnicastSettings,
     pub fragmentation: FragmentationSettings,
     pub request_frag_status: FragStatusRequest,
+    /// What only lorafleet's engine does (absent in campaigns stored before it existed).
+    #[serde(default)]
+    pub engine: EngineSettings,
+}
+
+/// The engine's check before and verification after an update (Version & Status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EngineSettings {
+    /// `refuse` (leave out a device whose slot is too small or that runs another version than
+    /// the delta's from_version), `warn` (update it anyway) or `off` (devices without Version &
+    /// Status).
+    #[schema(value_type = String)]
+    pub check: crate::fuota::engine::CheckMode,
+    /// Ask VersionRunning after the session; `verified` only when the device reports the new
+    /// version.
+    pub verify: bool,
+    /// Seconds after the session before the devices are asked for their version.
+    pub reboot_delay_s: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            check: crate::fuota::engine::CheckMode::Refuse,
+            verify: true,
+            reboot_delay_s: 60,
+        }
+    }
 }
 
 impl CampaignSettings {
@@ -289,6 +326,9 @@ pub struct CampaignDevice {
     pub attempts: u32,
     /// When the driver means to act on this device next.
     pub next_action_at: Option<String>,
+    /// Engine: how the update ended, `verified`, `completed` (not verified), `not_updated`,
+    /// `unreachable` or `refused`; the error says why.
+    pub outcome: Option<String>,
     /// Driver-private state.
     #[serde(skip)]
     pub driver_json: Option<serde_json::Value>,

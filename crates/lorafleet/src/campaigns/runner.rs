@@ -44,9 +44,16 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             if let Err(e) = run_due(&app).await {
                 tracing::warn!(error = %format!("{e:#}"), "campaign runner");
             }
+            // Sleep until the earliest poll is due: the engine asks for polls milliseconds
+            // apart while it streams fragments on an accelerated simulated network.
+            let idle = match store::next_due(&app.db).await {
+                Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
+                _ => Duration::from_secs(1),
+            }
+            .min(Duration::from_secs(1));
             tokio::select! {
                 _ = app.campaigns.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
     })

@@ -174,7 +174,15 @@ pub async fn delete_draft(db: &Db, id: i64) -> anyhow::Result<bool> {
 }
 
 fn device_from_row(r: &SqliteRow) -> CampaignDevice {
+    let driver_json: Option<serde_json::Value> = r
+        .get::<Option<String>, _>("driver_json")
+        .and_then(|s| serde_json::from_str(&s).ok());
     CampaignDevice {
+        outcome: driver_json
+            .as_ref()
+            .and_then(|j| j.get("outcome"))
+            .and_then(|o| o.as_str())
+            .map(str::to_string),
         dev_eui: r.get("dev_eui"),
         stage: Stage::parse(r.get::<&str, _>("stage")),
         mc_group_setup_at: r.get("mc_group_setup_at"),
@@ -185,9 +193,7 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
         error: r.get("error"),
         attempts: r.get::<i64, _>("attempts") as u32,
         next_action_at: r.get("next_action_at"),
-        driver_json: r
-            .get::<Option<String>, _>("driver_json")
-            .and_then(|s| serde_json::from_str(&s).ok()),
+        driver_json,
     }
 }
 
@@ -267,6 +273,16 @@ pub async fn due(db: &Db, at: DateTime<Utc>) -> sqlx::Result<Vec<i64>> {
     .bind(fmt_time(at))
     .fetch_all(db)
     .await
+}
+
+/// When the earliest running campaign's poll is due.
+pub async fn next_due(db: &Db) -> sqlx::Result<Option<DateTime<Utc>>> {
+    let at: Option<String> = sqlx::query_scalar(
+        "SELECT MIN(COALESCE(next_poll_at, '')) FROM campaigns WHERE state = 'running'",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(at.map(|t| parse_time(&t).unwrap_or(DateTime::<Utc>::MIN_UTC)))
 }
 
 pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> sqlx::Result<bool> {

@@ -45,6 +45,19 @@ pub struct CampaignRequest {
     pub fragmentation: Option<FragmentationRequest>,
     /// `none`, `after_enqueue` or `after_session`.
     pub request_frag_status: Option<String>,
+    /// Engine only: the Version & Status check before and verification after.
+    pub engine: Option<EngineRequest>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRequest {
+    /// `refuse` (default), `warn` or `off`.
+    pub check: Option<String>,
+    /// Default true.
+    pub verify: Option<bool>,
+    /// Default 60.
+    pub reboot_delay_s: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -178,10 +191,21 @@ fn in_range(
 }
 
 fn default_driver(config: &Config) -> DriverKind {
-    if config.network.kind == crate::config::NetworkKind::ChirpstackV4 {
-        DriverKind::ChirpstackV4
+    match config.network.kind {
+        crate::config::NetworkKind::ChirpstackV4 => DriverKind::ChirpstackV4,
+        // Only lorafleet's engine speaks to the simulated devices.
+        crate::config::NetworkKind::Simulated => DriverKind::Engine,
+        _ => DriverKind::FuotaServerV3,
+    }
+}
+
+/// The band's duty cycle as the network's gateways observe it; the simulated gateways have
+/// none, so planning with one would announce sessions far longer than needed.
+fn duty_cycle(ctx: &Context, frequency: u32) -> Option<f64> {
+    if ctx.config.network.kind == crate::config::NetworkKind::Simulated {
+        None
     } else {
-        DriverKind::FuotaServerV3
+        ctx.region.duty_cycle(frequency)
     }
 }
 
@@ -349,9 +373,10 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
             ),
         }
     }
-    // ChirpStack v4 holds the keys itself (read through DeviceService.GetKeys at start); the
-    // other drivers need them here.
-    if driver != DriverKind::ChirpstackV4 && !errors.has("keys.gen_app_key") {
+    // ChirpStack v4 holds the keys itself (read through DeviceService.GetKeys at start), and
+    // the engine asks the network for missing ones in its preflight; the v3 FUOTA server needs
+    // them here.
+    if driver == DriverKind::FuotaServerV3 && !errors.has("keys.gen_app_key") {
         let missing: Vec<&String> = devices
             .iter()
             .filter(|d| super::keys::mc_root_key(&keys, d, &lorawan_version).is_none())
@@ -668,6 +693,31 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         }
     };
 
+    let er = req.engine.clone().unwrap_or_default();
+    let mut engine = super::EngineSettings::default();
+    match er.check.as_deref() {
+        None => {}
+        Some("refuse") => engine.check = crate::fuota::engine::CheckMode::Refuse,
+        Some("warn") => engine.check = crate::fuota::engine::CheckMode::Warn,
+        Some("off") => engine.check = crate::fuota::engine::CheckMode::Off,
+        Some(o) => errors.add(
+            "engine.check",
+            format!("engine.check must be \"refuse\", \"warn\" or \"off\", got {o:?}"),
+        ),
+    }
+    if let Some(v) = er.verify {
+        engine.verify = v;
+    }
+    engine.reboot_delay_s = in_range(
+        &mut errors,
+        "engine.reboot_delay_s",
+        er.reboot_delay_s,
+        i64::from(engine.reboot_delay_s),
+        0,
+        86_400,
+        " seconds",
+    ) as u32;
+
     let mut settings = CampaignSettings {
         lorawan_version,
         multicast: MulticastSettings {
@@ -694,6 +744,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
             descriptor_hex,
         },
         request_frag_status,
+        engine,
     };
 
     let (Some(modulation), Some(image_size), Some(max_fragment)) =
@@ -709,7 +760,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
     let interval = plan::fragment_interval_s(
         class,
         airtime,
-        ctx.region.duty_cycle(frequency),
+        duty_cycle(ctx, frequency),
         ctx.config.fuota.class_c_margin_s as f64,
         ping_slot_periodicity,
     );
@@ -749,7 +800,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         modulation,
         max_fragment_size: max_fragment,
         image_size,
-        duty_cycle: ctx.region.duty_cycle(frequency),
+        duty_cycle: duty_cycle(ctx, frequency),
         class_c_margin_s: ctx.config.fuota.class_c_margin_s as f64,
         devices: &plan_devices,
         observed_uplink_interval_s: ctx.observed_uplink_interval_s,

@@ -24,6 +24,9 @@ use super::ports;
 use crate::devices::DevEui;
 use crate::network::MulticastClass;
 
+/// How long after the session start the first fragment goes out.
+pub const STREAM_START_DELAY: TimeDelta = TimeDelta::seconds(2);
+
 /// What the Version & Status check before a campaign does with a device that does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -411,9 +414,15 @@ impl Run {
         self.session_start.map(|t| t + s.session_length())
     }
 
-    /// Whether fragments should be streamed now.
-    pub fn streaming(&self) -> bool {
-        self.phase == Phase::Session && self.fragments_sent_at.is_none()
+    /// Whether fragments should be streamed now: in the session, once its first seconds have
+    /// passed (a device whose clock is a little behind opens its window a little late, and a
+    /// first fragment sent on the very second would be lost to it).
+    pub fn streaming(&self, now: DateTime<Utc>) -> bool {
+        self.phase == Phase::Session
+            && self.fragments_sent_at.is_none()
+            && self
+                .session_start
+                .is_some_and(|start| now >= start + STREAM_START_DELAY)
     }
 
     /// The earliest time something is due (the driver sleeps until then, or a reply).
@@ -1071,7 +1080,8 @@ mod tests {
             );
         }
         run.tick(&mut devs, &s, &t, start, &mut out);
-        assert!(run.streaming());
+        assert!(!run.streaming(start));
+        assert!(run.streaming(start + STREAM_START_DELAY));
         run.fragments_sent_at = Some(start + TimeDelta::seconds(20));
         out.clear();
         run.tick(&mut devs, &s, &t, start + TimeDelta::seconds(30), &mut out);

@@ -4,6 +4,7 @@
 
 pub mod clock_sync;
 pub mod commands;
+pub mod driver;
 pub mod engine;
 pub mod keys;
 pub mod runner;

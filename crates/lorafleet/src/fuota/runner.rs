@@ -287,12 +287,12 @@ pub async fn step(
             }
         }
     }
-    if run.streaming() {
+    if run.streaming(now) {
         stream(io, run, s, frames, now, &mut log).await;
     }
     let scale = io.network.time_scale().max(1e-6);
     let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
-    let next = if run.streaming() {
+    let next = if run.phase == Phase::Session && run.fragments_sent_at.is_none() {
         real((fragment_airtime * (WINDOW as i32 / 4)).min(STREAM_POLL_SIM))
     } else {
         let due = run

@@ -29,6 +29,9 @@ pub fn test_config() -> (Config, Vec<tempfile::TempDir>) {
     config.firmware.dir = fw.path().to_path_buf();
     config.auth.initial_admin_password = PASSWORD.into();
     config.integration.token = "integration-token".into();
+    // The tests bring their own network (Disabled unless they say otherwise); the default kind,
+    // simulated, would change the campaign defaults (driver, duty cycle) behind their back.
+    config.network.kind = lorafleet::config::NetworkKind::None;
     (config, vec![data, fw])
 }
 

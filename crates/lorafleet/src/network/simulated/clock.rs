@@ -1,16 +1,24 @@
 //! The simulation's clock: real time multiplied by `time_scale`, continuing from where the last
 //! run stopped so that times stored in the database (a campaign's next action, a device's last
-//! uplink) never lie ahead of the clock after a restart.
+//! uplink) never lie ahead of the clock after a restart. When the simulation is busy the clock
+//! is held back, so it runs at most `time_scale` times faster than real time, and slower when
+//! the machine cannot keep up.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SimClock {
     start_sim: DateTime<Utc>,
     start_real: Instant,
     scale: f64,
+    /// Simulated microseconds the clock was held back in total.
+    held_us: AtomicI64,
+    /// The latest time handed out (microseconds since the Unix epoch): holding back never
+    /// makes the clock go backwards, it only stands still for a while.
+    last_us: AtomicI64,
 }
 
 impl SimClock {
@@ -22,21 +30,31 @@ impl SimClock {
             start_sim: resume_from.map_or(wall, |r| r.max(wall)),
             start_real: Instant::now(),
             scale,
+            held_us: AtomicI64::new(0),
+            last_us: AtomicI64::new(i64::MIN),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         let real = self.start_real.elapsed().as_secs_f64();
-        let sim_us = (real * self.scale * 1e6) as i64;
-        self.start_sim + TimeDelta::microseconds(sim_us)
+        let raw = (real * self.scale * 1e6) as i64 - self.held_us.load(Ordering::Relaxed);
+        let t = self.start_sim.timestamp_micros().saturating_add(raw);
+        let t = self.last_us.fetch_max(t, Ordering::Relaxed).max(t);
+        DateTime::from_timestamp_micros(t).unwrap_or(self.start_sim)
     }
 
     pub fn scale(&self) -> f64 {
         self.scale
     }
 
+    /// Takes `real` (real time) out of the clock's future advance.
+    pub fn hold_back(&self, real: Duration) {
+        let us = (real.as_secs_f64() * self.scale * 1e6) as i64;
+        self.held_us.fetch_add(us, Ordering::Relaxed);
+    }
+
     /// Real time until the clock shows `at` (zero if it already does).
-    pub fn real_until(&self, at: DateTime<Utc>) -> std::time::Duration {
+    pub fn real_until(&self, at: DateTime<Utc>) -> Duration {
         (at - self.now())
             .to_std()
             .unwrap_or_default()
@@ -47,6 +65,7 @@ impl SimClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeDelta;
 
     #[test]
     fn runs_faster_by_the_scale_and_resumes_ahead() {
@@ -54,12 +73,24 @@ mod tests {
         let c = SimClock::new(1000.0, Some(ahead));
         assert!(c.now() >= ahead);
         let t0 = c.now();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
         let sim = (c.now() - t0).num_milliseconds();
         assert!(sim >= 20_000, "{sim}");
         let behind = Utc::now() - TimeDelta::hours(5);
         assert!(SimClock::new(1.0, Some(behind)).now() > behind + TimeDelta::hours(4));
         let wait = c.real_until(c.now() + TimeDelta::seconds(10));
-        assert!(wait <= std::time::Duration::from_millis(10), "{wait:?}");
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+    }
+
+    #[test]
+    fn holding_back_stops_the_clock_without_going_backwards() {
+        let c = SimClock::new(1000.0, None);
+        std::thread::sleep(Duration::from_millis(5));
+        let before = c.now();
+        c.hold_back(Duration::from_secs(10));
+        let after = c.now();
+        assert_eq!(after, before, "stands still");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.now(), before, "still catching up with the hold-back");
     }
 }

@@ -16,12 +16,12 @@ pub mod store;
 pub mod world;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::SeedableRng;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use self::clock::SimClock;
 use self::store::Store;
@@ -30,7 +30,6 @@ use super::{DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkErro
 use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
-use crate::ingest::IntegrationEvent;
 
 /// How often the clock is saved, in real time; a restart may rewind the clock by this much
 /// (times `time_scale`).
@@ -38,6 +37,8 @@ const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(500);
 /// Fragments received and the network's queues are saved at least this often (real time); a
 /// crash loses at most this much of them, which the devices see as radio loss.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
+/// Real time per loop round the simulation may spend without holding its clock back.
+const BUSY_ALLOWANCE: Duration = Duration::from_millis(2);
 /// The loop looks at the clock at least this often even when nothing is due.
 const MAX_IDLE: Duration = Duration::from_millis(100);
 
@@ -130,30 +131,10 @@ impl Simulated {
 /// Moves the world forward with the clock, saves what changed, and hands the events to the
 /// writer in the order they happened.
 async fn run(inner: Arc<Inner>, writer: Writer) {
-    let (tx, mut rx) = mpsc::channel::<IntegrationEvent>(4096);
-    let (outcomes, mut pending) = mpsc::channel(4096);
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            match writer.submit(event).await {
-                Ok(done) => {
-                    if outcomes.send(done).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not commit a simulated device event"),
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(done) = pending.recv().await {
-            if let Ok(Err(e)) = done.await {
-                tracing::warn!(error = %e, "could not commit a simulated device event");
-            }
-        }
-    });
-    let mut clock_saved = std::time::Instant::now() - CLOCK_SAVE_EVERY;
-    let mut saved = std::time::Instant::now();
+    let mut clock_saved = Instant::now() - CLOCK_SAVE_EVERY;
+    let mut saved = Instant::now();
     loop {
+        let busy_since = Instant::now();
         let now = inner.clock.now();
         let (events, next) = {
             let mut world = inner.world();
@@ -163,7 +144,7 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
             // forget after a crash; between answers, fragments and queues are saved in batches.
             if !events.is_empty() || saved.elapsed() >= SAVE_EVERY {
                 save(&inner.store, &mut world);
-                saved = std::time::Instant::now();
+                saved = Instant::now();
             }
             (events, world.next_due_ms())
         };
@@ -171,12 +152,31 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
             if let Err(e) = inner.store.save_clock(now) {
                 tracing::warn!(error = %e, "could not save the simulation clock");
             }
-            clock_saved = std::time::Instant::now();
+            clock_saved = Instant::now();
         }
+        // Submitted in order without waiting for each, the events share group commits; the
+        // last one's outcome says the whole batch is in the database.
+        let mut last = None;
         for event in events {
-            if tx.send(event).await.is_err() {
-                return;
+            match writer.submit(event).await {
+                Ok(done) => last = Some(done),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ingest writer stopped; the simulation stops");
+                    return;
+                }
             }
+        }
+        if let Some(done) = last {
+            if let Ok(Err(e)) = done.await {
+                tracing::warn!(error = %e, "could not commit a simulated device event");
+            }
+        }
+        // The clock does not run while the simulation is busy (beyond a little): under load the
+        // simulation slows down instead of its clock running ahead of what the devices did and
+        // what the database holds, which would make every device look late to the engine.
+        let busy = busy_since.elapsed();
+        if busy > BUSY_ALLOWANCE {
+            inner.clock.hold_back(busy - BUSY_ALLOWANCE);
         }
         let wait = next
             .and_then(DateTime::from_timestamp_millis)

@@ -1,0 +1,369 @@
+//! `"driver": "engine"`: campaigns carried by lorafleet's own FUOTA engine over the network
+//! trait (ChirpStack v4 or the simulated network). The campaign runner calls [`EngineDriver`]
+//! like any other driver; the engine's whole state lives in the campaign's `driver_state`
+//! ([`Run`]) and each device's `driver_json` ([`Dev`]), so a restart resumes every device
+//! where it was.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+
+use super::commands::{data_fragments, FragSetup};
+use super::engine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
+use super::keys::RootKey;
+use super::runner::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
+use super::Io;
+use crate::campaigns::driver::{
+    Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
+    LogLine, PollOutcome,
+};
+use crate::campaigns::validate::FieldError;
+use crate::campaigns::{self, DeviceKey, DriverKind, FragStatusRequest, Stage};
+use crate::config::NetworkKind;
+use crate::devices::DevEui;
+use crate::network::MulticastClass;
+
+/// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
+#[derive(Default)]
+pub struct EngineDriver {
+    frames: Mutex<HashMap<i64, Arc<Vec<Vec<u8>>>>>,
+}
+
+fn io(ctx: &DriverContext) -> Io<'_> {
+    Io {
+        db: &ctx.db,
+        network: ctx.network.as_ref(),
+        changes: &ctx.changes,
+    }
+}
+
+/// The engine's settings for a campaign.
+pub fn settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverError> {
+    let s = &c.settings;
+    let frag = FragSetup::for_image(
+        c.payload.len(),
+        s.fragmentation.fragment_size,
+        s.fragmentation.session_index,
+        s.multicast.group_id,
+        s.fragmentation.block_ack_delay,
+        s.fragmentation.matrix,
+        s.descriptor(),
+    )
+    .map_err(DriverError::Invalid)?;
+    Ok(Settings {
+        group_id: s.multicast.group_id,
+        class: match s.multicast.class {
+            campaigns::MulticastClass::C => MulticastClass::C,
+            campaigns::MulticastClass::B => MulticastClass::B {
+                ping_slot_periodicity: s.multicast.ping_slot_periodicity,
+            },
+        },
+        dr: s.multicast.dr,
+        frequency: s.multicast.frequency,
+        timeout_exp: s.multicast.timeout_exp,
+        unicast_timeout: TimeDelta::seconds(i64::from(s.unicast.timeout_s)),
+        attempts: s.unicast.attempts,
+        frag,
+        redundancy: s.fragmentation.redundancy as usize,
+        frag_status: match s.request_frag_status {
+            FragStatusRequest::None => FragStatusWhen::Never,
+            FragStatusRequest::AfterEnqueue => FragStatusWhen::AfterEnqueue,
+            FragStatusRequest::AfterSession => FragStatusWhen::AfterSession,
+        },
+        check: s.engine.check,
+        verify: s.engine.verify,
+        reboot_delay: TimeDelta::seconds(i64::from(s.engine.reboot_delay_s)),
+        status_port,
+    })
+}
+
+/// What the check and the verification compare with.
+pub fn target(c: &Campaign) -> Target {
+    let t = c.firmware.trailer.as_ref();
+    Target {
+        image_len: c.payload.len(),
+        version: t.map(|t| t.version),
+        to_version: c.firmware.metadata.to_version.clone(),
+        from_version: c.firmware.metadata.from_version.clone(),
+        is_delta: t.is_some_and(|t| t.kind != "full"),
+    }
+}
+
+fn root_key(c: &Campaign, dev_eui: &str) -> Option<RootKey> {
+    match c.keys.per_device.get(dev_eui) {
+        Some(DeviceKey::GenAppKey(k)) => Some(RootKey::GenAppKey(*k)),
+        Some(DeviceKey::AppKey(k)) => Some(RootKey::AppKey(*k)),
+        None if c.settings.lorawan_version == "1.0" => c.keys.gen_app_key.map(RootKey::GenAppKey),
+        None => None,
+    }
+}
+
+/// The campaign stage a device's step shows as.
+pub fn stage(d: &Dev) -> Stage {
+    match d.step {
+        Step::Check => Stage::Check,
+        Step::McGroupSetup => Stage::McGroupSetup,
+        Step::FragSessionSetup => Stage::FragSessionSetup,
+        Step::Ready | Step::McSessionSetup => Stage::McSessionSetup,
+        Step::InSession => Stage::Fragments,
+        Step::FragStatus if d.diagnosing => Stage::Verify,
+        Step::FragStatus => Stage::FragStatus,
+        Step::RebootWait | Step::Verify => Stage::Verify,
+        Step::Done if d.outcome.is_some_and(Outcome::succeeded) => Stage::Completed,
+        Step::Done => Stage::Failed,
+    }
+}
+
+fn report(d: &Dev) -> DeviceReport {
+    DeviceReport {
+        mc_group_setup_at: d.mc_group_setup_at,
+        frag_session_setup_at: d.frag_session_setup_at,
+        mc_session_setup_at: d.mc_session_setup_at,
+        frag_status_at: d.frag_status_at,
+        completed_at: d.completed_at,
+        error: d.error.clone(),
+        attempts: Some(d.attempts),
+        next_action_at: d.next_action_at,
+        driver_json: serde_json::to_value(d).ok(),
+        ..DeviceReport::new(d.dev_eui.to_string(), stage(d))
+    }
+}
+
+fn log_line(l: EngineLog) -> LogLine {
+    LogLine {
+        at: l.at,
+        level: match l.level {
+            Level::Info => LogLevel::Info,
+            Level::Warning => LogLevel::Warning,
+            Level::Error => LogLevel::Error,
+        },
+        from_service: false,
+        dev_eui: l.dev_eui.map(|e| e.to_string()),
+        message: l.message,
+        dedup_key: None,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Unavailable(format!("engine: {e}"))
+}
+
+/// The engine's state of a campaign as stored by the runner.
+fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
+    let run: Run = c
+        .driver_state
+        .clone()
+        .ok_or_else(|| DriverError::Invalid("the engine's campaign state is missing".into()))
+        .and_then(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| DriverError::Invalid(format!("the engine's campaign state: {e}")))
+        })?;
+    let devs = c
+        .devices
+        .iter()
+        .map(|d| {
+            d.driver_json
+                .clone()
+                .ok_or_else(|| format!("device {} has no engine state", d.dev_eui))
+                .and_then(|v| serde_json::from_value::<Dev>(v).map_err(|e| e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DriverError::Invalid)?;
+    Ok((run, devs))
+}
+
+impl EngineDriver {
+    fn frames(&self, c: &Campaign, s: &Settings) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
+        let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(&c.id) {
+            return Ok(f.clone());
+        }
+        let frames = Arc::new(
+            data_fragments(&c.payload, &s.frag, s.redundancy).map_err(DriverError::Invalid)?,
+        );
+        cache.insert(c.id, frames.clone());
+        Ok(frames)
+    }
+
+    fn forget(&self, id: i64) {
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Airtime of one fragment frame at the campaign's DR, for pacing the steps.
+    fn fragment_airtime(ctx: &DriverContext, s: &Settings) -> TimeDelta {
+        let ms = crate::config::parse_region(&ctx.config.network.region)
+            .map(|r| lrwn::region::get(r, false, false))
+            .map_or(1000.0, |r| {
+                crate::network::simulated::radio::airtime_ms(
+                    r.as_ref(),
+                    s.dr,
+                    usize::from(s.frag.frag_size) + 3,
+                    false,
+                )
+            });
+        TimeDelta::microseconds((ms * 1000.0) as i64)
+    }
+
+    fn outcome(
+        &self,
+        c: &Campaign,
+        run: &Run,
+        devs: &[Dev],
+        before: &[Dev],
+        stepped: Stepped,
+    ) -> PollOutcome {
+        let devices = devs
+            .iter()
+            .zip(before.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter(|(d, b)| b.is_none_or(|b| b != *d))
+            .map(|(d, _)| report(d))
+            .collect();
+        let finished = stepped.done.then(|| match &run.failure {
+            None => Finished::Completed,
+            Some(why) => Finished::Failed(why.clone()),
+        });
+        if finished.is_some() {
+            self.forget(c.id);
+        }
+        PollOutcome {
+            devices,
+            log: stepped.log.into_iter().map(log_line).collect(),
+            driver_state: serde_json::to_value(run).ok(),
+            finished,
+            next_poll: Some(stepped.next.max(Duration::from_millis(5))),
+            forget_keys: false,
+        }
+    }
+}
+
+#[async_trait]
+impl CampaignDriver for EngineDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Engine
+    }
+
+    async fn preflight(
+        &self,
+        ctx: &DriverContext,
+        c: &Campaign,
+    ) -> Result<Vec<FieldError>, DriverError> {
+        let kind = ctx.network.kind();
+        if !matches!(kind, NetworkKind::Simulated | NetworkKind::ChirpstackV4) {
+            return Ok(vec![FieldError {
+                field: "driver".into(),
+                error: format!(
+                    "the engine sends multicast through the network server, which network.kind = \"{}\" cannot do; use chirpstack-v4 or simulated, or another driver",
+                    kind.as_str()
+                ),
+            }]);
+        }
+        let mut errors = Vec::new();
+        for d in &c.devices {
+            if root_key(c, &d.dev_eui).is_some() {
+                continue;
+            }
+            let eui: DevEui = d
+                .dev_eui
+                .parse()
+                .map_err(|e: crate::devices::BadDevEui| DriverError::Invalid(e.to_string()))?;
+            let keys = ctx.network.device_keys(eui).await.map_err(|e| match e {
+                crate::network::NetworkError::Timeout(_)
+                | crate::network::NetworkError::Unreachable { .. } => {
+                    DriverError::Unavailable(e.to_string())
+                }
+                e => DriverError::Refused(e.to_string()),
+            })?;
+            if keys.is_none_or(|k| k.gen_app_key.is_none() && k.app_key.is_none()) {
+                errors.push(FieldError {
+                    field: format!("keys.per_device.{}", d.dev_eui),
+                    error: format!(
+                        "no key material for {}: the network server has no GenAppKey or AppKey for it; give one with the campaign",
+                        d.dev_eui
+                    ),
+                });
+            }
+        }
+        Ok(errors)
+    }
+
+    async fn start(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
+        let s = settings(c, ctx.config.status_protocol.f_port)?;
+        let starts = c
+            .devices
+            .iter()
+            .map(|d| {
+                Ok(DeviceStart {
+                    dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
+                        DriverError::Invalid(e.to_string())
+                    })?,
+                    root: root_key(c, &d.dev_eui),
+                })
+            })
+            .collect::<Result<Vec<_>, DriverError>>()?;
+        let (run, devs, log) = runner::start(io(ctx), &s, &starts)
+            .await
+            .map_err(internal)?;
+        let t = target(c);
+        let mut log: Vec<LogLine> = log.into_iter().map(log_line).collect();
+        if t.version.is_none() && t.to_version.is_none() && s.verify {
+            log.push(LogLine::warning(
+                "the image has no signed trailer and no to_version: devices cannot be verified, only their sessions completed",
+            ));
+        }
+        Ok(PollOutcome {
+            devices: devs.iter().map(report).collect(),
+            log,
+            driver_state: serde_json::to_value(&run).ok(),
+            finished: None,
+            next_poll: Some(Duration::from_millis(5)),
+            // Each device's McKey is now stored encrypted for it; the root keys are not needed.
+            forget_keys: true,
+        })
+    }
+
+    async fn poll(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
+        let s = settings(c, ctx.config.status_protocol.f_port)?;
+        let t = target(c);
+        let (mut run, mut devs) = load_state(c)?;
+        let before = devs.clone();
+        let frames = self.frames(c, &s)?;
+        let group = GroupInfo {
+            name: format!("lorafleet campaign {} ({})", c.id, c.name),
+            application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
+        };
+        let stepped = runner::step(
+            io(ctx),
+            &mut run,
+            &mut devs,
+            &s,
+            &t,
+            &frames,
+            &group,
+            Self::fragment_airtime(ctx, &s),
+        )
+        .await
+        .map_err(internal)?;
+        Ok(self.outcome(c, &run, &devs, &before, stepped))
+    }
+
+    async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
+        self.forget(c.id);
+        let Ok((run, _)) = load_state(c) else {
+            return Ok(());
+        };
+        match (&run.group, run.group_deleted) {
+            (Some(id), false) => ctx
+                .network
+                .delete_multicast_group(id)
+                .await
+                .map_err(|e| DriverError::Unavailable(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
