@@ -173,12 +173,17 @@ pub fn data_fragments(
         .collect()
 }
 
-/// Version & Status questions asked before a campaign: running version and space.
+/// Version & Status questions asked before a campaign: the package version (whose versioning
+/// type says how to read versions), running version and space.
 pub fn check_req() -> Vec<u8> {
-    [Request::VersionRunning, Request::SpaceStatus]
-        .iter()
-        .flat_map(|r| r.to_vec().unwrap_or_default())
-        .collect()
+    [
+        Request::PackageVersion,
+        Request::VersionRunning,
+        Request::SpaceStatus,
+    ]
+    .iter()
+    .flat_map(|r| r.to_vec().unwrap_or_default())
+    .collect()
 }
 
 pub fn version_running_req() -> Vec<u8> {
@@ -213,6 +218,10 @@ pub enum Reply {
     SpaceStatus {
         slot_size: u32,
         heap: Option<u32>,
+    },
+    /// PackageVersionAns of Version & Status: how the device numbers its versions.
+    VersioningType {
+        nibble: u8,
     },
     /// Anything else on the engine's ports (package versions, delete answers, ...).
     Other(String),
@@ -249,6 +258,11 @@ pub fn parse_uplink(f_port: u8, data: &[u8], status_port: u8) -> Vec<Reply> {
                         HeapAvailable::Bytes(b) => Some(b),
                         HeapAvailable::Unknown => None,
                     },
+                },
+                Answer::PackageVersion {
+                    versioning_type, ..
+                } => Reply::VersioningType {
+                    nibble: versioning_type.to_nibble(),
                 },
                 other => Reply::Other(other.command_name().to_string()),
             })
@@ -373,7 +387,7 @@ mod tests {
             "0201140032010001020304"
         );
         assert_eq!(frag_session_status_req(0, true), vec![0x01, 0x01]);
-        assert_eq!(check_req(), vec![0x01, 0x03]);
+        assert_eq!(check_req(), vec![0x00, 0x01, 0x03]);
     }
 
     #[test]

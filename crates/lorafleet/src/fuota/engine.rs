@@ -568,6 +568,7 @@ impl Run {
         out: &mut Vec<Action>,
     ) {
         match (d.step, reply) {
+            (_, Reply::VersioningType { nibble }) => d.versioning_type = Some(nibble),
             (Step::Check, Reply::VersionRunning { version }) => {
                 d.running_version = Some(version);
                 if d.slot_size.is_some() {

@@ -27,9 +27,12 @@ pub fn file_name(model: &Model) -> String {
     )
 }
 
+/// A DER-encoded ECDSA signature with r = s = 1: shaped like the real thing, so the library and
+/// the devices recognise the trailer, and obviously not a signature of anything.
+pub const PLACEHOLDER_SIGNATURE: [u8; 8] = [0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
+
 /// A model's demo image: firmware-like bytes (deterministic) followed by the signed-package
-/// trailer. The signature is left empty: nothing here is signed, and saying so is better than
-/// pretending.
+/// trailer with [`PLACEHOLDER_SIGNATURE`]: nothing here is signed.
 pub fn image(model: &Model) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(model.demo_version);
     let body: Vec<u8> = (0..DEMO_BODY_LEN)
@@ -43,7 +46,7 @@ pub fn image(model: &Model) -> Vec<u8> {
     firmware_trailer::build(
         &body,
         &SignedTrailer {
-            signature: Vec::new(),
+            signature: PLACEHOLDER_SIGNATURE.to_vec(),
             manufacturer_uuid: MANUFACTURER_UUID,
             device_class_uuid: model.device_class_uuid,
             version: model.demo_version,
@@ -91,7 +94,8 @@ mod tests {
             Some("demo-tracker-2026-01-15.bin")
         );
         for (path, model) in written.iter().zip(&MODELS) {
-            let t = firmware_trailer::parse(&std::fs::read(path).unwrap()).unwrap();
+            let bytes = std::fs::read(path).unwrap();
+            let t = crate::firmware::detect_trailer(&bytes).unwrap().unwrap();
             assert_eq!(t.version, model.demo_version);
             assert!(t.version > model.factory_version);
         }

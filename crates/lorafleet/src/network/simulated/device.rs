@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-use lorafleet_codec::firmware_trailer;
 use lorafleet_codec::fragmentation::{FragmentDecoder, Progress};
 use lorafleet_codec::time::unix_to_gps;
 use lorafleet_codec::version_status::{
@@ -873,8 +872,10 @@ impl SimDevice {
         let Some(image) = image else {
             return Vec::new();
         };
-        match firmware_trailer::parse(&image) {
-            Ok(trailer) => {
+        // The update client checks the package before it swaps slots; the simulation checks
+        // what the firmware library does: a signed trailer of the right shape.
+        match crate::firmware::detect_trailer(&image) {
+            Ok(Some(trailer)) => {
                 let slot = self.free_slot();
                 self.state.slots[slot] = Some(trailer.version);
                 let at_ms = now_ms + ctx.reboot_delay_ms;
@@ -884,6 +885,11 @@ impl SimDevice {
                 });
                 self.state.last_error = None;
                 vec![Effect::Reboot { at_ms }]
+            }
+            Ok(None) => {
+                self.state.last_error =
+                    Some("received image rejected: it has no signed trailer".into());
+                Vec::new()
             }
             Err(e) => {
                 self.state.last_error = Some(format!("received image rejected: {e}"));
@@ -944,7 +950,7 @@ pub fn telemetry_object(data: &[u8]) -> Option<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lorafleet_codec::firmware_trailer::{PackageKind, SignedTrailer};
+    use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
     use rand::SeedableRng;
 
     fn region() -> Box<dyn Region + Send + Sync> {
@@ -1087,7 +1093,7 @@ mod tests {
         let package = firmware_trailer::build(
             &body,
             &SignedTrailer {
-                signature: vec![],
+                signature: super::super::demo::PLACEHOLDER_SIGNATURE.to_vec(),
                 manufacturer_uuid: MANUFACTURER_UUID,
                 device_class_uuid: MODELS[0].device_class_uuid,
                 version: 0x0001_0300,

@@ -1,0 +1,192 @@
+//! The real binary on the simulated network: a campaign created and started through the API
+//! with the demo image written on the first start, the server killed with SIGKILL while the
+//! devices receive fragments, restarted, and the campaign resumed to the end.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "resume-test-password";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+}
+
+async fn start(dir: &std::path::Path, port: u16) -> Server {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
+        .arg("serve")
+        .env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("LORAFLEET__SERVER__DATA_DIR", dir.join("data"))
+        .env("LORAFLEET__FIRMWARE__DIR", dir.join("bin"))
+        .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
+        .env("LORAFLEET__NETWORK__KIND", "simulated")
+        .env("LORAFLEET__NETWORK__SIMULATED__DEVICES", "6")
+        .env("LORAFLEET__NETWORK__SIMULATED__TIME_SCALE", "200")
+        .env("LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S", "30")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .basic_auth("admin", Some(PASSWORD))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_survives_kill_9_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port).await;
+
+    let firmware = server.get("/api/firmware").await;
+    let images = firmware
+        .as_array()
+        .or_else(|| firmware["images"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let demo = images
+        .iter()
+        .find(|i| i["file_name"] == "demo-sensor-1.3.0.bin")
+        .unwrap_or_else(|| panic!("the demo image is in the library: {firmware}"));
+    // The sensors among the six devices (every fourth device is a tracker).
+    let sensors = [
+        "4c4653494d000001",
+        "4c4653494d000002",
+        "4c4653494d000003",
+        "4c4653494d000005",
+    ];
+    let started = Instant::now();
+    let (status, c) = loop {
+        let (status, c) = server
+            .post(
+                "/api/campaigns",
+                &json!({
+                    "name": "resume",
+                    "firmware_id": demo["id"],
+                    "devices": sensors,
+                    "driver": "engine",
+                    "unicast": {"timeout_s": 60, "attempts": 8},
+                    "fragmentation": {"redundancy_percent": 30},
+                    "engine": {"reboot_delay_s": 30},
+                }),
+            )
+            .await;
+        // The devices appear once the network's device list was read at start.
+        if status != 422 || started.elapsed() > Duration::from_secs(10) {
+            break (status, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (status, c) = server
+        .post(&format!("/api/campaigns/{id}/start"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{c}");
+
+    // Kill it while the devices receive fragments.
+    let started = Instant::now();
+    loop {
+        let c = server.get(&format!("/api/campaigns/{id}")).await;
+        let in_session = c["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["stage"] == "fragments");
+        if in_session {
+            break;
+        }
+        assert_ne!(
+            c["state"], "completed",
+            "finished before it could be killed: {c}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no device reached the fragments: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let server = start(dir.path(), port).await;
+    let started = Instant::now();
+    let c = loop {
+        let c = server.get(&format!("/api/campaigns/{id}")).await;
+        if c["state"] != "running" {
+            break c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "did not complete after the restart: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(c["state"], "completed", "{c}");
+    for d in c["devices"].as_array().unwrap() {
+        assert_eq!(d["outcome"], "verified", "{d}");
+        assert_eq!(d["stage"], "completed", "{d}");
+    }
+    let log: Vec<&str> = c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        log.iter().any(|m| m.starts_with("report: 4 verified")),
+        "{log:#?}"
+    );
+    for eui in sensors {
+        let d = server.get(&format!("/api/devices/{eui}")).await;
+        assert_eq!(
+            d["status"]["running"]["version"]["display"], "1.3.0",
+            "{eui}"
+        );
+    }
+}
