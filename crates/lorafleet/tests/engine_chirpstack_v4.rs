@@ -29,14 +29,16 @@ const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
 const TOKEN: &str = "cs-api-key";
 const FIXTURE_VERSION: u32 = 1_623_165_310;
 
+/// (group id, f_port, data, when) of a multicast enqueue.
+type McEnqueue = (String, u32, Vec<u8>, DateTime<Utc>);
+
 #[derive(Default)]
 struct Fake {
     /// (dev_eui, f_port, data) of every unicast enqueue.
     unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
     groups: Mutex<Vec<api::MulticastGroup>>,
     members: Mutex<Vec<(String, String)>>,
-    /// (group id, f_port, data, when) of every multicast enqueue.
-    multicast: Mutex<Vec<(String, u32, Vec<u8>, DateTime<Utc>)>>,
+    multicast: Mutex<Vec<McEnqueue>>,
     deleted: Mutex<Vec<(String, DateTime<Utc>)>>,
 }
 
