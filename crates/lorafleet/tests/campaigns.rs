@@ -3,8 +3,8 @@
 
 mod support;
 
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 
 const A: &str = "0102030405060708";
 const B: &str = "1112131415161718";

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
 use chirpstack_api::api::fuota_service_server::{FuotaService, FuotaServiceServer};
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
+use support::{spawn_app, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};
 
 const A: &str = "0102030405060708";

@@ -134,10 +134,7 @@ impl ChirpstackV4Driver {
 
     /// Devices grouped by the (application, device profile) their deployment needs; devices
     /// whose profile is unknown come back separately.
-    fn groups(
-        &self,
-        campaign: &Campaign,
-    ) -> (Groups, Vec<String>) {
+    fn groups(&self, campaign: &Campaign) -> (Groups, Vec<String>) {
         let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut unknown = Vec::new();
         for d in &campaign.devices {
