@@ -143,6 +143,128 @@ async fn find_downlink(
         .await
 }
 
+/// True for an uplink that only needs storing: no Version & Status answer to decode.
+pub fn is_plain_uplink(ev: &IntegrationEvent, retention: Retention) -> bool {
+    matches!(&ev.body, EventBody::Up(up) if up.f_port != Some(retention.status_f_port))
+}
+
+/// Stores many plain uplinks with two multi-row statements. Each statement costs a round trip
+/// to SQLite's worker thread, so a burst of uplinks is far cheaper this way than one by one.
+pub async fn apply_plain_uplinks(
+    conn: &mut SqliteConnection,
+    events: &[&IntegrationEvent],
+    retention: Retention,
+) -> sqlx::Result<()> {
+    // SQLite allows 32766 bound values per statement; 12 per row.
+    for chunk in events.chunks(1000) {
+        let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
+                device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at) ",
+        );
+        devices.push_values(chunk.iter(), |mut row, ev| {
+            let at = fmt_time(ev.at);
+            let id = &ev.device;
+            row.push_bind(ev.dev_eui.to_string())
+                .push_bind(id.name.clone().unwrap_or_default())
+                .push_bind(id.application_id.clone())
+                .push_bind(id.application_name.clone())
+                .push_bind(id.device_profile_id.clone())
+                .push_bind(id.device_profile_name.clone())
+                .push_bind(
+                    id.tags
+                        .as_ref()
+                        .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()))
+                        .unwrap_or_else(|| "{}".into()),
+                )
+                .push_bind(id.dev_addr.clone())
+                .push_bind(at.clone())
+                .push_bind(at.clone())
+                .push_bind(at);
+        });
+        // `excluded` is the row as proposed: identity fields only overwrite when the event had
+        // them, as in upsert_device. A removed device heard again comes back, and RETURNING
+        // names it so the event log can say so.
+        devices.push(
+            " ON CONFLICT(dev_eui) DO UPDATE SET
+                name = CASE WHEN excluded.name = '' THEN devices.name ELSE excluded.name END,
+                application_id = COALESCE(excluded.application_id, devices.application_id),
+                application_name = COALESCE(excluded.application_name, devices.application_name),
+                device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
+                device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name),
+                tags_json = excluded.tags_json,
+                dev_addr = COALESCE(excluded.dev_addr, devices.dev_addr),
+                first_seen = COALESCE(devices.first_seen, excluded.first_seen),
+                last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen
+                                 THEN excluded.last_seen ELSE devices.last_seen END,
+                reappeared_at = CASE WHEN devices.removed_at IS NOT NULL THEN excluded.last_seen
+                                     ELSE devices.reappeared_at END,
+                removed_at = NULL
+             RETURNING dev_eui, reappeared_at",
+        );
+        let returned: Vec<(String, Option<String>)> =
+            devices.build_query_as().fetch_all(&mut *conn).await?;
+
+        let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
+                gateway_count, confirmed, data, object_json) ",
+        );
+        uplinks.push_values(chunk.iter(), |mut row, ev| {
+            let EventBody::Up(up) = &ev.body else {
+                unreachable!("apply_plain_uplinks is only given uplinks")
+            };
+            row.push_bind(ev.dev_eui.to_string())
+                .push_bind(fmt_time(up.received_at))
+                .push_bind(up.f_cnt.map(|v| v as i64))
+                .push_bind(up.f_port.map(|v| v as i64))
+                .push_bind(up.dr.map(|v| v as i64))
+                .push_bind(up.frequency.map(|v| v as i64))
+                .push_bind(up.rssi.map(|v| v as i64))
+                .push_bind(up.snr)
+                .push_bind(up.gateway_count as i64)
+                .push_bind(up.confirmed)
+                .push_bind(up.data.clone())
+                .push_bind(up.object.as_ref().map(|o| o.to_string()));
+        });
+        uplinks.build().execute(&mut *conn).await?;
+
+        for ev in chunk {
+            let at = fmt_time(ev.at);
+            let eui = ev.dev_eui.to_string();
+            if returned
+                .iter()
+                .any(|(e, r)| *e == eui && r.as_deref() == Some(at.as_str()))
+            {
+                add_event(
+                    conn,
+                    &eui,
+                    &at,
+                    "reappeared",
+                    "device sent again after it was removed from the list",
+                )
+                .await?;
+            }
+            if let EventBody::Up(up) = &ev.body {
+                if up.f_cnt.is_none_or(|f| f % 8 == 0) {
+                    prune_uplinks(conn, &eui, retention.uplink_history).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn prune_uplinks(conn: &mut SqliteConnection, dev_eui: &str, keep: u32) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
+            SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .bind(dev_eui)
+    .bind(keep as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Records one integration event in an open transaction.
 pub async fn apply_event(
     conn: &mut SqliteConnection,
@@ -178,14 +300,7 @@ pub async fn apply_event(
             // Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap
             // at uplink_history, so the few extra rows are never shown.
             if up.f_cnt.is_none_or(|f| f % 8 == 0) {
-                sqlx::query(
-                    "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
-                        SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                )
-                .bind(&eui)
-                .bind(retention.uplink_history as i64)
-                .execute(&mut *conn)
-                .await?;
+                prune_uplinks(conn, &eui, retention.uplink_history).await?;
             }
             if up.f_port == Some(retention.status_f_port) {
                 let lines = crate::status::apply_payload(conn, ev.dev_eui, ev.at, &up.data).await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::store::{apply_event, Retention};
+use crate::devices::store::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
 use crate::storage::Db;
@@ -103,7 +103,14 @@ async fn commit_group(
 ) -> Vec<Result<(), String>> {
     let whole = async {
         let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
-        for (event, _) in group {
+        let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
+            .iter()
+            .map(|(e, _)| e)
+            .partition(|e| is_plain_uplink(e, retention));
+        if !plain.is_empty() {
+            apply_plain_uplinks(&mut tx, &plain, retention).await?;
+        }
+        for event in other {
             apply_event(&mut tx, event, retention).await?;
         }
         tx.commit().await
