@@ -447,6 +447,18 @@ async fn unreachable_service_is_retried_and_shown() {
         .await
         .unwrap();
     assert_ne!(keys, "{}");
+    // The image of a running campaign cannot be deleted.
+    let r = t
+        .delete(&format!("/api/firmware/{fw}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains(&format!("#{id}")),
+        "{e}"
+    );
     // Cancel works although the service cannot be told.
     let r = t
         .post(&format!("/api/campaigns/{id}/cancel"))
@@ -457,6 +469,12 @@ async fn unreachable_service_is_retried_and_shown() {
     let c: Value = r.json().await.unwrap();
     assert_eq!(c["state"], "cancelled");
     assert_eq!(device_of(&c, A)["stage"], "cancelled");
+    let r = t
+        .delete(&format!("/api/firmware/{fw}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "deletable once no campaign runs");
 }
 
 #[tokio::test]
