@@ -103,7 +103,7 @@ async fn v4_enqueue_carries_eui_port_bytes_and_token() {
     assert_eq!(d["status"]["stored"][1]["version"]["raw"], 0x00020000);
 
     // The ack of the confirmed downlink is matched to it by ChirpStack's queue item id.
-    let ack = json!({"deduplicationId": "a", "time": "2026-11-28T10:05:00Z", "deviceInfo": {"devEui": EUI}, "queueItemId": "queue-item-2", "acknowledged": true, "fCntDown": 4});
+    let ack = json!({"deduplicationId": "a", "time": "2026-11-27T10:05:00Z", "deviceInfo": {"devEui": EUI}, "queueItemId": "queue-item-2", "acknowledged": true, "fCntDown": 4});
     assert_eq!(
         t.ingest("ack", "application/json", ack.to_string().into_bytes())
             .await
