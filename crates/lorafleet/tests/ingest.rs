@@ -526,3 +526,64 @@ async fn version_status_answers_update_the_record_and_bad_ones_are_logged() {
         .contains("0300000000000001000401"));
     assert_eq!(d["events"][1]["kind"], "status_answer");
 }
+
+#[tokio::test]
+async fn body_limit_after_auth_and_event_parameter_checks() {
+    let t = spawn(|_| {}, None).await;
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let stranger = t
+        .http
+        .post(t.url("/?event=up"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stranger.status(),
+        401,
+        "the token is checked before the body is read"
+    );
+    let r = t.ingest("up", "application/json", big).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "body");
+    for query in ["?event=", "?event=up&event=join", ""] {
+        let r = t
+            .http
+            .post(t.url(&format!("/api/integrations/chirpstack{query}")))
+            .bearer_auth(INTEGRATION_TOKEN)
+            .header("content-type", "application/json")
+            .body(v4_uplink_json("0102030405060708", 1, 1, b"x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["field"],
+            "event",
+            "{query}"
+        );
+    }
+    assert_eq!(device_count(&t).await, 0);
+}
+
+#[tokio::test]
+async fn a_time_in_the_future_is_replaced_by_the_time_of_reception() {
+    let t = spawn(|_| {}, None).await;
+    let body = String::from_utf8(v4_uplink_json("4444444444444444", 1, 1, b"x"))
+        .unwrap()
+        .replace("2026-11-27T10:00:00.123Z", "9999-12-31T23:59:59Z");
+    assert_eq!(
+        t.ingest("up", "application/json", body.into_bytes())
+            .await
+            .status(),
+        200
+    );
+    let d = t.device("4444444444444444").await;
+    let seen = chrono::DateTime::parse_from_rfc3339(d["last_seen"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - seen.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 60
+    );
+}

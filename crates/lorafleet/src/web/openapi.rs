@@ -32,7 +32,7 @@ impl Modify for Security {
 #[openapi(
     info(title = "lorafleet API", description = "Device inventory, Version & Status requests, downlinks, ChirpStack integration ingest, the firmware library and FUOTA campaigns. Authenticate with HTTP Basic, `Authorization: Bearer <api token>`, or the console's session cookie plus `X-CSRF-Token`."),
     paths(
-        super::health, super::info,
+        super::health, super::info, super::metrics, super::stream::stream, ingest::legacy_integration,
         auth_api::current, auth_api::login, auth_api::logout, auth_api::create_token, auth_api::list_tokens, auth_api::delete_token,
         devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
         devices_api::status_request, devices_api::downlink,
