@@ -69,7 +69,12 @@ pub fn spawn(app: &AppState) {
                 data,
                 confirmed: false,
             };
-            if let Err(e) = super::send_unicast(&app, &downlink, "TS003 AppTimeAns").await {
+            let io = super::Io {
+                db: &app.db,
+                network: app.network.as_ref(),
+                changes: &app.changes,
+            };
+            if let Err(e) = super::send_unicast(io, &downlink, "TS003 AppTimeAns").await {
                 tracing::warn!(dev_eui = %downlink.dev_eui, error = %e, "could not answer AppTimeReq");
             }
         }

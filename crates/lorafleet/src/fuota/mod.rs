@@ -3,18 +3,31 @@
 //! engine that sends them and the simulated devices that answer them.
 
 pub mod clock_sync;
+pub mod commands;
+pub mod engine;
 pub mod keys;
+pub mod runner;
+
+use tokio::sync::broadcast;
 
 use crate::devices::store;
 use crate::ingest::writer::Change;
-use crate::network::{Downlink, Enqueued};
-use crate::App;
+use crate::network::{Downlink, Enqueued, Network};
+use crate::storage::Db;
+
+/// What sending needs: the database (the downlink list) and the network.
+#[derive(Clone, Copy)]
+pub struct Io<'a> {
+    pub db: &'a Db,
+    pub network: &'a dyn Network,
+    pub changes: &'a broadcast::Sender<Change>,
+}
 
 /// Sends a unicast command the way the console does: recorded in the device's downlink list
 /// (so the device page shows what FUOTA sent), then queued on the network.
-pub async fn send_unicast(app: &App, downlink: &Downlink, what: &str) -> anyhow::Result<Enqueued> {
+pub async fn send_unicast(io: Io<'_>, downlink: &Downlink, what: &str) -> anyhow::Result<Enqueued> {
     let id = store::record_downlink_request(
-        &app.db,
+        io.db,
         downlink.dev_eui,
         downlink.f_port,
         &downlink.data,
@@ -22,13 +35,13 @@ pub async fn send_unicast(app: &App, downlink: &Downlink, what: &str) -> anyhow:
         None,
     )
     .await?;
-    let result = app.network.enqueue(downlink).await;
+    let result = io.network.enqueue(downlink).await;
     let outcome = match &result {
         Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
         Err(e) => Err(e.to_string()),
     };
-    store::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
-    let _ = app.changes.send(Change::Device(downlink.dev_eui));
+    store::record_downlink_outcome(io.db, id, downlink.dev_eui, outcome, what).await?;
+    let _ = io.changes.send(Change::Device(downlink.dev_eui));
     Ok(result?)
 }
 

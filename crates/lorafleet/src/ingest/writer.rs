@@ -51,13 +51,25 @@ impl Writer {
 
     /// Commits one event; returns once it is durable.
     pub async fn commit(&self, event: IntegrationEvent) -> Result<(), String> {
+        self.submit(event)
+            .await?
+            .await
+            .map_err(|_| "the database writer has stopped".to_string())?
+    }
+
+    /// Queues one event in order and returns at once with a receiver for its outcome; for
+    /// producers with many events in flight (the simulated network), whose events then share
+    /// group commits instead of waiting for one commit each.
+    pub async fn submit(
+        &self,
+        event: IntegrationEvent,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (reply, done) = oneshot::channel();
         self.tx
             .send((event, reply))
             .await
             .map_err(|_| "the database writer has stopped".to_string())?;
-        done.await
-            .map_err(|_| "the database writer has stopped".to_string())?
+        Ok(done)
     }
 }
 

@@ -29,8 +29,9 @@ pub const NB_SLOTS: usize = 3;
 const MAX_GROUPS: usize = 4;
 /// How often a synchronised device asks for the time again.
 const RESYNC_MS: i64 = 24 * 3600 * 1000;
-/// How long an unsynchronised device waits before asking again.
-const UNSYNCED_RETRY_MS: i64 = 10 * 60 * 1000;
+/// How long an unsynchronised device waits before asking again (it cannot join a multicast
+/// session on time until it knows the time).
+const UNSYNCED_RETRY_MS: i64 = 2 * 60 * 1000;
 
 /// A kind of device in the fleet: how it numbers its firmware and what it reports.
 #[derive(Debug)]

@@ -35,8 +35,11 @@ use crate::ingest::IntegrationEvent;
 /// How often the clock is saved, in real time; a restart may rewind the clock by this much
 /// (times `time_scale`).
 const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(500);
+/// Fragments received and the network's queues are saved at least this often (real time); a
+/// crash loses at most this much of them, which the devices see as radio loss.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
 /// The loop looks at the clock at least this often even when nothing is due.
-const MAX_IDLE: Duration = Duration::from_millis(500);
+const MAX_IDLE: Duration = Duration::from_millis(100);
 
 pub struct Simulated {
     inner: Arc<Inner>,
@@ -128,21 +131,41 @@ impl Simulated {
 /// writer in the order they happened.
 async fn run(inner: Arc<Inner>, writer: Writer) {
     let (tx, mut rx) = mpsc::channel::<IntegrationEvent>(4096);
+    let (outcomes, mut pending) = mpsc::channel(4096);
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            if let Err(e) = writer.commit(event).await {
+            match writer.submit(event).await {
+                Ok(done) => {
+                    if outcomes.send(done).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not commit a simulated device event"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(done) = pending.recv().await {
+            if let Ok(Err(e)) = done.await {
                 tracing::warn!(error = %e, "could not commit a simulated device event");
             }
         }
     });
     let mut clock_saved = std::time::Instant::now() - CLOCK_SAVE_EVERY;
+    let mut saved = std::time::Instant::now();
     loop {
         let now = inner.clock.now();
         let (events, next) = {
             let mut world = inner.world();
             world.advance(now.timestamp_millis());
-            save(&inner.store, &mut world);
-            (world.take_events(), world.next_due_ms())
+            let events = world.take_events();
+            // Saving before the events leave means no device answers something it would
+            // forget after a crash; between answers, fragments and queues are saved in batches.
+            if !events.is_empty() || saved.elapsed() >= SAVE_EVERY {
+                save(&inner.store, &mut world);
+                saved = std::time::Instant::now();
+            }
+            (events, world.next_due_ms())
         };
         if clock_saved.elapsed() >= CLOCK_SAVE_EVERY {
             if let Err(e) = inner.store.save_clock(now) {
@@ -217,9 +240,10 @@ impl Network for Simulated {
     }
 
     async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
+        let now_ms = self.inner.now_ms();
         let id = {
             let mut world = self.inner.world();
-            let id = world.enqueue(downlink.dev_eui, downlink.f_port, &downlink.data)?;
+            let id = world.enqueue(downlink.dev_eui, downlink.f_port, &downlink.data, now_ms)?;
             save(&self.inner.store, &mut world);
             id
         };
@@ -265,12 +289,10 @@ impl Network for Simulated {
         data: &[u8],
     ) -> Result<u32, NetworkError> {
         let now_ms = self.inner.now_ms();
-        let f_cnt = {
-            let mut world = self.inner.world();
-            let f_cnt = world.enqueue_multicast(group_id, f_port, data, now_ms)?;
-            save(&self.inner.store, &mut world);
-            f_cnt
-        };
+        let f_cnt = self
+            .inner
+            .world()
+            .enqueue_multicast(group_id, f_port, data, now_ms)?;
         self.inner.wake.notify_one();
         Ok(f_cnt)
     }

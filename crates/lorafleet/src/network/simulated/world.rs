@@ -32,7 +32,11 @@ const DEV_STATUS_MS: i64 = 6 * 3600 * 1000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queued {
     pub id: String,
+    /// When it was queued: a device uplink the world processes late (the world runs behind the
+    /// clock under load) must not receive a downlink queued after it.
+    pub not_before_ms: i64,
     pub f_port: u8,
+    #[serde(with = "hex_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -48,8 +52,8 @@ pub struct NetGroup {
     pub frequency: u32,
     pub next_f_cnt: u32,
     pub members: BTreeSet<DevEui>,
-    /// (FCnt, FPort, payload) not yet sent.
-    pub queue: VecDeque<(u32, u8, Vec<u8>)>,
+    /// Frames not yet sent.
+    pub queue: VecDeque<McFrame>,
     /// When the transmitter is free again.
     pub free_at_ms: i64,
 }
@@ -72,6 +76,28 @@ impl NetGroup {
             dr: self.dr,
             frequency: self.frequency,
         }
+    }
+}
+
+/// A multicast frame waiting for the transmitter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct McFrame {
+    pub f_cnt: u32,
+    pub f_port: u8,
+    #[serde(with = "hex_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Payloads as hex in the saved state: a third of the size of a JSON number list.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -385,7 +411,12 @@ impl World {
             }),
         });
         let eui = dev.id.dev_eui;
-        let Some(item) = self.net.queues.get_mut(&eui).and_then(VecDeque::pop_front) else {
+        let Some(item) = self
+            .net
+            .queues
+            .get_mut(&eui)
+            .and_then(|q| q.pop_front_if(|item| item.not_before_ms <= at))
+        else {
             return;
         };
         self.net_dirty = true;
@@ -443,7 +474,12 @@ impl World {
         let Some(g) = self.net.groups.get_mut(id) else {
             return;
         };
-        let Some((f_cnt, f_port, data)) = g.queue.pop_front() else {
+        let Some(McFrame {
+            f_cnt,
+            f_port,
+            data,
+        }) = g.queue.pop_front()
+        else {
             return;
         };
         self.net_dirty = true;
@@ -488,6 +524,7 @@ impl World {
         dev_eui: DevEui,
         f_port: u8,
         data: &[u8],
+        now_ms: i64,
     ) -> Result<String, NetworkError> {
         if !self.index.contains_key(&dev_eui) {
             return Err(NetworkError::UnknownDevice(format!(
@@ -501,6 +538,7 @@ impl World {
             .or_default()
             .push_back(Queued {
                 id: id.clone(),
+                not_before_ms: now_ms,
                 f_port,
                 data: data.to_vec(),
             });
@@ -579,7 +617,11 @@ impl World {
         let f_cnt = g.next_f_cnt;
         g.next_f_cnt = g.next_f_cnt.wrapping_add(1);
         let idle = g.queue.is_empty();
-        g.queue.push_back((f_cnt, f_port, data.to_vec()));
+        g.queue.push_back(McFrame {
+            f_cnt,
+            f_port,
+            data: data.to_vec(),
+        });
         let start = g.free_at_ms.max(now_ms);
         self.net_dirty = true;
         if idle {

@@ -1,0 +1,1219 @@
+//! The engine's campaign state machine, without I/O: the driver feeds it the network's clock
+//! and the devices' replies, carries out the [`Action`]s it returns and stores [`Run`] and each
+//! [`Dev`] after every step, so a restart continues from the stored state.
+//!
+//! A campaign goes through these phases:
+//! 1. **Setup**, per device and at its own pace: the Version & Status check (running version,
+//!    slot size), McGroupSetupReq, FragSessionSetupReq; each unicast command is retried every
+//!    `unicast_timeout` up to `attempts` times.
+//! 2. **SessionSetup**, once every device is set up (or failed) or the setup deadline passed:
+//!    the session start is fixed far enough ahead for McClassC/BSessionReq to reach every
+//!    device with its retries, and the multicast group is created on the network.
+//! 3. **Session**, from the session start: the driver streams the fragments on the group.
+//! 4. **After**, once the session ended and the last fragment was sent (only then is the group
+//!    deleted): FragSessionStatusReq if configured, and after the reboot delay VersionRunningReq
+//!    to verify that each device runs the new firmware.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use lorafleet_codec::version_status::{render_version, VersioningType};
+use serde::{Deserialize, Serialize};
+
+use super::commands::{self, FragSetup, Reply, SessionReq};
+use super::keys;
+use super::ports;
+use crate::devices::DevEui;
+use crate::network::MulticastClass;
+
+/// What the Version & Status check before a campaign does with a device that does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckMode {
+    /// No check (devices without Version & Status).
+    Off,
+    /// Log a warning and update the device anyway.
+    Warn,
+    /// Leave the device out, before any FUOTA command is sent to it.
+    Refuse,
+}
+
+/// When devices are asked for their fragmentation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FragStatusWhen {
+    /// Never (a device that ends up not updated is still asked, to learn why).
+    Never,
+    /// Once the last fragment was sent.
+    AfterEnqueue,
+    /// Once the session ended.
+    AfterSession,
+}
+
+/// A campaign's settings as the engine uses them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub group_id: u8,
+    pub class: MulticastClass,
+    pub dr: u8,
+    pub frequency: u32,
+    pub timeout_exp: u8,
+    pub unicast_timeout: TimeDelta,
+    pub attempts: u32,
+    pub frag: FragSetup,
+    pub redundancy: usize,
+    pub frag_status: FragStatusWhen,
+    pub check: CheckMode,
+    /// Ask VersionRunning after the session and the reboot delay.
+    pub verify: bool,
+    pub reboot_delay: TimeDelta,
+    pub status_port: u8,
+}
+
+impl Settings {
+    /// How long the multicast session lasts.
+    pub fn session_length(&self) -> TimeDelta {
+        let periods = 1i64 << self.timeout_exp.min(15);
+        match self.class {
+            MulticastClass::C => TimeDelta::seconds(periods),
+            // TS005: class B timeouts count beacon periods of 128 s.
+            MulticastClass::B { .. } => TimeDelta::seconds(periods * 128),
+        }
+    }
+
+    /// Unicast steps before the session: the check (if any), McGroupSetup, FragSessionSetup.
+    fn setup_steps(&self) -> i32 {
+        if self.check == CheckMode::Off {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// Time for one unicast step with every retry.
+    fn step_budget(&self) -> TimeDelta {
+        self.unicast_timeout * self.attempts.max(1) as i32
+    }
+}
+
+/// The firmware a campaign installs, as far as the check and the verification need it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Target {
+    pub image_len: usize,
+    /// The signed trailer's version: what a device reports after the update.
+    pub version: Option<u32>,
+    /// The version as text when there is no trailer (matched against the rendered version).
+    pub to_version: Option<String>,
+    /// A delta applies only to this version (rendered, or raw as decimal / 0x hex).
+    pub from_version: Option<String>,
+    pub is_delta: bool,
+}
+
+impl Target {
+    fn is(&self, raw: u32, vt: Option<VersioningType>) -> Option<bool> {
+        match (self.version, &self.to_version) {
+            (Some(v), _) => Some(v == raw),
+            (None, Some(text)) => Some(version_matches(text, raw, vt)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Whether a version written by an operator names `raw`.
+fn version_matches(text: &str, raw: u32, vt: Option<VersioningType>) -> bool {
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse::<u32>().ok(),
+    };
+    parsed == Some(raw) || render_version(raw, vt) == text
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Setup,
+    SessionSetup,
+    Session,
+    After,
+    Done,
+}
+
+/// Where one device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Check,
+    McGroupSetup,
+    FragSessionSetup,
+    /// Set up; waiting for the other devices and the session setup.
+    Ready,
+    McSessionSetup,
+    /// In the multicast session, receiving fragments.
+    InSession,
+    FragStatus,
+    /// Waiting for the reboot delay to pass.
+    RebootWait,
+    Verify,
+    Done,
+}
+
+impl Step {
+    fn waits_for_answer(self) -> bool {
+        matches!(
+            self,
+            Step::Check
+                | Step::McGroupSetup
+                | Step::FragSessionSetup
+                | Step::McSessionSetup
+                | Step::FragStatus
+                | Step::Verify
+        )
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Step::Check => "the Version & Status check (VersionRunningReq, SpaceStatusReq)",
+            Step::McGroupSetup => "McGroupSetupReq",
+            Step::FragSessionSetup => "FragSessionSetupReq",
+            Step::McSessionSetup => "the multicast session request",
+            Step::FragStatus => "FragSessionStatusReq",
+            Step::Verify => "VersionRunningReq",
+            _ => "",
+        }
+    }
+}
+
+/// How a device's update ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It reports the new firmware's version.
+    Verified,
+    /// The session went through; the device's version was not (or could not be) checked.
+    Completed,
+    /// It answered but does not run the new firmware; the error says why.
+    NotUpdated,
+    /// It stopped answering.
+    Unreachable,
+    /// The check before the campaign left it out.
+    Refused,
+}
+
+impl Outcome {
+    pub fn succeeded(self) -> bool {
+        matches!(self, Outcome::Verified | Outcome::Completed)
+    }
+}
+
+/// One device's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dev {
+    pub dev_eui: DevEui,
+    pub step: Step,
+    pub attempts: u32,
+    /// When to send (again) or give up.
+    pub next_action_at: Option<DateTime<Utc>>,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+    /// McKey encrypted under this device's McKEKey.
+    #[serde(with = "hex_key")]
+    pub mc_key_encrypted: [u8; 16],
+    /// The device's versioning type (Version & Status), to put versions into words.
+    pub versioning_type: Option<u8>,
+    pub running_version: Option<u32>,
+    pub slot_size: Option<u32>,
+    /// FragSessionStatusAns: (fragments received, fragments missing).
+    pub frag_status: Option<(u16, u8)>,
+    /// Asking the fragmentation status only to learn why the device was not updated.
+    pub diagnosing: bool,
+    pub mc_group_setup_at: Option<DateTime<Utc>>,
+    pub frag_session_setup_at: Option<DateTime<Utc>>,
+    pub mc_session_setup_at: Option<DateTime<Utc>>,
+    pub frag_status_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(k))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut k = [0u8; 16];
+        hex::decode_to_slice(s, &mut k).map_err(serde::de::Error::custom)?;
+        Ok(k)
+    }
+}
+
+impl Dev {
+    /// A device about to start; `mc_key_encrypted` from [`keys::encrypted_mc_key`].
+    pub fn new(
+        dev_eui: DevEui,
+        mc_key_encrypted: [u8; 16],
+        versioning_type: Option<u8>,
+        s: &Settings,
+        now: DateTime<Utc>,
+    ) -> Dev {
+        Dev {
+            dev_eui,
+            step: if s.check == CheckMode::Off {
+                Step::McGroupSetup
+            } else {
+                Step::Check
+            },
+            attempts: 0,
+            next_action_at: Some(now),
+            outcome: None,
+            error: None,
+            mc_key_encrypted,
+            versioning_type,
+            running_version: None,
+            slot_size: None,
+            frag_status: None,
+            diagnosing: false,
+            mc_group_setup_at: None,
+            frag_session_setup_at: None,
+            mc_session_setup_at: None,
+            frag_status_at: None,
+            completed_at: None,
+        }
+    }
+
+    /// A device that cannot take part (no keys, ...): done before anything is sent.
+    pub fn refused(dev_eui: DevEui, reason: String, now: DateTime<Utc>) -> Dev {
+        let mut d = Dev::new(dev_eui, [0; 16], None, &Settings::placeholder(), now);
+        d.step = Step::Done;
+        d.outcome = Some(Outcome::Refused);
+        d.error = Some(reason);
+        d.next_action_at = None;
+        d.completed_at = Some(now);
+        d
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step == Step::Done
+    }
+
+    fn version_text(&self, raw: u32) -> String {
+        render_version(raw, self.versioning_type.map(VersioningType::from_nibble))
+    }
+}
+
+impl Settings {
+    fn placeholder() -> Settings {
+        Settings {
+            group_id: 0,
+            class: MulticastClass::C,
+            dr: 0,
+            frequency: 0,
+            timeout_exp: 0,
+            unicast_timeout: TimeDelta::zero(),
+            attempts: 0,
+            frag: FragSetup {
+                index: 0,
+                group_mask: 0,
+                nb_frag: 0,
+                frag_size: 0,
+                padding: 0,
+                block_ack_delay: 0,
+                matrix: 0,
+                descriptor: [0; 4],
+            },
+            redundancy: 0,
+            frag_status: FragStatusWhen::Never,
+            check: CheckMode::Off,
+            verify: false,
+            reboot_delay: TimeDelta::zero(),
+            status_port: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Unicast {
+        dev_eui: DevEui,
+        f_port: u8,
+        data: Vec<u8>,
+        what: &'static str,
+    },
+    /// Create the multicast group on the network (McAddr and keys from the [`Run`]) with these
+    /// members; the driver stores the network's id in [`Run::group`].
+    CreateGroup { members: Vec<DevEui> },
+    /// Delete the multicast group (the session ended and the last fragment was sent).
+    DeleteGroup,
+    Log {
+        level: Level,
+        dev_eui: Option<DevEui>,
+        message: String,
+    },
+}
+
+/// The campaign-wide state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub phase: Phase,
+    /// Most significant byte first.
+    pub mc_addr: [u8; 4],
+    #[serde(with = "hex_key")]
+    pub mc_key: [u8; 16],
+    /// The network's id of the multicast group, once created.
+    pub group: Option<String>,
+    pub group_deleted: bool,
+    pub setup_deadline: DateTime<Utc>,
+    pub session_start: Option<DateTime<Utc>>,
+    /// Next DataFragment to enqueue (0-based index into the fragment list).
+    pub next_fragment: usize,
+    /// When the network had sent every fragment.
+    pub fragments_sent_at: Option<DateTime<Utc>>,
+    pub verify_at: Option<DateTime<Utc>>,
+    /// Highest uplink row already looked at.
+    pub uplink_cursor: i64,
+    /// Why the campaign ended without any device updated.
+    pub failure: Option<String>,
+}
+
+impl Run {
+    pub fn new(s: &Settings, mc_addr: [u8; 4], mc_key: [u8; 16], now: DateTime<Utc>) -> Run {
+        Run {
+            phase: Phase::Setup,
+            mc_addr,
+            mc_key,
+            group: None,
+            group_deleted: false,
+            setup_deadline: now + s.step_budget() * s.setup_steps(),
+            session_start: None,
+            next_fragment: 0,
+            fragments_sent_at: None,
+            verify_at: None,
+            uplink_cursor: 0,
+            failure: None,
+        }
+    }
+
+    /// The multicast session keys (McAppSKey, McNwkSKey) for the network group.
+    pub fn session_keys(&self) -> ([u8; 16], [u8; 16]) {
+        keys::session_keys(self.mc_key, self.mc_addr)
+    }
+
+    pub fn session_end(&self, s: &Settings) -> Option<DateTime<Utc>> {
+        self.session_start.map(|t| t + s.session_length())
+    }
+
+    /// Whether fragments should be streamed now.
+    pub fn streaming(&self) -> bool {
+        self.phase == Phase::Session && self.fragments_sent_at.is_none()
+    }
+
+    /// The earliest time something is due (the driver sleeps until then, or a reply).
+    pub fn next_wakeup(&self, devs: &[Dev], s: &Settings) -> Option<DateTime<Utc>> {
+        let mut t = devs
+            .iter()
+            .filter(|d| !d.is_done())
+            .filter_map(|d| d.next_action_at)
+            .min();
+        let mut consider = |x: Option<DateTime<Utc>>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        match self.phase {
+            Phase::Setup => consider(Some(self.setup_deadline)),
+            Phase::SessionSetup => consider(self.session_start),
+            Phase::Session => consider(self.session_end(s)),
+            Phase::After => consider(self.verify_at),
+            Phase::Done => return None,
+        }
+        t
+    }
+
+    fn send(&self, d: &mut Dev, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
+        let (f_port, data, what) = match d.step {
+            Step::Check => (
+                s.status_port,
+                commands::check_req(),
+                "Version & Status check",
+            ),
+            Step::McGroupSetup => (
+                ports::MULTICAST_SETUP,
+                keys::mc_group_setup_req(s.group_id, self.mc_addr, d.mc_key_encrypted, 0, 0xffff)
+                    .unwrap_or_default(),
+                "TS005 McGroupSetupReq",
+            ),
+            Step::FragSessionSetup => (
+                ports::FRAGMENTATION,
+                commands::frag_session_setup_req(&s.frag).unwrap_or_default(),
+                "TS004 FragSessionSetupReq",
+            ),
+            Step::McSessionSetup => {
+                let start = self.session_start.unwrap_or(now);
+                let req = SessionReq {
+                    group_id: s.group_id,
+                    session_time: lorafleet_codec::time::unix_to_gps(start.timestamp()),
+                    timeout_exp: s.timeout_exp,
+                    frequency: s.frequency,
+                    dr: s.dr,
+                    class: s.class,
+                };
+                (
+                    ports::MULTICAST_SETUP,
+                    commands::mc_session_req(&req).unwrap_or_default(),
+                    match s.class {
+                        MulticastClass::C => "TS005 McClassCSessionReq",
+                        MulticastClass::B { .. } => "TS005 McClassBSessionReq",
+                    },
+                )
+            }
+            Step::FragStatus => (
+                ports::FRAGMENTATION,
+                commands::frag_session_status_req(s.frag.index, true),
+                "TS004 FragSessionStatusReq",
+            ),
+            Step::Verify => (
+                s.status_port,
+                commands::version_running_req(),
+                "Version & Status VersionRunningReq",
+            ),
+            _ => return,
+        };
+        d.attempts += 1;
+        d.next_action_at = Some(now + s.unicast_timeout);
+        out.push(Action::Unicast {
+            dev_eui: d.dev_eui,
+            f_port,
+            data,
+            what,
+        });
+    }
+
+    /// Moves a device to `step` and sends its command at once.
+    fn go(&self, d: &mut Dev, step: Step, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
+        d.step = step;
+        d.attempts = 0;
+        d.next_action_at = None;
+        if step.waits_for_answer() {
+            self.send(d, s, now, out);
+        }
+    }
+
+    fn finish(
+        d: &mut Dev,
+        outcome: Outcome,
+        error: Option<String>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        d.step = Step::Done;
+        d.outcome = Some(outcome);
+        d.next_action_at = None;
+        d.completed_at = Some(now);
+        let (level, message) = match (&error, outcome) {
+            (_, Outcome::Verified) => (Level::Info, "verified: runs the new firmware".to_string()),
+            (_, Outcome::Completed) => (Level::Info, "completed".to_string()),
+            (Some(e), _) => (Level::Error, e.clone()),
+            (None, o) => (Level::Error, format!("{o:?}")),
+        };
+        d.error = error;
+        out.push(Action::Log {
+            level,
+            dev_eui: Some(d.dev_eui),
+            message,
+        });
+    }
+
+    /// After the session (or the fragmentation status): wait for the reboot, or finish.
+    fn after_session(&self, d: &mut Dev, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
+        if !s.verify {
+            Self::finish(d, Outcome::Completed, None, now, out);
+            return;
+        }
+        let at = self.verify_at.unwrap_or(now);
+        if now >= at {
+            self.go(d, Step::Verify, s, now, out);
+        } else {
+            d.step = Step::RebootWait;
+            d.attempts = 0;
+            d.next_action_at = Some(at);
+        }
+    }
+
+    /// Takes one reply from a device, received at `at`.
+    pub fn reply(
+        &mut self,
+        d: &mut Dev,
+        reply: Reply,
+        s: &Settings,
+        t: &Target,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        match (d.step, reply) {
+            (Step::Check, Reply::VersionRunning { version }) => {
+                d.running_version = Some(version);
+                if d.slot_size.is_some() {
+                    self.checked(d, s, t, at, out);
+                }
+            }
+            (Step::Check, Reply::SpaceStatus { slot_size, .. }) => {
+                d.slot_size = Some(slot_size);
+                if d.running_version.is_some() {
+                    self.checked(d, s, t, at, out);
+                }
+            }
+            (Step::McGroupSetup, Reply::McGroupSetup { group_id, result })
+                if group_id == s.group_id =>
+            {
+                match result {
+                    Ok(()) => {
+                        d.mc_group_setup_at = Some(at);
+                        self.go(d, Step::FragSessionSetup, s, at, out);
+                    }
+                    Err(e) => Self::finish(d, Outcome::NotUpdated, Some(e), at, out),
+                }
+            }
+            (Step::FragSessionSetup, Reply::FragSessionSetup { index, result })
+                if index == s.frag.index =>
+            {
+                match result {
+                    Ok(()) => {
+                        d.frag_session_setup_at = Some(at);
+                        d.step = Step::Ready;
+                        d.attempts = 0;
+                        d.next_action_at = None;
+                    }
+                    Err(e) => Self::finish(d, Outcome::NotUpdated, Some(e), at, out),
+                }
+            }
+            (Step::McSessionSetup, Reply::McSession { group_id, result })
+                if group_id == s.group_id =>
+            {
+                match result {
+                    Ok(_) => {
+                        d.mc_session_setup_at = Some(at);
+                        d.step = Step::InSession;
+                        d.attempts = 0;
+                        d.next_action_at = None;
+                    }
+                    Err(e) => Self::finish(d, Outcome::NotUpdated, Some(e), at, out),
+                }
+            }
+            (
+                Step::FragStatus,
+                Reply::FragStatus {
+                    index,
+                    received,
+                    missing,
+                    not_enough_memory,
+                },
+            ) if index == s.frag.index => {
+                d.frag_status = Some((received, missing));
+                d.frag_status_at = Some(at);
+                if not_enough_memory {
+                    let e = "FragSessionStatusAns: not enough memory for the decoding matrix"
+                        .to_string();
+                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+                } else if missing > 0 {
+                    let e = format!(
+                        "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
+                        usize::from(s.frag.nb_frag) + s.redundancy
+                    );
+                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+                } else if d.diagnosing {
+                    let running = d
+                        .running_version
+                        .map_or("its old firmware".into(), |v| d.version_text(v));
+                    let e = format!(
+                        "received the whole image but still runs {running}: it did not install it"
+                    );
+                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+                } else {
+                    self.after_session(d, s, at, out);
+                }
+            }
+            (Step::Verify, Reply::VersionRunning { version }) => {
+                d.running_version = Some(version);
+                let vt = d.versioning_type.map(VersioningType::from_nibble);
+                match t.is(version, vt) {
+                    Some(true) => Self::finish(d, Outcome::Verified, None, at, out),
+                    None => Self::finish(d, Outcome::Completed, None, at, out),
+                    Some(false) if d.frag_status.is_none() => {
+                        // Not updated: ask how far the fragmentation got, to say why.
+                        d.diagnosing = true;
+                        self.go(d, Step::FragStatus, s, at, out);
+                    }
+                    Some(false) => {
+                        let e = format!("still runs {} after the update", d.version_text(version));
+                        Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The check's answers are in (or the check timed out with what was known).
+    fn checked(
+        &self,
+        d: &mut Dev,
+        s: &Settings,
+        t: &Target,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let mut problems = Vec::new();
+        if let Some(slot) = d.slot_size {
+            if (slot as usize) < t.image_len {
+                problems.push(format!(
+                    "its firmware slot ({slot} bytes) is smaller than the image ({} bytes)",
+                    t.image_len
+                ));
+            }
+        }
+        if let (true, Some(from), Some(running)) = (t.is_delta, &t.from_version, d.running_version)
+        {
+            let vt = d.versioning_type.map(VersioningType::from_nibble);
+            if !version_matches(from, running, vt) {
+                problems.push(format!(
+                    "it runs {}, but the delta applies to {from}",
+                    d.version_text(running)
+                ));
+            }
+        }
+        if problems.is_empty() {
+            self.go(d, Step::McGroupSetup, s, now, out);
+            return;
+        }
+        let problems = problems.join("; ");
+        match s.check {
+            CheckMode::Refuse => {
+                let e = format!("refused before the update: {problems}");
+                Self::finish(d, Outcome::Refused, Some(e), now, out);
+            }
+            _ => {
+                out.push(Action::Log {
+                    level: Level::Warning,
+                    dev_eui: Some(d.dev_eui),
+                    message: format!("updating anyway: {problems}"),
+                });
+                self.go(d, Step::McGroupSetup, s, now, out);
+            }
+        }
+    }
+
+    /// A device did not answer its current command `attempts` times.
+    fn gave_up(
+        &self,
+        d: &mut Dev,
+        s: &Settings,
+        t: &Target,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let unanswered = format!(
+            "no answer to {} after {} attempts",
+            d.step.command(),
+            d.attempts
+        );
+        match d.step {
+            Step::Check if s.check == CheckMode::Warn => {
+                out.push(Action::Log {
+                    level: Level::Warning,
+                    dev_eui: Some(d.dev_eui),
+                    message: format!("{unanswered}; updating without the check"),
+                });
+                self.go(d, Step::McGroupSetup, s, now, out);
+            }
+            Step::Check if d.running_version.is_some() || d.slot_size.is_some() => {
+                self.checked(d, s, t, now, out);
+            }
+            // A device that does not say how far it got may still have installed the image.
+            Step::FragStatus if !d.diagnosing && s.verify => {
+                out.push(Action::Log {
+                    level: Level::Warning,
+                    dev_eui: Some(d.dev_eui),
+                    message: unanswered,
+                });
+                self.after_session(d, s, now, out);
+            }
+            Step::FragStatus if d.diagnosing => {
+                let running = d
+                    .running_version
+                    .map_or("its old firmware".into(), |v| d.version_text(v));
+                let e = format!("still runs {running}; {unanswered}");
+                Self::finish(d, Outcome::NotUpdated, Some(e), now, out);
+            }
+            _ => Self::finish(d, Outcome::Unreachable, Some(unanswered), now, out),
+        }
+    }
+
+    /// Runs everything due at `now`: retries, time-outs and phase changes.
+    pub fn tick(
+        &mut self,
+        devs: &mut [Dev],
+        s: &Settings,
+        t: &Target,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        for d in devs.iter_mut() {
+            let due = d.next_action_at.is_some_and(|at| at <= now);
+            if !due {
+                continue;
+            }
+            if d.step == Step::RebootWait {
+                self.go(d, Step::Verify, s, now, out);
+            } else if d.step.waits_for_answer() {
+                if d.attempts >= s.attempts.max(1) {
+                    self.gave_up(d, s, t, now, out);
+                } else {
+                    self.send(d, s, now, out);
+                }
+            }
+        }
+        match self.phase {
+            Phase::Setup => {
+                let all_set = devs.iter().all(|d| d.is_done() || d.step == Step::Ready);
+                if !all_set && now < self.setup_deadline {
+                    return;
+                }
+                for d in devs
+                    .iter_mut()
+                    .filter(|d| !d.is_done() && d.step != Step::Ready)
+                {
+                    let e = format!(
+                        "the setup deadline passed while waiting for the answer to {} (attempt {} of {})",
+                        d.step.command(),
+                        d.attempts,
+                        s.attempts
+                    );
+                    Self::finish(d, Outcome::Unreachable, Some(e), now, out);
+                }
+                let members: Vec<DevEui> = devs
+                    .iter()
+                    .filter(|d| d.step == Step::Ready)
+                    .map(|d| d.dev_eui)
+                    .collect();
+                if members.is_empty() {
+                    self.end("no device completed the setup", out);
+                    return;
+                }
+                // Whole seconds (GPS time has no fraction), far enough ahead for every device
+                // to get the session request with its retries.
+                let lead = s.step_budget() + TimeDelta::seconds(1);
+                let start =
+                    DateTime::from_timestamp((now + lead).timestamp() + 1, 0).unwrap_or(now + lead);
+                self.session_start = Some(start);
+                self.phase = Phase::SessionSetup;
+                out.push(Action::Log {
+                    level: Level::Info,
+                    dev_eui: None,
+                    message: format!(
+                        "{} devices set up; the multicast session starts at {}",
+                        members.len(),
+                        start.to_rfc3339()
+                    ),
+                });
+                out.push(Action::CreateGroup { members });
+                for d in devs.iter_mut().filter(|d| d.step == Step::Ready) {
+                    self.go(d, Step::McSessionSetup, s, now, out);
+                }
+            }
+            Phase::SessionSetup => {
+                let Some(start) = self.session_start else {
+                    return;
+                };
+                // Retries that could not arrive before the start are pointless; the device is
+                // given up when the session starts.
+                if now < start {
+                    return;
+                }
+                for d in devs.iter_mut().filter(|d| d.step == Step::McSessionSetup) {
+                    let e = "did not confirm the multicast session before it started".to_string();
+                    Self::finish(d, Outcome::Unreachable, Some(e), now, out);
+                }
+                if !devs.iter().any(|d| d.step == Step::InSession) {
+                    self.end("no device joined the multicast session", out);
+                    return;
+                }
+                self.phase = Phase::Session;
+                out.push(Action::Log {
+                    level: Level::Info,
+                    dev_eui: None,
+                    message: format!(
+                        "multicast session started with {} devices; sending {} fragments",
+                        devs.iter().filter(|d| d.step == Step::InSession).count(),
+                        usize::from(s.frag.nb_frag) + s.redundancy
+                    ),
+                });
+            }
+            Phase::Session => {
+                let Some(sent) = self.fragments_sent_at else {
+                    return;
+                };
+                if s.frag_status == FragStatusWhen::AfterEnqueue {
+                    for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
+                        self.go(d, Step::FragStatus, s, now, out);
+                    }
+                }
+                let end = self.session_end(s).unwrap_or(sent).max(sent);
+                if now < end {
+                    return;
+                }
+                self.phase = Phase::After;
+                self.verify_at = Some(end + s.reboot_delay);
+                if !self.group_deleted {
+                    out.push(Action::DeleteGroup);
+                }
+                for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
+                    if s.frag_status == FragStatusWhen::AfterSession {
+                        self.go(d, Step::FragStatus, s, now, out);
+                    } else {
+                        self.after_session(d, s, now, out);
+                    }
+                }
+            }
+            Phase::After => {
+                if devs.iter().all(Dev::is_done) {
+                    self.phase = Phase::Done;
+                    let count = |o: Outcome| devs.iter().filter(|d| d.outcome == Some(o)).count();
+                    out.push(Action::Log {
+                        level: Level::Info,
+                        dev_eui: None,
+                        message: format!(
+                            "report: {} verified, {} completed without verification, {} not updated, {} unreachable, {} refused",
+                            count(Outcome::Verified),
+                            count(Outcome::Completed),
+                            count(Outcome::NotUpdated),
+                            count(Outcome::Unreachable),
+                            count(Outcome::Refused)
+                        ),
+                    });
+                    if !devs
+                        .iter()
+                        .any(|d| d.outcome.is_some_and(Outcome::succeeded))
+                    {
+                        self.failure = Some("no device was updated".into());
+                    }
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn end(&mut self, why: &str, out: &mut Vec<Action>) {
+        self.phase = Phase::Done;
+        self.failure = Some(why.to_string());
+        if self.group.is_some() && !self.group_deleted {
+            out.push(Action::DeleteGroup);
+        }
+        out.push(Action::Log {
+            level: Level::Error,
+            dev_eui: None,
+            message: why.to_string(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            group_id: 0,
+            class: MulticastClass::C,
+            dr: 5,
+            frequency: 869_525_000,
+            timeout_exp: 6,
+            unicast_timeout: TimeDelta::seconds(60),
+            attempts: 3,
+            frag: FragSetup::for_image(1000, 50, 0, 0, 0, 0, [0; 4]).unwrap(),
+            redundancy: 5,
+            frag_status: FragStatusWhen::Never,
+            check: CheckMode::Refuse,
+            verify: true,
+            reboot_delay: TimeDelta::seconds(30),
+            status_port: 111,
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            image_len: 1000,
+            version: Some(0x0001_0300),
+            ..Default::default()
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn unicasts(out: &[Action]) -> Vec<(DevEui, u8, &'static str)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Unicast {
+                    dev_eui,
+                    f_port,
+                    what,
+                    ..
+                } => Some((*dev_eui, *f_port, *what)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Two devices through every phase: one is updated and verified, the other lacked
+    /// fragments and says so when asked.
+    #[test]
+    fn a_campaign_from_check_to_report() {
+        let s = settings();
+        let t = target();
+        let a = DevEui([1; 8]);
+        let b = DevEui([2; 8]);
+        let mut devs = vec![
+            Dev::new(a, [0; 16], Some(1), &s, t0()),
+            Dev::new(b, [0; 16], Some(1), &s, t0()),
+        ];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &t, t0(), &mut out);
+        assert_eq!(unicasts(&out).len(), 2);
+        assert!(unicasts(&out).iter().all(|u| u.1 == 111));
+        let at = t0() + TimeDelta::seconds(10);
+        for d in devs.iter_mut() {
+            out.clear();
+            run.reply(
+                d,
+                Reply::VersionRunning {
+                    version: 0x0001_0200,
+                },
+                &s,
+                &t,
+                at,
+                &mut out,
+            );
+            run.reply(
+                d,
+                Reply::SpaceStatus {
+                    slot_size: 4096,
+                    heap: None,
+                },
+                &s,
+                &t,
+                at,
+                &mut out,
+            );
+            assert_eq!(
+                unicasts(&out),
+                vec![(d.dev_eui, 200, "TS005 McGroupSetupReq")]
+            );
+            out.clear();
+            run.reply(
+                d,
+                Reply::McGroupSetup {
+                    group_id: 0,
+                    result: Ok(()),
+                },
+                &s,
+                &t,
+                at,
+                &mut out,
+            );
+            assert_eq!(unicasts(&out)[0].2, "TS004 FragSessionSetupReq");
+            run.reply(
+                d,
+                Reply::FragSessionSetup {
+                    index: 0,
+                    result: Ok(()),
+                },
+                &s,
+                &t,
+                at,
+                &mut out,
+            );
+            assert_eq!(d.step, Step::Ready);
+        }
+        out.clear();
+        run.tick(&mut devs, &s, &t, at, &mut out);
+        assert_eq!(run.phase, Phase::SessionSetup);
+        assert!(out.contains(&Action::CreateGroup {
+            members: vec![a, b]
+        }));
+        let start = run.session_start.unwrap();
+        assert_eq!(
+            start,
+            at + TimeDelta::seconds(182),
+            "3 x 60 s of retries ahead, rounded up"
+        );
+        for d in devs.iter_mut() {
+            run.reply(
+                d,
+                Reply::McSession {
+                    group_id: 0,
+                    result: Ok(170),
+                },
+                &s,
+                &t,
+                at,
+                &mut out,
+            );
+        }
+        run.tick(&mut devs, &s, &t, start, &mut out);
+        assert!(run.streaming());
+        run.fragments_sent_at = Some(start + TimeDelta::seconds(20));
+        out.clear();
+        run.tick(&mut devs, &s, &t, start + TimeDelta::seconds(30), &mut out);
+        assert_eq!(
+            run.phase,
+            Phase::Session,
+            "the group lives until the session ends"
+        );
+        let end = start + TimeDelta::seconds(64);
+        run.tick(&mut devs, &s, &t, end, &mut out);
+        assert_eq!(out, vec![Action::DeleteGroup]);
+        assert_eq!(devs[0].step, Step::RebootWait);
+        out.clear();
+        run.tick(&mut devs, &s, &t, end + TimeDelta::seconds(30), &mut out);
+        assert_eq!(unicasts(&out).len(), 2, "VersionRunningReq to both");
+        let v = end + TimeDelta::seconds(40);
+        run.reply(
+            &mut devs[0],
+            Reply::VersionRunning {
+                version: 0x0001_0300,
+            },
+            &s,
+            &t,
+            v,
+            &mut out,
+        );
+        assert_eq!(devs[0].outcome, Some(Outcome::Verified));
+        out.clear();
+        run.reply(
+            &mut devs[1],
+            Reply::VersionRunning {
+                version: 0x0001_0200,
+            },
+            &s,
+            &t,
+            v,
+            &mut out,
+        );
+        assert_eq!(unicasts(&out), vec![(b, 201, "TS004 FragSessionStatusReq")]);
+        run.reply(
+            &mut devs[1],
+            Reply::FragStatus {
+                index: 0,
+                received: 8,
+                missing: 12,
+                not_enough_memory: false,
+            },
+            &s,
+            &t,
+            v,
+            &mut out,
+        );
+        assert_eq!(devs[1].outcome, Some(Outcome::NotUpdated));
+        assert!(
+            devs[1]
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("lacked fragments"),
+            "{:?}",
+            devs[1].error
+        );
+        run.tick(&mut devs, &s, &t, v, &mut out);
+        assert_eq!(run.phase, Phase::Done);
+        assert_eq!(run.failure, None);
+    }
+
+    #[test]
+    fn a_slot_too_small_is_refused_before_any_fuota_command() {
+        let s = settings();
+        let t = Target {
+            image_len: 5000,
+            ..target()
+        };
+        let mut d = Dev::new(DevEui([1; 8]), [0; 16], Some(1), &s, t0());
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(std::slice::from_mut(&mut d), &s, &t, t0(), &mut out);
+        out.clear();
+        run.reply(
+            &mut d,
+            Reply::VersionRunning { version: 1 },
+            &s,
+            &t,
+            t0(),
+            &mut out,
+        );
+        run.reply(
+            &mut d,
+            Reply::SpaceStatus {
+                slot_size: 4096,
+                heap: None,
+            },
+            &s,
+            &t,
+            t0(),
+            &mut out,
+        );
+        assert!(unicasts(&out).is_empty());
+        assert_eq!(d.outcome, Some(Outcome::Refused));
+        assert!(d.error.unwrap().contains("smaller than the image"));
+    }
+
+    #[test]
+    fn unanswered_commands_are_retried_then_the_device_fails_with_the_reason() {
+        let s = settings();
+        let t = target();
+        let mut devs = vec![Dev::new(DevEui([1; 8]), [0; 16], None, &s, t0())];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        for k in 0..4 {
+            run.tick(
+                &mut devs,
+                &s,
+                &t,
+                t0() + TimeDelta::seconds(60 * k),
+                &mut out,
+            );
+        }
+        assert_eq!(unicasts(&out).len(), 3);
+        assert_eq!(devs[0].outcome, Some(Outcome::Unreachable));
+        assert!(devs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("after 3 attempts"));
+        run.tick(&mut devs, &s, &t, t0() + TimeDelta::seconds(240), &mut out);
+        assert_eq!(run.phase, Phase::Done);
+        assert_eq!(
+            run.failure.as_deref(),
+            Some("no device completed the setup")
+        );
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let s = settings();
+        let d = Dev::new(DevEui([1; 8]), [7; 16], Some(2), &s, t0());
+        let back: Dev = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let back: Run = serde_json::from_value(serde_json::to_value(&run).unwrap()).unwrap();
+        assert_eq!(back, run);
+    }
+}

@@ -1,0 +1,433 @@
+//! The engine's I/O around the pure state machine ([`super::engine`]): reading the devices'
+//! answers from the committed uplinks, sending unicast commands, creating and deleting the
+//! multicast group and streaming the fragments. One [`step`] does one round of all that; the
+//! caller stores [`Run`] and the [`Dev`]s afterwards and calls again after [`Stepped::next`].
+//!
+//! Answers are read from the `uplinks` table past a cursor kept in the run, so an answer that
+//! was committed while lorafleet was down (or between two steps) is never missed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use sqlx::Row;
+
+use super::commands::{parse_uplink, Reply};
+use super::engine::{Action, Dev, Level, Phase, Run, Settings, Target};
+use super::keys::{self, RootKey};
+use super::{ports, send_unicast, Io};
+use crate::devices::DevEui;
+use crate::network::{Downlink, MulticastGroup};
+
+/// Fragments kept queued on the network ahead of the transmitter: enough that the transmitter
+/// never waits for the next step (a gap would push fragments past the session's end), while a
+/// restart re-sends at most this many (devices ignore fragments they are past).
+const WINDOW: usize = 512;
+/// While waiting for answers, steps this often in the network's time...
+const ANSWER_POLL_SIM: TimeDelta = TimeDelta::seconds(1);
+/// While streaming, steps this often in the network's time (so the last fragment's time is
+/// known to within this)...
+const STREAM_POLL_SIM: TimeDelta = TimeDelta::seconds(5);
+/// ...but at most this often and at least this often in real time.
+const MIN_POLL: Duration = Duration::from_millis(5);
+const MAX_POLL: Duration = Duration::from_millis(250);
+
+/// A device to update, with its root key when the campaign brought one.
+#[derive(Debug, Clone)]
+pub struct DeviceStart {
+    pub dev_eui: DevEui,
+    pub root: Option<RootKey>,
+}
+
+/// A line for the campaign log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub level: Level,
+    pub dev_eui: Option<DevEui>,
+    pub message: String,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stepped {
+    pub log: Vec<LogLine>,
+    /// Step again after this long (real time).
+    pub next: Duration,
+    pub done: bool,
+}
+
+/// What the network needs to create the group besides the run's keys.
+#[derive(Debug, Clone, Default)]
+pub struct GroupInfo {
+    pub name: String,
+    pub application_id: Option<String>,
+}
+
+/// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
+/// from the campaign, else from the network server), and the uplink cursor. Sends nothing.
+pub async fn start(
+    io: Io<'_>,
+    s: &Settings,
+    devices: &[DeviceStart],
+) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
+    let now = io.network.now();
+    let (mc_addr, mc_key) = {
+        let mut rng = rand::thread_rng();
+        // McAddr 0 would look like an unset address in every tool that shows it.
+        let addr = rng.gen_range(1..=u32::MAX).to_be_bytes();
+        (addr, rng.gen::<[u8; 16]>())
+    };
+    let mut run = Run::new(s, mc_addr, mc_key, now);
+    run.uplink_cursor = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(io.db)
+        .await?;
+    let mut devs = Vec::with_capacity(devices.len());
+    let mut log = Vec::new();
+    for d in devices {
+        let root = match d.root {
+            Some(r) => Ok(Some(r)),
+            None => io.network.device_keys(d.dev_eui).await.map(|k| {
+                k.and_then(|k| {
+                    k.gen_app_key
+                        .map(RootKey::GenAppKey)
+                        .or(k.app_key.map(RootKey::AppKey))
+                })
+            }),
+        };
+        let root = match root {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let why = "no key material: give a GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) with the campaign, or store it in the network server".to_string();
+                log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
+                devs.push(Dev::refused(d.dev_eui, why, now));
+                continue;
+            }
+            Err(e) => {
+                let why = format!("could not read the device's keys from the network server: {e}");
+                log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
+                devs.push(Dev::refused(d.dev_eui, why, now));
+                continue;
+            }
+        };
+        let vt: Option<i64> =
+            sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
+                .bind(d.dev_eui.to_string())
+                .fetch_optional(io.db)
+                .await?
+                .flatten();
+        devs.push(Dev::new(
+            d.dev_eui,
+            keys::encrypted_mc_key(root, mc_key),
+            vt.and_then(|v| u8::try_from(v).ok()),
+            s,
+            now,
+        ));
+    }
+    log.push(line(
+        now,
+        Level::Info,
+        None,
+        format!(
+            "engine started: McAddr {}, {} devices, setup deadline {}",
+            hex::encode(mc_addr),
+            devs.iter().filter(|d| !d.is_done()).count(),
+            run.setup_deadline.to_rfc3339()
+        ),
+    ));
+    Ok((run, devs, log))
+}
+
+fn line(at: DateTime<Utc>, level: Level, dev_eui: Option<DevEui>, message: String) -> LogLine {
+    LogLine {
+        at,
+        level,
+        dev_eui,
+        message,
+    }
+}
+
+/// Reads the answers committed since the last step, in commit order.
+async fn replies(
+    io: Io<'_>,
+    run: &mut Run,
+    devs: &[Dev],
+    status_port: u8,
+) -> anyhow::Result<Vec<(usize, DateTime<Utc>, Reply)>> {
+    let index: HashMap<String, usize> = devs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.dev_eui.to_string(), i))
+        .collect();
+    let rows = sqlx::query(
+        "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
+         WHERE id > ? AND f_port IN (?, ?, ?) ORDER BY id LIMIT 20000",
+    )
+    .bind(run.uplink_cursor)
+    .bind(i64::from(ports::MULTICAST_SETUP))
+    .bind(i64::from(ports::FRAGMENTATION))
+    .bind(i64::from(status_port))
+    .fetch_all(io.db)
+    .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        run.uplink_cursor = run.uplink_cursor.max(row.get::<i64, _>("id"));
+        let Some(&i) = index.get(row.get::<&str, _>("dev_eui")) else {
+            continue;
+        };
+        let Some(at) = crate::storage::parse_time(row.get("received_at")) else {
+            continue;
+        };
+        let port = u8::try_from(row.get::<i64, _>("f_port")).unwrap_or(0);
+        let data: Vec<u8> = row.get("data");
+        for reply in parse_uplink(port, &data, status_port) {
+            out.push((i, at, reply));
+        }
+    }
+    Ok(out)
+}
+
+/// One round: answers in, state machine, commands out, fragments topped up.
+#[allow(clippy::too_many_arguments)]
+pub async fn step(
+    io: Io<'_>,
+    run: &mut Run,
+    devs: &mut [Dev],
+    s: &Settings,
+    t: &Target,
+    frames: &[Vec<u8>],
+    group: &GroupInfo,
+    fragment_airtime: TimeDelta,
+) -> anyhow::Result<Stepped> {
+    let now = io.network.now();
+    let mut out = Vec::new();
+    for (i, at, reply) in replies(io, run, devs, s.status_port).await? {
+        run.reply(&mut devs[i], reply, s, t, at, &mut out);
+    }
+    run.tick(devs, s, t, now, &mut out);
+    let wants_group = matches!(run.phase, Phase::SessionSetup | Phase::Session);
+    if wants_group
+        && run.group.is_none()
+        && !out.iter().any(|a| matches!(a, Action::CreateGroup { .. }))
+    {
+        let members = devs
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.step,
+                    super::engine::Step::McSessionSetup | super::engine::Step::InSession
+                )
+            })
+            .map(|d| d.dev_eui)
+            .collect();
+        out.push(Action::CreateGroup { members });
+    }
+    let mut log = Vec::new();
+    for action in out {
+        match action {
+            Action::Unicast {
+                dev_eui,
+                f_port,
+                data,
+                what,
+            } => {
+                let downlink = Downlink {
+                    dev_eui,
+                    f_port,
+                    data,
+                    confirmed: false,
+                };
+                // A refused enqueue is retried like an unanswered command.
+                if let Err(e) = send_unicast(io, &downlink, what).await {
+                    log.push(line(
+                        now,
+                        Level::Warning,
+                        Some(dev_eui),
+                        format!("could not queue {what}: {e:#}"),
+                    ));
+                }
+            }
+            Action::CreateGroup { members } => {
+                create_group(io, run, s, group, &members, now, &mut log).await
+            }
+            Action::DeleteGroup => {
+                if let Some(id) = run.group.clone() {
+                    match io.network.delete_multicast_group(&id).await {
+                        Ok(()) => {
+                            run.group_deleted = true;
+                            log.push(line(
+                                now,
+                                Level::Info,
+                                None,
+                                "multicast group deleted".into(),
+                            ));
+                        }
+                        Err(e) => log.push(line(
+                            now,
+                            Level::Warning,
+                            None,
+                            format!("could not delete the multicast group {id}: {e}"),
+                        )),
+                    }
+                }
+            }
+            Action::Log {
+                level,
+                dev_eui,
+                message,
+            } => log.push(line(now, level, dev_eui, message)),
+        }
+    }
+    if run.phase == Phase::After && run.group.is_some() && !run.group_deleted {
+        // An earlier delete failed; the group must not outlive the campaign.
+        if let Some(id) = run.group.clone() {
+            if io.network.delete_multicast_group(&id).await.is_ok() {
+                run.group_deleted = true;
+            }
+        }
+    }
+    if run.streaming() {
+        stream(io, run, s, frames, now, &mut log).await;
+    }
+    let scale = io.network.time_scale().max(1e-6);
+    let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
+    let next = if run.streaming() {
+        real((fragment_airtime * (WINDOW as i32 / 4)).min(STREAM_POLL_SIM))
+    } else {
+        let due = run
+            .next_wakeup(devs, s)
+            .map_or(ANSWER_POLL_SIM, |at| at - now);
+        real(due.min(ANSWER_POLL_SIM))
+    }
+    .clamp(MIN_POLL, MAX_POLL);
+    Ok(Stepped {
+        log,
+        next,
+        done: run.phase == Phase::Done,
+    })
+}
+
+async fn create_group(
+    io: Io<'_>,
+    run: &mut Run,
+    s: &Settings,
+    group: &GroupInfo,
+    members: &[DevEui],
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    let (mc_app_s_key, mc_nwk_s_key) = run.session_keys();
+    let spec = MulticastGroup {
+        name: group.name.clone(),
+        application_id: group.application_id.clone(),
+        mc_addr: run.mc_addr,
+        mc_nwk_s_key,
+        mc_app_s_key,
+        f_cnt: 0,
+        class: s.class,
+        dr: s.dr,
+        frequency: s.frequency,
+    };
+    let id = match io.network.create_multicast_group(&spec).await {
+        Ok(id) => id,
+        Err(e) => {
+            log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("could not create the multicast group (trying again): {e}"),
+            ));
+            return;
+        }
+    };
+    for &m in members {
+        if let Err(e) = io.network.add_multicast_device(&id, m).await {
+            log.push(line(
+                now,
+                Level::Warning,
+                Some(m),
+                format!("could not add the device to the multicast group: {e}"),
+            ));
+        }
+    }
+    log.push(line(
+        now,
+        Level::Info,
+        None,
+        format!(
+            "multicast group {id} created with {} devices",
+            members.len()
+        ),
+    ));
+    run.group = Some(id);
+}
+
+/// Keeps up to [`WINDOW`] fragments queued, in order; notes when the network sent the last.
+async fn stream(
+    io: Io<'_>,
+    run: &mut Run,
+    s: &Settings,
+    frames: &[Vec<u8>],
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    let Some(group) = run.group.clone() else {
+        return;
+    };
+    let queued = match io.network.multicast_queue_len(&group).await {
+        Ok(n) => n,
+        Err(e) => {
+            log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("multicast queue: {e}"),
+            ));
+            return;
+        }
+    };
+    let ended = run.session_end(s).is_some_and(|end| now >= end);
+    if ended && run.next_fragment < frames.len() {
+        log.push(line(
+            now,
+            Level::Warning,
+            None,
+            format!(
+                "the session ended after {} of {} fragments; a longer session (timeout exponent) is needed for this image",
+                run.next_fragment,
+                frames.len()
+            ),
+        ));
+        run.next_fragment = frames.len();
+    }
+    if run.next_fragment >= frames.len() {
+        if queued == 0 {
+            run.fragments_sent_at = Some(now);
+            log.push(line(
+                now,
+                Level::Info,
+                None,
+                format!("all {} fragments sent", frames.len()),
+            ));
+        }
+        return;
+    }
+    let room = WINDOW.saturating_sub(queued);
+    for frame in frames.iter().skip(run.next_fragment).take(room) {
+        if let Err(e) = io
+            .network
+            .enqueue_multicast(&group, ports::FRAGMENTATION, frame)
+            .await
+        {
+            log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("could not queue fragment {}: {e}", run.next_fragment + 1),
+            ));
+            return;
+        }
+        run.next_fragment += 1;
+    }
+}

@@ -1,0 +1,261 @@
+//! lorafleet's FUOTA engine against the simulated network, end to end: the engine's commands
+//! go out through the network trait, the virtual devices rebuild the image with their FEC
+//! decoders, and their answers come back through the ingest writer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use lorafleet::config::{Config, SimulatedDeviceOverride};
+use lorafleet::devices::DevEui;
+use lorafleet::fuota::commands::{data_fragments, FragSetup};
+use lorafleet::fuota::engine::{CheckMode, Dev, FragStatusWhen, Outcome, Run, Settings, Target};
+use lorafleet::fuota::runner::{self, DeviceStart, GroupInfo, LogLine};
+use lorafleet::fuota::Io;
+use lorafleet::network::simulated::{radio, Simulated};
+use lorafleet::network::MulticastClass;
+use lorafleet::App;
+use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
+
+const NEW_VERSION: u32 = 0x0001_0300;
+const FRAGMENT_SIZE: u8 = 200;
+
+fn image(body_len: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..body_len).map(|i| (i * 131 % 251) as u8).collect();
+    firmware_trailer::build(
+        &body,
+        &SignedTrailer {
+            signature: vec![0x30; 70],
+            manufacturer_uuid: [1; 16],
+            device_class_uuid: [2; 16],
+            version: NEW_VERSION,
+            kind: PackageKind::Full,
+            old_firmware_size: 0,
+        },
+    )
+}
+
+fn config(dir: &std::path::Path, devices: u32, loss: f64) -> Config {
+    let mut c = Config::default();
+    c.server.data_dir = dir.join("data");
+    c.firmware.dir = dir.join("bin");
+    c.network.simulated.devices = devices;
+    c.network.simulated.loss = loss;
+    c.network.simulated.time_scale = 400.0;
+    c.network.simulated.uplink_interval_s = 30;
+    c
+}
+
+fn settings(image_len: usize, redundancy_percent: usize) -> Settings {
+    let frag = FragSetup::for_image(image_len, FRAGMENT_SIZE, 0, 0, 0, 0, [0; 4]).unwrap();
+    Settings {
+        group_id: 0,
+        class: MulticastClass::C,
+        dr: 5,
+        frequency: 869_525_000,
+        timeout_exp: 8,
+        unicast_timeout: TimeDelta::seconds(60),
+        attempts: 8,
+        redundancy: usize::from(frag.nb_frag) * redundancy_percent / 100,
+        frag,
+        frag_status: FragStatusWhen::Never,
+        check: CheckMode::Refuse,
+        verify: true,
+        reboot_delay: TimeDelta::seconds(30),
+        status_port: 111,
+    }
+}
+
+struct Done {
+    devs: Vec<Dev>,
+    run: Run,
+    log: Vec<LogLine>,
+}
+
+async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &[DevEui]) -> Done {
+    let io = Io {
+        db: &app.db,
+        network: app.network.as_ref(),
+        changes: &app.changes,
+    };
+    let t = Target {
+        image_len: image.len(),
+        version: Some(NEW_VERSION),
+        ..Default::default()
+    };
+    let frames = data_fragments(image, &s.frag, s.redundancy).unwrap();
+    let region = lrwn::region::get(lrwn::region::CommonName::EU868, false, false);
+    let airtime = radio::airtime_ms(
+        region.as_ref(),
+        s.dr,
+        usize::from(s.frag.frag_size) + 3,
+        false,
+    );
+    let starts: Vec<DeviceStart> = euis
+        .iter()
+        .map(|&dev_eui| DeviceStart {
+            dev_eui,
+            root: None,
+        })
+        .collect();
+    let (mut run, mut devs, mut log) = runner::start(io, s, &starts).await.unwrap();
+    let group = GroupInfo {
+        name: "test".into(),
+        application_id: None,
+    };
+    let begun = Instant::now();
+    loop {
+        let stepped = runner::step(
+            io,
+            &mut run,
+            &mut devs,
+            s,
+            &t,
+            &frames,
+            &group,
+            TimeDelta::microseconds((airtime * 1000.0) as i64),
+        )
+        .await
+        .unwrap();
+        log.extend(stepped.log);
+        if stepped.done {
+            break;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(60),
+            "campaign did not finish: {:?}\n{:#?}",
+            run.phase,
+            devs.iter()
+                .map(|d| (d.dev_eui, d.step, d.attempts))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(stepped.next).await;
+    }
+    Done { devs, run, log }
+}
+
+async fn fleet(config: Config) -> (lorafleet::AppState, Arc<Simulated>) {
+    let sim = Arc::new(Simulated::new(&config).unwrap());
+    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    app.sync_network_devices().await.unwrap();
+    (app, sim)
+}
+
+/// The acceptance case: 50 devices, 10 % loss, a 64 KiB image and 25 % redundancy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_devices_at_ten_percent_loss_are_all_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, sim) = fleet(config(dir.path(), 50, 0.1)).await;
+    let image = image(64 * 1024);
+    let s = settings(image.len(), 25);
+    let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
+    let failed: Vec<_> = done
+        .devs
+        .iter()
+        .filter(|d| d.outcome != Some(Outcome::Verified))
+        .map(|d| {
+            let clock = sim.inspect(d.dev_eui, |x| {
+                (x.state.clock_synced, x.state.clock_offset_ms)
+            });
+            (d.dev_eui.to_string(), d.outcome, d.error.clone(), clock)
+        })
+        .collect();
+    let general: Vec<_> = done
+        .log
+        .iter()
+        .filter(|l| l.dev_eui.is_none())
+        .map(|l| (l.at, &l.message))
+        .collect();
+    assert!(failed.is_empty(), "not verified: {failed:#?}\n{general:#?}");
+    assert_eq!(done.run.failure, None);
+    assert!(done.run.group_deleted);
+    assert!(!done
+        .log
+        .iter()
+        .any(|l| l.message.contains("session ended after")));
+    for eui in sim.dev_euis() {
+        let v = sim.inspect(eui, |d| d.running_version()).unwrap();
+        assert_eq!(v, NEW_VERSION, "{eui}");
+    }
+    assert!(
+        done.log
+            .iter()
+            .any(|l| l.message.starts_with("report: 50 verified")),
+        "{:#?}",
+        done.log
+    );
+}
+
+/// A device that loses 70 % of the multicast frames cannot rebuild the image; it is reported
+/// with that reason while the others are updated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_at_seventy_percent_loss_fails_for_lack_of_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 8, 0.0);
+    let weak = "4c4653494d000003";
+    c.network.simulated.overrides.insert(
+        weak.into(),
+        SimulatedDeviceOverride {
+            multicast_loss: Some(0.7),
+            ..Default::default()
+        },
+    );
+    let (app, sim) = fleet(c).await;
+    let image = image(16 * 1024);
+    let s = settings(image.len(), 30);
+    let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
+    for d in &done.devs {
+        if d.dev_eui.to_string() == weak {
+            assert_eq!(d.outcome, Some(Outcome::NotUpdated));
+            let e = d.error.as_deref().unwrap();
+            assert!(e.starts_with("lacked fragments"), "{e}");
+        } else {
+            assert_eq!(d.outcome, Some(Outcome::Verified), "{:?}", d.error);
+        }
+    }
+    assert_eq!(done.run.failure, None);
+}
+
+/// The Version & Status check refuses a device whose slot cannot hold the image, before any
+/// FUOTA command (FPort 200/201) is sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_too_small_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 3, 0.0);
+    let small = "4c4653494d000002";
+    c.network.simulated.overrides.insert(
+        small.into(),
+        SimulatedDeviceOverride {
+            slot_size: Some(4096),
+            ..Default::default()
+        },
+    );
+    let (app, sim) = fleet(c).await;
+    let image = image(8 * 1024);
+    let s = settings(image.len(), 20);
+    let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
+    for d in &done.devs {
+        if d.dev_eui.to_string() == small {
+            assert_eq!(d.outcome, Some(Outcome::Refused));
+            assert!(d
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("smaller than the image"));
+        } else {
+            assert_eq!(d.outcome, Some(Outcome::Verified), "{:?}", d.error);
+        }
+    }
+    let fuota_downlinks: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM downlinks WHERE dev_eui = ? AND f_port IN (200, 201)",
+    )
+    .bind(small)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(fuota_downlinks, 0);
+    let v = sim
+        .inspect(small.parse().unwrap(), |d| d.running_version())
+        .unwrap();
+    assert_eq!(v, 0x0001_0200);
+}
