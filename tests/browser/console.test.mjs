@@ -374,6 +374,15 @@ test('console: search, erase-slot dialog, stored versions, manual downlink, netw
     await page.getByTestId('confirm-erase-cancel').click();
     await sleep(300);
     assert.equal(queued(seen).length, 0, 'cancelling the confirmation sends nothing');
+
+    step.name = 'erase slot: leaving the page closes the dialog';
+    await page.getByTestId('vs-button-erase_slot').click();
+    await page.getByTestId('erase-dialog').waitFor();
+    await page.evaluate(() => { location.hash = '#/devices'; });
+    await page.getByTestId('erase-dialog').waitFor({ state: 'detached' });
+    assert.equal(queued(seen).length, 0, 'an abandoned erase sends nothing');
+    await page.goBack();
+    await page.getByTestId('device-title').filter({ hasText: NAME }).waitFor();
     await page.getByTestId('vs-button-erase_slot').click();
     await page.getByTestId('erase-slot-input').fill('2');
     await page.getByTestId('erase-dialog-confirm').click();

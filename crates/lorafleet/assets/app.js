@@ -430,6 +430,9 @@
     view: null,
 
     teardown() {
+      // A dialog belongs to the page that opened it: leaving the page cancels it, so an erase
+      // confirmed after navigating can never hit a device no longer on screen.
+      for (const dlg of document.querySelectorAll('dialog.dialog')) dlg.close();
       if (this.controller) this.controller.abort();
       if (this.current && this.current.destroy) {
         try { this.current.destroy(); } catch (e) { console.error(e); }

@@ -589,7 +589,7 @@
     const W = 640, H = 200, m = { l: 34, r: 10, t: 10, b: 24 };
     const x = (t) => m.l + ((t - t0) / (t1 - t0)) * (W - m.l - m.r);
     const y = (v) => m.t + (1 - v / total) * (H - m.t - m.b);
-    const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', class: 'chart-svg', role: 'img', 'aria-label': 'Devices per stage over time', testid: 'stage-chart' });
+    const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'chart-svg', role: 'img', 'aria-label': 'Devices per stage over time', testid: 'stage-chart' });
     for (const v of [0, total]) {
       g.append(svg('line', { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), class: 'grid-line' }));
       g.append(svg('text', { x: m.l - 4, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, String(v)));

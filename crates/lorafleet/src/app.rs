@@ -54,8 +54,18 @@ impl App {
         config: Config,
         network: Arc<dyn Network>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
+        let fresh = !config.server.data_dir.exists();
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+        // The data dir holds password and token hashes: owner only, when lorafleet made it.
+        #[cfg(unix)]
+        if fresh {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(
+                &config.server.data_dir,
+                std::fs::Permissions::from_mode(0o700),
+            );
+        }
         let db = storage::connect(&config.database_url()).await?;
         let mut first = FirstStart {
             admin_password: crate::auth::ensure_admin(

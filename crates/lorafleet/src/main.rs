@@ -158,17 +158,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.spawn_background();
     let sync_app = app.clone();
     tokio::spawn(async move {
+        // Every 10 minutes; after a failure sooner (30 s, doubling), since ChirpStack is often
+        // still starting when lorafleet is.
+        let mut retry = Duration::from_secs(30);
         loop {
-            match sync_app.sync_network_devices().await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(devices = n, "listed devices from the network server")
+            let wait = match sync_app.sync_network_devices().await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(devices = n, "listed devices from the network server");
+                    }
+                    retry = Duration::from_secs(30);
+                    Duration::from_secs(600)
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not list devices from the network server")
+                    tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "could not list devices from the network server");
+                    let wait = retry;
+                    retry = (retry * 2).min(Duration::from_secs(600));
+                    wait
                 }
-            }
-            tokio::time::sleep(Duration::from_secs(600)).await;
+            };
+            tokio::time::sleep(wait).await;
         }
     });
 

@@ -27,11 +27,30 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
         .connect_with(options)
         .await
         .with_context(|| format!("opening database {url}"))?;
+    restrict_database_files(url);
     sqlx::migrate!("./migrations")
         .run(&pool)
         .await
         .context("migrating the database schema")?;
     Ok(pool)
+}
+
+/// The database holds password and token hashes: owner-only files, whatever the umask.
+fn restrict_database_files(url: &str) {
+    #[cfg(unix)]
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = path.split('?').next().unwrap_or(path);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::set_permissions(
+                format!("{path}{suffix}"),
+                std::fs::Permissions::from_mode(0o600),
+            );
+        }
+    }
 }
 
 /// Times are stored as RFC 3339 UTC text with milliseconds, so text order is time order.

@@ -255,5 +255,38 @@ async fn generated_admin_password_is_written_owner_only() {
         .await
         .unwrap()
         .is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let db = std::fs::metadata(dir.path().join("lorafleet.db")).unwrap();
+        assert_eq!(
+            db.permissions().mode() & 0o777,
+            0o600,
+            "the database holds hashes"
+        );
+    }
     assert!(first.integration_token_generated);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let t = spawn(|_| {}, None).await;
+    let r = t.get("/api/nope").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/nope"));
+    let r = t
+        .http
+        .put(t.url("/api/devices"))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let r = t.delete("/api/tokens/abc").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "id");
 }

@@ -103,7 +103,7 @@ async fn v4_enqueue_carries_eui_port_bytes_and_token() {
     assert_eq!(d["status"]["stored"][1]["version"]["raw"], 0x00020000);
 
     // The ack of the confirmed downlink is matched to it by ChirpStack's queue item id.
-    let ack = json!({"deduplicationId": "a", "time": "2026-11-28T10:05:00Z", "deviceInfo": {"devEui": EUI}, "queueItemId": "queue-item-2", "acknowledged": true, "fCntDown": 4});
+    let ack = json!({"deduplicationId": "a", "time": "2026-11-27T10:05:00Z", "deviceInfo": {"devEui": EUI}, "queueItemId": "queue-item-2", "acknowledged": true, "fCntDown": 4});
     assert_eq!(
         t.ingest("ack", "application/json", ack.to_string().into_bytes())
             .await
@@ -268,6 +268,23 @@ async fn v3_queue_request_is_exactly_what_the_application_server_expects() {
             .unwrap(),
         vec![0x05, 0x02]
     );
+    let d = t.device(EUI).await;
+    assert_eq!(d["status_requests"][0]["state"], "pending");
+    // EraseSlotReq has no answer: the stored versions that follow settle it.
+    let stored = [0x02, 0b001, 0x03, 0x02, 0x01, 0x00];
+    assert_eq!(
+        t.ingest(
+            "up",
+            "application/json",
+            v4_uplink_json(EUI, 111, 5, &stored)
+        )
+        .await
+        .status(),
+        200
+    );
+    let d = t.device(EUI).await;
+    assert_eq!(d["status_requests"][0]["command"], "erase_slot");
+    assert_eq!(d["status_requests"][0]["state"], "answered");
     assert_eq!(t.app.sync_network_devices().await.unwrap(), 1);
     assert_eq!(t.device("bb00000000000001").await["never_seen"], true);
 }

@@ -447,6 +447,18 @@ async fn unreachable_service_is_retried_and_shown() {
         .await
         .unwrap();
     assert_ne!(keys, "{}");
+    // The image of a running campaign cannot be deleted.
+    let r = t
+        .delete(&format!("/api/firmware/{fw}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains(&format!("#{id}")),
+        "{e}"
+    );
     // Cancel works although the service cannot be told.
     let r = t
         .post(&format!("/api/campaigns/{id}/cancel"))
@@ -457,4 +469,53 @@ async fn unreachable_service_is_retried_and_shown() {
     let c: Value = r.json().await.unwrap();
     assert_eq!(c["state"], "cancelled");
     assert_eq!(device_of(&c, A)["stage"], "cancelled");
+    let r = t
+        .delete(&format!("/api/firmware/{fw}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "deletable once no campaign runs");
+}
+
+#[tokio::test]
+async fn a_restart_resumes_polling_without_creating_again() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    let id = create_and_start(
+        &t,
+        json!({"firmware_id": fw, "devices": [A], "driver": "fuota-server-v3",
+               "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+               "multicast": {"frequency": 869525000}}),
+    )
+    .await;
+    step(&t).await;
+    assert_eq!(fake.created.lock().unwrap().len(), 1);
+
+    // A second lorafleet on the same database, as after a restart.
+    let config = t.app.config.clone();
+    let (again, _) = lorafleet::App::build_with_network(
+        config,
+        std::sync::Arc::new(lorafleet::network::disabled::Disabled),
+    )
+    .await
+    .unwrap();
+    {
+        let mut s = fake.status.lock().unwrap();
+        s.mc_group_setup_completed_at = ts(10);
+        let mut a = device(A);
+        a.mc_group_setup_completed_at = ts(5);
+        s.device_status = vec![a];
+    }
+    sqlx::query("UPDATE campaigns SET next_poll_at = NULL")
+        .execute(&again.db)
+        .await
+        .unwrap();
+    lorafleet::campaigns::runner::run_due(&again).await.unwrap();
+    assert_eq!(
+        fake.created.lock().unwrap().len(),
+        1,
+        "the deployment is not created twice"
+    );
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(device_of(&c, A)["stage"], "frag_session_setup");
 }

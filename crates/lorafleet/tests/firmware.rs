@@ -191,6 +191,16 @@ async fn upload_limits_and_names() {
     let (status, _) = t.upload("ok.bin", &[1u8; 1000]).await;
     assert_eq!(status, 201);
 
+    let doc = t.get_json("/api/openapi.json").await;
+    for path in [
+        "/api/firmware",
+        "/api/firmware/{id}/download",
+        "/api/campaigns",
+        "/api/campaigns/{id}/start",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+
     let r = t
         .post("/api/firmware")
         .header("content-type", "application/json")

@@ -38,7 +38,7 @@ async fn v4_json_uplink_is_stored_with_its_metadata() {
     assert_eq!(d["device_profile"], "class-a");
     assert_eq!(d["dev_addr"], "01fa2b3c");
     assert_eq!(d["tags"]["site"], "north");
-    assert_eq!(d["last_seen"], "2026-11-28T10:00:00.123Z");
+    assert_eq!(d["last_seen"], "2026-11-27T10:00:00.123Z");
     let up = &d["last_uplink"];
     assert_eq!(up["f_cnt"], 42);
     assert_eq!(up["f_port"], 2);
@@ -58,7 +58,7 @@ async fn v4_protobuf_uplink_built_from_the_official_types() {
     let event = v4::UplinkEvent {
         deduplication_id: "d".into(),
         time: Some(chirpstack_api::pbjson_types::Timestamp {
-            seconds: 1_800_000_000,
+            seconds: 1_780_000_000,
             nanos: 0,
         }),
         device_info: Some(v4::DeviceInfo {
@@ -100,7 +100,7 @@ async fn v4_protobuf_uplink_built_from_the_official_types() {
         "binary payload is not text"
     );
     assert_eq!(d["last_uplink"]["frequency"], 867100000);
-    assert_eq!(d["last_seen"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(d["last_seen"], "2026-05-28T20:26:40.000Z");
 }
 
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn v3_json_uplink_with_base64_euis() {
         "tags": {"floor": "2"},
         "confirmedUplink": false,
         "devAddr": "AQIDBA==",
-        "publishedAt": "2026-11-28T09:00:00Z"
+        "publishedAt": "2026-11-27T09:00:00Z"
     });
     let r = t
         .ingest("up", "application/json", body.to_string().into_bytes())
@@ -184,14 +184,14 @@ async fn v3_protobuf_uplink_when_the_network_is_v3() {
 async fn join_status_ack_and_log_events() {
     let t = spawn(|_| {}, None).await;
     let info = serde_json::json!({"applicationId": "a", "applicationName": "app", "deviceName": "d", "devEui": "1111111111111111"});
-    let join = serde_json::json!({"deduplicationId": "j", "time": "2026-11-28T08:00:00Z", "deviceInfo": info, "devAddr": "0a0b0c0d"});
+    let join = serde_json::json!({"deduplicationId": "j", "time": "2026-11-27T08:00:00Z", "deviceInfo": info, "devAddr": "0a0b0c0d"});
     assert_eq!(
         t.ingest("join", "application/json", join.to_string().into_bytes())
             .await
             .status(),
         200
     );
-    let status = serde_json::json!({"deduplicationId": "s", "time": "2026-11-28T08:01:00Z", "deviceInfo": info, "margin": 7, "batteryLevel": 88.5});
+    let status = serde_json::json!({"deduplicationId": "s", "time": "2026-11-27T08:01:00Z", "deviceInfo": info, "margin": 7, "batteryLevel": 88.5});
     assert_eq!(
         t.ingest(
             "status",
@@ -202,14 +202,14 @@ async fn join_status_ack_and_log_events() {
         .status(),
         200
     );
-    let log = serde_json::json!({"time": "2026-11-28T08:02:00Z", "deviceInfo": info, "level": "ERROR", "code": "UPLINK_CODEC", "description": "codec failed", "context": {"deduplication_id": "x"}});
+    let log = serde_json::json!({"time": "2026-11-27T08:02:00Z", "deviceInfo": info, "level": "ERROR", "code": "UPLINK_CODEC", "description": "codec failed", "context": {"deduplication_id": "x"}});
     assert_eq!(
         t.ingest("log", "application/json", log.to_string().into_bytes())
             .await
             .status(),
         200
     );
-    let ack = serde_json::json!({"deduplicationId": "a", "time": "2026-11-28T08:03:00Z", "deviceInfo": info, "queueItemId": "q1", "acknowledged": true, "fCntDown": 3});
+    let ack = serde_json::json!({"deduplicationId": "a", "time": "2026-11-27T08:03:00Z", "deviceInfo": info, "queueItemId": "q1", "acknowledged": true, "fCntDown": 3});
     assert_eq!(
         t.ingest("ack", "application/json", ack.to_string().into_bytes())
             .await
@@ -218,7 +218,7 @@ async fn join_status_ack_and_log_events() {
     );
     let d = t.device("1111111111111111").await;
     assert_eq!(d["dev_addr"], "0a0b0c0d");
-    assert_eq!(d["joined_at"], "2026-11-28T08:00:00.000Z");
+    assert_eq!(d["joined_at"], "2026-11-27T08:00:00.000Z");
     assert_eq!(d["battery"], 88.5);
     assert_eq!(d["margin"], 7);
     let kinds: Vec<&str> = d["events"]
@@ -265,14 +265,54 @@ async fn malformed_bodies_are_refused_and_store_nothing() {
             Some("deviceInfo"),
         ),
         (
-            "application/json",
-            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "fPort": 300}"#.to_vec(),
-            None,
-        ),
-        (
             "application/octet-stream",
             vec![0xff, 0xff, 0xff, 0x01],
             None,
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "fCnt": -5}"#.to_vec(),
+            Some("fCnt"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "dr": 1e308}"#.to_vec(),
+            Some("dr"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "data": "!!!not b64"}"#.to_vec(),
+            Some("data"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "time": "yesterday"}"#.to_vec(),
+            Some("time"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "devAddr": "<script>"}"#.to_vec(),
+            Some("devAddr"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708"}, "fPort": 300}"#.to_vec(),
+            Some("fPort"),
+        ),
+        (
+            "application/json",
+            br#"{"deviceInfo": {"devEui": "0102030405060708", "tags": {"a": 1}}}"#.to_vec(),
+            Some("deviceInfo.tags.a"),
+        ),
+        (
+            "application/json",
+            br#"{"devEUI": "AQIDBAUGBwg=", "fCnt": "x"}"#.to_vec(),
+            Some("fCnt"),
+        ),
+        (
+            "application/json",
+            br#"{"devEUI": "AQIDBAUGBwg=", "devAddr": "AQID"}"#.to_vec(),
+            Some("devAddr"),
         ),
     ];
     for (ct, body, field) in cases {
@@ -281,7 +321,8 @@ async fn malformed_bodies_are_refused_and_store_nothing() {
         let e: Value = r.json().await.unwrap();
         assert!(!e["error"].as_str().unwrap().is_empty());
         if let Some(f) = field {
-            assert_eq!(e["field"], f);
+            assert_eq!(e["field"], f, "{e}");
+            assert!(!e["error"].as_str().unwrap().contains("untagged"), "{e}");
         }
     }
     let r = t.ingest("up", "text/plain", b"x".to_vec()).await;
@@ -484,4 +525,65 @@ async fn version_status_answers_update_the_record_and_bad_ones_are_logged() {
         .unwrap()
         .contains("0300000000000001000401"));
     assert_eq!(d["events"][1]["kind"], "status_answer");
+}
+
+#[tokio::test]
+async fn body_limit_after_auth_and_event_parameter_checks() {
+    let t = spawn(|_| {}, None).await;
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let stranger = t
+        .http
+        .post(t.url("/?event=up"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stranger.status(),
+        401,
+        "the token is checked before the body is read"
+    );
+    let r = t.ingest("up", "application/json", big).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "body");
+    for query in ["?event=", "?event=up&event=join", ""] {
+        let r = t
+            .http
+            .post(t.url(&format!("/api/integrations/chirpstack{query}")))
+            .bearer_auth(INTEGRATION_TOKEN)
+            .header("content-type", "application/json")
+            .body(v4_uplink_json("0102030405060708", 1, 1, b"x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["field"],
+            "event",
+            "{query}"
+        );
+    }
+    assert_eq!(device_count(&t).await, 0);
+}
+
+#[tokio::test]
+async fn a_time_in_the_future_is_replaced_by_the_time_of_reception() {
+    let t = spawn(|_| {}, None).await;
+    let body = String::from_utf8(v4_uplink_json("4444444444444444", 1, 1, b"x"))
+        .unwrap()
+        .replace("2026-11-27T10:00:00.123Z", "9999-12-31T23:59:59Z");
+    assert_eq!(
+        t.ingest("up", "application/json", body.into_bytes())
+            .await
+            .status(),
+        200
+    );
+    let d = t.device("4444444444444444").await;
+    let seen = chrono::DateTime::parse_from_rfc3339(d["last_seen"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - seen.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 60
+    );
 }

@@ -39,11 +39,11 @@ fn eui_from_text(field: &'static str, s: &str) -> Result<DevEui, IngestError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|_| IngestError::Field {
-            field,
+            field: field.to_string(),
             reason: format!("{s:?} is neither base64 nor 16 hex digits"),
         })?;
     DevEui::from_bytes(&bytes).ok_or(IngestError::Field {
-        field,
+        field: field.to_string(),
         reason: format!("decodes to {} bytes, expected 8", bytes.len()),
     })
 }
@@ -52,7 +52,7 @@ fn b64(field: &'static str, s: &str) -> Result<Vec<u8>, IngestError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| IngestError::Field {
-            field,
+            field: field.to_string(),
             reason: format!("not base64: {e}"),
         })
 }
@@ -122,7 +122,7 @@ fn application_id(v: Option<serde_json::Value>) -> Option<String> {
 
 fn identity_json(e: &mut JsonEvent) -> Result<(DevEui, DeviceIdentity), IngestError> {
     let raw = e.dev_eui.take().ok_or(IngestError::Field {
-        field: "devEUI",
+        field: "devEUI".into(),
         reason: "missing".into(),
     })?;
     let dev_eui = eui_from_text("devEUI", &raw)?;
@@ -132,6 +132,12 @@ fn identity_json(e: &mut JsonEvent) -> Result<(DevEui, DeviceIdentity), IngestEr
                 Some(a.to_ascii_lowercase())
             } else {
                 let b = b64("devAddr", &a)?;
+                if b.len() != 4 {
+                    return Err(IngestError::Field {
+                        field: "devAddr".into(),
+                        reason: format!("decodes to {} bytes, a DevAddr has 4", b.len()),
+                    });
+                }
                 Some(hex::encode(b))
             }
         }
@@ -152,10 +158,12 @@ fn identity_json(e: &mut JsonEvent) -> Result<(DevEui, DeviceIdentity), IngestEr
 }
 
 fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> {
-    let mut e: JsonEvent =
-        serde_json::from_slice(body).map_err(|err| malformed(event, err.to_string()))?;
+    let mut e: JsonEvent = super::parse_json(FORMAT, event, body)?;
     let (dev_eui, device) = identity_json(&mut e)?;
-    let at = e.published_at.unwrap_or_else(Utc::now);
+    let at = e
+        .published_at
+        .map(super::plausible_time)
+        .unwrap_or_else(Utc::now);
     let body = match event {
         "up" => {
             let data = match &e.data {
@@ -166,7 +174,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
                 (Some(o), _) => Some(o),
                 (None, Some(s)) if !s.is_empty() => {
                     Some(serde_json::from_str(&s).map_err(|err| IngestError::Field {
-                        field: "objectJSON",
+                        field: "objectJSON".into(),
                         reason: err.to_string(),
                     })?)
                 }
@@ -193,6 +201,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
             battery: if e.battery_level_unavailable || e.external_power_source {
                 None
             } else {
+                super::check_status(e.battery_level, e.margin, "batteryLevel")?;
                 e.battery_level
             },
             external_power: e.external_power_source,
@@ -237,7 +246,7 @@ fn pb_identity(
     dev_addr: &[u8],
 ) -> Result<(DevEui, DeviceIdentity), IngestError> {
     let eui = DevEui::from_bytes(dev_eui).ok_or(IngestError::Field {
-        field: "dev_eui",
+        field: "dev_eui".into(),
         reason: format!("{} bytes, expected 8", dev_eui.len()),
     })?;
     let tags: BTreeMap<String, String> = tags.into_iter().collect();
@@ -254,7 +263,7 @@ fn pb_identity(
             device_profile_id: None,
             device_profile_name: None,
             tags: Some(tags),
-            dev_addr: if dev_addr.is_empty() {
+            dev_addr: if dev_addr.len() != 4 {
                 None
             } else {
                 Some(hex::encode(dev_addr))
@@ -265,6 +274,7 @@ fn pb_identity(
 
 fn pb_time(ts: Option<prost_types_timestamp::Timestamp>) -> DateTime<Utc> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
+        .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
 
@@ -293,7 +303,7 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
             } else {
                 Some(
                     serde_json::from_str(&up.object_json).map_err(|err| IngestError::Field {
-                        field: "object_json",
+                        field: "object_json".into(),
                         reason: err.to_string(),
                     })?,
                 )

@@ -27,13 +27,14 @@ fn parse<T: Message + Default + serde::de::DeserializeOwned>(
         reason,
     };
     match encoding {
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| malformed(e.to_string())),
+        Encoding::Json => super::parse_json(FORMAT, event, body),
         Encoding::Protobuf => T::decode(body).map_err(|e| malformed(e.to_string())),
     }
 }
 
 fn time(ts: Option<chirpstack_api::pbjson_types::Timestamp>) -> DateTime<Utc> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
+        .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
 
@@ -50,14 +51,14 @@ fn identity(
     dev_addr: Option<String>,
 ) -> Result<(DevEui, DeviceIdentity), IngestError> {
     let info = info.ok_or(IngestError::Field {
-        field: "deviceInfo",
+        field: "deviceInfo".into(),
         reason: "missing".into(),
     })?;
     let dev_eui = info
         .dev_eui
         .parse::<DevEui>()
         .map_err(|e| IngestError::Field {
-            field: "deviceInfo.devEui",
+            field: "deviceInfo.devEui".into(),
             reason: e.to_string(),
         })?;
     let tags: BTreeMap<String, String> = info.tags.into_iter().collect();
@@ -70,7 +71,10 @@ fn identity(
             device_profile_id: non_empty(info.device_profile_id),
             device_profile_name: non_empty(info.device_profile_name),
             tags: Some(tags),
-            dev_addr: dev_addr.and_then(non_empty),
+            dev_addr: match dev_addr.and_then(non_empty) {
+                Some(a) => Some(super::dev_addr("devAddr", &a)?),
+                None => None,
+            },
         },
     ))
 }
@@ -89,7 +93,7 @@ pub fn decode(
                 best_signal(up.rx_info.iter().map(|rx| (rx.rssi, rx.snr as f64)));
             let object = match up.object {
                 Some(o) => Some(serde_json::to_value(o).map_err(|e| IngestError::Field {
-                    field: "object",
+                    field: "object".into(),
                     reason: e.to_string(),
                 })?),
                 None => None,
@@ -127,6 +131,10 @@ pub fn decode(
         "status" => {
             let st: pb::StatusEvent = parse(event, encoding, body)?;
             let (dev_eui, device) = identity(st.device_info, None)?;
+            if !st.battery_level_unavailable && !st.external_power_source {
+                super::check_status(Some(st.battery_level as f64), None, "batteryLevel")?;
+            }
+            super::check_status(None, Some(st.margin), "batteryLevel")?;
             Ok(IntegrationEvent {
                 dev_eui,
                 at: time(st.time),

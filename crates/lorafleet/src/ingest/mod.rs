@@ -104,7 +104,106 @@ pub enum IngestError {
         reason: String,
     },
     #[error("field {field}: {reason}")]
-    Field { field: &'static str, reason: String },
+    Field { field: String, reason: String },
+}
+
+/// Parses a JSON body, naming the field at fault and saying what was wrong in plain words.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    format: &'static str,
+    event: &str,
+    body: &[u8],
+) -> Result<T, IngestError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let reason = readable_json_error(&inner);
+        if path.is_empty() || path == "." || inner.is_syntax() || inner.is_eof() {
+            IngestError::Malformed {
+                format,
+                event: event.to_string(),
+                reason,
+            }
+        } else {
+            IngestError::Field {
+                field: path,
+                reason,
+            }
+        }
+    })
+}
+
+/// serde's messages name its internals ("untagged enum Content"); say what an operator can act on.
+fn readable_json_error(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    if msg.contains("untagged enum") || msg.contains("did not match any variant") {
+        "value out of range or of the wrong type".to_string()
+    } else if msg.starts_with("Invalid symbol")
+        || msg.starts_with("Invalid last symbol")
+        || msg.starts_with("Invalid padding")
+        || msg.contains("Invalid byte")
+    {
+        format!("not valid base64 ({msg})")
+    } else if msg.contains("premature end of input")
+        || msg.contains("input contains invalid characters")
+        || msg.contains("trailing input")
+    {
+        format!("not an RFC 3339 time ({msg})")
+    } else {
+        msg
+    }
+}
+
+/// A DevAddr as 8 lower-case hex digits.
+pub(crate) fn dev_addr(field: &str, s: &str) -> Result<String, IngestError> {
+    if s.len() == 8 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(IngestError::Field {
+            field: field.to_string(),
+            reason: format!(
+                "a DevAddr is 8 hex digits, got {:?}",
+                s.chars().take(20).collect::<String>()
+            ),
+        })
+    }
+}
+
+/// Device clocks and gateways can be wrong; a time far in the future would pin a device to the
+/// top of the list forever, so it is replaced by the time of reception.
+pub(crate) fn plausible_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    let now = Utc::now();
+    if t > now + chrono::Duration::minutes(5) {
+        now
+    } else {
+        t
+    }
+}
+
+/// Battery level in percent and link margin in dB, as LoRaWAN's DevStatusAns allows them.
+pub(crate) fn check_status(
+    battery: Option<f64>,
+    margin: Option<i32>,
+    battery_field: &str,
+) -> Result<(), IngestError> {
+    if let Some(b) = battery {
+        if !(0.0..=100.0).contains(&b) {
+            return Err(IngestError::Field {
+                field: battery_field.to_string(),
+                reason: format!("battery level must be 0..100 %, got {b}"),
+            });
+        }
+    }
+    if let Some(m) = margin {
+        if !(-32..=31).contains(&m) {
+            return Err(IngestError::Field {
+                field: "margin".into(),
+                reason: format!("link margin must be -32..31 dB, got {m}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How a body is encoded.
@@ -206,26 +305,28 @@ pub fn best_signal(pairs: impl Iterator<Item = (i32, f64)>) -> (Option<i32>, Opt
 
 pub(crate) fn f_port(
     value: u32,
-    format: &'static str,
-    event: &str,
+    _format: &'static str,
+    _event: &str,
 ) -> Result<Option<u8>, IngestError> {
     match value {
         0 => Ok(None),
         1..=255 => Ok(Some(value as u8)),
-        _ => Err(IngestError::Malformed {
-            format,
-            event: event.to_string(),
+        _ => Err(IngestError::Field {
+            field: "fPort".into(),
             reason: format!("fPort {value} is out of range 0..255"),
         }),
     }
 }
 
-pub(crate) fn dr(value: u32, format: &'static str, event: &str) -> Result<Option<u8>, IngestError> {
+pub(crate) fn dr(
+    value: u32,
+    _format: &'static str,
+    _event: &str,
+) -> Result<Option<u8>, IngestError> {
     u8::try_from(value)
         .map(Some)
-        .map_err(|_| IngestError::Malformed {
-            format,
-            event: event.to_string(),
+        .map_err(|_| IngestError::Field {
+            field: "dr".into(),
             reason: format!("dr {value} is out of range"),
         })
 }

@@ -226,7 +226,7 @@ pub async fn apply_payload(
             }
         };
         sqlx::query(
-            "UPDATE downlinks SET state = 'answered', answered_at = ?, updated_at = ? WHERE id = (
+            "UPDATE downlinks SET state = 'answered', answered_at = MAX(requested_at, ?), updated_at = ? WHERE id = (
                 SELECT id FROM downlinks WHERE dev_eui = ? AND status_command = ?
                 AND state IN ('requested', 'enqueued', 'sent', 'acknowledged') ORDER BY id DESC LIMIT 1)",
         )
@@ -236,6 +236,19 @@ pub async fn apply_payload(
         .bind(answered_command(answer))
         .execute(&mut *conn)
         .await?;
+        if matches!(answer, Answer::VersionStored { .. }) {
+            // EraseSlotReq has no answer; the stored versions that follow show its effect.
+            sqlx::query(
+                "UPDATE downlinks SET state = 'answered', answered_at = ?, updated_at = ?
+                 WHERE dev_eui = ? AND status_command = 'erase_slot'
+                 AND state IN ('requested', 'enqueued', 'sent', 'acknowledged')",
+            )
+            .bind(&t)
+            .bind(&t)
+            .bind(&eui)
+            .execute(&mut *conn)
+            .await?;
+        }
         log.push(("status_answer", format!("Version & Status: {message}")));
     }
     if let Some(e) = error {

@@ -323,8 +323,11 @@ pub async fn list_tokens(
 pub async fn delete_token(
     _user: AuthUser,
     State(app): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::field("id", format!("a token id is a number, got {id:?}")))?;
     if auth::delete_api_token(&app.db, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -1,9 +1,6 @@
 //! The endpoint ChirpStack's HTTP integration posts to: `POST /api/integrations/chirpstack?event=`
 //! and, for set-ups made for the original app, `POST /?event=`.
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -40,10 +37,11 @@ fn count(event: &str, outcome: &'static str) {
     security(("integration_token" = [])))]
 pub async fn integration(
     State(app): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
+    // The token is checked before the body is read: a stranger cannot make the server buffer it.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -66,12 +64,36 @@ pub async fn integration(
             ));
         }
     }
-    let Some(event) = q.get("event").map(|e| e.trim().to_ascii_lowercase()) else {
-        return Err(ApiError::field(
-            "event",
-            "query parameter event is required (e.g. ?event=up)",
-        ));
+    let events: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "event")
+        .map(|(_, v)| v.trim())
+        .collect();
+    let event = match events.as_slice() {
+        [one] if !one.is_empty() => one.to_ascii_lowercase(),
+        [] | [_] => {
+            return Err(ApiError::field(
+                "event",
+                "query parameter event is required (e.g. ?event=up)",
+            ))
+        }
+        _ => {
+            return Err(ApiError::field(
+                "event",
+                "query parameter event is given more than once",
+            ))
+        }
     };
+    let limit = app.config.server.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        count(&event, "rejected");
+        let mut e = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes (server.max_body_bytes)"),
+        );
+        e.field = Some("body".into());
+        e
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -123,4 +145,21 @@ pub async fn integration(
             outcome: "stored",
         }),
     ))
+}
+
+/// The original app's integration URL, kept so existing ChirpStack set-ups work unchanged; the
+/// same as `POST /api/integrations/chirpstack`.
+#[utoipa::path(post, path = "/",
+    params(("event" = String, Query, description = "as for /api/integrations/chirpstack")),
+    request_body(content = String, description = "ChirpStack v4 or v3 event, JSON or Protobuf"),
+    responses((status = 200, body = IngestResult), (status = 400, body = super::error::ErrorBody),
+              (status = 401, body = super::error::ErrorBody)),
+    security(("integration_token" = [])))]
+pub async fn legacy_integration(
+    state: State<AppState>,
+    query: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<IngestResult>), ApiError> {
+    integration(state, query, headers, body).await
 }

@@ -98,12 +98,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(uploads)
         .merge(assets::routes())
-        .route(
-            "/",
-            post(ingest::integration).layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .route("/", post(ingest::legacy_integration))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -118,6 +117,17 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(60),
         ))
         .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such path {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 #[derive(Serialize, ToSchema)]
@@ -151,7 +161,8 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition; no authentication (counters only, no device data).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     if let Ok(n) =
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")

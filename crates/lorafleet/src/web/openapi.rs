@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth_api, devices_api, error, ingest};
+use super::{auth_api, campaigns_api, devices_api, error, firmware_api, ingest};
 use crate::devices;
 use crate::status;
 
@@ -30,13 +30,17 @@ impl Modify for Security {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "lorafleet API", description = "Device inventory, Version & Status requests, downlinks and ChirpStack integration ingest. Authenticate with HTTP Basic, `Authorization: Bearer <api token>`, or the console's session cookie plus `X-CSRF-Token`."),
+    info(title = "lorafleet API", description = "Device inventory, Version & Status requests, downlinks, ChirpStack integration ingest, the firmware library and FUOTA campaigns. Authenticate with HTTP Basic, `Authorization: Bearer <api token>`, or the console's session cookie plus `X-CSRF-Token`."),
     paths(
-        super::health, super::info,
+        super::health, super::info, super::metrics, super::stream::stream, ingest::legacy_integration,
         auth_api::current, auth_api::login, auth_api::logout, auth_api::create_token, auth_api::list_tokens, auth_api::delete_token,
         devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
         devices_api::status_request, devices_api::downlink,
         ingest::integration,
+        firmware_api::list, firmware_api::upload, firmware_api::rescan, firmware_api::detail,
+        firmware_api::update, firmware_api::remove, firmware_api::download,
+        campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
+        campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,

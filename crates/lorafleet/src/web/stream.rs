@@ -15,6 +15,7 @@ use crate::AppState;
 
 /// `event: device` with `{"dev_eui"}`, `event: campaign` with `{"id"}`, `event: firmware`.
 /// A client that falls behind gets `event: resync` and should reload what it shows.
+#[utoipa::path(get, path = "/api/stream", responses((status = 200, content_type = "text/event-stream", body = String, description = "server-sent events: device, campaign, firmware, resync")))]
 pub async fn stream(
     _user: AuthUser,
     State(app): State<AppState>,
