@@ -97,11 +97,25 @@
     return `${s} s`;
   }
 
+  /** The network's clock: a simulated network may run faster than real time, and every time
+   *  the devices report is on its clock, so "5 s ago" must be counted on it too. */
+  const netClock = { base: null, at: 0, scale: 1 };
+  function setNetClock(net) {
+    const base = net && net.now ? Date.parse(net.now) : NaN;
+    netClock.base = Number.isNaN(base) ? null : base;
+    netClock.at = Date.now();
+    netClock.scale = net && net.time_scale > 0 ? net.time_scale : 1;
+  }
+  function netNow() {
+    if (netClock.base == null) return Date.now();
+    return netClock.base + (Date.now() - netClock.at) * netClock.scale;
+  }
+
   /** "just now", "5 min ago", "3 h ago", "2 d ago" */
   function relTime(t) {
     const d = parseTime(t);
     if (!d) return '—';
-    const secs = Math.round((Date.now() - d.getTime()) / 1000);
+    const secs = Math.round((netNow() - d.getTime()) / 1000);
     if (secs < 10) return 'just now';
     if (secs < 60) return `${secs} s ago`;
     const mins = Math.floor(secs / 60);
@@ -546,6 +560,7 @@
   async function enterApp() {
     try {
       state.info = await api('GET', '/api/info');
+      setNetClock(state.info && state.info.network);
     } catch (e) {
       if (e.status === 401) return;
       state.info = null; // the console still works without it
@@ -573,8 +588,10 @@
         h('button', { type: 'button', class: 'btn btn-ghost btn-small', testid: 'logout', onclick: logout }, 'Log out')));
     let banner = null;
     if (net.simulated === true) {
+      const scale = Number(net.time_scale) || 1;
       banner = h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
-        'Simulated network — devices are virtual');
+        'Simulated network — devices are virtual' +
+        (scale !== 1 ? `; simulated time runs ×${scale}` : ''));
     } else if (net.kind === 'none') {
       banner = h('div', { class: 'sim-banner net-none-banner', role: 'status', testid: 'network-banner' },
         'No network server configured — uplinks are received, but requests and downlinks cannot be sent');
@@ -1372,7 +1389,7 @@
   // What other console scripts (fuota.js) build their pages with.
   window.lorafleet = {
     route, api, ApiError, isAbort, navigate, h, svg, debounce, badge, errorBox, toast, modal, confirmDialog,
-    fmtDateTime, fmtDuration, fmtBytes, relTime, timeAgo, niceTicks,
+    fmtDateTime, fmtDuration, fmtBytes, relTime, timeAgo, niceTicks, netNow,
     csrfToken: () => (state.session && state.session.csrf_token) || null,
     info: () => state.info,
   };

@@ -15,16 +15,19 @@
   if (!L) return;
   const { h, svg, api, badge, errorBox, toast, confirmDialog, modal, fmtDateTime, fmtDuration, fmtBytes, timeAgo, debounce } = L;
 
-  const STAGES = ['pending', 'mc_group_setup', 'frag_session_setup', 'mc_session_setup', 'fragments', 'frag_status', 'completed', 'failed', 'cancelled'];
+  const STAGES = ['pending', 'check', 'mc_group_setup', 'frag_session_setup', 'mc_session_setup', 'fragments', 'frag_status', 'verify', 'completed', 'failed', 'cancelled'];
   const STAGE_LABEL = {
-    pending: 'Pending', mc_group_setup: 'Multicast group setup', frag_session_setup: 'Fragmentation setup',
+    pending: 'Pending', check: 'Checking version and space', mc_group_setup: 'Multicast group setup', frag_session_setup: 'Fragmentation setup',
     mc_session_setup: 'Multicast session setup', fragments: 'Receiving fragments', frag_status: 'Fragmentation status',
-    completed: 'Completed', failed: 'Failed', cancelled: 'Cancelled',
+    verify: 'Verifying the new version', completed: 'Completed', failed: 'Failed', cancelled: 'Cancelled',
   };
   const STAGE_COLOR = {
-    pending: '#cbd5e1', mc_group_setup: '#93c5fd', frag_session_setup: '#60a5fa', mc_session_setup: '#3b82f6',
-    fragments: '#6366f1', frag_status: '#a855f7', completed: '#16a34a', failed: '#dc2626', cancelled: '#94a3b8',
+    pending: '#cbd5e1', check: '#bae6fd', mc_group_setup: '#93c5fd', frag_session_setup: '#60a5fa', mc_session_setup: '#3b82f6',
+    fragments: '#6366f1', frag_status: '#a855f7', verify: '#14b8a6', completed: '#16a34a', failed: '#dc2626', cancelled: '#94a3b8',
   };
+  // The engine's report per device: how the update ended.
+  const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused' };
+  const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, o === 'verified' || o === 'completed' ? 'ok' : 'err', null, 'device-outcome') : '');
   const STATE_KIND = { draft: 'muted', running: 'pending', completed: 'ok', failed: 'err', cancelled: 'muted' };
   const stateBadge = (s) => badge(s, STATE_KIND[s] || 'muted', null, 'campaign-state');
   const stageBadge = (s) => badge(STAGE_LABEL[s] || s, s === 'completed' ? 'ok' : s === 'failed' ? 'err' : s === 'pending' || s === 'cancelled' ? 'muted' : 'pending');
@@ -286,7 +289,7 @@
 
     const f = {
       name: text('cf-name', 'e.g. Meters to 1.4.2'),
-      driver: select('cf-driver', [['chirpstack-v4', 'ChirpStack v4 FUOTA service'], ['fuota-server-v3', 'chirpstack-fuota-server (v3)'], ['engine', 'lorafleet engine']], netKind === 'chirpstack-v4' ? 'chirpstack-v4' : 'fuota-server-v3'),
+      driver: select('cf-driver', [['chirpstack-v4', 'ChirpStack v4 FUOTA service'], ['fuota-server-v3', 'chirpstack-fuota-server (v3)'], ['engine', 'lorafleet engine']], netKind === 'chirpstack-v4' ? 'chirpstack-v4' : netKind === 'simulated' ? 'engine' : 'fuota-server-v3'),
       lorawan: select('cf-lorawan', [['1.0', 'LoRaWAN 1.0.x (GenAppKey)'], ['1.1', 'LoRaWAN 1.1 (AppKey)']], '1.0'),
       genAppKey: text('cf-gen-app-key', '32 hex digits'),
       perDevice: h('textarea', { id: 'cf-per-device', rows: 3, placeholder: 'one per line: <DevEUI> <key>', spellcheck: 'false', testid: 'input-cf-per-device' }),
@@ -305,6 +308,9 @@
       blockAck: num('cf-block-ack', '1'),
       descriptor: text('cf-descriptor', '00000000'),
       status: select('cf-status', [['after_session', 'After the session'], ['after_enqueue', 'After the fragments are queued'], ['none', 'Do not ask']], 'after_session'),
+      check: select('cf-check', [['refuse', 'Leave out devices that do not fit'], ['warn', 'Warn and update anyway'], ['off', 'No check (no Version & Status)']], 'refuse'),
+      verify: select('cf-verify', [['true', 'Ask each device for its version'], ['false', 'Do not verify']], 'true'),
+      rebootDelay: num('cf-reboot-delay', '60', 60),
     };
 
     const intOrNull = (el) => (el.value.trim() === '' ? undefined : Number(el.value));
@@ -338,6 +344,9 @@
           block_ack_delay: intOrNull(f.blockAck), descriptor_hex: strOrNull(f.descriptor),
         },
         request_frag_status: f.status.value,
+        engine: f.driver.value === 'engine'
+          ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay) }
+          : undefined,
       };
     }
 
@@ -355,6 +364,10 @@
       set(f.fragSize, fr.fragment_size); set(f.redundancy, fr.redundancy); set(f.sessionIndex, fr.session_index);
       set(f.matrix, fr.matrix); set(f.blockAck, fr.block_ack_delay); set(f.descriptor, fr.descriptor_hex);
       if (req.request_frag_status) f.status.value = req.request_frag_status;
+      const en = req.engine || {};
+      if (en.check) f.check.value = en.check;
+      if (en.verify !== undefined && en.verify !== null) f.verify.value = String(en.verify);
+      set(f.rebootDelay, en.reboot_delay_s);
       for (const d of req.devices || []) selected.add(String(d).toLowerCase());
       if (req.firmware_id) firmwareSel.value = String(req.firmware_id);
     }
@@ -405,6 +418,15 @@
     }
     const schedule = debounce(preview, 350);
 
+    // Only the engine checks devices before and verifies them after (Version & Status).
+    const engineCard = card('Check and verify (lorafleet engine)',
+      h('div', { class: 'cf-grid' },
+        field('engine.check', 'Before: running version and slot size', f.check, 'A device whose slot is smaller than the image, or that runs another version than a delta\'s from_version.'),
+        field('engine.verify', 'After: verify the new version', f.verify),
+        field('engine.reboot_delay_s', 'Reboot delay (s)', f.rebootDelay, 'Time after the session before the devices are asked for their version.')));
+    const showEngine = () => { engineCard.hidden = f.driver.value !== 'engine'; };
+    f.driver.addEventListener('change', showEngine);
+    showEngine();
     const save = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'campaign-save' }, editId ? 'Save draft' : 'Create draft');
     const form = h('form', { class: 'cf-form', novalidate: true },
       card('Campaign',
@@ -445,6 +467,7 @@
           field('fragmentation.block_ack_delay', 'Block ack delay', f.blockAck),
           field('fragmentation.descriptor_hex', 'Descriptor (4 bytes hex)', f.descriptor),
           field('request_frag_status', 'Ask devices for their status', f.status))),
+      engineCard,
       card('Plan', planBox),
       generalError,
       h('div', { class: 'toolbar' }, save, h('a', { class: 'btn', href: editId ? `#/campaigns/${editId}` : '#/campaigns' }, 'Cancel')));
@@ -498,6 +521,7 @@
         const pre = queryParam('firmware');
         if (pre) firmwareSel.value = pre;
         if (existing) fill(existing.request || {});
+        showEngine();
         renderDevices();
         if (firmwareSel.value && selected.size) preview();
       } catch (e) {
@@ -686,10 +710,11 @@
       const done = (c.counts.completed || 0) + (c.counts.failed || 0) + (c.counts.cancelled || 0);
 
       const table = h('div', { class: 'table-wrap' }, h('table', { class: 'table table-compact table-cards', testid: 'campaign-devices' },
-        h('thead', null, h('tr', null, ['Device', 'Stage', 'Group setup', 'Frag. setup', 'Session setup', 'Frag. status', 'Completed', 'Error'].map((t) => h('th', null, t)))),
+        h('thead', null, h('tr', null, ['Device', 'Stage', 'Outcome', 'Group setup', 'Frag. setup', 'Session setup', 'Frag. status', 'Completed', 'Error'].map((t) => h('th', null, t)))),
         h('tbody', null, c.devices.map((d) => h('tr', { testid: 'campaign-device-row', 'data-dev-eui': d.dev_eui, 'data-stage': d.stage },
           h('td', { 'data-label': 'Device', class: 'mono' }, h('a', { href: `#/devices/${d.dev_eui}` }, d.dev_eui)),
           h('td', { 'data-label': 'Stage' }, stageBadge(d.stage)),
+          h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome)),
           ...['mc_group_setup_at', 'frag_session_setup_at', 'mc_session_setup_at', 'frag_status_at', 'completed_at'].map((k) =>
             h('td', { 'data-label': k, class: 'nowrap small' }, d[k] ? fmtDateTime(d[k]) : '—')),
           h('td', { 'data-label': 'Error', class: 'err-text small' }, d.error || ''))))));

@@ -182,6 +182,10 @@ pub struct NetworkInfo {
     pub kind: &'static str,
     pub region: String,
     pub simulated: bool,
+    /// How much faster than real time the network's clock runs (a simulated network).
+    pub time_scale: f64,
+    /// The network's clock now: the time base of everything the devices report.
+    pub now: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -201,6 +205,8 @@ pub async fn info(_user: auth_api::AuthUser, State(app): State<AppState>) -> Jso
             kind: kind.as_str(),
             region: app.config.network.region.clone(),
             simulated: kind == crate::config::NetworkKind::Simulated,
+            time_scale: app.network.time_scale(),
+            now: crate::storage::fmt_time(app.network.now()),
         },
         status_f_port: app.config.status_protocol.f_port,
     })
