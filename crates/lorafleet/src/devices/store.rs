@@ -739,6 +739,19 @@ pub async fn record_downlink_request(
     confirmed: bool,
     status_command: Option<&str>,
 ) -> sqlx::Result<i64> {
+    let mut conn = db.acquire().await?;
+    insert_downlink_request(&mut conn, dev_eui, f_port, data, confirmed, status_command).await
+}
+
+/// [`record_downlink_request`] inside the caller's transaction (many downlinks at once).
+pub async fn insert_downlink_request(
+    conn: &mut SqliteConnection,
+    dev_eui: DevEui,
+    f_port: u8,
+    data: &[u8],
+    confirmed: bool,
+    status_command: Option<&str>,
+) -> sqlx::Result<i64> {
     let now = crate::storage::now();
     let id = sqlx::query_scalar(
         "INSERT INTO downlinks (dev_eui, f_port, data, confirmed, status_command, state, requested_at, updated_at)
@@ -751,7 +764,7 @@ pub async fn record_downlink_request(
     .bind(status_command)
     .bind(&now)
     .bind(&now)
-    .fetch_one(db)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(id)
 }
@@ -764,9 +777,22 @@ pub async fn record_downlink_outcome(
     outcome: Result<(Option<String>, Option<u32>), String>,
     what: &str,
 ) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`record_downlink_outcome`] inside the caller's transaction.
+pub async fn apply_downlink_outcome(
+    conn: &mut SqliteConnection,
+    id: i64,
+    dev_eui: DevEui,
+    outcome: Result<(Option<String>, Option<u32>), String>,
+    what: &str,
+) -> sqlx::Result<()> {
     let now = crate::storage::now();
     let eui = dev_eui.to_string();
-    let mut tx = db.begin().await?;
     match outcome {
         Ok((network_ref, f_cnt)) => {
             sqlx::query("UPDATE downlinks SET state = 'enqueued', network_ref = ?, f_cnt = ?, updated_at = ? WHERE id = ? AND state = 'requested'")
@@ -774,10 +800,10 @@ pub async fn record_downlink_outcome(
                 .bind(f_cnt.map(|f| f as i64))
                 .bind(&now)
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             add_event(
-                &mut tx,
+                conn,
                 &eui,
                 &now,
                 "downlink_enqueued",
@@ -792,10 +818,10 @@ pub async fn record_downlink_outcome(
             .bind(&e)
             .bind(&now)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             add_event(
-                &mut tx,
+                conn,
                 &eui,
                 &now,
                 "downlink_failed",
@@ -804,7 +830,6 @@ pub async fn record_downlink_outcome(
             .await?;
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 

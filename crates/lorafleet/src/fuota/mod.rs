@@ -47,6 +47,51 @@ pub async fn send_unicast(io: Io<'_>, downlink: &Downlink, what: &str) -> anyhow
     Ok(result?)
 }
 
+/// [`send_unicast`] for many commands at once: the downlink list is written in two
+/// transactions for the whole batch instead of two per command. Returns each command's
+/// outcome, in order.
+pub async fn send_unicasts(
+    io: Io<'_>,
+    batch: &[(Downlink, &str)],
+) -> anyhow::Result<Vec<Result<Enqueued, crate::network::NetworkError>>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut tx = io.db.begin().await?;
+    for (d, _) in batch {
+        ids.push(
+            store::insert_downlink_request(
+                &mut tx,
+                d.dev_eui,
+                d.f_port,
+                &d.data,
+                d.confirmed,
+                None,
+            )
+            .await?,
+        );
+    }
+    tx.commit().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (d, _) in batch {
+        results.push(io.network.enqueue(d).await);
+    }
+    let mut tx = io.db.begin().await?;
+    for ((id, (d, what)), result) in ids.iter().zip(batch).zip(&results) {
+        let outcome = match result {
+            Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
+            Err(e) => Err(e.to_string()),
+        };
+        store::apply_downlink_outcome(&mut tx, *id, d.dev_eui, outcome, what).await?;
+    }
+    tx.commit().await?;
+    for (d, _) in batch {
+        let _ = io.changes.send(Change::Device(d.dev_eui));
+    }
+    Ok(results)
+}
+
 /// The packages' default FPorts; the simulated devices listen on these, the engine sends on them.
 pub mod ports {
     /// TS005 Remote Multicast Setup.

@@ -16,7 +16,7 @@ use sqlx::Row;
 use super::commands::{parse_uplink, Reply};
 use super::engine::{Action, Dev, Level, Phase, Run, Settings, Target};
 use super::keys::{self, RootKey};
-use super::{ports, send_unicast, Io};
+use super::{ports, send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
 
@@ -224,6 +224,9 @@ pub async fn step(
         out.push(Action::CreateGroup { members });
     }
     let mut log = Vec::new();
+    // Unicast commands go out together (one write of the downlink list for all of them); the
+    // group is created before, so it exists when the session requests arrive.
+    let mut unicasts = Vec::new();
     for action in out {
         match action {
             Action::Unicast {
@@ -238,15 +241,7 @@ pub async fn step(
                     data,
                     confirmed: false,
                 };
-                // A refused enqueue is retried like an unanswered command.
-                if let Err(e) = send_unicast(io, &downlink, what).await {
-                    log.push(line(
-                        now,
-                        Level::Warning,
-                        Some(dev_eui),
-                        format!("could not queue {what}: {e:#}"),
-                    ));
-                }
+                unicasts.push((downlink, what));
             }
             Action::CreateGroup { members } => {
                 create_group(io, run, s, group, &members, now, &mut log).await
@@ -277,6 +272,18 @@ pub async fn step(
                 dev_eui,
                 message,
             } => log.push(line(now, level, dev_eui, message)),
+        }
+    }
+    let results = send_unicasts(io, &unicasts).await?;
+    for ((d, what), result) in unicasts.iter().zip(results) {
+        // A refused enqueue is retried like an unanswered command.
+        if let Err(e) = result {
+            log.push(line(
+                now,
+                Level::Warning,
+                Some(d.dev_eui),
+                format!("could not queue {what}: {e}"),
+            ));
         }
     }
     if run.phase == Phase::After && run.group.is_some() && !run.group_deleted {

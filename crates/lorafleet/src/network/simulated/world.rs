@@ -379,8 +379,15 @@ impl World {
     /// Device `i` transmits; if a gateway hears it, the network answers in RX1 with the first
     /// queued downlink.
     fn uplink(&mut self, i: usize, at: i64) {
+        let st = &self.devices[i].state;
+        let before = (st.outbox.len(), st.next_clock_sync_ms);
         let (f_port, data) = self.devices[i].next_uplink(at, &mut self.rng);
-        self.dirty.insert(i);
+        let st = &self.devices[i].state;
+        // Telemetry changes nothing worth a write (the frame counter may start over after a
+        // restart); an answer leaving the outbox or a time request does.
+        if (st.outbox.len(), st.next_clock_sync_ms) != before {
+            self.dirty.insert(i);
+        }
         if self.rng.gen::<f64>() < self.setups[i].loss {
             return;
         }
