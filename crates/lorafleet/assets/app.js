@@ -775,6 +775,7 @@
     const chartBox = h('div', { class: 'chart', testid: 'uplink-chart' });
     const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
     const eventsBody = h('div', { class: 'card-body' }, h('p', { class: 'muted' }, 'Loading…'));
+    const historyBody = h('div', { class: 'card-body', testid: 'firmware-history' }, h('p', { class: 'muted' }, 'Loading…'));
     const downlinksBody = h('div', { class: 'recent-downlinks' });
     const nbSlots = h('input', { type: 'number', min: 0, max: 15, step: 1, class: 'input-tiny', placeholder: 'all', 'aria-label': 'Number of slots (optional)', title: 'Number of slots to report (optional)', testid: 'vs-nb-slots' });
 
@@ -807,6 +808,7 @@
         h('div', { class: 'card-body' },
           h('p', { class: 'muted small' }, 'Each request is queued as a downlink; the device answers on its status port with its next uplink.'),
           vsGrid, vsError, recentReqs)),
+      h('section', { class: 'card' }, h('h2', { class: 'card-title' }, 'Firmware history'), historyBody),
       h('section', { class: 'card' },
         h('h2', { class: 'card-title' }, 'Signal'),
         h('div', { class: 'card-body' }, chartBox)),
@@ -880,6 +882,7 @@
       statusBody.replaceChildren(statusCard(d.status || {}));
       renderRequests(Array.isArray(d.status_requests) ? d.status_requests : []);
       eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
+      historyBody.replaceChildren(firmwareHistory(Array.isArray(d.firmware_history) ? d.firmware_history : []));
       downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));
       if (uplinkList) {
         uplinkBody.replaceChildren(uplinkTable(uplinkList));
@@ -1118,6 +1121,20 @@
           h('span', { class: 'event-time', title: fmtDateTime(e.at) }, fmtDateTime(e.at)),
           h('span', { class: 'event-kind' }, e.kind || 'event'),
           h('span', { class: 'event-msg' }, e.message || ''))));
+    }
+
+    // Running versions as the device reported them, and the campaigns that updated it.
+    function firmwareHistory(entries) {
+      if (entries.length === 0) return h('p', { class: 'muted' }, 'No version reported yet. Ask for the running version above.');
+      return h('ol', { class: 'events', testid: 'firmware-history-list' }, entries.map((e) => {
+        const kind = e.outcome ? (e.outcome === 'verified' || e.outcome === 'completed' ? 'status' : 'error') : 'request';
+        return h('li', { class: 'event', testid: 'firmware-history-row', 'data-kind': kind },
+          h('span', { class: 'event-time', title: fmtDateTime(e.at) }, fmtDateTime(e.at)),
+          h('span', { class: 'event-kind' }, e.version ? e.version.display : (e.outcome || 'campaign')),
+          h('span', { class: 'event-msg' },
+            e.campaign_id ? [h('a', { href: `#/campaigns/${e.campaign_id}` }, `#${e.campaign_id}`), ' '] : null,
+            e.message || ''));
+      }));
     }
 
     // Downlink states as the server records them: requested -> enqueued -> sent ->

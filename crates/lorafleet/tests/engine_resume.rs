@@ -188,5 +188,20 @@ async fn a_campaign_survives_kill_9_and_completes() {
             d["status"]["running"]["version"]["display"], "1.3.0",
             "{eui}"
         );
+        // The device page's firmware history: the campaign's outcome and the version change.
+        let history = d["firmware_history"].as_array().unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|e| e["campaign_id"] == id && e["outcome"] == "verified"),
+            "{history:#?}"
+        );
+        assert!(
+            history.iter().any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("now runs 1.3.0 in slot 1 (was 1.2.0)")),
+            "{history:#?}"
+        );
     }
 }

@@ -683,6 +683,8 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> sqlx::Result<Option<DeviceDetai
         .collect();
     let last_seen: Option<String> = r.get("last_seen");
     let tags: String = r.get("tags_json");
+    let firmware_history =
+        crate::fuota::history::of_device(db, &eui, r.get("versioning_type")).await?;
     Ok(Some(DeviceDetail {
         dev_eui: eui,
         name: r.get("name"),
@@ -708,6 +710,7 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> sqlx::Result<Option<DeviceDetai
         status_requests,
         downlinks,
         events,
+        firmware_history,
     }))
 }
 

@@ -206,6 +206,49 @@ fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
     Ok((run, devs))
 }
 
+/// Writes a device's campaign outcome into its firmware history.
+async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
+    let Some(outcome) = d.outcome else {
+        return;
+    };
+    let what = match outcome {
+        Outcome::Verified => "verified: runs the new firmware".to_string(),
+        Outcome::Completed => "session completed (the version was not verified)".to_string(),
+        Outcome::NotUpdated => format!("not updated: {}", d.error.as_deref().unwrap_or("")),
+        Outcome::Unreachable => format!("unreachable: {}", d.error.as_deref().unwrap_or("")),
+        Outcome::Refused => format!("refused: {}", d.error.as_deref().unwrap_or("")),
+    };
+    let message = format!(
+        "campaign #{} \"{}\" ({}): {what}",
+        c.id, c.name, c.firmware.file_name
+    );
+    let outcome_name = serde_json::to_value(outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string));
+    let at = crate::storage::fmt_time(d.completed_at.unwrap_or_else(|| ctx.network.now()));
+    let version = (outcome == Outcome::Verified)
+        .then_some(d.running_version)
+        .flatten();
+    let result = async {
+        let mut conn = ctx.db.acquire().await?;
+        super::history::record(
+            &mut conn,
+            &d.dev_eui.to_string(),
+            &at,
+            version,
+            None,
+            Some(c.id),
+            outcome_name.as_deref(),
+            &message,
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(dev_eui = %d.dev_eui, error = %e, "could not write the firmware history");
+    }
+}
+
 impl EngineDriver {
     fn frames(&self, c: &Campaign, s: &Settings) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
         let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,6 +385,9 @@ impl CampaignDriver for EngineDriver {
             .await
             .map_err(internal)?;
         let t = target(c);
+        for d in devs.iter().filter(|d| d.outcome.is_some()) {
+            record_outcome(ctx, c, d).await;
+        }
         let wall = Wall::of(ctx);
         let mut log: Vec<LogLine> = log.into_iter().map(|l| log_line(l, wall)).collect();
         if t.version.is_none() && t.to_version.is_none() && s.verify {
@@ -382,6 +428,11 @@ impl CampaignDriver for EngineDriver {
         )
         .await
         .map_err(internal)?;
+        for (d, b) in devs.iter().zip(&before) {
+            if b.outcome.is_none() && d.outcome.is_some() {
+                record_outcome(ctx, c, d).await;
+            }
+        }
         Ok(self.outcome(c, &run, &devs, &before, stepped, Wall::of(ctx)))
     }
 

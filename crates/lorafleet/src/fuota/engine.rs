@@ -547,7 +547,11 @@ impl Run {
             Self::finish(d, Outcome::Completed, None, now, out);
             return;
         }
-        let at = self.verify_at.unwrap_or(now);
+        // Before the session ended (status asked after the last fragment), the device can
+        // already have its image: it reboots within the reboot delay after the last fragment.
+        let at = self
+            .verify_at
+            .unwrap_or_else(|| self.fragments_sent_at.unwrap_or(now) + s.reboot_delay);
         if now >= at {
             self.go(d, Step::Verify, s, now, out);
         } else {
@@ -1215,6 +1219,82 @@ mod tests {
             run.failure.as_deref(),
             Some("no device completed the setup")
         );
+    }
+
+    /// With the status asked after the last fragment (before the session ends), a device that
+    /// has everything is verified after the reboot delay, not at once.
+    #[test]
+    fn status_after_enqueue_waits_for_the_reboot_before_verifying() {
+        let s = Settings {
+            frag_status: FragStatusWhen::AfterEnqueue,
+            check: CheckMode::Off,
+            ..settings()
+        };
+        let t = target();
+        let mut devs = vec![Dev::new(DevEui([1; 8]), [0; 16], Some(1), &s, t0())];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &t, t0(), &mut out);
+        let d = &mut devs[0];
+        run.reply(
+            d,
+            Reply::McGroupSetup {
+                group_id: 0,
+                result: Ok(()),
+            },
+            &s,
+            &t,
+            t0(),
+            &mut out,
+        );
+        run.reply(
+            d,
+            Reply::FragSessionSetup {
+                index: 0,
+                result: Ok(()),
+            },
+            &s,
+            &t,
+            t0(),
+            &mut out,
+        );
+        run.tick(&mut devs, &s, &t, t0(), &mut out);
+        run.reply(
+            &mut devs[0],
+            Reply::McSession {
+                group_id: 0,
+                result: Ok(10),
+            },
+            &s,
+            &t,
+            t0(),
+            &mut out,
+        );
+        let start = run.session_start.unwrap();
+        run.tick(&mut devs, &s, &t, start, &mut out);
+        let sent = start + TimeDelta::seconds(10);
+        run.fragments_sent_at = Some(sent);
+        out.clear();
+        run.tick(&mut devs, &s, &t, sent, &mut out);
+        assert_eq!(
+            unicasts(&out),
+            vec![(devs[0].dev_eui, 201, "TS004 FragSessionStatusReq")]
+        );
+        run.reply(
+            &mut devs[0],
+            Reply::FragStatus {
+                index: 0,
+                received: 25,
+                missing: 0,
+                not_enough_memory: false,
+            },
+            &s,
+            &t,
+            sent,
+            &mut out,
+        );
+        assert_eq!(devs[0].step, Step::RebootWait);
+        assert_eq!(devs[0].next_action_at, Some(sent + s.reboot_delay));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod clock_sync;
 pub mod commands;
 pub mod driver;
 pub mod engine;
+pub mod history;
 pub mod keys;
 pub mod runner;
 

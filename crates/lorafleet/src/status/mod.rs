@@ -135,6 +135,33 @@ pub async fn apply_payload(
                 running_slot,
                 version,
             } => {
+                let before: Option<i64> =
+                    sqlx::query_scalar("SELECT running_version FROM devices WHERE dev_eui = ?")
+                        .bind(&eui)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .flatten();
+                if before != Some(*version as i64) {
+                    let shown = version_dto(*version as i64, vt).display;
+                    let message = match before {
+                        Some(old) => format!(
+                            "now runs {shown} in slot {running_slot} (was {})",
+                            version_dto(old, vt).display
+                        ),
+                        None => format!("runs {shown} in slot {running_slot}"),
+                    };
+                    crate::fuota::history::record(
+                        &mut *conn,
+                        &eui,
+                        &t,
+                        Some(*version),
+                        Some(*running_slot),
+                        None,
+                        None,
+                        &message,
+                    )
+                    .await?;
+                }
                 sqlx::query("UPDATE devices SET running_slot = ?, running_version = ?, running_reported_at = ? WHERE dev_eui = ?")
                     .bind(*running_slot as i64)
                     .bind(*version as i64)
