@@ -34,15 +34,35 @@ pub async fn add_event(
     Ok(())
 }
 
-async fn prune_events(conn: &mut SqliteConnection, dev_eui: &str, keep: u32) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM device_events WHERE dev_eui = ?1 AND id <= (
-            SELECT id FROM device_events WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )
-    .bind(dev_eui)
-    .bind(keep as i64)
-    .execute(&mut *conn)
-    .await?;
+/// Per-device history tables that keep only the newest rows.
+#[derive(Clone, Copy)]
+enum History {
+    Uplinks,
+    Events,
+}
+
+/// Deletes all but the newest `keep` rows of a device's history.
+async fn prune(
+    conn: &mut SqliteConnection,
+    table: History,
+    dev_eui: &str,
+    keep: u32,
+) -> sqlx::Result<()> {
+    let sql = match table {
+        History::Uplinks => {
+            "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
+                SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+        }
+        History::Events => {
+            "DELETE FROM device_events WHERE dev_eui = ?1 AND id <= (
+                SELECT id FROM device_events WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(dev_eui)
+        .bind(keep as i64)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -245,23 +265,11 @@ pub async fn apply_plain_uplinks(
             }
             if let EventBody::Up(up) = &ev.body {
                 if up.f_cnt.is_none_or(|f| f % 8 == 0) {
-                    prune_uplinks(conn, &eui, retention.uplink_history).await?;
+                    prune(conn, History::Uplinks, &eui, retention.uplink_history).await?;
                 }
             }
         }
     }
-    Ok(())
-}
-
-async fn prune_uplinks(conn: &mut SqliteConnection, dev_eui: &str, keep: u32) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
-            SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )
-    .bind(dev_eui)
-    .bind(keep as i64)
-    .execute(&mut *conn)
-    .await?;
     Ok(())
 }
 
@@ -300,14 +308,14 @@ pub async fn apply_event(
             // Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap
             // at uplink_history, so the few extra rows are never shown.
             if up.f_cnt.is_none_or(|f| f % 8 == 0) {
-                prune_uplinks(conn, &eui, retention.uplink_history).await?;
+                prune(conn, History::Uplinks, &eui, retention.uplink_history).await?;
             }
             if up.f_port == Some(retention.status_f_port) {
                 let lines = crate::status::apply_payload(conn, ev.dev_eui, ev.at, &up.data).await?;
                 for (kind, message) in lines {
                     add_event(conn, &eui, &at, kind, &message).await?;
                 }
-                prune_events(conn, &eui, retention.event_history).await?;
+                prune(conn, History::Events, &eui, retention.event_history).await?;
             }
         }
         EventBody::Join => {
@@ -321,7 +329,7 @@ pub async fn apply_event(
                 None => "joined".to_string(),
             };
             add_event(conn, &eui, &at, "join", &msg).await?;
-            prune_events(conn, &eui, retention.event_history).await?;
+            prune(conn, History::Events, &eui, retention.event_history).await?;
         }
         EventBody::Status {
             battery,
@@ -402,7 +410,7 @@ pub async fn apply_event(
         EventBody::Log { level, message } => {
             let kind = if level == "error" { "error" } else { "log" };
             add_event(conn, &eui, &at, kind, message).await?;
-            prune_events(conn, &eui, retention.event_history).await?;
+            prune(conn, History::Events, &eui, retention.event_history).await?;
         }
     }
     Ok(())
