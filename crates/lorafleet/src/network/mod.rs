@@ -126,6 +126,14 @@ pub trait Network: Send + Sync + 'static {
         tokio::time::sleep(ahead.div_f64(self.time_scale())).await;
     }
 
+    /// Marks lorafleet working on the network's behalf (a campaign step) until the returned
+    /// guard is dropped. An accelerated simulation holds its clock meanwhile, so the server's
+    /// real processing time is not multiplied by the acceleration (which would make it look
+    /// slow to the devices); real networks ignore it.
+    fn hold_clock(&self) -> ClockHold {
+        ClockHold::none()
+    }
+
     /// Hands over the writer a network that produces device events itself (the simulation)
     /// commits them with, so they take the same path as ChirpStack's; starts such a network.
     fn attach(&self, _writer: crate::ingest::writer::Writer) {}
@@ -170,6 +178,27 @@ pub trait Network: Send + Sync + 'static {
     /// Deletes a multicast group and whatever is still queued for it.
     async fn delete_multicast_group(&self, _group_id: &str) -> Result<(), NetworkError> {
         Err(not_supported(self.kind(), "multicast groups"))
+    }
+}
+
+/// See [`Network::hold_clock`]: releases the hold when dropped.
+pub struct ClockHold(Option<Box<dyn FnOnce() + Send>>);
+
+impl ClockHold {
+    pub fn none() -> ClockHold {
+        ClockHold(None)
+    }
+
+    pub fn new(release: impl FnOnce() + Send + 'static) -> ClockHold {
+        ClockHold(Some(Box::new(release)))
+    }
+}
+
+impl Drop for ClockHold {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
     }
 }
 

@@ -26,7 +26,9 @@ use tokio::sync::Notify;
 use self::clock::SimClock;
 use self::store::Store;
 use self::world::World;
-use super::{DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice};
+use super::{
+    ClockHold, DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice,
+};
 use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
@@ -37,8 +39,6 @@ const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(500);
 /// Fragments received and the network's queues are saved at least this often (real time); a
 /// crash loses at most this much of them, which the devices see as radio loss.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
-/// Real time per loop round the simulation may spend without holding its clock back.
-const BUSY_ALLOWANCE: Duration = Duration::from_millis(2);
 /// The loop looks at the clock at least this often even when nothing is due.
 const MAX_IDLE: Duration = Duration::from_millis(100);
 
@@ -134,7 +134,7 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
     let mut clock_saved = Instant::now() - CLOCK_SAVE_EVERY;
     let mut saved = Instant::now();
     loop {
-        let busy_since = Instant::now();
+        inner.clock.busy_begin();
         let now = inner.clock.now();
         let (events, next) = {
             let mut world = inner.world();
@@ -174,10 +174,7 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
         // The clock does not run while the simulation is busy (beyond a little): under load the
         // simulation slows down instead of its clock running ahead of what the devices did and
         // what the database holds, which would make every device look late to the engine.
-        let busy = busy_since.elapsed();
-        if busy > BUSY_ALLOWANCE {
-            inner.clock.hold_back(busy - BUSY_ALLOWANCE);
-        }
+        inner.clock.busy_end();
         let wait = next
             .and_then(DateTime::from_timestamp_millis)
             .map_or(MAX_IDLE, |t| inner.clock.real_until(t))
@@ -231,6 +228,12 @@ impl Network for Simulated {
 
     async fn sleep_until(&self, at: DateTime<Utc>) {
         tokio::time::sleep(self.inner.clock.real_until(at)).await;
+    }
+
+    fn hold_clock(&self) -> ClockHold {
+        self.inner.clock.busy_begin();
+        let inner = self.inner.clone();
+        ClockHold::new(move || inner.clock.busy_end())
     }
 
     fn attach(&self, writer: Writer) {
