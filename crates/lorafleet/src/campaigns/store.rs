@@ -316,6 +316,8 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
         .map(|d| (d.dev_eui.clone(), d))
         .collect();
     let t = |v: Option<DateTime<Utc>>| v.map(fmt_time);
+    // One transaction for all devices: the engine reports hundreds at once.
+    let mut tx = db.begin().await?;
     for report in &outcome.devices {
         let Some(before) = current.get(&report.dev_eui) else {
             continue;
@@ -351,9 +353,10 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
         .bind(now())
         .bind(id)
         .bind(&report.dev_eui)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
     }
+    tx.commit().await?;
     for line in &outcome.log {
         changed |= add_log(db, id, line).await?;
     }
