@@ -259,3 +259,97 @@ async fn a_slot_too_small_is_refused_before_anything_is_sent() {
         .unwrap();
     assert_eq!(v, 0x0001_0200);
 }
+
+/// The simulation restarted in the middle of the fragments (as after `kill -9`): devices keep
+/// what they received, the network what it had queued, and the campaign still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulation_restarted_mid_fragments_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 4, 0.0);
+    let (app, sim) = fleet(config.clone()).await;
+    let image = image(12 * 1024);
+    let s = settings(image.len(), 30);
+    let t = Target {
+        image_len: image.len(),
+        version: Some(NEW_VERSION),
+        ..Default::default()
+    };
+    let frames = data_fragments(&image, &s.frag, s.redundancy).unwrap();
+    let region = lrwn::region::get(lrwn::region::CommonName::EU868, false, false);
+    let airtime = radio::airtime_ms(region.as_ref(), s.dr, 203, false);
+    let airtime = TimeDelta::microseconds((airtime * 1000.0) as i64);
+    let group = GroupInfo::default();
+    let euis = sim.dev_euis();
+    let starts: Vec<DeviceStart> = euis
+        .iter()
+        .map(|&dev_eui| DeviceStart {
+            dev_eui,
+            root: None,
+        })
+        .collect();
+    let io = Io {
+        db: &app.db,
+        network: app.network.as_ref(),
+        changes: &app.changes,
+    };
+    let (mut run, mut devs, _) = runner::start(io, &s, &starts).await.unwrap();
+    let begun = Instant::now();
+    // Step until the devices are half-way through the data fragments.
+    loop {
+        let stepped = runner::step(io, &mut run, &mut devs, &s, &t, &frames, &group, airtime)
+            .await
+            .unwrap();
+        let half = sim
+            .inspect(euis[0], |d| d.session_progress(0))
+            .flatten()
+            .is_some_and(|(received, _)| received as usize >= frames.len() / 3);
+        if half {
+            break;
+        }
+        assert!(begun.elapsed() < Duration::from_secs(60), "{:?}", run.phase);
+        tokio::time::sleep(stepped.next).await;
+    }
+    let before: Vec<_> = euis
+        .iter()
+        .map(|&e| sim.inspect(e, |d| d.session_progress(0)).flatten())
+        .collect();
+    sim.shutdown().await;
+
+    let sim = Arc::new(Simulated::new(&config).unwrap());
+    let after: Vec<_> = euis
+        .iter()
+        .map(|&e| sim.inspect(e, |d| d.session_progress(0)).flatten())
+        .collect();
+    for (b, a) in before.iter().zip(&after) {
+        let (b, a) = (b.unwrap(), a.unwrap());
+        assert!(
+            a.0 >= b.0 && a.1 >= b.1,
+            "kept what was received: {b:?} -> {a:?}"
+        );
+    }
+    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let io = Io {
+        db: &app.db,
+        network: app.network.as_ref(),
+        changes: &app.changes,
+    };
+    loop {
+        let stepped = runner::step(io, &mut run, &mut devs, &s, &t, &frames, &group, airtime)
+            .await
+            .unwrap();
+        if stepped.done {
+            break;
+        }
+        assert!(begun.elapsed() < Duration::from_secs(90), "{:?}", run.phase);
+        tokio::time::sleep(stepped.next).await;
+    }
+    for d in &devs {
+        assert_eq!(
+            d.outcome,
+            Some(Outcome::Verified),
+            "{}: {:?}",
+            d.dev_eui,
+            d.error
+        );
+    }
+}

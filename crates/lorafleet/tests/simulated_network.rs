@@ -184,3 +184,56 @@ async fn devices_synchronise_their_clocks() {
         }
     }
 }
+
+/// What a device received of a fragmentation session survives a restart of the simulation:
+/// its decoder is rebuilt from the reception log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_fragments_survive_a_restart() {
+    use lorafleet::fuota::commands::{data_fragments, frag_session_setup_req, FragSetup};
+    use lorafleet::network::{Downlink, Network};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.network.simulated.devices = 1;
+    let sim = std::sync::Arc::new(lorafleet::network::simulated::Simulated::new(&config).unwrap());
+    let (_app, _) = App::build_with_network(config.clone(), sim.clone())
+        .await
+        .unwrap();
+    let eui = sim.dev_euis()[0];
+    let image: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+    let setup = FragSetup::for_image(image.len(), 50, 0, 0, 0, 0, [0; 4]).unwrap();
+    let send = |data: Vec<u8>| {
+        let sim = sim.clone();
+        async move {
+            sim.enqueue(&Downlink {
+                dev_eui: eui,
+                f_port: 201,
+                data,
+                confirmed: false,
+            })
+            .await
+            .unwrap();
+        }
+    };
+    // Unicast fragments: each waits for an uplink of the class A device.
+    send(frag_session_setup_req(&setup).unwrap()).await;
+    let frames = data_fragments(&image, &setup, 0).unwrap();
+    for f in frames.iter().take(10) {
+        send(f.clone()).await;
+    }
+    let start = Instant::now();
+    loop {
+        let p = sim.inspect(eui, |d| d.session_progress(0)).unwrap();
+        if p.is_some_and(|(received, _)| received == 10) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "fragments not received: {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.shutdown().await;
+    let again = lorafleet::network::simulated::Simulated::new(&config).unwrap();
+    let p = again.inspect(eui, |d| d.session_progress(0)).unwrap();
+    assert_eq!(p, Some((10, 10)), "received and rank after the restart");
+}

@@ -293,6 +293,17 @@ impl SimDevice {
         let _ = self.push_fragment(ctx, now_ms, index, n, data);
     }
 
+    /// A fragmentation session's progress: (fragments accepted, rank of the decoder).
+    pub fn session_progress(&self, index: u8) -> Option<(u32, usize)> {
+        let s = self.state.frag_sessions.get(usize::from(index))?.as_ref()?;
+        let rank = self.decoders[usize::from(index)]
+            .as_ref()
+            .map_or(if s.done { usize::from(s.nb_frag) } else { 0 }, |d| {
+                d.rank()
+            });
+        Some((s.received, rank))
+    }
+
     pub fn running_version(&self) -> u32 {
         self.state.slots[usize::from(self.state.running_slot)].unwrap_or(0)
     }

@@ -33,9 +33,6 @@ use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
 
-/// How often the clock is saved, in real time; a restart may rewind the clock by this much
-/// (times `time_scale`).
-const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(500);
 /// Fragments received and the network's queues are saved at least this often (real time); a
 /// crash loses at most this much of them, which the devices see as radio loss.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
@@ -48,6 +45,8 @@ pub struct Simulated {
 
 struct Inner {
     clock: SimClock,
+    /// Set by [`Simulated::shutdown`]: the loop saves and stops.
+    stop: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
     store: Store,
     wake: Notify,
@@ -91,15 +90,20 @@ impl Simulated {
             |id| store.load_device(id.dev_eui),
             store.load_network(),
         );
-        for i in 0..world.devices().len() {
-            let eui = world.devices()[i].id.dev_eui;
-            for (index, n, data) in store.load_fragments(eui) {
+        let (receptions, next_frame) = store.load_receptions()?;
+        world.set_next_frame(next_frame);
+        for (eui, list) in receptions {
+            let Some(i) = world.device_index(eui) else {
+                continue;
+            };
+            for (index, n, data) in list {
                 world.replay_fragment(i, index, n, &data, now_ms);
             }
         }
         Ok(Simulated {
             inner: Arc::new(Inner {
                 clock,
+                stop: std::sync::atomic::AtomicBool::new(false),
                 world: Mutex::new(world),
                 store,
                 wake: Notify::new(),
@@ -117,6 +121,21 @@ impl Simulated {
         self.inner.world().device(dev_eui).map(f)
     }
 
+    /// Stops the simulation after saving everything (tests that restart it in one process).
+    pub async fn shutdown(&self) {
+        self.inner
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        // The loop notices within one round; saving here as well covers a loop never started.
+        tokio::time::sleep(MAX_IDLE * 2).await;
+        let mut world = self.inner.world();
+        let all = world.devices().len();
+        world.dirty.extend(0..all);
+        world.net_dirty = true;
+        save(&self.inner, &mut world);
+    }
+
     /// Every simulated device's EUI, in order.
     pub fn dev_euis(&self) -> Vec<DevEui> {
         self.inner
@@ -131,9 +150,11 @@ impl Simulated {
 /// Moves the world forward with the clock, saves what changed, and hands the events to the
 /// writer in the order they happened.
 async fn run(inner: Arc<Inner>, writer: Writer) {
-    let mut clock_saved = Instant::now() - CLOCK_SAVE_EVERY;
     let mut saved = Instant::now();
     loop {
+        if inner.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         inner.clock.busy_begin();
         let now = inner.clock.now();
         let (events, next) = {
@@ -143,17 +164,11 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
             // Saving before the events leave means no device answers something it would
             // forget after a crash; between answers, fragments and queues are saved in batches.
             if !events.is_empty() || saved.elapsed() >= SAVE_EVERY {
-                save(&inner.store, &mut world);
+                save(&inner, &mut world);
                 saved = Instant::now();
             }
             (events, world.next_due_ms())
         };
-        if clock_saved.elapsed() >= CLOCK_SAVE_EVERY {
-            if let Err(e) = inner.store.save_clock(now) {
-                tracing::warn!(error = %e, "could not save the simulation clock");
-            }
-            clock_saved = Instant::now();
-        }
         // Submitted in order without waiting for each, the events share group commits; the
         // last one's outcome says the whole batch is in the database.
         let mut last = None;
@@ -186,10 +201,14 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
     }
 }
 
-/// Writes what changed since the last save. Called before the events that report the changes
-/// leave the world, so a device never answered something it would forget after a crash.
-fn save(store: &Store, world: &mut World) {
+/// Writes what changed since the last save, and the clock. Called before the events that
+/// report the changes leave the world, so a device never answered something it would forget
+/// after a crash; the clock saved with the state is never behind a time the state mentions, so a
+/// restart cannot rewind the simulation past what already happened (a session start, say).
+fn save(inner: &Inner, world: &mut World) {
+    let store = &inner.store;
     let dirty = std::mem::take(&mut world.dirty);
+    let saved_anything = !dirty.is_empty() || !world.log.is_empty() || world.net_dirty;
     for i in dirty {
         let dev = &world.devices()[i];
         if let Err(e) = store.save_device(dev.id.dev_eui, &dev.state) {
@@ -197,17 +216,19 @@ fn save(store: &Store, world: &mut World) {
         }
     }
     if !world.log.is_empty() {
-        let ops = std::mem::take(&mut world.log)
-            .into_iter()
-            .map(|(i, op)| (world.devices()[i].id.dev_eui, op))
-            .collect();
-        if let Err(e) = store.apply_log(ops) {
+        if let Err(e) = store.append_log(&std::mem::take(&mut world.log)) {
             tracing::warn!(error = %e, "could not log simulated fragments");
         }
     }
+    world.net_requested = false;
     if std::mem::take(&mut world.net_dirty) {
         if let Err(e) = store.save_network(&world.net) {
             tracing::warn!(error = %e, "could not save the simulated network server");
+        }
+    }
+    if saved_anything {
+        if let Err(e) = store.save_clock(inner.clock.now()) {
+            tracing::warn!(error = %e, "could not save the simulation clock");
         }
     }
 }
@@ -233,7 +254,17 @@ impl Network for Simulated {
     fn hold_clock(&self) -> ClockHold {
         self.inner.clock.busy_begin();
         let inner = self.inner.clone();
-        ClockHold::new(move || inner.clock.busy_end())
+        ClockHold::new(move || {
+            // The work being finished (a campaign step that queued fragments, say) is about to
+            // be stored by lorafleet: store what it asked of the network first, so a crash
+            // cannot leave the database ahead of the simulation.
+            let mut world = inner.world();
+            if world.net_requested {
+                save(&inner, &mut world);
+            }
+            drop(world);
+            inner.clock.busy_end();
+        })
     }
 
     fn attach(&self, writer: Writer) {
@@ -247,7 +278,7 @@ impl Network for Simulated {
         let id = {
             let mut world = self.inner.world();
             let id = world.enqueue(downlink.dev_eui, downlink.f_port, &downlink.data, now_ms)?;
-            save(&self.inner.store, &mut world);
+            save(&self.inner, &mut world);
             id
         };
         Ok(Enqueued {
@@ -270,7 +301,7 @@ impl Network for Simulated {
     async fn create_multicast_group(&self, group: &MulticastGroup) -> Result<String, NetworkError> {
         let mut world = self.inner.world();
         let id = world.create_group(group);
-        save(&self.inner.store, &mut world);
+        save(&self.inner, &mut world);
         Ok(id)
     }
 
@@ -281,7 +312,7 @@ impl Network for Simulated {
     ) -> Result<(), NetworkError> {
         let mut world = self.inner.world();
         world.add_member(group_id, dev_eui)?;
-        save(&self.inner.store, &mut world);
+        save(&self.inner, &mut world);
         Ok(())
     }
 
@@ -307,7 +338,7 @@ impl Network for Simulated {
     async fn delete_multicast_group(&self, group_id: &str) -> Result<(), NetworkError> {
         let mut world = self.inner.world();
         world.delete_group(group_id)?;
-        save(&self.inner.store, &mut world);
+        save(&self.inner, &mut world);
         Ok(())
     }
 }

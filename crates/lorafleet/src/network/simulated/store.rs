@@ -6,9 +6,10 @@
 //! Files are replaced by rename and never fsynced: they must survive the process, not the
 //! machine, and the page cache already gives that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -80,55 +81,163 @@ impl Store {
         write_atomic(&self.dir.join("network.json"), &bytes)
     }
 
-    /// Applies fragment-log changes, grouped per device (one file each).
-    pub fn apply_log(&self, ops: Vec<(DevEui, LogOp)>) -> std::io::Result<()> {
-        let mut per_device: BTreeMap<DevEui, Vec<LogOp>> = BTreeMap::new();
-        for (eui, op) in ops {
-            per_device.entry(eui).or_default().push(op);
+    fn receptions_path(&self) -> PathBuf {
+        self.dir.join("receptions.log")
+    }
+
+    /// Appends reception-log records (one write for the whole batch).
+    pub fn append_log(&self, ops: &[LogOp]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for op in ops {
+            encode(op, &mut bytes);
         }
-        for (eui, ops) in per_device {
-            let path = self.device_path(eui, "frags");
-            let mut records = Vec::new();
-            for op in ops {
-                match op {
-                    LogOp::Fragment { index, n, data } => {
-                        records.push(index);
-                        records.extend_from_slice(&n.to_le_bytes());
-                        records.extend_from_slice(&(data.len() as u16).to_le_bytes());
-                        records.extend_from_slice(&data);
+        append(&self.receptions_path(), &bytes)
+    }
+
+    /// Every device's fragments still in open sessions, in the order received, and the next
+    /// free frame id; then rewrites the log with only those (a log only grows while running).
+    pub fn load_receptions(&self) -> std::io::Result<(Receptions, u32)> {
+        let bytes = std::fs::read(self.receptions_path()).unwrap_or_default();
+        let mut frames: HashMap<u32, Arc<[u8]>> = HashMap::new();
+        let mut per_device: Receptions = BTreeMap::new();
+        for op in decode_all(&bytes) {
+            match op {
+                LogOp::Frame { id, data } => {
+                    frames.insert(id, data);
+                }
+                LogOp::Received {
+                    dev_eui,
+                    index,
+                    n,
+                    frame,
+                } => {
+                    if let Some(data) = frames.get(&frame) {
+                        per_device
+                            .entry(dev_eui)
+                            .or_default()
+                            .push((index, n, data.clone()));
                     }
-                    LogOp::Reset { index } => {
-                        // Rare (session setup, delete, reboot): write out the pending records,
-                        // then rewrite the file without the session's.
-                        append(&path, &std::mem::take(&mut records))?;
-                        let kept: Vec<u8> = read_records(&path)
-                            .into_iter()
-                            .filter(|(i, _, _)| *i != index)
-                            .flat_map(|(i, n, d)| {
-                                let mut r = vec![i];
-                                r.extend_from_slice(&n.to_le_bytes());
-                                r.extend_from_slice(&(d.len() as u16).to_le_bytes());
-                                r.extend_from_slice(&d);
-                                r
-                            })
-                            .collect();
-                        if kept.is_empty() {
-                            let _ = std::fs::remove_file(&path);
-                        } else {
-                            write_atomic(&path, &kept)?;
-                        }
+                }
+                LogOp::Reset { dev_eui, index } => {
+                    if let Some(list) = per_device.get_mut(&dev_eui) {
+                        list.retain(|(i, _, _)| *i != index);
                     }
                 }
             }
-            append(&path, &records)?;
         }
-        Ok(())
+        // Compact: each distinct payload once, then the receptions.
+        let mut ids: HashMap<*const u8, u32> = HashMap::new();
+        let mut out = Vec::new();
+        for (dev_eui, list) in &per_device {
+            for (index, n, data) in list {
+                let next = ids.len() as u32;
+                let frame = *ids.entry(data.as_ptr()).or_insert_with(|| {
+                    encode(
+                        &LogOp::Frame {
+                            id: next,
+                            data: data.clone(),
+                        },
+                        &mut out,
+                    );
+                    next
+                });
+                encode(
+                    &LogOp::Received {
+                        dev_eui: *dev_eui,
+                        index: *index,
+                        n: *n,
+                        frame,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        write_atomic(&self.receptions_path(), &out)?;
+        Ok((per_device, ids.len() as u32))
     }
+}
 
-    /// The logged fragments of a device, in the order received: (session index, N, data).
-    pub fn load_fragments(&self, eui: DevEui) -> Vec<(u8, u16, Vec<u8>)> {
-        read_records(&self.device_path(eui, "frags"))
+/// Per device: (session index, N, fragment payload) in the order received.
+pub type Receptions = BTreeMap<DevEui, Vec<(u8, u16, Arc<[u8]>)>>;
+
+const FRAME: u8 = 1;
+const RECEIVED: u8 = 2;
+const RESET: u8 = 3;
+
+fn encode(op: &LogOp, out: &mut Vec<u8>) {
+    match op {
+        LogOp::Frame { id, data } => {
+            out.push(FRAME);
+            out.extend_from_slice(&id.to_le_bytes());
+            // Fragments are at most 255 bytes (FragSize is one byte).
+            out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+            out.extend_from_slice(data);
+        }
+        LogOp::Received {
+            dev_eui,
+            index,
+            n,
+            frame,
+        } => {
+            out.push(RECEIVED);
+            out.extend_from_slice(&dev_eui.0);
+            out.push(*index);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&frame.to_le_bytes());
+        }
+        LogOp::Reset { dev_eui, index } => {
+            out.push(RESET);
+            out.extend_from_slice(&dev_eui.0);
+            out.push(*index);
+        }
     }
+}
+
+/// Reads records until the end or the first one cut short (a crash in the middle of a write).
+fn decode_all(mut rest: &[u8]) -> Vec<LogOp> {
+    fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, tail) = rest.split_first_chunk::<N>()?;
+        *rest = tail;
+        Some(*head)
+    }
+    let mut out = Vec::new();
+    while let Some([kind]) = take::<1>(&mut rest) {
+        let op = match kind {
+            FRAME => (|| {
+                let id = u32::from_le_bytes(take::<4>(&mut rest)?);
+                let len = usize::from(u16::from_le_bytes(take::<2>(&mut rest)?));
+                let data = rest.get(..len)?;
+                rest = &rest[len..];
+                Some(LogOp::Frame {
+                    id,
+                    data: data.into(),
+                })
+            })(),
+            RECEIVED => (|| {
+                let dev_eui = DevEui(take::<8>(&mut rest)?);
+                let [index] = take::<1>(&mut rest)?;
+                let n = u16::from_le_bytes(take::<2>(&mut rest)?);
+                let frame = u32::from_le_bytes(take::<4>(&mut rest)?);
+                Some(LogOp::Received {
+                    dev_eui,
+                    index,
+                    n,
+                    frame,
+                })
+            })(),
+            RESET => (|| {
+                let dev_eui = DevEui(take::<8>(&mut rest)?);
+                let [index] = take::<1>(&mut rest)?;
+                Some(LogOp::Reset { dev_eui, index })
+            })(),
+            _ => None,
+        };
+        match op {
+            Some(op) => out.push(op),
+            None => break,
+        }
+    }
+    out
 }
 
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -142,54 +251,58 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-/// Reads records until the end or the first one cut short (a crash in the middle of a write).
-fn read_records(path: &Path) -> Vec<(u8, u16, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let mut out = Vec::new();
-    let mut rest = &bytes[..];
-    while let [index, n0, n1, l0, l1, tail @ ..] = rest {
-        let len = usize::from(u16::from_le_bytes([*l0, *l1]));
-        let Some(data) = tail.get(..len) else {
-            break;
-        };
-        out.push((*index, u16::from_le_bytes([*n0, *n1]), data.to_vec()));
-        rest = &tail[len..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn fragment_log_appends_resets_and_survives_a_torn_tail() {
+    fn reception_log_replays_resets_compacts_and_survives_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let eui = DevEui([1; 8]);
-        let frag = |index, n: u16| LogOp::Fragment {
+        let a = DevEui([1; 8]);
+        let b = DevEui([2; 8]);
+        let frame = |id: u32| LogOp::Frame {
+            id,
+            data: vec![id as u8; 3].into(),
+        };
+        let got = |dev_eui, index, n, frame| LogOp::Received {
+            dev_eui,
             index,
             n,
-            data: vec![n as u8; 3],
+            frame,
         };
         store
-            .apply_log(vec![
-                (eui, frag(0, 1)),
-                (eui, frag(1, 1)),
-                (eui, frag(0, 2)),
+            .append_log(&[
+                frame(0),
+                got(a, 0, 1, 0),
+                got(b, 0, 1, 0),
+                frame(1),
+                got(a, 1, 5, 1),
             ])
             .unwrap();
         store
-            .apply_log(vec![(eui, LogOp::Reset { index: 1 }), (eui, frag(0, 3))])
+            .append_log(&[
+                LogOp::Reset {
+                    dev_eui: a,
+                    index: 1,
+                },
+                frame(2),
+                got(a, 0, 2, 2),
+            ])
             .unwrap();
-        let got: Vec<(u8, u16)> = store
-            .load_fragments(eui)
-            .into_iter()
-            .map(|(i, n, _)| (i, n))
-            .collect();
-        assert_eq!(got, vec![(0, 1), (0, 2), (0, 3)]);
-        append(&store.device_path(eui, "frags"), &[0, 4, 0, 9]).unwrap();
-        assert_eq!(store.load_fragments(eui).len(), 3);
+        append(&store.receptions_path(), &[RECEIVED, 1, 1]).unwrap();
+        let (r, next) = store.load_receptions().unwrap();
+        let ns = |e: DevEui| {
+            r[&e]
+                .iter()
+                .map(|(i, n, d)| (*i, *n, d[0]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ns(a), vec![(0, 1, 0), (0, 2, 2)]);
+        assert_eq!(ns(b), vec![(0, 1, 0)]);
+        assert_eq!(next, 2, "frame 0 shared by both devices is written once");
+        let (again, _) = store.load_receptions().unwrap();
+        assert_eq!(again, r, "the compacted log says the same");
         store.save_clock(DateTime::UNIX_EPOCH).unwrap();
         assert_eq!(store.load_clock(), Some(DateTime::UNIX_EPOCH));
     }

@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use lrwn::region::Region;
@@ -146,11 +147,21 @@ struct DeviceSetup {
     slot_size: u32,
 }
 
-/// A change the world asks the store to make on disk.
+/// What the store appends to the reception log: enough to rebuild every device's decoders
+/// after a restart. A multicast frame is written once however many devices received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogOp {
-    Fragment { index: u8, n: u16, data: Vec<u8> },
-    Reset { index: u8 },
+    /// A fragment frame's payload (DataFragment without CID and IndexAndN).
+    Frame { id: u32, data: Arc<[u8]> },
+    /// A device accepted frame `frame` as fragment `n` of session `index`.
+    Received {
+        dev_eui: DevEui,
+        index: u8,
+        n: u16,
+        frame: u32,
+    },
+    /// A device's session `index` was set up, deleted, or ended with a reboot.
+    Reset { dev_eui: DevEui, index: u8 },
 }
 
 pub struct World {
@@ -170,8 +181,15 @@ pub struct World {
     /// Devices whose saved state is stale.
     pub dirty: BTreeSet<usize>,
     pub net_dirty: bool,
-    /// Fragment-log changes per device, for the store.
-    pub log: Vec<(usize, LogOp)>,
+    /// The network was asked for something (a downlink, a group) since the last save.
+    pub net_requested: bool,
+    /// Reception-log records for the store, in order.
+    pub log: Vec<LogOp>,
+    /// Id of the next frame written to the reception log.
+    next_frame: u32,
+    /// The multicast frame being delivered, once logged.
+    current_frame: Option<u32>,
+    in_multicast: bool,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -210,7 +228,11 @@ impl World {
             events: Vec::new(),
             dirty: BTreeSet::new(),
             net_dirty: false,
+            net_requested: false,
             log: Vec::new(),
+            next_frame: 0,
+            current_frame: None,
+            in_multicast: false,
         };
         for n in 0..config.devices {
             let id = Identity::nth(n);
@@ -255,15 +277,15 @@ impl World {
                 w.schedule(at, What::Wake(i));
             }
         }
-        let busy: Vec<String> = w
+        let busy: Vec<(String, i64)> = w
             .net
             .groups
             .iter()
             .filter(|(_, g)| !g.queue.is_empty())
-            .map(|(id, _)| id.clone())
+            .map(|(id, g)| (id.clone(), g.free_at_ms))
             .collect();
-        for id in busy {
-            w.schedule(now_ms, What::Multicast(id));
+        for (id, free_at) in busy {
+            w.schedule(now_ms.max(free_at), What::Multicast(id));
         }
         w
     }
@@ -312,6 +334,11 @@ impl World {
         self.index.get(&dev_eui).copied()
     }
 
+    /// Frame ids already used in the reception log (restart).
+    pub fn set_next_frame(&mut self, next: u32) {
+        self.next_frame = next;
+    }
+
     /// Replays a fragment read back from the log (restart).
     pub fn replay_fragment(&mut self, i: usize, index: u8, n: u16, data: &[u8], now_ms: i64) {
         let slot_size = self.setups[i].slot_size;
@@ -347,8 +374,9 @@ impl World {
                 if self.devices[i].state.reboot.is_some_and(|r| r.at_ms <= at) {
                     self.devices[i].reboot(at);
                     self.dirty.insert(i);
+                    let dev_eui = self.devices[i].id.dev_eui;
                     for index in 0..4 {
-                        self.log.push((i, LogOp::Reset { index }));
+                        self.log.push(LogOp::Reset { dev_eui, index });
                     }
                     let boot = at + self.rng.gen_range(3_000..8_000);
                     self.schedule(boot, What::Boot(i));
@@ -466,11 +494,35 @@ impl World {
                     self.schedule(at_ms, What::Reboot(i));
                 }
                 Effect::Fragment { index, n, data } => {
-                    self.log.push((i, LogOp::Fragment { index, n, data }));
+                    let frame = match self.current_frame {
+                        Some(id) => id,
+                        None => {
+                            let id = self.next_frame;
+                            self.next_frame = self.next_frame.wrapping_add(1);
+                            self.log.push(LogOp::Frame {
+                                id,
+                                data: data.into(),
+                            });
+                            // A multicast frame is logged once for all its receivers.
+                            if self.in_multicast {
+                                self.current_frame = Some(id);
+                            }
+                            id
+                        }
+                    };
+                    self.log.push(LogOp::Received {
+                        dev_eui: self.devices[i].id.dev_eui,
+                        index,
+                        n,
+                        frame,
+                    });
                 }
                 Effect::FragSessionReset { index } => {
                     self.dirty.insert(i);
-                    self.log.push((i, LogOp::Reset { index }));
+                    self.log.push(LogOp::Reset {
+                        dev_eui: self.devices[i].id.dev_eui,
+                        index,
+                    });
                 }
             }
         }
@@ -504,6 +556,8 @@ impl World {
             .iter()
             .filter_map(|e| self.index.get(e).copied())
             .collect();
+        self.in_multicast = true;
+        self.current_frame = None;
         for i in members {
             let Some(local) = self.devices[i].listening_group(at, &spec, f_cnt) else {
                 continue;
@@ -521,6 +575,8 @@ impl World {
                 self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);
             self.apply(i, at, effects);
         }
+        self.in_multicast = false;
+        self.current_frame = None;
         if more {
             self.schedule(at + spacing, What::Multicast(id.to_string()));
         }
@@ -550,6 +606,7 @@ impl World {
                 data: data.to_vec(),
             });
         self.net_dirty = true;
+        self.net_requested = true;
         Ok(id)
     }
 
@@ -592,6 +649,7 @@ impl World {
             },
         );
         self.net_dirty = true;
+        self.net_requested = true;
         id
     }
 
@@ -610,6 +668,7 @@ impl World {
         }
         self.group_mut(id)?.members.insert(dev_eui);
         self.net_dirty = true;
+        self.net_requested = true;
         Ok(())
     }
 
@@ -631,6 +690,7 @@ impl World {
         });
         let start = g.free_at_ms.max(now_ms);
         self.net_dirty = true;
+        self.net_requested = true;
         if idle {
             self.schedule(start, What::Multicast(id.to_string()));
         }
@@ -652,6 +712,7 @@ impl World {
             .map(|_| ())
             .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))?;
         self.net_dirty = true;
+        self.net_requested = true;
         Ok(())
     }
 }
