@@ -125,6 +125,7 @@ impl App {
     /// the campaign runner (which resumes running campaigns).
     pub fn spawn_background(self: &Arc<Self>) {
         crate::campaigns::runner::spawn(self.clone());
+        crate::fuota::driver::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
             match crate::firmware::library::rescan(&app.db, &app.config).await {

@@ -451,3 +451,48 @@ impl CampaignDriver for EngineDriver {
         }
     }
 }
+
+/// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
+/// committed (FPorts 200, 201 and the Version & Status port), instead of waiting for the next
+/// poll; bursts are taken together.
+pub fn spawn_wakeups(app: &crate::AppState) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut uplinks = app.uplinks.subscribe();
+    let status_port = app.config.status_protocol.f_port;
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        loop {
+            let relevant = match uplinks.recv().await {
+                Ok(c) => match &c.event.body {
+                    crate::ingest::EventBody::Up(up) => [
+                        super::ports::MULTICAST_SETUP,
+                        super::ports::FRAGMENTATION,
+                        status_port,
+                    ]
+                    .contains(&up.f_port.unwrap_or(0)),
+                    _ => false,
+                },
+                // Missed some, maybe answers among them: one wake-up covers them all.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+            if !relevant {
+                continue;
+            }
+            let Some(app) = app.upgrade() else {
+                return;
+            };
+            let due = sqlx::query(
+                "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = 1",
+            )
+            .execute(&app.db)
+            .await;
+            if due.is_ok_and(|r| r.rows_affected() > 0) {
+                app.campaigns.wake.notify_one();
+            }
+            drop(app);
+            // Let a burst of answers gather before the next wake-up.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}

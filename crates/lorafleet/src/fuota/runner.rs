@@ -24,13 +24,16 @@ use crate::network::{Downlink, MulticastGroup};
 /// never waits for the next step (a gap would push fragments past the session's end), while a
 /// restart re-sends at most this many (devices ignore fragments they are past).
 const WINDOW: usize = 512;
-/// While waiting for answers, steps this often in the network's time...
+/// While waiting for answers, steps this often in the network's time (in the application,
+/// answers also wake the campaign runner at once: see [`super::driver::spawn_wakeups`])...
 const ANSWER_POLL_SIM: TimeDelta = TimeDelta::seconds(1);
 /// While streaming, steps this often in the network's time (so the last fragment's time is
 /// known to within this)...
-const STREAM_POLL_SIM: TimeDelta = TimeDelta::seconds(5);
-/// ...but at most this often and at least this often in real time.
-const MIN_POLL: Duration = Duration::from_millis(5);
+const STREAM_POLL_SIM: TimeDelta = TimeDelta::seconds(10);
+/// ...but at most this often and at least this often in real time: every step costs the
+/// runner a load of the campaign, which an accelerated simulation would otherwise ask for
+/// hundreds of times a second.
+const MIN_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_millis(250);
 
 /// A device to update, with its root key when the campaign brought one.

@@ -33,6 +33,9 @@ use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
 
+/// The clock is saved at most this often (real time); a restart resumes it no earlier than
+/// anything queued on the network.
+const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(200);
 /// Fragments received and the network's queues are saved at least this often (real time); a
 /// crash loses at most this much of them, which the devices see as radio loss.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
@@ -45,6 +48,9 @@ pub struct Simulated {
 
 struct Inner {
     clock: SimClock,
+    /// When the clock and the network server's state were last saved (real time).
+    clock_saved: Mutex<Instant>,
+    net_saved: Mutex<Instant>,
     /// Set by [`Simulated::shutdown`]: the loop saves and stops.
     stop: std::sync::atomic::AtomicBool,
     world: Mutex<World>,
@@ -79,7 +85,18 @@ impl Simulated {
                 tracing::info!(path = %path.display(), "wrote a demo firmware image for the simulated devices");
             }
         }
-        let clock = SimClock::new(sim.time_scale, store.load_clock());
+        let network = store.load_network();
+        // Resume no earlier than anything the saved network state mentions: a fragment queued
+        // in the session must not go out before the session (the clock is saved only now and
+        // then, the queue with every request).
+        let latest = network
+            .latest_ms()
+            .and_then(DateTime::from_timestamp_millis);
+        let resume = match (store.load_clock(), latest) {
+            (Some(c), Some(l)) => Some(c.max(l)),
+            (c, l) => c.or(l),
+        };
+        let clock = SimClock::new(sim.time_scale, resume);
         let now_ms = clock.now().timestamp_millis();
         let mut world = World::new(
             sim,
@@ -88,7 +105,7 @@ impl Simulated {
             now_ms,
             rand::rngs::StdRng::from_entropy(),
             |id| store.load_device(id.dev_eui),
-            store.load_network(),
+            network,
         );
         let (receptions, next_frame) = store.load_receptions()?;
         world.set_next_frame(next_frame);
@@ -104,6 +121,8 @@ impl Simulated {
             inner: Arc::new(Inner {
                 clock,
                 stop: std::sync::atomic::AtomicBool::new(false),
+                clock_saved: Mutex::new(Instant::now()),
+                net_saved: Mutex::new(Instant::now()),
                 world: Mutex::new(world),
                 store,
                 wake: Notify::new(),
@@ -133,7 +152,11 @@ impl Simulated {
         let all = world.devices().len();
         world.dirty.extend(0..all);
         world.net_dirty = true;
+        world.net_requested = true;
         save(&self.inner, &mut world);
+        if let Err(e) = self.inner.store.save_clock(self.inner.clock.now()) {
+            tracing::warn!(error = %e, "could not save the simulation clock");
+        }
     }
 
     /// Every simulated device's EUI, in order.
@@ -201,14 +224,13 @@ async fn run(inner: Arc<Inner>, writer: Writer) {
     }
 }
 
-/// Writes what changed since the last save, and the clock. Called before the events that
-/// report the changes leave the world, so a device never answered something it would forget
-/// after a crash; the clock saved with the state is never behind a time the state mentions, so a
-/// restart cannot rewind the simulation past what already happened (a session start, say).
+/// Writes what changed since the last save, and now and then the clock. Called before the
+/// events that report the changes leave the world, so a device never answered something it
+/// would forget after a crash.
 fn save(inner: &Inner, world: &mut World) {
     let store = &inner.store;
     let dirty = std::mem::take(&mut world.dirty);
-    let saved_anything = !dirty.is_empty() || !world.log.is_empty() || world.net_dirty;
+    let saved_anything = !dirty.is_empty() || !world.log.is_empty() || world.net_requested;
     for i in dirty {
         let dev = &world.devices()[i];
         if let Err(e) = store.save_device(dev.id.dev_eui, &dev.state) {
@@ -220,13 +242,33 @@ fn save(inner: &Inner, world: &mut World) {
             tracing::warn!(error = %e, "could not log simulated fragments");
         }
     }
-    world.net_requested = false;
-    if std::mem::take(&mut world.net_dirty) {
+    // What lorafleet asked for is saved at once; what the transmitters sent since (a popped
+    // queue entry) can wait a little: after a crash the frame is sent again, and devices ignore
+    // a fragment they are past. Rewriting the queue at every frame costs more than the frames.
+    let net_due = world.net_dirty && {
+        let mut last = inner.net_saved.lock().unwrap_or_else(|e| e.into_inner());
+        let due = world.net_requested || last.elapsed() >= SAVE_EVERY;
+        if due {
+            *last = Instant::now();
+        }
+        due
+    };
+    if net_due {
+        world.net_dirty = false;
+        world.net_requested = false;
         if let Err(e) = store.save_network(&world.net) {
             tracing::warn!(error = %e, "could not save the simulated network server");
         }
     }
-    if saved_anything {
+    let due = {
+        let mut last = inner.clock_saved.lock().unwrap_or_else(|e| e.into_inner());
+        let due = saved_anything && last.elapsed() >= CLOCK_SAVE_EVERY;
+        if due {
+            *last = Instant::now();
+        }
+        due
+    };
+    if due {
         if let Err(e) = store.save_clock(inner.clock.now()) {
             tracing::warn!(error = %e, "could not save the simulation clock");
         }

@@ -83,6 +83,9 @@ impl NetGroup {
 /// A multicast frame waiting for the transmitter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct McFrame {
+    /// When it was queued: it never goes out earlier, even if a restart set the clock back.
+    #[serde(default)]
+    pub not_before_ms: i64,
     pub f_cnt: u32,
     pub f_port: u8,
     #[serde(with = "hex_bytes")]
@@ -107,6 +110,17 @@ mod hex_bytes {
 pub struct NetworkState {
     pub groups: BTreeMap<String, NetGroup>,
     pub queues: BTreeMap<DevEui, VecDeque<Queued>>,
+}
+
+impl NetworkState {
+    /// The latest time the state mentions (queue times, the transmitters' free times).
+    pub fn latest_ms(&self) -> Option<i64> {
+        let groups = self.groups.values().flat_map(|g| {
+            std::iter::once(g.free_at_ms).chain(g.queue.iter().map(|f| f.not_before_ms))
+        });
+        let queues = self.queues.values().flatten().map(|q| q.not_before_ms);
+        groups.chain(queues).filter(|&t| t > 0).max()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -533,10 +547,15 @@ impl World {
         let Some(g) = self.net.groups.get_mut(id) else {
             return;
         };
+        if let Some(not_before) = g.queue.front().map(|f| f.not_before_ms).filter(|&t| t > at) {
+            self.schedule(not_before, What::Multicast(id.to_string()));
+            return;
+        }
         let Some(McFrame {
             f_cnt,
             f_port,
             data,
+            ..
         }) = g.queue.pop_front()
         else {
             return;
@@ -684,6 +703,7 @@ impl World {
         g.next_f_cnt = g.next_f_cnt.wrapping_add(1);
         let idle = g.queue.is_empty();
         g.queue.push_back(McFrame {
+            not_before_ms: now_ms,
             f_cnt,
             f_port,
             data: data.to_vec(),
