@@ -8,9 +8,13 @@ use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, LoginThrottle};
-use crate::config::Config;
+use crate::config::{Config, NetworkKind};
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
+use crate::network::chirpstack_v3::ChirpstackV3;
+use crate::network::chirpstack_v4::ChirpstackV4;
+use crate::network::disabled::Disabled;
+use crate::network::simulated::Simulated;
 use crate::network::Network;
 use crate::storage::{self, Db};
 
@@ -46,13 +50,46 @@ impl App {
     /// Opens the database, creates the first user and the integration token if needed, and
     /// connects the network backend.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
-        let network = crate::network::from_config(&config)?;
+        let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
+        let network: Arc<dyn Network> = match config.network.kind {
+            NetworkKind::None => Arc::new(Disabled),
+            NetworkKind::ChirpstackV4 => Arc::new(
+                ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
+                    .with_region(&config.network.region)?,
+            ),
+            NetworkKind::ChirpstackV3 => {
+                Arc::new(ChirpstackV3::new(&config.network.chirpstack_v3, timeout)?)
+            }
+            NetworkKind::Simulated => {
+                let sim = Arc::new(Simulated::new(&config)?);
+                return Self::build_with_simulation(config, sim).await;
+            }
+        };
         Self::build_with_network(config, network).await
     }
 
+    /// With a network server client built by the caller.
     pub async fn build_with_network(
         config: Config,
         network: Arc<dyn Network>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        Self::assemble(config, network, |_| {}).await
+    }
+
+    /// With the simulated network, started with the ingest writer once that exists; the caller
+    /// may keep a handle on it (tests look inside the devices).
+    pub async fn build_with_simulation(
+        config: Config,
+        sim: Arc<Simulated>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        let network = sim.clone();
+        Self::assemble(config, network, move |writer| sim.start(writer.clone())).await
+    }
+
+    async fn assemble(
+        config: Config,
+        network: Arc<dyn Network>,
+        with_writer: impl FnOnce(&Writer),
     ) -> anyhow::Result<(AppState, FirstStart)> {
         let fresh = !config.server.data_dir.exists();
         std::fs::create_dir_all(&config.server.data_dir)
@@ -99,7 +136,7 @@ impl App {
         ));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
-        network.attach(writer.clone());
+        with_writer(&writer);
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),

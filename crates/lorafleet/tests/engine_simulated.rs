@@ -136,7 +136,9 @@ async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &
 
 async fn fleet(config: Config) -> (lorafleet::AppState, Arc<Simulated>) {
     let sim = Arc::new(Simulated::new(&config).unwrap());
-    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let (app, _) = App::build_with_simulation(config, sim.clone())
+        .await
+        .unwrap();
     app.sync_network_devices().await.unwrap();
     (app, sim)
 }
@@ -327,7 +329,9 @@ async fn the_simulation_restarted_mid_fragments_still_completes() {
             "kept what was received: {b:?} -> {a:?}"
         );
     }
-    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let (app, _) = App::build_with_simulation(config, sim.clone())
+        .await
+        .unwrap();
     let io = Io {
         db: &app.db,
         network: app.network.as_ref(),

@@ -7,12 +7,10 @@ pub mod chirpstack_v4;
 pub mod disabled;
 pub mod simulated;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, NetworkKind};
+use crate::config::NetworkKind;
 use crate::devices::DevEui;
 
 /// A downlink lorafleet wants a device to receive.
@@ -98,13 +96,15 @@ pub enum NetworkError {
     Other(String),
 }
 
-/// One LoRaWAN network server (or the simulation of one).
+/// One LoRaWAN network server (or the simulation of one): what a network server's API offers,
+/// nothing about how lorafleet uses it.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
     /// Which implementation this is, for the UI and metrics.
     fn kind(&self) -> NetworkKind;
 
-    /// The network's clock; a simulated network may run faster than real time.
+    /// The network's clock; a simulated network may run faster than real time (and, being the
+    /// network, holds its clock back while lorafleet works on it).
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
@@ -115,28 +115,11 @@ pub trait Network: Send + Sync + 'static {
     /// Lists the devices of the configured applications.
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError>;
 
-    /// How many times faster than real time [`Network::now`] runs.
+    /// How many times faster than real time [`Network::now`] runs: what turns a deadline on
+    /// the network's clock into a real wait.
     fn time_scale(&self) -> f64 {
         1.0
     }
-
-    /// Waits until the network's clock reaches `at`.
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        let ahead = (at - self.now()).to_std().unwrap_or_default();
-        tokio::time::sleep(ahead.div_f64(self.time_scale())).await;
-    }
-
-    /// Marks lorafleet working on the network's behalf (a campaign step) until the returned
-    /// guard is dropped. An accelerated simulation holds its clock meanwhile, so the server's
-    /// real processing time is not multiplied by the acceleration (which would make it look
-    /// slow to the devices); real networks ignore it.
-    fn hold_clock(&self) -> ClockHold {
-        ClockHold::none()
-    }
-
-    /// Hands over the writer a network that produces device events itself (the simulation)
-    /// commits them with, so they take the same path as ChirpStack's; starts such a network.
-    fn attach(&self, _writer: crate::ingest::writer::Writer) {}
 
     /// The device's root keys, when the network server can tell them.
     async fn device_keys(&self, _dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
@@ -181,47 +164,9 @@ pub trait Network: Send + Sync + 'static {
     }
 }
 
-/// See [`Network::hold_clock`]: releases the hold when dropped.
-pub struct ClockHold(Option<Box<dyn FnOnce() + Send>>);
-
-impl ClockHold {
-    pub fn none() -> ClockHold {
-        ClockHold(None)
-    }
-
-    pub fn new(release: impl FnOnce() + Send + 'static) -> ClockHold {
-        ClockHold(Some(Box::new(release)))
-    }
-}
-
-impl Drop for ClockHold {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.take() {
-            release();
-        }
-    }
-}
-
 fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {
     NetworkError::Other(format!(
         "{what} are not supported with network.kind = \"{}\"",
         kind.as_str()
     ))
-}
-
-/// Builds the network backend the configuration names.
-pub fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
-    let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
-    Ok(match config.network.kind {
-        NetworkKind::None => Arc::new(disabled::Disabled),
-        NetworkKind::ChirpstackV4 => Arc::new(
-            chirpstack_v4::ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
-                .with_region(&config.network.region)?,
-        ),
-        NetworkKind::ChirpstackV3 => Arc::new(chirpstack_v3::ChirpstackV3::new(
-            &config.network.chirpstack_v3,
-            timeout,
-        )?),
-        NetworkKind::Simulated => Arc::new(simulated::Simulated::new(config)?),
-    })
 }

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::radio::{self, Link};
+use super::world::{GroupClass, GroupSpec};
 use crate::devices::DevEui;
 use crate::fuota::{package, ports};
-use crate::network::{MulticastClass, MulticastGroup};
 
 /// Slots every virtual device has; slot 0 holds the factory image.
 pub const NB_SLOTS: usize = 3;
@@ -379,14 +379,14 @@ impl SimDevice {
 
     /// The local group a multicast frame is for, when the device listens to it right now on
     /// that channel and can check its MIC.
-    pub fn listening_group(&self, now_ms: i64, group: &MulticastGroup, f_cnt: u32) -> Option<u8> {
+    pub fn listening_group(&self, now_ms: i64, group: &GroupSpec, f_cnt: u32) -> Option<u8> {
         let gps = self.device_gps(now_ms);
         self.state.mc_groups.iter().enumerate().find_map(|(i, g)| {
             let g = g.as_ref()?;
             let s = g.session.as_ref()?;
             let class_ok = match group.class {
-                MulticastClass::C => s.ping_slot_periodicity.is_none(),
-                MulticastClass::B { .. } => s.ping_slot_periodicity.is_some(),
+                GroupClass::C => s.ping_slot_periodicity.is_none(),
+                GroupClass::B { .. } => s.ping_slot_periodicity.is_some(),
             };
             let end = u64::from(s.start_gps) + (1u64 << s.timeout_exp);
             let open = u64::from(gps) >= u64::from(s.start_gps) && u64::from(gps) < end;

@@ -1,20 +1,24 @@
 //! What the simulation keeps on disk, in `<data_dir>/simulated`, so that killing lorafleet does
 //! not reset the virtual devices (real devices would not forget a multicast group because the
-//! server crashed): the clock, each device's state, the network server's queues and groups, and
-//! per device the fragments received in open sessions.
+//! server crashed): the clock, each device's state, the network server's queues and groups (a
+//! snapshot, plus a log of the multicast frames queued since), and per device the fragments
+//! received in open sessions.
 //!
 //! Files are replaced by rename and never fsynced: they must survive the process, not the
-//! machine, and the page cache already gives that.
+//! machine, and the page cache already gives that. Writes happen on one thread of their own
+//! ([`Saver`]), fed with what to write, so no runtime thread waits for a disk under a lock;
+//! whoever must not answer before something is on disk waits for [`Saver::flush`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
 use super::device::DeviceState;
-use super::world::{LogOp, NetworkState};
+use super::world::{LogOp, McFrame, NetworkState};
 use crate::devices::DevEui;
 
 pub struct Store {
@@ -69,16 +73,38 @@ impl Store {
         write_atomic(&self.device_path(eui, "json"), &bytes)
     }
 
+    /// The network server's saved state with the multicast frames queued after it.
     pub fn load_network(&self) -> NetworkState {
-        std::fs::read(self.dir.join("network.json"))
+        let mut state: NetworkState = std::fs::read(self.dir.join("network.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let log = std::fs::read(self.multicast_path()).unwrap_or_default();
+        for (group, frame) in decode_multicast(&log) {
+            state.replay_multicast(&group, frame);
+        }
+        state
     }
 
+    /// Writes the snapshot, then empties the multicast log it now contains (a crash between the
+    /// two replays frames the snapshot has, which the replay skips).
     pub fn save_network(&self, state: &NetworkState) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-        write_atomic(&self.dir.join("network.json"), &bytes)
+        write_atomic(&self.dir.join("network.json"), &bytes)?;
+        write_atomic(&self.multicast_path(), &[])
+    }
+
+    fn multicast_path(&self) -> PathBuf {
+        self.dir.join("multicast.log")
+    }
+
+    /// Appends multicast frames lorafleet queued (one write for the batch).
+    pub fn append_multicast(&self, frames: &[(String, McFrame)]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for (group, frame) in frames {
+            encode_multicast(group, frame, &mut bytes);
+        }
+        append(&self.multicast_path(), &bytes)
     }
 
     fn receptions_path(&self) -> PathBuf {
@@ -157,6 +183,119 @@ impl Store {
     }
 }
 
+/// Something to write, in the order it happened.
+#[derive(Debug)]
+pub enum Save {
+    Device(DevEui, Box<DeviceState>),
+    Receptions(Vec<LogOp>),
+    Multicast(Vec<(String, McFrame)>),
+    Network(Box<NetworkState>),
+    Clock(DateTime<Utc>),
+}
+
+enum Job {
+    Save(Save),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The store's writing thread. Cloned handles feed the same thread; it stops once every handle
+/// is gone and what they sent is written.
+#[derive(Clone)]
+pub struct Saver {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Saver {
+    pub fn spawn(store: Store) -> std::io::Result<Saver> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("simulated-store".into())
+            .spawn(move || write_loop(&store, &rx))?;
+        Ok(Saver { tx })
+    }
+
+    /// Queues a write; never blocks.
+    pub fn send(&self, save: Save) {
+        if self.tx.send(Job::Save(save)).is_err() {
+            tracing::warn!("the simulated network's store thread has stopped; not saved");
+        }
+    }
+
+    /// Resolves once everything sent before is written (or the thread is gone).
+    pub fn flush(&self) -> oneshot::Receiver<()> {
+        let (done, written) = oneshot::channel();
+        let _ = self.tx.send(Job::Flush(done));
+        written
+    }
+}
+
+/// Takes whatever is waiting as one batch: a device's or the network's state written twice in
+/// a batch is written once (the later), and the flushes are answered after the batch.
+fn write_loop(store: &Store, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let mut saves = Vec::new();
+        let mut flushed = Vec::new();
+        for job in batch {
+            match job {
+                Job::Save(s) => saves.push(s),
+                Job::Flush(done) => flushed.push(done),
+            }
+        }
+        for save in superseded_dropped(saves) {
+            if let Err(e) = write(store, &save) {
+                tracing::warn!(error = %e, what = save.what(), "could not save the simulated network");
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Drops every device state, network snapshot and clock a later one in the batch replaces;
+/// appends stay, in order (a snapshot replaces the multicast frames logged before it because
+/// it contains them, and those are written before it anyway).
+fn superseded_dropped(saves: Vec<Save>) -> Vec<Save> {
+    let mut seen_devices = HashSet::new();
+    let (mut seen_network, mut seen_clock) = (false, false);
+    let mut kept: Vec<Save> = saves
+        .into_iter()
+        .rev()
+        .filter(|s| match s {
+            Save::Device(eui, _) => seen_devices.insert(*eui),
+            Save::Network(_) => !std::mem::replace(&mut seen_network, true),
+            Save::Clock(_) => !std::mem::replace(&mut seen_clock, true),
+            Save::Receptions(_) | Save::Multicast(_) => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+fn write(store: &Store, save: &Save) -> std::io::Result<()> {
+    match save {
+        Save::Device(eui, state) => store.save_device(*eui, state),
+        Save::Receptions(ops) => store.append_log(ops),
+        Save::Multicast(frames) => store.append_multicast(frames),
+        Save::Network(state) => store.save_network(state),
+        Save::Clock(t) => store.save_clock(*t),
+    }
+}
+
+impl Save {
+    fn what(&self) -> &'static str {
+        match self {
+            Save::Device(..) => "device state",
+            Save::Receptions(_) => "received fragments",
+            Save::Multicast(_) => "queued multicast frames",
+            Save::Network(_) => "network server state",
+            Save::Clock(_) => "clock",
+        }
+    }
+}
+
 /// Per device: (session index, N, fragment payload) in the order received.
 pub type Receptions = BTreeMap<DevEui, Vec<(u8, u16, Arc<[u8]>)>>;
 
@@ -195,19 +334,13 @@ fn encode(op: &LogOp, out: &mut Vec<u8>) {
 
 /// Reads records until the end or the first one cut short (a crash in the middle of a write).
 fn decode_all(mut rest: &[u8]) -> Vec<LogOp> {
-    fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
-        let (head, tail) = rest.split_first_chunk::<N>()?;
-        *rest = tail;
-        Some(*head)
-    }
     let mut out = Vec::new();
     while let Some([kind]) = take::<1>(&mut rest) {
         let op = match kind {
             FRAME => (|| {
                 let id = u32::from_le_bytes(take::<4>(&mut rest)?);
                 let len = usize::from(u16::from_le_bytes(take::<2>(&mut rest)?));
-                let data = rest.get(..len)?;
-                rest = &rest[len..];
+                let data = take_slice(&mut rest, len)?;
                 Some(LogOp::Frame {
                     id,
                     data: data.into(),
@@ -238,6 +371,57 @@ fn decode_all(mut rest: &[u8]) -> Vec<LogOp> {
         }
     }
     out
+}
+
+fn encode_multicast(group: &str, frame: &McFrame, out: &mut Vec<u8>) {
+    // Group ids are the simulation's own ("sim-mc-" and 8 hex digits), fragments at most 255
+    // bytes: both lengths fit.
+    out.push(group.len() as u8);
+    out.extend_from_slice(group.as_bytes());
+    out.extend_from_slice(&frame.f_cnt.to_le_bytes());
+    out.push(frame.f_port);
+    out.extend_from_slice(&frame.not_before_ms.to_le_bytes());
+    out.extend_from_slice(&(frame.data.len() as u16).to_le_bytes());
+    out.extend_from_slice(&frame.data);
+}
+
+/// Reads records until the end or the first one cut short.
+fn decode_multicast(mut rest: &[u8]) -> Vec<(String, McFrame)> {
+    let mut out = Vec::new();
+    let mut next = || -> Option<(String, McFrame)> {
+        let [len] = take::<1>(&mut rest)?;
+        let group = String::from_utf8(take_slice(&mut rest, usize::from(len))?.to_vec()).ok()?;
+        let f_cnt = u32::from_le_bytes(take::<4>(&mut rest)?);
+        let [f_port] = take::<1>(&mut rest)?;
+        let not_before_ms = i64::from_le_bytes(take::<8>(&mut rest)?);
+        let len = usize::from(u16::from_le_bytes(take::<2>(&mut rest)?));
+        let data = take_slice(&mut rest, len)?.to_vec();
+        Some((
+            group,
+            McFrame {
+                not_before_ms,
+                f_cnt,
+                f_port,
+                data,
+            },
+        ))
+    };
+    while let Some(record) = next() {
+        out.push(record);
+    }
+    out
+}
+
+fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(*head)
+}
+
+fn take_slice<'a>(rest: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    let head = rest.get(..len)?;
+    *rest = &rest[len..];
+    Some(head)
 }
 
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -305,5 +489,118 @@ mod tests {
         assert_eq!(again, r, "the compacted log says the same");
         store.save_clock(DateTime::UNIX_EPOCH).unwrap();
         assert_eq!(store.load_clock(), Some(DateTime::UNIX_EPOCH));
+    }
+
+    fn group(next_f_cnt: u32) -> super::super::world::NetGroup {
+        super::super::world::NetGroup {
+            name: "g".into(),
+            mc_addr: [1, 2, 3, 4],
+            mc_nwk_s_key: [5; 16],
+            mc_app_s_key: [6; 16],
+            class_b_periodicity: None,
+            dr: 5,
+            frequency: 869_525_000,
+            next_f_cnt,
+            members: Default::default(),
+            queue: Default::default(),
+            free_at_ms: 0,
+        }
+    }
+
+    fn frame(f_cnt: u32) -> McFrame {
+        McFrame {
+            not_before_ms: 1_700_000_000_000 + i64::from(f_cnt),
+            f_cnt,
+            f_port: 201,
+            data: vec![0x08, f_cnt as u8, 0xab],
+        }
+    }
+
+    fn queued(state: &NetworkState, id: &str) -> Vec<(u32, i64, Vec<u8>)> {
+        state.groups[id]
+            .queue
+            .iter()
+            .map(|f| (f.f_cnt, f.not_before_ms, f.data.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn multicast_frames_logged_after_the_snapshot_are_replayed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = NetworkState::default();
+        state.groups.insert("sim-mc-1".into(), group(10));
+        store.save_network(&state).unwrap();
+        let in_gone_group = ("sim-mc-2".to_string(), frame(1));
+        store
+            .append_multicast(&[("sim-mc-1".into(), frame(10)), in_gone_group])
+            .unwrap();
+        store
+            .append_multicast(&[("sim-mc-1".into(), frame(11))])
+            .unwrap();
+        append(&store.multicast_path(), &[15, b's']).unwrap();
+        let loaded = store.load_network();
+        let want = |n: u32| (n, frame(n).not_before_ms, frame(n).data);
+        assert_eq!(queued(&loaded, "sim-mc-1"), vec![want(10), want(11)]);
+        assert_eq!(loaded.groups["sim-mc-1"].next_f_cnt, 12);
+        assert!(!loaded.groups.contains_key("sim-mc-2"));
+        // The snapshot now holds them: the log is emptied, and frames it still had (a crash
+        // between the two writes) are not queued twice.
+        store.save_network(&loaded).unwrap();
+        assert_eq!(std::fs::read(store.multicast_path()).unwrap(), b"");
+        store
+            .append_multicast(&[("sim-mc-1".into(), frame(11))])
+            .unwrap();
+        assert_eq!(
+            queued(&store.load_network(), "sim-mc-1"),
+            vec![want(10), want(11)]
+        );
+    }
+
+    #[test]
+    fn the_saver_writes_in_order_keeps_the_latest_state_and_answers_flushes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let saver = Saver::spawn(Store::open(dir.path()).unwrap()).unwrap();
+        let mut state = NetworkState::default();
+        state.groups.insert("sim-mc-1".into(), group(0));
+        saver.send(Save::Network(Box::new(state.clone())));
+        saver.send(Save::Multicast(vec![("sim-mc-1".into(), frame(0))]));
+        state.groups.get_mut("sim-mc-1").unwrap().next_f_cnt = 1;
+        state
+            .groups
+            .get_mut("sim-mc-1")
+            .unwrap()
+            .queue
+            .push_back(frame(0));
+        saver.send(Save::Network(Box::new(state)));
+        saver.send(Save::Multicast(vec![("sim-mc-1".into(), frame(1))]));
+        saver.send(Save::Clock(DateTime::UNIX_EPOCH));
+        let eui = DevEui([9; 8]);
+        let device = |battery_mv| {
+            use super::super::device::{Identity, SimDevice};
+            let mut s = SimDevice::new(Identity::nth(0), 0, &mut rand::thread_rng()).state;
+            s.battery_mv = battery_mv;
+            Box::new(s)
+        };
+        saver.send(Save::Device(eui, device(3100)));
+        saver.send(Save::Device(eui, device(3200)));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(saver.flush())
+            .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_network();
+        assert_eq!(
+            loaded.groups["sim-mc-1"]
+                .queue
+                .iter()
+                .map(|f| f.f_cnt)
+                .collect::<Vec<_>>(),
+            vec![0, 1],
+            "frame 0 from the snapshot, frame 1 from the log written after it"
+        );
+        assert_eq!(store.load_clock(), Some(DateTime::UNIX_EPOCH));
+        assert_eq!(store.load_device(eui).unwrap().battery_mv, 3200);
     }
 }
