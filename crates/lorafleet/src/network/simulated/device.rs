@@ -885,7 +885,7 @@ impl SimDevice {
         };
         // The update client checks the package before it swaps slots; the simulation checks
         // what the firmware library does: a signed trailer of the right shape.
-        match crate::firmware::detect_trailer(&image) {
+        match lorafleet_codec::firmware_trailer::detect(&image) {
             Ok(Some(trailer)) => {
                 let slot = self.free_slot();
                 self.state.slots[slot] = Some(trailer.version);

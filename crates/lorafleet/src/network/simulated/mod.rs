@@ -11,6 +11,7 @@
 //! difference.
 
 pub mod clock;
+pub mod config;
 pub mod demo;
 pub mod device;
 pub mod events;

@@ -13,12 +13,12 @@ use rand::SeedableRng;
 use tokio::sync::Notify;
 
 use super::clock::SimClock;
+use super::config::SimulatedConfig;
 use super::demo;
 use super::device::SimDevice;
 use super::events::{EventSink, FleetDevice, SinkError};
 use super::store::{Save, Saver, Store};
 use super::world::{GroupSpec, SimError, World};
-use crate::config::SimulatedConfig;
 use crate::devices::DevEui;
 
 /// The clock is saved at most this often (real time); a restart resumes it no earlier than

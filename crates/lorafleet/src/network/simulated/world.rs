@@ -12,10 +12,10 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::config::SimulatedConfig;
 use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
 use super::events::{FleetDevice, SimEvent, SimEventBody, SimUplink};
 use super::radio;
-use crate::config::SimulatedConfig;
 use crate::devices::DevEui;
 
 /// How the members of a multicast group listen.
