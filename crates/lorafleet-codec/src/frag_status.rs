@@ -576,6 +576,8 @@ mod tests {
         last_n: u16,
         /// Data fragments skipped so far (LoRaMac-node's FragNbLost).
         lost: u16,
+        /// N of the fragment that completed the image (0 while not done).
+        done_at: u32,
     }
 
     impl Device {
@@ -585,6 +587,7 @@ mod tests {
                 reading,
                 last_n: 0,
                 lost: 0,
+                done_at: 0,
             }
         }
 
@@ -599,6 +602,9 @@ mod tests {
             self.lost += skipped as u16;
             self.last_n = n as u16;
             let _ = self.decoder.push(n, &[]);
+            if self.decoder.is_done() {
+                self.done_at = n;
+            }
         }
 
         /// The answer to a FragSessionStatusReq with Participants clear, if any.
@@ -619,8 +625,13 @@ mod tests {
 
     /// Runs adaptive parity over `devices` devices: data fragments, then
     /// groups of `group` parity while any answer's estimate is positive.
-    /// Returns (parity sent, devices complete).
-    fn adaptive_session(m: usize, loss: f64, reading: Reading, devices: usize) -> (u32, usize) {
+    /// Returns (parity sent, devices complete, parity the unluckiest needed).
+    fn adaptive_session(
+        m: usize,
+        loss: f64,
+        reading: Reading,
+        devices: usize,
+    ) -> (u32, usize, u32) {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         let table = OverheadTable::measure(m);
@@ -653,15 +664,24 @@ mod tests {
             }
         }
         let done = fleet.iter().filter(|d| d.decoder.is_done()).count();
-        (parity, done)
+        let last = fleet.iter().map(|d| d.done_at).max().unwrap_or(0);
+        (parity, done, last.saturating_sub(m as u32))
     }
 
+    /// Issue 8, adaptive parity on simulated LoRaMac-node-like (highest N) and
+    /// LBM-like (count) devices: every device completes, and the parity sent
+    /// is close to what the unluckiest device needed.
     #[test]
     fn adaptive_parity_completes_every_simulated_device() {
         for reading in [Reading::HighestN, Reading::Count] {
             for (m, loss) in [(21, 0.1), (64, 0.1), (64, 0.2), (200, 0.05)] {
-                let (parity, done) = adaptive_session(m, loss, reading, 200);
-                assert_eq!(done, 200, "{reading:?} M {m} loss {loss}: parity {parity}");
+                let (parity, done, needed) = adaptive_session(m, loss, reading, 200);
+                let case =
+                    format!("{reading:?} M {m} loss {loss}: parity {parity}, needed {needed}");
+                assert_eq!(done, 200, "{case}");
+                // Issue 8's goal: air time within 10 % of what the unluckiest needed.
+                let (sent, least) = (m as f64 + f64::from(parity), m as f64 + f64::from(needed));
+                assert!(sent <= 1.1 * least, "{case}");
             }
         }
     }
