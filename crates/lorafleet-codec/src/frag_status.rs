@@ -42,7 +42,7 @@ const MAX_LOSS: f64 = 0.9;
 /// Until then it is sent more: its count moving again, or staying put while
 /// the tail grows, settles the question within a round or two, whereas
 /// stopping on a wrong guess leaves the device behind for good.
-const TAIL_LOSS_DOUBT: f64 = 0.01;
+pub const TAIL_LOSS_DOUBT: f64 = 0.01;
 
 /// How the device's stack fills NbFragReceived and MissingFrag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -688,12 +688,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..8)) {
+        fn decoding_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..8),
+            table in 0usize..4,
+            parity_sent in any::<u32>(),
+        ) {
+            static TABLES: std::sync::OnceLock<Vec<OverheadTable>> = std::sync::OnceLock::new();
+            let tables = TABLES.get_or_init(|| {
+                [0, 1, 40, 3000].into_iter().map(OverheadTable::measure).collect()
+            });
             for layout in [Layout::V1, Layout::V2] {
                 for reading in [Reading::Count, Reading::HighestN] {
                     if let Ok(s) = FragStatus::from_slice(&bytes, layout, reading) {
-                        let table = OverheadTable::measure(40);
-                        let _ = parity_needed(&s, &table, u32::from(bytes[0]));
+                        let need = parity_needed(&s, &tables[table], parity_sent);
+                        prop_assert!(need.more <= MAX_N);
                     }
                 }
             }
