@@ -13,6 +13,9 @@
 //! `1..=`[`MAX_FRAGMENTS`] gives no completions, `loss` is clamped to `[0, 1]`
 //! (NaN counts as total loss), and redundancy is capped so every N fits 14 bits.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use crate::fragmentation::{parity_columns, FragmentDecoder, Progress, MAX_FRAGMENTS, MAX_N};
 
 /// SplitMix64: tiny, fast and good enough to drive loss coin flips; written
@@ -279,14 +282,15 @@ pub fn mean_fragments_needed(
 /// 1.6 fragments for large M, what a random binary code needs).
 const OVERHEAD_GRID: [usize; 11] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64];
 
-/// Largest M whose overhead is measured per session. Small sessions are where
-/// the matrix of a particular M misbehaves (M = 17 needs 5 to 8 extra
-/// fragments, M = 16 about 1.5), and they are cheap to simulate.
-pub const OVERHEAD_MEASURED_MAX_M: usize = 256;
+/// Largest M whose overhead is measured rather than looked up. Small sessions
+/// are where the matrix of a particular M misbehaves (M = 17 needs 5 to 8
+/// extra fragments, M = 16 about 1.5); from M = 128 on, measured values stay
+/// within about 0.5 fragments of the table used above it.
+pub const OVERHEAD_MEASURED_MAX_M: usize = 128;
 
 /// Simulated devices per grid point: the mean is then within about 0.15
 /// fragments, well below the noise of the losses it is combined with.
-const OVERHEAD_TRIALS: usize = 200;
+const OVERHEAD_TRIALS: usize = 128;
 
 /// Parity fragments beyond the missing count after which a simulated device
 /// is given up (the code cannot rebuild it, e.g. M = 1 whose parity rows are empty).
@@ -314,9 +318,10 @@ const LARGE_M_OVERHEAD: [f64; 11] = [
 ///
 /// Measured with the real [`FragmentDecoder`] (rank only) on devices missing
 /// a uniformly random set of data fragments, because the matrix of a given M
-/// has quirks no formula captures. Build one per session and keep it:
-/// measuring costs up to a few tens of milliseconds for M near
-/// [`OVERHEAD_MEASURED_MAX_M`]; above it a fixed table is used.
+/// has quirks no formula captures. Measuring costs tens of milliseconds
+/// optimised (about a second unoptimised) for M near
+/// [`OVERHEAD_MEASURED_MAX_M`], so results are kept per M for the life of the
+/// process; above it a fixed table is used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverheadTable {
     nb_frag: usize,
@@ -336,10 +341,7 @@ impl OverheadTable {
         } else if nb_frag > OVERHEAD_MEASURED_MAX_M {
             OVERHEAD_GRID.into_iter().zip(LARGE_M_OVERHEAD).collect()
         } else {
-            let mut cache = LineCache::new(nb_frag);
-            overhead_counts(nb_frag)
-                .map(|k| (k, measure_extra(&mut cache, k, OVERHEAD_TRIALS)))
-                .collect()
+            measured_points(nb_frag)
         };
         OverheadTable { nb_frag, points }
     }
@@ -374,9 +376,27 @@ impl OverheadTable {
     }
 }
 
+/// Points measured so far, by M. The measurement is deterministic, so this
+/// only saves time; a poisoned lock just means measuring again.
+static MEASURED: Mutex<BTreeMap<usize, Vec<(usize, f64)>>> = Mutex::new(BTreeMap::new());
+
+/// The measured points for M (from [`MEASURED`] when known).
+fn measured_points(m: usize) -> Vec<(usize, f64)> {
+    if let Some(points) = MEASURED.lock().ok().and_then(|t| t.get(&m).cloned()) {
+        return points;
+    }
+    let mut cache = LineCache::new(m);
+    let points: Vec<(usize, f64)> = overhead_counts(m)
+        .map(|k| (k, measure_extra(&mut cache, k, OVERHEAD_TRIALS)))
+        .collect();
+    if let Ok(mut t) = MEASURED.lock() {
+        t.insert(m, points.clone());
+    }
+    points
+}
+
 /// Expected extra parity fragments a device missing `missing` of `nb_frag`
 /// data fragments must receive beyond `missing` (see [`OverheadTable`]).
-/// Measures a whole table each call: sessions should keep an [`OverheadTable`].
 pub fn expected_overhead(nb_frag: usize, missing: usize) -> f64 {
     OverheadTable::measure(nb_frag).extra_for(missing)
 }
@@ -424,11 +444,9 @@ fn extra_needed(cache: &mut LineCache, k: usize, rng: &mut SplitMix64) -> Option
             *l = true;
         }
     }
-    let mut decoder = FragmentDecoder::rank_only(m).ok()?;
-    for (c, _) in lost.iter().enumerate().filter(|(_, &l)| !l) {
-        if let Ok(Progress::Done) = decoder.push(c as u32 + 1, &[]) {
-            return Some(0);
-        }
+    let mut decoder = FragmentDecoder::rank_only_after_data(&lost).ok()?;
+    if decoder.is_done() {
+        return Some(0);
     }
     let cap = (k + OVERHEAD_GIVE_UP).min(MAX_N as usize - m);
     for p in 1..=cap {
@@ -543,12 +561,12 @@ mod tests {
         // simulating that directly.
         let t = OverheadTable::measure(2);
         let mut cache = LineCache::new(2);
-        let direct = measure_extra(&mut cache, 2, 50);
+        let direct = measure_extra(&mut cache, 2, OVERHEAD_TRIALS);
         assert_eq!(t.extra_for(2), direct);
-        // One lost data fragment at large M: a row covers it with probability
+        // One lost data fragment: a row covers it with probability
         // q = 1 - (1 - 1/M)^(M/2) ~ 1 - e^-0.5, so the extra is 1/q - 1 ~ 1.54.
-        let q = 1.0 - (1.0f64 - 1.0 / 200.0).powi(100);
-        let one = OverheadTable::measure(200).extra_for(1);
+        let q = 1.0 - (1.0f64 - 1.0 / 100.0).powi(50);
+        let one = OverheadTable::measure(100).extra_for(1);
         assert!((one - (1.0 / q - 1.0)).abs() < 0.3, "{one}");
     }
 
@@ -575,7 +593,7 @@ mod tests {
 
     #[test]
     fn large_m_table_agrees_with_the_decoder() {
-        for m in [500, 1000] {
+        for m in [200, 500, 1000] {
             let table = OverheadTable::measure(m);
             let mut cache = LineCache::new(m);
             for k in [1, 4, 16, 64] {
