@@ -237,7 +237,10 @@ impl ParityNeed {
 ///   it saw, and at least 1: a device still counting has not finished, and
 ///   one that may have lost the tail shows which it was after a few more.
 ///
-/// Fragment numbers stop at 2^14 - 1, so the result never goes past that.
+/// LoRaMac-node and ST send their lost count modulo 256, so past 255 lost
+/// fragments (large M, heavy loss) the highest-N estimate is too low; such a
+/// device keeps being sent at least 1 per round for as long as its count
+/// moves. Fragment numbers stop at 2^14 - 1, so the result never goes past that.
 pub fn parity_needed(
     status: &FragStatus,
     overhead: &OverheadTable,
@@ -674,7 +677,7 @@ mod tests {
     #[test]
     fn adaptive_parity_completes_every_simulated_device() {
         for reading in [Reading::HighestN, Reading::Count] {
-            for (m, loss) in [(21, 0.1), (64, 0.1), (64, 0.2), (200, 0.05)] {
+            for (m, loss) in [(21, 0.1), (64, 0.1), (64, 0.2), (200, 0.05), (500, 0.1)] {
                 let (parity, done, needed) = adaptive_session(m, loss, reading, 200);
                 let case =
                     format!("{reading:?} M {m} loss {loss}: parity {parity}, needed {needed}");

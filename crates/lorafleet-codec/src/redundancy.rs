@@ -9,6 +9,10 @@
 //! a fixed seed the completion rate never decreases with redundancy, which is
 //! what makes [`suggest_redundancy`] a well-defined search.
 //!
+//! [`OverheadTable`] is the same decoder's answer to a narrower question for
+//! adaptive parity: how many parity fragments beyond its missing count a
+//! device must receive, by session size and missing count.
+//!
 //! Inputs out of range never panic: `nb_fragments` outside
 //! `1..=`[`MAX_FRAGMENTS`] gives no completions, `loss` is clamped to `[0, 1]`
 //! (NaN counts as total loss), and redundancy is capped so every N fits 14 bits.
