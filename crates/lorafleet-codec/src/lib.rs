@@ -10,10 +10,12 @@
 //!   matrix line and an incremental GF(2) fragment decoder.
 //! - [`redundancy`]: redundancy advice obtained by running that decoder against
 //!   simulated random loss.
+//! - [`eui`]: the DevEUI type every crate names devices by.
 //! - [`time`]: RFC 3339 rendering of Unix and GPS timestamps.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod eui;
 pub mod firmware_trailer;
 pub mod fragmentation;
 pub mod redundancy;
