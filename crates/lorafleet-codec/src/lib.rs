@@ -14,10 +14,12 @@
 //!   stack, and the parity a device still needs (adaptive parity).
 //! - [`redundancy`]: redundancy advice and the code's measured overhead,
 //!   obtained by running that decoder against simulated random loss.
+//! - [`eui`]: the DevEUI type every crate names devices by.
 //! - [`time`]: RFC 3339 rendering of Unix and GPS timestamps.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod eui;
 pub mod firmware_management;
 pub mod firmware_trailer;
 pub mod frag_status;
