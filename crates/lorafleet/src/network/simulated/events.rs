@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::devices::DevEui;
+use lorafleet_codec::eui::DevEui;
 
 /// The application the virtual devices belong to, as the network server names it.
 pub const APPLICATION_ID: &str = "simulated";

@@ -30,15 +30,12 @@ use self::events::{
     EventSink, FleetDevice, SimEvent, SimEventBody, SinkError, APPLICATION_ID, APPLICATION_NAME,
 };
 use self::simulation::{Setup, Simulation};
-use self::world::{GroupClass, GroupSpec, SimError};
-use super::{
-    DeviceKeys, Downlink, Enqueued, MulticastClass, MulticastGroup, Network, NetworkError,
-    RemoteDevice,
-};
+use self::world::{GroupSpec, SimError};
+use super::{DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice};
 use crate::config::{Config, NetworkKind};
-use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
 use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
+use lorafleet_codec::eui::DevEui;
 
 /// The simulation as lorafleet's network; derefs to the [`Simulation`] for what tests and
 /// benchmarks look at (devices, restarts).
@@ -175,14 +172,7 @@ fn group_spec(g: &MulticastGroup) -> GroupSpec {
         mc_nwk_s_key: g.mc_nwk_s_key,
         mc_app_s_key: g.mc_app_s_key,
         f_cnt: g.f_cnt,
-        class: match g.class {
-            MulticastClass::C => GroupClass::C,
-            MulticastClass::B {
-                ping_slot_periodicity,
-            } => GroupClass::B {
-                ping_slot_periodicity,
-            },
-        },
+        class: g.class,
         dr: g.dr,
         frequency: g.frequency,
     }

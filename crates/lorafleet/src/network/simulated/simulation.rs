@@ -19,7 +19,7 @@ use super::device::SimDevice;
 use super::events::{EventSink, FleetDevice, SinkError};
 use super::store::{Save, Saver, Store};
 use super::world::{GroupSpec, SimError, World};
-use crate::devices::DevEui;
+use lorafleet_codec::eui::DevEui;
 
 /// The clock is saved at most this often (real time); a restart resumes it no earlier than
 /// anything queued on the network.

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::device::DeviceState;
 use super::world::{LogOp, McFrame, NetworkState};
-use crate::devices::DevEui;
+use lorafleet_codec::eui::DevEui;
 
 pub struct Store {
     dir: PathBuf,

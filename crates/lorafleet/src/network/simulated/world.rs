@@ -16,16 +16,8 @@ use super::config::SimulatedConfig;
 use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
 use super::events::{FleetDevice, SimEvent, SimEventBody, SimUplink};
 use super::radio;
-use crate::devices::DevEui;
-
-/// How the members of a multicast group listen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupClass {
-    /// Continuously, during the session.
-    C,
-    /// In ping slots every 2^periodicity seconds.
-    B { ping_slot_periodicity: u8 },
-}
+use lorafleet_codec::eui::DevEui;
+pub use lorafleet_engine::MulticastClass;
 
 /// A multicast group as lorafleet asks the network server to create it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +29,7 @@ pub struct GroupSpec {
     pub mc_app_s_key: [u8; 16],
     /// The frame counter of the group's first frame.
     pub f_cnt: u32,
-    pub class: GroupClass,
+    pub class: MulticastClass,
     pub dr: u8,
     /// Hz.
     pub frequency: u32,
@@ -97,10 +89,10 @@ impl NetGroup {
             mc_app_s_key: self.mc_app_s_key,
             f_cnt: self.next_f_cnt,
             class: match self.class_b_periodicity {
-                Some(p) => GroupClass::B {
+                Some(p) => MulticastClass::B {
                     ping_slot_periodicity: p,
                 },
-                None => GroupClass::C,
+                None => MulticastClass::C,
             },
             dr: self.dr,
             frequency: self.frequency,
@@ -600,7 +592,8 @@ impl World {
             return;
         };
         self.net_dirty = true;
-        let airtime = radio::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
+        let airtime =
+            lorafleet_engine::airtime::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
         let spacing = match g.class_b_periodicity {
             // One frame per ping slot: every 2^periodicity seconds.
             Some(p) => (1000i64 << p.min(7)).max(airtime.ceil() as i64),
@@ -680,10 +673,10 @@ impl World {
                 mc_nwk_s_key: g.mc_nwk_s_key,
                 mc_app_s_key: g.mc_app_s_key,
                 class_b_periodicity: match g.class {
-                    GroupClass::B {
+                    MulticastClass::B {
                         ping_slot_periodicity,
                     } => Some(ping_slot_periodicity),
-                    GroupClass::C => None,
+                    MulticastClass::C => None,
                 },
                 dr: g.dr,
                 frequency: g.frequency,
