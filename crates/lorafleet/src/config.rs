@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// The simulated network's own settings, embedded as `network.simulated`.
-pub use crate::network::simulated::config::{SimulatedConfig, SimulatedDeviceOverride};
+pub use lorafleet_simulator::{SimulatedConfig, SimulatedDeviceOverride};
 
 /// The whole configuration of a lorafleet server.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

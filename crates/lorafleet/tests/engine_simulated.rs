@@ -26,7 +26,7 @@ fn image(body_len: usize) -> Vec<u8> {
     firmware_trailer::build(
         &body,
         &SignedTrailer {
-            signature: lorafleet::network::simulated::demo::PLACEHOLDER_SIGNATURE.to_vec(),
+            signature: lorafleet_simulator::demo::PLACEHOLDER_SIGNATURE.to_vec(),
             manufacturer_uuid: [1; 16],
             device_class_uuid: [2; 16],
             version: NEW_VERSION,

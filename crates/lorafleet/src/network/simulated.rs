@@ -1,24 +1,11 @@
-//! `network.kind = "simulated"`: a network server and a fleet of virtual devices inside
-//! lorafleet, so a fresh install shows a living fleet and a campaign can be tried without a
-//! ChirpStack.
+//! `network.kind = "simulated"`: the simulated network of `lorafleet-simulator` (a network
+//! server and a fleet of virtual devices inside lorafleet, so a fresh install shows a living
+//! fleet and a campaign can be tried without a ChirpStack), offered as a [`Network`].
 //!
-//! The devices implement the device side of Version & Status, TS003, TS005 and TS004 for real
-//! (`device.rs`); the world (`world.rs`) plays radio and network server on the simulation's own
-//! clock (`clock.rs`), accelerated by `time_scale`; `simulation.rs` runs it. This file is the
-//! adapter: it offers the simulation as a [`Network`] and commits what the simulation reports
+//! This adapter is the simulation's event sink: what the simulation reports is committed
 //! through the ingest [`Writer`], exactly like ChirpStack's integration events, so everything
 //! downstream (device pages, Version & Status answers, the FUOTA engine) cannot tell the
-//! difference.
-
-pub mod clock;
-pub mod config;
-pub mod demo;
-pub mod device;
-pub mod events;
-pub mod radio;
-pub mod simulation;
-pub mod store;
-pub mod world;
+//! difference. The simulation's clock control is the simulator's own business.
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -26,16 +13,16 @@ use std::ops::Deref;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use self::events::{
-    EventSink, FleetDevice, SimEvent, SimEventBody, SinkError, APPLICATION_ID, APPLICATION_NAME,
-};
-use self::simulation::{Setup, Simulation};
-use self::world::{GroupSpec, SimError};
 use super::{DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice};
 use crate::config::{Config, NetworkKind};
 use crate::ingest::writer::Writer;
 use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
 use lorafleet_codec::eui::DevEui;
+use lorafleet_simulator::events::{APPLICATION_ID, APPLICATION_NAME};
+use lorafleet_simulator::{
+    EventSink, FleetDevice, GroupSpec, Setup, SimError, SimEvent, SimEventBody, Simulation,
+    SinkError,
+};
 
 /// The simulation as lorafleet's network; derefs to the [`Simulation`] for what tests and
 /// benchmarks look at (devices, restarts).
