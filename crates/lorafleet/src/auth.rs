@@ -507,8 +507,9 @@ impl HashPool {
         password: &str,
         hash: Option<String>,
     ) -> Result<bool, PoolBusy> {
-        let _admitted = self.admitted.try_acquire().map_err(|_| PoolBusy::Full)?;
+        // The address first: a one-address flood is turned away without taking queue places.
         let _in_flight = self.enter(ip)?;
+        let _admitted = self.admitted.try_acquire().map_err(|_| PoolBusy::Full)?;
         let worker = self
             .workers
             .clone()
