@@ -197,6 +197,31 @@ impl Scope {
         }
     }
 
+    /// The scope of a user's role (`viewer`, `operator`, `admin`); an unknown role (which the
+    /// table's CHECK does not allow) reads as the least.
+    pub fn of_role(role: &str) -> Scope {
+        match role {
+            "admin" => Scope::Admin,
+            "operator" => Scope::Operate,
+            _ => Scope::Read,
+        }
+    }
+
+    /// The role whose scope this is.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            Scope::Read => "viewer",
+            Scope::Operate => "operator",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse_role(role: &str) -> Option<Scope> {
+        ["viewer", "operator", "admin"]
+            .contains(&role)
+            .then(|| Scope::of_role(role))
+    }
+
     pub fn parse(s: &str) -> Option<Scope> {
         match s {
             "read" => Some(Scope::Read),
@@ -222,12 +247,19 @@ pub async fn create_api_token(
     Ok(token)
 }
 
-/// The user name an API token belongs to and its scope. Looked up on every request, so a
-/// revoked token stops working at once.
+/// The user name an API token belongs to and what it may do: its scope, never more than its
+/// user's role now. Looked up on every request, so a revoked token, a disabled user or a
+/// lowered role takes effect at once.
 pub async fn check_api_token(db: &Db, token: &str) -> anyhow::Result<Option<(String, Scope)>> {
-    let row = storage::tokens::find_and_touch(db, &sha256_hex(token)).await?;
+    let Some(owner) = storage::tokens::find_and_touch(db, &sha256_hex(token)).await? else {
+        return Ok(None);
+    };
     // A scope the table's CHECK does not allow cannot be there; read-only is the safe reading.
-    Ok(row.map(|(user, scope)| (user, Scope::parse(&scope).unwrap_or(Scope::Read))))
+    let scope = Scope::parse(&owner.scope).unwrap_or(Scope::Read);
+    Ok(Some((
+        owner.username,
+        scope.min(Scope::of_role(&owner.role)),
+    )))
 }
 
 pub use storage::tokens::ApiTokenInfo;
@@ -286,6 +318,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Session {
     pub username: String,
     pub csrf_token: String,
+    /// What the user's role allows.
+    pub scope: Scope,
 }
 
 /// Opens a browser session; returns the cookie value and the CSRF token.
@@ -302,6 +336,7 @@ pub async fn find_session(db: &Db, cookie: &str) -> anyhow::Result<Option<Sessio
     Ok(row.map(|r| Session {
         username: r.username,
         csrf_token: r.csrf_token,
+        scope: Scope::of_role(&r.role),
     }))
 }
 

@@ -7,6 +7,7 @@ use super::{fmt_time, now, Db};
 pub struct SessionRow {
     pub username: String,
     pub csrf_token: String,
+    pub role: String,
 }
 
 pub async fn insert(
@@ -27,19 +28,20 @@ pub async fn insert(
     Ok(())
 }
 
-/// The unexpired session with this cookie hash.
+/// The unexpired session with this cookie hash, of a user who is not disabled.
 pub async fn find(db: &Db, id_sha256: &str) -> anyhow::Result<Option<SessionRow>> {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id_sha256 = ? AND s.expires_at > ?",
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT u.username, s.csrf_token, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.id_sha256 = ? AND s.expires_at > ? AND u.disabled = 0",
     )
     .bind(id_sha256)
     .bind(now())
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(username, csrf_token)| SessionRow {
+    Ok(row.map(|(username, csrf_token, role)| SessionRow {
         username,
         csrf_token,
+        role,
     }))
 }
 

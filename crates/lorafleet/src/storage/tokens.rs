@@ -25,20 +25,24 @@ pub async fn insert(
     .await?)
 }
 
-/// The user name and scope of a token, marking it used (at minute resolution, which is enough
-/// to see which tokens are in use and spares a write per call).
-pub async fn find_and_touch(
-    db: &Db,
-    token_sha256: &str,
-) -> anyhow::Result<Option<(String, String)>> {
-    let row: Option<(i64, String, String)> = sqlx::query_as(
-        "SELECT t.id, u.username, t.scope FROM api_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_sha256 = ?",
+/// A token's user, the token's scope and the user's role.
+pub struct TokenOwner {
+    pub username: String,
+    pub scope: String,
+    pub role: String,
+}
+
+/// The owner of a token (not disabled), marking the token used (at minute resolution, which is
+/// enough to see which tokens are in use and spares a write per call).
+pub async fn find_and_touch(db: &Db, token_sha256: &str) -> anyhow::Result<Option<TokenOwner>> {
+    let row: Option<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT t.id, u.username, t.scope, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_sha256 = ? AND u.disabled = 0",
     )
     .bind(token_sha256)
     .fetch_optional(db)
     .await?;
-    let Some((id, username, scope)) = row else {
+    let Some((id, username, scope, role)) = row else {
         return Ok(None);
     };
     let now = Utc::now();
@@ -48,7 +52,11 @@ pub async fn find_and_touch(
         .bind(fmt_time(now - chrono::Duration::seconds(60)))
         .execute(db)
         .await?;
-    Ok(Some((username, scope)))
+    Ok(Some(TokenOwner {
+        username,
+        scope,
+        role,
+    }))
 }
 
 /// An API token as listed (the secret itself is never shown again).

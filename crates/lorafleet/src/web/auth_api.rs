@@ -108,28 +108,31 @@ fn too_long(field: &str, msg: String) -> ApiError {
     ApiError::field(field, msg)
 }
 
-/// Checks a password under the back-off and the bounded hashing pool; returns the user id.
+/// Checks a password under the back-off and the bounded hashing pool; returns the user.
 async fn verify_login(
     app: &AppState,
     ip: Option<IpAddr>,
     username: &str,
     password: &str,
-) -> Result<(i64, String), ApiError> {
+) -> Result<storage::users::UserAuth, ApiError> {
     auth::check_lengths(username, password).map_err(|(f, m)| too_long(f, m))?;
     if let Some(wait) = app.throttle.wait(username, ip) {
         return Err(throttled(wait));
     }
-    let stored = storage::users::credentials(&app.db, username).await?;
-    let hash = stored.as_ref().map(|(_, h)| h.clone());
+    let stored = storage::users::find(&app.db, username).await?;
+    let hash = stored.as_ref().map(|u| u.password_hash.clone());
     let ok = app
         .hash_pool
         .verify(ip, password, hash)
         .await
         .map_err(busy)?;
     match stored {
-        Some((id, hash)) if ok => {
+        Some(user) if ok => {
             app.throttle.succeeded(username, ip);
-            Ok((id, hash))
+            if user.disabled {
+                return Err(disabled(username));
+            }
+            Ok(user)
         }
         _ => {
             app.throttle.failed(username, ip);
@@ -138,6 +141,13 @@ async fn verify_login(
             Err(ApiError::unauthorized("wrong user name or password"))
         }
     }
+}
+
+fn disabled(username: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("user {} is disabled", auth::log_name(username)),
+    )
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -175,22 +185,43 @@ pub fn scope_needed(method: &Method, path: &str) -> Scope {
     }
 }
 
-fn scope_refused(have: Scope, need: Scope, parts: &Parts) -> ApiError {
-    let mut e = ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!(
-            "this token's scope is {}; {} {} needs scope {}",
-            have.as_str(),
-            parts.method,
-            parts.uri.path(),
-            need.as_str()
+/// 403 naming what is missing: the token's scope, or the user's role.
+fn scope_refused(user: &AuthUser, need: Scope, parts: &Parts) -> ApiError {
+    let what = format!("{} {}", parts.method, parts.uri.path());
+    let (field, msg) = match user.via {
+        AuthVia::Token => (
+            "scope",
+            format!(
+                "this token's scope is {}; {what} needs scope {}",
+                user.scope.as_str(),
+                need.as_str()
+            ),
         ),
-    );
-    e.field = Some("scope".into());
+        _ => (
+            "role",
+            format!(
+                "user {} has role {}; {what} needs role {}",
+                auth::log_name(&user.username),
+                user.scope.role_name(),
+                need.role_name()
+            ),
+        ),
+    };
+    let mut e = ApiError::new(StatusCode::FORBIDDEN, msg);
+    e.field = Some(field.into());
     e
 }
 
 async fn authenticate(parts: &mut Parts, app: &AppState) -> Result<AuthUser, ApiError> {
+    let user = identify(parts, app).await?;
+    let need = scope_needed(&parts.method, parts.uri.path());
+    if user.scope < need {
+        return Err(scope_refused(&user, need, parts));
+    }
+    Ok(user)
+}
+
+async fn identify(parts: &mut Parts, app: &AppState) -> Result<AuthUser, ApiError> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return by_session(parts, app).await;
     };
@@ -202,10 +233,6 @@ async fn authenticate(parts: &mut Parts, app: &AppState) -> Result<AuthUser, Api
         let Some((username, scope)) = auth::check_api_token(&app.db, token.trim()).await? else {
             return Err(ApiError::unauthorized("unknown API token"));
         };
-        let need = scope_needed(&parts.method, parts.uri.path());
-        if scope < need {
-            return Err(scope_refused(scope, need, parts));
-        }
         return Ok(AuthUser {
             username,
             via: AuthVia::Token,
@@ -232,24 +259,28 @@ async fn by_basic(parts: &Parts, app: &AppState, encoded: &str) -> Result<AuthUs
     auth::check_lengths(user, password).map_err(|(f, m)| too_long(f, m))?;
     let key = auth::sha256_hex(&decoded);
     if let Some(cached) = app.basic_cache.get(&key) {
-        // The stored hash changes with the password, wherever it was changed.
-        let current = storage::users::password_hash(&app.db, &cached.username).await?;
-        if current.as_deref() == Some(cached.password_hash.as_str()) {
-            return Ok(basic_user(cached.username));
+        // The stored hash changes with the password, wherever it was changed; role and the
+        // disabled flag are read fresh too.
+        let current = storage::users::find(&app.db, &cached.username).await?;
+        match current {
+            Some(u) if u.password_hash == cached.password_hash && !u.disabled => {
+                return Ok(basic_user(cached.username, &u.role));
+            }
+            _ => app.basic_cache.remove(&key),
         }
-        app.basic_cache.remove(&key);
     }
     let ip = client_ip(parts, app);
-    let (_, hash) = verify_login(app, ip, user, password).await?;
-    app.basic_cache.put(key, user.to_string(), hash);
-    Ok(basic_user(user.to_string()))
+    let found = verify_login(app, ip, user, password).await?;
+    app.basic_cache
+        .put(key, user.to_string(), found.password_hash);
+    Ok(basic_user(user.to_string(), &found.role))
 }
 
-fn basic_user(username: String) -> AuthUser {
+fn basic_user(username: String, role: &str) -> AuthUser {
     AuthUser {
         username,
         via: AuthVia::Basic,
-        scope: Scope::Admin,
+        scope: Scope::of_role(role),
     }
 }
 
@@ -279,7 +310,7 @@ async fn by_session(parts: &Parts, app: &AppState) -> Result<AuthUser, ApiError>
         via: AuthVia::Session {
             csrf_token: session.csrf_token,
         },
-        scope: Scope::Admin,
+        scope: session.scope,
     })
 }
 
@@ -348,7 +379,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    let (user_id, _) = verify_login(&app, ip, &body.username, &body.password)
+    let user = verify_login(&app, ip, &body.username, &body.password)
         .await
         // A login form must not make the browser open its own Basic dialog.
         .map_err(|mut e| {
@@ -357,7 +388,7 @@ pub async fn login(
             e
         })?;
     let (session, csrf) =
-        auth::create_session(&app.db, user_id, app.config.auth.session_hours).await?;
+        auth::create_session(&app.db, user.id, app.config.auth.session_hours).await?;
     let secure = secure_cookie(&app, &headers);
     let set_cookie = cookie(&session, Some(app.config.auth.session_hours * 3600), secure);
     tracing::info!(user = %auth::log_name(&body.username), "login");
@@ -366,7 +397,7 @@ pub async fn login(
         Json(SessionInfo {
             username: body.username,
             csrf_token: Some(csrf),
-            scope: Scope::Admin.as_str().into(),
+            scope: Scope::of_role(&user.role).as_str().into(),
         }),
     )
         .into_response())
@@ -488,12 +519,19 @@ pub async fn list_users(
 pub struct NewUser {
     pub username: String,
     pub password: String,
+    /// `viewer` (read), `operator` (requests, downlinks, campaigns) or `admin` (users, tokens,
+    /// settings). Default: `viewer`.
+    pub role: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct UserChange {
-    /// The new password; the user's sessions and cached credentials end at once.
-    pub password: String,
+    /// A new password; the user's sessions and cached credentials end at once.
+    pub password: Option<String>,
+    /// `viewer`, `operator` or `admin`; takes effect on the next request, tokens included.
+    pub role: Option<String>,
+    /// A disabled user cannot log in; its sessions end and its tokens stop working.
+    pub disabled: Option<bool>,
 }
 
 /// The rules a new password and user name must meet, as a 400 naming the field.
@@ -514,55 +552,88 @@ fn check_new_credentials(username: &str, password: &str) -> Result<(), ApiError>
     Ok(())
 }
 
-async fn store_password(app: &AppState, username: &str, password: &str) -> Result<(), ApiError> {
+fn parse_role(role: &str) -> Result<Scope, ApiError> {
+    Scope::parse_role(role).ok_or_else(|| {
+        ApiError::field(
+            "role",
+            format!("role must be viewer, operator or admin, got {role:?}"),
+        )
+    })
+}
+
+/// Hashes on the blocking pool, keeping the async workers free; only admins get here.
+async fn hash(password: &str) -> Result<String, ApiError> {
     let password = password.to_string();
-    // Hashing on the blocking pool keeps the async workers free; this endpoint needs admin.
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    let hashed = tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
         .map_err(ApiError::internal)??;
-    storage::users::upsert(&app.db, username, &hash).await?;
-    Ok(())
+    Ok(hashed)
 }
 
 /// Creates a user.
-#[utoipa::path(post, path = "/api/users", request_body = NewUser, responses((status = 201, body = storage::users::UserInfo), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/users", request_body = NewUser, responses((status = 201), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn create_user(
     _user: AuthUser,
     State(app): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<StatusCode, ApiError> {
     check_new_credentials(&body.username, &body.password)?;
-    if storage::users::id_of(&app.db, &body.username)
-        .await?
-        .is_some()
-    {
+    let role = parse_role(body.role.as_deref().unwrap_or("viewer"))?;
+    let hashed = hash(&body.password).await?;
+    if !storage::users::create(&app.db, &body.username, &hashed, role.role_name()).await? {
         let mut e = ApiError::new(
             StatusCode::CONFLICT,
-            format!("user {:?} exists", auth::log_name(&body.username)),
+            format!("user {} exists", auth::log_name(&body.username)),
         );
         e.field = Some("username".into());
         return Err(e);
     }
-    store_password(&app, &body.username, &body.password).await?;
+    tracing::info!(user = %auth::log_name(&body.username), role = role.role_name(), "user created");
     Ok(StatusCode::CREATED)
 }
 
-/// Changes a user's password; that user's sessions end at once.
-#[utoipa::path(patch, path = "/api/users/{username}", params(("username" = String, Path)), request_body = UserChange, responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+/// Changes a user's password, role or disabled flag. A new password or disabling ends the
+/// user's sessions at once; no change may leave the server without an enabled admin (409).
+#[utoipa::path(patch, path = "/api/users/{username}", params(("username" = String, Path)), request_body = UserChange, responses((status = 204), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn update_user(
     _user: AuthUser,
     State(app): State<AppState>,
     axum::extract::Path(username): axum::extract::Path<String>,
     ApiJson(body): ApiJson<UserChange>,
 ) -> Result<StatusCode, ApiError> {
-    check_new_credentials(&username, &body.password)?;
-    if storage::users::id_of(&app.db, &username).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "no user {:?}",
-            auth::log_name(&username)
-        )));
+    if body.password.is_none() && body.role.is_none() && body.disabled.is_none() {
+        return Err(ApiError::field(
+            "password",
+            "nothing to change: send password, role or disabled",
+        ));
     }
-    store_password(&app, &username, &body.password).await?;
-    tracing::info!(user = %auth::log_name(&username), "password changed; sessions ended");
+    if let Some(p) = &body.password {
+        check_new_credentials(&username, p)?;
+    }
+    let role = body.role.as_deref().map(parse_role).transpose()?;
+    if storage::users::id_of(&app.db, &username).await?.is_none() {
+        return Err(no_user(&username));
+    }
+    if role.is_some() || body.disabled.is_some() {
+        let role = role.map(Scope::role_name);
+        match storage::users::set_access(&app.db, &username, role, body.disabled).await? {
+            storage::users::AccessChange::Done => {}
+            storage::users::AccessChange::NoSuchUser => return Err(no_user(&username)),
+            storage::users::AccessChange::LastAdmin => {
+                let mut e =
+                    ApiError::new(StatusCode::CONFLICT, "this would leave no enabled admin");
+                e.field = Some(if role.is_some() { "role" } else { "disabled" }.into());
+                return Err(e);
+            }
+        }
+    }
+    if let Some(p) = &body.password {
+        storage::users::upsert(&app.db, &username, &hash(p).await?).await?;
+    }
+    tracing::info!(user = %auth::log_name(&username), "user changed");
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn no_user(username: &str) -> ApiError {
+    ApiError::not_found(format!("no user {}", auth::log_name(username)))
 }
