@@ -402,6 +402,18 @@ impl<K: Hash + Eq + Clone> FailureTable<K> {
     }
 }
 
+/// The address a client is counted by: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber usually holds a whole /64, so single IPv6 addresses would be free to vary).
+pub fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip? {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into())),
+        },
+        v4 => Some(v4),
+    }
+}
+
 /// How long to wait after `count` failures when `allowed` are free: doubling, up to 15 min.
 fn backoff(count: u32, allowed: u32, last: Instant) -> Option<Duration> {
     if count < allowed {
@@ -438,7 +450,7 @@ impl LoginThrottle {
 
     fn name_key(username: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
         let cut: String = username.chars().take(MAX_USERNAME_BYTES).collect();
-        (cut.to_lowercase(), ip)
+        (cut.to_lowercase(), address_key(ip))
     }
 
     /// How long the client must still wait before trying this user name again.
@@ -453,7 +465,7 @@ impl LoginThrottle {
             .by_address
             .lock()
             .ok()?
-            .get(&ip)
+            .get(&address_key(ip))
             .and_then(|(c, last)| backoff(c, self.max_failures.saturating_mul(4), last));
         by_name.max(by_address)
     }
@@ -463,7 +475,7 @@ impl LoginThrottle {
             t.fail(Self::name_key(username, ip));
         }
         if let Ok(mut t) = self.by_address.lock() {
-            t.fail(ip);
+            t.fail(address_key(ip));
         }
     }
 
@@ -527,6 +539,7 @@ impl HashPool {
     }
 
     fn enter(&self, ip: Option<IpAddr>) -> Result<InFlight<'_>, PoolBusy> {
+        let ip = address_key(ip);
         let mut set = self.in_flight.lock().map_err(|_| PoolBusy::Full)?;
         if !set.insert(ip) {
             return Err(PoolBusy::SameClient);
@@ -731,6 +744,18 @@ mod tests {
         }
         assert!(t.wait("never-tried", attacker).is_some());
         assert!(t.wait("admin", admin).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_slash_64() {
+        let t = LoginThrottle::new(1);
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        for i in 0..4 {
+            t.failed(&format!("u{i}"), ip(&format!("2001:db8:1:2::{i}")));
+        }
+        assert!(t.wait("admin", ip("2001:db8:1:2:ffff::1")).is_some());
+        assert!(t.wait("admin", ip("2001:db8:1:3::1")).is_none());
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
     }
 
     #[test]
