@@ -578,4 +578,20 @@ mod tests {
         )];
         assert!(Config::load_with_env(None, &env).is_err());
     }
+
+    #[test]
+    fn trusted_proxies_and_secure_cookies_are_checked() {
+        let env = |k: &str, v: &str| vec![(format!("LORAFLEET__SERVER__{k}"), v.to_string())];
+        let c =
+            Config::load_with_env(None, &env("TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")).unwrap();
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+        let err = format!(
+            "{:#}",
+            Config::load_with_env(None, &env("TRUSTED_PROXIES", "10.0.0.0/40")).unwrap_err()
+        );
+        assert!(err.contains("server.trusted_proxies"), "{err}");
+        let c = Config::load_with_env(None, &env("SECURE_COOKIES", "always")).unwrap();
+        assert_eq!(c.server.secure_cookies, SecureCookies::Always);
+        assert!(Config::load_with_env(None, &env("SECURE_COOKIES", "sometimes")).is_err());
+    }
 }

@@ -579,3 +579,27 @@ async fn secure_cookies_setting_forces_or_drops_the_secure_flag() {
     let never = spawn(|c| c.server.secure_cookies = SecureCookies::Never, None).await;
     assert!(!cookie_flags(&never, Some("https")).await.contains("Secure"));
 }
+
+#[tokio::test]
+async fn the_command_line_creates_scoped_tokens() {
+    let t = spawn(|_| {}, None).await;
+    let cli = |scope: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
+            .args(["token", "create", "--name", "cli", "--scope", scope])
+            .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
+            .env("LORAFLEET__NETWORK__KIND", "none")
+            .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
+            .output()
+            .unwrap()
+    };
+    let refused = cli("root");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope"));
+    let out = cli("read");
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = with_token(&t, reqwest::Method::GET, "/api/devices", &token, json!({})).await;
+    assert_eq!(r.status(), 200);
+    let r = with_token(&t, reqwest::Method::GET, "/api/tokens", &token, json!({})).await;
+    assert_eq!(r.status(), 403);
+}
