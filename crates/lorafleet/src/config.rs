@@ -36,8 +36,8 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and
     /// `X-Forwarded-Proto` are believed; from anyone else they are ignored.
     pub trusted_proxies: Vec<String>,
-    /// `Secure` flag on the session cookie: `auto` (when a trusted proxy says https),
-    /// `always` or `never`.
+    /// `Secure` flag on the session cookie: `auto` (when the request carries
+    /// `X-Forwarded-Proto: https`), `always` or `never`.
     pub secure_cookies: SecureCookies,
 }
 

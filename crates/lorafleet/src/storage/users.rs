@@ -15,7 +15,7 @@ pub struct UserAuth {
 /// Creates a user (with the column's default role, `admin`, for the first user and the
 /// command line), or replaces the password hash of an existing one. Replacing it ends every
 /// session of that user in the same transaction, so an old cookie cannot outlive the old
-/// password (cached Basic credentials are checked against the hash, see [`auth`]).
+/// password (cached Basic credentials are checked against the hash: `auth::BasicCache`).
 pub async fn upsert(db: &Db, username: &str, password_hash: &str) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
     let id: i64 = sqlx::query_scalar(
