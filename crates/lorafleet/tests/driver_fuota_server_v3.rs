@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use common::{spawn_app, test_config, TestApp, FIXTURE};
+use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::fuota_server_v3::proto;
 use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,
@@ -410,10 +410,7 @@ async fn refusal_fails_the_campaign_with_the_services_message() {
 
 #[tokio::test]
 async fn unreachable_service_is_retried_and_shown() {
-    // A port nothing listens on.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let url = silent_peer().await;
     let (t, fw) = app_with(&url).await;
     let id = create_and_start(
         &t,

@@ -240,6 +240,19 @@ impl TestApp {
     }
 }
 
+/// The URL of a peer that never answers: a loopback port this test holds (so no other test can
+/// take it, as it could a port freed for the purpose) that closes every connection at once.
+pub async fn silent_peer() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    format!("http://{addr}")
+}
+
 /// The signed demo patch of the codec crate's fixtures.
 pub const FIXTURE: &[u8] =
     include_bytes!("../../../lorafleet-codec/tests/fixtures/patch_demo_jdiff_v1v2.bin_signed");
