@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, LoginThrottle};
+use crate::campaigns::drivers::{self, DriverRegistry};
 use crate::config::Config;
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
@@ -94,9 +95,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
-        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
-            crate::campaigns::driver::DriverRegistry::from_config(&config),
-        ));
+        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
+            &config,
+        )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         network.attach(writer.clone());
@@ -116,7 +117,7 @@ impl App {
             shutdown: tokio::sync::watch::channel(false).0,
         });
         if app.config.fuota.clock_sync {
-            crate::fuota::clock_sync::spawn(&app);
+            crate::engine::clock_sync::spawn(&app);
         }
         Ok((app, first))
     }
@@ -125,7 +126,7 @@ impl App {
     /// the campaign runner (which resumes running campaigns).
     pub fn spawn_background(self: &Arc<Self>) {
         crate::campaigns::runner::spawn(self.clone());
-        crate::fuota::driver::spawn_wakeups(self);
+        crate::campaigns::drivers::engine::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
             match crate::firmware::library::rescan(&app.db, &app.config).await {
@@ -154,4 +155,18 @@ impl App {
         let n = crate::devices::store::merge_remote_devices(&self.db, &devices).await?;
         Ok(n)
     }
+}
+
+/// The campaign drivers this build has: ChirpStack v4's FUOTA service, chirpstack-fuota-server
+/// v3 and lorafleet's own engine, configured from `config`.
+fn driver_registry(config: &Config) -> DriverRegistry {
+    let mut r = DriverRegistry::default();
+    r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
+        config,
+    )));
+    r.register(Arc::new(
+        drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
+    ));
+    r.register(Arc::new(drivers::engine::EngineDriver::default()));
+    r
 }

@@ -7,8 +7,8 @@ mod support;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use lorafleet::campaigns::fuota_server_v3::proto;
-use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
+use lorafleet::campaigns::drivers::fuota_server_v3::proto;
+use lorafleet::campaigns::drivers::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,
 };
 use serde_json::{json, Value};

@@ -197,7 +197,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
             })
         }
         "join" => EventBody::Join,
-        "status" => EventBody::Status {
+        "status" => EventBody::DeviceStatus {
             battery: if e.battery_level_unavailable || e.external_power_source {
                 None
             } else {
@@ -358,7 +358,7 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
                 dev_eui,
                 at: pb_time(s.published_at),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if s.battery_level_unavailable || s.external_power_source {
                         None
                     } else {

@@ -139,7 +139,7 @@ pub fn decode(
                 dev_eui,
                 at: time(st.time),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if st.battery_level_unavailable || st.external_power_source {
                         None
                     } else {

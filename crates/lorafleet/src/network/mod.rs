@@ -113,12 +113,6 @@ pub trait Network: Send + Sync + 'static {
         1.0
     }
 
-    /// Waits until the network's clock reaches `at`.
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        let ahead = (at - self.now()).to_std().unwrap_or_default();
-        tokio::time::sleep(ahead.div_f64(self.time_scale())).await;
-    }
-
     /// Marks lorafleet working on the network's behalf (a campaign step) until the returned
     /// guard is dropped. An accelerated simulation holds its clock meanwhile, so the server's
     /// real processing time is not multiplied by the acceleration (which would make it look

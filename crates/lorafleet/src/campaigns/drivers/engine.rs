@@ -11,9 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::runner::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
-use super::Io;
-use crate::campaigns::driver::{
+use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
     LogLine, PollOutcome,
 };
@@ -21,6 +19,8 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
+use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
+use crate::engine::Io;
 use crate::network::MulticastClass;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
@@ -221,7 +221,7 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
         .flatten();
     let result = async {
         let mut conn = ctx.db.acquire().await?;
-        super::history::record(
+        crate::devices::firmware_history::record(
             &mut conn,
             &d.dev_eui.to_string(),
             &at,
@@ -374,9 +374,7 @@ impl CampaignDriver for EngineDriver {
                 })
             })
             .collect::<Result<Vec<_>, DriverError>>()?;
-        let (run, devs, log) = runner::start(io(ctx), &s, &starts)
-            .await
-            .map_err(internal)?;
+        let (run, devs, log) = step::start(io(ctx), &s, &starts).await.map_err(internal)?;
         let t = target(c);
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
@@ -409,7 +407,7 @@ impl CampaignDriver for EngineDriver {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
         };
-        let stepped = runner::step(
+        let stepped = step::step(
             io(ctx),
             &mut run,
             &mut devs,

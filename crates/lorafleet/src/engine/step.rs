@@ -1,4 +1,4 @@
-//! The engine's I/O around the pure state machine ([`super::engine`]): reading the devices'
+//! The engine's I/O around the pure state machine (`lorafleet_engine::machine`): reading the devices'
 //! answers from the committed uplinks, sending unicast commands, creating and deleting the
 //! multicast group and streaming the fragments. One [`step`] does one round of all that; the
 //! caller stores [`Run`] and the [`Dev`]s afterwards and calls again after [`Stepped::next`].
@@ -27,7 +27,7 @@ use crate::network::{Downlink, MulticastGroup};
 /// restart re-sends at most this many (devices ignore fragments they are past).
 const WINDOW: usize = 512;
 /// While waiting for answers, steps this often in the network's time (in the application,
-/// answers also wake the campaign runner at once: see [`super::driver::spawn_wakeups`])...
+/// answers also wake the campaign runner at once: see [`crate::campaigns::drivers::engine::spawn_wakeups`])...
 const ANSWER_POLL_SIM: TimeDelta = TimeDelta::seconds(1);
 /// While streaming, steps this often in the network's time (so the last fragment's time is
 /// known to within this)...

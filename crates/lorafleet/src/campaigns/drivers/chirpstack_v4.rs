@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
-use super::driver::{
+use super::{
     outcome_of, stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext,
     DriverError, LogLevel, LogLine, PollOutcome,
 };
-use super::validate::FieldError;
-use super::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use crate::campaigns::validate::FieldError;
+use crate::campaigns::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
 
 pub struct ChirpstackV4Driver {

@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tonic::transport::{Channel, Endpoint};
 
-use super::driver::{
+use super::{
     stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished,
     LogLevel, LogLine, PollOutcome,
 };
-use super::{plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use crate::campaigns::{plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
 
 /// Generated from `proto/chirpstack-v3/fuota.proto`.
@@ -397,7 +397,7 @@ impl CampaignDriver for FuotaServerV3Driver {
                     "no fragmentation status was requested: completion is assumed at the end of the session, not confirmed by the devices",
                 ));
             }
-            outcome.finished = Some(super::driver::outcome_of(&outcome.devices));
+            outcome.finished = Some(super::outcome_of(&outcome.devices));
         } else if Self::deadline(campaign).is_some_and(|d| ctx.now() > d) {
             outcome.finished = Some(Finished::Failed(
                 "the deployment made no progress past its worst-case duration; a restart of chirpstack-fuota-server ends its running deployments".into(),
