@@ -669,46 +669,71 @@ impl Run {
             ) if index == s.frag.index => {
                 d.frag_status = Some((received, missing));
                 d.frag_status_at = Some(at);
-                if not_enough_memory {
-                    let e = "FragSessionStatusAns: not enough memory for the decoding matrix"
-                        .to_string();
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else if missing > 0 {
-                    let e = format!(
-                        "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
-                        usize::from(s.frag.nb_frag) + s.redundancy
-                    );
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else if d.diagnosing {
-                    let running = d
-                        .running_version
-                        .map_or("its old firmware".into(), |v| d.version_text(v));
-                    let e = format!(
-                        "received the whole image but still runs {running}: it did not install it"
-                    );
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else {
-                    self.after_session(d, s, at, out);
-                }
+                self.frag_status_answered(d, not_enough_memory, s, at, out);
             }
             (Step::Verify, Reply::VersionRunning { version }) => {
-                d.running_version = Some(version);
-                let vt = d.versioning_type.map(VersioningType::from_nibble);
-                match t.is(version, vt) {
-                    Some(true) => Self::finish(d, Outcome::Verified, None, at, out),
-                    None => Self::finish(d, Outcome::Completed, None, at, out),
-                    Some(false) if d.frag_status.is_none() => {
-                        // Not updated: ask how far the fragmentation got, to say why.
-                        d.diagnosing = true;
-                        self.go(d, Step::FragStatus, s, at, out);
-                    }
-                    Some(false) => {
-                        let e = format!("still runs {} after the update", d.version_text(version));
-                        Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                    }
-                }
+                self.version_answered(d, version, s, t, at, out);
             }
             _ => {}
+        }
+    }
+
+    /// FragSessionStatusAns (already stored in `d.frag_status`): why the device was not
+    /// updated, or on to the verification.
+    fn frag_status_answered(
+        &self,
+        d: &mut Dev,
+        not_enough_memory: bool,
+        s: &Settings,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let (received, missing) = d.frag_status.unwrap_or_default();
+        if not_enough_memory {
+            let e = "FragSessionStatusAns: not enough memory for the decoding matrix".to_string();
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else if missing > 0 {
+            let e = format!(
+                "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
+                usize::from(s.frag.nb_frag) + s.redundancy
+            );
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else if d.diagnosing {
+            let running = d
+                .running_version
+                .map_or("its old firmware".into(), |v| d.version_text(v));
+            let e =
+                format!("received the whole image but still runs {running}: it did not install it");
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else {
+            self.after_session(d, s, at, out);
+        }
+    }
+
+    /// VersionRunningAns after the update: verified, or asked why not.
+    fn version_answered(
+        &self,
+        d: &mut Dev,
+        version: u32,
+        s: &Settings,
+        t: &Target,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        d.running_version = Some(version);
+        let vt = d.versioning_type.map(VersioningType::from_nibble);
+        match t.is(version, vt) {
+            Some(true) => Self::finish(d, Outcome::Verified, None, at, out),
+            None => Self::finish(d, Outcome::Completed, None, at, out),
+            Some(false) if d.frag_status.is_none() => {
+                // Not updated: ask how far the fragmentation got, to say why.
+                d.diagnosing = true;
+                self.go(d, Step::FragStatus, s, at, out);
+            }
+            Some(false) => {
+                let e = format!("still runs {} after the update", d.version_text(version));
+                Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+            }
         }
     }
 
@@ -837,7 +862,7 @@ impl Run {
         out: &mut Vec<Action>,
     ) {
         for d in devs.iter_mut() {
-            if !d.next_action_at.is_some_and(|at| at <= now) {
+            if d.next_action_at.is_none_or(|at| at > now) {
                 continue;
             }
             if d.step == Step::RebootWait {
