@@ -70,7 +70,64 @@ pub struct Settings {
     pub status_port: u8,
 }
 
+/// Which part of the settings makes a command that cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsPart {
+    /// The multicast group id (McGroupSetupReq).
+    GroupId,
+    /// Class, frequency, data rate, session timeout, ping slot periodicity (the session request).
+    MulticastSession,
+    /// The fragmentation session (FragSessionSetupReq, FragSessionStatusReq).
+    Fragmentation,
+}
+
+/// A command the settings make that the devices could not be sent; the message is the
+/// encoder's, prefixed with the command's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct Unencodable {
+    pub part: SettingsPart,
+    pub error: String,
+}
+
 impl Settings {
+    /// Encodes every command these settings make once (with a zero McKey and McAddr and the
+    /// GPS epoch as session time, which cannot make an encoding fail), so a value that does
+    /// not fit its field on the air is refused where the campaign is set up, not sent later.
+    pub fn check(&self) -> Result<(), Vec<Unencodable>> {
+        let session_req = SessionReq {
+            session_time: 0,
+            ..self.session_req(DateTime::UNIX_EPOCH)
+        };
+        let tries = [
+            (
+                SettingsPart::GroupId,
+                commands::mc_group_setup_req(self.group_id, [0; 4], [0; 16], 0, 0xffff),
+            ),
+            (
+                SettingsPart::MulticastSession,
+                commands::mc_session_req(&session_req),
+            ),
+            (
+                SettingsPart::Fragmentation,
+                commands::frag_session_setup_req(&self.frag),
+            ),
+            (
+                SettingsPart::Fragmentation,
+                commands::frag_session_status_req(self.frag.index, true),
+            ),
+        ];
+        let errors: Vec<Unencodable> = tries
+            .into_iter()
+            .filter_map(|(part, r)| r.err().map(|error| Unencodable { part, error }))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
     /// How long the multicast session lasts.
     pub fn session_length(&self) -> TimeDelta {
         let periods = 1i64 << self.timeout_exp.min(15);
@@ -1578,6 +1635,88 @@ mod tests {
                 dev_eui: None,
                 message: "report: 0 verified, 0 completed without verification, 1 not updated, 0 unreachable, 0 refused".into()
             }]
+        );
+    }
+
+    #[test]
+    fn settings_that_encode_pass_the_check() {
+        assert_eq!(settings().check(), Ok(()));
+        let class_b = Settings {
+            class: MulticastClass::B {
+                ping_slot_periodicity: 7,
+            },
+            ..settings()
+        };
+        assert_eq!(class_b.check(), Ok(()));
+    }
+
+    #[test]
+    fn settings_that_cannot_be_sent_are_refused_naming_the_part() {
+        let part_of = |s: Settings| {
+            s.check()
+                .unwrap_err()
+                .into_iter()
+                .map(|e| (e.part, e.error))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            part_of(Settings {
+                group_id: 4,
+                ..settings()
+            })[0],
+            (
+                SettingsPart::GroupId,
+                "McGroupSetupReq: Max mc_group_id value is 3".to_string()
+            )
+        );
+        let session = part_of(Settings {
+            frequency: 869_525_050,
+            ..settings()
+        });
+        assert_eq!(
+            session,
+            vec![(
+                SettingsPart::MulticastSession,
+                "multicast session request: freq must be multiple of 100".to_string()
+            )]
+        );
+        let timeout = part_of(Settings {
+            timeout_exp: 16,
+            ..settings()
+        });
+        assert_eq!(timeout[0].0, SettingsPart::MulticastSession);
+        let periodicity = part_of(Settings {
+            class: MulticastClass::B {
+                ping_slot_periodicity: 8,
+            },
+            ..settings()
+        });
+        assert_eq!(periodicity[0].0, SettingsPart::MulticastSession);
+        let mut frag = settings();
+        frag.frag.index = 4;
+        let frag = part_of(frag);
+        assert_eq!(frag.len(), 2, "setup and status request: {frag:?}");
+        assert!(frag.iter().all(|(p, _)| *p == SettingsPart::Fragmentation));
+    }
+
+    /// A command that cannot be encoded fails the device with the reason instead of sending it
+    /// an empty frame (settings that skipped [`Settings::check`]).
+    #[test]
+    fn an_unencodable_command_fails_the_device_not_sends_nothing() {
+        let s = Settings {
+            group_id: 4,
+            check: CheckMode::Off,
+            ..settings()
+        };
+        let mut devs = vec![Dev::new(DevEui([1; 8]), [0; 16], None, &s, t0())];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &target(), t0(), &mut out);
+        assert!(unicasts(&out).is_empty());
+        assert_eq!(devs[0].outcome, Some(Outcome::NotUpdated));
+        assert_eq!(
+            devs[0].error.as_deref(),
+            Some("could not encode TS005 McGroupSetupReq: McGroupSetupReq: Max mc_group_id value is 3")
         );
     }
 

@@ -56,6 +56,18 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
 }
 
+/// ChirpStack's copy of a device's key, or what is wrong with it.
+fn held_key(text: &str) -> Result<[u8; 16], String> {
+    if text.trim().is_empty() {
+        return Err("empty".into());
+    }
+    match lorafleet_engine::keys::parse_key(text) {
+        Ok(k) if k == [0; 16] => Err("all zeros".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("not a key ({e})")),
+    }
+}
+
 fn state_of(campaign: &Campaign) -> State {
     campaign
         .driver_state
@@ -269,18 +281,19 @@ impl CampaignDriver for ChirpstackV4Driver {
             } else {
                 (keys.gen_app_key.as_str(), "GenAppKey")
             };
-            let held_bytes = hex::decode(held.trim()).unwrap_or_default();
-            if held_bytes.len() != 16 || held_bytes.iter().all(|b| *b == 0) {
-                errors.push(FieldError {
-                    field,
-                    error: format!(
-                        "ChirpStack's {name} for {} is {}: ChirpStack derives the McRootKey from it, so the device would refuse the multicast setup; set the device's {name} in ChirpStack",
-                        d.dev_eui,
-                        if held_bytes.is_empty() { "empty" } else { "all zeros" }
-                    ),
-                });
-                continue;
-            }
+            let held_bytes = match held_key(held) {
+                Ok(k) => k,
+                Err(problem) => {
+                    errors.push(FieldError {
+                        field,
+                        error: format!(
+                            "ChirpStack's {name} for {} is {problem}: ChirpStack derives the McRootKey from it, so the device would refuse the multicast setup; set the device's {name} in ChirpStack",
+                            d.dev_eui,
+                        ),
+                    });
+                    continue;
+                }
+            };
             let given = match (
                 campaign.keys.per_device.get(&d.dev_eui),
                 campaign.keys.gen_app_key,
@@ -542,5 +555,27 @@ impl CampaignDriver for ChirpstackV4Driver {
                 .map_err(|s| self.map_status(s))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_key_that_is_not_usable_says_why() {
+        assert_eq!(
+            held_key("0302030405060708090a0b0c0d0e0f10").map(hex::encode),
+            Ok("0302030405060708090a0b0c0d0e0f10".to_string())
+        );
+        assert_eq!(held_key(" "), Err("empty".to_string()));
+        assert_eq!(
+            held_key("00000000000000000000000000000000"),
+            Err("all zeros".to_string())
+        );
+        assert_eq!(
+            held_key("0302"),
+            Err("not a key (a key is 32 hex digits (16 bytes), got 4 characters)".to_string())
+        );
     }
 }

@@ -23,7 +23,9 @@ use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, St
 use crate::engine::Io;
 use crate::network::MulticastClass;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
-use lorafleet_engine::machine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
+use lorafleet_engine::machine::{
+    Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
+};
 
 /// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
 #[derive(Default)]
@@ -39,8 +41,53 @@ fn io(ctx: &DriverContext) -> Io<'_> {
     }
 }
 
-/// The engine's settings for a campaign.
+/// The campaign field each part of the engine's settings comes from.
+fn field_of(part: SettingsPart) -> &'static str {
+    match part {
+        SettingsPart::GroupId => "multicast.group_id",
+        SettingsPart::MulticastSession => "multicast",
+        SettingsPart::Fragmentation => "fragmentation",
+    }
+}
+
+/// The engine's settings for a campaign, checked: every command they make can be encoded.
 pub fn settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverError> {
+    let s = unchecked_settings(c, status_port)?;
+    match s.check() {
+        Ok(()) => Ok(s),
+        Err(errors) => Err(DriverError::Invalid(
+            errors
+                .iter()
+                .map(|e| format!("{}: {e}", field_of(e.part)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+/// [`settings`]' problems as field errors, for the preflight (a 422 at start).
+fn settings_errors(c: &Campaign, status_port: u8) -> Vec<FieldError> {
+    let s = match unchecked_settings(c, status_port) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![FieldError {
+                field: "fragmentation".into(),
+                error: e.to_string(),
+            }]
+        }
+    };
+    s.check()
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| FieldError {
+            field: field_of(e.part).into(),
+            error: e.error,
+        })
+        .collect()
+}
+
+fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverError> {
     let s = &c.settings;
     let frag = FragSetup::for_image(
         c.payload.len(),
@@ -328,7 +375,7 @@ impl CampaignDriver for EngineDriver {
                 ),
             }]);
         }
-        let mut errors = Vec::new();
+        let mut errors = settings_errors(c, ctx.config.status_protocol.f_port);
         for d in &c.devices {
             if c.keys
                 .root_key(&d.dev_eui, &c.settings.lorawan_version)
@@ -486,4 +533,17 @@ pub fn spawn_wakeups(app: &crate::AppState) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine setting refused by the engine's check is reported on the campaign's field.
+    #[test]
+    fn unencodable_settings_are_named_by_the_campaign_field() {
+        assert_eq!(field_of(SettingsPart::GroupId), "multicast.group_id");
+        assert_eq!(field_of(SettingsPart::MulticastSession), "multicast");
+        assert_eq!(field_of(SettingsPart::Fragmentation), "fragmentation");
+    }
 }
