@@ -394,7 +394,7 @@ impl CampaignDriver for ChirpstackV4Driver {
                 serde_json::to_value(State {
                     deployments: created,
                 })
-                .unwrap_or_default(),
+                .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?,
             ),
             log,
             forget_keys: true,

@@ -76,9 +76,10 @@ fn settings_errors(c: &Campaign, status_port: u8) -> Vec<FieldError> {
             }]
         }
     };
-    s.check()
-        .err()
-        .unwrap_or_default()
+    let Err(errors) = s.check() else {
+        return Vec::new();
+    };
+    errors
         .into_iter()
         .map(|e| FieldError {
             field: field_of(e.part).into(),
