@@ -12,6 +12,7 @@ use crate::campaigns::drivers::{self, DriverRegistry};
 use crate::config::Config;
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
+use crate::network::chirpstack_v4::Client as ChirpstackV4Client;
 use crate::network::Network;
 use crate::storage::{self, Db};
 
@@ -47,13 +48,24 @@ impl App {
     /// Opens the database, creates the first user and the integration token if needed, and
     /// connects the network backend.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
-        let network = crate::network::from_config(&config)?;
-        Self::build_with_network(config, network).await
+        let v4 = v4_client(&config);
+        let network = crate::network::from_config(&config, &v4)?;
+        Self::assemble(config, network, v4).await
     }
 
+    /// [`App::build`] with a network backend made elsewhere (tests, examples).
     pub async fn build_with_network(
         config: Config,
         network: Arc<dyn Network>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        let v4 = v4_client(&config);
+        Self::assemble(config, network, v4).await
+    }
+
+    async fn assemble(
+        config: Config,
+        network: Arc<dyn Network>,
+        v4: Result<ChirpstackV4Client, String>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
         let fresh = !config.server.data_dir.exists();
         std::fs::create_dir_all(&config.server.data_dir)
@@ -96,7 +108,7 @@ impl App {
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
         let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
-            &config,
+            &config, v4,
         )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
@@ -159,14 +171,23 @@ impl App {
 
 /// The campaign drivers this build has: ChirpStack v4's FUOTA service, chirpstack-fuota-server
 /// v3 and lorafleet's own engine, configured from `config`.
-fn driver_registry(config: &Config) -> DriverRegistry {
+fn driver_registry(config: &Config, v4: Result<ChirpstackV4Client, String>) -> DriverRegistry {
     let mut r = DriverRegistry::default();
     r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
-        config,
+        config, v4,
     )));
     r.register(Arc::new(
         drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
     ));
     r.register(Arc::new(drivers::engine::EngineDriver::default()));
     r
+}
+
+/// The ChirpStack v4 API client, made once: the network backend and the campaign driver share
+/// its connection. An unusable setting is an error only where ChirpStack v4 is used.
+fn v4_client(config: &Config) -> Result<ChirpstackV4Client, String> {
+    ChirpstackV4Client::new(
+        &config.network.chirpstack_v4,
+        crate::network::request_timeout(config),
+    )
 }

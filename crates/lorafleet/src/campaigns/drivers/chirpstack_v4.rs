@@ -16,7 +16,7 @@ use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::fuota_service_client::FuotaServiceClient;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{
     outcome_of, stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext,
@@ -25,16 +25,15 @@ use super::{
 use crate::campaigns::validate::FieldError;
 use crate::campaigns::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
+use crate::network::chirpstack_v4::Client;
 
 pub struct ChirpstackV4Driver {
-    url: String,
-    token: String,
-    timeout: Duration,
+    /// The API client shared with the network backend, or why there is none.
+    client: Result<Client, String>,
     application_id: String,
     device_profile_id: String,
 }
 
-/// One ChirpStack deployment of a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
@@ -77,24 +76,22 @@ fn state_of(campaign: &Campaign) -> State {
 }
 
 impl ChirpstackV4Driver {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, client: Result<Client, String>) -> Self {
         Self {
-            url: config.network.chirpstack_v4.api_url.clone(),
-            token: config.network.chirpstack_v4.api_token.clone(),
-            timeout: Duration::from_secs(config.network.request_timeout_s.max(1)),
+            client,
             application_id: config.fuota.chirpstack_v4.application_id.clone(),
             device_profile_id: config.fuota.chirpstack_v4.device_profile_id.clone(),
         }
     }
 
+    fn client(&self) -> Result<&Client, DriverError> {
+        self.client
+            .as_ref()
+            .map_err(|e| DriverError::Invalid(e.clone()))
+    }
+
     fn channel(&self) -> Result<Channel, DriverError> {
-        Ok(Endpoint::from_shared(self.url.clone())
-            .map_err(|e| {
-                DriverError::Invalid(format!("network.chirpstack_v4.api_url {:?}: {e}", self.url))
-            })?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .connect_lazy())
+        Ok(self.client()?.channel())
     }
 
     fn fuota(&self) -> Result<FuotaServiceClient<Channel>, DriverError> {
@@ -105,15 +102,7 @@ impl ChirpstackV4Driver {
 
     /// A request with ChirpStack's API key in the metadata.
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, DriverError> {
-        let mut r = tonic::Request::new(message);
-        let value = format!("Bearer {}", self.token).parse().map_err(|_| {
-            DriverError::Invalid(
-                "network.chirpstack_v4.api_token is not a valid header value".into(),
-            )
-        })?;
-        r.metadata_mut().insert("authorization", value);
-        r.set_timeout(self.timeout);
-        Ok(r)
+        Ok(self.client()?.request(message))
     }
 
     fn map_status(&self, status: tonic::Status) -> DriverError {
@@ -126,7 +115,7 @@ impl ChirpstackV4Driver {
         if unreachable {
             DriverError::Unavailable(format!(
                 "cannot reach ChirpStack at {}: {}",
-                self.url,
+                self.client.as_ref().map_or("?", |c| c.url()),
                 status.message()
             ))
         } else {
