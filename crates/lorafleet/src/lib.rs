@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod network;
 pub mod storage;
+pub mod timestamp;
 pub mod version_status;
 pub mod web;
 

@@ -273,7 +273,7 @@ fn pb_identity(
 }
 
 fn pb_time(ts: Option<prost_types_timestamp::Timestamp>) -> DateTime<Utc> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
+    crate::timestamp::to_utc(ts.as_ref())
         .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }

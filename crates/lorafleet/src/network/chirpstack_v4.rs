@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::multicast_group_service_client::MulticastGroupServiceClient;
-use chrono::{DateTime, Utc};
+
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
@@ -15,6 +15,7 @@ use super::{
 };
 use crate::config::{ChirpstackApiConfig, NetworkKind};
 use crate::devices::DevEui;
+use crate::timestamp::to_utc;
 
 /// One connection to ChirpStack v4's gRPC API with its API key, shared by the network backend
 /// and the ChirpStack v4 campaign driver. Cloning shares the channel (and so the connection).
@@ -129,11 +130,6 @@ pub fn map_status(url: &str, timeout: Duration, status: tonic::Status) -> Networ
     }
 }
 
-fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let ts = ts?;
-    DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
-}
-
 #[async_trait]
 impl Network for ChirpstackV4 {
     fn kind(&self) -> NetworkKind {
@@ -192,7 +188,7 @@ impl Network for ChirpstackV4 {
                         application_name: None,
                         device_profile_id: Some(item.device_profile_id),
                         device_profile_name: Some(item.device_profile_name),
-                        last_seen: timestamp(item.last_seen_at),
+                        last_seen: to_utc(item.last_seen_at.as_ref()),
                     });
                 }
                 offset += got;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::fuota_service_client::FuotaServiceClient;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
@@ -26,6 +26,7 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
 use crate::network::chirpstack_v4::Client;
+use crate::timestamp::to_utc;
 
 pub struct ChirpstackV4Driver {
     /// The API client shared with the network backend, or why there is none.
@@ -48,11 +49,6 @@ type Groups = BTreeMap<(String, String), Vec<String>>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct State {
     deployments: Vec<Deployment>,
-}
-
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t.as_ref()?;
-    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
 }
 
 /// ChirpStack's copy of a device's key, or what is wrong with it.
@@ -444,8 +440,8 @@ impl CampaignDriver for ChirpstackV4Driver {
                 if !j.error_msg.is_empty() {
                     text.push_str(&format!(", error: {}", j.error_msg));
                 }
-                let at = ts(&j.completed_at)
-                    .or(ts(&j.created_at))
+                let at = to_utc(j.completed_at.as_ref())
+                    .or(to_utc(j.created_at.as_ref()))
                     .unwrap_or_else(Utc::now);
                 outcome.log.push(LogLine {
                     at,
@@ -462,7 +458,9 @@ impl CampaignDriver for ChirpstackV4Driver {
                     dedup_key: Some(format!(
                         "{}|{}|{}|{}",
                         dep.id,
-                        ts(&j.created_at).map(|t| t.timestamp_micros()).unwrap_or(0),
+                        to_utc(j.created_at.as_ref())
+                            .map(|t| t.timestamp_micros())
+                            .unwrap_or(0),
                         j.job,
                         text
                     )),
@@ -504,11 +502,12 @@ impl CampaignDriver for ChirpstackV4Driver {
                         }
                     };
                     let mut report = DeviceReport::new(eui, stage);
-                    report.mc_group_setup_at = ts(&d.mc_group_setup_completed_at);
-                    report.frag_session_setup_at = ts(&d.frag_session_setup_completed_at);
-                    report.mc_session_setup_at = ts(&d.mc_session_completed_at);
-                    report.frag_status_at = ts(&d.frag_status_completed_at);
-                    report.completed_at = ts(&d.completed_at);
+                    report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
+                    report.frag_session_setup_at =
+                        to_utc(d.frag_session_setup_completed_at.as_ref());
+                    report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
+                    report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
+                    report.completed_at = to_utc(d.completed_at.as_ref());
                     report.error = if !d.error_msg.is_empty() {
                         Some(d.error_msg.clone())
                     } else if stage == Stage::Failed {
