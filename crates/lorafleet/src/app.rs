@@ -8,9 +8,11 @@ use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
+use crate::campaigns::drivers::{self, DriverRegistry};
 use crate::config::Config;
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
+use crate::network::chirpstack_v4::Client as ChirpstackV4Client;
 use crate::network::Network;
 use crate::storage::{self, Db};
 
@@ -58,13 +60,24 @@ impl App {
     /// Opens the database, creates the first user and the integration token if needed, and
     /// connects the network backend.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
-        let network = crate::network::from_config(&config)?;
-        Self::build_with_network(config, network).await
+        let v4 = v4_client(&config);
+        let network = crate::network::from_config(&config, &v4)?;
+        Self::assemble(config, network, v4).await
     }
 
+    /// [`App::build`] with a network backend made elsewhere (tests, examples).
     pub async fn build_with_network(
         config: Config,
         network: Arc<dyn Network>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        let v4 = v4_client(&config);
+        Self::assemble(config, network, v4).await
+    }
+
+    async fn assemble(
+        config: Config,
+        network: Arc<dyn Network>,
+        v4: Result<ChirpstackV4Client, String>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
         let fresh = !config.server.data_dir.exists();
         std::fs::create_dir_all(&config.server.data_dir)
@@ -100,9 +113,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
-        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
-            crate::campaigns::driver::DriverRegistry::from_config(&config),
-        ));
+        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
+            &config, v4,
+        )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         network.attach(writer.clone());
@@ -129,7 +142,7 @@ impl App {
             shutdown: tokio::sync::watch::channel(false).0,
         });
         if app.config.fuota.clock_sync {
-            crate::fuota::clock_sync::spawn(&app);
+            crate::engine::clock_sync::spawn(&app);
         }
         Ok((app, first))
     }
@@ -138,7 +151,7 @@ impl App {
     /// the campaign runner (which resumes running campaigns).
     pub fn spawn_background(self: &Arc<Self>) {
         crate::campaigns::runner::spawn(self.clone());
-        crate::fuota::driver::spawn_wakeups(self);
+        crate::campaigns::drivers::engine::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
             match crate::firmware::library::rescan(&app.db, &app.config).await {
@@ -167,4 +180,27 @@ impl App {
         let n = crate::devices::store::merge_remote_devices(&self.db, &devices).await?;
         Ok(n)
     }
+}
+
+/// The campaign drivers this build has: ChirpStack v4's FUOTA service, chirpstack-fuota-server
+/// v3 and lorafleet's own engine, configured from `config`.
+fn driver_registry(config: &Config, v4: Result<ChirpstackV4Client, String>) -> DriverRegistry {
+    let mut r = DriverRegistry::default();
+    r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
+        config, v4,
+    )));
+    r.register(Arc::new(
+        drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
+    ));
+    r.register(Arc::new(drivers::engine::EngineDriver::default()));
+    r
+}
+
+/// The ChirpStack v4 API client, made once: the network backend and the campaign driver share
+/// its connection. An unusable setting is an error only where ChirpStack v4 is used.
+fn v4_client(config: &Config) -> Result<ChirpstackV4Client, String> {
+    ChirpstackV4Client::new(
+        &config.network.chirpstack_v4,
+        crate::network::request_timeout(config),
+    )
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
-use lorafleet::campaigns::fuota_server_v3::proto;
-use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
+use lorafleet::campaigns::drivers::fuota_server_v3::proto;
+use lorafleet::campaigns::drivers::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,
 };
 use serde_json::{json, Value};

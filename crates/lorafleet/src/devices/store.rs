@@ -3,10 +3,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, SqliteConnection};
 
+use super::version_dto;
 use super::*;
 use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent};
 use crate::network::RemoteDevice;
-use crate::status::version_dto;
 use crate::storage::{fmt_time, Db};
 
 /// Limits of what is kept per device.
@@ -311,7 +311,8 @@ pub async fn apply_event(
                 prune(conn, History::Uplinks, &eui, retention.uplink_history).await?;
             }
             if up.f_port == Some(retention.status_f_port) {
-                let lines = crate::status::apply_payload(conn, ev.dev_eui, ev.at, &up.data).await?;
+                let lines =
+                    crate::version_status::apply_payload(conn, ev.dev_eui, ev.at, &up.data).await?;
                 for (kind, message) in lines {
                     add_event(conn, &eui, &at, kind, &message).await?;
                 }
@@ -331,7 +332,7 @@ pub async fn apply_event(
             add_event(conn, &eui, &at, "join", &msg).await?;
             prune(conn, History::Events, &eui, retention.event_history).await?;
         }
-        EventBody::Status {
+        EventBody::DeviceStatus {
             battery,
             external_power,
             margin,
@@ -684,7 +685,7 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> sqlx::Result<Option<DeviceDetai
     let last_seen: Option<String> = r.get("last_seen");
     let tags: String = r.get("tags_json");
     let firmware_history =
-        crate::fuota::history::of_device(db, &eui, r.get("versioning_type")).await?;
+        super::firmware_history::of_device(db, &eui, r.get("versioning_type")).await?;
     Ok(Some(DeviceDetail {
         dev_eui: eui,
         name: r.get("name"),

@@ -197,7 +197,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
             })
         }
         "join" => EventBody::Join,
-        "status" => EventBody::Status {
+        "status" => EventBody::DeviceStatus {
             battery: if e.battery_level_unavailable || e.external_power_source {
                 None
             } else {
@@ -273,7 +273,7 @@ fn pb_identity(
 }
 
 fn pb_time(ts: Option<prost_types_timestamp::Timestamp>) -> DateTime<Utc> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
+    crate::timestamp::to_utc(ts.as_ref())
         .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
@@ -358,7 +358,7 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
                 dev_eui,
                 at: pb_time(s.published_at),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if s.battery_level_unavailable || s.external_power_source {
                         None
                     } else {

@@ -33,7 +33,7 @@ fn parse<T: Message + Default + serde::de::DeserializeOwned>(
 }
 
 fn time(ts: Option<chirpstack_api::pbjson_types::Timestamp>) -> DateTime<Utc> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
+    crate::timestamp::to_utc(ts.as_ref())
         .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
@@ -139,7 +139,7 @@ pub fn decode(
                 dev_eui,
                 at: time(st.time),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if st.battery_level_unavailable || st.external_power_source {
                         None
                     } else {

@@ -47,7 +47,8 @@ pub struct Uplink {
 pub enum EventBody {
     Up(Uplink),
     Join,
-    Status {
+    /// ChirpStack's device status (battery, link margin); `event=status` on the wire.
+    DeviceStatus {
         /// Battery level in percent; None when the device cannot measure it.
         battery: Option<f64>,
         external_power: bool,
@@ -69,19 +70,6 @@ pub enum EventBody {
         level: String,
         message: String,
     },
-}
-
-impl EventBody {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            EventBody::Up(_) => "up",
-            EventBody::Join => "join",
-            EventBody::Status { .. } => "status",
-            EventBody::Ack { .. } => "ack",
-            EventBody::TxAck { .. } => "txack",
-            EventBody::Log { .. } => "log",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

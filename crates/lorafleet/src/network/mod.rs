@@ -113,12 +113,6 @@ pub trait Network: Send + Sync + 'static {
         1.0
     }
 
-    /// Waits until the network's clock reaches `at`.
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        let ahead = (at - self.now()).to_std().unwrap_or_default();
-        tokio::time::sleep(ahead.div_f64(self.time_scale())).await;
-    }
-
     /// Marks lorafleet working on the network's behalf (a campaign step) until the returned
     /// guard is dropped. An accelerated simulation holds its clock meanwhile, so the server's
     /// real processing time is not multiplied by the acceleration (which would make it look
@@ -195,6 +189,11 @@ impl Drop for ClockHold {
     }
 }
 
+/// How long one request to a network server may take.
+pub fn request_timeout(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_secs(config.network.request_timeout_s.max(1))
+}
+
 fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {
     NetworkError::Other(format!(
         "{what} are not supported with network.kind = \"{}\"",
@@ -202,14 +201,21 @@ fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {
     ))
 }
 
-/// Builds the network backend the configuration names.
-pub fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Network>> {
-    let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
+/// Builds the network backend the configuration names; a ChirpStack v4 backend uses `v4`
+/// (the client the campaign driver shares).
+pub fn from_config(
+    config: &Config,
+    v4: &Result<chirpstack_v4::Client, String>,
+) -> anyhow::Result<Arc<dyn Network>> {
+    let timeout = request_timeout(config);
     Ok(match config.network.kind {
         NetworkKind::None => Arc::new(disabled::Disabled),
         NetworkKind::ChirpstackV4 => Arc::new(
-            chirpstack_v4::ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
-                .with_region(&config.network.region)?,
+            chirpstack_v4::ChirpstackV4::with_client(
+                v4.clone().map_err(anyhow::Error::msg)?,
+                &config.network.chirpstack_v4,
+            )
+            .with_region(&config.network.region)?,
         ),
         NetworkKind::ChirpstackV3 => Arc::new(chirpstack_v3::ChirpstackV3::new(
             &config.network.chirpstack_v3,

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{auth_api, campaigns_api, devices_api, error, firmware_api, ingest};
 use crate::devices;
-use crate::status;
+use crate::version_status;
 
 struct Security;
 
@@ -45,7 +45,7 @@ impl Modify for Security {
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,
-        devices::UplinkDto, devices::StatusDto, devices::VersionDto, status::StatusRequestBody,
+        devices::UplinkDto, devices::StatusDto, devices::VersionDto, version_status::StatusRequestBody,
     )),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = []))

@@ -289,10 +289,6 @@ impl Network for Simulated {
         self.inner.clock.scale()
     }
 
-    async fn sleep_until(&self, at: DateTime<Utc>) {
-        tokio::time::sleep(self.inner.clock.real_until(at)).await;
-    }
-
     fn hold_clock(&self) -> ClockHold {
         self.inner.clock.busy_begin();
         let inner = self.inner.clone();

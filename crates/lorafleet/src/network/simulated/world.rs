@@ -407,7 +407,7 @@ impl World {
                         dev_eui: dev.id.dev_eui,
                         at: time(at),
                         device: identity(dev),
-                        body: EventBody::Status {
+                        body: EventBody::DeviceStatus {
                             battery: Some(((mv - 3000.0) / 7.0).clamp(0.0, 100.0).round()),
                             external_power: false,
                             margin: Some(snr.round() as i32 + 10),
