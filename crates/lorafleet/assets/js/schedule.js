@@ -41,13 +41,17 @@ export function viewLag() {
 
 /**
  * Throttle with a trailing call for a view's `load`: the first change reloads at once, later
- * ones at most every `interval` ms, and the last change is always followed by a reload. Loads
- * never overlap; a change during a load is picked up by the next one.
+ * ones at most every interval, and the last change is always followed by a reload. Loads never
+ * overlap; a change during a load is picked up by the next one. The interval is three times
+ * the last load's duration within `min`..`max` ms: a small view follows short-lived states
+ * closely, a large one does not keep the server busy, and none is more than `max` plus one
+ * load behind.
  * @param {() => Promise<void>} load
- * @param {number} [interval]
+ * @param {{ min?: number, max?: number }} [opts]
  * @returns {Refresher}
  */
-export function refresher(load, interval = 1000) {
+export function refresher(load, { min = 200, max = 1000 } = {}) {
+  let interval = min;
   let lastStart = -Infinity;
   let running = false;
   /** @type {ReturnType<typeof setTimeout> | undefined} */
@@ -65,6 +69,7 @@ export function refresher(load, interval = 1000) {
     dirtySince = null;
     try {
       await load();
+      interval = Math.min(max, Math.max(min, 3 * (performance.now() - lastStart)));
     } catch (e) {
       // The load shows its own error; the change stays unseen, so try again.
       console.error(e);

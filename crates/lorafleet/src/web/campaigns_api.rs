@@ -471,4 +471,13 @@ mod tests {
             serde_json::json!({"id": "verify", "label": "Verifying the new version", "order": 7, "final": false})
         );
     }
+
+    #[test]
+    fn stages_are_in_the_openapi_document() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        let get = &doc["paths"]["/api/campaigns/stages"]["get"];
+        assert!(get.is_object(), "{}", doc["paths"]);
+        assert!(get["responses"]["200"].is_object(), "{get}");
+    }
 }

@@ -277,9 +277,7 @@ export function campaignPage(view, ctx) {
       if (!isAbort(e)) body.replaceChildren(errorBox(messageOf(e), () => live.now()));
     }
   }
-  // A campaign moves through its stages in seconds on a fast simulated network: refresh
-  // twice a second so a short stage is still seen.
-  const live = refresher(load, 500);
+  const live = refresher(load);
   live.now();
   return {
     refresh: () => live.now(),
