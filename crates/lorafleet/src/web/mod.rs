@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
             get(campaigns_api::list).post(campaigns_api::create),
         )
         .route("/api/campaigns/preview", post(campaigns_api::preview))
+        .route("/api/campaigns/stages", get(campaigns_api::stages))
         .route(
             "/api/campaigns/{id}",
             get(campaigns_api::detail)

@@ -42,6 +42,7 @@ impl Modify for Security {
         firmware_api::update, firmware_api::remove, firmware_api::download,
         campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
         campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
+        campaigns_api::stages,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,
