@@ -6,17 +6,13 @@
 //   cargo build -p lorafleet && (cd tests/browser && npm ci) && node --test tests/browser/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = process.env.LORAFLEET_BIN || path.join(REPO, 'target', 'debug', 'lorafleet');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Device 1 of the simulated fleet is a sensor; the demo library has a newer sensor image.
 const SENSOR = '4c4653494d000001';
@@ -42,25 +38,8 @@ fs.mkdirSync(fwDir);
 let server;
 let browser;
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startLorafleet() {
-  assert.ok(fs.existsSync(BIN), `lorafleet binary not found at ${BIN}; build it with \`cargo build -p lorafleet\` or set LORAFLEET_BIN`);
-  const port = await freePort();
-  const env = {
-    ...process.env,
-    LORAFLEET__SERVER__BIND: `127.0.0.1:${port}`,
+async function startServer() {
+  return startLorafleet({
     LORAFLEET__SERVER__DATA_DIR: dataDir,
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__NETWORK__KIND: 'simulated',
@@ -70,37 +49,8 @@ async function startLorafleet() {
     LORAFLEET__FIRMWARE__DIR: fwDir,
     // Fragments 1 s apart: the session takes a minute of simulated time instead of five.
     LORAFLEET__FUOTA__CLASS_C_MARGIN_S: '1',
-  };
-  const args = (process.env.LORAFLEET_ARGS || '').split(/\s+/).filter(Boolean);
-  const child = spawn(BIN, args, { env, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.setEncoding('utf8');
-  child.stderr.setEncoding('utf8');
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const s = { child, base: `http://127.0.0.1:${port}`, log: () => log, exited: null };
-  child.on('exit', (code, signal) => { s.exited = { code, signal }; });
-  child.on('error', (e) => { s.exited = { error: e.message }; });
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    if (s.exited) throw new Error(`lorafleet exited during start-up (${JSON.stringify(s.exited)}):\n${log}`);
-    try {
-      const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
-      if (r.status === 200) return s;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) throw new Error(`lorafleet did not answer GET /health with 200 within 30 s:\n${log}`);
-    await sleep(200);
-  }
+  }, tmp);
 }
-
-async function stopLorafleet(s) {
-  if (!s || s.exited) return;
-  s.child.kill('SIGTERM');
-  for (let i = 0; i < 50 && !s.exited; i++) await sleep(100);
-  if (!s.exited) s.child.kill('SIGKILL');
-}
-
-process.on('exit', () => { if (server && !server.exited) server.child.kill('SIGKILL'); });
 
 const auth = () => `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}`;
 
@@ -179,7 +129,7 @@ async function withPage(name, fn) {
 }
 
 before(async () => {
-  server = await startLorafleet();
+  server = await startServer();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -243,7 +193,7 @@ test('live: under 20+ events/s the device list shows a new "last seen" within 3 
   });
 });
 
-test('live: a campaign page follows every stage of its device, at most 2 s behind the API', { timeout: 240000 }, async () => {
+test('live: a campaign page follows every stage of its device, at most 2 s behind the API', { timeout: 480000 }, async () => {
   await withPage('campaign', async (page, step) => {
     step.name = 'create and start an engine campaign for one sensor';
     const firmware = await apiGet('/api/firmware');
@@ -267,7 +217,9 @@ test('live: a campaign page follows every stage of its device, at most 2 s behin
     step.name = 'follow the API: within 2 s of the API showing a stage, the page shows it or a newer one';
     const apiSeen = [];
     let lastApi = null;
-    const deadline = Date.now() + 180000;
+    // A safety net for a wedged campaign, not a speed target: a loaded 2-core machine stretches
+    // the simulated session's real length.
+    const deadline = Date.now() + 400000;
     const apiStage = async () => (await apiGet(`/api/campaigns/${id}`)).devices[0].stage;
     for (;;) {
       const c = await apiGet(`/api/campaigns/${id}`);
