@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::devices::store::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
@@ -31,10 +33,40 @@ pub struct CommittedUplink {
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// What the writer task is asked to do, in arrival order.
+enum Job {
+    Commit(IntegrationEvent, Reply),
+    /// Answered once every job queued before it is done: shutdown waits on it.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Whether the last group reached the disk; `/health` reports it, since a pool that answers
+/// `SELECT 1` says nothing about a full disk.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    /// The error of the last failed commit, until a later commit succeeds.
+    pub fn failing(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn record(&self, fault: Option<String>) {
+        *self.lock() = fault;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The handle request handlers use to commit events.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<(IntegrationEvent, Reply)>,
+    tx: mpsc::Sender<Job>,
+    health: Arc<WriteHealth>,
 }
 
 impl Writer {
@@ -45,8 +77,14 @@ impl Writer {
         uplinks: broadcast::Sender<CommittedUplink>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, retention, rx, changes, uplinks));
-        Writer { tx }
+        let health = Arc::new(WriteHealth::default());
+        let out = Outlets {
+            changes,
+            uplinks,
+            health: health.clone(),
+        };
+        tokio::spawn(run(db, retention, rx, out));
+        Writer { tx, health }
     }
 
     /// Commits one event; returns once it is durable.
@@ -66,41 +104,86 @@ impl Writer {
     ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (reply, done) = oneshot::channel();
         self.tx
-            .send((event, reply))
+            .send(Job::Commit(event, reply))
             .await
             .map_err(|_| "the database writer has stopped".to_string())?;
         Ok(done)
     }
+
+    /// Returns once everything submitted before has been committed (or refused).
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Job::Flush(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    pub fn health(&self) -> &WriteHealth {
+        &self.health
+    }
 }
 
-async fn run(
-    db: Db,
-    retention: Retention,
-    mut rx: mpsc::Receiver<(IntegrationEvent, Reply)>,
+/// Where the writer reports what it committed.
+struct Outlets {
     changes: broadcast::Sender<Change>,
     uplinks: broadcast::Sender<CommittedUplink>,
-) {
+    health: Arc<WriteHealth>,
+}
+
+async fn run(db: Db, retention: Retention, mut rx: mpsc::Receiver<Job>, out: Outlets) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Commit(event, reply) => group.push((event, reply)),
+                Job::Flush(reply) => flushes.push(reply),
+            }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        let results = commit_group(&db, retention, &group).await;
-        for ((event, reply), result) in group.drain(..).zip(results) {
-            let ok = result.is_ok();
-            let _ = reply.send(result);
-            if ok {
-                let _ = changes.send(Change::Device(event.dev_eui));
-                if matches!(event.body, EventBody::Up(_)) && uplinks.receiver_count() > 0 {
-                    let _ = uplinks.send(CommittedUplink {
-                        event: Arc::new(event),
-                    });
-                }
+        if !group.is_empty() {
+            let outcome = commit_group(&db, retention, &group).await;
+            out.health.record(outcome.fault);
+            announce(&out, group.drain(..).zip(outcome.results));
+        }
+        for reply in flushes.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn announce(
+    out: &Outlets,
+    done: impl Iterator<Item = ((IntegrationEvent, Reply), Result<(), String>)>,
+) {
+    for ((event, reply), result) in done {
+        let ok = result.is_ok();
+        let _ = reply.send(result);
+        if ok {
+            let _ = out.changes.send(Change::Device(event.dev_eui));
+            if matches!(event.body, EventBody::Up(_)) && out.uplinks.receiver_count() > 0 {
+                let _ = out.uplinks.send(CommittedUplink {
+                    event: Arc::new(event),
+                });
             }
+        }
+    }
+}
+
+/// Each event's outcome, and the error that kept the group's transaction from committing.
+struct GroupOutcome {
+    results: Vec<Result<(), String>>,
+    fault: Option<String>,
+}
+
+impl GroupOutcome {
+    fn all_failed(n: usize, fault: String) -> Self {
+        GroupOutcome {
+            results: vec![Err(fault.clone()); n],
+            fault: Some(fault),
         }
     }
 }
@@ -108,34 +191,54 @@ async fn run(
 /// Commits a group in one transaction. Events almost never fail, so the group is first applied
 /// as a whole; only if something fails is it redone with a savepoint per event, so that one bad
 /// event does not cost the others.
+///
+/// A connection whose transaction failed is closed rather than handed back to the pool: after
+/// a failed COMMIT (a full disk) SQLite may already have rolled back while sqlx still counts
+/// the transaction as open, and every later BEGIN on that connection would be refused.
 async fn commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> Vec<Result<(), String>> {
-    let whole = async {
-        let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
-        let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
-            .iter()
-            .map(|(e, _)| e)
-            .partition(|e| is_plain_uplink(e, retention));
-        if !plain.is_empty() {
-            apply_plain_uplinks(&mut tx, &plain, retention).await?;
-        }
-        for event in other {
-            apply_event(&mut tx, event, retention).await?;
-        }
-        tx.commit().await
-    }
-    .await;
-    match whole {
+) -> GroupOutcome {
+    let mut conn = match db.acquire().await {
+        Ok(c) => c,
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    };
+    match apply_whole(&mut conn, retention, group).await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            group.iter().map(|_| Ok(())).collect()
+            GroupOutcome {
+                results: vec![Ok(()); group.len()],
+                fault: None,
+            }
         }
-        Err(e) if group.len() == 1 => vec![Err(format!("database: {e}"))],
-        Err(_) => commit_one_by_one(db, retention, group).await,
+        Err(_) => {
+            conn.close_on_drop();
+            drop(conn);
+            // Even a group of one is redone: only the outer transaction's fate says whether the
+            // database is failing or just this event was refused.
+            commit_one_by_one(db, retention, group).await
+        }
     }
+}
+
+async fn apply_whole(
+    conn: &mut SqliteConnection,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> sqlx::Result<()> {
+    let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await?;
+    let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
+        .iter()
+        .map(|(e, _)| e)
+        .partition(|e| is_plain_uplink(e, retention));
+    if !plain.is_empty() {
+        apply_plain_uplinks(&mut tx, &plain, retention).await?;
+    }
+    for event in other {
+        apply_event(&mut tx, event, retention).await?;
+    }
+    tx.commit().await
 }
 
 // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
@@ -147,15 +250,26 @@ async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin_with(BEGIN_IMMEDIATE).await {
+) -> GroupOutcome {
+    let mut conn = match db.acquire().await {
+        Ok(c) => c,
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    };
+    let outcome = savepoint_each(&mut conn, retention, group).await;
+    if outcome.fault.is_some() {
+        conn.close_on_drop();
+    }
+    outcome
+}
+
+async fn savepoint_each(
+    conn: &mut SqliteConnection,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> GroupOutcome {
+    let mut tx = match conn.begin_with(BEGIN_IMMEDIATE).await {
         Ok(tx) => tx,
-        Err(e) => {
-            return group
-                .iter()
-                .map(|_| Err(format!("database: {e}")))
-                .collect()
-        }
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
     let mut results = Vec::with_capacity(group.len());
     for (event, _) in group {
@@ -170,11 +284,11 @@ async fn commit_one_by_one(
     match tx.commit().await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            results
+            GroupOutcome {
+                results,
+                fault: None,
+            }
         }
-        Err(e) => group
-            .iter()
-            .map(|_| Err(format!("database commit: {e}")))
-            .collect(),
+        Err(e) => GroupOutcome::all_failed(group.len(), format!("database commit: {e}")),
     }
 }
