@@ -103,7 +103,8 @@ impl Registry {
         while conns.len() >= cap {
             let oldest = conns
                 .iter()
-                .min_by_key(|(_, c)| c.last_io_ms.load(Ordering::Relaxed))
+                // Ties (sockets accepted in the same millisecond) go to the older one.
+                .min_by_key(|(id, c)| (c.last_io_ms.load(Ordering::Relaxed), **id))
                 .map(|(id, _)| *id);
             let Some(oldest) = oldest.and_then(|id| conns.remove(&id)) else {
                 break;
