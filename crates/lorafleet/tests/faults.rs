@@ -129,7 +129,7 @@ impl Server {
 
 fn uplink(eui: &str, f_cnt: u32) -> Vec<u8> {
     serde_json::json!({
-        "deduplicationId": format!("00000000-0000-4000-8000-{eui:.4}{f_cnt:08x}"),
+        "deduplicationId": format!("{eui}-{f_cnt:08x}"),
         "time": "2026-11-27T10:00:00.123Z",
         "deviceInfo": {"deviceName": format!("meter-{eui}"), "devEui": eui, "tags": {"site": "north"}},
         "fCnt": f_cnt,
@@ -662,4 +662,146 @@ async fn a_full_disk_at_start_is_named_with_what_to_do() {
     let text = start_failure(&data).await;
     assert!(text.contains(&data.display().to_string()), "{text}");
     assert!(text.contains("free some space"), "{text}");
+}
+
+async fn post_event(
+    server: &Server,
+    http: &reqwest::Client,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(server.url("/api/integrations/chirpstack?event=up"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get_json(server: &Server, http: &reqwest::Client, path: &str) -> serde_json::Value {
+    http.get(server.url(path))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_uplink_is_acknowledged_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let v4: serde_json::Value = serde_json::from_slice(&uplink("0102030405060708", 7)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(post_event(&server, &http, &v4).await.0, 200);
+    }
+    // Sent together, the repeats share one group commit.
+    let together = futures::future::join_all((0..4).map(|_| post_event(&server, &http, &v4))).await;
+    assert!(together.iter().all(|(s, _)| *s == 200), "{together:?}");
+    let ups = get_json(&server, &http, "/api/devices/0102030405060708/uplinks").await;
+    assert_eq!(ups["uplinks"].as_array().unwrap().len(), 1, "{ups}");
+    // Another frame with its own id is stored.
+    let mut other = v4.clone();
+    other["deduplicationId"] = "another-id".into();
+    assert_eq!(post_event(&server, &http, &other).await.0, 200);
+    let ups = get_json(&server, &http, "/api/devices/0102030405060708/uplinks").await;
+    assert_eq!(ups["uplinks"].as_array().unwrap().len(), 2, "{ups}");
+
+    // v3 has no id: the same DevEUI, FCnt and time is the same frame.
+    let v3 = serde_json::json!({
+        "applicationID": "12", "deviceName": "old-meter", "devEUI": "AQIDBAUGBwk=",
+        "fCnt": 99, "fPort": 3, "data": "aGk=", "publishedAt": "2026-11-27T09:00:00Z"
+    });
+    assert_eq!(post_event(&server, &http, &v3).await.0, 200);
+    assert_eq!(post_event(&server, &http, &v3).await.0, 200);
+    let mut later = v3.clone();
+    later["publishedAt"] = "2026-11-27T09:10:00Z".into();
+    assert_eq!(post_event(&server, &http, &later).await.0, 200);
+    let ups = get_json(&server, &http, "/api/devices/0102030405060709/uplinks").await;
+    assert_eq!(ups["uplinks"].as_array().unwrap().len(), 2, "{ups}");
+}
+
+#[tokio::test]
+async fn an_implausible_event_time_becomes_the_reception_time_with_a_device_log_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    for (eui, time) in [
+        ("0a0a0a0a0a0a0a01", "1970-01-01T00:00:00Z"),
+        ("0a0a0a0a0a0a0a02", "2031-06-01T00:00:00Z"),
+    ] {
+        let mut body: serde_json::Value = serde_json::from_slice(&uplink(eui, 1)).unwrap();
+        body["time"] = time.into();
+        let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+        assert_eq!(post_event(&server, &http, &body).await.0, 200);
+        let device = get_json(&server, &http, &format!("/api/devices/{eui}")).await;
+        let seen = chrono::DateTime::parse_from_rfc3339(
+            device["last_uplink"]["received_at"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(seen >= before && seen <= chrono::Utc::now(), "{device}");
+        let notes: Vec<&str> = device["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .filter(|m| m.contains("implausible"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{device}");
+        assert!(notes[0].contains(&time[..10]), "{notes:?}");
+    }
+    // A plausible time is kept as sent.
+    let body: serde_json::Value = serde_json::from_slice(&uplink("0a0a0a0a0a0a0a03", 1)).unwrap();
+    assert_eq!(post_event(&server, &http, &body).await.0, 200);
+    let device = get_json(&server, &http, "/api/devices/0a0a0a0a0a0a0a03").await;
+    assert_eq!(
+        device["last_uplink"]["received_at"],
+        "2026-11-27T10:00:00.123Z"
+    );
+}
+
+#[tokio::test]
+async fn long_device_names_and_big_tag_maps_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+    let base: serde_json::Value = serde_json::from_slice(&uplink("0b0b0b0b0b0b0b0b", 1)).unwrap();
+    let mut long = base.clone();
+    long["deviceInfo"]["deviceName"] = "x".repeat(1_000_000).into();
+    let (status, body) = post_event(&server, &http, &long).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("deviceInfo.deviceName")),
+        "{body}"
+    );
+    let mut tags = base.clone();
+    tags["deviceInfo"]["tags"] = (0..100)
+        .map(|i| (format!("t{i}"), serde_json::Value::from("v")))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let (status, body) = post_event(&server, &http, &tags).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("deviceInfo.tags")),
+        "{body}"
+    );
+    let mut v3 = serde_json::json!({"applicationID": "1", "devEUI": "CwsLCwsLCws=", "fCnt": 1, "publishedAt": "2026-11-27T09:00:00Z"});
+    v3["deviceName"] = "y".repeat(257).into();
+    let (status, body) = post_event(&server, &http, &v3).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("deviceName")),
+        "{body}"
+    );
+    // Nothing of the refused events was stored; a name at the limit is.
+    let mut at_limit = base.clone();
+    at_limit["deviceInfo"]["deviceName"] = "n".repeat(256).into();
+    assert_eq!(post_event(&server, &http, &at_limit).await.0, 200);
+    let list = get_json(&server, &http, "/api/devices").await;
+    assert_eq!(list["devices"].as_array().unwrap().len(), 1, "{list}");
 }

@@ -9,7 +9,9 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::store::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
+use crate::devices::store::{
+    apply_event, apply_plain_uplinks, is_plain_uplink, known_dedup_keys, Retention,
+};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
 use crate::storage::Db;
@@ -146,8 +148,8 @@ async fn run(db: Db, retention: Retention, mut rx: mpsc::Receiver<Job>, out: Out
         }
         if !group.is_empty() {
             let outcome = commit_group(&db, retention, &group).await;
-            out.health.record(outcome.fault);
-            announce(&out, group.drain(..).zip(outcome.results));
+            out.health.record(outcome.fault.clone());
+            announce(&out, group.drain(..), outcome);
         }
         for reply in flushes.drain(..) {
             let _ = reply.send(());
@@ -155,14 +157,17 @@ async fn run(db: Db, retention: Retention, mut rx: mpsc::Receiver<Job>, out: Out
     }
 }
 
+/// Answers each request; stored events (not repeats, which changed nothing) are announced.
 fn announce(
     out: &Outlets,
-    done: impl Iterator<Item = ((IntegrationEvent, Reply), Result<(), String>)>,
+    group: impl Iterator<Item = (IntegrationEvent, Reply)>,
+    outcome: GroupOutcome,
 ) {
-    for ((event, reply), result) in done {
+    let repeated = outcome.repeated.iter().chain(std::iter::repeat(&false));
+    for (((event, reply), result), repeated) in group.zip(outcome.results).zip(repeated) {
         let ok = result.is_ok();
         let _ = reply.send(result);
-        if ok {
+        if ok && !repeated {
             let _ = out.changes.send(Change::Device(event.dev_eui));
             if matches!(event.body, EventBody::Up(_)) && out.uplinks.receiver_count() > 0 {
                 let _ = out.uplinks.send(CommittedUplink {
@@ -173,9 +178,11 @@ fn announce(
     }
 }
 
-/// Each event's outcome, and the error that kept the group's transaction from committing.
+/// Each event's outcome, which events were repeats of stored ones (acknowledged, not stored
+/// again), and the error that kept the group's transaction from committing.
 struct GroupOutcome {
     results: Vec<Result<(), String>>,
+    repeated: Vec<bool>,
     fault: Option<String>,
 }
 
@@ -183,9 +190,34 @@ impl GroupOutcome {
     fn all_failed(n: usize, fault: String) -> Self {
         GroupOutcome {
             results: vec![Err(fault.clone()); n],
+            repeated: Vec::new(),
             fault: Some(fault),
         }
     }
+}
+
+fn dedup_key(event: &IntegrationEvent) -> Option<&str> {
+    match &event.body {
+        EventBody::Up(up) => up.dedup_key.as_deref(),
+        _ => None,
+    }
+}
+
+/// Marks the events whose uplink is already stored, or repeated earlier in the same group.
+async fn repeats(
+    conn: &mut SqliteConnection,
+    group: &[(IntegrationEvent, Reply)],
+) -> sqlx::Result<Vec<bool>> {
+    let keys: Vec<&str> = group.iter().filter_map(|(e, _)| dedup_key(e)).collect();
+    if keys.is_empty() {
+        return Ok(vec![false; group.len()]);
+    }
+    let known = known_dedup_keys(conn, &keys).await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(group
+        .iter()
+        .map(|(e, _)| dedup_key(e).is_some_and(|k| known.contains(k) || !seen.insert(k)))
+        .collect())
 }
 
 /// Commits a group in one transaction. Events almost never fail, so the group is first applied
@@ -205,10 +237,11 @@ async fn commit_group(
         Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
     match apply_whole(&mut conn, retention, group).await {
-        Ok(()) => {
+        Ok(repeated) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
             GroupOutcome {
                 results: vec![Ok(()); group.len()],
+                repeated,
                 fault: None,
             }
         }
@@ -226,11 +259,14 @@ async fn apply_whole(
     conn: &mut SqliteConnection,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<bool>> {
     let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await?;
+    let repeated = repeats(&mut tx, group).await?;
     let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
         .iter()
-        .map(|(e, _)| e)
+        .zip(&repeated)
+        .filter(|(_, repeated)| !**repeated)
+        .map(|((e, _), _)| e)
         .partition(|e| is_plain_uplink(e, retention));
     if !plain.is_empty() {
         apply_plain_uplinks(&mut tx, &plain, retention).await?;
@@ -238,7 +274,8 @@ async fn apply_whole(
     for event in other {
         apply_event(&mut tx, event, retention).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(repeated)
 }
 
 // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
@@ -272,20 +309,30 @@ async fn savepoint_each(
         Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
     let mut results = Vec::with_capacity(group.len());
+    let mut repeated = Vec::with_capacity(group.len());
     for (event, _) in group {
         let outcome = async {
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            apply_event(&mut sp, event, retention).await?;
-            sp.commit().await
+            let known = match dedup_key(event) {
+                Some(k) => !known_dedup_keys(&mut sp, &[k]).await?.is_empty(),
+                None => false,
+            };
+            if !known {
+                apply_event(&mut sp, event, retention).await?;
+            }
+            sp.commit().await?;
+            Ok::<_, sqlx::Error>(known)
         }
         .await;
-        results.push(outcome.map_err(|e| format!("database: {e}")));
+        repeated.push(*outcome.as_ref().unwrap_or(&false));
+        results.push(outcome.map(|_| ()).map_err(|e| format!("database: {e}")));
     }
     match tx.commit().await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
             GroupOutcome {
                 results,
+                repeated,
                 fault: None,
             }
         }

@@ -16,10 +16,15 @@ pub struct BodyLimits {
     pub json: usize,
 }
 
-/// Uploads check their own, larger limit (firmware.max_size) the same way, with an answer
-/// naming the `file` field.
-fn is_upload(req: &Request) -> bool {
-    req.method() == Method::POST && req.uri().path() == "/api/firmware"
+/// Routes that check the declared length themselves, after authenticating: uploads (their
+/// limit is firmware.max_size, the answer names the `file` field) and the integration (a
+/// stranger learns nothing before the token is checked).
+fn checks_its_own(req: &Request) -> bool {
+    req.method() == Method::POST
+        && matches!(
+            req.uri().path(),
+            "/api/firmware" | "/api/integrations/chirpstack" | "/"
+        )
 }
 
 pub async fn declared_length(
@@ -33,7 +38,7 @@ pub async fn declared_length(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(len) if len > limits.json as u64 && !is_upload(&req) => too_large(limits.json),
+        Some(len) if len > limits.json as u64 && !checks_its_own(&req) => too_large(limits.json),
         _ => next.run(req).await,
     }
 }
