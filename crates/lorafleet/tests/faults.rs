@@ -805,3 +805,51 @@ async fn long_device_names_and_big_tag_maps_are_refused_naming_the_field() {
     let list = get_json(&server, &http, "/api/devices").await;
     assert_eq!(list["devices"].as_array().unwrap().len(), 1, "{list}");
 }
+
+async fn health(server: &Server, http: &reqwest::Client) -> (u16, serde_json::Value) {
+    let r = http.get(server.url("/health")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn wait_for_health(server: &Server, http: &reqwest::Client, status: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (got, body) = health(server, http).await;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed {got} {body}, expected {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_simulated_networks_writes_recover_from_a_full_disk_too() {
+    let Some(fs) = Tmpfs::mount("size=8m") else {
+        return;
+    };
+    let data = fs.path().join("data");
+    let server = start(
+        &data,
+        &[
+            ("LORAFLEET__NETWORK__KIND", "simulated"),
+            ("LORAFLEET__NETWORK__SIMULATED__DEVICES", "20"),
+            ("LORAFLEET__NETWORK__SIMULATED__TIME_SCALE", "1000"),
+            ("LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S", "30"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let filler = fill(fs.path());
+    // The simulation's uplinks are its only writes; one of them fails once the WAL needs room.
+    wait_for_health(&server, &http, 503, Duration::from_secs(60)).await;
+    let (_, body) = health(&server, &http).await;
+    assert_eq!(body["database"], "error", "{body}");
+    std::fs::remove_file(filler).unwrap();
+    wait_for_health(&server, &http, 200, Duration::from_secs(30)).await;
+    let (_, body) = health(&server, &http).await;
+    assert_eq!(body["database"], "ok", "{body}");
+}
