@@ -125,13 +125,6 @@ impl App {
         crate::fuota::driver::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
-            let stale = crate::firmware::library::remove_stale_uploads(&app.config).await;
-            if stale > 0 {
-                tracing::info!(
-                    files = stale,
-                    "removed uploads a previous run left unfinished"
-                );
-            }
             match crate::firmware::library::rescan(&app.db, &app.config).await {
                 Ok(report) => {
                     if let Some(e) = &report.dir_error {

@@ -158,6 +158,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {bind} (server.bind)"))?;
     tracing::info!(address = %listener.local_addr()?, network = app.network.kind().as_str(), "lorafleet listening");
 
+    // Only the server holding the data dir's lock may do this: a CLI command running beside it
+    // would delete the uploads it is receiving.
+    let stale = lorafleet::firmware::library::remove_stale_uploads(&app.config).await;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed uploads a previous run left unfinished"
+        );
+    }
     app.spawn_background();
     let sync_app = app.clone();
     tokio::spawn(async move {
