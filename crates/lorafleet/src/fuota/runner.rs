@@ -13,10 +13,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 use sqlx::Row;
 
-use super::commands::{parse_uplink, Reply};
-use super::engine::{Action, Dev, Level, Phase, Run, Settings, Target};
-use super::keys::{self, RootKey};
-use super::{ports, send_unicasts, Io};
+use lorafleet_engine::commands::{parse_uplink, Reply};
+use lorafleet_engine::keys::{self, RootKey};
+use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Target};
+use lorafleet_engine::ports;
+
+use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
 
@@ -221,7 +223,8 @@ pub async fn step(
             .filter(|d| {
                 matches!(
                     d.step,
-                    super::engine::Step::McSessionSetup | super::engine::Step::InSession
+                    lorafleet_engine::machine::Step::McSessionSetup
+                        | lorafleet_engine::machine::Step::InSession
                 )
             })
             .map(|d| d.dev_eui)
