@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
@@ -79,19 +78,17 @@ impl App {
         network: Arc<dyn Network>,
         v4: Result<ChirpstackV4Client, String>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
-        let fresh = !config.server.data_dir.exists();
-        std::fs::create_dir_all(&config.server.data_dir)
-            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
-        // The data dir holds password and token hashes: owner only, when lorafleet made it.
-        #[cfg(unix)]
-        if fresh {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(
-                &config.server.data_dir,
-                std::fs::Permissions::from_mode(0o700),
-            );
-        }
-        let db = storage::connect(&config.database_url()).await?;
+        crate::server::data_dir::create(&config.server.data_dir)?;
+        let db = storage::connect(&config.database_url())
+            .await
+            .map_err(|e| {
+                let path = if config.server.database_url.is_empty() {
+                    config.server.data_dir.join("lorafleet.db")
+                } else {
+                    config.server.database_url.clone().into()
+                };
+                anyhow::anyhow!(crate::server::data_dir::explain_database(&path, &e))
+            })?;
         let mut first = FirstStart {
             admin_password: crate::auth::ensure_admin(
                 &db,

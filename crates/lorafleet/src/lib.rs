@@ -17,6 +17,7 @@ pub mod firmware;
 pub mod ingest;
 pub mod metrics;
 pub mod network;
+pub mod server;
 pub mod storage;
 pub mod timestamp;
 pub mod version_status;

@@ -21,7 +21,6 @@ use utoipa::ToSchema;
 
 use lrwn::region::CommonName;
 
-use lorafleet_engine::keys::parse_key;
 use super::plan::{self, Plan, PlanDevice, PlanInput};
 use super::region::{Modulation, RegionInfo};
 use super::{
@@ -31,6 +30,7 @@ use super::{
 use crate::config::Config;
 use crate::devices::DevEui;
 use crate::firmware::FirmwareImage;
+use lorafleet_engine::keys::parse_key;
 
 /// The body of `POST /api/campaigns` (and of `PATCH`, merged into the stored one).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -33,9 +33,7 @@ fn parse<T: Message + Default + serde::de::DeserializeOwned>(
 }
 
 fn time(ts: Option<chirpstack_api::pbjson_types::Timestamp>) -> DateTime<Utc> {
-    crate::timestamp::to_utc(ts.as_ref())
-        .map(super::plausible_time)
-        .unwrap_or_else(Utc::now)
+    crate::timestamp::to_utc(ts.as_ref()).unwrap_or_else(Utc::now)
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -115,6 +113,7 @@ pub fn decode(
                     confirmed: up.confirmed,
                     data: up.data,
                     object,
+                    dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
                 }),
             })
         }
