@@ -2,6 +2,8 @@
 //! chirpstack_api crate). protoc is found through PROTOC, see tools/protoc.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The console is embedded as a folder (web/assets.rs): a new file must trigger a rebuild.
+    println!("cargo:rerun-if-changed=assets");
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -8,18 +8,14 @@
 // the server's log are left in a temp directory (the path is printed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = process.env.LORAFLEET_BIN || path.join(REPO, 'target', 'debug', 'lorafleet');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DEV_EUI = '0102030405060708';
 // Markup in a device-supplied string: it must show up as text, never as an element.
@@ -71,64 +67,17 @@ function startFakeAs() {
 
 // --- lorafleet ------------------------------------------------------------------------------
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function startLorafleet(asUrl) {
-  assert.ok(fs.existsSync(BIN), `lorafleet binary not found at ${BIN}; build it with \`cargo build -p lorafleet\` or set LORAFLEET_BIN`);
-  const port = await freePort();
-  const env = {
-    ...process.env,
-    LORAFLEET__SERVER__BIND: `127.0.0.1:${port}`,
+async function startServer(asUrl) {
+  return startLorafleet({
     LORAFLEET__SERVER__DATA_DIR: dataDir,
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__INTEGRATION__TOKEN: INTEGRATION_TOKEN,
     LORAFLEET__NETWORK__KIND: 'chirpstack-v3',
     LORAFLEET__NETWORK__CHIRPSTACK_V3__API_URL: asUrl,
     LORAFLEET__NETWORK__CHIRPSTACK_V3__API_TOKEN: AS_TOKEN,
-  };
-  const args = (process.env.LORAFLEET_ARGS || '').split(/\s+/).filter(Boolean);
-  const child = spawn(BIN, args, { env, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.setEncoding('utf8');
-  child.stderr.setEncoding('utf8');
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
-  const s = { child, base: `http://127.0.0.1:${port}`, log: () => log, exited: null };
-  child.on('exit', (code, signal) => { s.exited = { code, signal }; });
-  child.on('error', (e) => { s.exited = { error: e.message }; });
-
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    if (s.exited) throw new Error(`lorafleet exited during start-up (${JSON.stringify(s.exited)}):\n${log}`);
-    try {
-      const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
-      if (r.status === 200) return s;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) throw new Error(`lorafleet did not answer GET /health with 200 within 30 s:\n${log}`);
-    await sleep(200);
-  }
+  }, tmp);
 }
-
-async function stopLorafleet(s) {
-  if (!s || s.exited) return;
-  s.child.kill('SIGTERM');
-  for (let i = 0; i < 50 && !s.exited; i++) await sleep(100);
-  if (!s.exited) s.child.kill('SIGKILL');
-}
-
-// Never leave the server behind, even if the runner is interrupted.
-process.on('exit', () => { if (server && !server.exited) server.child.kill('SIGKILL'); });
 
 // --- ChirpStack v4 integration events -------------------------------------------------------
 
@@ -234,7 +183,7 @@ const deviceRow = (page, eui) => page.locator(`[data-testid="device-row"][data-d
 
 before(async () => {
   fakeAs = await startFakeAs();
-  server = await startLorafleet(fakeAs.url);
+  server = await startServer(fakeAs.url);
   // chromium.launch gives every run a fresh temporary profile (user data dir).
   browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -70,7 +70,64 @@ pub struct Settings {
     pub status_port: u8,
 }
 
+/// Which part of the settings makes a command that cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsPart {
+    /// The multicast group id (McGroupSetupReq).
+    GroupId,
+    /// Class, frequency, data rate, session timeout, ping slot periodicity (the session request).
+    MulticastSession,
+    /// The fragmentation session (FragSessionSetupReq, FragSessionStatusReq).
+    Fragmentation,
+}
+
+/// A command the settings make that the devices could not be sent; the message is the
+/// encoder's, prefixed with the command's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct Unencodable {
+    pub part: SettingsPart,
+    pub error: String,
+}
+
 impl Settings {
+    /// Encodes every command these settings make once (with a zero McKey and McAddr and the
+    /// GPS epoch as session time, which cannot make an encoding fail), so a value that does
+    /// not fit its field on the air is refused where the campaign is set up, not sent later.
+    pub fn check(&self) -> Result<(), Vec<Unencodable>> {
+        let session_req = SessionReq {
+            session_time: 0,
+            ..self.session_req(DateTime::UNIX_EPOCH)
+        };
+        let tries = [
+            (
+                SettingsPart::GroupId,
+                commands::mc_group_setup_req(self.group_id, [0; 4], [0; 16], 0, 0xffff),
+            ),
+            (
+                SettingsPart::MulticastSession,
+                commands::mc_session_req(&session_req),
+            ),
+            (
+                SettingsPart::Fragmentation,
+                commands::frag_session_setup_req(&self.frag),
+            ),
+            (
+                SettingsPart::Fragmentation,
+                commands::frag_session_status_req(self.frag.index, true),
+            ),
+        ];
+        let errors: Vec<Unencodable> = tries
+            .into_iter()
+            .filter_map(|(part, r)| r.err().map(|error| Unencodable { part, error }))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
     /// How long the multicast session lasts.
     pub fn session_length(&self) -> TimeDelta {
         let periods = 1i64 << self.timeout_exp.min(15);
@@ -377,6 +434,13 @@ pub enum Action {
     },
 }
 
+/// The session start for a setup finished at `now`: whole seconds (GPS time has no fraction),
+/// far enough ahead for every device to get the session request with its retries.
+fn session_start_after(now: DateTime<Utc>, s: &Settings) -> DateTime<Utc> {
+    let lead = s.step_budget() + TimeDelta::seconds(1);
+    DateTime::from_timestamp((now + lead).timestamp() + 1, 0).unwrap_or(now + lead)
+}
+
 /// The campaign-wide state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -662,46 +726,71 @@ impl Run {
             ) if index == s.frag.index => {
                 d.frag_status = Some((received, missing));
                 d.frag_status_at = Some(at);
-                if not_enough_memory {
-                    let e = "FragSessionStatusAns: not enough memory for the decoding matrix"
-                        .to_string();
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else if missing > 0 {
-                    let e = format!(
-                        "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
-                        usize::from(s.frag.nb_frag) + s.redundancy
-                    );
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else if d.diagnosing {
-                    let running = d
-                        .running_version
-                        .map_or("its old firmware".into(), |v| d.version_text(v));
-                    let e = format!(
-                        "received the whole image but still runs {running}: it did not install it"
-                    );
-                    Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                } else {
-                    self.after_session(d, s, at, out);
-                }
+                self.frag_status_answered(d, not_enough_memory, s, at, out);
             }
             (Step::Verify, Reply::VersionRunning { version }) => {
-                d.running_version = Some(version);
-                let vt = d.versioning_type.map(VersioningType::from_nibble);
-                match t.is(version, vt) {
-                    Some(true) => Self::finish(d, Outcome::Verified, None, at, out),
-                    None => Self::finish(d, Outcome::Completed, None, at, out),
-                    Some(false) if d.frag_status.is_none() => {
-                        // Not updated: ask how far the fragmentation got, to say why.
-                        d.diagnosing = true;
-                        self.go(d, Step::FragStatus, s, at, out);
-                    }
-                    Some(false) => {
-                        let e = format!("still runs {} after the update", d.version_text(version));
-                        Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
-                    }
-                }
+                self.version_answered(d, version, s, t, at, out);
             }
             _ => {}
+        }
+    }
+
+    /// FragSessionStatusAns (already stored in `d.frag_status`): why the device was not
+    /// updated, or on to the verification.
+    fn frag_status_answered(
+        &self,
+        d: &mut Dev,
+        not_enough_memory: bool,
+        s: &Settings,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let (received, missing) = d.frag_status.unwrap_or_default();
+        if not_enough_memory {
+            let e = "FragSessionStatusAns: not enough memory for the decoding matrix".to_string();
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else if missing > 0 {
+            let e = format!(
+                "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
+                usize::from(s.frag.nb_frag) + s.redundancy
+            );
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else if d.diagnosing {
+            let running = d
+                .running_version
+                .map_or("its old firmware".into(), |v| d.version_text(v));
+            let e =
+                format!("received the whole image but still runs {running}: it did not install it");
+            Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+        } else {
+            self.after_session(d, s, at, out);
+        }
+    }
+
+    /// VersionRunningAns after the update: verified, or asked why not.
+    fn version_answered(
+        &self,
+        d: &mut Dev,
+        version: u32,
+        s: &Settings,
+        t: &Target,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        d.running_version = Some(version);
+        let vt = d.versioning_type.map(VersioningType::from_nibble);
+        match t.is(version, vt) {
+            Some(true) => Self::finish(d, Outcome::Verified, None, at, out),
+            None => Self::finish(d, Outcome::Completed, None, at, out),
+            Some(false) if d.frag_status.is_none() => {
+                // Not updated: ask how far the fragmentation got, to say why.
+                d.diagnosing = true;
+                self.go(d, Step::FragStatus, s, at, out);
+            }
+            Some(false) => {
+                let e = format!("still runs {} after the update", d.version_text(version));
+                Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+            }
         }
     }
 
@@ -809,9 +898,28 @@ impl Run {
         now: DateTime<Utc>,
         out: &mut Vec<Action>,
     ) {
+        self.retry_due(devs, s, t, now, out);
+        match self.phase {
+            Phase::Setup => self.tick_setup(devs, s, now, out),
+            Phase::SessionSetup => self.tick_session_setup(devs, s, now, out),
+            Phase::Session => self.tick_session(devs, s, now, out),
+            Phase::After => self.tick_after(devs, out),
+            Phase::Done => {}
+        }
+    }
+
+    /// Every device whose time has come: sends its command again, gives up after the last
+    /// attempt, or asks for the version once the reboot delay passed.
+    fn retry_due(
+        &self,
+        devs: &mut [Dev],
+        s: &Settings,
+        t: &Target,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
         for d in devs.iter_mut() {
-            let due = d.next_action_at.is_some_and(|at| at <= now);
-            if !due {
+            if d.next_action_at.is_none_or(|at| at > now) {
                 continue;
             }
             if d.step == Step::RebootWait {
@@ -824,133 +932,151 @@ impl Run {
                 }
             }
         }
-        match self.phase {
-            Phase::Setup => {
-                let all_set = devs.iter().all(|d| d.is_done() || d.step == Step::Ready);
-                if !all_set && now < self.setup_deadline {
-                    return;
-                }
-                for d in devs
-                    .iter_mut()
-                    .filter(|d| !d.is_done() && d.step != Step::Ready)
-                {
-                    let e = format!(
-                        "the setup deadline passed while waiting for the answer to {} (attempt {} of {})",
-                        d.step.command(),
-                        d.attempts,
-                        s.attempts
-                    );
-                    Self::finish(d, Outcome::Unreachable, Some(e), now, out);
-                }
-                let members: Vec<DevEui> = devs
-                    .iter()
-                    .filter(|d| d.step == Step::Ready)
-                    .map(|d| d.dev_eui)
-                    .collect();
-                if members.is_empty() {
-                    self.end("no device completed the setup", out);
-                    return;
-                }
-                // Whole seconds (GPS time has no fraction), far enough ahead for every device
-                // to get the session request with its retries.
-                let lead = s.step_budget() + TimeDelta::seconds(1);
-                let start =
-                    DateTime::from_timestamp((now + lead).timestamp() + 1, 0).unwrap_or(now + lead);
-                self.session_start = Some(start);
-                self.phase = Phase::SessionSetup;
-                out.push(Action::Log {
-                    level: Level::Info,
-                    dev_eui: None,
-                    message: format!(
-                        "{} devices set up; the multicast session starts at {}",
-                        members.len(),
-                        start.to_rfc3339()
-                    ),
-                });
-                out.push(Action::CreateGroup { members });
-                for d in devs.iter_mut().filter(|d| d.step == Step::Ready) {
-                    self.go(d, Step::McSessionSetup, s, now, out);
-                }
+    }
+
+    /// Setup: once every device is set up (or done) or the deadline passed, the session start
+    /// is fixed, the group created and the session request sent to every member.
+    fn tick_setup(
+        &mut self,
+        devs: &mut [Dev],
+        s: &Settings,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let all_set = devs.iter().all(|d| d.is_done() || d.step == Step::Ready);
+        if !all_set && now < self.setup_deadline {
+            return;
+        }
+        for d in devs
+            .iter_mut()
+            .filter(|d| !d.is_done() && d.step != Step::Ready)
+        {
+            let e = format!(
+                "the setup deadline passed while waiting for the answer to {} (attempt {} of {})",
+                d.step.command(),
+                d.attempts,
+                s.attempts
+            );
+            Self::finish(d, Outcome::Unreachable, Some(e), now, out);
+        }
+        let members: Vec<DevEui> = devs
+            .iter()
+            .filter(|d| d.step == Step::Ready)
+            .map(|d| d.dev_eui)
+            .collect();
+        if members.is_empty() {
+            self.end("no device completed the setup", out);
+            return;
+        }
+        let start = session_start_after(now, s);
+        self.session_start = Some(start);
+        self.phase = Phase::SessionSetup;
+        out.push(Action::Log {
+            level: Level::Info,
+            dev_eui: None,
+            message: format!(
+                "{} devices set up; the multicast session starts at {}",
+                members.len(),
+                start.to_rfc3339()
+            ),
+        });
+        out.push(Action::CreateGroup { members });
+        for d in devs.iter_mut().filter(|d| d.step == Step::Ready) {
+            self.go(d, Step::McSessionSetup, s, now, out);
+        }
+    }
+
+    /// SessionSetup: at the session start, devices that did not confirm are given up (retries
+    /// that could not arrive before the start are pointless) and the session begins.
+    fn tick_session_setup(
+        &mut self,
+        devs: &mut [Dev],
+        s: &Settings,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        if self.session_start.is_none_or(|start| now < start) {
+            return;
+        }
+        for d in devs.iter_mut().filter(|d| d.step == Step::McSessionSetup) {
+            let e = "did not confirm the multicast session before it started".to_string();
+            Self::finish(d, Outcome::Unreachable, Some(e), now, out);
+        }
+        let joined = devs.iter().filter(|d| d.step == Step::InSession).count();
+        if joined == 0 {
+            self.end("no device joined the multicast session", out);
+            return;
+        }
+        self.phase = Phase::Session;
+        out.push(Action::Log {
+            level: Level::Info,
+            dev_eui: None,
+            message: format!(
+                "multicast session started with {joined} devices; sending {} fragments",
+                usize::from(s.frag.nb_frag) + s.redundancy
+            ),
+        });
+    }
+
+    /// Session: once the last fragment was sent (status asked then, if so configured) and the
+    /// session ended, the group is deleted and every member moves on.
+    fn tick_session(
+        &mut self,
+        devs: &mut [Dev],
+        s: &Settings,
+        now: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(sent) = self.fragments_sent_at else {
+            return;
+        };
+        if s.frag_status == FragStatusWhen::AfterEnqueue {
+            for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
+                self.go(d, Step::FragStatus, s, now, out);
             }
-            Phase::SessionSetup => {
-                let Some(start) = self.session_start else {
-                    return;
-                };
-                // Retries that could not arrive before the start are pointless; the device is
-                // given up when the session starts.
-                if now < start {
-                    return;
-                }
-                for d in devs.iter_mut().filter(|d| d.step == Step::McSessionSetup) {
-                    let e = "did not confirm the multicast session before it started".to_string();
-                    Self::finish(d, Outcome::Unreachable, Some(e), now, out);
-                }
-                if !devs.iter().any(|d| d.step == Step::InSession) {
-                    self.end("no device joined the multicast session", out);
-                    return;
-                }
-                self.phase = Phase::Session;
-                out.push(Action::Log {
-                    level: Level::Info,
-                    dev_eui: None,
-                    message: format!(
-                        "multicast session started with {} devices; sending {} fragments",
-                        devs.iter().filter(|d| d.step == Step::InSession).count(),
-                        usize::from(s.frag.nb_frag) + s.redundancy
-                    ),
-                });
+        }
+        let end = self.session_end(s).unwrap_or(sent).max(sent);
+        if now < end {
+            return;
+        }
+        self.phase = Phase::After;
+        self.verify_at = Some(end + s.reboot_delay);
+        if !self.group_deleted {
+            out.push(Action::DeleteGroup);
+        }
+        for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
+            if s.frag_status == FragStatusWhen::AfterSession {
+                self.go(d, Step::FragStatus, s, now, out);
+            } else {
+                self.after_session(d, s, now, out);
             }
-            Phase::Session => {
-                let Some(sent) = self.fragments_sent_at else {
-                    return;
-                };
-                if s.frag_status == FragStatusWhen::AfterEnqueue {
-                    for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
-                        self.go(d, Step::FragStatus, s, now, out);
-                    }
-                }
-                let end = self.session_end(s).unwrap_or(sent).max(sent);
-                if now < end {
-                    return;
-                }
-                self.phase = Phase::After;
-                self.verify_at = Some(end + s.reboot_delay);
-                if !self.group_deleted {
-                    out.push(Action::DeleteGroup);
-                }
-                for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
-                    if s.frag_status == FragStatusWhen::AfterSession {
-                        self.go(d, Step::FragStatus, s, now, out);
-                    } else {
-                        self.after_session(d, s, now, out);
-                    }
-                }
-            }
-            Phase::After => {
-                if devs.iter().all(Dev::is_done) {
-                    self.phase = Phase::Done;
-                    let count = |o: Outcome| devs.iter().filter(|d| d.outcome == Some(o)).count();
-                    out.push(Action::Log {
-                        level: Level::Info,
-                        dev_eui: None,
-                        message: format!(
-                            "report: {} verified, {} completed without verification, {} not updated, {} unreachable, {} refused",
-                            count(Outcome::Verified),
-                            count(Outcome::Completed),
-                            count(Outcome::NotUpdated),
-                            count(Outcome::Unreachable),
-                            count(Outcome::Refused)
-                        ),
-                    });
-                    if !devs
-                        .iter()
-                        .any(|d| d.outcome.is_some_and(Outcome::succeeded))
-                    {
-                        self.failure = Some("no device was updated".into());
-                    }
-                }
-            }
-            Phase::Done => {}
+        }
+    }
+
+    /// After: once every device is done, the report; a campaign that updated no device fails.
+    fn tick_after(&mut self, devs: &[Dev], out: &mut Vec<Action>) {
+        if !devs.iter().all(Dev::is_done) {
+            return;
+        }
+        self.phase = Phase::Done;
+        let count = |o: Outcome| devs.iter().filter(|d| d.outcome == Some(o)).count();
+        out.push(Action::Log {
+            level: Level::Info,
+            dev_eui: None,
+            message: format!(
+                "report: {} verified, {} completed without verification, {} not updated, {} unreachable, {} refused",
+                count(Outcome::Verified),
+                count(Outcome::Completed),
+                count(Outcome::NotUpdated),
+                count(Outcome::Unreachable),
+                count(Outcome::Refused)
+            ),
+        });
+        if !devs
+            .iter()
+            .any(|d| d.outcome.is_some_and(Outcome::succeeded))
+        {
+            self.failure = Some("no device was updated".into());
         }
     }
 
@@ -1324,6 +1450,274 @@ mod tests {
         );
         assert_eq!(devs[0].step, Step::RebootWait);
         assert_eq!(devs[0].next_action_at, Some(sent + s.reboot_delay));
+    }
+
+    /// A device already at `step`, as the phase methods find it.
+    fn dev_at(n: u8, step: Step, s: &Settings) -> Dev {
+        let mut d = Dev::new(DevEui([n; 8]), [0; 16], Some(1), s, t0());
+        d.step = step;
+        d.next_action_at = None;
+        d
+    }
+
+    #[test]
+    fn retry_due_resends_only_what_is_due_and_verifies_after_the_reboot() {
+        let s = settings();
+        let run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut due = dev_at(1, Step::McGroupSetup, &s);
+        due.attempts = 1;
+        due.next_action_at = Some(t0());
+        let mut later = dev_at(2, Step::McGroupSetup, &s);
+        later.next_action_at = Some(t0() + TimeDelta::seconds(1));
+        let mut rebooted = dev_at(3, Step::RebootWait, &s);
+        rebooted.next_action_at = Some(t0());
+        let mut devs = vec![due, later, rebooted];
+        let mut out = Vec::new();
+        run.retry_due(&mut devs, &s, &target(), t0(), &mut out);
+        assert_eq!(
+            unicasts(&out),
+            vec![
+                (DevEui([1; 8]), 200, "TS005 McGroupSetupReq"),
+                (DevEui([3; 8]), 111, "Version & Status VersionRunningReq")
+            ]
+        );
+        assert_eq!(devs[0].attempts, 2);
+        assert_eq!(devs[0].next_action_at, Some(t0() + s.unicast_timeout));
+        assert_eq!(devs[2].step, Step::Verify);
+    }
+
+    #[test]
+    fn retry_due_gives_up_after_the_last_attempt() {
+        let s = settings();
+        let run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut d = dev_at(1, Step::FragSessionSetup, &s);
+        d.attempts = s.attempts;
+        d.next_action_at = Some(t0());
+        let mut devs = vec![d];
+        let mut out = Vec::new();
+        run.retry_due(&mut devs, &s, &target(), t0(), &mut out);
+        assert!(unicasts(&out).is_empty());
+        assert_eq!(devs[0].outcome, Some(Outcome::Unreachable));
+        assert_eq!(
+            devs[0].error.as_deref(),
+            Some("no answer to FragSessionSetupReq after 3 attempts")
+        );
+    }
+
+    #[test]
+    fn setup_waits_for_every_device_until_the_deadline() {
+        let s = settings();
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut devs = vec![
+            dev_at(1, Step::Ready, &s),
+            dev_at(2, Step::FragSessionSetup, &s),
+        ];
+        let mut out = Vec::new();
+        run.tick_setup(&mut devs, &s, t0(), &mut out);
+        assert_eq!((run.phase, out.len()), (Phase::Setup, 0));
+        let deadline = run.setup_deadline;
+        run.tick_setup(&mut devs, &s, deadline, &mut out);
+        assert_eq!(run.phase, Phase::SessionSetup);
+        assert_eq!(devs[1].outcome, Some(Outcome::Unreachable));
+        assert!(out.contains(&Action::CreateGroup {
+            members: vec![DevEui([1; 8])]
+        }));
+        assert_eq!(
+            unicasts(&out),
+            vec![(DevEui([1; 8]), 200, "TS005 McClassCSessionReq")]
+        );
+        assert_eq!(devs[0].step, Step::McSessionSetup);
+        assert_eq!(
+            run.session_start,
+            Some(deadline + TimeDelta::seconds(182)),
+            "3 x 60 s of retries ahead, whole seconds"
+        );
+    }
+
+    #[test]
+    fn setup_without_any_ready_device_ends_the_campaign() {
+        let s = settings();
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut devs = vec![dev_at(1, Step::Check, &s)];
+        let mut out = Vec::new();
+        run.tick_setup(&mut devs, &s, run.setup_deadline, &mut out);
+        assert_eq!(run.phase, Phase::Done);
+        assert_eq!(
+            run.failure.as_deref(),
+            Some("no device completed the setup")
+        );
+        assert!(!out.contains(&Action::DeleteGroup), "no group was created");
+    }
+
+    #[test]
+    fn session_setup_gives_up_unconfirmed_devices_at_the_start() {
+        let s = settings();
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let start = t0() + TimeDelta::seconds(100);
+        run.phase = Phase::SessionSetup;
+        run.session_start = Some(start);
+        let mut devs = vec![
+            dev_at(1, Step::InSession, &s),
+            dev_at(2, Step::McSessionSetup, &s),
+        ];
+        let mut out = Vec::new();
+        run.tick_session_setup(&mut devs, &s, start - TimeDelta::seconds(1), &mut out);
+        assert_eq!((run.phase, out.len()), (Phase::SessionSetup, 0));
+        run.tick_session_setup(&mut devs, &s, start, &mut out);
+        assert_eq!(run.phase, Phase::Session);
+        assert_eq!(devs[1].outcome, Some(Outcome::Unreachable));
+        assert_eq!(devs[0].step, Step::InSession);
+    }
+
+    #[test]
+    fn session_setup_without_members_deletes_the_group_and_fails() {
+        let s = settings();
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        run.phase = Phase::SessionSetup;
+        run.session_start = Some(t0());
+        run.group = Some("g".into());
+        let mut devs = vec![dev_at(1, Step::McSessionSetup, &s)];
+        let mut out = Vec::new();
+        run.tick_session_setup(&mut devs, &s, t0(), &mut out);
+        assert_eq!(run.phase, Phase::Done);
+        assert_eq!(
+            run.failure.as_deref(),
+            Some("no device joined the multicast session")
+        );
+        assert!(out.contains(&Action::DeleteGroup));
+    }
+
+    #[test]
+    fn session_ends_once_the_fragments_are_sent_and_the_time_is_up() {
+        let s = Settings {
+            frag_status: FragStatusWhen::AfterSession,
+            ..settings()
+        };
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        run.phase = Phase::Session;
+        run.session_start = Some(t0());
+        let end = t0() + s.session_length();
+        let mut devs = vec![dev_at(1, Step::InSession, &s)];
+        let mut out = Vec::new();
+        run.tick_session(&mut devs, &s, end, &mut out);
+        assert_eq!((run.phase, out.len()), (Phase::Session, 0), "not all sent");
+        run.fragments_sent_at = Some(t0() + TimeDelta::seconds(10));
+        run.tick_session(&mut devs, &s, end - TimeDelta::seconds(1), &mut out);
+        assert_eq!((run.phase, out.len()), (Phase::Session, 0), "session on");
+        run.tick_session(&mut devs, &s, end, &mut out);
+        assert_eq!(run.phase, Phase::After);
+        assert_eq!(run.verify_at, Some(end + s.reboot_delay));
+        assert_eq!(out[0], Action::DeleteGroup);
+        assert_eq!(
+            unicasts(&out),
+            vec![(DevEui([1; 8]), 201, "TS004 FragSessionStatusReq")]
+        );
+    }
+
+    #[test]
+    fn after_reports_once_every_device_is_done() {
+        let s = settings();
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        run.phase = Phase::After;
+        let mut a = dev_at(1, Step::Verify, &s);
+        let mut out = Vec::new();
+        run.tick_after(std::slice::from_ref(&a), &mut out);
+        assert_eq!((run.phase, out.len()), (Phase::After, 0));
+        a.step = Step::Done;
+        a.outcome = Some(Outcome::NotUpdated);
+        run.tick_after(&[a], &mut out);
+        assert_eq!(run.phase, Phase::Done);
+        assert_eq!(run.failure.as_deref(), Some("no device was updated"));
+        assert_eq!(
+            out,
+            vec![Action::Log {
+                level: Level::Info,
+                dev_eui: None,
+                message: "report: 0 verified, 0 completed without verification, 1 not updated, 0 unreachable, 0 refused".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn settings_that_encode_pass_the_check() {
+        assert_eq!(settings().check(), Ok(()));
+        let class_b = Settings {
+            class: MulticastClass::B {
+                ping_slot_periodicity: 7,
+            },
+            ..settings()
+        };
+        assert_eq!(class_b.check(), Ok(()));
+    }
+
+    #[test]
+    fn settings_that_cannot_be_sent_are_refused_naming_the_part() {
+        let part_of = |s: Settings| {
+            s.check()
+                .unwrap_err()
+                .into_iter()
+                .map(|e| (e.part, e.error))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            part_of(Settings {
+                group_id: 4,
+                ..settings()
+            })[0],
+            (
+                SettingsPart::GroupId,
+                "McGroupSetupReq: Max mc_group_id value is 3".to_string()
+            )
+        );
+        let session = part_of(Settings {
+            frequency: 869_525_050,
+            ..settings()
+        });
+        assert_eq!(
+            session,
+            vec![(
+                SettingsPart::MulticastSession,
+                "multicast session request: freq must be multiple of 100".to_string()
+            )]
+        );
+        let timeout = part_of(Settings {
+            timeout_exp: 16,
+            ..settings()
+        });
+        assert_eq!(timeout[0].0, SettingsPart::MulticastSession);
+        let periodicity = part_of(Settings {
+            class: MulticastClass::B {
+                ping_slot_periodicity: 8,
+            },
+            ..settings()
+        });
+        assert_eq!(periodicity[0].0, SettingsPart::MulticastSession);
+        let mut frag = settings();
+        frag.frag.index = 4;
+        let frag = part_of(frag);
+        assert_eq!(frag.len(), 2, "setup and status request: {frag:?}");
+        assert!(frag.iter().all(|(p, _)| *p == SettingsPart::Fragmentation));
+    }
+
+    /// A command that cannot be encoded fails the device with the reason instead of sending it
+    /// an empty frame (settings that skipped [`Settings::check`]).
+    #[test]
+    fn an_unencodable_command_fails_the_device_not_sends_nothing() {
+        let s = Settings {
+            group_id: 4,
+            check: CheckMode::Off,
+            ..settings()
+        };
+        let mut devs = vec![Dev::new(DevEui([1; 8]), [0; 16], None, &s, t0())];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &target(), t0(), &mut out);
+        assert!(unicasts(&out).is_empty());
+        assert_eq!(devs[0].outcome, Some(Outcome::NotUpdated));
+        assert_eq!(
+            devs[0].error.as_deref(),
+            Some("could not encode TS005 McGroupSetupReq: McGroupSetupReq: Max mc_group_id value is 3")
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ const PASSWORD: &str = "bench-password-123";
 
 fn uplink(eui: u64, f_cnt: u32) -> String {
     serde_json::json!({
-        "deduplicationId": "00000000-0000-4000-8000-000000000000",
+        // One id per frame, as ChirpStack gives: a repeated id is stored once.
+        "deduplicationId": format!("{eui:016x}-{f_cnt:08x}"),
         "time": chrono::Utc::now().to_rfc3339(),
         "deviceInfo": {
             "tenantId": "t", "tenantName": "bench", "applicationId": "a1", "applicationName": "bench-app",

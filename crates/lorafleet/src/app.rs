@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
+use crate::campaigns::drivers::{self, DriverRegistry};
 use crate::config::{Config, NetworkKind};
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
 use crate::network::chirpstack_v3::ChirpstackV3;
-use crate::network::chirpstack_v4::ChirpstackV4;
+use crate::network::chirpstack_v4::{ChirpstackV4, Client as ChirpstackV4Client};
 use crate::network::disabled::Disabled;
 use crate::network::simulated::Simulated;
 use crate::network::Network;
@@ -62,30 +62,35 @@ impl App {
     /// Opens the database, creates the first user and the integration token if needed, and
     /// connects the network backend.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
-        let timeout = std::time::Duration::from_secs(config.network.request_timeout_s.max(1));
+        let v4 = v4_client(&config);
         let network: Arc<dyn Network> = match config.network.kind {
             NetworkKind::None => Arc::new(Disabled),
             NetworkKind::ChirpstackV4 => Arc::new(
-                ChirpstackV4::new(&config.network.chirpstack_v4, timeout)?
-                    .with_region(&config.network.region)?,
+                ChirpstackV4::with_client(
+                    v4.clone().map_err(anyhow::Error::msg)?,
+                    &config.network.chirpstack_v4,
+                )
+                .with_region(&config.network.region)?,
             ),
-            NetworkKind::ChirpstackV3 => {
-                Arc::new(ChirpstackV3::new(&config.network.chirpstack_v3, timeout)?)
-            }
+            NetworkKind::ChirpstackV3 => Arc::new(ChirpstackV3::new(
+                &config.network.chirpstack_v3,
+                crate::network::request_timeout(&config),
+            )?),
             NetworkKind::Simulated => {
                 let sim = Arc::new(Simulated::new(&config)?);
                 return Self::build_with_simulation(config, sim).await;
             }
         };
-        Self::build_with_network(config, network).await
+        Self::assemble(config, network, v4, |_| {}).await
     }
 
-    /// With a network server client built by the caller.
+    /// [`App::build`] with a network backend made elsewhere (tests, examples).
     pub async fn build_with_network(
         config: Config,
         network: Arc<dyn Network>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
-        Self::assemble(config, network, |_| {}).await
+        let v4 = v4_client(&config);
+        Self::assemble(config, network, v4, |_| {}).await
     }
 
     /// With the simulated network, started with the ingest writer once that exists; the caller
@@ -94,28 +99,28 @@ impl App {
         config: Config,
         sim: Arc<Simulated>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
+        let v4 = v4_client(&config);
         let network = sim.clone();
-        Self::assemble(config, network, move |writer| sim.start(writer.clone())).await
+        Self::assemble(config, network, v4, move |writer| sim.start(writer.clone())).await
     }
 
     async fn assemble(
         config: Config,
         network: Arc<dyn Network>,
+        v4: Result<ChirpstackV4Client, String>,
         with_writer: impl FnOnce(&Writer),
     ) -> anyhow::Result<(AppState, FirstStart)> {
-        let fresh = !config.server.data_dir.exists();
-        std::fs::create_dir_all(&config.server.data_dir)
-            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
-        // The data dir holds password and token hashes: owner only, when lorafleet made it.
-        #[cfg(unix)]
-        if fresh {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(
-                &config.server.data_dir,
-                std::fs::Permissions::from_mode(0o700),
-            );
-        }
-        let db = storage::connect(&config.database_url()).await?;
+        crate::server::data_dir::create(&config.server.data_dir)?;
+        let db = storage::connect(&config.database_url())
+            .await
+            .map_err(|e| {
+                let path = if config.server.database_url.is_empty() {
+                    config.server.data_dir.join("lorafleet.db")
+                } else {
+                    config.server.database_url.clone().into()
+                };
+                anyhow::anyhow!(crate::server::data_dir::explain_database(&path, &e))
+            })?;
         let mut first = FirstStart {
             admin_password: crate::auth::ensure_admin(
                 &db,
@@ -137,9 +142,9 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
-        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(
-            crate::campaigns::driver::DriverRegistry::from_config(&config),
-        ));
+        let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
+            &config, v4,
+        )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         with_writer(&writer);
@@ -166,7 +171,7 @@ impl App {
             shutdown: tokio::sync::watch::channel(false).0,
         });
         if app.config.fuota.clock_sync {
-            crate::fuota::clock_sync::spawn(&app);
+            crate::engine::clock_sync::spawn(&app);
         }
         Ok((app, first))
     }
@@ -175,7 +180,7 @@ impl App {
     /// the campaign runner (which resumes running campaigns).
     pub fn spawn_background(self: &Arc<Self>) {
         crate::campaigns::runner::spawn(self.clone());
-        crate::fuota::driver::spawn_wakeups(self);
+        crate::campaigns::drivers::engine::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
             match crate::firmware::library::rescan(&app.db, &app.config).await {
@@ -204,4 +209,27 @@ impl App {
         let n = crate::devices::store::merge_remote_devices(&self.db, &devices).await?;
         Ok(n)
     }
+}
+
+/// The campaign drivers this build has: ChirpStack v4's FUOTA service, chirpstack-fuota-server
+/// v3 and lorafleet's own engine, configured from `config`.
+fn driver_registry(config: &Config, v4: Result<ChirpstackV4Client, String>) -> DriverRegistry {
+    let mut r = DriverRegistry::default();
+    r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
+        config, v4,
+    )));
+    r.register(Arc::new(
+        drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
+    ));
+    r.register(Arc::new(drivers::engine::EngineDriver::default()));
+    r
+}
+
+/// The ChirpStack v4 API client, made once: the network backend and the campaign driver share
+/// its connection. An unusable setting is an error only where ChirpStack v4 is used.
+fn v4_client(config: &Config) -> Result<ChirpstackV4Client, String> {
+    ChirpstackV4Client::new(
+        &config.network.chirpstack_v4,
+        crate::network::request_timeout(config),
+    )
 }

@@ -3,7 +3,7 @@
 //!
 //! How an uplink flows: ChirpStack's HTTP integration posts to [`web::ingest`], which decodes
 //! the body ([`ingest`]) into an [`ingest::IntegrationEvent`]; the [`ingest::writer`] commits it
-//! ([`devices::store`], and [`status`] for Version & Status answers) and announces the change,
+//! ([`devices::store`], and [`version_status`] for Version & Status answers) and announces the change,
 //! which the console receives over server-sent events.
 #![forbid(unsafe_code)]
 
@@ -12,13 +12,15 @@ pub mod auth;
 pub mod campaigns;
 pub mod config;
 pub mod devices;
+pub mod engine;
 pub mod firmware;
-pub mod fuota;
 pub mod ingest;
 pub mod metrics;
 pub mod network;
-pub mod status;
+pub mod server;
 pub mod storage;
+pub mod timestamp;
+pub mod version_status;
 pub mod web;
 
 pub use app::{App, AppState};

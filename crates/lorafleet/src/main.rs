@@ -1,6 +1,5 @@
 //! The `lorafleet` command.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -126,6 +125,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     let bind = config.server.bind.clone();
+    // Before anything opens the database or the simulation starts producing events.
+    let _lock = lorafleet::server::data_dir::lock(&config.server.data_dir)?;
+    let fd_limit = lorafleet::server::raise_fd_limit();
+    let limits = lorafleet::server::Limits::new(&config.server, fd_limit);
     let (app, first) = App::build(config).await?;
     if let Some(password) = &first.admin_password {
         println!("\n  First start: created user \"admin\" with password  {password}");
@@ -159,8 +162,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("listening on {bind} (server.bind)"))?;
-    tracing::info!(address = %listener.local_addr()?, network = app.network.kind().as_str(), "lorafleet listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, network = app.network.kind().as_str(), "lorafleet listening");
+    // With `server.bind` on port 0 (tests, scripts) the port is only known now: say it on
+    // stdout and in the data dir, for whoever started lorafleet.
+    println!("listening on http://{address}");
+    let _address_file = AddressFile::write(&app.config.server.data_dir, address)?;
 
+    // Only the server holding the data dir's lock may do this: a CLI command running beside it
+    // would delete the uploads it is receiving.
+    let stale = lorafleet::firmware::library::remove_stale_uploads(&app.config).await;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed uploads a previous run left unfinished"
+        );
+    }
     app.spawn_background();
     let sync_app = app.clone();
     tokio::spawn(async move {
@@ -187,20 +204,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let router = lorafleet::web::router(app.clone());
-    let stopping = app.clone();
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stopping.shutdown.send(true);
-    })
-    .await?;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_files_limit = fd_limit,
+        "connection limits"
+    );
+    lorafleet::server::serve(app.clone(), listener, limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     app.db.close().await;
     Ok(())
+}
+
+/// `<data_dir>/listen-address`: the bound address while lorafleet serves, gone once it stopped.
+struct AddressFile(PathBuf);
+
+impl AddressFile {
+    fn write(data_dir: &std::path::Path, address: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let path = data_dir.join("listen-address");
+        // Written whole under another name and renamed, so a reader never sees half an address.
+        let partial = data_dir.join("listen-address.partial");
+        std::fs::write(&partial, format!("{address}\n"))
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for AddressFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn port_of(bind: &str) -> &str {

@@ -9,11 +9,9 @@
 //!
 //! Drivers: [`chirpstack_v4`] (ChirpStack's built-in FUOTA service), [`fuota_server_v3`]
 //! (chirpstack-fuota-server for ChirpStack v3) and lorafleet's own engine
-//! ([`crate::fuota::driver`]).
+//! ([`drivers::engine`]).
 
-pub mod chirpstack_v4;
-pub mod driver;
-pub mod fuota_server_v3;
+pub mod drivers;
 pub mod plan;
 pub mod region;
 pub mod runner;

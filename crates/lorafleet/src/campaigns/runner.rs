@@ -8,10 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Mutex, Notify};
 
-use super::driver::{
-    Campaign, DeviceReport, DriverContext, DriverError, DriverRegistry, Finished, LogLine,
-    PollOutcome,
-};
+use super::drivers::{Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine};
 use super::store::{self, CampaignRow};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
@@ -118,7 +115,7 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
         app,
         id,
         LogLine {
-            level: super::driver::LogLevel::Error,
+            level: super::drivers::LogLevel::Error,
             ..LogLine::info(message)
         },
     )
@@ -323,20 +320,4 @@ pub async fn cancel(app: &App, id: i64) -> anyhow::Result<bool> {
     store::record_progress(&app.db, id).await?;
     let _ = app.changes.send(Change::Campaign(id));
     Ok(true)
-}
-
-/// Reports for every device not yet final, moved to `stage` (used by drivers on failures).
-pub fn all_devices(campaign: &Campaign, stage: Stage, error: Option<&str>) -> PollOutcome {
-    PollOutcome {
-        devices: campaign
-            .devices
-            .iter()
-            .filter(|d| !d.stage.is_final())
-            .map(|d| DeviceReport {
-                error: error.map(str::to_string),
-                ..DeviceReport::new(d.dev_eui.clone(), stage)
-            })
-            .collect(),
-        ..Default::default()
-    }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::driver::{DeviceReport, LogLine, PollOutcome};
+use super::drivers::{DeviceReport, LogLine, PollOutcome};
 use super::validate::{KnownDevice, Validated};
 use super::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,

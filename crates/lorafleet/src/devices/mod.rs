@@ -1,8 +1,10 @@
 //! The device inventory: every device lorafleet has heard of, what it last sent, its Version &
 //! Status answers and its event log.
 
+pub mod firmware_history;
 pub mod store;
 
+use lorafleet_codec::version_status::{self, VersioningType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -14,6 +16,16 @@ pub use lorafleet_codec::eui::{BadDevEui, DevEui};
 pub struct VersionDto {
     pub raw: u32,
     pub display: String,
+}
+
+/// Renders a version by the device's versioning type, if known.
+pub fn version_dto(raw: i64, versioning_type: Option<i64>) -> VersionDto {
+    let raw = raw as u32;
+    let vt = versioning_type.map(|t| VersioningType::from_nibble(t as u8));
+    VersionDto {
+        raw,
+        display: version_status::render_version(raw, vt),
+    }
 }
 
 /// One row of the device list.
@@ -163,7 +175,7 @@ pub struct DeviceDetail {
     pub downlinks: Vec<DownlinkDto>,
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
-    pub firmware_history: Vec<crate::fuota::history::HistoryEntry>,
+    pub firmware_history: Vec<firmware_history::HistoryEntry>,
 }
 
 /// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.

@@ -157,13 +157,16 @@ fn identity_json(e: &mut JsonEvent) -> Result<(DevEui, DeviceIdentity), IngestEr
     ))
 }
 
+/// v3 events have no deduplication id; the same frame reported twice has the same device,
+/// frame counter and time.
+fn v3_dedup_key(dev_eui: DevEui, f_cnt: u32, at: DateTime<Utc>) -> String {
+    format!("v3:{dev_eui}:{f_cnt}:{}", crate::storage::fmt_time(at))
+}
+
 fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> {
     let mut e: JsonEvent = super::parse_json(FORMAT, event, body)?;
     let (dev_eui, device) = identity_json(&mut e)?;
-    let at = e
-        .published_at
-        .map(super::plausible_time)
-        .unwrap_or_else(Utc::now);
+    let at = e.published_at.unwrap_or_else(Utc::now);
     let body = match event {
         "up" => {
             let data = match &e.data {
@@ -194,10 +197,11 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
                 confirmed: e.confirmed_uplink,
                 data,
                 object,
+                dedup_key: e.published_at.map(|t| v3_dedup_key(dev_eui, e.f_cnt, t)),
             })
         }
         "join" => EventBody::Join,
-        "status" => EventBody::Status {
+        "status" => EventBody::DeviceStatus {
             battery: if e.battery_level_unavailable || e.external_power_source {
                 None
             } else {
@@ -273,9 +277,7 @@ fn pb_identity(
 }
 
 fn pb_time(ts: Option<prost_types_timestamp::Timestamp>) -> DateTime<Utc> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
-        .map(super::plausible_time)
-        .unwrap_or_else(Utc::now)
+    crate::timestamp::to_utc(ts.as_ref()).unwrap_or_else(Utc::now)
 }
 
 mod prost_types_timestamp {
@@ -324,6 +326,10 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
                     confirmed: up.confirmed_uplink,
                     data: up.data,
                     object,
+                    dedup_key: up
+                        .published_at
+                        .as_ref()
+                        .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at)),
                 }),
             })
         }
@@ -358,7 +364,7 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
                 dev_eui,
                 at: pb_time(s.published_at),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if s.battery_level_unavailable || s.external_power_source {
                         None
                     } else {

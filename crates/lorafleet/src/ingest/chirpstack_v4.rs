@@ -33,9 +33,7 @@ fn parse<T: Message + Default + serde::de::DeserializeOwned>(
 }
 
 fn time(ts: Option<chirpstack_api::pbjson_types::Timestamp>) -> DateTime<Utc> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
-        .map(super::plausible_time)
-        .unwrap_or_else(Utc::now)
+    crate::timestamp::to_utc(ts.as_ref()).unwrap_or_else(Utc::now)
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -115,6 +113,7 @@ pub fn decode(
                     confirmed: up.confirmed,
                     data: up.data,
                     object,
+                    dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
                 }),
             })
         }
@@ -139,7 +138,7 @@ pub fn decode(
                 dev_eui,
                 at: time(st.time),
                 device,
-                body: EventBody::Status {
+                body: EventBody::DeviceStatus {
                     battery: if st.battery_level_unavailable || st.external_power_source {
                         None
                     } else {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::multicast_group_service_client::MulticastGroupServiceClient;
-use chrono::{DateTime, Utc};
+
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
@@ -15,49 +15,38 @@ use super::{
 };
 use crate::config::{ChirpstackApiConfig, NetworkKind};
 use crate::devices::DevEui;
+use crate::timestamp::to_utc;
 
-/// A ChirpStack v4 network server.
-pub struct ChirpstackV4 {
+/// One connection to ChirpStack v4's gRPC API with its API key, shared by the network backend
+/// and the ChirpStack v4 campaign driver. Cloning shares the channel (and so the connection).
+#[derive(Clone)]
+pub struct Client {
     url: String,
     channel: Channel,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    application_ids: Vec<String>,
     timeout: Duration,
-    region: chirpstack_api::common::Region,
 }
 
-impl ChirpstackV4 {
-    pub fn new(config: &ChirpstackApiConfig, timeout: Duration) -> anyhow::Result<Self> {
+impl Client {
+    /// Connects lazily (the first call connects), so a ChirpStack that is down at start is
+    /// only an error when it is used.
+    pub fn new(config: &ChirpstackApiConfig, timeout: Duration) -> Result<Client, String> {
         let endpoint = Endpoint::from_shared(config.api_url.clone())
-            .map_err(|e| {
-                anyhow::anyhow!("network.chirpstack_v4.api_url {:?}: {e}", config.api_url)
-            })?
+            .map_err(|e| format!("network.chirpstack_v4.api_url {:?}: {e}", config.api_url))?
             .connect_timeout(timeout)
             .timeout(timeout);
         let authorization = format!("Bearer {}", config.api_token)
             .parse()
             .map_err(|_| {
-                anyhow::anyhow!(
-                    "network.chirpstack_v4.api_token contains characters not allowed in a header"
-                )
+                "network.chirpstack_v4.api_token contains characters not allowed in a header"
+                    .to_string()
             })?;
-        Ok(Self {
+        Ok(Client {
             url: config.api_url.clone(),
             channel: endpoint.connect_lazy(),
             authorization,
-            application_ids: config.application_ids.clone(),
             timeout,
-            region: chirpstack_api::common::Region::Eu868,
         })
-    }
-
-    /// Sets the region multicast groups are created in (lorafleet's `network.region`).
-    pub fn with_region(mut self, region: &str) -> anyhow::Result<Self> {
-        let name = region.trim().to_ascii_uppercase().replace('-', "_");
-        self.region = chirpstack_api::common::Region::from_str_name(&name).ok_or_else(|| {
-            anyhow::anyhow!("network.region {region:?} is not a ChirpStack v4 region")
-        })?;
-        Ok(self)
     }
 
     /// Builds a request carrying the API key, as ChirpStack expects in gRPC metadata.
@@ -74,8 +63,52 @@ impl ChirpstackV4 {
         self.channel.clone()
     }
 
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// A ChirpStack v4 network server.
+pub struct ChirpstackV4 {
+    client: Client,
+    application_ids: Vec<String>,
+    region: chirpstack_api::common::Region,
+}
+
+impl ChirpstackV4 {
+    pub fn new(config: &ChirpstackApiConfig, timeout: Duration) -> anyhow::Result<Self> {
+        let client = Client::new(config, timeout).map_err(anyhow::Error::msg)?;
+        Ok(Self::with_client(client, config))
+    }
+
+    /// The network server behind `client` (shared with the campaign driver).
+    pub fn with_client(client: Client, config: &ChirpstackApiConfig) -> Self {
+        Self {
+            client,
+            application_ids: config.application_ids.clone(),
+            region: chirpstack_api::common::Region::Eu868,
+        }
+    }
+
+    /// Sets the region multicast groups are created in (lorafleet's `network.region`).
+    pub fn with_region(mut self, region: &str) -> anyhow::Result<Self> {
+        let name = region.trim().to_ascii_uppercase().replace('-', "_");
+        self.region = chirpstack_api::common::Region::from_str_name(&name).ok_or_else(|| {
+            anyhow::anyhow!("network.region {region:?} is not a ChirpStack v4 region")
+        })?;
+        Ok(self)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        self.client.request(message)
+    }
+
     pub fn map_status(&self, status: tonic::Status) -> NetworkError {
-        map_status(&self.url, self.timeout, status)
+        map_status(self.client.url(), self.client.timeout(), status)
     }
 }
 
@@ -97,11 +130,6 @@ pub fn map_status(url: &str, timeout: Duration, status: tonic::Status) -> Networ
     }
 }
 
-fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let ts = ts?;
-    DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
-}
-
 #[async_trait]
 impl Network for ChirpstackV4 {
     fn kind(&self) -> NetworkKind {
@@ -109,7 +137,7 @@ impl Network for ChirpstackV4 {
     }
 
     async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
-        let mut client = DeviceServiceClient::new(self.channel.clone());
+        let mut client = DeviceServiceClient::new(self.client.channel());
         let request = self.request(api::EnqueueDeviceQueueItemRequest {
             queue_item: Some(api::DeviceQueueItem {
                 dev_eui: downlink.dev_eui.to_string(),
@@ -132,7 +160,7 @@ impl Network for ChirpstackV4 {
     }
 
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
-        let mut client = DeviceServiceClient::new(self.channel.clone());
+        let mut client = DeviceServiceClient::new(self.client.channel());
         let mut out = Vec::new();
         for application_id in &self.application_ids {
             let mut offset = 0u32;
@@ -160,7 +188,7 @@ impl Network for ChirpstackV4 {
                         application_name: None,
                         device_profile_id: Some(item.device_profile_id),
                         device_profile_name: Some(item.device_profile_name),
-                        last_seen: timestamp(item.last_seen_at),
+                        last_seen: to_utc(item.last_seen_at.as_ref()),
                     });
                 }
                 offset += got;
@@ -173,7 +201,7 @@ impl Network for ChirpstackV4 {
     }
 
     async fn device_keys(&self, dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
-        let mut client = DeviceServiceClient::new(self.channel.clone());
+        let mut client = DeviceServiceClient::new(self.client.channel());
         let request = self.request(api::GetDeviceKeysRequest {
             dev_eui: dev_eui.to_string(),
         });
@@ -208,7 +236,7 @@ impl Network for ChirpstackV4 {
                 u32::from(ping_slot_periodicity),
             ),
         };
-        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
         let request = self.request(api::CreateMulticastGroupRequest {
             multicast_group: Some(api::MulticastGroup {
                 id: String::new(),
@@ -238,7 +266,7 @@ impl Network for ChirpstackV4 {
         group_id: &str,
         dev_eui: DevEui,
     ) -> Result<(), NetworkError> {
-        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
         let request = self.request(api::AddDeviceToMulticastGroupRequest {
             multicast_group_id: group_id.to_string(),
             dev_eui: dev_eui.to_string(),
@@ -256,7 +284,7 @@ impl Network for ChirpstackV4 {
         f_port: u8,
         data: &[u8],
     ) -> Result<u32, NetworkError> {
-        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
         let request = self.request(api::EnqueueMulticastGroupQueueItemRequest {
             queue_item: Some(api::MulticastGroupQueueItem {
                 multicast_group_id: group_id.to_string(),
@@ -274,7 +302,7 @@ impl Network for ChirpstackV4 {
     }
 
     async fn multicast_queue_len(&self, group_id: &str) -> Result<usize, NetworkError> {
-        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
         let request = self.request(api::ListMulticastGroupQueueRequest {
             multicast_group_id: group_id.to_string(),
         });
@@ -286,7 +314,7 @@ impl Network for ChirpstackV4 {
     }
 
     async fn delete_multicast_group(&self, group_id: &str) -> Result<(), NetworkError> {
-        let mut client = MulticastGroupServiceClient::new(self.channel.clone());
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
         let request = self.request(api::DeleteMulticastGroupRequest {
             id: group_id.to_string(),
         });

@@ -10,7 +10,7 @@ pub mod simulated;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::config::NetworkKind;
+use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
 
 /// A downlink lorafleet wants a device to receive.
@@ -155,6 +155,11 @@ pub trait Network: Send + Sync + 'static {
     async fn delete_multicast_group(&self, _group_id: &str) -> Result<(), NetworkError> {
         Err(not_supported(self.kind(), "multicast groups"))
     }
+}
+
+/// How long one request to a network server may take.
+pub fn request_timeout(config: &Config) -> std::time::Duration {
+    std::time::Duration::from_secs(config.network.request_timeout_s.max(1))
 }
 
 fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {

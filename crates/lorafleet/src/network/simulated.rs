@@ -103,6 +103,9 @@ fn integration_event(e: SimEvent) -> IntegrationEvent {
             confirmed: false,
             data: u.data,
             object: u.object,
+            // The simulation hands each frame over exactly once (no integration post to
+            // repeat), and its frame counters restart with a device: no key, so never a repeat.
+            dedup_key: None,
         }),
         SimEventBody::TxAck { queue_item_id } => EventBody::TxAck {
             f_cnt: None,
@@ -111,7 +114,7 @@ fn integration_event(e: SimEvent) -> IntegrationEvent {
         SimEventBody::Status {
             battery_percent,
             margin,
-        } => EventBody::Status {
+        } => EventBody::DeviceStatus {
             battery: Some(battery_percent),
             external_power: false,
             margin: Some(margin),

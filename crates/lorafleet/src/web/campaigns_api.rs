@@ -17,6 +17,7 @@ use crate::campaigns::runner::{self, StartError};
 use crate::campaigns::validate::{self, CampaignRequest, FieldError, FieldErrors, Validated};
 use crate::campaigns::{
     store, CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey,
+    Stage,
 };
 use crate::devices::DevEui;
 use crate::ingest::writer::Change;
@@ -246,6 +247,57 @@ pub async fn preview(
     }
 }
 
+/// One stage a campaign's device can be in, as the console shows it.
+#[derive(Debug, Serialize, ToSchema, PartialEq, Eq)]
+pub struct StageInfo {
+    /// The value of `stage` in a campaign's devices and the keys of `counts`.
+    pub id: &'static str,
+    pub label: &'static str,
+    /// Position in the FUOTA steps: a device only moves to stages of a higher order.
+    pub order: usize,
+    /// `completed`, `failed` and `cancelled`: the device is done with the campaign.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// The words an operator reads for a stage; a match, so a new stage cannot go unnamed.
+fn stage_label(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Pending => "Pending",
+        Stage::Check => "Checking version and space",
+        Stage::McGroupSetup => "Multicast group setup",
+        Stage::FragSessionSetup => "Fragmentation setup",
+        Stage::McSessionSetup => "Multicast session setup",
+        Stage::Fragments => "Receiving fragments",
+        Stage::FragStatus => "Fragmentation status",
+        Stage::Verify => "Verifying the new version",
+        Stage::Completed => "Completed",
+        Stage::Failed => "Failed",
+        Stage::Cancelled => "Cancelled",
+    }
+}
+
+pub fn stage_list() -> Vec<StageInfo> {
+    Stage::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(order, stage)| StageInfo {
+            id: stage.as_str(),
+            label: stage_label(stage),
+            order,
+            is_final: stage.is_final(),
+        })
+        .collect()
+}
+
+/// Every stage in order, so that clients need no copy of the list (the console draws its
+/// progress bar, counts and per-device history from it).
+#[utoipa::path(get, path = "/api/campaigns/stages",
+    responses((status = 200, body = Vec<StageInfo>)))]
+pub async fn stages(_user: AuthUser) -> Json<Vec<StageInfo>> {
+    Json(stage_list())
+}
+
 /// One campaign: settings, plan, devices with their stage and times, log and progress history.
 #[utoipa::path(get, path = "/api/campaigns/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = CampaignDto), (status = 404, body = super::error::ErrorBody)))]
@@ -396,4 +448,36 @@ pub async fn cancel(
         ));
     }
     Ok(Json(dto_or_404(&app, id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console takes its stage list from here: every stage, in the enum's order, named.
+    #[test]
+    fn stage_list_follows_the_enum() {
+        let list = stage_list();
+        let ids: Vec<&str> = list.iter().map(|s| s.id).collect();
+        let expected: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(ids, expected);
+        for (i, s) in list.iter().enumerate() {
+            assert_eq!(s.order, i);
+            assert_eq!(s.is_final, Stage::parse(s.id).is_final(), "{}", s.id);
+        }
+        let json = serde_json::to_value(&list[7]).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "verify", "label": "Verifying the new version", "order": 7, "final": false})
+        );
+    }
+
+    #[test]
+    fn stages_are_in_the_openapi_document() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        let get = &doc["paths"]["/api/campaigns/stages"]["get"];
+        assert!(get.is_object(), "{}", doc["paths"]);
+        assert!(get["responses"]["200"].is_object(), "{get}");
+    }
 }

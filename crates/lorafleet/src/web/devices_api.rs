@@ -15,7 +15,7 @@ use crate::devices::store::{self, ListQuery};
 use crate::devices::{DevEui, DeviceDetail, DeviceList, UplinkList};
 use crate::ingest::writer::Change;
 use crate::network::Downlink;
-use crate::status::StatusRequestBody;
+use crate::version_status::StatusRequestBody;
 use crate::AppState;
 
 fn parse_eui(s: &str) -> Result<DevEui, ApiError> {

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{auth_api, campaigns_api, devices_api, error, firmware_api, ingest};
 use crate::devices;
-use crate::status;
+use crate::version_status;
 
 struct Security;
 
@@ -42,10 +42,11 @@ impl Modify for Security {
         firmware_api::update, firmware_api::remove, firmware_api::download,
         campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
         campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
+        campaigns_api::stages,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,
-        devices::UplinkDto, devices::StatusDto, devices::VersionDto, status::StatusRequestBody,
+        devices::UplinkDto, devices::StatusDto, devices::VersionDto, version_status::StatusRequestBody,
     )),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = []))

@@ -14,27 +14,27 @@ use async_trait::async_trait;
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::fuota_service_client::FuotaServiceClient;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::driver::{
+use super::{
     outcome_of, stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext,
     DriverError, LogLevel, LogLine, PollOutcome,
 };
-use super::validate::FieldError;
-use super::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use crate::campaigns::validate::FieldError;
+use crate::campaigns::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
+use crate::network::chirpstack_v4::Client;
+use crate::timestamp::to_utc;
 
 pub struct ChirpstackV4Driver {
-    url: String,
-    token: String,
-    timeout: Duration,
+    /// The API client shared with the network backend, or why there is none.
+    client: Result<Client, String>,
     application_id: String,
     device_profile_id: String,
 }
 
-/// One ChirpStack deployment of a campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
@@ -51,9 +51,16 @@ struct State {
     deployments: Vec<Deployment>,
 }
 
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t.as_ref()?;
-    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+/// ChirpStack's copy of a device's key, or what is wrong with it.
+fn held_key(text: &str) -> Result<[u8; 16], String> {
+    if text.trim().is_empty() {
+        return Err("empty".into());
+    }
+    match lorafleet_engine::keys::parse_key(text) {
+        Ok(k) if k == [0; 16] => Err("all zeros".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(format!("not a key ({e})")),
+    }
 }
 
 fn state_of(campaign: &Campaign) -> State {
@@ -65,24 +72,22 @@ fn state_of(campaign: &Campaign) -> State {
 }
 
 impl ChirpstackV4Driver {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, client: Result<Client, String>) -> Self {
         Self {
-            url: config.network.chirpstack_v4.api_url.clone(),
-            token: config.network.chirpstack_v4.api_token.clone(),
-            timeout: Duration::from_secs(config.network.request_timeout_s.max(1)),
+            client,
             application_id: config.fuota.chirpstack_v4.application_id.clone(),
             device_profile_id: config.fuota.chirpstack_v4.device_profile_id.clone(),
         }
     }
 
+    fn client(&self) -> Result<&Client, DriverError> {
+        self.client
+            .as_ref()
+            .map_err(|e| DriverError::Invalid(e.clone()))
+    }
+
     fn channel(&self) -> Result<Channel, DriverError> {
-        Ok(Endpoint::from_shared(self.url.clone())
-            .map_err(|e| {
-                DriverError::Invalid(format!("network.chirpstack_v4.api_url {:?}: {e}", self.url))
-            })?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .connect_lazy())
+        Ok(self.client()?.channel())
     }
 
     fn fuota(&self) -> Result<FuotaServiceClient<Channel>, DriverError> {
@@ -93,15 +98,7 @@ impl ChirpstackV4Driver {
 
     /// A request with ChirpStack's API key in the metadata.
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, DriverError> {
-        let mut r = tonic::Request::new(message);
-        let value = format!("Bearer {}", self.token).parse().map_err(|_| {
-            DriverError::Invalid(
-                "network.chirpstack_v4.api_token is not a valid header value".into(),
-            )
-        })?;
-        r.metadata_mut().insert("authorization", value);
-        r.set_timeout(self.timeout);
-        Ok(r)
+        Ok(self.client()?.request(message))
     }
 
     fn map_status(&self, status: tonic::Status) -> DriverError {
@@ -114,7 +111,7 @@ impl ChirpstackV4Driver {
         if unreachable {
             DriverError::Unavailable(format!(
                 "cannot reach ChirpStack at {}: {}",
-                self.url,
+                self.client.as_ref().map_or("?", |c| c.url()),
                 status.message()
             ))
         } else {
@@ -269,18 +266,19 @@ impl CampaignDriver for ChirpstackV4Driver {
             } else {
                 (keys.gen_app_key.as_str(), "GenAppKey")
             };
-            let held_bytes = hex::decode(held.trim()).unwrap_or_default();
-            if held_bytes.len() != 16 || held_bytes.iter().all(|b| *b == 0) {
-                errors.push(FieldError {
-                    field,
-                    error: format!(
-                        "ChirpStack's {name} for {} is {}: ChirpStack derives the McRootKey from it, so the device would refuse the multicast setup; set the device's {name} in ChirpStack",
-                        d.dev_eui,
-                        if held_bytes.is_empty() { "empty" } else { "all zeros" }
-                    ),
-                });
-                continue;
-            }
+            let held_bytes = match held_key(held) {
+                Ok(k) => k,
+                Err(problem) => {
+                    errors.push(FieldError {
+                        field,
+                        error: format!(
+                            "ChirpStack's {name} for {} is {problem}: ChirpStack derives the McRootKey from it, so the device would refuse the multicast setup; set the device's {name} in ChirpStack",
+                            d.dev_eui,
+                        ),
+                    });
+                    continue;
+                }
+            };
             let given = match (
                 campaign.keys.per_device.get(&d.dev_eui),
                 campaign.keys.gen_app_key,
@@ -381,7 +379,7 @@ impl CampaignDriver for ChirpstackV4Driver {
                 serde_json::to_value(State {
                     deployments: created,
                 })
-                .unwrap_or_default(),
+                .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?,
             ),
             log,
             forget_keys: true,
@@ -442,8 +440,8 @@ impl CampaignDriver for ChirpstackV4Driver {
                 if !j.error_msg.is_empty() {
                     text.push_str(&format!(", error: {}", j.error_msg));
                 }
-                let at = ts(&j.completed_at)
-                    .or(ts(&j.created_at))
+                let at = to_utc(j.completed_at.as_ref())
+                    .or(to_utc(j.created_at.as_ref()))
                     .unwrap_or_else(Utc::now);
                 outcome.log.push(LogLine {
                     at,
@@ -460,7 +458,9 @@ impl CampaignDriver for ChirpstackV4Driver {
                     dedup_key: Some(format!(
                         "{}|{}|{}|{}",
                         dep.id,
-                        ts(&j.created_at).map(|t| t.timestamp_micros()).unwrap_or(0),
+                        to_utc(j.created_at.as_ref())
+                            .map(|t| t.timestamp_micros())
+                            .unwrap_or(0),
                         j.job,
                         text
                     )),
@@ -502,11 +502,12 @@ impl CampaignDriver for ChirpstackV4Driver {
                         }
                     };
                     let mut report = DeviceReport::new(eui, stage);
-                    report.mc_group_setup_at = ts(&d.mc_group_setup_completed_at);
-                    report.frag_session_setup_at = ts(&d.frag_session_setup_completed_at);
-                    report.mc_session_setup_at = ts(&d.mc_session_completed_at);
-                    report.frag_status_at = ts(&d.frag_status_completed_at);
-                    report.completed_at = ts(&d.completed_at);
+                    report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
+                    report.frag_session_setup_at =
+                        to_utc(d.frag_session_setup_completed_at.as_ref());
+                    report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
+                    report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
+                    report.completed_at = to_utc(d.completed_at.as_ref());
                     report.error = if !d.error_msg.is_empty() {
                         Some(d.error_msg.clone())
                     } else if stage == Stage::Failed {
@@ -542,5 +543,27 @@ impl CampaignDriver for ChirpstackV4Driver {
                 .map_err(|s| self.map_status(s))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_key_that_is_not_usable_says_why() {
+        assert_eq!(
+            held_key("0302030405060708090a0b0c0d0e0f10").map(hex::encode),
+            Ok("0302030405060708090a0b0c0d0e0f10".to_string())
+        );
+        assert_eq!(held_key(" "), Err("empty".to_string()));
+        assert_eq!(
+            held_key("00000000000000000000000000000000"),
+            Err("all zeros".to_string())
+        );
+        assert_eq!(
+            held_key("0302"),
+            Err("not a key (a key is 32 hex digits (16 bytes), got 4 characters)".to_string())
+        );
     }
 }

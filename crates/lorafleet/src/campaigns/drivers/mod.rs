@@ -33,6 +33,13 @@
 //! all persisted through [`DeviceReport`], so a restart resumes each device where it stopped.
 //! [`DriverContext::db`] is there for anything else a driver must persist (use its own
 //! tables, never the campaign tables directly).
+//!
+//! The implementations live next to this module ([`chirpstack_v4`], [`fuota_server_v3`],
+//! [`engine`]); which of them a running lorafleet has is decided in `app.rs`.
+
+pub mod chirpstack_v4;
+pub mod engine;
+pub mod fuota_server_v3;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,19 +272,6 @@ pub struct DriverRegistry {
 }
 
 impl DriverRegistry {
-    /// The ChirpStack v4, fuota-server v3 and engine drivers, configured from `config`.
-    pub fn from_config(config: &Config) -> Self {
-        let mut r = Self::default();
-        r.register(Arc::new(super::chirpstack_v4::ChirpstackV4Driver::new(
-            config,
-        )));
-        r.register(Arc::new(super::fuota_server_v3::FuotaServerV3Driver::new(
-            config,
-        )));
-        r.register(Arc::new(crate::fuota::driver::EngineDriver::default()));
-        r
-    }
-
     /// Adds (or replaces) the driver of its kind.
     pub fn register(&mut self, driver: Arc<dyn CampaignDriver>) {
         self.drivers.retain(|d| d.kind() != driver.kind());

@@ -1,4 +1,4 @@
-//! The engine's I/O around the pure state machine ([`super::engine`]): reading the devices'
+//! The engine's I/O around the pure state machine (`lorafleet_engine::machine`): reading the devices'
 //! answers from the committed uplinks, sending unicast commands, creating and deleting the
 //! multicast group and streaming the fragments. One [`step`] does one round of all that; the
 //! caller stores [`Run`] and the [`Dev`]s afterwards and calls again after [`Stepped::next`].
@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use lorafleet_engine::commands::{parse_uplink, Reply};
 use lorafleet_engine::keys::{self, RootKey};
-use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Target};
+use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Step, Target};
 use lorafleet_engine::ports;
 
 use super::{send_unicasts, Io};
@@ -27,7 +27,7 @@ use crate::network::{Downlink, MulticastGroup};
 /// restart re-sends at most this many (devices ignore fragments they are past).
 const WINDOW: usize = 512;
 /// While waiting for answers, steps this often in the network's time (in the application,
-/// answers also wake the campaign runner at once: see [`super::driver::spawn_wakeups`])...
+/// answers also wake the campaign runner at once: see [`crate::campaigns::drivers::engine::spawn_wakeups`])...
 const ANSWER_POLL_SIM: TimeDelta = TimeDelta::seconds(1);
 /// While streaming, steps this often in the network's time (so the last fragment's time is
 /// known to within this)...
@@ -193,6 +193,48 @@ async fn replies(
     Ok(out)
 }
 
+/// A campaign between its setup and the session's end needs its group: if it has none (the
+/// create failed in an earlier step), it is asked for again.
+fn group_if_missing(run: &Run, devs: &[Dev], out: &mut Vec<Action>) {
+    let wants_group = matches!(run.phase, Phase::SessionSetup | Phase::Session);
+    if !wants_group
+        || run.group.is_some()
+        || out.iter().any(|a| matches!(a, Action::CreateGroup { .. }))
+    {
+        return;
+    }
+    let members = devs
+        .iter()
+        .filter(|d| matches!(d.step, Step::McSessionSetup | Step::InSession))
+        .map(|d| d.dev_eui)
+        .collect();
+    out.push(Action::CreateGroup { members });
+}
+
+/// Deletes the campaign's multicast group, logging the outcome.
+async fn delete_group(io: Io<'_>, run: &mut Run, now: DateTime<Utc>, log: &mut Vec<LogLine>) {
+    let Some(id) = run.group.clone() else {
+        return;
+    };
+    match io.network.delete_multicast_group(&id).await {
+        Ok(()) => {
+            run.group_deleted = true;
+            log.push(line(
+                now,
+                Level::Info,
+                None,
+                "multicast group deleted".into(),
+            ));
+        }
+        Err(e) => log.push(line(
+            now,
+            Level::Warning,
+            None,
+            format!("could not delete the multicast group {id}: {e}"),
+        )),
+    }
+}
+
 /// One round: answers in, state machine, commands out, fragments topped up.
 #[allow(clippy::too_many_arguments)]
 pub async fn step(
@@ -211,24 +253,7 @@ pub async fn step(
         run.reply(&mut devs[i], reply, s, t, at, &mut out);
     }
     run.tick(devs, s, t, now, &mut out);
-    let wants_group = matches!(run.phase, Phase::SessionSetup | Phase::Session);
-    if wants_group
-        && run.group.is_none()
-        && !out.iter().any(|a| matches!(a, Action::CreateGroup { .. }))
-    {
-        let members = devs
-            .iter()
-            .filter(|d| {
-                matches!(
-                    d.step,
-                    lorafleet_engine::machine::Step::McSessionSetup
-                        | lorafleet_engine::machine::Step::InSession
-                )
-            })
-            .map(|d| d.dev_eui)
-            .collect();
-        out.push(Action::CreateGroup { members });
-    }
+    group_if_missing(run, devs, &mut out);
     let mut log = Vec::new();
     // Unicast commands go out together (one write of the downlink list for all of them); the
     // group is created before, so it exists when the session requests arrive.
@@ -252,27 +277,7 @@ pub async fn step(
             Action::CreateGroup { members } => {
                 create_group(io, run, s, group, &members, now, &mut log).await
             }
-            Action::DeleteGroup => {
-                if let Some(id) = run.group.clone() {
-                    match io.network.delete_multicast_group(&id).await {
-                        Ok(()) => {
-                            run.group_deleted = true;
-                            log.push(line(
-                                now,
-                                Level::Info,
-                                None,
-                                "multicast group deleted".into(),
-                            ));
-                        }
-                        Err(e) => log.push(line(
-                            now,
-                            Level::Warning,
-                            None,
-                            format!("could not delete the multicast group {id}: {e}"),
-                        )),
-                    }
-                }
-            }
+            Action::DeleteGroup => delete_group(io, run, now, &mut log).await,
             Action::Log {
                 level,
                 dev_eui,

@@ -11,9 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::runner::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
-use super::Io;
-use crate::campaigns::driver::{
+use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
     LogLine, PollOutcome,
 };
@@ -21,9 +19,13 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
+use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
+use crate::engine::Io;
 use crate::network::MulticastClass;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
-use lorafleet_engine::machine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
+use lorafleet_engine::machine::{
+    Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
+};
 
 /// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
 #[derive(Default)]
@@ -39,8 +41,54 @@ fn io(ctx: &DriverContext) -> Io<'_> {
     }
 }
 
-/// The engine's settings for a campaign.
+/// The campaign field each part of the engine's settings comes from.
+fn field_of(part: SettingsPart) -> &'static str {
+    match part {
+        SettingsPart::GroupId => "multicast.group_id",
+        SettingsPart::MulticastSession => "multicast",
+        SettingsPart::Fragmentation => "fragmentation",
+    }
+}
+
+/// The engine's settings for a campaign, checked: every command they make can be encoded.
 pub fn settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverError> {
+    let s = unchecked_settings(c, status_port)?;
+    match s.check() {
+        Ok(()) => Ok(s),
+        Err(errors) => Err(DriverError::Invalid(
+            errors
+                .iter()
+                .map(|e| format!("{}: {e}", field_of(e.part)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+/// [`settings`]' problems as field errors, for the preflight (a 422 at start).
+fn settings_errors(c: &Campaign, status_port: u8) -> Vec<FieldError> {
+    let s = match unchecked_settings(c, status_port) {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![FieldError {
+                field: "fragmentation".into(),
+                error: e.to_string(),
+            }]
+        }
+    };
+    let Err(errors) = s.check() else {
+        return Vec::new();
+    };
+    errors
+        .into_iter()
+        .map(|e| FieldError {
+            field: field_of(e.part).into(),
+            error: e.error,
+        })
+        .collect()
+}
+
+fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverError> {
     let s = &c.settings;
     let frag = FragSetup::for_image(
         c.payload.len(),
@@ -221,7 +269,7 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
         .flatten();
     let result = async {
         let mut conn = ctx.db.acquire().await?;
-        super::history::record(
+        crate::devices::firmware_history::record(
             &mut conn,
             &d.dev_eui.to_string(),
             &at,
@@ -328,7 +376,7 @@ impl CampaignDriver for EngineDriver {
                 ),
             }]);
         }
-        let mut errors = Vec::new();
+        let mut errors = settings_errors(c, ctx.config.status_protocol.f_port);
         for d in &c.devices {
             if c.keys
                 .root_key(&d.dev_eui, &c.settings.lorawan_version)
@@ -374,9 +422,7 @@ impl CampaignDriver for EngineDriver {
                 })
             })
             .collect::<Result<Vec<_>, DriverError>>()?;
-        let (run, devs, log) = runner::start(io(ctx), &s, &starts)
-            .await
-            .map_err(internal)?;
+        let (run, devs, log) = step::start(io(ctx), &s, &starts).await.map_err(internal)?;
         let t = target(c);
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
@@ -409,7 +455,7 @@ impl CampaignDriver for EngineDriver {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
         };
-        let stepped = runner::step(
+        let stepped = step::step(
             io(ctx),
             &mut run,
             &mut devs,
@@ -488,4 +534,17 @@ pub fn spawn_wakeups(app: &crate::AppState) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine setting refused by the engine's check is reported on the campaign's field.
+    #[test]
+    fn unencodable_settings_are_named_by_the_campaign_field() {
+        assert_eq!(field_of(SettingsPart::GroupId), "multicast.group_id");
+        assert_eq!(field_of(SettingsPart::MulticastSession), "multicast");
+        assert_eq!(field_of(SettingsPart::Fragmentation), "fragmentation");
+    }
 }

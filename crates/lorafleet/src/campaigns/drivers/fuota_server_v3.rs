@@ -14,12 +14,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tonic::transport::{Channel, Endpoint};
 
-use super::driver::{
+use super::{
     stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished,
     LogLevel, LogLine, PollOutcome,
 };
-use super::{plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use crate::campaigns::{plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
+use crate::timestamp::to_utc;
 
 /// Generated from `proto/chirpstack-v3/fuota.proto`.
 pub mod proto {
@@ -55,11 +56,6 @@ pub fn map_status(url: &str, status: tonic::Status) -> DriverError {
             status.message()
         ))
     }
-}
-
-fn ts(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let t = t.as_ref()?;
-    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
 }
 
 /// Builds the deployment exactly as the server expects it (enum numbering is v3's own).
@@ -178,7 +174,7 @@ fn log_line(dev_eui: &str, l: &proto::DeploymentDeviceLog) -> LogLine {
     let bad = l.fields.iter().any(|(k, v)| {
         (v.as_str() == "true" && k != "ans_required") || (k == "missing_frag" && v.as_str() != "0")
     });
-    let at = ts(&l.created_at).unwrap_or_else(Utc::now);
+    let at = to_utc(l.created_at.as_ref()).unwrap_or_else(Utc::now);
     LogLine {
         at,
         level: if bad {
@@ -292,7 +288,7 @@ impl CampaignDriver for FuotaServerV3Driver {
         let status_done = status.frag_status_completed_at.is_some();
         // Without a status request nothing reports the end: the devices are done when the
         // session they were told about is over.
-        let session_over = ts(&status.mc_session_completed_at).is_some_and(|t| {
+        let session_over = to_utc(status.mc_session_completed_at.as_ref()).is_some_and(|t| {
             let len = plan::session_length_s(s.multicast.class, s.multicast.timeout_exp);
             ctx.now() >= t + chrono::Duration::seconds(len as i64)
         });
@@ -377,15 +373,15 @@ impl CampaignDriver for FuotaServerV3Driver {
                     stage_from_steps(mcg, fss, mcs, fragments_sent, fst, requested)
                 },
             );
-            report.mc_group_setup_at = ts(&d.mc_group_setup_completed_at);
-            report.frag_session_setup_at = ts(&d.frag_session_setup_completed_at);
-            report.mc_session_setup_at = ts(&d.mc_session_completed_at);
-            report.frag_status_at = ts(&d.frag_status_completed_at);
+            report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
+            report.frag_session_setup_at = to_utc(d.frag_session_setup_completed_at.as_ref());
+            report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
+            report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
             report.error = failure;
             if report.stage == Stage::Completed {
                 report.completed_at = report
                     .frag_status_at
-                    .or_else(|| ts(&status.enqueue_completed_at))
+                    .or_else(|| to_utc(status.enqueue_completed_at.as_ref()))
                     .or(Some(ctx.now()));
             }
             outcome.devices.push(report);
@@ -397,7 +393,7 @@ impl CampaignDriver for FuotaServerV3Driver {
                     "no fragmentation status was requested: completion is assumed at the end of the session, not confirmed by the devices",
                 ));
             }
-            outcome.finished = Some(super::driver::outcome_of(&outcome.devices));
+            outcome.finished = Some(super::outcome_of(&outcome.devices));
         } else if Self::deadline(campaign).is_some_and(|d| ctx.now() > d) {
             outcome.finished = Some(Finished::Failed(
                 "the deployment made no progress past its worst-case duration; a restart of chirpstack-fuota-server ends its running deployments".into(),

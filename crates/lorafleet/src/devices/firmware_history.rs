@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{Row, SqliteConnection};
 use utoipa::ToSchema;
 
-use crate::devices::VersionDto;
+use super::{version_dto, VersionDto};
 use crate::storage::Db;
 
 /// One line of the history, newest first on the device page.
@@ -78,7 +78,7 @@ pub async fn of_device(
             at: r.get("at"),
             version: r
                 .get::<Option<i64>, _>("version")
-                .map(|v| crate::status::version_dto(v, versioning_type)),
+                .map(|v| version_dto(v, versioning_type)),
             slot: r.get("slot"),
             campaign_id: r.get("campaign_id"),
             outcome: r.get("outcome"),

@@ -2,12 +2,12 @@
 //! asked for, and what a device's answers change in its record.
 
 use chrono::{DateTime, Utc};
-use lorafleet_codec::version_status::{self, Answer, HeapAvailable, Request, VersioningType};
+use lorafleet_codec::version_status::{self, Answer, HeapAvailable, Request};
 use serde::Deserialize;
 use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
-use crate::devices::{DevEui, VersionDto};
+use crate::devices::{version_dto, DevEui};
 use crate::storage::fmt_time;
 
 /// The body of `POST /api/devices/{dev_eui}/status-requests`.
@@ -67,16 +67,6 @@ impl StatusRequestBody {
                 })
             }
         })
-    }
-}
-
-/// Renders a version by the device's versioning type, if known.
-pub fn version_dto(raw: i64, versioning_type: Option<i64>) -> VersionDto {
-    let raw = raw as u32;
-    let vt = versioning_type.map(|t| VersioningType::from_nibble(t as u8));
-    VersionDto {
-        raw,
-        display: version_status::render_version(raw, vt),
     }
 }
 
@@ -150,7 +140,7 @@ pub async fn apply_payload(
                         ),
                         None => format!("runs {shown} in slot {running_slot}"),
                     };
-                    crate::fuota::history::record(
+                    crate::devices::firmware_history::record(
                         &mut *conn,
                         &eui,
                         &t,

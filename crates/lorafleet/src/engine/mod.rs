@@ -1,11 +1,10 @@
 //! The I/O of lorafleet's own FUOTA engine (the pure part is the `lorafleet-engine` crate): the
-//! TS003 responder, the campaign driver, the step that reads answers and carries out actions,
-//! and sending unicast commands through the downlink list.
+//! step that reads the devices' answers and carries out the engine's actions ([`step`]), the
+//! TS003 responder ([`clock_sync`]) and sending unicast commands through the downlink list. The
+//! campaign driver that runs the engine is `campaigns::drivers::engine`.
 
 pub mod clock_sync;
-pub mod driver;
-pub mod history;
-pub mod runner;
+pub mod step;
 
 use tokio::sync::broadcast;
 

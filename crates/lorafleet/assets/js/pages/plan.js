@@ -1,0 +1,72 @@
+// @ts-check
+// A campaign's plan (fragments, airtime, session, duration, redundancy advice), shown by the
+// campaign form while it is filled in and by the campaign page.
+import { h, kv, svg } from '../dom.js';
+import { fmtBytes, fmtDuration, fmtMhz, fmtMs, fmtPct } from '../format.js';
+
+/**
+ * Completion share against redundancy, with the planned redundancy marked.
+ * @param {[number, number][]} curve
+ * @param {number} planned
+ */
+function curveChart(curve, planned) {
+  const W = 360, H = 140, m = { l: 36, r: 10, t: 8, b: 26 };
+  const xs = curve.map((c) => c[0]);
+  const xMax = Math.max(1, ...xs, planned);
+  /** @param {number} v */
+  const x = (v) => m.l + (v / xMax) * (W - m.l - m.r);
+  /** @param {number} v */
+  const y = (v) => m.t + (1 - v) * (H - m.t - m.b);
+  const g = svg('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': 'Share of devices completing by redundancy', testid: 'advice-chart' });
+  for (const v of [0, 0.5, 1]) {
+    g.append(svg('line', { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), class: 'grid-line' }));
+    g.append(svg('text', { x: m.l - 4, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, `${v * 100}%`));
+  }
+  g.append(svg('polyline', { points: curve.map((c) => `${x(c[0])},${y(c[1])}`).join(' '), fill: 'none', stroke: '#0d9488', 'stroke-width': 2 }));
+  for (const c of curve) g.append(svg('circle', { cx: x(c[0]), cy: y(c[1]), r: 2.5, fill: '#0d9488' }, svg('title', null, `${c[0]} parity: ${(c[1] * 100).toFixed(1)} %`)));
+  g.append(svg('line', { x1: x(planned), x2: x(planned), y1: m.t, y2: H - m.b, stroke: '#b45309', 'stroke-dasharray': '3 3' }));
+  g.append(svg('text', { x: x(planned) + 3, y: m.t + 10, class: 'tick' }, 'planned'));
+  g.append(svg('text', { x: (W + m.l) / 2, y: H - 6, 'text-anchor': 'middle', class: 'tick' }, 'parity fragments'));
+  return g;
+}
+
+/** @param {any} p  the plan */
+function advice(p) {
+  const adv = p.redundancy_advice;
+  if (!adv) return null;
+  return h('div', { class: 'plan-advice', testid: 'plan-advice' },
+    h('h3', { class: 'sub-title' }, `Redundancy at ${fmtPct(adv.loss)} loss`),
+    h('p', null, adv.suggested_redundancy != null
+      ? `${adv.suggested_redundancy} parity fragments (${adv.suggested_percent} %) complete ${fmtPct(adv.target)} of devices${adv.simulated ? ` in ${adv.trials} simulated devices` : ' (estimate)'}; the planned ${p.redundancy_fragments} complete about ${fmtPct(adv.completion_at_planned)}.`
+      : 'No redundancy reaches the target within the 14-bit fragment counter.'),
+    adv.curve && adv.curve.length ? curveChart(adv.curve, p.redundancy_fragments) : null);
+}
+
+/**
+ * @param {any} p         the plan
+ * @param {any} settings  the validated settings (for "auto" markers)
+ */
+export function planView(p, settings) {
+  if (!p || p.data_fragments == null) return h('p', { class: 'muted' }, 'No plan.');
+  const warnings = (p.warnings || []).map((/** @type {any} */ w) => h('li', { testid: 'plan-warning' }, w.dev_eui ? [h('span', { class: 'mono' }, w.dev_eui), ': '] : null, w.message));
+  return h('div', { class: 'plan' },
+    h('div', { class: 'plan-grid' },
+      kv([
+        ['Image', `${fmtBytes(p.image_size)} (${p.image_size} B)`],
+        ['Data rate', `DR${p.dr} · ${p.modulation} · ${fmtMhz(p.frequency)}`],
+        ['Fragment size', `${p.fragment_size} B (max ${p.max_fragment_size} B)${settings && settings.fragmentation.fragment_size_auto ? ' · auto' : ''}`, 'plan-fragment-size'],
+        ['Data fragments', String(p.data_fragments), 'plan-data-fragments'],
+        ['Redundancy', `${p.redundancy_fragments} parity fragments${p.redundancy_percent_sent != null ? ` (${p.redundancy_percent_sent} % sent to ChirpStack)` : ''}`, 'plan-redundancy'],
+        ['Bytes on air', `${p.bytes_on_air} B in ${p.total_fragments} frames of ${p.frame_bytes} B`],
+      ]),
+      kv([
+        ['Time on air', `${fmtMs(p.airtime_per_fragment_ms)} per fragment, ${fmtDuration(p.airtime_total_s)} in total`, 'plan-airtime'],
+        ['Fragment spacing', `${p.fragment_interval_s} s${p.duty_cycle != null ? ` (duty cycle ${fmtPct(p.duty_cycle)})` : ''}`],
+        ['Session needed', fmtDuration(p.session_needed_s)],
+        ['Session', `timeout ${p.timeout_exp} → ${fmtDuration(p.session_length_s)}`, 'plan-session'],
+        ['Expected duration', `${fmtDuration(p.expected_duration_s)} (${p.unicast_steps} unicast steps of ~${fmtDuration(p.uplink_interval_s)}${p.uplink_interval_observed ? ', observed uplink interval' : ''})`, 'plan-duration'],
+        ['Worst case', fmtDuration(p.worst_case_duration_s)],
+      ])),
+    advice(p),
+    warnings.length ? h('div', { class: 'alert alert-warn plan-warnings' }, h('ul', null, warnings)) : null);
+}

@@ -1,0 +1,109 @@
+// @ts-check
+// Shapes shared by the console's modules: what a page is, and what the API answers. Only the
+// fields the console reads are listed; the OpenAPI document (/api/openapi.json) has them all.
+
+/**
+ * What a page function receives besides the element it fills.
+ * @typedef {object} PageCtx
+ * @property {Record<string, string>} params   route parameters, e.g. `devEui`
+ * @property {AbortSignal} signal              aborted when the page is left
+ * @property {(title: string) => void} setTitle
+ * @property {(path: string) => void} navigate
+ */
+
+/**
+ * What a page function may return. `refresh` reloads what the page shows (the stream calls
+ * it after a reconnect or a `resync`); `onEvent` receives every server-sent event.
+ * @typedef {object} PageHandle
+ * @property {() => Promise<void>} [refresh]
+ * @property {(type: string, data: any) => void} [onEvent]
+ * @property {() => void} [destroy]
+ */
+
+/** @typedef {(view: HTMLElement, ctx: PageCtx) => PageHandle | void} Page */
+
+/** @typedef {{ raw?: number, display?: string } | string | number | null | undefined} Version */
+
+/**
+ * @typedef {object} DeviceSummary
+ * @property {string} dev_eui
+ * @property {string | null} [name]
+ * @property {string | null} [application]
+ * @property {Version} [running_version]
+ * @property {string | null} [last_seen]
+ * @property {boolean} [never_seen]
+ * @property {string | null} [reappeared_at]
+ */
+
+/** @typedef {{ devices: DeviceSummary[], total: number }} DeviceList */
+
+/**
+ * @typedef {object} StatusRequest
+ * @property {string | number} [id]
+ * @property {string} command
+ * @property {string} state
+ * @property {string} [requested_at]
+ * @property {string | null} [answered_at]
+ * @property {string | null} [payload_hex]
+ * @property {string | null} [error]
+ */
+
+/**
+ * @typedef {object} Uplink
+ * @property {string} received_at
+ * @property {number | null} [f_cnt]
+ * @property {number | null} [f_port]
+ * @property {number | null} [dr]
+ * @property {number | null} [rssi]
+ * @property {number | null} [snr]
+ * @property {string | null} [data_hex]
+ * @property {string | null} [data_text]
+ * @property {unknown} [object]
+ * @property {number | null} [gateway_count]
+ */
+
+/**
+ * One stage of a campaign's device, as `GET /api/campaigns/stages` lists them.
+ * @typedef {object} StageInfo
+ * @property {string} id
+ * @property {string} label
+ * @property {number} order
+ * @property {boolean} final
+ */
+
+/**
+ * @typedef {object} CampaignDevice
+ * @property {string} dev_eui
+ * @property {string} stage
+ * @property {string | null} [outcome]
+ * @property {string | null} [error]
+ * @property {string | null} [mc_group_setup_at]
+ * @property {string | null} [frag_session_setup_at]
+ * @property {string | null} [mc_session_setup_at]
+ * @property {string | null} [frag_status_at]
+ * @property {string | null} [completed_at]
+ */
+
+/**
+ * @typedef {object} Campaign
+ * @property {number} id
+ * @property {string} name
+ * @property {string} state
+ * @property {string} driver
+ * @property {number} firmware_id
+ * @property {{ file_name: string } | null} [firmware]
+ * @property {any} settings
+ * @property {any} plan
+ * @property {any} [request]
+ * @property {string} created_at
+ * @property {string | null} [started_at]
+ * @property {string | null} [completed_at]
+ * @property {string | null} [error]
+ * @property {string | null} [last_poll_error]
+ * @property {Record<string, number>} counts
+ * @property {CampaignDevice[]} devices
+ * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log
+ * @property {{ at: string, counts: Record<string, number> }[]} [progress]
+ */
+
+export {};
