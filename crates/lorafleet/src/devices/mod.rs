@@ -1,7 +1,7 @@
 //! The device inventory: every device lorafleet has heard of, what it last sent, its Version &
 //! Status answers and its event log.
 
-pub mod store;
+pub mod record;
 
 use std::fmt;
 use std::str::FromStr;

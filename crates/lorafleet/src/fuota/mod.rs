@@ -12,7 +12,7 @@ pub mod runner;
 
 use tokio::sync::broadcast;
 
-use crate::devices::store;
+use crate::devices::record as store;
 use crate::ingest::writer::Change;
 use crate::network::{Downlink, Enqueued, Network};
 use crate::storage::Db;

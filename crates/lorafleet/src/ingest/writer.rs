@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::store::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
+use crate::devices::record::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
-use crate::storage::Db;
+use crate::storage::{self, Db};
 
 /// The largest group committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -114,7 +114,7 @@ async fn commit_group(
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
     let whole = async {
-        let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
+        let mut tx = storage::begin_immediate(db).await?;
         let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
             .iter()
             .map(|(e, _)| e)
@@ -125,7 +125,7 @@ async fn commit_group(
         for event in other {
             apply_event(&mut tx, event, retention).await?;
         }
-        tx.commit().await
+        storage::commit(tx).await
     }
     .await;
     match whole {
@@ -138,17 +138,12 @@ async fn commit_group(
     }
 }
 
-// IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
-// writes fails at once with "database is locked" when another writer (the device-list sync,
-// a campaign) committed in between, and no busy timeout helps with that.
-const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
-
 async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin_with(BEGIN_IMMEDIATE).await {
+    let mut tx = match storage::begin_immediate(db).await {
         Ok(tx) => tx,
         Err(e) => {
             return group
@@ -160,14 +155,14 @@ async fn commit_one_by_one(
     let mut results = Vec::with_capacity(group.len());
     for (event, _) in group {
         let outcome = async {
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            let mut sp = storage::savepoint(&mut tx).await?;
             apply_event(&mut sp, event, retention).await?;
-            sp.commit().await
+            storage::commit_savepoint(sp).await
         }
         .await;
         results.push(outcome.map_err(|e| format!("database: {e}")));
     }
-    match tx.commit().await {
+    match storage::commit(tx).await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
             results

@@ -141,9 +141,7 @@ pub struct Health {
 /// Liveness and database reachability; no authentication.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let db = sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&app.db)
-        .await;
+    let db = crate::storage::ping(&app.db).await;
     let body = Health {
         status: if db.is_ok() { "ok" } else { "degraded" },
         database: match &db {
@@ -164,11 +162,7 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition; no authentication (counters only, no device data).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    if let Ok(n) =
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
-            .fetch_one(&app.db)
-            .await
-    {
+    if let Ok(n) = crate::storage::devices::count_listed(&app.db).await {
         ::metrics::gauge!("lorafleet_devices").set(n as f64);
     }
     (
