@@ -589,3 +589,14 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         progress,
     }))
 }
+
+/// Makes every started engine campaign due for a poll now (answers arrived); true when there
+/// was one.
+pub async fn make_started_engine_campaigns_due(db: &Db) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = 1",
+    )
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
