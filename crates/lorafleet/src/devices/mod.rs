@@ -211,7 +211,7 @@ pub struct DeviceDetail {
     pub downlinks: Vec<DownlinkDto>,
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
-    pub firmware_history: Vec<crate::fuota::history::HistoryEntry>,
+    pub firmware_history: Vec<crate::storage::firmware_history::HistoryEntry>,
 }
 
 /// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.

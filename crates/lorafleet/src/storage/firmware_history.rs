@@ -1,10 +1,25 @@
 //! A device's firmware history (`firmware_history`): every change of the running version it
 //! reported and every engine campaign that updated (or tried to update) it.
 
+use serde::Serialize;
 use sqlx::Row;
+use utoipa::ToSchema;
 
 use super::{Conn, Db, Result};
-use crate::fuota::history::HistoryEntry;
+use crate::devices::VersionDto;
+
+/// One line of the history, newest first on the device page.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub at: String,
+    /// The running version reported (or verified), when known.
+    pub version: Option<VersionDto>,
+    pub slot: Option<i64>,
+    pub campaign_id: Option<i64>,
+    /// For campaign entries: verified | completed | not_updated | unreachable | refused.
+    pub outcome: Option<String>,
+    pub message: String,
+}
 
 /// Keeps this many entries per device.
 const KEEP: i64 = 200;
