@@ -334,9 +334,9 @@ async fn frag_status_with_missing_fragments_fails_the_device() {
     );
     assert_eq!(
         d.devices[0].mc_root_key,
-        lorafleet::campaigns::keys::mc_root_key_from_app_key(
-            lorafleet::campaigns::keys::parse_key("0302030405060708090a0b0c0d0e0f10").unwrap()
-        )
+        lorafleet_engine::keys::mc_root_key(lorafleet_engine::keys::RootKey::AppKey(
+            lorafleet_engine::keys::parse_key("0302030405060708090a0b0c0d0e0f10").unwrap()
+        ))
     );
     {
         let mut s = fake.status.lock().unwrap();

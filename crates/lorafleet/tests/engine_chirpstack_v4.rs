@@ -18,8 +18,8 @@ use chirpstack_api::api::multicast_group_service_server::{
     MulticastGroupService, MulticastGroupServiceServer,
 };
 use chrono::{DateTime, Utc};
-use lorafleet::fuota::keys;
 use lorafleet::network::chirpstack_v4::ChirpstackV4;
+use lorafleet_engine::keys;
 use serde_json::{json, Value};
 use support::{spawn_app_with_network, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};

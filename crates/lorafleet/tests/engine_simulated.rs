@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use lorafleet::config::{Config, SimulatedDeviceOverride};
 use lorafleet::devices::DevEui;
-use lorafleet::fuota::commands::{data_fragments, FragSetup};
-use lorafleet::fuota::engine::{CheckMode, Dev, FragStatusWhen, Outcome, Run, Settings, Target};
 use lorafleet::fuota::runner::{self, DeviceStart, GroupInfo, LogLine};
 use lorafleet::fuota::Io;
-use lorafleet::network::simulated::{radio, Simulated};
+use lorafleet::network::simulated::Simulated;
 use lorafleet::network::MulticastClass;
 use lorafleet::App;
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
+use lorafleet_engine::airtime;
+use lorafleet_engine::commands::{data_fragments, FragSetup};
+use lorafleet_engine::machine::{CheckMode, Dev, FragStatusWhen, Outcome, Run, Settings, Target};
 
 const NEW_VERSION: u32 = 0x0001_0300;
 const FRAGMENT_SIZE: u8 = 200;
@@ -85,7 +86,7 @@ async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &
     };
     let frames = data_fragments(image, &s.frag, s.redundancy).unwrap();
     let region = lrwn::region::get(lrwn::region::CommonName::EU868, false, false);
-    let airtime = radio::airtime_ms(
+    let airtime = airtime::airtime_ms(
         region.as_ref(),
         s.dr,
         usize::from(s.frag.frag_size) + 3,
@@ -276,7 +277,7 @@ async fn the_simulation_restarted_mid_fragments_still_completes() {
     };
     let frames = data_fragments(&image, &s.frag, s.redundancy).unwrap();
     let region = lrwn::region::get(lrwn::region::CommonName::EU868, false, false);
-    let airtime = radio::airtime_ms(region.as_ref(), s.dr, 203, false);
+    let airtime = airtime::airtime_ms(region.as_ref(), s.dr, 203, false);
     let airtime = TimeDelta::microseconds((airtime * 1000.0) as i64);
     let group = GroupInfo::default();
     let euis = sim.dev_euis();

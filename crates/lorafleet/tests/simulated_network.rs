@@ -189,8 +189,8 @@ async fn devices_synchronise_their_clocks() {
 /// its decoder is rebuilt from the reception log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn received_fragments_survive_a_restart() {
-    use lorafleet::fuota::commands::{data_fragments, frag_session_setup_req, FragSetup};
     use lorafleet::network::{Downlink, Network};
+    use lorafleet_engine::commands::{data_fragments, frag_session_setup_req, FragSetup};
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.network.simulated.devices = 1;

@@ -18,7 +18,7 @@ use super::driver::{
     stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished,
     LogLevel, LogLine, PollOutcome,
 };
-use super::{keys, plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
+use super::{plan, DriverKind, FragStatusRequest, MulticastClass, Stage};
 use crate::config::Config;
 
 /// Generated from `proto/chirpstack-v3/fuota.proto`.
@@ -70,7 +70,7 @@ pub fn deployment(
     let s = &campaign.settings;
     let mut devices = Vec::new();
     for d in &campaign.devices {
-        let key = keys::mc_root_key(&campaign.keys, &d.dev_eui, &s.lorawan_version).ok_or_else(
+        let root = campaign.keys.root_key(&d.dev_eui, &s.lorawan_version).ok_or_else(
             || {
                 DriverError::Invalid(format!(
                     "no key material for device {} (keys are kept only until the deployment is created)",
@@ -80,7 +80,7 @@ pub fn deployment(
         )?;
         devices.push(proto::DeploymentDevice {
             dev_eui: hex::decode(&d.dev_eui).map_err(|e| DriverError::Invalid(e.to_string()))?,
-            mc_root_key: key.to_vec(),
+            mc_root_key: lorafleet_engine::keys::mc_root_key(root).to_vec(),
         });
     }
     Ok(proto::Deployment {

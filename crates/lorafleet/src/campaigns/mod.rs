@@ -14,7 +14,6 @@
 pub mod chirpstack_v4;
 pub mod driver;
 pub mod fuota_server_v3;
-pub mod keys;
 pub mod plan;
 pub mod region;
 pub mod runner;
@@ -24,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use lorafleet_engine::keys::RootKey;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -270,7 +270,7 @@ pub struct EngineSettings {
     /// the delta's from_version), `warn` (update it anyway) or `off` (devices without Version &
     /// Status).
     #[schema(value_type = String)]
-    pub check: crate::fuota::engine::CheckMode,
+    pub check: lorafleet_engine::machine::CheckMode,
     /// Ask VersionRunning after the session; `verified` only when the device reports the new
     /// version.
     pub verify: bool,
@@ -281,7 +281,7 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
-            check: crate::fuota::engine::CheckMode::Refuse,
+            check: lorafleet_engine::machine::CheckMode::Refuse,
             verify: true,
             reboot_delay_s: 60,
         }
@@ -303,11 +303,20 @@ pub struct CampaignKeys {
     pub per_device: BTreeMap<String, DeviceKey>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceKey {
-    GenAppKey([u8; 16]),
-    AppKey([u8; 16]),
+/// A device's own key: the engine's [`RootKey`], stored under the same names.
+pub use lorafleet_engine::keys::RootKey as DeviceKey;
+
+impl CampaignKeys {
+    /// Where one device's McRootKey comes from: its own key if given, else the campaign's
+    /// GenAppKey. `None` when there is nothing to derive it from.
+    pub fn root_key(&self, dev_eui: &str, lorawan_version: &str) -> Option<RootKey> {
+        match self.per_device.get(dev_eui) {
+            Some(k) => Some(*k),
+            None if lorawan_version == "1.0" => self.gen_app_key.map(RootKey::GenAppKey),
+            // A LoRaWAN 1.1 device's McRootKey comes from its own AppKey, never a shared key.
+            None => None,
+        }
+    }
 }
 
 /// Per-device progress, as stored and shown.

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::keys::parse_key;
 use super::plan::{self, Plan, PlanDevice, PlanInput};
 use super::region::RegionInfo;
 use super::{
@@ -29,6 +28,7 @@ use super::{
 use crate::config::Config;
 use crate::devices::DevEui;
 use crate::firmware::FirmwareImage;
+use lorafleet_engine::keys::parse_key;
 
 /// The body of `POST /api/campaigns` (and of `PATCH`, merged into the stored one).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -379,7 +379,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
     if driver == DriverKind::FuotaServerV3 && !errors.has("keys.gen_app_key") {
         let missing: Vec<&String> = devices
             .iter()
-            .filter(|d| super::keys::mc_root_key(&keys, d, &lorawan_version).is_none())
+            .filter(|d| keys.root_key(d, &lorawan_version).is_none())
             .filter(|d| {
                 !keys_req
                     .per_device
@@ -697,9 +697,9 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
     let mut engine = super::EngineSettings::default();
     match er.check.as_deref() {
         None => {}
-        Some("refuse") => engine.check = crate::fuota::engine::CheckMode::Refuse,
-        Some("warn") => engine.check = crate::fuota::engine::CheckMode::Warn,
-        Some("off") => engine.check = crate::fuota::engine::CheckMode::Off,
+        Some("refuse") => engine.check = lorafleet_engine::machine::CheckMode::Refuse,
+        Some("warn") => engine.check = lorafleet_engine::machine::CheckMode::Warn,
+        Some("off") => engine.check = lorafleet_engine::machine::CheckMode::Off,
         Some(o) => errors.add(
             "engine.check",
             format!("engine.check must be \"refuse\", \"warn\" or \"off\", got {o:?}"),

@@ -11,9 +11,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::commands::{data_fragments, FragSetup};
-use super::engine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
-use super::keys::RootKey;
 use super::runner::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use super::Io;
 use crate::campaigns::driver::{
@@ -21,11 +18,13 @@ use crate::campaigns::driver::{
     LogLine, PollOutcome,
 };
 use crate::campaigns::validate::FieldError;
-use crate::campaigns::{self, DeviceKey, DriverKind, FragStatusRequest, Stage};
+use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
 use crate::network::MulticastClass;
 use crate::storage::firmware_history;
+use lorafleet_engine::commands::{data_fragments, FragSetup};
+use lorafleet_engine::machine::{Dev, FragStatusWhen, Level, Outcome, Run, Settings, Step, Target};
 
 /// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
 #[derive(Default)]
@@ -90,15 +89,6 @@ pub fn target(c: &Campaign) -> Target {
         to_version: c.firmware.metadata.to_version.clone(),
         from_version: c.firmware.metadata.from_version.clone(),
         is_delta: t.is_some_and(|t| t.kind != "full"),
-    }
-}
-
-fn root_key(c: &Campaign, dev_eui: &str) -> Option<RootKey> {
-    match c.keys.per_device.get(dev_eui) {
-        Some(DeviceKey::GenAppKey(k)) => Some(RootKey::GenAppKey(*k)),
-        Some(DeviceKey::AppKey(k)) => Some(RootKey::AppKey(*k)),
-        None if c.settings.lorawan_version == "1.0" => c.keys.gen_app_key.map(RootKey::GenAppKey),
-        None => None,
     }
 }
 
@@ -269,7 +259,7 @@ impl EngineDriver {
         let ms = crate::config::parse_region(&ctx.config.network.region)
             .map(|r| lrwn::region::get(r, false, false))
             .map_or(1000.0, |r| {
-                crate::network::simulated::radio::airtime_ms(
+                lorafleet_engine::airtime::airtime_ms(
                     r.as_ref(),
                     s.dr,
                     usize::from(s.frag.frag_size) + 3,
@@ -335,7 +325,10 @@ impl CampaignDriver for EngineDriver {
         }
         let mut errors = Vec::new();
         for d in &c.devices {
-            if root_key(c, &d.dev_eui).is_some() {
+            if c.keys
+                .root_key(&d.dev_eui, &c.settings.lorawan_version)
+                .is_some()
+            {
                 continue;
             }
             let eui: DevEui = d
@@ -372,7 +365,7 @@ impl CampaignDriver for EngineDriver {
                     dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
                         DriverError::Invalid(e.to_string())
                     })?,
-                    root: root_key(c, &d.dev_eui),
+                    root: c.keys.root_key(&d.dev_eui, &c.settings.lorawan_version),
                 })
             })
             .collect::<Result<Vec<_>, DriverError>>()?;
@@ -460,8 +453,8 @@ pub fn spawn_wakeups(app: &crate::AppState) {
             let relevant = match uplinks.recv().await {
                 Ok(c) => match &c.event.body {
                     crate::ingest::EventBody::Up(up) => [
-                        super::ports::MULTICAST_SETUP,
-                        super::ports::FRAGMENTATION,
+                        lorafleet_engine::ports::MULTICAST_SETUP,
+                        lorafleet_engine::ports::FRAGMENTATION,
                         status_port,
                     ]
                     .contains(&up.f_port.unwrap_or(0)),

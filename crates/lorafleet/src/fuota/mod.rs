@@ -1,12 +1,9 @@
-//! lorafleet's own implementation of the LoRa Alliance FUOTA packages: TS003 clock sync, TS005
-//! remote multicast setup and TS004 fragmented data block transport (all v1), shared by the
-//! engine that sends them and the simulated devices that answer them.
+//! The I/O of lorafleet's own FUOTA engine (the pure part is the `lorafleet-engine` crate): the
+//! TS003 responder, the campaign driver, the step that reads answers and carries out actions,
+//! and sending unicast commands through the downlink list.
 
 pub mod clock_sync;
-pub mod commands;
 pub mod driver;
-pub mod engine;
-pub mod keys;
 pub mod runner;
 
 use tokio::sync::broadcast;
@@ -89,21 +86,4 @@ pub async fn send_unicasts(
         let _ = io.changes.send(Change::Device(d.dev_eui));
     }
     Ok(results)
-}
-
-/// The packages' default FPorts; the simulated devices listen on these, the engine sends on them.
-pub mod ports {
-    /// TS005 Remote Multicast Setup.
-    pub const MULTICAST_SETUP: u8 = 200;
-    /// TS004 Fragmented Data Block Transport.
-    pub const FRAGMENTATION: u8 = 201;
-    /// TS003 Application Layer Clock Sync.
-    pub const CLOCK_SYNC: u8 = 202;
-}
-
-/// PackageIdentifiers answered in PackageVersionAns.
-pub mod package {
-    pub const CLOCK_SYNC: u8 = 1;
-    pub const MULTICAST_SETUP: u8 = 2;
-    pub const FRAGMENTATION: u8 = 3;
 }

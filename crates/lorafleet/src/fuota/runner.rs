@@ -12,10 +12,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 
-use super::commands::{parse_uplink, Reply};
-use super::engine::{Action, Dev, Level, Phase, Run, Settings, Target};
-use super::keys::{self, RootKey};
-use super::{ports, send_unicasts, Io};
+use lorafleet_engine::commands::{parse_uplink, Reply};
+use lorafleet_engine::keys::{self, RootKey};
+use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Target};
+use lorafleet_engine::ports;
+
+use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
 use crate::storage;
@@ -205,7 +207,8 @@ pub async fn step(
             .filter(|d| {
                 matches!(
                     d.step,
-                    super::engine::Step::McSessionSetup | super::engine::Step::InSession
+                    lorafleet_engine::machine::Step::McSessionSetup
+                        | lorafleet_engine::machine::Step::InSession
                 )
             })
             .map(|d| d.dev_eui)

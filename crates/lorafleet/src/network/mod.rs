@@ -54,14 +54,7 @@ pub struct DeviceKeys {
     pub app_key: Option<[u8; 16]>,
 }
 
-/// How the members of a multicast group listen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MulticastClass {
-    /// Continuously, during the session.
-    C,
-    /// In ping slots every 2^periodicity seconds.
-    B { ping_slot_periodicity: u8 },
-}
+pub use lorafleet_engine::MulticastClass;
 
 /// A multicast group to create on the network server (TS005 keys already derived).
 #[derive(Debug, Clone, PartialEq, Eq)]

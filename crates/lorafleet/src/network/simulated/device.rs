@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use lorafleet_codec::fragmentation::{FragmentDecoder, Progress};
 use lorafleet_codec::time::unix_to_gps;
 use lorafleet_codec::version_status::{
@@ -12,15 +11,16 @@ use lorafleet_codec::version_status::{
 };
 use lrwn::applayer::{clocksync, fragmentation, multicastsetup};
 use lrwn::region::Region;
-use lrwn::{AES128Key, DevAddr};
+use lrwn::DevAddr;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::radio::{self, Link};
-use crate::devices::DevEui;
-use crate::fuota::{package, ports};
-use crate::network::{MulticastClass, MulticastGroup};
+use crate::network::MulticastGroup;
+use lorafleet_codec::eui::DevEui;
+use lorafleet_engine::MulticastClass;
+use lorafleet_engine::{keys, package, ports};
 
 /// Slots every virtual device has; slot 0 holds the factory image.
 pub const NB_SLOTS: usize = 3;
@@ -212,22 +212,6 @@ pub struct SimDevice {
     pub state: DeviceState,
     pub link: Link,
     decoders: [Option<FragmentDecoder>; MAX_GROUPS],
-}
-
-fn aes_encrypt(key: &[u8; 16], block: [u8; 16]) -> [u8; 16] {
-    let cipher = aes::Aes128::new(GenericArray::from_slice(key));
-    let mut b = GenericArray::from(block);
-    cipher.encrypt_block(&mut b);
-    b.into()
-}
-
-/// McAppSKey and McNwkSKey for a McKey and McAddr (TS005, via lrwn).
-pub fn session_keys(mc_key: [u8; 16], mc_addr: [u8; 4]) -> ([u8; 16], [u8; 16]) {
-    let key = AES128Key::from_bytes(mc_key);
-    let addr = DevAddr::from_be_bytes(mc_addr);
-    let app = multicastsetup::v1::get_mc_app_s_key(key, addr).map_or([0; 16], |k| k.to_bytes());
-    let nwk = multicastsetup::v1::get_mc_net_s_key(key, addr).map_or([0; 16], |k| k.to_bytes());
-    (app, nwk)
 }
 
 fn answer_delay(rng: &mut impl Rng) -> i64 {
@@ -595,15 +579,11 @@ impl SimDevice {
             }
             Payload::McGroupSetupReq(r) => {
                 let id = usize::from(r.mc_group_id_header.mc_group_id);
-                let root = multicastsetup::v1::get_mc_root_key_for_gen_app_key(
-                    AES128Key::from_bytes(self.id.gen_app_key),
-                )
-                .ok()?;
-                let ke_key = multicastsetup::v1::get_mc_ke_key(root).ok()?;
-                // The device *encrypts* the received block to recover McKey (TS005).
-                let mc_key = aes_encrypt(&ke_key.to_bytes(), r.mc_key_encrypted);
+                // The device derives on its own side, from its own GenAppKey.
+                let root = keys::mc_root_key(keys::RootKey::GenAppKey(self.id.gen_app_key));
+                let mc_key = keys::received_mc_key(keys::mc_ke_key(root), r.mc_key_encrypted);
                 let mc_addr = r.mc_addr.to_be_bytes();
-                let (mc_app_s_key, mc_nwk_s_key) = session_keys(mc_key, mc_addr);
+                let (mc_app_s_key, mc_nwk_s_key) = keys::session_keys(mc_key, mc_addr);
                 self.state.mc_groups[id] = Some(McGroup {
                     mc_addr,
                     mc_key,

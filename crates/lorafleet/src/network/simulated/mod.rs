@@ -30,8 +30,8 @@ use super::{
     ClockHold, DeviceKeys, Downlink, Enqueued, MulticastGroup, Network, NetworkError, RemoteDevice,
 };
 use crate::config::{Config, NetworkKind};
-use crate::devices::DevEui;
 use crate::ingest::writer::Writer;
+use lorafleet_codec::eui::DevEui;
 
 /// The clock is saved at most this often (real time); a restart resumes it no earlier than
 /// anything queued on the network.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::device::DeviceState;
 use super::world::{LogOp, NetworkState};
-use crate::devices::DevEui;
+use lorafleet_codec::eui::DevEui;
 
 pub struct Store {
     dir: PathBuf,

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
 use super::radio;
 use crate::config::SimulatedConfig;
-use crate::devices::DevEui;
 use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
-use crate::network::{MulticastClass, MulticastGroup, NetworkError, RemoteDevice};
+use crate::network::{MulticastGroup, NetworkError, RemoteDevice};
+use lorafleet_codec::eui::DevEui;
+use lorafleet_engine::MulticastClass;
 
 /// The application the virtual devices belong to, as the console shows it.
 pub const APPLICATION_ID: &str = "simulated";
@@ -561,7 +562,8 @@ impl World {
             return;
         };
         self.net_dirty = true;
-        let airtime = radio::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
+        let airtime =
+            lorafleet_engine::airtime::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
         let spacing = match g.class_b_periodicity {
             // One frame per ping slot: every 2^periodicity seconds.
             Some(p) => (1000i64 << p.min(7)).max(airtime.ceil() as i64),

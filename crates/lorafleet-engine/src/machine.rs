@@ -18,11 +18,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lorafleet_codec::version_status::{render_version, VersioningType};
 use serde::{Deserialize, Serialize};
 
-use super::commands::{self, FragSetup, Reply, SessionReq};
-use super::keys;
-use super::ports;
-use crate::devices::DevEui;
-use crate::network::MulticastClass;
+use crate::commands::{self, FragSetup, MulticastClass, Reply, SessionReq};
+use crate::keys;
+use crate::ports;
+use lorafleet_codec::eui::DevEui;
 
 /// How long after the session start the first fragment goes out.
 pub const STREAM_START_DELAY: TimeDelta = TimeDelta::seconds(2);
@@ -79,6 +78,18 @@ impl Settings {
             MulticastClass::C => TimeDelta::seconds(periods),
             // TS005: class B timeouts count beacon periods of 128 s.
             MulticastClass::B { .. } => TimeDelta::seconds(periods * 128),
+        }
+    }
+
+    /// The session request for a session starting at `start`.
+    fn session_req(&self, start: DateTime<Utc>) -> SessionReq {
+        SessionReq {
+            group_id: self.group_id,
+            session_time: lorafleet_codec::time::unix_to_gps(start.timestamp()),
+            timeout_exp: self.timeout_exp,
+            frequency: self.frequency,
+            dr: self.dr,
+            class: self.class,
         }
     }
 
@@ -334,6 +345,9 @@ impl Settings {
     }
 }
 
+/// A unicast command: its FPort, its bytes (or why they could not be encoded), its name.
+type Request = (u8, Result<Vec<u8>, String>, &'static str);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -447,37 +461,35 @@ impl Run {
         t
     }
 
-    fn send(&self, d: &mut Dev, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
-        let (f_port, data, what) = match d.step {
+    /// The command a device's step sends: its FPort, its bytes and its name in the log.
+    fn request(&self, d: &Dev, s: &Settings, now: DateTime<Utc>) -> Option<Request> {
+        Some(match d.step {
             Step::Check => (
                 s.status_port,
-                commands::check_req(),
+                Ok(commands::check_req()),
                 "Version & Status check",
             ),
             Step::McGroupSetup => (
                 ports::MULTICAST_SETUP,
-                keys::mc_group_setup_req(s.group_id, self.mc_addr, d.mc_key_encrypted, 0, 0xffff)
-                    .unwrap_or_default(),
+                commands::mc_group_setup_req(
+                    s.group_id,
+                    self.mc_addr,
+                    d.mc_key_encrypted,
+                    0,
+                    0xffff,
+                ),
                 "TS005 McGroupSetupReq",
             ),
             Step::FragSessionSetup => (
                 ports::FRAGMENTATION,
-                commands::frag_session_setup_req(&s.frag).unwrap_or_default(),
+                commands::frag_session_setup_req(&s.frag),
                 "TS004 FragSessionSetupReq",
             ),
             Step::McSessionSetup => {
                 let start = self.session_start.unwrap_or(now);
-                let req = SessionReq {
-                    group_id: s.group_id,
-                    session_time: lorafleet_codec::time::unix_to_gps(start.timestamp()),
-                    timeout_exp: s.timeout_exp,
-                    frequency: s.frequency,
-                    dr: s.dr,
-                    class: s.class,
-                };
                 (
                     ports::MULTICAST_SETUP,
-                    commands::mc_session_req(&req).unwrap_or_default(),
+                    commands::mc_session_req(&s.session_req(start)),
                     match s.class {
                         MulticastClass::C => "TS005 McClassCSessionReq",
                         MulticastClass::B { .. } => "TS005 McClassBSessionReq",
@@ -491,10 +503,27 @@ impl Run {
             ),
             Step::Verify => (
                 s.status_port,
-                commands::version_running_req(),
+                Ok(commands::version_running_req()),
                 "Version & Status VersionRunningReq",
             ),
-            _ => return,
+            _ => return None,
+        })
+    }
+
+    /// Sends the command of the device's step (again). [`Settings::new`] encoded every command
+    /// once, so an encoding error here is a bug; the device fails with it rather than being
+    /// sent an empty frame.
+    fn send(&self, d: &mut Dev, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
+        let Some((f_port, data, what)) = self.request(d, s, now) else {
+            return;
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err(e) => {
+                let e = format!("could not encode {what}: {e}");
+                Self::finish(d, Outcome::NotUpdated, Some(e), now, out);
+                return;
+            }
         };
         d.attempts += 1;
         d.next_action_at = Some(now + s.unicast_timeout);

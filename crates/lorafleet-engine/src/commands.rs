@@ -4,9 +4,18 @@
 use lorafleet_codec::version_status::{self, Answer, HeapAvailable, Request};
 use lrwn::applayer::fragmentation::v1 as ts004;
 use lrwn::applayer::multicastsetup::v1 as ts005;
+use lrwn::DevAddr;
 
-use super::ports;
-use crate::network::MulticastClass;
+use crate::ports;
+
+/// How the members of a multicast group listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulticastClass {
+    /// Continuously, during the session.
+    C,
+    /// In ping slots every 2^periodicity seconds.
+    B { ping_slot_periodicity: u8 },
+}
 
 /// A multicast session as McClassCSessionReq / McClassBSessionReq describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +29,27 @@ pub struct SessionReq {
     pub frequency: u32,
     pub dr: u8,
     pub class: MulticastClass,
+}
+
+/// McGroupSetupReq for one device; `mc_addr` most significant byte first.
+pub fn mc_group_setup_req(
+    group_id: u8,
+    mc_addr: [u8; 4],
+    mc_key_encrypted: [u8; 16],
+    min_f_cnt: u32,
+    max_f_cnt: u32,
+) -> Result<Vec<u8>, String> {
+    ts005::Payload::McGroupSetupReq(ts005::McGroupSetupReqPayload {
+        mc_group_id_header: ts005::McGroupSetupReqPayloadMcGroupIdHeader {
+            mc_group_id: group_id,
+        },
+        mc_addr: DevAddr::from_be_bytes(mc_addr),
+        mc_key_encrypted,
+        min_mc_f_count: min_f_cnt,
+        max_mc_f_count: max_f_cnt,
+    })
+    .to_vec()
+    .map_err(|e| format!("McGroupSetupReq: {e}"))
 }
 
 pub fn mc_session_req(s: &SessionReq) -> Result<Vec<u8>, String> {
@@ -128,13 +158,13 @@ pub fn frag_session_setup_req(s: &FragSetup) -> Result<Vec<u8>, String> {
 
 /// FragSessionStatusReq; `participants` asks every device to answer, not only those still
 /// missing fragments.
-pub fn frag_session_status_req(index: u8, participants: bool) -> Vec<u8> {
+pub fn frag_session_status_req(index: u8, participants: bool) -> Result<Vec<u8>, String> {
     ts004::Payload::FragSessionStatusReq(ts004::FragSessionStatusReqPayload {
         participants,
-        frag_index: index & 3,
+        frag_index: index,
     })
     .to_vec()
-    .unwrap_or_default()
+    .map_err(|e| format!("FragSessionStatusReq: {e}"))
 }
 
 /// Every DataFragment frame of a session, in sending order: the uncoded fragments in increasing
@@ -174,7 +204,8 @@ pub fn data_fragments(
 }
 
 /// Version & Status questions asked before a campaign: the package version (whose versioning
-/// type says how to read versions), running version and space.
+/// type says how to read versions), running version and space. Requests without arguments are
+/// their command id alone, so nothing here can fail to encode.
 pub fn check_req() -> Vec<u8> {
     [
         Request::PackageVersion,
@@ -182,12 +213,12 @@ pub fn check_req() -> Vec<u8> {
         Request::SpaceStatus,
     ]
     .iter()
-    .flat_map(|r| r.to_vec().unwrap_or_default())
+    .map(Request::cid)
     .collect()
 }
 
 pub fn version_running_req() -> Vec<u8> {
-    Request::VersionRunning.to_vec().unwrap_or_default()
+    vec![Request::VersionRunning.cid()]
 }
 
 /// What a device said, as far as the engine cares.
@@ -386,8 +417,27 @@ mod tests {
             hex::encode(frag_session_setup_req(&f).unwrap()),
             "0201140032010001020304"
         );
-        assert_eq!(frag_session_status_req(0, true), vec![0x01, 0x01]);
+        assert_eq!(frag_session_status_req(0, true).unwrap(), vec![0x01, 0x01]);
+        assert_eq!(version_running_req(), vec![0x01]);
         assert_eq!(check_req(), vec![0x00, 0x01, 0x03]);
+    }
+
+    /// The TS005 conformance vector for LoRaWAN 1.0.x: the McGroupSetupReq as sent.
+    #[test]
+    fn mc_group_setup_conformance_vector() {
+        let gen = crate::keys::parse_key("0302030405060708090a0b0c0d0e0f10").unwrap();
+        let mc_key = crate::keys::parse_key("0102030405060708090a0b0c0d0e0f10").unwrap();
+        let encrypted = crate::keys::encrypted_mc_key(crate::keys::RootKey::GenAppKey(gen), mc_key);
+        let req = mc_group_setup_req(0, [1, 2, 3, 4], encrypted, 0, 65535).unwrap();
+        assert_eq!(
+            hex::encode(req),
+            "02000403020115b6c1f8c91e71210588ef85ed1e638300000000ffff0000"
+        );
+    }
+
+    #[test]
+    fn group_id_must_fit_two_bits() {
+        assert!(mc_group_setup_req(4, [0; 4], [0; 16], 0, 1).is_err());
     }
 
     #[test]

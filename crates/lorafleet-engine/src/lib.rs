@@ -1,0 +1,36 @@
+//! lorafleet's own FUOTA engine, without I/O: what to send to whom and when, and what the
+//! answers mean. The server feeds it the clock and the devices' answers and carries out the
+//! actions it returns; the simulated devices use the same commands and keys from the other end.
+//!
+//! - [`machine`]: the campaign state machine ([`machine::Run`], one [`machine::Dev`] per device).
+//! - [`commands`]: TS005 / TS004 / Version & Status requests and the parsing of answers.
+//! - [`keys`]: the one TS005 key derivation, server and device side.
+//! - [`clock_sync`]: the answer to a TS003 AppTimeReq.
+//! - [`airtime`]: how long a frame occupies the air.
+#![forbid(unsafe_code)]
+
+pub mod airtime;
+pub mod clock_sync;
+pub mod commands;
+pub mod keys;
+pub mod machine;
+
+pub use commands::MulticastClass;
+pub use lorafleet_codec::eui::DevEui;
+
+/// The packages' default FPorts; the simulated devices listen on these, the engine sends on them.
+pub mod ports {
+    /// TS005 Remote Multicast Setup.
+    pub const MULTICAST_SETUP: u8 = 200;
+    /// TS004 Fragmented Data Block Transport.
+    pub const FRAGMENTATION: u8 = 201;
+    /// TS003 Application Layer Clock Sync.
+    pub const CLOCK_SYNC: u8 = 202;
+}
+
+/// PackageIdentifiers answered in PackageVersionAns.
+pub mod package {
+    pub const CLOCK_SYNC: u8 = 1;
+    pub const MULTICAST_SETUP: u8 = 2;
+    pub const FRAGMENTATION: u8 = 3;
+}
