@@ -198,18 +198,6 @@ pub async fn record_downlink_request(
     downlinks::insert_request(&mut conn, dev_eui, f_port, data, confirmed, status_command).await
 }
 
-/// [`record_downlink_request`] inside the caller's transaction (many downlinks at once).
-pub async fn insert_downlink_request(
-    conn: &mut Conn,
-    dev_eui: DevEui,
-    f_port: u8,
-    data: &[u8],
-    confirmed: bool,
-    status_command: Option<&str>,
-) -> storage::Result<i64> {
-    downlinks::insert_request(conn, dev_eui, f_port, data, confirmed, status_command).await
-}
-
 /// Stores what the network answered to a downlink request, with an event-log line.
 pub async fn record_downlink_outcome(
     db: &Db,

@@ -57,7 +57,7 @@ pub async fn send_unicasts(
     let mut tx = storage::begin(io.db).await?;
     for (d, _) in batch {
         ids.push(
-            store::insert_downlink_request(
+            storage::downlinks::insert_request(
                 &mut tx,
                 d.dev_eui,
                 d.f_port,
