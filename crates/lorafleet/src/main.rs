@@ -51,6 +51,9 @@ enum TokenCommand {
         name: String,
         #[arg(long, default_value = "admin")]
         user: String,
+        /// `read` (GET only), `operate` (also requests, downlinks, campaigns) or `admin`.
+        #[arg(long, default_value = "admin")]
+        scope: String,
     },
 }
 
@@ -84,14 +87,17 @@ async fn main() -> anyhow::Result<()> {
         None | Some(Command::Serve) => serve(config).await,
         Some(Command::Configfile) => Ok(()),
         Some(Command::Token {
-            command: TokenCommand::Create { name, user },
+            command: TokenCommand::Create { name, user, scope },
         }) => {
+            let scope = lorafleet::auth::Scope::parse(&scope).with_context(|| {
+                format!("--scope must be read, operate or admin, got {scope:?}")
+            })?;
             let (app, _) = App::build_with_network(
                 config,
                 std::sync::Arc::new(lorafleet::network::disabled::Disabled),
             )
             .await?;
-            let token = lorafleet::auth::create_api_token(&app.db, &user, &name).await?;
+            let token = lorafleet::auth::create_api_token(&app.db, &user, &name, scope).await?;
             println!("{token}");
             Ok(())
         }
@@ -111,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             lorafleet::auth::create_user(&app.db, &username, password).await?;
-            println!("password set for {username}");
+            println!("password set for {username}; its sessions have ended");
             Ok(())
         }
     }
@@ -140,7 +146,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!(
             "    Headers:             Authorization = Bearer {}",
-            app.integration_token
+            first.integration_token.as_deref().unwrap_or_default()
         );
         println!("  (ChirpStack v3: same URL and header in the application's HTTP integration.)\n");
     }

@@ -4,13 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-/// Files that still hold SQL and are being moved by another branch. Each entry names who
-/// removes it; an entry whose file no longer names sqlx is simply stale.
-const NOT_YET_MOVED: &[&str] = &[
-    // users, sessions and tokens: the hardening branch moves them to storage/{users,sessions,tokens}.rs
-    "auth.rs",
-];
-
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -36,7 +29,6 @@ fn sqlx_outside_storage(src: &Path) -> Vec<String> {
                 .to_string_lossy()
                 .replace('\\', "/")
         })
-        .filter(|p| !NOT_YET_MOVED.contains(&p.as_str()))
         .collect();
     found.sort();
     found

@@ -30,7 +30,10 @@ pub mod devices;
 pub mod downlinks;
 pub mod firmware;
 pub mod firmware_history;
+pub mod sessions;
+pub mod tokens;
 pub mod uplinks;
+pub mod users;
 pub mod version_status;
 
 /// The database handle shared by the whole server.
