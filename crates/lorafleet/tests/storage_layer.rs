@@ -57,6 +57,6 @@ fn the_check_finds_sqlx_in_a_domain_module() {
     std::fs::write(src.join("auth.rs"), "use sqlx::Row;").unwrap();
     assert_eq!(
         sqlx_outside_storage(src),
-        vec!["devices/mod.rs".to_string()]
+        vec!["auth.rs".to_string(), "devices/mod.rs".to_string()]
     );
 }
