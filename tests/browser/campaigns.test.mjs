@@ -4,8 +4,8 @@
 //
 //   cargo build -p lorafleet && (cd tests/browser && npm ci) && node --test tests/browser/
 //
-// The campaign uses the fuota-server-v3 driver pointed at a port nothing listens on: starting
-// works (the campaign runs) and the page shows that the FUOTA service does not answer.
+// The campaign uses the fuota-server-v3 driver pointed at a peer that closes every connection:
+// starting works (the campaign runs) and the page shows that the FUOTA service does not answer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -35,28 +35,27 @@ fs.mkdirSync(dataDir);
 fs.mkdirSync(fwDir);
 
 let server;
+let silentPeer;
 let browser;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function freePort() {
+// The FUOTA service lorafleet is pointed at: a port this test holds (so nothing else can take it,
+// as it could a port freed for the purpose) that closes every connection at once.
+function startSilentPeer() {
   return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
+    const srv = net.createServer((socket) => socket.destroy());
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
   });
 }
 
 async function startLorafleet() {
   assert.ok(fs.existsSync(BIN), `lorafleet binary not found at ${BIN}; build it with \`cargo build -p lorafleet\` or set LORAFLEET_BIN`);
-  const port = await freePort();
-  const deadPort = await freePort();
+  silentPeer = await startSilentPeer();
   const env = {
     ...process.env,
-    LORAFLEET__SERVER__BIND: `127.0.0.1:${port}`,
+    LORAFLEET__SERVER__BIND: '127.0.0.1:0',
     LORAFLEET__SERVER__DATA_DIR: dataDir,
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__INTEGRATION__TOKEN: INTEGRATION_TOKEN,
@@ -64,7 +63,7 @@ async function startLorafleet() {
     LORAFLEET__NETWORK__REQUEST_TIMEOUT_S: '2',
     LORAFLEET__FIRMWARE__DIR: fwDir,
     LORAFLEET__FUOTA__POLL_INTERVAL_S: '1',
-    LORAFLEET__FUOTA__SERVER_V3__URL: `http://127.0.0.1:${deadPort}`,
+    LORAFLEET__FUOTA__SERVER_V3__URL: `http://127.0.0.1:${silentPeer.address().port}`,
   };
   const args = (process.env.LORAFLEET_ARGS || '').split(/\s+/).filter(Boolean);
   const child = spawn(BIN, args, { env, cwd: tmp, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -73,16 +72,20 @@ async function startLorafleet() {
   child.stderr.setEncoding('utf8');
   child.stdout.on('data', (d) => { log += d; });
   child.stderr.on('data', (d) => { log += d; });
-  const s = { child, base: `http://127.0.0.1:${port}`, log: () => log, exited: null };
+  const s = { child, base: null, log: () => log, exited: null };
   child.on('exit', (code, signal) => { s.exited = { code, signal }; });
   child.on('error', (e) => { s.exited = { error: e.message }; });
   const deadline = Date.now() + 30000;
   for (;;) {
     if (s.exited) throw new Error(`lorafleet exited during start-up (${JSON.stringify(s.exited)}):\n${log}`);
-    try {
-      const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
-      if (r.status === 200) return s;
-    } catch { /* not listening yet */ }
+    // Bound to port 0, lorafleet says on stdout which port it got.
+    s.base ??= log.match(/^listening on (http:\/\/\S+)$/m)?.[1] ?? null;
+    if (s.base) {
+      try {
+        const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
+        if (r.status === 200) return s;
+      } catch { /* not serving yet */ }
+    }
     if (Date.now() > deadline) throw new Error(`lorafleet did not answer GET /health with 200 within 30 s:\n${log}`);
     await sleep(200);
   }
@@ -133,6 +136,7 @@ before(async () => {
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   await stopLorafleet(server);
+  silentPeer?.close();
   if (!process.exitCode) fs.rmSync(tmp, { recursive: true, force: true });
 });
 

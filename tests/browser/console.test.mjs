@@ -12,7 +12,6 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,25 +70,13 @@ function startFakeAs() {
 
 // --- lorafleet ------------------------------------------------------------------------------
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function startLorafleet(asUrl) {
   assert.ok(fs.existsSync(BIN), `lorafleet binary not found at ${BIN}; build it with \`cargo build -p lorafleet\` or set LORAFLEET_BIN`);
-  const port = await freePort();
   const env = {
     ...process.env,
-    LORAFLEET__SERVER__BIND: `127.0.0.1:${port}`,
+    LORAFLEET__SERVER__BIND: '127.0.0.1:0',
     LORAFLEET__SERVER__DATA_DIR: dataDir,
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__INTEGRATION__TOKEN: INTEGRATION_TOKEN,
@@ -104,17 +91,21 @@ async function startLorafleet(asUrl) {
   child.stderr.setEncoding('utf8');
   child.stdout.on('data', (d) => { log += d; });
   child.stderr.on('data', (d) => { log += d; });
-  const s = { child, base: `http://127.0.0.1:${port}`, log: () => log, exited: null };
+  const s = { child, base: null, log: () => log, exited: null };
   child.on('exit', (code, signal) => { s.exited = { code, signal }; });
   child.on('error', (e) => { s.exited = { error: e.message }; });
 
   const deadline = Date.now() + 30000;
   for (;;) {
     if (s.exited) throw new Error(`lorafleet exited during start-up (${JSON.stringify(s.exited)}):\n${log}`);
-    try {
-      const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
-      if (r.status === 200) return s;
-    } catch { /* not listening yet */ }
+    // Bound to port 0, lorafleet says on stdout which port it got.
+    s.base ??= log.match(/^listening on (http:\/\/\S+)$/m)?.[1] ?? null;
+    if (s.base) {
+      try {
+        const r = await fetch(`${s.base}/health`, { signal: AbortSignal.timeout(2000) });
+        if (r.status === 200) return s;
+      } catch { /* not serving yet */ }
+    }
     if (Date.now() > deadline) throw new Error(`lorafleet did not answer GET /health with 200 within 30 s:\n${log}`);
     await sleep(200);
   }

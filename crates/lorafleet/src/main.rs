@@ -159,7 +159,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
         .with_context(|| format!("listening on {bind} (server.bind)"))?;
-    tracing::info!(address = %listener.local_addr()?, network = app.network.kind().as_str(), "lorafleet listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, network = app.network.kind().as_str(), "lorafleet listening");
+    // With `server.bind` on port 0 (tests, scripts) the port is only known now: say it on
+    // stdout and in the data dir, for whoever started lorafleet.
+    println!("listening on http://{address}");
+    let _address_file = AddressFile::write(&app.config.server.data_dir, address)?;
 
     app.spawn_background();
     let sync_app = app.clone();
@@ -201,6 +206,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     app.db.close().await;
     Ok(())
+}
+
+/// `<data_dir>/listen-address`: the bound address while lorafleet serves, gone once it stopped.
+struct AddressFile(PathBuf);
+
+impl AddressFile {
+    fn write(data_dir: &std::path::Path, address: SocketAddr) -> anyhow::Result<Self> {
+        let path = data_dir.join("listen-address");
+        // Written whole under another name and renamed, so a reader never sees half an address.
+        let partial = data_dir.join("listen-address.partial");
+        std::fs::write(&partial, format!("{address}\n"))
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for AddressFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn port_of(bind: &str) -> &str {

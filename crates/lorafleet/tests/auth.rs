@@ -235,13 +235,13 @@ async fn repeated_failed_logins_are_slowed_down() {
 
 #[tokio::test]
 async fn generated_admin_password_is_written_owner_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = test_config();
     config.auth.initial_admin_password.clear();
     config.integration.token.clear();
-    let (app, first) = lorafleet::App::build(config).await.unwrap();
+    let dir = config.server.data_dir.clone();
+    let (app, first) = lorafleet::App::build(config.config.clone()).await.unwrap();
     let password = first.admin_password.expect("a password was generated");
-    let path = dir.path().join("initial-admin-password");
+    let path = dir.join("initial-admin-password");
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), password);
     #[cfg(unix)]
     {
@@ -258,7 +258,7 @@ async fn generated_admin_password_is_written_owner_only() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let db = std::fs::metadata(dir.path().join("lorafleet.db")).unwrap();
+        let db = std::fs::metadata(dir.join("lorafleet.db")).unwrap();
         assert_eq!(
             db.permissions().mode() & 0o777,
             0o600,

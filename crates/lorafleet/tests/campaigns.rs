@@ -1,18 +1,18 @@
 //! Campaign drafts over HTTP: defaults, the validation table (the seed's values among the
 //! cases), the plan, editing and deleting drafts.
 
-mod support;
+mod common;
 
+use common::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 
 const A: &str = "0102030405060708";
 const B: &str = "1112131415161718";
 const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
 
 async fn setup() -> (TestApp, i64) {
-    let (config, dirs) = test_config();
-    let t = spawn_app(config, dirs).await;
+    let config = test_config();
+    let t = spawn_app(config).await;
     let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
     assert_eq!(status, 201);
     t.add_device(A, Some("profile-1"), Some(100_000)).await;

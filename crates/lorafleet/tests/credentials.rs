@@ -481,10 +481,9 @@ async fn serve(app: lorafleet::AppState) -> String {
 
 #[tokio::test]
 async fn the_generated_integration_token_is_stored_hashed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = test_config();
     config.integration.token.clear();
-    let (app, first) = lorafleet::App::build(config.clone()).await.unwrap();
+    let (app, first) = lorafleet::App::build(config.config.clone()).await.unwrap();
     let token = first.integration_token.expect("generated and shown once");
     assert!(first.integration_token_generated);
     let stored: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM settings")
@@ -515,7 +514,7 @@ async fn the_generated_integration_token_is_stored_hashed() {
         "the hash is no token"
     );
     // The next start finds the hash and has nothing to show.
-    let (_, again) = lorafleet::App::build(config).await.unwrap();
+    let (_, again) = lorafleet::App::build(config.config.clone()).await.unwrap();
     assert!(again.integration_token.is_none());
     assert!(!again.integration_token_generated);
 }

@@ -3,13 +3,11 @@
 
 mod common;
 
-#[path = "common/fake_chirpstack_v4.rs"]
-mod fake_chirpstack_v4;
-
 use std::sync::{Arc, Mutex};
 
 use axum::routing::{get, post};
 use base64::Engine;
+use common::fake_chirpstack_v4;
 use common::*;
 use serde_json::{json, Value};
 

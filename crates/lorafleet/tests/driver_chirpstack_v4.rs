@@ -2,7 +2,7 @@
 //! `FuotaService` and `DeviceService` traits: key checks before start, one deployment per
 //! device profile with the exact fields, status mapping including failures, cancel.
 
-mod support;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use chirpstack_api::api;
 use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
 use chirpstack_api::api::fuota_service_server::{FuotaService, FuotaServiceServer};
+use common::{spawn_app, test_config, TestApp, FIXTURE};
 use serde_json::{json, Value};
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};
 
 const A: &str = "0102030405060708";
@@ -243,11 +243,11 @@ async fn start_fake() -> (Arc<Fake>, String) {
 }
 
 async fn app_with(url: &str) -> (TestApp, i64) {
-    let (mut config, dirs) = test_config();
+    let mut config = test_config();
     config.network.chirpstack_v4.api_url = url.to_string();
     config.network.chirpstack_v4.api_token = TOKEN.into();
     config.network.request_timeout_s = 2;
-    let t = spawn_app(config, dirs).await;
+    let t = spawn_app(config).await;
     let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
     assert_eq!(status, 201);
     // Two device profiles: two deployments, one campaign.
@@ -520,10 +520,10 @@ async fn cancel_deletes_the_deployments() {
 #[tokio::test]
 async fn unauthenticated_is_a_refusal_with_a_hint() {
     let (_fake, url) = start_fake().await;
-    let (mut config, dirs) = test_config();
+    let mut config = test_config();
     config.network.chirpstack_v4.api_url = url;
     config.network.chirpstack_v4.api_token = "wrong".into();
-    let t = spawn_app(config, dirs).await;
+    let t = spawn_app(config).await;
     let (_, img) = t.upload("fw.bin", FIXTURE).await;
     t.add_device(A, Some("p"), None).await;
     t.add_device(B, Some("p"), None).await;

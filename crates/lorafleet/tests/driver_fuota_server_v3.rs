@@ -2,17 +2,17 @@
 //! declaration of the v3 `fuota.proto`: the exact deployment sent, and the mapping of status
 //! answers to device stages, failures included.
 
-mod support;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::fuota_server_v3::proto;
 use lorafleet::campaigns::fuota_server_v3::proto::fuota_server_service_server::{
     FuotaServerService, FuotaServerServiceServer,
 };
 use serde_json::{json, Value};
-use support::{spawn_app, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};
 
 const A: &str = "0102030405060708";
@@ -90,11 +90,11 @@ async fn start_fake() -> (Arc<Fake>, String) {
 }
 
 async fn app_with(url: &str) -> (TestApp, i64) {
-    let (mut config, dirs) = test_config();
+    let mut config = test_config();
     config.fuota.server_v3.url = url.to_string();
     config.fuota.server_v3.application_id = 7;
     config.network.request_timeout_s = 2;
-    let t = spawn_app(config, dirs).await;
+    let t = spawn_app(config).await;
     let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
     assert_eq!(status, 201);
     t.add_device(A, Some("p"), None).await;
@@ -410,10 +410,7 @@ async fn refusal_fails_the_campaign_with_the_services_message() {
 
 #[tokio::test]
 async fn unreachable_service_is_retried_and_shown() {
-    // A port nothing listens on.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    let url = silent_peer().await;
     let (t, fw) = app_with(&url).await;
     let id = create_and_start(
         &t,

@@ -5,7 +5,7 @@
 //! the McKey the device recovers from McGroupSetupReq), the fragment stream, and that the group
 //! is deleted only after the session ended and the last fragment went out.
 
-mod support;
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,10 +18,10 @@ use chirpstack_api::api::multicast_group_service_server::{
     MulticastGroupService, MulticastGroupServiceServer,
 };
 use chrono::{DateTime, Utc};
+use common::{spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::network::chirpstack_v4::ChirpstackV4;
 use lorafleet_engine::keys;
 use serde_json::{json, Value};
-use support::{spawn_app_with_network, test_config, TestApp, FIXTURE};
 use tonic::{Request, Response, Status};
 
 const DEV: &str = "0102030405060708";
@@ -218,7 +218,7 @@ async fn uplink(t: &TestApp, f_port: u8, data: &[u8], f_cnt: u32) {
         "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -80, "snr": 7.5}],
     });
     let r = t
-        .client
+        .http
         .post(t.url("/api/integrations/chirpstack?event=up"))
         .bearer_auth("integration-token")
         .json(&body)
@@ -254,7 +254,7 @@ fn aes_encrypt(key: [u8; 16], block: [u8; 16]) -> [u8; 16] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_commands_per_port_and_multicast_keys() {
     let (fake, url) = start_fake().await;
-    let (mut config, dirs) = test_config();
+    let mut config = test_config();
     config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
     config.network.chirpstack_v4.api_url = url;
     config.network.chirpstack_v4.api_token = TOKEN.into();
@@ -263,7 +263,7 @@ async fn exact_commands_per_port_and_multicast_keys() {
         .unwrap()
         .with_region("EU868")
         .unwrap();
-    let t = spawn_app_with_network(config, dirs, Arc::new(network)).await;
+    let t = spawn_app(config.with_network(Arc::new(network))).await;
     let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
     assert_eq!(status, 201);
     t.add_device(DEV, Some("profile-1"), None).await;

@@ -4,57 +4,33 @@
 //! up its state from the database, the simulated devices theirs (with the fragments received)
 //! from the data directory.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{spawn_binary, test_config, TestBinary};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "resume-test-password";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn config() -> common::TestConfig {
+    let mut config = test_config();
+    config.auth.initial_admin_password = PASSWORD.into();
+    config.network.kind = lorafleet::config::NetworkKind::Simulated;
+    config.network.simulated.devices = 6;
+    config.network.simulated.time_scale = 200.0;
+    config.network.simulated.uplink_interval_s = 30;
+    config.log.level = "warn".into();
+    config
 }
 
-struct Server {
-    child: tokio::process::Child,
-    base: String,
+/// The test's calls, with its password; a trait because the harness's binary is not this file's.
+trait Api {
+    async fn get(&self, path: &str) -> Value;
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value);
 }
 
-async fn start(dir: &std::path::Path, port: u16) -> Server {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
-        .arg("serve")
-        .env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("LORAFLEET__SERVER__DATA_DIR", dir.join("data"))
-        .env("LORAFLEET__FIRMWARE__DIR", dir.join("bin"))
-        .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
-        .env("LORAFLEET__NETWORK__KIND", "simulated")
-        .env("LORAFLEET__NETWORK__SIMULATED__DEVICES", "6")
-        .env("LORAFLEET__NETWORK__SIMULATED__TIME_SCALE", "200")
-        .env("LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S", "30")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { child, base }
-}
-
-impl Server {
+impl Api for TestBinary {
     async fn get(&self, path: &str) -> Value {
         reqwest::Client::new()
             .get(format!("{}{path}", self.base))
@@ -81,9 +57,7 @@ impl Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_survives_kill_9_and_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port).await;
+    let mut server = spawn_binary(config()).await;
 
     let firmware = server.get("/api/firmware").await;
     let images = firmware
@@ -135,7 +109,7 @@ async fn a_campaign_survives_kill_9_and_completes() {
     // (one frame record of about 250 bytes and 16 bytes per receiving device for each of the
     // 69 fragments, about 21 KB in all). Past 12 KB most of the data fragments are in, so the
     // devices can only complete if the restart gives them back what they had received.
-    let log = dir.path().join("data/simulated/receptions.log");
+    let log = server.data_dir().join("simulated/receptions.log");
     let started = Instant::now();
     loop {
         let size = std::fs::metadata(&log).map_or(0, |m| m.len());
@@ -149,10 +123,9 @@ async fn a_campaign_survives_kill_9_and_completes() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    server.child.start_kill().unwrap();
-    server.child.wait().await.unwrap();
+    server.kill().await;
 
-    let server = start(dir.path(), port).await;
+    server.restart().await;
     let started = Instant::now();
     let c = loop {
         let c = server.get(&format!("/api/campaigns/{id}")).await;

@@ -1,13 +1,13 @@
 //! The firmware library over HTTP: indexing firmware.dir with sidecars, uploads and their
 //! limits, metadata edits, download and delete.
 
-mod support;
+mod common;
 
-use support::{spawn_app, test_config, FIXTURE};
+use common::{spawn_app, test_config, FIXTURE};
 
 #[tokio::test]
 async fn fixture_in_firmware_dir_is_indexed_with_trailer_and_sidecar() {
-    let (config, dirs) = test_config();
+    let config = test_config();
     std::fs::write(
         config.firmware.dir.join("patch_demo_jdiff_v1v2.bin_signed"),
         FIXTURE,
@@ -24,7 +24,7 @@ async fn fixture_in_firmware_dir_is_indexed_with_trailer_and_sidecar() {
     std::fs::write(config.firmware.dir.join("plain.bin"), vec![0xaa; 1000]).unwrap();
     std::fs::write(config.firmware.dir.join("broken.bin.toml"), "colour = 1").unwrap();
     std::fs::write(config.firmware.dir.join("broken.bin"), b"x").unwrap();
-    let t = spawn_app(config, dirs).await;
+    let t = spawn_app(config).await;
 
     let r = t.post("/api/firmware/rescan").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -112,8 +112,8 @@ async fn fixture_in_firmware_dir_is_indexed_with_trailer_and_sidecar() {
 
 #[tokio::test]
 async fn upload_download_duplicate_and_delete() {
-    let (config, dirs) = test_config();
-    let t = spawn_app(config, dirs).await;
+    let config = test_config();
+    let t = spawn_app(config).await;
     let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
     assert_eq!(status, 201, "{img}");
     assert_eq!(img["source"], "upload");
@@ -159,9 +159,9 @@ async fn upload_download_duplicate_and_delete() {
 
 #[tokio::test]
 async fn upload_limits_and_names() {
-    let (mut config, dirs) = test_config();
+    let mut config = test_config();
     config.firmware.max_size = 1000;
-    let t = spawn_app(config, dirs).await;
+    let t = spawn_app(config).await;
 
     let (status, e) = t.upload("big.bin", &[1u8; 1001]).await;
     assert_eq!(status, 413, "{e}");

@@ -1,41 +1,106 @@
-//! Starts the real router on a random loopback port with a fresh database, as a client sees it.
+//! The one harness of the integration tests: the real router (`spawn_app`) or the real
+//! `lorafleet` process (`spawn_binary`) on a loopback port chosen by the system, each with a
+//! temporary data dir, database and firmware dir of its own, talked to over HTTP as a client.
 #![allow(dead_code)]
 
+mod binary;
+pub mod fake_chirpstack_v4;
+
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lorafleet::config::Config;
 use lorafleet::network::Network;
 use lorafleet::{App, AppState};
 
-pub const PASSWORD: &str = "test-password-123";
-pub const INTEGRATION_TOKEN: &str = "integration-secret";
+// Not every test file starts the binary.
+#[allow(unused_imports)]
+pub use binary::{spawn_binary, try_spawn_binary, TestBinary};
 
+pub const PASSWORD: &str = "test-password-123";
+pub const INTEGRATION_TOKEN: &str = "integration-token";
+
+/// A test's configuration and the temporary directory its data and firmware live in; derefs to
+/// the `Config`, so a test changes any key before it spawns the app or the binary.
+pub struct TestConfig {
+    pub config: Config,
+    /// A network of the test's own instead of the one `network.kind` would build (for the
+    /// router only; named apart from `Config::network`, which the deref reaches).
+    pub own_network: Option<Arc<dyn Network>>,
+    dir: tempfile::TempDir,
+}
+
+/// Defaults with a known admin password and integration token, data in `<tmp>/data` (created
+/// by lorafleet, as on a first start), firmware in `<tmp>/bin` and no network: the default
+/// kind, simulated, would change the campaign defaults (driver, duty cycle) behind a test's back.
+pub fn test_config() -> TestConfig {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.data_dir = dir.path().join("data");
+    config.firmware.dir = dir.path().join("bin");
+    config.auth.initial_admin_password = PASSWORD.into();
+    config.integration.token = INTEGRATION_TOKEN.into();
+    config.network.kind = lorafleet::config::NetworkKind::None;
+    TestConfig {
+        config,
+        own_network: None,
+        dir,
+    }
+}
+
+impl TestConfig {
+    /// The temporary directory holding the data dir, the firmware dir and the binary's logs.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn with(mut self, configure: impl FnOnce(&mut Config)) -> Self {
+        configure(&mut self.config);
+        self
+    }
+
+    pub fn with_network(mut self, network: Arc<dyn Network>) -> Self {
+        self.own_network = Some(network);
+        self
+    }
+}
+
+impl Deref for TestConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl DerefMut for TestConfig {
+    fn deref_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
+/// The real router of an app built from `config`, served on 127.0.0.1 port 0.
 pub struct TestApp {
     pub base: String,
     pub app: AppState,
     pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub firmware_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.server.bind = "127.0.0.1:0".into();
-    config.server.data_dir = dir.to_path_buf();
-    config.auth.initial_admin_password = PASSWORD.into();
-    config.integration.token = INTEGRATION_TOKEN.into();
-    config.network.kind = lorafleet::config::NetworkKind::None;
-    config
-}
-
-pub async fn spawn(
-    configure: impl FnOnce(&mut Config),
-    network: Option<Arc<dyn Network>>,
-) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
-    configure(&mut config);
-    let (app, _) = match network {
+pub async fn spawn_app(config: TestConfig) -> TestApp {
+    let TestConfig {
+        config,
+        own_network,
+        dir,
+    } = config;
+    let data_dir = config.server.data_dir.clone();
+    let firmware_dir = config.firmware.dir.clone();
+    let (app, _) = match own_network {
         Some(n) => App::build_with_network(config, n).await.unwrap(),
         None => App::build(config).await.unwrap(),
     };
@@ -54,13 +119,25 @@ pub async fn spawn(
         base: format!("http://{addr}"),
         app,
         http: reqwest::Client::new(),
+        data_dir,
+        firmware_dir,
         _dir: dir,
     }
 }
 
+/// `spawn_app` of the test configuration changed by `configure`, with `network` if given.
+pub async fn spawn(
+    configure: impl FnOnce(&mut Config),
+    network: Option<Arc<dyn Network>>,
+) -> TestApp {
+    let mut config = test_config().with(configure);
+    config.own_network = network;
+    spawn_app(config).await
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{path}", self.base)
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -72,6 +149,12 @@ impl TestApp {
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .post(self.url(path))
+            .basic_auth("admin", Some(PASSWORD))
+    }
+
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .patch(self.url(path))
             .basic_auth("admin", Some(PASSWORD))
     }
 
@@ -107,7 +190,72 @@ impl TestApp {
         assert_eq!(r.status(), 200, "device {eui}");
         r.json().await.unwrap()
     }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// POST /api/firmware with a hand-built multipart body (field `file`).
+    pub async fn upload(&self, file_name: &str, bytes: &[u8]) -> (u16, serde_json::Value) {
+        let boundary = "lorafleet-test-boundary-7d1f";
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = self
+            .post("/api/firmware")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let json = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// Inserts a device as if the integration had seen it.
+    pub async fn add_device(&self, dev_eui: &str, profile: Option<&str>, slot_size: Option<i64>) {
+        sqlx::query(
+            "INSERT INTO devices (dev_eui, name, application_id, device_profile_id, slot_size, created_at, last_seen)
+             VALUES (?, ?, 'app-1', ?, ?, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        )
+        .bind(dev_eui)
+        .bind(format!("device {dev_eui}"))
+        .bind(profile)
+        .bind(slot_size)
+        .execute(&self.app.db)
+        .await
+        .unwrap();
+    }
 }
+
+/// The URL of a peer that never answers: a loopback port this test holds (so no other test can
+/// take it, as it could a port freed for the purpose) that closes every connection at once.
+pub async fn silent_peer() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The signed demo patch of the codec crate's fixtures.
+pub const FIXTURE: &[u8] =
+    include_bytes!("../../../lorafleet-codec/tests/fixtures/patch_demo_jdiff_v1v2.bin_signed");
 
 /// A ChirpStack v4 uplink event as JSON, the way ChirpStack renders it.
 pub fn v4_uplink_json(eui: &str, f_port: u32, f_cnt: u32, data: &[u8]) -> Vec<u8> {
