@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
 use crate::campaigns::drivers::{self, DriverRegistry};
 use crate::config::{Config, NetworkKind};
-use crate::devices::store::Retention;
+use crate::devices::record::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
 use crate::network::chirpstack_v3::ChirpstackV3;
 use crate::network::chirpstack_v4::{ChirpstackV4, Client as ChirpstackV4Client};
@@ -206,7 +206,7 @@ impl App {
     /// that have not sent since lorafleet started are there too.
     pub async fn sync_network_devices(&self) -> anyhow::Result<usize> {
         let devices = self.network.list_devices().await?;
-        let n = crate::devices::store::merge_remote_devices(&self.db, &devices).await?;
+        let n = crate::storage::devices::merge_remote(&self.db, &devices).await?;
         Ok(n)
     }
 }

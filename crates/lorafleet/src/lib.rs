@@ -3,7 +3,7 @@
 //!
 //! How an uplink flows: ChirpStack's HTTP integration posts to [`web::ingest`], which decodes
 //! the body ([`ingest`]) into an [`ingest::IntegrationEvent`]; the [`ingest::writer`] commits it
-//! ([`devices::store`], and [`version_status`] for Version & Status answers) and announces the change,
+//! ([`devices::record`] through [`storage`], and [`version_status`] for Version & Status answers) and announces the change,
 //! which the console receives over server-sent events.
 #![forbid(unsafe_code)]
 

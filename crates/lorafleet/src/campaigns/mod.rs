@@ -1,7 +1,7 @@
 //! FUOTA campaigns: one firmware image to a set of devices through a FUOTA service.
 //!
 //! How a campaign flows: `POST /api/campaigns` turns the operator's request into checked
-//! [`CampaignSettings`] ([`validate`]) and a [`plan::Plan`], stored as a draft ([`store`]).
+//! [`CampaignSettings`] ([`validate`]) and a [`plan::Plan`], stored as a draft ([`crate::storage::campaigns`]).
 //! `start` hands it to the runner ([`runner`]), which calls the campaign's
 //! [`driver::CampaignDriver`] to start it and then polls it until it is over, writing each
 //! device's stage, the service's log and the progress history to the database, so a restart
@@ -15,7 +15,6 @@ pub mod drivers;
 pub mod plan;
 pub mod region;
 pub mod runner;
-pub mod store;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -425,4 +424,31 @@ pub fn count_stages<'a>(stages: impl Iterator<Item = &'a Stage>) -> BTreeMap<Str
         *counts.entry(s.as_str().to_string()).or_insert(0) += 1;
     }
     counts
+}
+
+/// Median seconds between consecutive uplinks of the given devices (the first 200), from the
+/// stored history; None with fewer than three gaps to go by.
+pub async fn observed_uplink_interval(
+    db: &crate::storage::Db,
+    euis: &[String],
+) -> crate::storage::Result<Option<f64>> {
+    let mut gaps = Vec::new();
+    for eui in euis.iter().take(200) {
+        let times = crate::storage::uplinks::received_times(db, eui, 20).await?;
+        let parsed: Vec<chrono::DateTime<chrono::Utc>> = times
+            .iter()
+            .filter_map(|t| crate::storage::parse_time(t))
+            .collect();
+        for w in parsed.windows(2) {
+            let gap = (w[0] - w[1]).num_milliseconds() as f64 / 1000.0;
+            if gap > 0.0 {
+                gaps.push(gap);
+            }
+        }
+    }
+    if gaps.len() < 3 {
+        return Ok(None);
+    }
+    gaps.sort_by(f64::total_cmp);
+    Ok(Some(gaps[gaps.len() / 2]))
 }

@@ -9,10 +9,10 @@ use chrono::Utc;
 use tokio::sync::{Mutex, Notify};
 
 use super::drivers::{Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine};
-use super::store::{self, CampaignRow};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
 use crate::ingest::writer::Change;
+use crate::storage::campaigns::{self as store, CampaignRow};
 use crate::App;
 
 /// Campaign machinery shared by the runner and the API.
@@ -76,13 +76,13 @@ fn poll_interval(app: &App) -> Duration {
 
 /// Builds what a driver receives: the stored campaign with its image bytes.
 pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
-    let firmware = crate::firmware::store::get(&app.db, row.firmware_id)
+    let firmware = crate::storage::firmware::get(&app.db, row.firmware_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("firmware image {} is gone", row.firmware_id))?;
     let payload = crate::firmware::library::read_image(&firmware).await?;
     let devices = store::devices(&app.db, row.id).await?;
     let euis: Vec<String> = devices.iter().map(|d| d.dev_eui.clone()).collect();
-    let inventory = store::known_devices(&app.db, &euis)
+    let inventory = crate::storage::devices::known(&app.db, &euis)
         .await?
         .into_values()
         .collect();

@@ -1,8 +1,7 @@
 //! The device inventory: every device lorafleet has heard of, what it last sent, its Version &
 //! Status answers and its event log.
 
-pub mod firmware_history;
-pub mod store;
+pub mod record;
 
 use lorafleet_codec::version_status::{self, VersioningType};
 use serde::{Deserialize, Serialize};
@@ -175,7 +174,7 @@ pub struct DeviceDetail {
     pub downlinks: Vec<DownlinkDto>,
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
-    pub firmware_history: Vec<firmware_history::HistoryEntry>,
+    pub firmware_history: Vec<crate::storage::firmware_history::HistoryEntry>,
 }
 
 /// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.

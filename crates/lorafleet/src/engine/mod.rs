@@ -8,10 +8,10 @@ pub mod step;
 
 use tokio::sync::broadcast;
 
-use crate::devices::store;
+use crate::devices::record as store;
 use crate::ingest::writer::Change;
 use crate::network::{Downlink, Enqueued, Network};
-use crate::storage::Db;
+use crate::storage::{self, Db};
 
 /// What sending needs: the database (the downlink list) and the network.
 #[derive(Clone, Copy)]
@@ -54,10 +54,10 @@ pub async fn send_unicasts(
         return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(batch.len());
-    let mut tx = io.db.begin().await?;
+    let mut tx = storage::begin(io.db).await?;
     for (d, _) in batch {
         ids.push(
-            store::insert_downlink_request(
+            storage::downlinks::insert_request(
                 &mut tx,
                 d.dev_eui,
                 d.f_port,
@@ -68,12 +68,12 @@ pub async fn send_unicasts(
             .await?,
         );
     }
-    tx.commit().await?;
+    storage::commit(tx).await?;
     let mut results = Vec::with_capacity(batch.len());
     for (d, _) in batch {
         results.push(io.network.enqueue(d).await);
     }
-    let mut tx = io.db.begin().await?;
+    let mut tx = storage::begin(io.db).await?;
     for ((id, (d, what)), result) in ids.iter().zip(batch).zip(&results) {
         let outcome = match result {
             Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
@@ -81,7 +81,7 @@ pub async fn send_unicasts(
         };
         store::apply_downlink_outcome(&mut tx, *id, d.dev_eui, outcome, what).await?;
     }
-    tx.commit().await?;
+    storage::commit(tx).await?;
     for (d, _) in batch {
         let _ = io.changes.send(Change::Device(d.dev_eui));
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
-use sqlx::Row;
 
 use lorafleet_engine::commands::{parse_uplink, Reply};
 use lorafleet_engine::keys::{self, RootKey};
@@ -21,6 +20,7 @@ use lorafleet_engine::ports;
 use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
+use crate::storage;
 
 /// Fragments kept queued on the network ahead of the transmitter: enough that the transmitter
 /// never waits for the next step (a gap would push fragments past the session's end), while a
@@ -85,9 +85,7 @@ pub async fn start(
         (addr, rng.gen::<[u8; 16]>())
     };
     let mut run = Run::new(s, mc_addr, mc_key, now);
-    run.uplink_cursor = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
-        .fetch_one(io.db)
-        .await?;
+    run.uplink_cursor = storage::uplinks::max_id(io.db).await?;
     let mut devs = Vec::with_capacity(devices.len());
     let mut log = Vec::new();
     for d in devices {
@@ -116,12 +114,7 @@ pub async fn start(
                 continue;
             }
         };
-        let vt: Option<i64> =
-            sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
-                .bind(d.dev_eui.to_string())
-                .fetch_optional(io.db)
-                .await?
-                .flatten();
+        let vt = storage::devices::versioning_type(io.db, &d.dev_eui.to_string()).await?;
         devs.push(Dev::new(
             d.dev_eui,
             keys::encrypted_mc_key(root, mc_key),
@@ -165,28 +158,19 @@ async fn replies(
         .enumerate()
         .map(|(i, d)| (d.dev_eui.to_string(), i))
         .collect();
-    let rows = sqlx::query(
-        "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > ? AND f_port IN (?, ?, ?) ORDER BY id LIMIT 20000",
-    )
-    .bind(run.uplink_cursor)
-    .bind(i64::from(ports::MULTICAST_SETUP))
-    .bind(i64::from(ports::FRAGMENTATION))
-    .bind(i64::from(status_port))
-    .fetch_all(io.db)
-    .await?;
+    let ports = [ports::MULTICAST_SETUP, ports::FRAGMENTATION, status_port];
+    let rows = storage::uplinks::since(io.db, run.uplink_cursor, ports, 20_000).await?;
     let mut out = Vec::new();
     for row in rows {
-        run.uplink_cursor = run.uplink_cursor.max(row.get::<i64, _>("id"));
-        let Some(&i) = index.get(row.get::<&str, _>("dev_eui")) else {
+        run.uplink_cursor = run.uplink_cursor.max(row.id);
+        let Some(&i) = index.get(row.dev_eui.as_str()) else {
             continue;
         };
-        let Some(at) = crate::storage::parse_time(row.get("received_at")) else {
+        let Some(at) = storage::parse_time(&row.received_at) else {
             continue;
         };
-        let port = u8::try_from(row.get::<i64, _>("f_port")).unwrap_or(0);
-        let data: Vec<u8> = row.get("data");
-        for reply in parse_uplink(port, &data, status_port) {
+        let port = u8::try_from(row.f_port).unwrap_or(0);
+        for reply in parse_uplink(port, &row.data, status_port) {
             out.push((i, at, reply));
         }
     }

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
-use super::store::{self, NewImage};
 use super::{check_file_name, detect_trailer, parse_sidecar, FirmwareImage, Metadata};
 use crate::config::Config;
+use crate::storage::firmware::{self as store, NewImage};
 use crate::storage::Db;
 
 /// Rescans and uploads must not interleave: both decide "new or duplicate" from the index.

@@ -5,16 +5,13 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteConnection;
-use sqlx::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::store::{
-    apply_event, apply_plain_uplinks, is_plain_uplink, known_dedup_keys, Retention,
-};
+use crate::devices::record::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
-use crate::storage::Db;
+use crate::storage::uplinks::known_dedup_keys;
+use crate::storage::{self, Conn, Db};
 
 /// The largest group committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -208,9 +205,9 @@ fn dedup_key(event: &IntegrationEvent) -> Option<&str> {
 
 /// Marks the events whose uplink is already stored, or repeated earlier in the same group.
 async fn repeats(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     group: &[(IntegrationEvent, Reply)],
-) -> sqlx::Result<Vec<bool>> {
+) -> storage::Result<Vec<bool>> {
     let keys: Vec<&str> = group.iter().filter_map(|(e, _)| dedup_key(e)).collect();
     if keys.is_empty() {
         return Ok(vec![false; group.len()]);
@@ -227,15 +224,14 @@ async fn repeats(
 /// as a whole; only if something fails is it redone with a savepoint per event, so that one bad
 /// event does not cost the others.
 ///
-/// A connection whose transaction failed is closed rather than handed back to the pool: after
-/// a failed COMMIT (a full disk) SQLite may already have rolled back while sqlx still counts
-/// the transaction as open, and every later BEGIN on that connection would be refused.
+/// A connection whose transaction failed is discarded rather than handed back to the pool
+/// ([`storage::discard`] says why), so the writer recovers by itself once the fault is gone.
 async fn commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> GroupOutcome {
-    let mut conn = match db.acquire().await {
+    let mut conn = match storage::acquire(db).await {
         Ok(c) => c,
         Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
@@ -249,8 +245,7 @@ async fn commit_group(
             }
         }
         Err(_) => {
-            conn.close_on_drop();
-            drop(conn);
+            storage::discard(conn);
             // Even a group of one is redone: only the outer transaction's fate says whether the
             // database is failing or just this event was refused.
             commit_one_by_one(db, retention, group).await
@@ -259,11 +254,11 @@ async fn commit_group(
 }
 
 async fn apply_whole(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> sqlx::Result<Vec<bool>> {
-    let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await?;
+) -> storage::Result<Vec<bool>> {
+    let mut tx = storage::begin_immediate_on(conn).await?;
     let repeated = repeats(&mut tx, group).await?;
     let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
         .iter()
@@ -277,37 +272,32 @@ async fn apply_whole(
     for event in other {
         apply_event(&mut tx, event, retention).await?;
     }
-    tx.commit().await?;
+    storage::commit(tx).await?;
     Ok(repeated)
 }
-
-// IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
-// writes fails at once with "database is locked" when another writer (the device-list sync,
-// a campaign) committed in between, and no busy timeout helps with that.
-const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> GroupOutcome {
-    let mut conn = match db.acquire().await {
+    let mut conn = match storage::acquire(db).await {
         Ok(c) => c,
         Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
     let outcome = savepoint_each(&mut conn, retention, group).await;
     if outcome.fault.is_some() {
-        conn.close_on_drop();
+        storage::discard(conn);
     }
     outcome
 }
 
 async fn savepoint_each(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> GroupOutcome {
-    let mut tx = match conn.begin_with(BEGIN_IMMEDIATE).await {
+    let mut tx = match storage::begin_immediate_on(conn).await {
         Ok(tx) => tx,
         Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
@@ -315,7 +305,7 @@ async fn savepoint_each(
     let mut repeated = Vec::with_capacity(group.len());
     for (event, _) in group {
         let outcome = async {
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            let mut sp = storage::savepoint(&mut tx).await?;
             let known = match dedup_key(event) {
                 Some(k) => !known_dedup_keys(&mut sp, &[k]).await?.is_empty(),
                 None => false,
@@ -323,14 +313,14 @@ async fn savepoint_each(
             if !known {
                 apply_event(&mut sp, event, retention).await?;
             }
-            sp.commit().await?;
-            Ok::<_, sqlx::Error>(known)
+            storage::commit(sp).await?;
+            Ok::<_, storage::Error>(known)
         }
         .await;
         repeated.push(*outcome.as_ref().unwrap_or(&false));
         results.push(outcome.map(|_| ()).map_err(|e| format!("database: {e}")));
     }
-    match tx.commit().await {
+    match storage::commit(tx).await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
             GroupOutcome {

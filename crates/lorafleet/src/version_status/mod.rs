@@ -1,14 +1,12 @@
 //! The Version & Status application package on the server side: which request an operator
 //! asked for, and what a device's answers change in its record.
 
-use chrono::{DateTime, Utc};
 use lorafleet_codec::version_status::{self, Answer, HeapAvailable, Request};
 use serde::Deserialize;
-use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
-use crate::devices::{version_dto, DevEui};
-use crate::storage::fmt_time;
+use crate::devices::version_dto;
+use crate::storage::version_status::{AnswerChange, ChangeSet, Known, Reported, VersionChange};
 
 /// The body of `POST /api/devices/{dev_eui}/status-requests`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -82,194 +80,20 @@ fn answered_command(a: &Answer) -> &'static str {
     }
 }
 
-/// Decodes a payload received on the status FPort and stores every answer on the device.
-/// Returns the event-log lines to record (answers in words, then the decode error if any).
-pub async fn apply_payload(
-    conn: &mut SqliteConnection,
-    dev_eui: DevEui,
-    at: DateTime<Utc>,
-    payload: &[u8],
-) -> sqlx::Result<Vec<(&'static str, String)>> {
+/// Interprets a payload received on the status FPort: what each answer changes in the device's
+/// record (given what earlier answers left there, `known`) and the device-log lines to add
+/// (answers in words, then the decode error if any). Pure: the ingest writer stores the result.
+pub fn interpret(payload: &[u8], mut known: Known) -> ChangeSet {
     let (answers, error) = version_status::decode_answers(payload);
-    let eui = dev_eui.to_string();
-    let t = fmt_time(at);
-    let mut log = Vec::new();
+    let mut out = ChangeSet::default();
     for answer in &answers {
-        let vt: Option<i64> =
-            sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
-                .bind(&eui)
-                .fetch_optional(&mut *conn)
-                .await?
-                .flatten();
-        let message = match answer {
-            Answer::PackageVersion {
-                package_identifier,
-                package_version,
-                versioning_type,
-                nb_slots,
-            } => {
-                sqlx::query("UPDATE devices SET pkg_identifier = ?, pkg_version = ?, versioning_type = ?, nb_slots = ?, pkg_reported_at = ? WHERE dev_eui = ?")
-                    .bind(*package_identifier as i64)
-                    .bind(*package_version as i64)
-                    .bind(versioning_type.to_nibble() as i64)
-                    .bind(*nb_slots as i64)
-                    .bind(&t)
-                    .bind(&eui)
-                    .execute(&mut *conn)
-                    .await?;
-                format!(
-                    "package {package_identifier} version {package_version}, versioning type {versioning_type:?}, {nb_slots} slots"
-                )
-            }
-            Answer::VersionRunning {
-                running_slot,
-                version,
-            } => {
-                let before: Option<i64> =
-                    sqlx::query_scalar("SELECT running_version FROM devices WHERE dev_eui = ?")
-                        .bind(&eui)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .flatten();
-                if before != Some(*version as i64) {
-                    let shown = version_dto(*version as i64, vt).display;
-                    let message = match before {
-                        Some(old) => format!(
-                            "now runs {shown} in slot {running_slot} (was {})",
-                            version_dto(old, vt).display
-                        ),
-                        None => format!("runs {shown} in slot {running_slot}"),
-                    };
-                    crate::devices::firmware_history::record(
-                        &mut *conn,
-                        &eui,
-                        &t,
-                        Some(*version),
-                        Some(*running_slot),
-                        None,
-                        None,
-                        &message,
-                    )
-                    .await?;
-                }
-                sqlx::query("UPDATE devices SET running_slot = ?, running_version = ?, running_reported_at = ? WHERE dev_eui = ?")
-                    .bind(*running_slot as i64)
-                    .bind(*version as i64)
-                    .bind(&t)
-                    .bind(&eui)
-                    .execute(&mut *conn)
-                    .await?;
-                format!(
-                    "running version {} in slot {running_slot}",
-                    version_dto(*version as i64, vt).display
-                )
-            }
-            Answer::VersionStored { slots, .. } => {
-                let stored: Vec<serde_json::Value> = slots
-                    .iter()
-                    .map(|s| serde_json::json!({"slot": s.slot, "version": s.version}))
-                    .collect();
-                sqlx::query(
-                    "UPDATE devices SET stored_json = ?, stored_reported_at = ? WHERE dev_eui = ?",
-                )
-                .bind(serde_json::Value::Array(stored).to_string())
-                .bind(&t)
-                .bind(&eui)
-                .execute(&mut *conn)
-                .await?;
-                if slots.is_empty() {
-                    "no stored firmware".to_string()
-                } else {
-                    let list: Vec<String> = slots
-                        .iter()
-                        .map(|s| {
-                            format!(
-                                "slot {}: {}",
-                                s.slot,
-                                version_dto(s.version as i64, vt).display
-                            )
-                        })
-                        .collect();
-                    format!("stored versions: {}", list.join(", "))
-                }
-            }
-            Answer::SpaceStatus {
-                heap_available,
-                slot_size,
-            } => {
-                let heap = match heap_available {
-                    HeapAvailable::Unknown => None,
-                    HeapAvailable::Bytes(b) => Some(*b as i64),
-                };
-                sqlx::query("UPDATE devices SET heap_available = ?, slot_size = ?, space_reported_at = ? WHERE dev_eui = ?")
-                    .bind(heap)
-                    .bind(*slot_size as i64)
-                    .bind(&t)
-                    .bind(&eui)
-                    .execute(&mut *conn)
-                    .await?;
-                format!(
-                    "heap available {}, slot size {slot_size} bytes",
-                    heap.map_or("unknown".to_string(), |h| format!("{h} bytes"))
-                )
-            }
-            Answer::Uptime { seconds } => {
-                sqlx::query(
-                    "UPDATE devices SET uptime_s = ?, uptime_reported_at = ? WHERE dev_eui = ?",
-                )
-                .bind(*seconds as i64)
-                .bind(&t)
-                .bind(&eui)
-                .execute(&mut *conn)
-                .await?;
-                format!("up {seconds} s")
-            }
-            Answer::DeviceDescription {
-                manufacturer_id,
-                device_id,
-            } => {
-                sqlx::query("UPDATE devices SET manufacturer_id = COALESCE(?, manufacturer_id), device_id = COALESCE(?, device_id), description_reported_at = ? WHERE dev_eui = ?")
-                    .bind(manufacturer_id.as_deref())
-                    .bind(device_id.as_deref())
-                    .bind(&t)
-                    .bind(&eui)
-                    .execute(&mut *conn)
-                    .await?;
-                format!(
-                    "manufacturer {:?}, device {:?}",
-                    manufacturer_id.as_deref().unwrap_or("-"),
-                    device_id.as_deref().unwrap_or("-")
-                )
-            }
-        };
-        sqlx::query(
-            "UPDATE downlinks SET state = 'answered', answered_at = MAX(requested_at, ?), updated_at = ? WHERE id = (
-                SELECT id FROM downlinks WHERE dev_eui = ? AND status_command = ?
-                AND state IN ('requested', 'enqueued', 'sent', 'acknowledged') ORDER BY id DESC LIMIT 1)",
-        )
-        .bind(&t)
-        .bind(&t)
-        .bind(&eui)
-        .bind(answered_command(answer))
-        .execute(&mut *conn)
-        .await?;
-        if matches!(answer, Answer::VersionStored { .. }) {
-            // EraseSlotReq has no answer; the stored versions that follow show its effect.
-            sqlx::query(
-                "UPDATE downlinks SET state = 'answered', answered_at = ?, updated_at = ?
-                 WHERE dev_eui = ? AND status_command = 'erase_slot'
-                 AND state IN ('requested', 'enqueued', 'sent', 'acknowledged')",
-            )
-            .bind(&t)
-            .bind(&t)
-            .bind(&eui)
-            .execute(&mut *conn)
-            .await?;
-        }
-        log.push(("status_answer", format!("Version & Status: {message}")));
+        let (change, message) = interpret_answer(answer, &mut known);
+        out.answers.push(change);
+        out.log
+            .push(("status_answer", format!("Version & Status: {message}")));
     }
     if let Some(e) = error {
-        log.push((
+        out.log.push((
             "decode_error",
             format!(
                 "Version & Status payload {} could not be decoded: {e}",
@@ -277,5 +101,291 @@ pub async fn apply_payload(
             ),
         ));
     }
-    Ok(log)
+    out
+}
+
+/// One answer's change and its log message; `known` follows the change, so a later answer in
+/// the same payload reads versions by a versioning type reported just before it.
+fn interpret_answer(answer: &Answer, known: &mut Known) -> (AnswerChange, String) {
+    let vt = known.versioning_type;
+    let mut version_change = None;
+    let (reported, message) = match answer {
+        Answer::PackageVersion {
+            package_identifier,
+            package_version,
+            versioning_type,
+            nb_slots,
+        } => {
+            known.versioning_type = Some(i64::from(versioning_type.to_nibble()));
+            let reported = Reported::Package {
+                identifier: *package_identifier,
+                version: *package_version,
+                versioning_type: versioning_type.to_nibble(),
+                nb_slots: *nb_slots,
+            };
+            (reported, format!(
+                "package {package_identifier} version {package_version}, versioning type {versioning_type:?}, {nb_slots} slots"
+            ))
+        }
+        Answer::VersionRunning {
+            running_slot,
+            version,
+        } => {
+            let shown = version_dto(i64::from(*version), vt).display;
+            if known.running_version != Some(i64::from(*version)) {
+                version_change = Some(VersionChange {
+                    version: *version,
+                    slot: *running_slot,
+                    message: running_change(known.running_version, &shown, *running_slot, vt),
+                });
+            }
+            known.running_version = Some(i64::from(*version));
+            let reported = Reported::Running {
+                slot: *running_slot,
+                version: *version,
+            };
+            (
+                reported,
+                format!("running version {shown} in slot {running_slot}"),
+            )
+        }
+        Answer::VersionStored { slots, .. } => {
+            let list: Vec<(u8, u32)> = slots.iter().map(|s| (s.slot, s.version)).collect();
+            (Reported::Stored(list), stored_message(slots, vt))
+        }
+        Answer::SpaceStatus {
+            heap_available,
+            slot_size,
+        } => {
+            let heap = match heap_available {
+                HeapAvailable::Unknown => None,
+                HeapAvailable::Bytes(b) => Some(*b),
+            };
+            let message = format!(
+                "heap available {}, slot size {slot_size} bytes",
+                heap.map_or("unknown".to_string(), |h| format!("{h} bytes"))
+            );
+            let reported = Reported::Space {
+                heap_available: heap,
+                slot_size: *slot_size,
+            };
+            (reported, message)
+        }
+        Answer::Uptime { seconds } => (
+            Reported::Uptime { seconds: *seconds },
+            format!("up {seconds} s"),
+        ),
+        Answer::DeviceDescription {
+            manufacturer_id,
+            device_id,
+        } => {
+            let message = format!(
+                "manufacturer {:?}, device {:?}",
+                manufacturer_id.as_deref().unwrap_or("-"),
+                device_id.as_deref().unwrap_or("-")
+            );
+            let reported = Reported::Description {
+                manufacturer_id: manufacturer_id.clone(),
+                device_id: device_id.clone(),
+            };
+            (reported, message)
+        }
+    };
+    let change = AnswerChange {
+        reported,
+        version_change,
+        answers: answered_command(answer),
+        settles_erases: matches!(answer, Answer::VersionStored { .. }),
+    };
+    (change, message)
+}
+
+/// The firmware-history line for a running version that differs from the one stored.
+fn running_change(before: Option<i64>, shown: &str, slot: u8, vt: Option<i64>) -> String {
+    match before {
+        Some(old) => format!(
+            "now runs {shown} in slot {slot} (was {})",
+            version_dto(old, vt).display
+        ),
+        None => format!("runs {shown} in slot {slot}"),
+    }
+}
+
+fn stored_message(slots: &[version_status::StoredSlot], vt: Option<i64>) -> String {
+    if slots.is_empty() {
+        return "no stored firmware".to_string();
+    }
+    let list: Vec<String> = slots
+        .iter()
+        .map(|s| {
+            format!(
+                "slot {}: {}",
+                s.slot,
+                version_dto(i64::from(s.version), vt).display
+            )
+        })
+        .collect();
+    format!("stored versions: {}", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).unwrap()
+    }
+
+    fn answer_log(s: &str) -> (&'static str, String) {
+        ("status_answer", format!("Version & Status: {s}"))
+    }
+
+    #[test]
+    fn a_versioning_type_reported_first_renders_the_running_version_after_it() {
+        // PackageVersionAns (package 10 v1, type 1, 3 slots), VersionRunningAns (slot 1, 1.2.3).
+        let c = interpret(&h("00 0a 01 13  01 01 03 02 01 00"), Known::default());
+        let expected = ChangeSet {
+            answers: vec![
+                AnswerChange {
+                    reported: Reported::Package {
+                        identifier: 10,
+                        version: 1,
+                        versioning_type: 1,
+                        nb_slots: 3,
+                    },
+                    version_change: None,
+                    answers: "package_version",
+                    settles_erases: false,
+                },
+                AnswerChange {
+                    reported: Reported::Running {
+                        slot: 1,
+                        version: 0x0001_0203,
+                    },
+                    version_change: Some(VersionChange {
+                        version: 0x0001_0203,
+                        slot: 1,
+                        message: "runs 1.2.3 in slot 1".into(),
+                    }),
+                    answers: "version_running",
+                    settles_erases: false,
+                },
+            ],
+            log: vec![
+                answer_log("package 10 version 1, versioning type MajorMinorPatch, 3 slots"),
+                answer_log("running version 1.2.3 in slot 1"),
+            ],
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn the_running_version_goes_to_the_history_only_when_it_changed() {
+        let known = Known {
+            versioning_type: Some(1),
+            running_version: Some(0x0001_0203),
+        };
+        let same = interpret(&h("01 00 03 02 01 00"), known);
+        assert_eq!(same.answers[0].version_change, None);
+        assert_eq!(
+            same.log,
+            vec![answer_log("running version 1.2.3 in slot 0")]
+        );
+
+        let newer = interpret(&h("01 00 04 02 01 00"), known);
+        assert_eq!(
+            newer.answers[0].version_change,
+            Some(VersionChange {
+                version: 0x0001_0204,
+                slot: 0,
+                message: "now runs 1.2.4 in slot 0 (was 1.2.3)".into(),
+            })
+        );
+        // Without a versioning type the raw value is shown.
+        let raw = interpret(&h("01 00 04 02 01 00"), Known::default());
+        assert_eq!(
+            raw.log,
+            vec![answer_log("running version 0x00010204 raw in slot 0")]
+        );
+    }
+
+    #[test]
+    fn stored_versions_settle_pending_erases() {
+        let known = Known {
+            versioning_type: Some(1),
+            running_version: None,
+        };
+        // Slots 0 and 2 flagged, specification layout.
+        let c = interpret(&h("02 05 03 02 01 00 04 02 01 00"), known);
+        assert_eq!(
+            c.answers,
+            vec![AnswerChange {
+                reported: Reported::Stored(vec![(0, 0x0001_0203), (2, 0x0001_0204)]),
+                version_change: None,
+                answers: "version_stored",
+                settles_erases: true,
+            }]
+        );
+        assert_eq!(
+            c.log,
+            vec![answer_log("stored versions: slot 0: 1.2.3, slot 2: 1.2.4")]
+        );
+        let empty = interpret(&h("02 00"), known);
+        assert_eq!(empty.answers[0].reported, Reported::Stored(vec![]));
+        assert_eq!(empty.log, vec![answer_log("no stored firmware")]);
+    }
+
+    #[test]
+    fn space_uptime_and_description_are_reported_as_sent() {
+        let c = interpret(
+            &h("03 00 00 00 00 00 10 00 00  03 00 20 00 00 00 10 00 00  04 3c 00 00 00"),
+            Known::default(),
+        );
+        let reported: Vec<&Reported> = c.answers.iter().map(|a| &a.reported).collect();
+        assert_eq!(
+            reported,
+            vec![
+                &Reported::Space {
+                    heap_available: None,
+                    slot_size: 4096
+                },
+                &Reported::Space {
+                    heap_available: Some(8192),
+                    slot_size: 4096
+                },
+                &Reported::Uptime { seconds: 60 },
+            ]
+        );
+        assert_eq!(
+            c.log,
+            vec![
+                answer_log("heap available unknown, slot size 4096 bytes"),
+                answer_log("heap available 8192 bytes, slot size 4096 bytes"),
+                answer_log("up 60 s"),
+            ]
+        );
+        let answers: Vec<&str> = c.answers.iter().map(|a| a.answers).collect();
+        assert_eq!(answers, vec!["space_status", "space_status", "uptime"]);
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_keeps_the_answers_before_the_error() {
+        let c = interpret(&h("04 3c 00 00 00  07"), Known::default());
+        assert_eq!(c.answers.len(), 1);
+        assert_eq!(c.log.len(), 2);
+        assert_eq!(c.log[0], answer_log("up 60 s"));
+        assert_eq!(c.log[1].0, "decode_error");
+        assert!(
+            c.log[1]
+                .1
+                .starts_with("Version & Status payload 043c00000007 could not be decoded: "),
+            "{}",
+            c.log[1].1
+        );
+
+        let nothing = interpret(&h("04 01"), Known::default());
+        assert!(nothing.answers.is_empty());
+        assert_eq!(nothing.log.len(), 1);
+        assert_eq!(nothing.log[0].0, "decode_error");
+    }
 }

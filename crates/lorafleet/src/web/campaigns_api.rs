@@ -16,11 +16,11 @@ use crate::campaigns::region::RegionInfo;
 use crate::campaigns::runner::{self, StartError};
 use crate::campaigns::validate::{self, CampaignRequest, FieldError, FieldErrors, Validated};
 use crate::campaigns::{
-    store, CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey,
-    Stage,
+    CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey, Stage,
 };
 use crate::devices::DevEui;
 use crate::ingest::writer::Change;
+use crate::storage::campaigns as store;
 use crate::AppState;
 
 /// A 422 answer listing every field at fault; `field` repeats the first for clients that read
@@ -138,7 +138,7 @@ async fn prepare(
         }
     };
     let image = match req.firmware_id {
-        Some(id) => crate::firmware::store::get(&app.db, id)
+        Some(id) => crate::storage::firmware::get(&app.db, id)
             .await
             .map_err(|e| api_error(e.into()))?,
         None => None,
@@ -150,10 +150,10 @@ async fn prepare(
         .filter_map(|d| d.parse::<DevEui>().ok())
         .map(|d| d.to_string())
         .collect();
-    let known = store::known_devices(&app.db, &euis)
+    let known = crate::storage::devices::known(&app.db, &euis)
         .await
         .map_err(|e| api_error(e.into()))?;
-    let observed = store::observed_uplink_interval(&app.db, &euis)
+    let observed = crate::campaigns::observed_uplink_interval(&app.db, &euis)
         .await
         .map_err(|e| api_error(e.into()))?;
     let region_name = crate::config::parse_region(&app.config.network.region)

@@ -11,10 +11,11 @@ use utoipa::ToSchema;
 
 use super::auth_api::AuthUser;
 use super::{ApiError, ApiJson};
-use crate::devices::store::{self, ListQuery};
+use crate::devices::record;
 use crate::devices::{DevEui, DeviceDetail, DeviceList, UplinkList};
 use crate::ingest::writer::Change;
 use crate::network::Downlink;
+use crate::storage::devices::{self as store, ListQuery};
 use crate::version_status::StatusRequestBody;
 use crate::AppState;
 
@@ -106,7 +107,7 @@ pub async fn uplinks(
         return Err(ApiError::not_found(format!("no device {eui}")));
     }
     Ok(Json(UplinkList {
-        uplinks: store::uplinks(&app.db, eui, limit).await?,
+        uplinks: crate::storage::uplinks::recent(&app.db, &eui.to_string(), limit).await?,
     }))
 }
 
@@ -142,7 +143,7 @@ async fn send(
     status_command: Option<&str>,
     what: &str,
 ) -> Result<Accepted, ApiError> {
-    let id = store::record_downlink_request(
+    let id = record::record_downlink_request(
         &app.db,
         downlink.dev_eui,
         downlink.f_port,
@@ -156,7 +157,7 @@ async fn send(
         Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
         Err(e) => Err(e.to_string()),
     };
-    store::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
+    record::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
     let _ = app.changes.send(Change::Device(downlink.dev_eui));
     ::metrics::counter!("lorafleet_downlinks_total", "outcome" => if result.is_ok() { "enqueued" } else { "failed" }).increment(1);
     result?;

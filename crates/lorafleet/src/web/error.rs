@@ -68,8 +68,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<crate::storage::Error> for ApiError {
+    fn from(e: crate::storage::Error) -> Self {
         ApiError::internal(format!("database: {e}"))
     }
 }

@@ -14,8 +14,9 @@ use utoipa::ToSchema;
 use super::auth_api::AuthUser;
 use super::{ApiError, ApiJson};
 use crate::firmware::library::{self, ScanReport, UploadError};
-use crate::firmware::{store, FirmwareImage, Metadata, METADATA_FIELDS};
+use crate::firmware::{FirmwareImage, Metadata, METADATA_FIELDS};
 use crate::ingest::writer::Change;
+use crate::storage::firmware as store;
 use crate::AppState;
 
 #[derive(Serialize, ToSchema)]

@@ -166,13 +166,11 @@ pub struct Health {
 /// Liveness, database reachability and whether writes reach the disk; no authentication.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let read = sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(&app.db)
-        .await;
+    let read = crate::storage::ping(&app.db).await;
     // A full disk still answers reads: the writer's last outcome is what says writes fail.
     let error = match read {
         Err(e) => Some(format!("database: {e}")),
-        Ok(_) => app.writer.health().failing(),
+        Ok(()) => app.writer.health().failing(),
     };
     let body = Health {
         status: if error.is_none() { "ok" } else { "degraded" },
@@ -192,11 +190,7 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition; no authentication (counters only, no device data).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    if let Ok(n) =
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
-            .fetch_one(&app.db)
-            .await
-    {
+    if let Ok(n) = crate::storage::devices::count_listed(&app.db).await {
         ::metrics::gauge!("lorafleet_devices").set(n as f64);
     }
     (

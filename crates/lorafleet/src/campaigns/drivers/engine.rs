@@ -22,6 +22,7 @@ use crate::devices::DevEui;
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
+use crate::storage::firmware_history;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{
     Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
@@ -267,22 +268,16 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
     let version = (outcome == Outcome::Verified)
         .then_some(d.running_version)
         .flatten();
-    let result = async {
-        let mut conn = ctx.db.acquire().await?;
-        crate::devices::firmware_history::record(
-            &mut conn,
-            &d.dev_eui.to_string(),
-            &at,
-            version,
-            None,
-            Some(c.id),
-            outcome_name.as_deref(),
-            &message,
-        )
-        .await
-    }
-    .await;
-    if let Err(e) = result {
+    let entry = firmware_history::NewEntry {
+        dev_eui: &d.dev_eui.to_string(),
+        at: &at,
+        version,
+        slot: None,
+        campaign_id: Some(c.id),
+        outcome: outcome_name.as_deref(),
+        message: &message,
+    };
+    if let Err(e) = firmware_history::record_now(&ctx.db, &entry).await {
         tracing::warn!(dev_eui = %d.dev_eui, error = %e, "could not write the firmware history");
     }
 }
@@ -521,12 +516,8 @@ pub fn spawn_wakeups(app: &crate::AppState) {
             let Some(app) = app.upgrade() else {
                 return;
             };
-            let due = sqlx::query(
-                "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = 1",
-            )
-            .execute(&app.db)
-            .await;
-            if due.is_ok_and(|r| r.rows_affected() > 0) {
+            let due = crate::storage::campaigns::make_started_engine_campaigns_due(&app.db).await;
+            if due.is_ok_and(|due| due) {
                 app.campaigns.wake.notify_one();
             }
             drop(app);

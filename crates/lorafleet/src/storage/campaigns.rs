@@ -1,4 +1,5 @@
-//! Campaign rows, their devices, log and progress history in the database.
+//! Campaigns (`campaigns`), their devices (`campaign_devices`), log lines (`campaign_log`) and
+//! progress history (`campaign_progress`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -6,13 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::drivers::{DeviceReport, LogLine, PollOutcome};
-use super::validate::{KnownDevice, Validated};
-use super::{
+use super::{fmt_time, now, parse_time, Db, Result};
+use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
+use crate::campaigns::validate::Validated;
+use crate::campaigns::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DriverKind, FirmwareRef, LogEntry, ProgressPoint, Stage,
 };
-use crate::storage::{fmt_time, now, parse_time, Db};
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
 #[derive(Debug, Clone)]
@@ -197,7 +198,7 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
     }
 }
 
-pub async fn devices(db: &Db, id: i64) -> sqlx::Result<Vec<CampaignDevice>> {
+pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
     let rows = sqlx::query("SELECT * FROM campaign_devices WHERE campaign_id = ? ORDER BY dev_eui")
         .bind(id)
         .fetch_all(db)
@@ -206,7 +207,7 @@ pub async fn devices(db: &Db, id: i64) -> sqlx::Result<Vec<CampaignDevice>> {
 }
 
 /// Marks a draft running with every device at its first step; false if it was not a draft.
-pub async fn set_running(db: &Db, id: i64) -> sqlx::Result<bool> {
+pub async fn set_running(db: &Db, id: i64) -> Result<bool> {
     let at = now();
     let mut tx = db.begin().await?;
     let n = sqlx::query(
@@ -238,7 +239,7 @@ pub async fn finish(
     state: CampaignState,
     error: Option<&str>,
     device_stage: Stage,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     let at = now();
     let mut tx = db.begin().await?;
     sqlx::query(
@@ -266,7 +267,7 @@ pub async fn finish(
 }
 
 /// Running campaigns whose next poll is due.
-pub async fn due(db: &Db, at: DateTime<Utc>) -> sqlx::Result<Vec<i64>> {
+pub async fn due(db: &Db, at: DateTime<Utc>) -> Result<Vec<i64>> {
     sqlx::query_scalar(
         "SELECT id FROM campaigns WHERE state = 'running' AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at, id",
     )
@@ -276,7 +277,7 @@ pub async fn due(db: &Db, at: DateTime<Utc>) -> sqlx::Result<Vec<i64>> {
 }
 
 /// When the earliest running campaign's poll is due.
-pub async fn next_due(db: &Db) -> sqlx::Result<Option<DateTime<Utc>>> {
+pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>> {
     let at: Option<String> = sqlx::query_scalar(
         "SELECT MIN(COALESCE(next_poll_at, '')) FROM campaigns WHERE state = 'running'",
     )
@@ -285,7 +286,7 @@ pub async fn next_due(db: &Db) -> sqlx::Result<Option<DateTime<Utc>>> {
     Ok(at.map(|t| parse_time(&t).unwrap_or(DateTime::<Utc>::MIN_UTC)))
 }
 
-pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> sqlx::Result<bool> {
+pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
     let n = sqlx::query(
         "INSERT INTO campaign_log (campaign_id, at, level, source, dev_eui, message, dedup_key)
          VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(campaign_id, dedup_key) DO NOTHING",
@@ -396,7 +397,7 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 }
 
 /// Appends the current devices-per-stage counts to the history when they changed.
-pub async fn record_progress(db: &Db, id: i64) -> sqlx::Result<()> {
+pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
     let stages: Vec<String> =
         sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = ?")
             .bind(id)
@@ -428,7 +429,7 @@ pub async fn set_poll_result(
     id: i64,
     next_poll_at: DateTime<Utc>,
     error: Option<&str>,
-) -> sqlx::Result<()> {
+) -> Result<()> {
     match error {
         None => sqlx::query(
             "UPDATE campaigns SET next_poll_at = ?, poll_failures = 0, last_poll_error = NULL WHERE id = ?",
@@ -449,7 +450,7 @@ pub async fn set_poll_result(
     Ok(())
 }
 
-pub async fn set_started(db: &Db, id: i64) -> sqlx::Result<()> {
+pub async fn set_started(db: &Db, id: i64) -> Result<()> {
     sqlx::query("UPDATE campaigns SET started = 1 WHERE id = ?")
         .bind(id)
         .execute(db)
@@ -532,7 +533,7 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         return Ok(None);
     };
     let devices = devices(db, id).await?;
-    let firmware = crate::firmware::store::get(db, row.firmware_id)
+    let firmware = super::firmware::get(db, row.firmware_id)
         .await?
         .map(|f| FirmwareRef {
             id: f.id,
@@ -589,59 +590,13 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
     }))
 }
 
-/// The inventory facts of the given devices (those lorafleet knows).
-pub async fn known_devices(db: &Db, euis: &[String]) -> sqlx::Result<HashMap<String, KnownDevice>> {
-    let mut out = HashMap::new();
-    for eui in euis {
-        let row = sqlx::query(
-            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = ?",
-        )
-        .bind(eui)
-        .fetch_optional(db)
-        .await?;
-        if let Some(r) = row {
-            out.insert(
-                eui.clone(),
-                KnownDevice {
-                    dev_eui: r.get("dev_eui"),
-                    application_id: r.get("application_id"),
-                    device_profile_id: r.get("device_profile_id"),
-                    slot_size: r.get("slot_size"),
-                },
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// Median seconds between consecutive uplinks of the given devices, from the stored history.
-pub async fn observed_uplink_interval(db: &Db, euis: &[String]) -> sqlx::Result<Option<f64>> {
-    let mut gaps = Vec::new();
-    for eui in euis.iter().take(200) {
-        let times: Vec<String> = sqlx::query_scalar(
-            "SELECT received_at FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT 20",
-        )
-        .bind(eui)
-        .fetch_all(db)
-        .await?;
-        let parsed: Vec<DateTime<Utc>> = times.iter().filter_map(|t| parse_time(t)).collect();
-        for w in parsed.windows(2) {
-            let gap = (w[0] - w[1]).num_milliseconds() as f64 / 1000.0;
-            if gap > 0.0 {
-                gaps.push(gap);
-            }
-        }
-    }
-    if gaps.len() < 3 {
-        return Ok(None);
-    }
-    gaps.sort_by(f64::total_cmp);
-    Ok(Some(gaps[gaps.len() / 2]))
-}
-
-/// Campaigns that are running (used by the firmware library to refuse deletes).
-pub async fn running_ids(db: &Db) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar("SELECT id FROM campaigns WHERE state = 'running'")
-        .fetch_all(db)
-        .await
+/// Makes every started engine campaign due for a poll now (answers arrived); true when there
+/// was one.
+pub async fn make_started_engine_campaigns_due(db: &Db) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = 1",
+    )
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }

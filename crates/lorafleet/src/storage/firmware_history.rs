@@ -1,12 +1,12 @@
-//! A device's firmware history: every change of the running version it reported and every
-//! engine campaign that updated (or tried to update) it.
+//! A device's firmware history (`firmware_history`): every change of the running version it
+//! reported and every engine campaign that updated (or tried to update) it.
 
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{version_dto, VersionDto};
-use crate::storage::Db;
+use super::{Conn, Db, Result};
+use crate::devices::VersionDto;
 
 /// One line of the history, newest first on the device page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -24,47 +24,56 @@ pub struct HistoryEntry {
 /// Keeps this many entries per device.
 const KEEP: i64 = 200;
 
-#[allow(clippy::too_many_arguments)]
-pub async fn record(
-    conn: &mut SqliteConnection,
-    dev_eui: &str,
-    at: &str,
-    version: Option<u32>,
-    slot: Option<u8>,
-    campaign_id: Option<i64>,
-    outcome: Option<&str>,
-    message: &str,
-) -> sqlx::Result<()> {
+/// One entry to add.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub dev_eui: &'a str,
+    pub at: &'a str,
+    pub version: Option<u32>,
+    pub slot: Option<u8>,
+    pub campaign_id: Option<i64>,
+    pub outcome: Option<&'a str>,
+    pub message: &'a str,
+}
+
+/// Adds an entry and drops the device's oldest beyond [`KEEP`].
+pub async fn record(conn: &mut Conn, e: &NewEntry<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO firmware_history (dev_eui, at, version, slot, campaign_id, outcome, message)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(dev_eui)
-    .bind(at)
-    .bind(version.map(i64::from))
-    .bind(slot.map(i64::from))
-    .bind(campaign_id)
-    .bind(outcome)
-    .bind(message)
+    .bind(e.dev_eui)
+    .bind(e.at)
+    .bind(e.version.map(i64::from))
+    .bind(e.slot.map(i64::from))
+    .bind(e.campaign_id)
+    .bind(e.outcome)
+    .bind(e.message)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
         "DELETE FROM firmware_history WHERE dev_eui = ?1 AND id <= (
             SELECT id FROM firmware_history WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )
-    .bind(dev_eui)
+    .bind(e.dev_eui)
     .bind(KEEP)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// The device's history, newest first.
+/// [`record`] on a connection of its own.
+pub async fn record_now(db: &Db, e: &NewEntry<'_>) -> Result<()> {
+    let mut conn = db.acquire().await?;
+    record(&mut conn, e).await
+}
+
+/// The device's history, newest first; versions rendered by its versioning type.
 pub async fn of_device(
     db: &Db,
     dev_eui: &str,
     versioning_type: Option<i64>,
-) -> sqlx::Result<Vec<HistoryEntry>> {
+) -> Result<Vec<HistoryEntry>> {
     let rows = sqlx::query(
         "SELECT at, version, slot, campaign_id, outcome, message FROM firmware_history
          WHERE dev_eui = ? ORDER BY id DESC LIMIT 50",
@@ -78,7 +87,7 @@ pub async fn of_device(
             at: r.get("at"),
             version: r
                 .get::<Option<i64>, _>("version")
-                .map(|v| version_dto(v, versioning_type)),
+                .map(|v| crate::devices::version_dto(v, versioning_type)),
             slot: r.get("slot"),
             campaign_id: r.get("campaign_id"),
             outcome: r.get("outcome"),

@@ -1,10 +1,10 @@
-//! Firmware rows in the database, next to the queries that read them.
+//! Firmware images (`firmware_images`): the library's rows, next to the queries that read them.
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
-use crate::storage::{now, Db};
+use super::{now, Db, Result};
+use crate::firmware::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
 
 /// What indexing a file found out, ready to be stored.
 #[derive(Debug, Clone)]
@@ -68,10 +68,7 @@ fn from_row(r: &SqliteRow) -> FirmwareImage {
     }
 }
 
-async fn with_campaigns(
-    db: &Db,
-    mut images: Vec<FirmwareImage>,
-) -> sqlx::Result<Vec<FirmwareImage>> {
+async fn with_campaigns(db: &Db, mut images: Vec<FirmwareImage>) -> Result<Vec<FirmwareImage>> {
     let rows: Vec<(i64, i64)> =
         sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
             .fetch_all(db)
@@ -87,7 +84,7 @@ async fn with_campaigns(
 }
 
 /// Live images (not deleted), newest first.
-pub async fn list(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
+pub async fn list(db: &Db) -> Result<Vec<FirmwareImage>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE deleted_at IS NULL ORDER BY added_at DESC, id DESC"
     ))
@@ -97,7 +94,7 @@ pub async fn list(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
 }
 
 /// One image, deleted ones included (campaigns still name them).
-pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<FirmwareImage>> {
+pub async fn get(db: &Db, id: i64) -> Result<Option<FirmwareImage>> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE id = ?"
     ))
@@ -110,7 +107,7 @@ pub async fn get(db: &Db, id: i64) -> sqlx::Result<Option<FirmwareImage>> {
     }
 }
 
-pub async fn find_by_sha(db: &Db, sha256: &str) -> sqlx::Result<Option<FirmwareImage>> {
+pub async fn find_by_sha(db: &Db, sha256: &str) -> Result<Option<FirmwareImage>> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE sha256 = ? AND deleted_at IS NULL"
     ))
@@ -120,7 +117,7 @@ pub async fn find_by_sha(db: &Db, sha256: &str) -> sqlx::Result<Option<FirmwareI
     Ok(row.as_ref().map(from_row))
 }
 
-pub async fn find_by_path(db: &Db, path: &str) -> sqlx::Result<Option<FirmwareImage>> {
+pub async fn find_by_path(db: &Db, path: &str) -> Result<Option<FirmwareImage>> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE path = ? AND deleted_at IS NULL"
     ))
@@ -130,7 +127,7 @@ pub async fn find_by_path(db: &Db, path: &str) -> sqlx::Result<Option<FirmwareIm
     Ok(row.as_ref().map(from_row))
 }
 
-pub async fn insert(db: &Db, image: &NewImage) -> sqlx::Result<i64> {
+pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
     let t = image.trailer.as_ref();
     let m = &image.metadata;
     let id = sqlx::query_scalar(
@@ -165,7 +162,7 @@ pub async fn insert(db: &Db, image: &NewImage) -> sqlx::Result<i64> {
 
 /// Refreshes what a rescan read for an indexed file: contents (when the file changed in place)
 /// and the sidecar's metadata for the fields not edited through the API.
-pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> sqlx::Result<bool> {
+pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool> {
     let current = match get(db, id).await? {
         Some(c) => c,
         None => return Ok(false),
@@ -214,7 +211,7 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> sqlx::Resul
     Ok(true)
 }
 
-pub async fn mark_missing(db: &Db, id: i64) -> sqlx::Result<()> {
+pub async fn mark_missing(db: &Db, id: i64) -> Result<()> {
     sqlx::query("UPDATE firmware_images SET missing_at = ? WHERE id = ? AND missing_at IS NULL")
         .bind(now())
         .bind(id)
@@ -224,7 +221,7 @@ pub async fn mark_missing(db: &Db, id: i64) -> sqlx::Result<()> {
 }
 
 /// Live images that came from firmware.dir (what a rescan compares against).
-pub async fn dir_images(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
+pub async fn dir_images(db: &Db) -> Result<Vec<FirmwareImage>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE source = 'dir' AND deleted_at IS NULL"
     ))
@@ -234,12 +231,7 @@ pub async fn dir_images(db: &Db) -> sqlx::Result<Vec<FirmwareImage>> {
 }
 
 /// Stores edited metadata and remembers which fields were edited.
-pub async fn update_metadata(
-    db: &Db,
-    id: i64,
-    meta: &Metadata,
-    edited: &[String],
-) -> sqlx::Result<()> {
+pub async fn update_metadata(db: &Db, id: i64, meta: &Metadata, edited: &[String]) -> Result<()> {
     sqlx::query(
         "UPDATE firmware_images SET target = ?, from_version = ?, to_version = ?,
             compression = ?, notes = ?, edited_json = ? WHERE id = ?",
@@ -256,7 +248,7 @@ pub async fn update_metadata(
     Ok(())
 }
 
-pub async fn mark_deleted(db: &Db, id: i64) -> sqlx::Result<()> {
+pub async fn mark_deleted(db: &Db, id: i64) -> Result<()> {
     sqlx::query("UPDATE firmware_images SET deleted_at = ? WHERE id = ?")
         .bind(now())
         .bind(id)

@@ -1,0 +1,56 @@
+//! The device log (`device_events`): one line per thing that happened to a device, newest kept.
+
+use sqlx::Row;
+
+use super::{Conn, Db, Result};
+use crate::devices::DeviceEventDto;
+
+pub async fn add(
+    conn: &mut Conn,
+    dev_eui: &str,
+    at: &str,
+    kind: &str,
+    message: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO device_events (dev_eui, at, kind, message) VALUES (?, ?, ?, ?)")
+        .bind(dev_eui)
+        .bind(at)
+        .bind(kind)
+        .bind(message)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Deletes all but the newest `keep` lines of a device's log.
+pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM device_events WHERE dev_eui = ?1 AND id <= (
+            SELECT id FROM device_events WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .bind(dev_eui)
+    .bind(i64::from(keep))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest lines of a device's log, newest first.
+pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<DeviceEventDto>> {
+    let rows = sqlx::query(
+        "SELECT id, at, kind, message FROM device_events WHERE dev_eui = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(dev_eui)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|e| DeviceEventDto {
+            id: e.get("id"),
+            at: e.get("at"),
+            kind: e.get("kind"),
+            message: e.get("message"),
+        })
+        .collect())
+}

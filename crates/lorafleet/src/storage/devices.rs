@@ -1,0 +1,368 @@
+//! Devices (`devices`): the inventory row of each device, created or refreshed by every event
+//! about it, and the device list and page read from it.
+
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{device_events, downlinks, firmware_history, uplinks, version_status};
+use super::{fmt_time, Conn, Db, Result};
+use crate::campaigns::validate::KnownDevice;
+use crate::devices::version_dto;
+use crate::devices::{DevEui, DeviceDetail, DeviceList, DeviceSummary};
+use crate::ingest::{DeviceIdentity, IntegrationEvent};
+use crate::network::RemoteDevice;
+
+fn tags_json(id: &DeviceIdentity) -> Option<String> {
+    id.tags
+        .as_ref()
+        .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()))
+}
+
+/// Creates or updates the device an event is about. Values the event does not carry keep what
+/// was stored. `seen` marks an uplink or join: it moves last_seen and brings back a removed
+/// device. True when the device was removed and has just come back.
+pub async fn upsert(
+    conn: &mut Conn,
+    dev_eui: &str,
+    id: &DeviceIdentity,
+    at: &str,
+    seen: bool,
+) -> Result<bool> {
+    let seen_at = if seen { Some(at) } else { None };
+    // One statement on the hot path: a removed device that is heard again is brought back here,
+    // and RETURNING tells whether that just happened.
+    sqlx::query_scalar(
+        "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
+         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10)
+         ON CONFLICT(dev_eui) DO UPDATE SET
+            name = COALESCE(?2, devices.name),
+            application_id = COALESCE(?3, devices.application_id),
+            application_name = COALESCE(?4, devices.application_name),
+            device_profile_id = COALESCE(?5, devices.device_profile_id),
+            device_profile_name = COALESCE(?6, devices.device_profile_name),
+            tags_json = COALESCE(?7, devices.tags_json),
+            dev_addr = COALESCE(?8, devices.dev_addr),
+            first_seen = COALESCE(devices.first_seen, ?9),
+            last_seen = CASE WHEN ?9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < ?9)
+                             THEN ?9 ELSE devices.last_seen END,
+            reappeared_at = CASE WHEN ?9 IS NOT NULL AND devices.removed_at IS NOT NULL
+                                 THEN ?9 ELSE devices.reappeared_at END,
+            removed_at = CASE WHEN ?9 IS NOT NULL THEN NULL ELSE devices.removed_at END
+         RETURNING (?9 IS NOT NULL AND reappeared_at IS ?9)",
+    )
+    .bind(dev_eui)
+    .bind(id.name.as_deref())
+    .bind(id.application_id.as_deref())
+    .bind(id.application_name.as_deref())
+    .bind(id.device_profile_id.as_deref())
+    .bind(id.device_profile_name.as_deref())
+    .bind(tags_json(id))
+    .bind(id.dev_addr.as_deref())
+    .bind(seen_at)
+    .bind(at)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// [`upsert`] for up to [`uplinks::BATCH_ROWS`] heard devices (uplinks) in one multi-row
+/// statement. Returns each device row's EUI and `reappeared_at` after the statement, so the
+/// caller can tell which devices came back at their event's time.
+pub async fn upsert_heard_batch(
+    conn: &mut Conn,
+    events: &[&IntegrationEvent],
+) -> Result<Vec<(String, Option<String>)>> {
+    let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at) ",
+    );
+    devices.push_values(events.iter(), |mut row, ev| {
+        let at = fmt_time(ev.at);
+        let id = &ev.device;
+        row.push_bind(ev.dev_eui.to_string())
+            .push_bind(id.name.clone().unwrap_or_default())
+            .push_bind(id.application_id.clone())
+            .push_bind(id.application_name.clone())
+            .push_bind(id.device_profile_id.clone())
+            .push_bind(id.device_profile_name.clone())
+            .push_bind(tags_json(id).unwrap_or_else(|| "{}".into()))
+            .push_bind(id.dev_addr.clone())
+            .push_bind(at.clone())
+            .push_bind(at.clone())
+            .push_bind(at);
+    });
+    // `excluded` is the row as proposed: identity fields only overwrite when the event had
+    // them, as in upsert. A removed device heard again comes back, and RETURNING names it so
+    // the event log can say so.
+    devices.push(
+        " ON CONFLICT(dev_eui) DO UPDATE SET
+            name = CASE WHEN excluded.name = '' THEN devices.name ELSE excluded.name END,
+            application_id = COALESCE(excluded.application_id, devices.application_id),
+            application_name = COALESCE(excluded.application_name, devices.application_name),
+            device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
+            device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name),
+            tags_json = excluded.tags_json,
+            dev_addr = COALESCE(excluded.dev_addr, devices.dev_addr),
+            first_seen = COALESCE(devices.first_seen, excluded.first_seen),
+            last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen
+                             THEN excluded.last_seen ELSE devices.last_seen END,
+            reappeared_at = CASE WHEN devices.removed_at IS NOT NULL THEN excluded.last_seen
+                                 ELSE devices.reappeared_at END,
+            removed_at = NULL
+         RETURNING dev_eui, reappeared_at",
+    );
+    devices.build_query_as().fetch_all(&mut *conn).await
+}
+
+pub async fn set_joined(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
+    sqlx::query("UPDATE devices SET joined_at = ? WHERE dev_eui = ?")
+        .bind(at)
+        .bind(dev_eui)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores ChirpStack's device-status report (battery and link margin).
+pub async fn set_device_status(
+    conn: &mut Conn,
+    dev_eui: &str,
+    at: &str,
+    battery: Option<f64>,
+    margin: Option<i32>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE devices SET battery = ?, margin = ?, device_status_at = ? WHERE dev_eui = ?",
+    )
+    .bind(battery)
+    .bind(margin.map(i64::from))
+    .bind(at)
+    .bind(dev_eui)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
+pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
+    let mut tx = db.begin().await?;
+    let now = super::now();
+    let mut added = 0;
+    for d in devices {
+        let r = sqlx::query(
+            "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
+                device_profile_name, source, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'network', ?)
+             ON CONFLICT(dev_eui) DO UPDATE SET
+                name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
+                application_id = COALESCE(devices.application_id, excluded.application_id),
+                device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
+                device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name)",
+        )
+        .bind(d.dev_eui.to_string())
+        .bind(&d.name)
+        .bind(&d.application_id)
+        .bind(d.application_name.as_deref())
+        .bind(d.device_profile_id.as_deref())
+        .bind(d.device_profile_name.as_deref())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        added += r.rows_affected() as usize;
+    }
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Query of the device list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub search: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+    /// `last_seen` (default, newest first), `name` or `dev_eui`.
+    pub sort: String,
+}
+
+/// The search as a LIKE pattern with its wildcards escaped; None for no search.
+fn like_pattern(search: Option<&str>) -> Option<String> {
+    search.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+        format!(
+            "%{}%",
+            s.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    })
+}
+
+fn summary_from_row(r: SqliteRow) -> DeviceSummary {
+    let last_seen: Option<String> = r.get("last_seen");
+    let running: Option<i64> = r.get("running_version");
+    let application: Option<String> = r
+        .get::<Option<String>, _>("application_name")
+        .or(r.get("application_id"));
+    DeviceSummary {
+        dev_eui: r.get("dev_eui"),
+        name: r.get("name"),
+        application,
+        never_seen: last_seen.is_none(),
+        last_seen,
+        running_version: running.map(|v| version_dto(v, r.get("versioning_type"))),
+        reappeared_at: r.get("reappeared_at"),
+    }
+}
+
+pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
+    let pattern = like_pattern(q.search.as_deref());
+    // Two shapes of query, so that the unfiltered list (the common case) can use the partial
+    // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
+    let filter = if pattern.is_some() {
+        "removed_at IS NULL AND (dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
+         OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')"
+    } else {
+        "removed_at IS NULL AND ?1 IS NULL"
+    };
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
+        .bind(pattern.as_deref())
+        .fetch_one(db)
+        .await?;
+    let order = match q.sort.as_str() {
+        "name" => "name ASC, dev_eui ASC",
+        "dev_eui" => "dev_eui ASC",
+        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the order.
+        _ => "last_seen DESC",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,
+                versioning_type, reappeared_at
+         FROM devices WHERE {filter} ORDER BY {order} LIMIT ?2 OFFSET ?3"
+    ))
+    .bind(pattern.as_deref())
+    .bind(q.limit)
+    .bind(q.offset)
+    .fetch_all(db)
+    .await?;
+    let devices = rows.into_iter().map(summary_from_row).collect();
+    Ok(DeviceList { total, devices })
+}
+
+/// Devices on the list (not removed), for the metrics gauge.
+pub async fn count_listed(db: &Db) -> Result<i64> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
+        .fetch_one(db)
+        .await
+}
+
+pub async fn exists(db: &Db, dev_eui: DevEui) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE dev_eui = ?")
+        .bind(dev_eui.to_string())
+        .fetch_one(db)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Everything the device page shows, or None for an unknown device.
+pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
+    let eui = dev_eui.to_string();
+    let Some(r) = sqlx::query("SELECT * FROM devices WHERE dev_eui = ?")
+        .bind(&eui)
+        .fetch_optional(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let vt: Option<i64> = r.get("versioning_type");
+    let (status_requests, downlinks) = downlinks::recent(db, &eui, 50).await?;
+    let last_seen: Option<String> = r.get("last_seen");
+    let tags: String = r.get("tags_json");
+    Ok(Some(DeviceDetail {
+        name: r.get("name"),
+        application: r
+            .get::<Option<String>, _>("application_name")
+            .or(r.get("application_id")),
+        application_id: r.get("application_id"),
+        device_profile: r
+            .get::<Option<String>, _>("device_profile_name")
+            .or(r.get("device_profile_id")),
+        device_profile_id: r.get("device_profile_id"),
+        tags: serde_json::from_str(&tags).unwrap_or(serde_json::json!({})),
+        dev_addr: r.get("dev_addr"),
+        first_seen: r.get("first_seen"),
+        never_seen: last_seen.is_none(),
+        last_seen,
+        joined_at: r.get("joined_at"),
+        reappeared_at: r.get("reappeared_at"),
+        battery: r.get("battery"),
+        margin: r.get("margin"),
+        last_uplink: uplinks::last(db, &eui).await?,
+        status: version_status::from_device_row(&r),
+        status_requests,
+        downlinks,
+        events: device_events::recent(db, &eui, 100).await?,
+        firmware_history: firmware_history::of_device(db, &eui, vt).await?,
+        dev_eui: eui,
+    }))
+}
+
+/// Hides a device from the list, with a log line saying by whom; false when it was not listed.
+pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
+    let eui = dev_eui.to_string();
+    let now = super::now();
+    let mut tx = db.begin().await?;
+    let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
+        .bind(&now)
+        .bind(&eui)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() > 0 {
+        device_events::add(
+            &mut tx,
+            &eui,
+            &now,
+            "removed",
+            &format!("removed from the device list by {by}"),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// The versioning type a device reported in PackageVersionAns, if it did.
+pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
+            .bind(dev_eui)
+            .fetch_optional(db)
+            .await?
+            .flatten(),
+    )
+}
+
+/// The inventory facts of the given devices (those lorafleet knows), for campaign validation.
+pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevice>> {
+    let mut out = HashMap::new();
+    for eui in euis {
+        let row = sqlx::query(
+            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = ?",
+        )
+        .bind(eui)
+        .fetch_optional(db)
+        .await?;
+        if let Some(r) = row {
+            out.insert(
+                eui.clone(),
+                KnownDevice {
+                    dev_eui: r.get("dev_eui"),
+                    application_id: r.get("application_id"),
+                    device_profile_id: r.get("device_profile_id"),
+                    slot_size: r.get("slot_size"),
+                },
+            );
+        }
+    }
+    Ok(out)
+}

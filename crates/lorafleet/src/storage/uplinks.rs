@@ -1,0 +1,202 @@
+//! Uplinks (`uplinks`): what each device sent, the newest kept per device, and the engine's
+//! answers read back past a cursor.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{fmt_time, Conn, Db, Result};
+use crate::devices::{printable_text, UplinkDto};
+use crate::ingest::{EventBody, IntegrationEvent, Uplink};
+
+/// SQLite allows 32766 bound values per statement; 13 per row here and 11 per device row.
+pub const BATCH_ROWS: usize = 1000;
+
+pub async fn insert(conn: &mut Conn, dev_eui: &str, up: &Uplink) -> Result<()> {
+    let object = up.object.as_ref().map(|o| o.to_string());
+    sqlx::query(
+        "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
+            gateway_count, confirmed, data, object_json, dedup_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(dev_eui)
+    .bind(fmt_time(up.received_at))
+    .bind(up.f_cnt.map(|v| v as i64))
+    .bind(up.f_port.map(|v| v as i64))
+    .bind(up.dr.map(|v| v as i64))
+    .bind(up.frequency.map(|v| v as i64))
+    .bind(up.rssi.map(|v| v as i64))
+    .bind(up.snr)
+    .bind(up.gateway_count as i64)
+    .bind(up.confirmed)
+    .bind(&up.data)
+    .bind(object)
+    .bind(&up.dedup_key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the uplinks of up to [`BATCH_ROWS`] events with one multi-row statement: each
+/// statement costs a round trip to SQLite's worker thread. Events that are not uplinks are
+/// skipped.
+pub async fn insert_batch(conn: &mut Conn, events: &[&IntegrationEvent]) -> Result<()> {
+    let ups: Vec<(&IntegrationEvent, &Uplink)> = events
+        .iter()
+        .filter_map(|ev| match &ev.body {
+            EventBody::Up(up) => Some((*ev, up)),
+            _ => None,
+        })
+        .collect();
+    if ups.is_empty() {
+        return Ok(());
+    }
+    let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
+            gateway_count, confirmed, data, object_json, dedup_key) ",
+    );
+    uplinks.push_values(ups, |mut row, (ev, up)| {
+        row.push_bind(ev.dev_eui.to_string())
+            .push_bind(fmt_time(up.received_at))
+            .push_bind(up.f_cnt.map(|v| v as i64))
+            .push_bind(up.f_port.map(|v| v as i64))
+            .push_bind(up.dr.map(|v| v as i64))
+            .push_bind(up.frequency.map(|v| v as i64))
+            .push_bind(up.rssi.map(|v| v as i64))
+            .push_bind(up.snr)
+            .push_bind(up.gateway_count as i64)
+            .push_bind(up.confirmed)
+            .push_bind(up.data.clone())
+            .push_bind(up.object.as_ref().map(|o| o.to_string()))
+            .push_bind(up.dedup_key.clone());
+    });
+    uplinks.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Which of `keys` (ChirpStack's deduplication identities) belong to uplinks already stored:
+/// those events are repeats.
+pub async fn known_dedup_keys(
+    conn: &mut Conn,
+    keys: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    let mut known = std::collections::HashSet::new();
+    for chunk in keys.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
+        );
+        let mut list = q.separated(", ");
+        for k in chunk {
+            list.push_bind(*k);
+        }
+        q.push(")");
+        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        known.extend(rows);
+    }
+    Ok(known)
+}
+
+/// Deletes all but the newest `keep` uplinks of a device.
+pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
+            SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )
+    .bind(dev_eui)
+    .bind(i64::from(keep))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn from_row(r: &SqliteRow) -> UplinkDto {
+    let data: Vec<u8> = r.get("data");
+    let object: Option<String> = r.get("object_json");
+    UplinkDto {
+        received_at: r.get("received_at"),
+        f_port: r.get("f_port"),
+        f_cnt: r.get("f_cnt"),
+        dr: r.get("dr"),
+        frequency: r.get("frequency"),
+        rssi: r.get("rssi"),
+        snr: r.get("snr"),
+        gateway_count: r.get("gateway_count"),
+        confirmed: r.get("confirmed"),
+        data_hex: hex::encode(&data),
+        data_text: printable_text(&data),
+        object: object.and_then(|o| serde_json::from_str(&o).ok()),
+    }
+}
+
+/// A device's newest uplinks, newest first.
+pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>> {
+    let rows = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+        .bind(dev_eui)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
+    let row = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT 1")
+        .bind(dev_eui)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Reception times of a device's newest uplinks as stored, newest first.
+pub async fn received_times(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<String>> {
+    sqlx::query_scalar("SELECT received_at FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+        .bind(dev_eui)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// The id of the newest uplink stored (0 when there is none): where an answer cursor starts.
+pub async fn max_id(db: &Db) -> Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(db)
+        .await
+}
+
+/// An uplink read back past a cursor.
+#[derive(Debug, Clone)]
+pub struct StoredUplink {
+    pub id: i64,
+    pub dev_eui: String,
+    pub received_at: String,
+    pub f_port: i64,
+    pub data: Vec<u8>,
+}
+
+/// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`.
+pub async fn since(
+    db: &Db,
+    cursor: i64,
+    f_ports: [u8; 3],
+    limit: i64,
+) -> Result<Vec<StoredUplink>> {
+    let rows = sqlx::query(
+        "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
+         WHERE id > ? AND f_port IN (?, ?, ?) ORDER BY id LIMIT ?",
+    )
+    .bind(cursor)
+    .bind(i64::from(f_ports[0]))
+    .bind(i64::from(f_ports[1]))
+    .bind(i64::from(f_ports[2]))
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StoredUplink {
+            id: r.get("id"),
+            dev_eui: r.get("dev_eui"),
+            received_at: r.get("received_at"),
+            f_port: r.get("f_port"),
+            data: r.get("data"),
+        })
+        .collect())
+}

@@ -1,0 +1,217 @@
+//! The Version & Status fields of a device (columns of `devices`, each with the time it was
+//! reported): the change set an answer makes, written inside the ingest writer's transaction,
+//! and the fields as the device page shows them.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{downlinks, firmware_history, Conn, Result};
+use crate::devices::version_dto;
+use crate::devices::{PackageDto, ReportedAt, RunningDto, StatusDto, StoredDto};
+
+/// What earlier answers left in the device's record that reading a new answer depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    pub versioning_type: Option<i64>,
+    pub running_version: Option<i64>,
+}
+
+/// The fields one answer reports, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    Package {
+        identifier: u8,
+        version: u8,
+        versioning_type: u8,
+        nb_slots: u8,
+    },
+    Running {
+        slot: u8,
+        version: u32,
+    },
+    /// (slot, raw version) of each slot holding an image.
+    Stored(Vec<(u8, u32)>),
+    Space {
+        heap_available: Option<u32>,
+        slot_size: u32,
+    },
+    Uptime {
+        seconds: u32,
+    },
+    /// Absent strings keep what was stored.
+    Description {
+        manufacturer_id: Option<String>,
+        device_id: Option<String>,
+    },
+}
+
+/// A change of the running version, for the firmware history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionChange {
+    pub version: u32,
+    pub slot: u8,
+    pub message: String,
+}
+
+/// What one answer changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerChange {
+    pub reported: Reported,
+    pub version_change: Option<VersionChange>,
+    /// The command whose newest pending request this answer settles.
+    pub answers: &'static str,
+    /// Every pending erase is settled too (the stored versions show an erase's effect).
+    pub settles_erases: bool,
+}
+
+/// What a payload on the Version & Status FPort changes, in the order of its answers, and the
+/// device-log lines (kind, message) it adds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub answers: Vec<AnswerChange>,
+    pub log: Vec<(&'static str, String)>,
+}
+
+/// Reads what [`Known`] holds for a device (defaults for an unknown one).
+pub async fn known(conn: &mut Conn, dev_eui: &str) -> Result<Known> {
+    let row: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = ?")
+            .bind(dev_eui)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(
+        row.map_or(Known::default(), |(versioning_type, running_version)| {
+            Known {
+                versioning_type,
+                running_version,
+            }
+        }),
+    )
+}
+
+/// Writes a change set reported at `at` (stored time text) in the caller's transaction.
+pub async fn write(conn: &mut Conn, dev_eui: &str, at: &str, changes: &ChangeSet) -> Result<()> {
+    for change in &changes.answers {
+        if let Some(v) = &change.version_change {
+            let entry = firmware_history::NewEntry {
+                dev_eui,
+                at,
+                version: Some(v.version),
+                slot: Some(v.slot),
+                campaign_id: None,
+                outcome: None,
+                message: &v.message,
+            };
+            firmware_history::record(conn, &entry).await?;
+        }
+        write_reported(conn, dev_eui, at, &change.reported).await?;
+        downlinks::mark_answered(conn, dev_eui, change.answers, at).await?;
+        if change.settles_erases {
+            downlinks::mark_erases_answered(conn, dev_eui, at).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) -> Result<()> {
+    let q = match r {
+        Reported::Package {
+            identifier,
+            version,
+            versioning_type,
+            nb_slots,
+        } => sqlx::query("UPDATE devices SET pkg_identifier = ?, pkg_version = ?, versioning_type = ?, nb_slots = ?, pkg_reported_at = ? WHERE dev_eui = ?")
+            .bind(i64::from(*identifier))
+            .bind(i64::from(*version))
+            .bind(i64::from(*versioning_type))
+            .bind(i64::from(*nb_slots)),
+        Reported::Running { slot, version } => sqlx::query("UPDATE devices SET running_slot = ?, running_version = ?, running_reported_at = ? WHERE dev_eui = ?")
+            .bind(i64::from(*slot))
+            .bind(i64::from(*version)),
+        Reported::Stored(slots) => {
+            let stored: Vec<serde_json::Value> = slots
+                .iter()
+                .map(|(slot, version)| serde_json::json!({"slot": slot, "version": version}))
+                .collect();
+            sqlx::query("UPDATE devices SET stored_json = ?, stored_reported_at = ? WHERE dev_eui = ?")
+                .bind(serde_json::Value::Array(stored).to_string())
+        }
+        Reported::Space {
+            heap_available,
+            slot_size,
+        } => sqlx::query("UPDATE devices SET heap_available = ?, slot_size = ?, space_reported_at = ? WHERE dev_eui = ?")
+            .bind(heap_available.map(i64::from))
+            .bind(i64::from(*slot_size)),
+        Reported::Uptime { seconds } => {
+            sqlx::query("UPDATE devices SET uptime_s = ?, uptime_reported_at = ? WHERE dev_eui = ?")
+                .bind(i64::from(*seconds))
+        }
+        Reported::Description {
+            manufacturer_id,
+            device_id,
+        } => sqlx::query("UPDATE devices SET manufacturer_id = COALESCE(?, manufacturer_id), device_id = COALESCE(?, device_id), description_reported_at = ? WHERE dev_eui = ?")
+            .bind(manufacturer_id.clone())
+            .bind(device_id.clone()),
+    };
+    q.bind(at).bind(dev_eui).execute(&mut *conn).await?;
+    Ok(())
+}
+
+fn stored_from_json(json: Option<String>, vt: Option<i64>) -> Option<Vec<StoredDto>> {
+    json.and_then(|s| serde_json::from_str::<Vec<serde_json::Value>>(&s).ok())
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| {
+                    Some(StoredDto {
+                        slot: v.get("slot")?.as_i64()?,
+                        version: version_dto(v.get("version")?.as_i64()?, vt),
+                    })
+                })
+                .collect()
+        })
+}
+
+/// The Version & Status fields of a `devices` row as the device page shows them.
+pub fn from_device_row(r: &SqliteRow) -> StatusDto {
+    let vt: Option<i64> = r.get("versioning_type");
+    let package = match (
+        r.get::<Option<i64>, _>("pkg_identifier"),
+        r.get::<Option<i64>, _>("pkg_version"),
+    ) {
+        (Some(identifier), Some(version)) => Some(PackageDto {
+            identifier,
+            version,
+            versioning_type: vt.unwrap_or(0),
+            slots: r.get::<Option<i64>, _>("nb_slots").unwrap_or(3),
+        }),
+        _ => None,
+    };
+    let running = match (
+        r.get::<Option<i64>, _>("running_slot"),
+        r.get::<Option<i64>, _>("running_version"),
+    ) {
+        (Some(slot), Some(v)) => Some(RunningDto {
+            slot,
+            version: version_dto(v, vt),
+        }),
+        _ => None,
+    };
+    StatusDto {
+        package,
+        running,
+        stored: stored_from_json(r.get("stored_json"), vt),
+        heap_available: r.get("heap_available"),
+        slot_size: r.get("slot_size"),
+        uptime_s: r.get("uptime_s"),
+        manufacturer_id: r.get("manufacturer_id"),
+        device_id: r.get("device_id"),
+        reported_at: ReportedAt {
+            package: r.get("pkg_reported_at"),
+            running: r.get("running_reported_at"),
+            stored: r.get("stored_reported_at"),
+            space: r.get("space_reported_at"),
+            uptime: r.get("uptime_reported_at"),
+            description: r.get("description_reported_at"),
+        },
+    }
+}
