@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, LoginThrottle};
@@ -54,19 +53,17 @@ impl App {
         config: Config,
         network: Arc<dyn Network>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
-        let fresh = !config.server.data_dir.exists();
-        std::fs::create_dir_all(&config.server.data_dir)
-            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
-        // The data dir holds password and token hashes: owner only, when lorafleet made it.
-        #[cfg(unix)]
-        if fresh {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(
-                &config.server.data_dir,
-                std::fs::Permissions::from_mode(0o700),
-            );
-        }
-        let db = storage::connect(&config.database_url()).await?;
+        crate::server::data_dir::create(&config.server.data_dir)?;
+        let db = storage::connect(&config.database_url())
+            .await
+            .map_err(|e| {
+                let path = if config.server.database_url.is_empty() {
+                    config.server.data_dir.join("lorafleet.db")
+                } else {
+                    config.server.database_url.clone().into()
+                };
+                anyhow::anyhow!(crate::server::data_dir::explain_database(&path, &e))
+            })?;
         let mut first = FirstStart {
             admin_password: crate::auth::ensure_admin(
                 &db,
@@ -128,6 +125,13 @@ impl App {
         crate::fuota::driver::spawn_wakeups(self);
         let app = self.clone();
         tokio::spawn(async move {
+            let stale = crate::firmware::library::remove_stale_uploads(&app.config).await;
+            if stale > 0 {
+                tracing::info!(
+                    files = stale,
+                    "removed uploads a previous run left unfinished"
+                );
+            }
             match crate::firmware::library::rescan(&app.db, &app.config).await {
                 Ok(report) => {
                     if let Some(e) = &report.dir_error {

@@ -33,6 +33,18 @@ pub struct ServerConfig {
     pub database_url: String,
     /// Largest accepted request body for JSON and integration endpoints, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers.
+    pub header_timeout_s: u64,
+    /// Seconds a connection may move no byte before it is closed (idle keep-alive, a stalled
+    /// upload, a client that stopped reading).
+    pub idle_timeout_s: u64,
+    /// Seconds a request may take, uploads excepted (they have the idle timeout).
+    pub request_timeout_s: u64,
+    /// Seconds a stop (SIGTERM, SIGINT) waits for requests in flight before closing them.
+    pub shutdown_timeout_s: u64,
+    /// Open connections at most (lowered to fit the open-files limit); beyond it, the
+    /// connection idle the longest is closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +54,11 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./lorafleet-data"),
             database_url: String::new(),
             max_body_bytes: 1024 * 1024,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            request_timeout_s: 60,
+            shutdown_timeout_s: 10,
+            max_connections: 4096,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod fuota;
 pub mod ingest;
 pub mod metrics;
 pub mod network;
+pub mod server;
 pub mod status;
 pub mod storage;
 pub mod web;

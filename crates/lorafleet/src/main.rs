@@ -1,6 +1,5 @@
 //! The `lorafleet` command.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -120,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     let bind = config.server.bind.clone();
+    // Before anything opens the database or the simulation starts producing events.
+    let _lock = lorafleet::server::data_dir::lock(&config.server.data_dir)?;
+    let fd_limit = lorafleet::server::raise_fd_limit();
+    let limits = lorafleet::server::Limits::new(&config.server, fd_limit);
     let (app, first) = App::build(config).await?;
     if let Some(password) = &first.admin_password {
         println!("\n  First start: created user \"admin\" with password  {password}");
@@ -181,17 +184,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
 
-    let router = lorafleet::web::router(app.clone());
-    let stopping = app.clone();
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stopping.shutdown.send(true);
-    })
-    .await?;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        open_files_limit = fd_limit,
+        "connection limits"
+    );
+    lorafleet::server::serve(app.clone(), listener, limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     app.db.close().await;
     Ok(())

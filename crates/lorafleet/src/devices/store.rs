@@ -163,6 +163,27 @@ async fn find_downlink(
         .await
 }
 
+/// Which of `keys` belong to uplinks already stored: those events are repeats.
+pub async fn known_dedup_keys(
+    conn: &mut SqliteConnection,
+    keys: &[&str],
+) -> sqlx::Result<std::collections::HashSet<String>> {
+    let mut known = std::collections::HashSet::new();
+    for chunk in keys.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
+        );
+        let mut list = q.separated(", ");
+        for k in chunk {
+            list.push_bind(*k);
+        }
+        q.push(")");
+        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        known.extend(rows);
+    }
+    Ok(known)
+}
+
 /// True for an uplink that only needs storing: no Version & Status answer to decode.
 pub fn is_plain_uplink(ev: &IntegrationEvent, retention: Retention) -> bool {
     matches!(&ev.body, EventBody::Up(up) if up.f_port != Some(retention.status_f_port))
@@ -175,7 +196,7 @@ pub async fn apply_plain_uplinks(
     events: &[&IntegrationEvent],
     retention: Retention,
 ) -> sqlx::Result<()> {
-    // SQLite allows 32766 bound values per statement; 12 per row.
+    // SQLite allows 32766 bound values per statement; 13 per row (devices: 11).
     for chunk in events.chunks(1000) {
         let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
@@ -226,7 +247,7 @@ pub async fn apply_plain_uplinks(
 
         let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
-                gateway_count, confirmed, data, object_json) ",
+                gateway_count, confirmed, data, object_json, dedup_key) ",
         );
         uplinks.push_values(chunk.iter(), |mut row, ev| {
             let EventBody::Up(up) = &ev.body else {
@@ -243,7 +264,8 @@ pub async fn apply_plain_uplinks(
                 .push_bind(up.gateway_count as i64)
                 .push_bind(up.confirmed)
                 .push_bind(up.data.clone())
-                .push_bind(up.object.as_ref().map(|o| o.to_string()));
+                .push_bind(up.object.as_ref().map(|o| o.to_string()))
+                .push_bind(up.dedup_key.clone());
         });
         uplinks.build().execute(&mut *conn).await?;
 
@@ -288,8 +310,8 @@ pub async fn apply_event(
             let object = up.object.as_ref().map(|o| o.to_string());
             sqlx::query(
                 "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
-                    gateway_count, confirmed, data, object_json)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    gateway_count, confirmed, data, object_json, dedup_key)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&eui)
             .bind(fmt_time(up.received_at))
@@ -303,6 +325,7 @@ pub async fn apply_event(
             .bind(up.confirmed)
             .bind(&up.data)
             .bind(object)
+            .bind(&up.dedup_key)
             .execute(&mut *conn)
             .await?;
             // Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap

@@ -216,6 +216,45 @@ pub enum UploadError {
     Internal(#[from] anyhow::Error),
 }
 
+const PART_PREFIX: &str = ".upload-";
+const PART_SUFFIX: &str = ".part";
+
+/// An upload being received. Removed when dropped, which also happens when the client goes
+/// away mid-upload (the request's future is dropped with the connection), so no half image
+/// stays behind.
+struct PartFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes uploads left half-received by a previous run that was killed; called at start,
+/// before any new upload can be in progress.
+pub async fn remove_stale_uploads(config: &Config) -> usize {
+    let Ok(mut entries) = tokio::fs::read_dir(upload_dir(config)).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(PART_PREFIX)
+            && name.ends_with(PART_SUFFIX)
+            && tokio::fs::remove_file(entry.path()).await.is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Streams an upload to `<data_dir>/firmware/<name>`, enforcing `firmware.max_size` while the
 /// bytes arrive (nothing larger is ever held or kept), then indexes it.
 pub async fn store_upload<S, B, E>(
@@ -235,7 +274,14 @@ where
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
     let final_path = dir.join(file_name);
-    let part_path = dir.join(format!(".upload-{}.part", crate::auth::random_secret()));
+    let mut part = PartFile {
+        path: dir.join(format!(
+            "{PART_PREFIX}{}{PART_SUFFIX}",
+            crate::auth::random_secret()
+        )),
+        kept: false,
+    };
+    let part_path = part.path.clone();
     let result = async {
         let mut file = tokio::fs::File::create(&part_path)
             .await
@@ -268,40 +314,29 @@ where
         Ok((size, hex::encode(hasher.finalize()), tail))
     }
     .await;
-    let (size, sha256, tail) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part_path).await;
-            return Err(e);
-        }
-    };
+    let (size, sha256, tail) = result?;
     let _guard = INDEX_LOCK.lock().await;
-    let refuse = |e: UploadError| async {
-        let _ = tokio::fs::remove_file(&part_path).await;
-        Err(e)
-    };
     match store::find_by_sha(db, &sha256).await {
         Ok(Some(existing)) => {
-            return refuse(UploadError::Duplicate {
+            return Err(UploadError::Duplicate {
                 existing: Box::new(existing),
             })
-            .await
         }
         Ok(None) => {}
-        Err(e) => return refuse(UploadError::Internal(e.into())).await,
+        Err(e) => return Err(UploadError::Internal(e.into())),
     }
     let path_text = final_path.display().to_string();
     let taken = tokio::fs::try_exists(&final_path).await.unwrap_or(true)
         || matches!(store::find_by_path(db, &path_text).await, Ok(Some(_)));
     if taken {
-        return refuse(UploadError::NameTaken(file_name.to_string())).await;
+        return Err(UploadError::NameTaken(file_name.to_string()));
     }
     if let Err(e) = tokio::fs::rename(&part_path, &final_path).await {
-        return refuse(UploadError::Internal(
+        return Err(UploadError::Internal(
             anyhow::Error::new(e).context("moving the upload into place"),
-        ))
-        .await;
+        ));
     }
+    part.kept = true;
     let (trailer, trailer_error) = match detect_trailer(&tail) {
         Ok(t) => (t, None),
         Err(e) => (None, Some(e)),

@@ -157,13 +157,16 @@ fn identity_json(e: &mut JsonEvent) -> Result<(DevEui, DeviceIdentity), IngestEr
     ))
 }
 
+/// v3 events have no deduplication id; the same frame reported twice has the same device,
+/// frame counter and time.
+fn v3_dedup_key(dev_eui: DevEui, f_cnt: u32, at: DateTime<Utc>) -> String {
+    format!("v3:{dev_eui}:{f_cnt}:{}", crate::storage::fmt_time(at))
+}
+
 fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> {
     let mut e: JsonEvent = super::parse_json(FORMAT, event, body)?;
     let (dev_eui, device) = identity_json(&mut e)?;
-    let at = e
-        .published_at
-        .map(super::plausible_time)
-        .unwrap_or_else(Utc::now);
+    let at = e.published_at.unwrap_or_else(Utc::now);
     let body = match event {
         "up" => {
             let data = match &e.data {
@@ -194,6 +197,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
                 confirmed: e.confirmed_uplink,
                 data,
                 object,
+                dedup_key: e.published_at.map(|t| v3_dedup_key(dev_eui, e.f_cnt, t)),
             })
         }
         "join" => EventBody::Join,
@@ -274,7 +278,6 @@ fn pb_identity(
 
 fn pb_time(ts: Option<prost_types_timestamp::Timestamp>) -> DateTime<Utc> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
-        .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
 
@@ -324,6 +327,10 @@ fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> 
                     confirmed: up.confirmed_uplink,
                     data: up.data,
                     object,
+                    dedup_key: up
+                        .published_at
+                        .as_ref()
+                        .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at)),
                 }),
             })
         }

@@ -34,7 +34,6 @@ fn parse<T: Message + Default + serde::de::DeserializeOwned>(
 
 fn time(ts: Option<chirpstack_api::pbjson_types::Timestamp>) -> DateTime<Utc> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
-        .map(super::plausible_time)
         .unwrap_or_else(Utc::now)
 }
 
@@ -115,6 +114,7 @@ pub fn decode(
                     confirmed: up.confirmed,
                     data: up.data,
                     object,
+                    dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
                 }),
             })
         }

@@ -3,6 +3,7 @@
 
 pub mod chirpstack_v3;
 pub mod chirpstack_v4;
+pub mod plausible;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,9 @@ pub struct Uplink {
     pub data: Vec<u8>,
     /// ChirpStack's payload codec output.
     pub object: Option<serde_json::Value>,
+    /// What makes a repeat of this uplink recognisable (v4's deduplicationId; v3's DevEUI, FCnt
+    /// and time), so a repeated post is acknowledged and stored once.
+    pub dedup_key: Option<String>,
 }
 
 /// What happened.
@@ -170,17 +174,6 @@ pub(crate) fn dev_addr(field: &str, s: &str) -> Result<String, IngestError> {
     }
 }
 
-/// Device clocks and gateways can be wrong; a time far in the future would pin a device to the
-/// top of the list forever, so it is replaced by the time of reception.
-pub(crate) fn plausible_time(t: DateTime<Utc>) -> DateTime<Utc> {
-    let now = Utc::now();
-    if t > now + chrono::Duration::minutes(5) {
-        now
-    } else {
-        t
-    }
-}
-
 /// Battery level in percent and link margin in dB, as LoRaWAN's DevStatusAns allows them.
 pub(crate) fn check_status(
     battery: Option<f64>,
@@ -266,6 +259,7 @@ pub fn decode(
         ChirpstackVersion::V3 => chirpstack_v3::decode(event, encoding, body),
         _ => chirpstack_v4::decode(event, encoding, body),
     }?;
+    plausible::check_identity(&decoded.device, generation)?;
     Ok(Some(decoded))
 }
 

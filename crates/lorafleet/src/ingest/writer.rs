@@ -5,9 +5,13 @@
 
 use std::sync::Arc;
 
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Connection;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::store::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
+use crate::devices::store::{
+    apply_event, apply_plain_uplinks, is_plain_uplink, known_dedup_keys, Retention,
+};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
 use crate::storage::Db;
@@ -31,10 +35,43 @@ pub struct CommittedUplink {
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// What the writer task is asked to do, in arrival order.
+// Nearly every job is a Commit: boxing the event would cost an allocation per uplink for the
+// sake of the rare Flush.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Commit(IntegrationEvent, Reply),
+    /// Answered once every job queued before it is done: shutdown waits on it.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Whether the last group reached the disk; `/health` reports it, since a pool that answers
+/// `SELECT 1` says nothing about a full disk.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    /// The error of the last failed commit, until a later commit succeeds.
+    pub fn failing(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn record(&self, fault: Option<String>) {
+        *self.lock() = fault;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The handle request handlers use to commit events.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<(IntegrationEvent, Reply)>,
+    tx: mpsc::Sender<Job>,
+    health: Arc<WriteHealth>,
 }
 
 impl Writer {
@@ -45,8 +82,14 @@ impl Writer {
         uplinks: broadcast::Sender<CommittedUplink>,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, retention, rx, changes, uplinks));
-        Writer { tx }
+        let health = Arc::new(WriteHealth::default());
+        let out = Outlets {
+            changes,
+            uplinks,
+            health: health.clone(),
+        };
+        tokio::spawn(run(db, retention, rx, out));
+        Writer { tx, health }
     }
 
     /// Commits one event; returns once it is durable.
@@ -66,76 +109,176 @@ impl Writer {
     ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (reply, done) = oneshot::channel();
         self.tx
-            .send((event, reply))
+            .send(Job::Commit(event, reply))
             .await
             .map_err(|_| "the database writer has stopped".to_string())?;
         Ok(done)
     }
+
+    /// Returns once everything submitted before has been committed (or refused).
+    pub async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Job::Flush(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    pub fn health(&self) -> &WriteHealth {
+        &self.health
+    }
 }
 
-async fn run(
-    db: Db,
-    retention: Retention,
-    mut rx: mpsc::Receiver<(IntegrationEvent, Reply)>,
+/// Where the writer reports what it committed.
+struct Outlets {
     changes: broadcast::Sender<Change>,
     uplinks: broadcast::Sender<CommittedUplink>,
-) {
+    health: Arc<WriteHealth>,
+}
+
+async fn run(db: Db, retention: Retention, mut rx: mpsc::Receiver<Job>, out: Outlets) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Commit(event, reply) => group.push((event, reply)),
+                Job::Flush(reply) => flushes.push(reply),
+            }
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        let results = commit_group(&db, retention, &group).await;
-        for ((event, reply), result) in group.drain(..).zip(results) {
-            let ok = result.is_ok();
-            let _ = reply.send(result);
-            if ok {
-                let _ = changes.send(Change::Device(event.dev_eui));
-                if matches!(event.body, EventBody::Up(_)) && uplinks.receiver_count() > 0 {
-                    let _ = uplinks.send(CommittedUplink {
-                        event: Arc::new(event),
-                    });
-                }
+        if !group.is_empty() {
+            let outcome = commit_group(&db, retention, &group).await;
+            out.health.record(outcome.fault.clone());
+            announce(&out, group.drain(..), outcome);
+        }
+        for reply in flushes.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Answers each request; stored events (not repeats, which changed nothing) are announced.
+fn announce(
+    out: &Outlets,
+    group: impl Iterator<Item = (IntegrationEvent, Reply)>,
+    outcome: GroupOutcome,
+) {
+    let repeated = outcome.repeated.iter().chain(std::iter::repeat(&false));
+    for (((event, reply), result), repeated) in group.zip(outcome.results).zip(repeated) {
+        let ok = result.is_ok();
+        let _ = reply.send(result);
+        if ok && !repeated {
+            let _ = out.changes.send(Change::Device(event.dev_eui));
+            if matches!(event.body, EventBody::Up(_)) && out.uplinks.receiver_count() > 0 {
+                let _ = out.uplinks.send(CommittedUplink {
+                    event: Arc::new(event),
+                });
             }
         }
     }
+}
+
+/// Each event's outcome, which events were repeats of stored ones (acknowledged, not stored
+/// again), and the error that kept the group's transaction from committing.
+struct GroupOutcome {
+    results: Vec<Result<(), String>>,
+    repeated: Vec<bool>,
+    fault: Option<String>,
+}
+
+impl GroupOutcome {
+    fn all_failed(n: usize, fault: String) -> Self {
+        GroupOutcome {
+            results: vec![Err(fault.clone()); n],
+            repeated: Vec::new(),
+            fault: Some(fault),
+        }
+    }
+}
+
+fn dedup_key(event: &IntegrationEvent) -> Option<&str> {
+    match &event.body {
+        EventBody::Up(up) => up.dedup_key.as_deref(),
+        _ => None,
+    }
+}
+
+/// Marks the events whose uplink is already stored, or repeated earlier in the same group.
+async fn repeats(
+    conn: &mut SqliteConnection,
+    group: &[(IntegrationEvent, Reply)],
+) -> sqlx::Result<Vec<bool>> {
+    let keys: Vec<&str> = group.iter().filter_map(|(e, _)| dedup_key(e)).collect();
+    if keys.is_empty() {
+        return Ok(vec![false; group.len()]);
+    }
+    let known = known_dedup_keys(conn, &keys).await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(group
+        .iter()
+        .map(|(e, _)| dedup_key(e).is_some_and(|k| known.contains(k) || !seen.insert(k)))
+        .collect())
 }
 
 /// Commits a group in one transaction. Events almost never fail, so the group is first applied
 /// as a whole; only if something fails is it redone with a savepoint per event, so that one bad
 /// event does not cost the others.
+///
+/// A connection whose transaction failed is closed rather than handed back to the pool: after
+/// a failed COMMIT (a full disk) SQLite may already have rolled back while sqlx still counts
+/// the transaction as open, and every later BEGIN on that connection would be refused.
 async fn commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> Vec<Result<(), String>> {
-    let whole = async {
-        let mut tx = db.begin_with(BEGIN_IMMEDIATE).await?;
-        let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
-            .iter()
-            .map(|(e, _)| e)
-            .partition(|e| is_plain_uplink(e, retention));
-        if !plain.is_empty() {
-            apply_plain_uplinks(&mut tx, &plain, retention).await?;
-        }
-        for event in other {
-            apply_event(&mut tx, event, retention).await?;
-        }
-        tx.commit().await
-    }
-    .await;
-    match whole {
-        Ok(()) => {
+) -> GroupOutcome {
+    let mut conn = match db.acquire().await {
+        Ok(c) => c,
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    };
+    match apply_whole(&mut conn, retention, group).await {
+        Ok(repeated) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            group.iter().map(|_| Ok(())).collect()
+            GroupOutcome {
+                results: vec![Ok(()); group.len()],
+                repeated,
+                fault: None,
+            }
         }
-        Err(e) if group.len() == 1 => vec![Err(format!("database: {e}"))],
-        Err(_) => commit_one_by_one(db, retention, group).await,
+        Err(_) => {
+            conn.close_on_drop();
+            drop(conn);
+            // Even a group of one is redone: only the outer transaction's fate says whether the
+            // database is failing or just this event was refused.
+            commit_one_by_one(db, retention, group).await
+        }
     }
+}
+
+async fn apply_whole(
+    conn: &mut SqliteConnection,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> sqlx::Result<Vec<bool>> {
+    let mut tx = conn.begin_with(BEGIN_IMMEDIATE).await?;
+    let repeated = repeats(&mut tx, group).await?;
+    let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
+        .iter()
+        .zip(&repeated)
+        .filter(|(_, repeated)| !**repeated)
+        .map(|((e, _), _)| e)
+        .partition(|e| is_plain_uplink(e, retention));
+    if !plain.is_empty() {
+        apply_plain_uplinks(&mut tx, &plain, retention).await?;
+    }
+    for event in other {
+        apply_event(&mut tx, event, retention).await?;
+    }
+    tx.commit().await?;
+    Ok(repeated)
 }
 
 // IMMEDIATE takes the write lock up front: a deferred transaction that reads first and then
@@ -147,34 +290,55 @@ async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> Vec<Result<(), String>> {
-    let mut tx = match db.begin_with(BEGIN_IMMEDIATE).await {
+) -> GroupOutcome {
+    let mut conn = match db.acquire().await {
+        Ok(c) => c,
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    };
+    let outcome = savepoint_each(&mut conn, retention, group).await;
+    if outcome.fault.is_some() {
+        conn.close_on_drop();
+    }
+    outcome
+}
+
+async fn savepoint_each(
+    conn: &mut SqliteConnection,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> GroupOutcome {
+    let mut tx = match conn.begin_with(BEGIN_IMMEDIATE).await {
         Ok(tx) => tx,
-        Err(e) => {
-            return group
-                .iter()
-                .map(|_| Err(format!("database: {e}")))
-                .collect()
-        }
+        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
     };
     let mut results = Vec::with_capacity(group.len());
+    let mut repeated = Vec::with_capacity(group.len());
     for (event, _) in group {
         let outcome = async {
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            apply_event(&mut sp, event, retention).await?;
-            sp.commit().await
+            let known = match dedup_key(event) {
+                Some(k) => !known_dedup_keys(&mut sp, &[k]).await?.is_empty(),
+                None => false,
+            };
+            if !known {
+                apply_event(&mut sp, event, retention).await?;
+            }
+            sp.commit().await?;
+            Ok::<_, sqlx::Error>(known)
         }
         .await;
-        results.push(outcome.map_err(|e| format!("database: {e}")));
+        repeated.push(*outcome.as_ref().unwrap_or(&false));
+        results.push(outcome.map(|_| ()).map_err(|e| format!("database: {e}")));
     }
     match tx.commit().await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            results
+            GroupOutcome {
+                results,
+                repeated,
+                fault: None,
+            }
         }
-        Err(e) => group
-            .iter()
-            .map(|_| Err(format!("database commit: {e}")))
-            .collect(),
+        Err(e) => GroupOutcome::all_failed(group.len(), format!("database commit: {e}")),
     }
 }

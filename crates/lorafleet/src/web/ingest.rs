@@ -85,7 +85,7 @@ pub async fn integration(
         }
     };
     let limit = app.config.server.max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+    let too_large = || {
         count(&event, "rejected");
         let mut e = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +93,18 @@ pub async fn integration(
         );
         e.field = Some("body".into());
         e
-    })?;
+    };
+    // Refused before a byte is read: a declared huge body must not hold the request open.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -123,7 +134,7 @@ pub async fn integration(
             return Err(err);
         }
     };
-    let Some(decoded) = decoded else {
+    let Some(mut decoded) = decoded else {
         count(&event, "ignored");
         return Ok((
             StatusCode::OK,
@@ -133,10 +144,28 @@ pub async fn integration(
             }),
         ));
     };
-    app.writer.commit(decoded).await.map_err(|e| {
+    let note = ingest::plausible::fix_time(&mut decoded, chrono::Utc::now());
+    let note = note.map(|message| ingest::IntegrationEvent {
+        dev_eui: decoded.dev_eui,
+        at: decoded.at,
+        device: ingest::DeviceIdentity::default(),
+        body: ingest::EventBody::Log {
+            level: "warning".into(),
+            message,
+        },
+    });
+    let refused = |e: String| {
         count(&event, "failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}"))
-    })?;
+    };
+    app.writer.commit(decoded).await.map_err(refused)?;
+    if let Some(note) = note {
+        // The event itself is committed; a note that cannot be is not worth a 503 that would
+        // make it look lost.
+        if let Err(e) = app.writer.commit(note).await {
+            tracing::warn!(error = %e, "could not note an implausible event time");
+        }
+    }
     count(&event, "stored");
     Ok((
         StatusCode::OK,

@@ -7,6 +7,7 @@ pub mod devices_api;
 pub mod error;
 pub mod firmware_api;
 pub mod ingest;
+mod limit;
 pub mod openapi;
 pub mod stream;
 
@@ -23,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::ToSchema;
 
 pub use error::{ApiError, ApiJson};
+use limit::BodyLimits;
 
 use crate::AppState;
 
@@ -94,15 +96,29 @@ pub fn router(state: AppState) -> Router {
             .post(firmware_api::upload)
             .layer(DefaultBodyLimit::max(upload_limit)),
     );
-    Router::new()
+    let request_timeout = Duration::from_secs(state.config.server.request_timeout_s.max(1));
+    // Uploads are left out: a slow link may need longer than any fixed timeout, and the
+    // connection's idle timeout (server.idle_timeout_s) ends one that stops progressing.
+    let timed = Router::new()
         .merge(api)
-        .merge(uploads)
         .merge(assets::routes())
         .route("/", post(ingest::legacy_integration))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ));
+    Router::new()
+        .merge(timed)
+        .merge(uploads)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits { json: body_limit },
+            limit::declared_length,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -112,10 +128,6 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("DENY"),
         ))
         .layer(TraceLayer::new_for_http())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(60),
-        ))
         .with_state(state)
 }
 
@@ -133,27 +145,34 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,
-    pub database: String,
+    /// `ok`, or `error` while the database cannot be read or the last commit failed.
+    pub database: &'static str,
+    /// Why, while `database` is `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_error: Option<String>,
     pub network: &'static str,
     pub uptime_s: u64,
 }
 
-/// Liveness and database reachability; no authentication.
+/// Liveness, database reachability and whether writes reach the disk; no authentication.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let db = sqlx::query_scalar::<_, i64>("SELECT 1")
+    let read = sqlx::query_scalar::<_, i64>("SELECT 1")
         .fetch_one(&app.db)
         .await;
+    // A full disk still answers reads: the writer's last outcome is what says writes fail.
+    let error = match read {
+        Err(e) => Some(format!("database: {e}")),
+        Ok(_) => app.writer.health().failing(),
+    };
     let body = Health {
-        status: if db.is_ok() { "ok" } else { "degraded" },
-        database: match &db {
-            Ok(_) => "ok".into(),
-            Err(e) => e.to_string(),
-        },
+        status: if error.is_none() { "ok" } else { "degraded" },
+        database: if error.is_none() { "ok" } else { "error" },
+        database_error: error,
         network: app.network.kind().as_str(),
         uptime_s: app.started_at.elapsed().as_secs(),
     };
-    let code = if db.is_ok() {
+    let code = if body.database_error.is_none() {
         axum::http::StatusCode::OK
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE

@@ -113,7 +113,8 @@ impl TestApp {
 pub fn v4_uplink_json(eui: &str, f_port: u32, f_cnt: u32, data: &[u8]) -> Vec<u8> {
     use base64::Engine;
     serde_json::json!({
-        "deduplicationId": "3b8ac6a0-0000-4000-8000-000000000001",
+        // One id per frame, as ChirpStack gives: a repeated id is a repeated post, stored once.
+        "deduplicationId": format!("3b8ac6a0-{eui}-{f_cnt:08x}"),
         "time": "2026-11-27T10:00:00.123Z",
         "deviceInfo": {
             "tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242",

@@ -458,6 +458,7 @@ impl World {
                 confirmed: false,
                 data,
                 object,
+                dedup_key: None,
             }),
         });
         let eui = dev.id.dev_eui;
