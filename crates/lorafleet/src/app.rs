@@ -32,6 +32,8 @@ pub struct App {
     /// Turns true when the server is stopping; long-lived responses (event streams) end then,
     /// so graceful shutdown does not wait for browsers to go away.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The MQTT ingest connection's state (`disabled` unless `integration.mqtt.enabled`).
+    pub mqtt: Arc<crate::ingest::mqtt::MqttStatus>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -97,6 +99,8 @@ impl App {
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         network.attach(writer.clone());
+        let mqtt = Arc::new(crate::ingest::mqtt::MqttStatus::default());
+        crate::ingest::mqtt::spawn(&config, writer.clone(), mqtt.clone())?;
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -111,6 +115,7 @@ impl App {
             started_at: Instant::now(),
             campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
+            mqtt,
         });
         if app.config.fuota.clock_sync {
             crate::fuota::clock_sync::spawn(&app);
