@@ -629,6 +629,38 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_section_from_the_environment() {
+        let var = |k: &str, v: &str| (format!("LORAFLEET__INTEGRATION__MQTT__{k}"), v.to_string());
+        let env = vec![
+            var("ENABLED", "true"),
+            var("SERVER", "mqtts://broker:8884"),
+            var("QOS", "2"),
+            var("ENCODING", "protobuf"),
+            var("SHARED_GROUP", "lorafleet"),
+            var("CA_FILE", "/etc/ca.pem"),
+        ];
+        let c = Config::load_with_env(None, &env).unwrap();
+        let m = &c.integration.mqtt;
+        assert!(m.enabled);
+        assert_eq!(m.server, "mqtts://broker:8884");
+        assert_eq!(m.qos, 2);
+        assert_eq!(m.encoding, MqttEncoding::Protobuf);
+        assert_eq!(m.shared_group, "lorafleet");
+        assert_eq!(m.ca_file, PathBuf::from("/etc/ca.pem"));
+        assert_eq!(m.topic, "application/+/device/+/event/+");
+        for (k, v, named) in [
+            ("SERVER", "http://broker", "integration.mqtt.server"),
+            ("QOS", "3", "integration.mqtt.qos"),
+            ("SHARED_GROUP", "a/b", "integration.mqtt.shared_group"),
+            ("CERT_FILE", "/c.pem", "integration.mqtt.cert_file"),
+        ] {
+            let env = vec![var("ENABLED", "true"), var(k, v)];
+            let err = format!("{:#}", Config::load_with_env(None, &env).unwrap_err());
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_variable_name() {
         let env = vec![(
             "LORAFLEET__STATUS_PROTOCOL__F_PORT".to_string(),

@@ -65,15 +65,26 @@ impl Broker {
         };
         let rest = rest.trim_end_matches('/');
         let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("port {p:?} is not a number 1..65535"))?,
-            ),
-            _ => (rest, default_port),
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("port {p:?} is not a number 1..65535"))
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        // An IPv6 address is written in brackets: [::1]:1883.
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed '['"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, port(p)?),
+                None if after.is_empty() => (host, default_port),
+                None => return Err(format!("{url:?}: unexpected {after:?} after the address")),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, port(p)?),
+                None => (rest, default_port),
+            }
+        };
         if host.is_empty() || host.contains('/') {
             return Err(format!("{url:?} names no host"));
         }
