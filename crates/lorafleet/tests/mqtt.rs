@@ -108,6 +108,7 @@ impl Mosquitto {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         false
     }
 
