@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use crate::auth::{BasicCache, LoginThrottle};
+use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
 use crate::config::Config;
 use crate::devices::store::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
@@ -15,6 +15,11 @@ use crate::storage::{self, Db};
 
 pub type AppState = Arc<App>;
 
+/// Password checks running at once (each ~19 MiB and one core for tens of ms).
+const HASH_WORKERS: usize = 2;
+/// Password checks waiting for a worker; more are refused with 503 at once.
+const HASH_QUEUE: usize = 8;
+
 pub struct App {
     pub config: Config,
     pub db: Db,
@@ -22,9 +27,13 @@ pub struct App {
     pub writer: Writer,
     pub changes: broadcast::Sender<Change>,
     pub uplinks: broadcast::Sender<CommittedUplink>,
-    pub integration_token: String,
+    pub integration_token: IntegrationToken,
     pub throttle: LoginThrottle,
     pub basic_cache: BasicCache,
+    /// Where request passwords are checked (bounded; see [`HashPool`]).
+    pub hash_pool: HashPool,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<IpNet>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub started_at: Instant,
     /// FUOTA campaign drivers and the runner's coordination.
@@ -41,6 +50,9 @@ pub struct App {
 pub struct FirstStart {
     pub admin_password: Option<String>,
     pub integration_token_generated: bool,
+    /// The generated integration token; only its hash is stored, so this is the one chance
+    /// to show it.
+    pub integration_token: Option<String>,
 }
 
 impl App {
@@ -75,16 +87,10 @@ impl App {
             .await?,
             ..Default::default()
         };
-        let integration_token = if !config.integration.token.is_empty() {
-            config.integration.token.clone()
-        } else if let Some(t) = storage::get_setting(&db, "integration_token").await? {
-            t
-        } else {
-            let t = crate::auth::random_secret();
-            storage::set_setting(&db, "integration_token", &t).await?;
-            first.integration_token_generated = true;
-            t
-        };
+        let (integration_token, generated) =
+            crate::auth::integration_token(&db, &config.integration.token).await?;
+        first.integration_token_generated = generated.is_some();
+        first.integration_token = generated;
         let (changes, _) = broadcast::channel(1024);
         let (uplinks, _) = broadcast::channel(4096);
         let retention = Retention {
@@ -104,6 +110,13 @@ impl App {
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
+            hash_pool: HashPool::new(HASH_WORKERS, HASH_QUEUE),
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| IpNet::parse(p))
+                .collect(),
             metrics: crate::metrics::handle(),
             config,
             db,

@@ -1,10 +1,12 @@
-//! Users (argon2id password hashes), API tokens and browser sessions, and the slowing down of
-//! repeated failed logins.
+//! Users (argon2id password hashes), API tokens with scopes, browser sessions, and what keeps
+//! login from being used to wear the server down: input limits, a bounded hashing pool and
+//! bounded per-client back-off. The SQL lives in `storage::{users, sessions, tokens}`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,11 +17,22 @@ use argon2::Argon2;
 use chrono::Utc;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
-use crate::storage::{fmt_time, Db};
+use crate::storage::{self, Db};
 
 pub const SESSION_COOKIE: &str = "lorafleet_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Longest accepted user name, in bytes.
+pub const MAX_USERNAME_BYTES: usize = 64;
+/// Longest accepted password, in bytes: far above any passphrase, far below what would make
+/// hashing or parsing costly.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Verified for unknown user names, so they cost what a known one costs. Same parameters as
+/// `Argon2::default()` (a unit test holds them together).
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$hV2eYZ6P7tpJVlJmm4Fq1Sm8Hzd8YAbwhFgTqBl+Rko";
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
@@ -37,6 +50,37 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// Which credential field is out of bounds, and why; checked before anything is hashed.
+pub fn check_lengths(username: &str, password: &str) -> Result<(), (&'static str, String)> {
+    if username.is_empty() {
+        return Err(("username", "user name is required".into()));
+    }
+    if username.len() > MAX_USERNAME_BYTES {
+        return Err((
+            "username",
+            format!("user name is longer than {MAX_USERNAME_BYTES} bytes"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err((
+            "password",
+            format!("password is longer than {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A user name as it may appear in a log line: control characters escaped (a newline in a name
+/// must not forge a line) and cut to the length a real name can have.
+pub fn log_name(name: &str) -> String {
+    let cut: String = name.chars().take(MAX_USERNAME_BYTES).collect();
+    let mut out: String = cut.escape_debug().collect();
+    if cut.len() < name.len() {
+        out.push_str(&format!("...({} bytes)", name.len()));
+    }
+    out
 }
 
 /// 256 random bits as lower-case hex.
@@ -66,10 +110,7 @@ pub async fn ensure_admin(
     configured: &str,
     data_dir: &Path,
 ) -> anyhow::Result<Option<String>> {
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(db)
-        .await?;
-    if users > 0 {
+    if storage::users::count(db).await? > 0 {
         return Ok(None);
     }
     let (password, generated) = if configured.is_empty() {
@@ -103,39 +144,29 @@ pub fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates a user or sets a user's password. Setting it ends the user's sessions, and Basic
+/// credentials cached under the old hash stop matching (see [`BasicCache`]).
 pub async fn create_user(db: &Db, username: &str, password: &str) -> anyhow::Result<i64> {
+    if let Err((field, msg)) = check_lengths(username, password) {
+        anyhow::bail!("{field}: {msg}");
+    }
     let hash = hash_password(password)?;
-    let id = sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)
-         ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash RETURNING id",
-    )
-    .bind(username)
-    .bind(hash)
-    .bind(crate::storage::now())
-    .fetch_one(db)
-    .await?;
-    Ok(id)
+    storage::users::upsert(db, username, &hash).await
 }
 
-/// Checks a username and password; returns the user id.
+/// Checks a username and password; returns the user id. Unbounded: for the command line and
+/// tests. Requests go through [`HashPool`].
 pub async fn check_password(
     db: &Db,
     username: &str,
     password: &str,
 ) -> anyhow::Result<Option<i64>> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, password_hash FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(db)
-            .await?;
+    let row = storage::users::credentials(db, username).await?;
     let password = password.to_string();
-    // argon2 is deliberately slow: keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || match row {
-        Some((id, hash)) if verify_password(&password, &hash) => Some(id),
-        Some(_) => None,
+        Some((id, hash)) => verify_password(&password, &hash).then_some(id),
         None => {
-            // Spend the same time for an unknown user, so timing does not reveal user names.
-            let _ = verify_password(&password, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$hV2eYZ6P7tpJVlJmm4Fq1Sm8Hzd8YAbwhFgTqBl+Rko");
+            let _ = verify_password(&password, DUMMY_HASH);
             None
         }
     })
@@ -143,206 +174,523 @@ pub async fn check_password(
     Ok(result)
 }
 
+/// What an API token may do. Ordered: each scope includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// GET only.
+    Read,
+    /// Also status requests, downlinks, firmware and campaigns.
+    Operate,
+    /// Also users, tokens and settings.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope of a user's role (`viewer`, `operator`, `admin`); an unknown role (which the
+    /// table's CHECK does not allow) reads as the least.
+    pub fn of_role(role: &str) -> Scope {
+        match role {
+            "admin" => Scope::Admin,
+            "operator" => Scope::Operate,
+            _ => Scope::Read,
+        }
+    }
+
+    /// The role whose scope this is.
+    pub fn role_name(self) -> &'static str {
+        match self {
+            Scope::Read => "viewer",
+            Scope::Operate => "operator",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse_role(role: &str) -> Option<Scope> {
+        ["viewer", "operator", "admin"]
+            .contains(&role)
+            .then(|| Scope::of_role(role))
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "operate" => Some(Scope::Operate),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
 /// Creates an API token for a user; the token is returned once and stored only as a hash.
-pub async fn create_api_token(db: &Db, username: &str, name: &str) -> anyhow::Result<String> {
-    let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-        .bind(username)
-        .fetch_optional(db)
+pub async fn create_api_token(
+    db: &Db,
+    username: &str,
+    name: &str,
+    scope: Scope,
+) -> anyhow::Result<String> {
+    let user_id = storage::users::id_of(db, username)
         .await?
         .with_context(|| format!("no user {username:?}"))?;
     let token = format!("lft_{}", random_secret());
-    sqlx::query(
-        "INSERT INTO api_tokens (name, token_sha256, user_id, created_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(name)
-    .bind(sha256_hex(&token))
-    .bind(user_id)
-    .bind(crate::storage::now())
-    .execute(db)
-    .await?;
+    storage::tokens::insert(db, user_id, name, &sha256_hex(&token), scope.as_str()).await?;
     Ok(token)
 }
 
-/// Returns the user name an API token belongs to.
-pub async fn check_api_token(db: &Db, token: &str) -> anyhow::Result<Option<String>> {
-    let row: Option<(i64, String)> = sqlx::query_as(
-        "SELECT t.id, u.username FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_sha256 = ?",
-    )
-    .bind(sha256_hex(token))
-    .fetch_optional(db)
-    .await?;
-    if let Some((id, _)) = &row {
-        // Minute resolution is enough to see which tokens are in use, and spares a write per call.
-        let now = Utc::now();
-        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
-            .bind(fmt_time(now))
-            .bind(id)
-            .bind(fmt_time(now - chrono::Duration::seconds(60)))
-            .execute(db)
-            .await?;
-    }
-    Ok(row.map(|(_, u)| u))
+/// The user name an API token belongs to and what it may do: its scope, never more than its
+/// user's role now. Looked up on every request, so a revoked token, a disabled user or a
+/// lowered role takes effect at once.
+pub async fn check_api_token(db: &Db, token: &str) -> anyhow::Result<Option<(String, Scope)>> {
+    let Some(owner) = storage::tokens::find_and_touch(db, &sha256_hex(token)).await? else {
+        return Ok(None);
+    };
+    // A scope the table's CHECK does not allow cannot be there; read-only is the safe reading.
+    let scope = Scope::parse(&owner.scope).unwrap_or(Scope::Read);
+    Ok(Some((
+        owner.username,
+        scope.min(Scope::of_role(&owner.role)),
+    )))
 }
 
-/// An API token as listed (the secret itself is never shown again).
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct ApiTokenInfo {
-    pub id: i64,
-    pub name: String,
-    pub username: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-}
+pub use storage::tokens::ApiTokenInfo;
 
 pub async fn list_api_tokens(db: &Db) -> anyhow::Result<Vec<ApiTokenInfo>> {
-    let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT t.id, t.name, u.username, t.created_at, t.last_used_at FROM api_tokens t
-         JOIN users u ON u.id = t.user_id ORDER BY t.id",
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, username, created_at, last_used_at)| ApiTokenInfo {
-                id,
-                name,
-                username,
-                created_at,
-                last_used_at,
-            },
-        )
-        .collect())
+    storage::tokens::list(db).await
 }
 
 pub async fn delete_api_token(db: &Db, id: i64) -> anyhow::Result<bool> {
-    let r = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() > 0)
+    storage::tokens::delete(db, id).await
+}
+
+/// The token ChirpStack's integration sends: as configured, or generated and kept as a hash.
+#[derive(Debug, Clone)]
+pub enum IntegrationToken {
+    Configured(String),
+    Sha256(String),
+}
+
+impl IntegrationToken {
+    pub fn matches(&self, given: &str) -> bool {
+        match self {
+            IntegrationToken::Configured(t) => constant_time_eq(given.as_bytes(), t.as_bytes()),
+            IntegrationToken::Sha256(h) => {
+                constant_time_eq(sha256_hex(given).as_bytes(), h.as_bytes())
+            }
+        }
+    }
+}
+
+/// The integration token to check against, and the token itself when it was generated just
+/// now (the only moment it can be shown).
+pub async fn integration_token(
+    db: &Db,
+    configured: &str,
+) -> anyhow::Result<(IntegrationToken, Option<String>)> {
+    if !configured.is_empty() {
+        return Ok((IntegrationToken::Configured(configured.to_string()), None));
+    }
+    if let Some(h) = storage::tokens::integration_sha256(db, sha256_hex).await? {
+        return Ok((IntegrationToken::Sha256(h), None));
+    }
+    let t = random_secret();
+    let h = sha256_hex(&t);
+    storage::tokens::set_integration_sha256(db, &h).await?;
+    Ok((IntegrationToken::Sha256(h), Some(t)))
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub struct Session {
     pub username: String,
     pub csrf_token: String,
+    /// What the user's role allows.
+    pub scope: Scope,
 }
 
 /// Opens a browser session; returns the cookie value and the CSRF token.
 pub async fn create_session(db: &Db, user_id: i64, hours: u64) -> anyhow::Result<(String, String)> {
     let id = random_secret();
     let csrf = random_secret();
-    let now = Utc::now();
-    sqlx::query("INSERT INTO sessions (id_sha256, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(sha256_hex(&id))
-        .bind(user_id)
-        .bind(&csrf)
-        .bind(fmt_time(now))
-        .bind(fmt_time(now + chrono::Duration::hours(hours as i64)))
-        .execute(db)
-        .await?;
+    let expires = Utc::now() + chrono::Duration::hours(hours as i64);
+    storage::sessions::insert(db, &sha256_hex(&id), user_id, &csrf, expires).await?;
     Ok((id, csrf))
 }
 
 pub async fn find_session(db: &Db, cookie: &str) -> anyhow::Result<Option<Session>> {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id_sha256 = ? AND s.expires_at > ?",
-    )
-    .bind(sha256_hex(cookie))
-    .bind(crate::storage::now())
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(|(username, csrf_token)| Session {
-        username,
-        csrf_token,
+    let row = storage::sessions::find(db, &sha256_hex(cookie)).await?;
+    Ok(row.map(|r| Session {
+        username: r.username,
+        csrf_token: r.csrf_token,
+        scope: Scope::of_role(&r.role),
     }))
 }
 
 pub async fn delete_session(db: &Db, cookie: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at < ?")
-        .bind(sha256_hex(cookie))
-        .bind(crate::storage::now())
-        .execute(db)
-        .await?;
-    Ok(())
+    storage::sessions::delete(db, &sha256_hex(cookie)).await
 }
 
-/// Failed logins per (user name, client): how many, and when the last one was.
-type FailureMap = HashMap<(String, Option<IpAddr>), (u32, Instant)>;
+/// A failure record forgets itself after the longest back-off.
+const FAILURE_MEMORY: Duration = Duration::from_secs(900);
+/// Records kept per table: a flood of made-up names or addresses evicts the oldest records
+/// instead of growing memory.
+const FAILURE_CAPACITY: usize = 4096;
 
-/// Slows down guessing: after `max_failures` failed logins for one user name from one client,
-/// each further attempt must wait twice as long as the previous one (up to 15 minutes).
+/// Failed logins per key (count and time of the last one), at most `capacity` keys.
+struct FailureTable<K> {
+    entries: HashMap<K, (u32, Instant)>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone> FailureTable<K> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<(u32, Instant)> {
+        let (count, last) = self.entries.get(key)?;
+        (last.elapsed() < FAILURE_MEMORY).then_some((*count, *last))
+    }
+
+    fn fail(&mut self, key: K) {
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            self.entries
+                .retain(|_, (_, last)| last.elapsed() < FAILURE_MEMORY);
+            if self.entries.len() >= self.capacity {
+                self.evict_oldest();
+            }
+        }
+        let fresh = self.get(&key).map_or(0, |(c, _)| c);
+        self.entries
+            .insert(key, (fresh.saturating_add(1), Instant::now()));
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, (_, last))| *last)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.entries.remove(&k);
+        }
+    }
+
+    fn clear(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The address a client is counted by: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber usually holds a whole /64, so single IPv6 addresses would be free to vary).
+pub fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip? {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into())),
+        },
+        v4 => Some(v4),
+    }
+}
+
+/// How long to wait after `count` failures when `allowed` are free: doubling, up to 15 min.
+fn backoff(count: u32, allowed: u32, last: Instant) -> Option<Duration> {
+    if count < allowed {
+        return None;
+    }
+    let exp = (count - allowed).min(10);
+    let delay = Duration::from_secs((1u64 << exp).min(FAILURE_MEMORY.as_secs()));
+    let elapsed = last.elapsed();
+    (elapsed < delay).then(|| delay - elapsed)
+}
+
+/// Slows down guessing, per client address: after `max_failures` failed logins for one user
+/// name from one address, or four times as many over all names from one address, each further
+/// attempt from that address must wait twice as long as the previous one (up to 15 minutes).
+/// Another address is not slowed down, so a flood cannot lock the real admin out.
 pub struct LoginThrottle {
     max_failures: u32,
-    failures: Mutex<FailureMap>,
+    by_name: Mutex<FailureTable<(String, Option<IpAddr>)>>,
+    by_address: Mutex<FailureTable<Option<IpAddr>>>,
 }
 
 impl LoginThrottle {
     pub fn new(max_failures: u32) -> Self {
+        Self::with_capacity(max_failures, FAILURE_CAPACITY)
+    }
+
+    fn with_capacity(max_failures: u32, capacity: usize) -> Self {
         Self {
             max_failures: max_failures.max(1),
-            failures: Mutex::new(HashMap::new()),
+            by_name: Mutex::new(FailureTable::new(capacity)),
+            by_address: Mutex::new(FailureTable::new(capacity)),
         }
+    }
+
+    fn name_key(username: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
+        let cut: String = username.chars().take(MAX_USERNAME_BYTES).collect();
+        (cut.to_lowercase(), address_key(ip))
     }
 
     /// How long the client must still wait before trying this user name again.
     pub fn wait(&self, username: &str, ip: Option<IpAddr>) -> Option<Duration> {
-        let map = self.failures.lock().ok()?;
-        let (count, last) = map.get(&(username.to_ascii_lowercase(), ip))?;
-        if *count < self.max_failures {
-            return None;
-        }
-        let exp = (*count - self.max_failures).min(10);
-        let delay = Duration::from_secs((1u64 << exp).min(900));
-        let elapsed = last.elapsed();
-        (elapsed < delay).then(|| delay - elapsed)
+        let by_name = self
+            .by_name
+            .lock()
+            .ok()?
+            .get(&Self::name_key(username, ip))
+            .and_then(|(c, last)| backoff(c, self.max_failures, last));
+        let by_address = self
+            .by_address
+            .lock()
+            .ok()?
+            .get(&address_key(ip))
+            .and_then(|(c, last)| backoff(c, self.max_failures.saturating_mul(4), last));
+        by_name.max(by_address)
     }
 
     pub fn failed(&self, username: &str, ip: Option<IpAddr>) {
-        if let Ok(mut map) = self.failures.lock() {
-            if map.len() > 100_000 {
-                map.retain(|_, (_, last)| last.elapsed() < Duration::from_secs(900));
-            }
-            let e = map
-                .entry((username.to_ascii_lowercase(), ip))
-                .or_insert((0, Instant::now()));
-            e.0 += 1;
-            e.1 = Instant::now();
+        if let Ok(mut t) = self.by_name.lock() {
+            t.fail(Self::name_key(username, ip));
+        }
+        if let Ok(mut t) = self.by_address.lock() {
+            t.fail(address_key(ip));
         }
     }
 
+    /// Clears the name's record. The address's record stays: one account an attacker owns
+    /// must not reset the back-off of its guesses at others.
     pub fn succeeded(&self, username: &str, ip: Option<IpAddr>) {
-        if let Ok(mut map) = self.failures.lock() {
-            map.remove(&(username.to_ascii_lowercase(), ip));
+        if let Ok(mut t) = self.by_name.lock() {
+            t.clear(&Self::name_key(username, ip));
         }
+    }
+
+    /// Records held (names, addresses): bounded by the capacity whatever the traffic.
+    pub fn records(&self) -> (usize, usize) {
+        let n = self.by_name.lock().map(|t| t.len()).unwrap_or(0);
+        let a = self.by_address.lock().map(|t| t.len()).unwrap_or(0);
+        (n, a)
+    }
+}
+
+/// Why the hashing pool refused to check a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolBusy {
+    /// Every worker and queue place is taken.
+    Full,
+    /// This address already has a password being checked.
+    SameClient,
+}
+
+/// Runs argon2 for requests on a few workers: each check costs ~19 MiB and tens of ms, so
+/// unbounded checks let a flood take all memory and CPU. Requests beyond the queue are refused
+/// at once, and one address has at most one check in progress, so a flood from one address
+/// leaves a worker for everyone else.
+pub struct HashPool {
+    workers: Arc<Semaphore>,
+    admitted: Semaphore,
+    in_flight: Mutex<HashSet<Option<IpAddr>>>,
+}
+
+/// Removes the address from the in-progress set when the check ends or is abandoned.
+struct InFlight<'a> {
+    pool: &'a HashPool,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.pool.in_flight.lock() {
+            set.remove(&self.ip);
+        }
+    }
+}
+
+impl HashPool {
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        Self {
+            workers: Arc::new(Semaphore::new(workers)),
+            admitted: Semaphore::new(workers + queue),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn enter(&self, ip: Option<IpAddr>) -> Result<InFlight<'_>, PoolBusy> {
+        let ip = address_key(ip);
+        let mut set = self.in_flight.lock().map_err(|_| PoolBusy::Full)?;
+        if !set.insert(ip) {
+            return Err(PoolBusy::SameClient);
+        }
+        Ok(InFlight { pool: self, ip })
+    }
+
+    /// Whether `password` matches `hash`; with no hash (unknown user) a dummy hash is checked
+    /// the same way, so both cost the same, and the answer is false.
+    pub async fn verify(
+        &self,
+        ip: Option<IpAddr>,
+        password: &str,
+        hash: Option<String>,
+    ) -> Result<bool, PoolBusy> {
+        // The address first: a one-address flood is turned away without taking queue places.
+        let _in_flight = self.enter(ip)?;
+        let _admitted = self.admitted.try_acquire().map_err(|_| PoolBusy::Full)?;
+        let worker = self
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolBusy::Full)?;
+        let password = password.to_string();
+        // The worker permit moves into the blocking task: a client that goes away does not free
+        // a worker that is still hashing.
+        let checked = tokio::task::spawn_blocking(move || {
+            let _worker = worker;
+            let known = hash.is_some();
+            let ok = verify_password(&password, hash.as_deref().unwrap_or(DUMMY_HASH));
+            known && ok
+        })
+        .await;
+        checked.map_err(|_| PoolBusy::Full)
     }
 }
 
 /// Remembers recently verified Basic credentials for a minute, so a script polling the API does
-/// not pay argon2 on every request. Keyed by a hash; the password itself is never kept.
+/// not pay argon2 on every request. Keyed by a hash of the credentials; the password itself is
+/// never kept. Each entry holds the password hash it was verified against: the caller compares
+/// it with the stored one, so a changed password (by the API or the command line, in another
+/// process) ends the entry at once.
 #[derive(Default)]
 pub struct BasicCache {
-    entries: Mutex<HashMap<String, (String, Instant)>>,
+    entries: Mutex<HashMap<String, CachedBasic>>,
+}
+
+#[derive(Clone)]
+pub struct CachedBasic {
+    pub username: String,
+    pub password_hash: String,
+    at: Instant,
 }
 
 impl BasicCache {
     const TTL: Duration = Duration::from_secs(60);
+    const CAPACITY: usize = 1024;
 
-    pub fn get(&self, key: &str) -> Option<String> {
+    pub fn get(&self, key: &str) -> Option<CachedBasic> {
         let map = self.entries.lock().ok()?;
-        let (user, at) = map.get(key)?;
-        (at.elapsed() < Self::TTL).then(|| user.clone())
+        let e = map.get(key)?;
+        (e.at.elapsed() < Self::TTL).then(|| e.clone())
     }
 
-    pub fn put(&self, key: String, user: String) {
+    pub fn put(&self, key: String, username: String, password_hash: String) {
         if let Ok(mut map) = self.entries.lock() {
-            if map.len() > 10_000 {
-                map.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+            if map.len() >= Self::CAPACITY {
+                map.retain(|_, e| e.at.elapsed() < Self::TTL);
             }
-            map.insert(key, (user, Instant::now()));
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+            map.insert(
+                key,
+                CachedBasic {
+                    username,
+                    password_hash,
+                    at: Instant::now(),
+                },
+            );
         }
     }
+
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// An address or a CIDR block, for `server.trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client's address: the peer's, or when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` entry that is not itself a trusted proxy (entries further left are
+/// whatever the client chose to send).
+pub fn client_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for entry in forwarded_for.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -359,6 +707,20 @@ mod tests {
     }
 
     #[test]
+    fn dummy_hash_costs_what_a_real_one_costs() {
+        let real = hash_password("x").unwrap();
+        let params = |h: &str| {
+            let p = PasswordHash::new(h).unwrap();
+            (
+                p.algorithm.to_string(),
+                p.params.to_string(),
+                p.hash.map(|o| o.len()),
+            )
+        };
+        assert_eq!(params(DUMMY_HASH), params(&real));
+    }
+
+    #[test]
     fn throttle_slows_after_max_failures() {
         let t = LoginThrottle::new(2);
         assert!(t.wait("admin", None).is_none());
@@ -369,5 +731,136 @@ mod tests {
         assert!(t.wait("other", None).is_none());
         t.succeeded("admin", None);
         assert!(t.wait("admin", None).is_none());
+    }
+
+    #[test]
+    fn made_up_names_slow_down_their_address_only() {
+        let t = LoginThrottle::new(2);
+        let attacker: Option<IpAddr> = "192.0.2.1".parse().ok();
+        let admin: Option<IpAddr> = "192.0.2.2".parse().ok();
+        for i in 0..8 {
+            assert!(t.wait(&format!("u{i}"), attacker).is_none(), "attempt {i}");
+            t.failed(&format!("u{i}"), attacker);
+        }
+        assert!(t.wait("never-tried", attacker).is_some());
+        assert!(t.wait("admin", admin).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_slash_64() {
+        let t = LoginThrottle::new(1);
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        for i in 0..4 {
+            t.failed(&format!("u{i}"), ip(&format!("2001:db8:1:2::{i}")));
+        }
+        assert!(t.wait("admin", ip("2001:db8:1:2:ffff::1")).is_some());
+        assert!(t.wait("admin", ip("2001:db8:1:3::1")).is_none());
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn failure_records_stay_bounded() {
+        let t = LoginThrottle::with_capacity(3, 16);
+        let ip: Option<IpAddr> = "192.0.2.1".parse().ok();
+        for i in 0..1000 {
+            t.failed(&format!("name-{i}"), ip);
+        }
+        assert_eq!(t.records(), (16, 1));
+        for i in 0..1000u32 {
+            t.failed("x", Some(IpAddr::from(i.to_be_bytes())));
+        }
+        assert_eq!(t.records(), (16, 16));
+    }
+
+    #[test]
+    fn log_names_are_escaped_and_cut() {
+        assert_eq!(log_name("admin"), "admin");
+        assert_eq!(log_name("a\nINFO forged"), "a\\nINFO forged");
+        let long = "x".repeat(1_000_000);
+        let logged = log_name(&long);
+        assert!(logged.len() < 100, "{}", logged.len());
+        assert!(logged.ends_with("...(1000000 bytes)"));
+    }
+
+    #[test]
+    fn lengths_are_checked_per_field() {
+        assert!(check_lengths("admin", "pw").is_ok());
+        assert_eq!(check_lengths("", "pw").unwrap_err().0, "username");
+        assert_eq!(
+            check_lengths(&"u".repeat(65), "pw").unwrap_err().0,
+            "username"
+        );
+        assert!(check_lengths(&"u".repeat(64), &"p".repeat(1024)).is_ok());
+        assert_eq!(
+            check_lengths("admin", &"p".repeat(1025)).unwrap_err().0,
+            "password"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = [
+            IpNet::parse("10.0.0.0/8").unwrap(),
+            IpNet::parse("::1").unwrap(),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_address(ip("192.0.2.9"), &["1.2.3.4"], &trusted),
+            ip("192.0.2.9")
+        );
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["1.2.3.4"], &trusted),
+            ip("1.2.3.4")
+        );
+        // A client-sent entry left of the real one is ignored; trusted hops are skipped.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["6.6.6.6, 1.2.3.4", "10.9.9.9"], &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &[], &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["junk"], &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.1"), &["1.2.3.4"], &trusted),
+            ip("1.2.3.4")
+        );
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+    }
+
+    #[tokio::test]
+    async fn hash_pool_refuses_beyond_its_queue_and_a_second_check_per_address() {
+        let pool = Arc::new(HashPool::new(1, 1));
+        let a: Option<IpAddr> = "192.0.2.1".parse().ok();
+        let b: Option<IpAddr> = "192.0.2.2".parse().ok();
+        let c: Option<IpAddr> = "192.0.2.3".parse().ok();
+        let p1 = pool.clone();
+        let first = tokio::spawn(async move { p1.verify(a, "x", None).await });
+        // Wait until the first check holds its place (bounded: it is admitted at once).
+        for _ in 0..1000 {
+            if pool.admitted.available_permits() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.verify(a, "x", None).await, Err(PoolBusy::SameClient));
+        let p2 = pool.clone();
+        let second = tokio::spawn(async move { p2.verify(b, "x", None).await });
+        for _ in 0..1000 {
+            if pool.admitted.available_permits() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.verify(c, "x", None).await, Err(PoolBusy::Full));
+        assert_eq!(first.await.unwrap(), Ok(false));
+        assert_eq!(second.await.unwrap(), Ok(false));
+        let h = hash_password("right").unwrap();
+        assert_eq!(pool.verify(c, "right", Some(h)).await, Ok(true));
     }
 }

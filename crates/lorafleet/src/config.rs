@@ -45,6 +45,21 @@ pub struct ServerConfig {
     /// Open connections at most (lowered to fit the open-files limit); beyond it, the
     /// connection idle the longest is closed.
     pub max_connections: usize,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed; from anyone else they are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// `Secure` flag on the session cookie: `auto` (when the request carries
+    /// `X-Forwarded-Proto: https`), `always` or `never`.
+    pub secure_cookies: SecureCookies,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookies {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +74,8 @@ impl Default for ServerConfig {
             request_timeout_s: 60,
             shutdown_timeout_s: 10,
             max_connections: 4096,
+            trusted_proxies: Vec::new(),
+            secure_cookies: SecureCookies::Auto,
         }
     }
 }
@@ -70,7 +87,8 @@ pub struct AuthConfig {
     pub initial_admin_password: String,
     /// Lifetime of a browser session, in hours.
     pub session_hours: u64,
-    /// Failed logins allowed per user and client before further attempts are slowed down.
+    /// Failed logins allowed per user and client before further attempts are slowed down; a
+    /// client address is slowed down after four times as many failures over all user names.
     pub max_failed_logins: u32,
 }
 
@@ -440,6 +458,11 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for p in &self.server.trusted_proxies {
+            if crate::auth::IpNet::parse(p).is_none() {
+                bail!("server.trusted_proxies: {p:?} is not an IP address or CIDR block");
+            }
+        }
         if self.status_protocol.f_port == 0 || self.status_protocol.f_port > 223 {
             bail!(
                 "status_protocol.f_port must be 1..223, got {}",
@@ -683,5 +706,21 @@ mod tests {
             "1".to_string(),
         )];
         assert!(Config::load_with_env(None, &env).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_and_secure_cookies_are_checked() {
+        let env = |k: &str, v: &str| vec![(format!("LORAFLEET__SERVER__{k}"), v.to_string())];
+        let c =
+            Config::load_with_env(None, &env("TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")).unwrap();
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8", "127.0.0.1"]);
+        let err = format!(
+            "{:#}",
+            Config::load_with_env(None, &env("TRUSTED_PROXIES", "10.0.0.0/40")).unwrap_err()
+        );
+        assert!(err.contains("server.trusted_proxies"), "{err}");
+        let c = Config::load_with_env(None, &env("SECURE_COOKIES", "always")).unwrap();
+        assert_eq!(c.server.secure_cookies, SecureCookies::Always);
+        assert!(Config::load_with_env(None, &env("SECURE_COOKIES", "sometimes")).is_err());
     }
 }

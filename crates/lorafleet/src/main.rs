@@ -50,6 +50,9 @@ enum TokenCommand {
         name: String,
         #[arg(long, default_value = "admin")]
         user: String,
+        /// `read` (GET only), `operate` (also requests, downlinks, campaigns) or `admin`.
+        #[arg(long, default_value = "admin")]
+        scope: String,
     },
 }
 
@@ -83,14 +86,17 @@ async fn main() -> anyhow::Result<()> {
         None | Some(Command::Serve) => serve(config).await,
         Some(Command::Configfile) => Ok(()),
         Some(Command::Token {
-            command: TokenCommand::Create { name, user },
+            command: TokenCommand::Create { name, user, scope },
         }) => {
+            let scope = lorafleet::auth::Scope::parse(&scope).with_context(|| {
+                format!("--scope must be read, operate or admin, got {scope:?}")
+            })?;
             let (app, _) = App::build_with_network(
                 config,
                 std::sync::Arc::new(lorafleet::network::disabled::Disabled),
             )
             .await?;
-            let token = lorafleet::auth::create_api_token(&app.db, &user, &name).await?;
+            let token = lorafleet::auth::create_api_token(&app.db, &user, &name, scope).await?;
             println!("{token}");
             Ok(())
         }
@@ -110,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             lorafleet::auth::create_user(&app.db, &username, password).await?;
-            println!("password set for {username}");
+            println!("password set for {username}; its sessions have ended");
             Ok(())
         }
     }
@@ -143,7 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!(
             "    Headers:             Authorization = Bearer {}",
-            app.integration_token
+            first.integration_token.as_deref().unwrap_or_default()
         );
         println!("  (ChirpStack v3: same URL and header in the application's HTTP integration.)\n");
     }

@@ -7,7 +7,6 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth_api::constant_time_eq;
 use super::ApiError;
 use crate::ingest::{self, Encoding};
 use crate::AppState;
@@ -48,7 +47,7 @@ pub async fn integration(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), app.integration_token.as_bytes()) => {}
+        Some(t) if app.integration_token.matches(t) => {}
         Some(_) => {
             count("unauthorized", "rejected");
             return Err(ApiError::new(

@@ -47,6 +47,14 @@ pub fn router(state: AppState) -> Router {
             "/api/tokens/{id}",
             axum::routing::delete(auth_api::delete_token),
         )
+        .route(
+            "/api/users",
+            get(auth_api::list_users).post(auth_api::create_user),
+        )
+        .route(
+            "/api/users/{username}",
+            axum::routing::patch(auth_api::update_user),
+        )
         .route("/api/devices", get(devices_api::list))
         .route(
             "/api/devices/{dev_eui}",

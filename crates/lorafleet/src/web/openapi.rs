@@ -34,6 +34,7 @@ impl Modify for Security {
     paths(
         super::health, super::info, super::metrics, super::stream::stream, ingest::legacy_integration,
         auth_api::current, auth_api::login, auth_api::logout, auth_api::create_token, auth_api::list_tokens, auth_api::delete_token,
+        auth_api::list_users, auth_api::create_user, auth_api::update_user,
         devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
         devices_api::status_request, devices_api::downlink,
         ingest::integration,

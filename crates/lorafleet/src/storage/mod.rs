@@ -1,6 +1,10 @@
 //! The embedded SQLite database: connection, schema migrations, and the time format every table
 //! uses.
 
+pub mod sessions;
+pub mod tokens;
+pub mod users;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -1,0 +1,155 @@
+//! The `api_tokens` table (stored by SHA-256, with a scope) and the integration token's hash in
+//! `settings`.
+
+use chrono::Utc;
+
+use super::{fmt_time, now, Db};
+
+pub async fn insert(
+    db: &Db,
+    user_id: i64,
+    name: &str,
+    token_sha256: &str,
+    scope: &str,
+) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO api_tokens (name, token_sha256, user_id, created_at, scope) VALUES (?, ?, ?, ?, ?)
+         RETURNING id",
+    )
+    .bind(name)
+    .bind(token_sha256)
+    .bind(user_id)
+    .bind(now())
+    .bind(scope)
+    .fetch_one(db)
+    .await?)
+}
+
+/// A token's user, the token's scope and the user's role.
+pub struct TokenOwner {
+    pub username: String,
+    pub scope: String,
+    pub role: String,
+}
+
+/// The owner of a token (not disabled), marking the token used (at minute resolution, which is
+/// enough to see which tokens are in use and spares a write per call).
+pub async fn find_and_touch(db: &Db, token_sha256: &str) -> anyhow::Result<Option<TokenOwner>> {
+    let row: Option<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT t.id, u.username, t.scope, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_sha256 = ? AND u.disabled = 0",
+    )
+    .bind(token_sha256)
+    .fetch_optional(db)
+    .await?;
+    let Some((id, username, scope, role)) = row else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+        .bind(fmt_time(now))
+        .bind(id)
+        .bind(fmt_time(now - chrono::Duration::seconds(60)))
+        .execute(db)
+        .await?;
+    Ok(Some(TokenOwner {
+        username,
+        scope,
+        role,
+    }))
+}
+
+/// An API token as listed (the secret itself is never shown again).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub username: String,
+    /// `read`, `operate` or `admin`.
+    pub scope: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+type TokenRow = (i64, String, String, String, String, Option<String>);
+
+pub async fn list(db: &Db) -> anyhow::Result<Vec<ApiTokenInfo>> {
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT t.id, t.name, u.username, t.scope, t.created_at, t.last_used_at FROM api_tokens t
+         JOIN users u ON u.id = t.user_id ORDER BY t.id",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, name, username, scope, created_at, last_used_at)| ApiTokenInfo {
+                id,
+                name,
+                username,
+                scope,
+                created_at,
+                last_used_at,
+            },
+        )
+        .collect())
+}
+
+pub async fn delete(db: &Db, id: i64) -> anyhow::Result<bool> {
+    let r = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Where the generated integration token's SHA-256 is kept.
+const INTEGRATION_SHA256: &str = "integration_token_sha256";
+/// Where releases before hashing kept the generated token itself.
+const INTEGRATION_PLAIN: &str = "integration_token";
+
+/// The SHA-256 of the generated integration token. A token stored in plain text by an older
+/// release is replaced by its hash here, so it keeps working and stops being readable.
+pub async fn integration_sha256(
+    db: &Db,
+    hash: impl Fn(&str) -> String,
+) -> anyhow::Result<Option<String>> {
+    let mut tx = db.begin().await?;
+    let plain: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+        .bind(INTEGRATION_PLAIN)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(plain) = plain {
+        set(&mut tx, INTEGRATION_SHA256, &hash(&plain)).await?;
+        sqlx::query("DELETE FROM settings WHERE key = ?")
+            .bind(INTEGRATION_PLAIN)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let hashed: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+        .bind(INTEGRATION_SHA256)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(hashed)
+}
+
+pub async fn set_integration_sha256(db: &Db, sha256: &str) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    set(&mut tx, INTEGRATION_SHA256, sha256).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn set(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
