@@ -105,8 +105,6 @@ impl App {
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         network.attach(writer.clone());
-        let mqtt = Arc::new(crate::ingest::mqtt::MqttStatus::default());
-        crate::ingest::mqtt::spawn(&config, writer.clone(), mqtt.clone())?;
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -128,8 +126,10 @@ impl App {
             started_at: Instant::now(),
             campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
-            mqtt,
+            mqtt: Arc::default(),
         });
+        // After the metrics recorder is installed (above), so its series start at zero.
+        crate::ingest::mqtt::spawn(&app.config, app.writer.clone(), app.mqtt.clone())?;
         if app.config.fuota.clock_sync {
             crate::fuota::clock_sync::spawn(&app);
         }

@@ -276,6 +276,27 @@ async fn json_events_are_stored_and_counted() {
     let t = spawn_with_mqtt(&broker, MqttEncoding::Json).await;
     connected(&t).await;
     assert_eq!(metric(&t, "lorafleet_mqtt_connected").await, 1.0);
+    // Every series is there from the start, at zero, so dashboards see it before traffic.
+    let text = t
+        .http
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "received",
+        "committed",
+        "refused",
+        "undecodable",
+        "repeated",
+        "ignored",
+    ] {
+        let line = format!("lorafleet_mqtt_messages_{name}_total 0");
+        assert!(text.lines().any(|l| l == line), "{line} in /metrics");
+    }
     publish(
         &broker,
         &topic(EUI, "up"),
