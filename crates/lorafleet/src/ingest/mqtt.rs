@@ -420,7 +420,13 @@ impl Subscriber {
             return ready(publish, Outcome::Repeated);
         }
         let event = match decode(&publish, self.decoding) {
-            Ok(Some(event)) => event,
+            Ok(Some(mut event)) => {
+                // The same time rule as the HTTP integration; its note goes to the log here.
+                if let Some(note) = ingest::plausible::fix_time(&mut event, chrono::Utc::now()) {
+                    tracing::info!(dev_eui = %event.dev_eui, "{}", bounded(&note));
+                }
+                event
+            }
             Ok(None) => return ready(publish, Outcome::Ignored),
             Err(e) => {
                 tracing::warn!(topic = %bounded(&publish.topic), error = %bounded(&e), "MQTT message not decodable; acknowledged and dropped");
