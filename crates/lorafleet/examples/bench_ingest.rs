@@ -6,12 +6,17 @@
 //! 3. The server's resident memory with 100,000 devices.
 //!
 //! Usage: bench_ingest <path to lorafleet binary> [seconds] [devices] [concurrency]
+//!
+//! With `BENCH_MIX=1`: the realistic mix over HTTP and over MQTT instead (support/bench_mqtt.rs).
 
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+
+#[path = "support/bench_mqtt.rs"]
+mod bench_mqtt;
 
 const TOKEN: &str = "bench-integration-token";
 const PASSWORD: &str = "bench-password-123";
@@ -124,6 +129,14 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let list_devices: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
+    if std::env::var_os("BENCH_MIX").is_some() {
+        bench_mqtt::http(&bin, seconds).await?;
+        let window = std::env::var("BENCH_MQTT_WINDOW")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        return bench_mqtt::mqtt(&bin, seconds, window).await;
+    }
 
     let dir = tempfile::tempdir()?;
     let port = {

@@ -46,6 +46,8 @@ pub struct App {
     /// Turns true when the server is stopping; long-lived responses (event streams) end then,
     /// so graceful shutdown does not wait for browsers to go away.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The MQTT ingest connection's state (`disabled` unless `integration.mqtt.enabled`).
+    pub mqtt: Arc<crate::ingest::mqtt::MqttStatus>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -169,7 +171,10 @@ impl App {
             started_at: Instant::now(),
             campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
+            mqtt: Arc::default(),
         });
+        // After the metrics recorder is installed (above), so its series start at zero.
+        crate::ingest::mqtt::spawn(&app.config, app.writer.clone(), app.mqtt.clone())?;
         if app.config.fuota.clock_sync {
             crate::engine::clock_sync::spawn(&app);
         }

@@ -120,6 +120,64 @@ pub struct IntegrationConfig {
     pub token: String,
     /// Which ChirpStack generation posts events: `auto`, `v3` or `v4`.
     pub chirpstack_version: ChirpstackVersion,
+    /// ChirpStack's MQTT integration as a second ingest transport.
+    pub mqtt: MqttConfig,
+}
+
+/// How MQTT message bodies are encoded: ChirpStack's MQTT integration `json` setting.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttEncoding {
+    #[default]
+    Json,
+    Protobuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Subscribe to ChirpStack's MQTT integration (in addition to the HTTP endpoint).
+    pub enabled: bool,
+    /// Broker URL: `tcp://host:1883` (or `mqtt://`), `ssl://`, `tls://` or `mqtts://` for TLS.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    /// Topic filter; the event type is the topic's last segment.
+    pub topic: String,
+    /// Client id of lorafleet's persistent session; empty: generated once and kept in the data
+    /// dir, so a restart resumes the session and gets what the broker kept meanwhile.
+    pub client_id: String,
+    /// Non-empty: subscribe to `$share/<shared_group>/<topic>`, so several lorafleet instances
+    /// share one stream and each message reaches one of them.
+    pub shared_group: String,
+    /// Subscription QoS (0, 1 or 2); from 1 on, a message is acknowledged after its commit.
+    pub qos: u8,
+    /// `json` or `protobuf`, as ChirpStack's MQTT integration is set (`json = true|false`).
+    pub encoding: MqttEncoding,
+    /// PEM file of the CA that signed the broker's certificate; empty: the system's roots.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that authenticate clients by certificate.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            server: "tcp://127.0.0.1:1883".into(),
+            username: String::new(),
+            password: String::new(),
+            topic: "application/+/device/+/event/+".into(),
+            client_id: String::new(),
+            shared_group: String::new(),
+            qos: 1,
+            encoding: MqttEncoding::Json,
+            ca_file: PathBuf::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -375,6 +433,28 @@ impl Config {
         if let Err(e) = self.network.simulated.validate() {
             bail!("network.simulated.{e}");
         }
+        self.validate_mqtt()
+    }
+
+    fn validate_mqtt(&self) -> anyhow::Result<()> {
+        let m = &self.integration.mqtt;
+        if !m.enabled {
+            return Ok(());
+        }
+        crate::ingest::mqtt::Broker::parse(&m.server)
+            .map_err(|e| anyhow::anyhow!("integration.mqtt.server: {e}"))?;
+        if m.qos > 2 {
+            bail!("integration.mqtt.qos must be 0, 1 or 2, got {}", m.qos);
+        }
+        if m.topic.is_empty() {
+            bail!("integration.mqtt.topic must not be empty");
+        }
+        if m.shared_group.contains(['/', '+', '#']) {
+            bail!("integration.mqtt.shared_group must not contain '/', '+' or '#'");
+        }
+        if m.cert_file.as_os_str().is_empty() != m.key_file.as_os_str().is_empty() {
+            bail!("integration.mqtt.cert_file and key_file go together: set both or neither");
+        }
         Ok(())
     }
 
@@ -504,6 +584,38 @@ mod tests {
         assert_eq!(c.status_protocol.f_port, 110);
         assert_eq!(c.network.simulated.loss, 0.1);
         assert_eq!(c.server.data_dir, PathBuf::from("./lorafleet-data"));
+    }
+
+    #[test]
+    fn mqtt_section_from_the_environment() {
+        let var = |k: &str, v: &str| (format!("LORAFLEET__INTEGRATION__MQTT__{k}"), v.to_string());
+        let env = vec![
+            var("ENABLED", "true"),
+            var("SERVER", "mqtts://broker:8884"),
+            var("QOS", "2"),
+            var("ENCODING", "protobuf"),
+            var("SHARED_GROUP", "lorafleet"),
+            var("CA_FILE", "/etc/ca.pem"),
+        ];
+        let c = Config::load_with_env(None, &env).unwrap();
+        let m = &c.integration.mqtt;
+        assert!(m.enabled);
+        assert_eq!(m.server, "mqtts://broker:8884");
+        assert_eq!(m.qos, 2);
+        assert_eq!(m.encoding, MqttEncoding::Protobuf);
+        assert_eq!(m.shared_group, "lorafleet");
+        assert_eq!(m.ca_file, PathBuf::from("/etc/ca.pem"));
+        assert_eq!(m.topic, "application/+/device/+/event/+");
+        for (k, v, named) in [
+            ("SERVER", "http://broker", "integration.mqtt.server"),
+            ("QOS", "3", "integration.mqtt.qos"),
+            ("SHARED_GROUP", "a/b", "integration.mqtt.shared_group"),
+            ("CERT_FILE", "/c.pem", "integration.mqtt.cert_file"),
+        ] {
+            let env = vec![var("ENABLED", "true"), var(k, v)];
+            let err = format!("{:#}", Config::load_with_env(None, &env).unwrap_err());
+            assert!(err.contains(named), "{k}={v}: {err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod chirpstack_v3;
 pub mod chirpstack_v4;
+pub mod mqtt;
 pub mod plausible;
 pub mod writer;
 

@@ -160,6 +160,8 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_error: Option<String>,
     pub network: &'static str,
+    /// MQTT ingest: `connected`, `connecting` (also while waiting to reconnect) or `disabled`.
+    pub mqtt: &'static str,
     pub uptime_s: u64,
 }
 
@@ -177,6 +179,7 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
         database: if error.is_none() { "ok" } else { "error" },
         database_error: error,
         network: app.network.kind().as_str(),
+        mqtt: app.mqtt.state(),
         uptime_s: app.started_at.elapsed().as_secs(),
     };
     let code = if body.database_error.is_none() {
