@@ -122,6 +122,26 @@ pub fn parse(package: &[u8]) -> Result<SignedTrailer, TrailerError> {
     split(package).map(|(_, t)| t)
 }
 
+/// The trailer of `image`, if it looks like a signed package.
+///
+/// Any 113 bytes parse structurally often enough to matter (a length byte <= 72 and a kind
+/// byte <= 2), so a tail only counts as a trailer when its signature is shaped like the DER
+/// ECDSA signature the signing tool writes: `Ok(None)` means "not a signed package",
+/// `Err` means "looks signed but a field is invalid".
+pub fn detect(image: &[u8]) -> Result<Option<SignedTrailer>, TrailerError> {
+    let Some(body_len) = payload_len(image.len()) else {
+        return Ok(None);
+    };
+    let raw = &image[body_len..];
+    let sig_len = usize::from(raw[0]);
+    let der_like =
+        (8..=72).contains(&sig_len) && raw[1] == 0x30 && usize::from(raw[2]) + 2 == sig_len;
+    if !der_like {
+        return Ok(None);
+    }
+    parse(raw).map(Some)
+}
+
 /// Splits a package into its body and parsed trailer.
 pub fn split(package: &[u8]) -> Result<(&[u8], SignedTrailer), TrailerError> {
     let too_short = TrailerError::TooShort { len: package.len() };
@@ -263,6 +283,29 @@ mod tests {
         // Rebuilding from the parsed fields reproduces the file byte for byte
         // (its unused signature tail is zero).
         assert_eq!(build(body, &t), FIXTURE);
+    }
+
+    #[test]
+    fn detect_takes_only_der_shaped_signatures() {
+        let t = detect(FIXTURE).unwrap().unwrap();
+        assert_eq!(t.version, 1_623_165_310);
+        assert_eq!(
+            detect(&FIXTURE[..TRAILER_LEN - 1]).unwrap(),
+            None,
+            "too short"
+        );
+        // Parses structurally, but the signature is no DER SEQUENCE: not a signed package.
+        let plain = build(&[0; 10], &sample());
+        assert!(parse(&plain).is_ok());
+        assert_eq!(detect(&plain).unwrap(), None);
+        // DER-shaped, with an invalid kind: looks signed, and says what is wrong.
+        let mut bad = FIXTURE.to_vec();
+        let kind_at = FIXTURE.len() - TRAILER_LEN + DIFF_AT;
+        bad[kind_at] = 7;
+        assert!(matches!(
+            detect(&bad),
+            Err(TrailerError::UnknownDiffKind { kind: 7 })
+        ));
     }
 
     fn sample() -> SignedTrailer {

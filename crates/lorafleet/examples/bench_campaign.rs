@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lorafleet::network::simulated::demo::PLACEHOLDER_SIGNATURE;
-use lorafleet::network::simulated::device::{MANUFACTURER_UUID, MODELS};
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
+use lorafleet_simulator::demo::PLACEHOLDER_SIGNATURE;
+use lorafleet_simulator::device::{MANUFACTURER_UUID, MODELS};
 use rand::RngCore;
 use serde_json::{json, Value};
 

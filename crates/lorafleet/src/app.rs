@@ -8,10 +8,13 @@ use tokio::sync::broadcast;
 
 use crate::auth::{BasicCache, HashPool, IntegrationToken, IpNet, LoginThrottle};
 use crate::campaigns::drivers::{self, DriverRegistry};
-use crate::config::Config;
+use crate::config::{Config, NetworkKind};
 use crate::devices::record::Retention;
 use crate::ingest::writer::{Change, CommittedUplink, Writer};
-use crate::network::chirpstack_v4::Client as ChirpstackV4Client;
+use crate::network::chirpstack_v3::ChirpstackV3;
+use crate::network::chirpstack_v4::{ChirpstackV4, Client as ChirpstackV4Client};
+use crate::network::disabled::Disabled;
+use crate::network::simulated::Simulated;
 use crate::network::Network;
 use crate::storage::{self, Db};
 
@@ -62,8 +65,25 @@ impl App {
     /// connects the network backend.
     pub async fn build(config: Config) -> anyhow::Result<(AppState, FirstStart)> {
         let v4 = v4_client(&config);
-        let network = crate::network::from_config(&config, &v4)?;
-        Self::assemble(config, network, v4).await
+        let network: Arc<dyn Network> = match config.network.kind {
+            NetworkKind::None => Arc::new(Disabled),
+            NetworkKind::ChirpstackV4 => Arc::new(
+                ChirpstackV4::with_client(
+                    v4.clone().map_err(anyhow::Error::msg)?,
+                    &config.network.chirpstack_v4,
+                )
+                .with_region(&config.network.region)?,
+            ),
+            NetworkKind::ChirpstackV3 => Arc::new(ChirpstackV3::new(
+                &config.network.chirpstack_v3,
+                crate::network::request_timeout(&config),
+            )?),
+            NetworkKind::Simulated => {
+                let sim = Arc::new(Simulated::new(&config)?);
+                return Self::build_with_simulation(config, sim).await;
+            }
+        };
+        Self::assemble(config, network, v4, |_| {}).await
     }
 
     /// [`App::build`] with a network backend made elsewhere (tests, examples).
@@ -72,13 +92,25 @@ impl App {
         network: Arc<dyn Network>,
     ) -> anyhow::Result<(AppState, FirstStart)> {
         let v4 = v4_client(&config);
-        Self::assemble(config, network, v4).await
+        Self::assemble(config, network, v4, |_| {}).await
+    }
+
+    /// With the simulated network, started with the ingest writer once that exists; the caller
+    /// may keep a handle on it (tests look inside the devices).
+    pub async fn build_with_simulation(
+        config: Config,
+        sim: Arc<Simulated>,
+    ) -> anyhow::Result<(AppState, FirstStart)> {
+        let v4 = v4_client(&config);
+        let network = sim.clone();
+        Self::assemble(config, network, v4, move |writer| sim.start(writer.clone())).await
     }
 
     async fn assemble(
         config: Config,
         network: Arc<dyn Network>,
         v4: Result<ChirpstackV4Client, String>,
+        with_writer: impl FnOnce(&Writer),
     ) -> anyhow::Result<(AppState, FirstStart)> {
         crate::server::data_dir::create(&config.server.data_dir)?;
         let db = storage::connect(&config.database_url())
@@ -117,7 +149,7 @@ impl App {
         )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
-        network.attach(writer.clone());
+        with_writer(&writer);
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),

@@ -1,11 +1,13 @@
 //! One typed configuration: built-in defaults, then the TOML file, then `LORAFLEET__SECTION__KEY`
 //! environment variables, in that order of precedence (lowest first).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+/// The simulated network's own settings, embedded as `network.simulated`.
+pub use lorafleet_simulator::{SimulatedConfig, SimulatedDeviceOverride};
 
 /// The whole configuration of a lorafleet server.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -244,56 +246,6 @@ pub struct ChirpstackApiConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct SimulatedConfig {
-    /// Number of virtual devices.
-    pub devices: u32,
-    /// Share of frames lost on the radio, 0.0..1.0.
-    pub loss: f64,
-    /// How much faster than real time the simulation runs.
-    pub time_scale: f64,
-    /// Seconds between two periodic uplinks of a device (simulated time).
-    pub uplink_interval_s: u64,
-    /// Size of each of a device's three firmware slots, in bytes.
-    pub slot_size: u32,
-    /// Seconds a device waits between storing a complete image and running it.
-    pub reboot_delay_s: u64,
-    /// Per-device settings, keyed by DevEUI.
-    pub overrides: BTreeMap<String, SimulatedDeviceOverride>,
-}
-
-impl Default for SimulatedConfig {
-    fn default() -> Self {
-        Self {
-            devices: 20,
-            loss: 0.0,
-            // Fast enough that a campaign with the form's defaults runs in about a minute.
-            time_scale: 30.0,
-            uplink_interval_s: 30,
-            slot_size: 256 * 1024,
-            reboot_delay_s: 10,
-            overrides: BTreeMap::new(),
-        }
-    }
-}
-
-/// Settings of one virtual device that differ from the fleet's.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SimulatedDeviceOverride {
-    /// Share of all frames lost for this device.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f64>,
-    /// Share of multicast frames lost (a device at the edge of the class C gateway's coverage);
-    /// defaults to `loss`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub multicast_loss: Option<f64>,
-    /// Firmware slot size in bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slot_size: Option<u32>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
 pub struct StatusProtocolConfig {
     /// FPort of the Version & Status package.
     pub f_port: u8,
@@ -478,25 +430,8 @@ impl Config {
                 self.network.region
             );
         }
-        if !(0.0..=1.0).contains(&self.network.simulated.loss) {
-            bail!("network.simulated.loss must be between 0.0 and 1.0");
-        }
-        let sim = &self.network.simulated;
-        if !(sim.time_scale > 0.0 && sim.time_scale.is_finite()) {
-            bail!("network.simulated.time_scale must be a positive number");
-        }
-        if sim.uplink_interval_s == 0 {
-            bail!("network.simulated.uplink_interval_s must be at least 1");
-        }
-        for (eui, o) in &sim.overrides {
-            if eui.parse::<crate::devices::DevEui>().is_err() {
-                bail!("network.simulated.overrides: {eui:?} is not a DevEUI (16 hex digits)");
-            }
-            for (name, v) in [("loss", o.loss), ("multicast_loss", o.multicast_loss)] {
-                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-                    bail!("network.simulated.overrides.{eui}.{name} must be between 0.0 and 1.0");
-                }
-            }
+        if let Err(e) = self.network.simulated.validate() {
+            bail!("network.simulated.{e}");
         }
         self.validate_mqtt()
     }

@@ -26,7 +26,7 @@ fn image(body_len: usize) -> Vec<u8> {
     firmware_trailer::build(
         &body,
         &SignedTrailer {
-            signature: lorafleet::network::simulated::demo::PLACEHOLDER_SIGNATURE.to_vec(),
+            signature: lorafleet_simulator::demo::PLACEHOLDER_SIGNATURE.to_vec(),
             manufacturer_uuid: [1; 16],
             device_class_uuid: [2; 16],
             version: NEW_VERSION,
@@ -137,7 +137,9 @@ async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &
 
 async fn fleet(config: Config) -> (lorafleet::AppState, Arc<Simulated>) {
     let sim = Arc::new(Simulated::new(&config).unwrap());
-    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let (app, _) = App::build_with_simulation(config, sim.clone())
+        .await
+        .unwrap();
     app.sync_network_devices().await.unwrap();
     (app, sim)
 }
@@ -328,7 +330,9 @@ async fn the_simulation_restarted_mid_fragments_still_completes() {
             "kept what was received: {b:?} -> {a:?}"
         );
     }
-    let (app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let (app, _) = App::build_with_simulation(config, sim.clone())
+        .await
+        .unwrap();
     let io = Io {
         db: &app.db,
         network: app.network.as_ref(),

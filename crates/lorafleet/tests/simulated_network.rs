@@ -165,7 +165,9 @@ async fn devices_synchronise_their_clocks() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let sim = std::sync::Arc::new(lorafleet::network::simulated::Simulated::new(&config).unwrap());
-    let (_app, _) = App::build_with_network(config, sim.clone()).await.unwrap();
+    let (_app, _) = App::build_with_simulation(config, sim.clone())
+        .await
+        .unwrap();
     let start = Instant::now();
     for eui in sim.dev_euis() {
         loop {
@@ -195,7 +197,7 @@ async fn received_fragments_survive_a_restart() {
     let mut config = config(dir.path());
     config.network.simulated.devices = 1;
     let sim = std::sync::Arc::new(lorafleet::network::simulated::Simulated::new(&config).unwrap());
-    let (_app, _) = App::build_with_network(config.clone(), sim.clone())
+    let (_app, _) = App::build_with_simulation(config.clone(), sim.clone())
         .await
         .unwrap();
     let eui = sim.dev_euis()[0];

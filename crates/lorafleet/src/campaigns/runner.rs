@@ -134,9 +134,6 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
 }
 
 async fn process(app: &App, id: i64) -> anyhow::Result<()> {
-    // Loading, polling and storing is the server's work: an accelerated simulated network does
-    // not count it as its own time (a no-op on real networks).
-    let _hold = app.network.hold_clock();
     let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
     };

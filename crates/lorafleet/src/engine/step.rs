@@ -77,7 +77,6 @@ pub async fn start(
     s: &Settings,
     devices: &[DeviceStart],
 ) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
-    let _hold = io.network.hold_clock();
     let now = io.network.now();
     let (mc_addr, mc_key) = {
         let mut rng = rand::thread_rng();
@@ -232,7 +231,6 @@ pub async fn step(
     group: &GroupInfo,
     fragment_airtime: TimeDelta,
 ) -> anyhow::Result<Stepped> {
-    let _hold = io.network.hold_clock();
     let now = io.network.now();
     let mut out = Vec::new();
     for (i, at, reply) in replies(io, run, devs, s.status_port).await? {

@@ -6,7 +6,7 @@
 
 pub mod library;
 
-use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer, TRAILER_LEN};
+use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -48,27 +48,12 @@ impl TrailerInfo {
     }
 }
 
-/// Reads the trailer from the last [`TRAILER_LEN`] bytes of an image.
-///
-/// Any 113 bytes parse structurally often enough to matter (a length byte <= 72 and a kind
-/// byte <= 2), so a tail only counts as a trailer when its signature is shaped like the DER
-/// ECDSA signature the signing tool writes: `Ok(None)` means "not a signed package",
-/// `Err` means "looks signed but a field is invalid".
+/// Reads the trailer from the last `TRAILER_LEN` bytes of an image (see
+/// [`firmware_trailer::detect`] for what counts as one).
 pub fn detect_trailer(tail: &[u8]) -> Result<Option<TrailerInfo>, String> {
-    if tail.len() < TRAILER_LEN {
-        return Ok(None);
-    }
-    let raw = &tail[tail.len() - TRAILER_LEN..];
-    let sig_len = usize::from(raw[0]);
-    let der_like =
-        (8..=72).contains(&sig_len) && raw[1] == 0x30 && usize::from(raw[2]) + 2 == sig_len;
-    if !der_like {
-        return Ok(None);
-    }
-    match firmware_trailer::parse(raw) {
-        Ok(t) => Ok(Some(TrailerInfo::from_trailer(&t))),
-        Err(e) => Err(e.to_string()),
-    }
+    firmware_trailer::detect(tail)
+        .map(|t| t.as_ref().map(TrailerInfo::from_trailer))
+        .map_err(|e| e.to_string())
 }
 
 /// Operator metadata of an image: what the trailer cannot say.

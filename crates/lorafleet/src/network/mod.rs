@@ -7,8 +7,6 @@ pub mod chirpstack_v4;
 pub mod disabled;
 pub mod simulated;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -91,13 +89,15 @@ pub enum NetworkError {
     Other(String),
 }
 
-/// One LoRaWAN network server (or the simulation of one).
+/// One LoRaWAN network server (or the simulation of one): what a network server's API offers,
+/// nothing about how lorafleet uses it.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
     /// Which implementation this is, for the UI and metrics.
     fn kind(&self) -> NetworkKind;
 
-    /// The network's clock; a simulated network may run faster than real time.
+    /// The network's clock; a simulated network may run faster than real time (and, being the
+    /// network, holds its clock back while lorafleet works on it).
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
@@ -108,22 +108,11 @@ pub trait Network: Send + Sync + 'static {
     /// Lists the devices of the configured applications.
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError>;
 
-    /// How many times faster than real time [`Network::now`] runs.
+    /// How many times faster than real time [`Network::now`] runs: what turns a deadline on
+    /// the network's clock into a real wait.
     fn time_scale(&self) -> f64 {
         1.0
     }
-
-    /// Marks lorafleet working on the network's behalf (a campaign step) until the returned
-    /// guard is dropped. An accelerated simulation holds its clock meanwhile, so the server's
-    /// real processing time is not multiplied by the acceleration (which would make it look
-    /// slow to the devices); real networks ignore it.
-    fn hold_clock(&self) -> ClockHold {
-        ClockHold::none()
-    }
-
-    /// Hands over the writer a network that produces device events itself (the simulation)
-    /// commits them with, so they take the same path as ChirpStack's; starts such a network.
-    fn attach(&self, _writer: crate::ingest::writer::Writer) {}
 
     /// The device's root keys, when the network server can tell them.
     async fn device_keys(&self, _dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
@@ -168,27 +157,6 @@ pub trait Network: Send + Sync + 'static {
     }
 }
 
-/// See [`Network::hold_clock`]: releases the hold when dropped.
-pub struct ClockHold(Option<Box<dyn FnOnce() + Send>>);
-
-impl ClockHold {
-    pub fn none() -> ClockHold {
-        ClockHold(None)
-    }
-
-    pub fn new(release: impl FnOnce() + Send + 'static) -> ClockHold {
-        ClockHold(Some(Box::new(release)))
-    }
-}
-
-impl Drop for ClockHold {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.take() {
-            release();
-        }
-    }
-}
-
 /// How long one request to a network server may take.
 pub fn request_timeout(config: &Config) -> std::time::Duration {
     std::time::Duration::from_secs(config.network.request_timeout_s.max(1))
@@ -199,28 +167,4 @@ fn not_supported(kind: NetworkKind, what: &str) -> NetworkError {
         "{what} are not supported with network.kind = \"{}\"",
         kind.as_str()
     ))
-}
-
-/// Builds the network backend the configuration names; a ChirpStack v4 backend uses `v4`
-/// (the client the campaign driver shares).
-pub fn from_config(
-    config: &Config,
-    v4: &Result<chirpstack_v4::Client, String>,
-) -> anyhow::Result<Arc<dyn Network>> {
-    let timeout = request_timeout(config);
-    Ok(match config.network.kind {
-        NetworkKind::None => Arc::new(disabled::Disabled),
-        NetworkKind::ChirpstackV4 => Arc::new(
-            chirpstack_v4::ChirpstackV4::with_client(
-                v4.clone().map_err(anyhow::Error::msg)?,
-                &config.network.chirpstack_v4,
-            )
-            .with_region(&config.network.region)?,
-        ),
-        NetworkKind::ChirpstackV3 => Arc::new(chirpstack_v3::ChirpstackV3::new(
-            &config.network.chirpstack_v3,
-            timeout,
-        )?),
-        NetworkKind::Simulated => Arc::new(simulated::Simulated::new(config)?),
-    })
 }

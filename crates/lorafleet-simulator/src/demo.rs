@@ -95,7 +95,7 @@ mod tests {
         );
         for (path, model) in written.iter().zip(&MODELS) {
             let bytes = std::fs::read(path).unwrap();
-            let t = crate::firmware::detect_trailer(&bytes).unwrap().unwrap();
+            let t = firmware_trailer::detect(&bytes).unwrap().unwrap();
             assert_eq!(t.version, model.demo_version);
             assert!(t.version > model.factory_version);
         }

@@ -12,17 +12,37 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::config::SimulatedConfig;
 use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
+use super::events::{FleetDevice, SimEvent, SimEventBody, SimUplink};
 use super::radio;
-use crate::config::SimulatedConfig;
-use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
-use crate::network::{MulticastGroup, NetworkError, RemoteDevice};
 use lorafleet_codec::eui::DevEui;
-use lorafleet_engine::MulticastClass;
+pub use lorafleet_engine::MulticastClass;
 
-/// The application the virtual devices belong to, as the console shows it.
-pub const APPLICATION_ID: &str = "simulated";
-const APPLICATION_NAME: &str = "Simulated fleet";
+/// A multicast group as lorafleet asks the network server to create it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: String,
+    /// Most significant byte first.
+    pub mc_addr: [u8; 4],
+    pub mc_nwk_s_key: [u8; 16],
+    pub mc_app_s_key: [u8; 16],
+    /// The frame counter of the group's first frame.
+    pub f_cnt: u32,
+    pub class: MulticastClass,
+    pub dr: u8,
+    /// Hz.
+    pub frequency: u32,
+}
+
+/// Why the simulated network server refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    #[error("{0} is not one of the simulated devices")]
+    UnknownDevice(DevEui),
+    #[error("no multicast group {0}")]
+    NoGroup(String),
+}
 /// RX1 opens one second after the uplink ends.
 const RX1_DELAY_MS: i64 = 1_000;
 /// A device with more downlinks queued (FPending) sends again after this long.
@@ -61,10 +81,9 @@ pub struct NetGroup {
 }
 
 impl NetGroup {
-    fn spec(&self) -> MulticastGroup {
-        MulticastGroup {
+    fn spec(&self) -> GroupSpec {
+        GroupSpec {
             name: self.name.clone(),
-            application_id: None,
             mc_addr: self.mc_addr,
             mc_nwk_s_key: self.mc_nwk_s_key,
             mc_app_s_key: self.mc_app_s_key,
@@ -114,6 +133,17 @@ pub struct NetworkState {
 }
 
 impl NetworkState {
+    /// Replays a multicast frame read back from the store's multicast log: kept when its group
+    /// still exists and the saved state does not have it yet.
+    pub fn replay_multicast(&mut self, group: &str, frame: McFrame) {
+        if let Some(g) = self.groups.get_mut(group) {
+            if frame.f_cnt >= g.next_f_cnt {
+                g.next_f_cnt = frame.f_cnt.wrapping_add(1);
+                g.queue.push_back(frame);
+            }
+        }
+    }
+
     /// The latest time the state mentions (queue times, the transmitters' free times).
     pub fn latest_ms(&self) -> Option<i64> {
         let groups = self.groups.values().flat_map(|g| {
@@ -192,7 +222,7 @@ pub struct World {
     timers: BinaryHeap<Reverse<Timer>>,
     seq: u64,
     rng: StdRng,
-    events: Vec<IntegrationEvent>,
+    events: Vec<SimEvent>,
     /// Devices whose saved state is stale.
     pub dirty: BTreeSet<usize>,
     pub net_dirty: bool,
@@ -200,6 +230,9 @@ pub struct World {
     pub net_requested: bool,
     /// Reception-log records for the store, in order.
     pub log: Vec<LogOp>,
+    /// Multicast frames lorafleet queued since the last save, with their group: appended to
+    /// the store's multicast log at once instead of rewriting the whole network state per frame.
+    pub queued_multicast: Vec<(String, McFrame)>,
     /// Id of the next frame written to the reception log.
     next_frame: u32,
     /// The multicast frame being delivered, once logged.
@@ -245,6 +278,7 @@ impl World {
             net_dirty: false,
             net_requested: false,
             log: Vec::new(),
+            queued_multicast: Vec::new(),
             next_frame: 0,
             current_frame: None,
             in_multicast: false,
@@ -269,11 +303,11 @@ impl World {
                 None => {
                     let dev = SimDevice::new(id, now_ms, &mut w.rng);
                     w.dirty.insert(i);
-                    w.events.push(IntegrationEvent {
+                    w.events.push(SimEvent {
                         dev_eui: dev.id.dev_eui,
                         at: time(now_ms),
-                        device: identity(&dev),
-                        body: EventBody::Join,
+                        device: Some(fleet_device(&dev)),
+                        body: SimEventBody::Join,
                     });
                     dev
                 }
@@ -333,7 +367,7 @@ impl World {
     }
 
     /// The events produced since the last call, in the order they happened.
-    pub fn take_events(&mut self) -> Vec<IntegrationEvent> {
+    pub fn take_events(&mut self) -> Vec<SimEvent> {
         std::mem::take(&mut self.events)
     }
 
@@ -403,14 +437,13 @@ impl World {
                     let dev = &self.devices[i];
                     let mv = f64::from(dev.state.battery_mv);
                     let (_, snr, _) = dev.link.sample(&mut self.rng);
-                    self.events.push(IntegrationEvent {
+                    self.events.push(SimEvent {
                         dev_eui: dev.id.dev_eui,
                         at: time(at),
-                        device: identity(dev),
-                        body: EventBody::DeviceStatus {
-                            battery: Some(((mv - 3000.0) / 7.0).clamp(0.0, 100.0).round()),
-                            external_power: false,
-                            margin: Some(snr.round() as i32 + 10),
+                        device: Some(fleet_device(dev)),
+                        body: SimEventBody::Status {
+                            battery_percent: ((mv - 3000.0) / 7.0).clamp(0.0, 100.0).round(),
+                            margin: snr.round() as i32 + 10,
                         },
                     });
                 }
@@ -442,23 +475,20 @@ impl World {
         } else {
             None
         };
-        self.events.push(IntegrationEvent {
+        self.events.push(SimEvent {
             dev_eui: dev.id.dev_eui,
             at: time(at),
-            device: identity(dev),
-            body: EventBody::Up(Uplink {
-                received_at: time(at),
-                f_cnt: Some(dev.state.f_cnt_up),
-                f_port: Some(f_port),
-                dr: Some(dev.link.dr()),
-                frequency: Some(frequency),
-                rssi: Some(rssi),
-                snr: Some(snr),
+            device: Some(fleet_device(dev)),
+            body: SimEventBody::Up(SimUplink {
+                f_cnt: dev.state.f_cnt_up,
+                f_port,
+                dr: dev.link.dr(),
+                frequency,
+                rssi,
+                snr,
                 gateway_count: gateways,
-                confirmed: false,
                 data,
                 object,
-                dedup_key: None,
             }),
         });
         let eui = dev.id.dev_eui;
@@ -473,13 +503,12 @@ impl World {
         self.net_dirty = true;
         let more = self.net.queues.get(&eui).is_some_and(|q| !q.is_empty());
         let tx = at + RX1_DELAY_MS;
-        self.events.push(IntegrationEvent {
+        self.events.push(SimEvent {
             dev_eui: eui,
             at: time(tx),
-            device: DeviceIdentity::default(),
-            body: EventBody::TxAck {
-                f_cnt: None,
-                queue_item_id: Some(item.id.clone()),
+            device: None,
+            body: SimEventBody::TxAck {
+                queue_item_id: item.id.clone(),
             },
         });
         if self.rng.gen::<f64>() >= self.setups[i].loss {
@@ -610,11 +639,9 @@ impl World {
         f_port: u8,
         data: &[u8],
         now_ms: i64,
-    ) -> Result<String, NetworkError> {
+    ) -> Result<String, SimError> {
         if !self.index.contains_key(&dev_eui) {
-            return Err(NetworkError::UnknownDevice(format!(
-                "{dev_eui} is not one of the simulated devices"
-            )));
+            return Err(SimError::UnknownDevice(dev_eui));
         }
         let id = format!("sim-{:016x}", self.rng.gen::<u64>());
         self.net
@@ -632,22 +659,11 @@ impl World {
         Ok(id)
     }
 
-    pub fn list(&self) -> Vec<RemoteDevice> {
-        self.devices
-            .iter()
-            .map(|d| RemoteDevice {
-                dev_eui: d.id.dev_eui,
-                name: d.id.name.clone(),
-                application_id: APPLICATION_ID.to_string(),
-                application_name: Some(APPLICATION_NAME.to_string()),
-                device_profile_id: Some(d.id.model.name.to_string()),
-                device_profile_name: Some(format!("Simulated {}", d.id.model.name)),
-                last_seen: None,
-            })
-            .collect()
+    pub fn list(&self) -> Vec<FleetDevice> {
+        self.devices.iter().map(fleet_device).collect()
     }
 
-    pub fn create_group(&mut self, g: &MulticastGroup) -> String {
+    pub fn create_group(&mut self, g: &GroupSpec) -> String {
         let id = format!("sim-mc-{:08x}", self.rng.gen::<u32>());
         self.net.groups.insert(
             id.clone(),
@@ -675,18 +691,16 @@ impl World {
         id
     }
 
-    fn group_mut(&mut self, id: &str) -> Result<&mut NetGroup, NetworkError> {
+    fn group_mut(&mut self, id: &str) -> Result<&mut NetGroup, SimError> {
         self.net
             .groups
             .get_mut(id)
-            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))
+            .ok_or_else(|| SimError::NoGroup(id.to_string()))
     }
 
-    pub fn add_member(&mut self, id: &str, dev_eui: DevEui) -> Result<(), NetworkError> {
+    pub fn add_member(&mut self, id: &str, dev_eui: DevEui) -> Result<(), SimError> {
         if !self.index.contains_key(&dev_eui) {
-            return Err(NetworkError::UnknownDevice(format!(
-                "{dev_eui} is not one of the simulated devices"
-            )));
+            return Err(SimError::UnknownDevice(dev_eui));
         }
         self.group_mut(id)?.members.insert(dev_eui);
         self.net_dirty = true;
@@ -700,57 +714,52 @@ impl World {
         f_port: u8,
         data: &[u8],
         now_ms: i64,
-    ) -> Result<u32, NetworkError> {
+    ) -> Result<u32, SimError> {
         let g = self.group_mut(id)?;
         let f_cnt = g.next_f_cnt;
         g.next_f_cnt = g.next_f_cnt.wrapping_add(1);
         let idle = g.queue.is_empty();
-        g.queue.push_back(McFrame {
+        let frame = McFrame {
             not_before_ms: now_ms,
             f_cnt,
             f_port,
             data: data.to_vec(),
-        });
+        };
+        g.queue.push_back(frame.clone());
         let start = g.free_at_ms.max(now_ms);
+        self.queued_multicast.push((id.to_string(), frame));
         self.net_dirty = true;
-        self.net_requested = true;
         if idle {
             self.schedule(start, What::Multicast(id.to_string()));
         }
         Ok(f_cnt)
     }
 
-    pub fn multicast_queue_len(&self, id: &str) -> Result<usize, NetworkError> {
+    pub fn multicast_queue_len(&self, id: &str) -> Result<usize, SimError> {
         self.net
             .groups
             .get(id)
             .map(|g| g.queue.len())
-            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))
+            .ok_or_else(|| SimError::NoGroup(id.to_string()))
     }
 
-    pub fn delete_group(&mut self, id: &str) -> Result<(), NetworkError> {
+    pub fn delete_group(&mut self, id: &str) -> Result<(), SimError> {
         self.net
             .groups
             .remove(id)
             .map(|_| ())
-            .ok_or_else(|| NetworkError::Refused(format!("no multicast group {id}")))?;
+            .ok_or_else(|| SimError::NoGroup(id.to_string()))?;
         self.net_dirty = true;
         self.net_requested = true;
         Ok(())
     }
 }
 
-fn identity(dev: &SimDevice) -> DeviceIdentity {
-    DeviceIdentity {
-        name: Some(dev.id.name.clone()),
-        application_id: Some(APPLICATION_ID.to_string()),
-        application_name: Some(APPLICATION_NAME.to_string()),
-        device_profile_id: Some(dev.id.model.name.to_string()),
-        device_profile_name: Some(format!("Simulated {}", dev.id.model.name)),
-        tags: Some(BTreeMap::from([
-            ("simulated".to_string(), "true".to_string()),
-            ("model".to_string(), dev.id.model.name.to_string()),
-        ])),
-        dev_addr: Some(hex::encode(dev.id.dev_addr)),
+fn fleet_device(dev: &SimDevice) -> FleetDevice {
+    FleetDevice {
+        dev_eui: dev.id.dev_eui,
+        name: dev.id.name.clone(),
+        model: dev.id.model.name,
+        dev_addr: dev.id.dev_addr,
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::radio::{self, Link};
-use crate::network::MulticastGroup;
+use super::world::GroupSpec;
 use lorafleet_codec::eui::DevEui;
 use lorafleet_engine::MulticastClass;
 use lorafleet_engine::{keys, package, ports};
@@ -363,7 +363,7 @@ impl SimDevice {
 
     /// The local group a multicast frame is for, when the device listens to it right now on
     /// that channel and can check its MIC.
-    pub fn listening_group(&self, now_ms: i64, group: &MulticastGroup, f_cnt: u32) -> Option<u8> {
+    pub fn listening_group(&self, now_ms: i64, group: &GroupSpec, f_cnt: u32) -> Option<u8> {
         let gps = self.device_gps(now_ms);
         self.state.mc_groups.iter().enumerate().find_map(|(i, g)| {
             let g = g.as_ref()?;
@@ -865,7 +865,7 @@ impl SimDevice {
         };
         // The update client checks the package before it swaps slots; the simulation checks
         // what the firmware library does: a signed trailer of the right shape.
-        match crate::firmware::detect_trailer(&image) {
+        match lorafleet_codec::firmware_trailer::detect(&image) {
             Ok(Some(trailer)) => {
                 let slot = self.free_slot();
                 self.state.slots[slot] = Some(trailer.version);

@@ -1,0 +1,299 @@
+//! The simulation's clock: real time multiplied by `time_scale`, continuing from where the last
+//! run stopped so that times stored in the database (a campaign's next action, a device's last
+//! uplink) never lie ahead of the clock after a restart.
+//!
+//! The clock is held back while something works for the simulation: the simulation's own loop
+//! (advancing the world and waiting until its events are committed) and lorafleet, which counts
+//! as busy from any call into the simulated network until [`LORAFLEET_GRACE`] after the last
+//! one. Work therefore does not look `time_scale` times slower than it is; the clock runs at most
+//! `time_scale` times faster than real time, and slower when the machine cannot keep up.
+//!
+//! Every method has an `_at` twin taking the real instant, so the tests are exact.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// Real time per busy span that still counts as simulated time.
+const BUSY_ALLOWANCE: Duration = Duration::from_millis(2);
+/// After lorafleet's last call into the simulated network it still counts as busy this long
+/// (real time): a campaign step reads the clock, then the database, then queues downlinks, and
+/// the gaps between its calls are its own processing time. Short against the engine's shortest
+/// poll interval (50 ms), so an idle server does not stop the clock.
+pub const LORAFLEET_GRACE: Duration = Duration::from_millis(15);
+
+#[derive(Debug)]
+pub struct SimClock {
+    start_sim: DateTime<Utc>,
+    start_real: Instant,
+    scale: f64,
+    /// Simulated microseconds the clock was held back in total.
+    held_us: AtomicI64,
+    /// The latest time handed out (microseconds since the Unix epoch): holding back never
+    /// makes the clock go backwards, it only stands still for a while.
+    last_us: AtomicI64,
+    busy: Mutex<Busy>,
+    /// While busy, the clock shows at most this (microseconds since the Unix epoch): what it
+    /// showed when the span began plus the allowance.
+    cap_us: AtomicI64,
+}
+
+/// Busy spans in progress; overlapping spans are held back once.
+#[derive(Debug, Default)]
+struct Busy {
+    spans: usize,
+    /// When the outermost span began.
+    since: Option<Instant>,
+    /// While lorafleet counts as busy (one of the spans): when that ends unless it calls again.
+    lorafleet_until: Option<Instant>,
+}
+
+impl SimClock {
+    /// Starts at `resume_from` when it is later than the wall clock (an accelerated run got
+    /// ahead), else at the wall clock.
+    pub fn new(scale: f64, resume_from: Option<DateTime<Utc>>) -> SimClock {
+        let wall = Utc::now();
+        SimClock {
+            start_sim: resume_from.map_or(wall, |r| r.max(wall)),
+            start_real: Instant::now(),
+            scale,
+            held_us: AtomicI64::new(0),
+            last_us: AtomicI64::new(i64::MIN),
+            busy: Mutex::new(Busy::default()),
+            cap_us: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now_at(Instant::now())
+    }
+
+    fn now_at(&self, real: Instant) -> DateTime<Utc> {
+        self.expire(&mut self.busy(), real);
+        let t = self.raw_us(real).min(self.cap_us.load(Ordering::Acquire));
+        let t = self.last_us.fetch_max(t, Ordering::Relaxed).max(t);
+        DateTime::from_timestamp_micros(t).unwrap_or(self.start_sim)
+    }
+
+    /// Real time times the scale, minus what was held back.
+    fn raw_us(&self, real: Instant) -> i64 {
+        let elapsed = real
+            .saturating_duration_since(self.start_real)
+            .as_secs_f64();
+        let raw =
+            (elapsed * self.scale * 1e6).round() as i64 - self.held_us.load(Ordering::Acquire);
+        self.start_sim.timestamp_micros().saturating_add(raw)
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    fn busy(&self) -> MutexGuard<'_, Busy> {
+        // The counters stay consistent whatever panicked while the lock was held.
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `real` (real time) out of the clock's future advance.
+    pub fn hold_back(&self, real: Duration) {
+        let us = (real.as_secs_f64() * self.scale * 1e6).round() as i64;
+        self.held_us.fetch_add(us, Ordering::AcqRel);
+    }
+
+    /// Starts a busy span: until the matching [`SimClock::busy_end`], real time does not
+    /// count as simulated time (beyond a little).
+    pub fn busy_begin(&self) {
+        self.busy_begin_at(Instant::now());
+    }
+
+    fn busy_begin_at(&self, real: Instant) {
+        let mut b = self.busy();
+        self.expire(&mut b, real);
+        self.begin_span(&mut b, real);
+    }
+
+    pub fn busy_end(&self) {
+        self.busy_end_at(Instant::now());
+    }
+
+    fn busy_end_at(&self, real: Instant) {
+        let mut b = self.busy();
+        self.expire(&mut b, real);
+        self.end_span(&mut b, real);
+    }
+
+    /// lorafleet called into the simulated network: it counts as busy from now until
+    /// [`LORAFLEET_GRACE`] after its last call.
+    pub fn lorafleet_called(&self) {
+        self.lorafleet_called_at(Instant::now());
+    }
+
+    fn lorafleet_called_at(&self, real: Instant) {
+        let mut b = self.busy();
+        self.expire(&mut b, real);
+        if b.lorafleet_until.is_none() {
+            self.begin_span(&mut b, real);
+        }
+        b.lorafleet_until = Some(real + LORAFLEET_GRACE);
+    }
+
+    /// Ends lorafleet's span if its grace ran out before `real`, as of the moment it ran out.
+    fn expire(&self, b: &mut Busy, real: Instant) {
+        if let Some(until) = b.lorafleet_until.filter(|&u| u <= real) {
+            b.lorafleet_until = None;
+            self.end_span(b, until);
+        }
+    }
+
+    fn begin_span(&self, b: &mut Busy, real: Instant) {
+        if b.spans == 0 {
+            b.since = Some(real);
+            let allowance = (BUSY_ALLOWANCE.as_secs_f64() * self.scale * 1e6).round() as i64;
+            let shown = self.raw_us(real).max(self.last_us.load(Ordering::Relaxed));
+            self.cap_us
+                .store(shown.saturating_add(allowance), Ordering::Release);
+        }
+        b.spans += 1;
+    }
+
+    fn end_span(&self, b: &mut Busy, real: Instant) {
+        b.spans = b.spans.saturating_sub(1);
+        if b.spans > 0 {
+            return;
+        }
+        if let Some(since) = b.since.take() {
+            let busy = real.saturating_duration_since(since);
+            if busy > BUSY_ALLOWANCE {
+                self.hold_back(busy - BUSY_ALLOWANCE);
+            }
+        }
+        self.cap_us.store(i64::MAX, Ordering::Release);
+    }
+
+    /// Real time until the clock shows `at` (zero if it already does).
+    pub fn real_until(&self, at: DateTime<Utc>) -> Duration {
+        (at - self.now())
+            .to_std()
+            .unwrap_or_default()
+            .div_f64(self.scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn sim_ms(c: &SimClock, real: Instant) -> i64 {
+        c.now_at(real).timestamp_millis()
+    }
+
+    #[test]
+    fn runs_faster_by_the_scale_and_resumes_ahead() {
+        let ahead = Utc::now() + TimeDelta::hours(5);
+        let c = SimClock::new(1000.0, Some(ahead));
+        let t0 = c.start_real;
+        let first = sim_ms(&c, t0);
+        assert_eq!(sim_ms(&c, t0 + 20 * MS) - first, 20_000);
+        assert!(c.now() >= ahead);
+        let behind = Utc::now() - TimeDelta::hours(5);
+        assert!(SimClock::new(1.0, Some(behind)).now() > behind + TimeDelta::hours(4));
+        let wait = c.real_until(c.now() + TimeDelta::seconds(10));
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+    }
+
+    #[test]
+    fn overlapping_busy_spans_are_held_back_once() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        c.busy_begin_at(t0);
+        let frozen = sim_ms(&c, t0);
+        c.busy_begin_at(t0 + 5 * MS);
+        assert_eq!(
+            sim_ms(&c, t0 + 20 * MS),
+            frozen + 2_000,
+            "stands still after the allowance"
+        );
+        c.busy_end_at(t0 + 20 * MS);
+        assert_eq!(c.held_us.load(Ordering::Relaxed), 0, "still busy");
+        c.busy_end_at(t0 + 30 * MS);
+        assert_eq!(
+            c.held_us.load(Ordering::Relaxed),
+            28_000_000,
+            "30 ms less the allowance"
+        );
+        assert_eq!(sim_ms(&c, t0 + 40 * MS), frozen + 12_000, "runs again");
+    }
+
+    #[test]
+    fn holding_back_stops_the_clock_without_going_backwards() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        let before = c.now_at(t0 + 5 * MS);
+        c.hold_back(Duration::from_secs(10));
+        assert_eq!(c.now_at(t0 + 5 * MS), before, "stands still");
+        assert_eq!(
+            c.now_at(t0 + 10 * MS),
+            before,
+            "still catching up with the hold-back"
+        );
+    }
+
+    #[test]
+    fn lorafleet_counts_as_busy_until_a_grace_after_its_last_call() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        let start = sim_ms(&c, t0);
+        // A step: calls 10 ms apart for 40 ms hold the clock throughout.
+        for k in 0..5 {
+            c.lorafleet_called_at(t0 + k * 10 * MS);
+        }
+        assert_eq!(
+            sim_ms(&c, t0 + 45 * MS),
+            start + 2_000,
+            "held during the step"
+        );
+        // The span ends at the last call plus the grace, not when someone next looks.
+        let end = t0 + 40 * MS + LORAFLEET_GRACE;
+        let later = end + 30 * MS;
+        let held = (end - t0 - BUSY_ALLOWANCE).as_micros() as i64 * 1000;
+        assert_eq!(
+            sim_ms(&c, later),
+            start + 2_000 + 30_000,
+            "runs again after the grace"
+        );
+        assert_eq!(c.held_us.load(Ordering::Relaxed), held);
+        assert!(c.busy().lorafleet_until.is_none());
+    }
+
+    #[test]
+    fn a_call_after_the_grace_starts_a_new_span() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        c.lorafleet_called_at(t0);
+        let second = t0 + LORAFLEET_GRACE + 100 * MS;
+        c.lorafleet_called_at(second);
+        let first_held = (LORAFLEET_GRACE - BUSY_ALLOWANCE).as_micros() as i64 * 1000;
+        assert_eq!(
+            c.held_us.load(Ordering::Relaxed),
+            first_held,
+            "the gap ran freely"
+        );
+        let shown = sim_ms(&c, second);
+        assert_eq!(sim_ms(&c, second + 10 * MS), shown + 2_000);
+        // The simulation's loop overlapping lorafleet's span: held back once.
+        c.busy_begin_at(second + 5 * MS);
+        c.busy_end_at(second + 50 * MS);
+        assert_eq!(
+            c.busy().spans,
+            0,
+            "lorafleet's grace ran out inside the loop's span"
+        );
+        let second_held = (50 * MS - BUSY_ALLOWANCE).as_micros() as i64 * 1000;
+        assert_eq!(c.held_us.load(Ordering::Relaxed), first_held + second_held);
+    }
+}

@@ -1,0 +1,132 @@
+//! The simulated network's settings (`network.simulated.*` in lorafleet's configuration).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use lorafleet_codec::eui::DevEui;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatedConfig {
+    /// Number of virtual devices.
+    pub devices: u32,
+    /// Share of frames lost on the radio, 0.0..1.0.
+    pub loss: f64,
+    /// How much faster than real time the simulation runs.
+    pub time_scale: f64,
+    /// Seconds between two periodic uplinks of a device (simulated time).
+    pub uplink_interval_s: u64,
+    /// Size of each of a device's three firmware slots, in bytes.
+    pub slot_size: u32,
+    /// Seconds a device waits between storing a complete image and running it.
+    pub reboot_delay_s: u64,
+    /// Per-device settings, keyed by DevEUI.
+    pub overrides: BTreeMap<String, SimulatedDeviceOverride>,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            devices: 20,
+            loss: 0.0,
+            // Fast enough that a campaign with the form's defaults runs in about a minute.
+            time_scale: 30.0,
+            uplink_interval_s: 30,
+            slot_size: 256 * 1024,
+            reboot_delay_s: 10,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// Settings of one virtual device that differ from the fleet's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatedDeviceOverride {
+    /// Share of all frames lost for this device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Share of multicast frames lost (a device at the edge of the class C gateway's coverage);
+    /// defaults to `loss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast_loss: Option<f64>,
+    /// Firmware slot size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_size: Option<u32>,
+}
+
+impl SimulatedConfig {
+    /// Checks every value; the error names the key (relative to this section) and its bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err("loss must be between 0.0 and 1.0".into());
+        }
+        if !(self.time_scale > 0.0 && self.time_scale.is_finite()) {
+            return Err("time_scale must be a positive number".into());
+        }
+        if self.uplink_interval_s == 0 {
+            return Err("uplink_interval_s must be at least 1".into());
+        }
+        for (eui, o) in &self.overrides {
+            if eui.parse::<DevEui>().is_err() {
+                return Err(format!(
+                    "overrides: {eui:?} is not a DevEUI (16 hex digits)"
+                ));
+            }
+            for (name, v) in [("loss", o.loss), ("multicast_loss", o.multicast_loss)] {
+                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    return Err(format!(
+                        "overrides.{eui}.{name} must be between 0.0 and 1.0"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let bad = |f: fn(&mut SimulatedConfig)| {
+            let mut c = SimulatedConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(SimulatedConfig::default().validate(), Ok(()));
+        assert_eq!(bad(|c| c.loss = 1.5), "loss must be between 0.0 and 1.0");
+        assert_eq!(
+            bad(|c| c.time_scale = 0.0),
+            "time_scale must be a positive number"
+        );
+        assert_eq!(
+            bad(|c| c.time_scale = f64::INFINITY),
+            "time_scale must be a positive number"
+        );
+        assert_eq!(
+            bad(|c| c.uplink_interval_s = 0),
+            "uplink_interval_s must be at least 1"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.overrides
+                    .insert("xyz".into(), SimulatedDeviceOverride::default());
+            }),
+            "overrides: \"xyz\" is not a DevEUI (16 hex digits)"
+        );
+        assert_eq!(
+            bad(|c| {
+                let o = SimulatedDeviceOverride {
+                    multicast_loss: Some(-0.1),
+                    ..Default::default()
+                };
+                c.overrides.insert("4c4653494d000001".into(), o);
+            }),
+            "overrides.4c4653494d000001.multicast_loss must be between 0.0 and 1.0"
+        );
+    }
+}
