@@ -468,30 +468,8 @@ impl Answer {
                 versioning_type,
                 nb_slots,
             } => {
-                let vt = versioning_type.to_nibble();
-                let vt_ok = match versioning_type {
-                    // An Rfu value that collides with a defined type would decode as that type.
-                    VersioningType::Rfu(v) => (3..=NIBBLE_MAX).contains(v),
-                    _ => true,
-                };
-                if !vt_ok {
-                    return Err(Error::FieldOutOfRange {
-                        field: "versioning_type",
-                        value: vt.into(),
-                        min: 3,
-                        max: NIBBLE_MAX.into(),
-                    });
-                }
-                // 0 on the air means "3", so an explicit 0 could not round-trip.
-                if !(1..=NIBBLE_MAX).contains(nb_slots) {
-                    return Err(Error::FieldOutOfRange {
-                        field: "nb_slots",
-                        value: (*nb_slots).into(),
-                        min: 1,
-                        max: NIBBLE_MAX.into(),
-                    });
-                }
-                out.extend([*package_identifier, *package_version, vt << 4 | nb_slots]);
+                let packed = pack_versioning_and_slots(*versioning_type, *nb_slots)?;
+                out.extend([*package_identifier, *package_version, packed]);
             }
             Answer::VersionRunning {
                 running_slot,
@@ -503,74 +481,23 @@ impl Answer {
             Answer::VersionStored { flags, slots } => {
                 check_slots(*flags, slots)?;
                 out.push(*flags);
-                match layout {
-                    StoredLayout::Spec => {
-                        for s in slots {
-                            out.extend(s.version.to_le_bytes());
-                        }
-                    }
-                    StoredLayout::Device { nb_slots } => {
-                        let nb_slots = nibble("nb_slots", nb_slots)?;
-                        let needed = highest_flagged_slot_count(*flags);
-                        if nb_slots < needed {
-                            return Err(Error::FieldOutOfRange {
-                                field: "nb_slots",
-                                value: nb_slots.into(),
-                                min: needed.into(),
-                                max: NIBBLE_MAX.into(),
-                            });
-                        }
-                        for slot in 0..nb_slots {
-                            let v = slots
-                                .iter()
-                                .find(|s| s.slot == slot)
-                                .map_or(0, |s| s.version);
-                            out.extend(v.to_le_bytes());
-                        }
-                    }
-                }
+                out.extend(stored_versions_bytes(*flags, slots, layout)?);
             }
             Answer::SpaceStatus {
                 heap_available,
                 slot_size,
             } => {
-                let heap = match heap_available {
-                    HeapAvailable::Unknown => 0,
-                    // The air value 1 stands for the minimum, which readers take as 0;
-                    // a true 1 cannot be expressed and degrades to the same.
-                    HeapAvailable::Bytes(0) => 1,
-                    HeapAvailable::Bytes(n) => *n,
-                };
-                out.extend(heap.to_le_bytes());
+                out.extend(heap_air_value(*heap_available).to_le_bytes());
                 out.extend(slot_size.to_le_bytes());
             }
             Answer::Uptime { seconds } => out.extend(seconds.to_le_bytes()),
             Answer::DeviceDescription {
                 manufacturer_id,
                 device_id,
-            } => {
-                let mut flags = 0;
-                if manufacturer_id.is_some() {
-                    flags |= FLAG_MANUFACTURER_ID;
-                }
-                if device_id.is_some() {
-                    flags |= FLAG_DEVICE_ID;
-                }
-                out.push(flags);
-                for (field, s) in [
-                    ("manufacturer_id", manufacturer_id),
-                    ("device_id", device_id),
-                ] {
-                    if let Some(s) = s {
-                        let len = u8::try_from(s.len()).map_err(|_| Error::StringTooLong {
-                            field,
-                            len: s.len(),
-                        })?;
-                        out.push(len);
-                        out.extend_from_slice(s.as_bytes());
-                    }
-                }
-            }
+            } => out.extend(description_bytes(
+                manufacturer_id.as_deref(),
+                device_id.as_deref(),
+            )?),
         }
         Ok(out)
     }
@@ -803,6 +730,113 @@ pub fn render_version(raw: u32, vt: Option<VersioningType>) -> String {
         Some(VersioningType::GpsSeconds) => time::rfc3339_from_unix(time::gps_to_unix(raw)),
         _ => format!("0x{raw:08x} raw"),
     }
+}
+
+/// PackageVersionAns's last byte: the versioning type in the high nibble, the slot count in the
+/// low one. Values that would not decode back to themselves are refused.
+fn pack_versioning_and_slots(versioning_type: VersioningType, nb_slots: u8) -> Result<u8, Error> {
+    let vt = versioning_type.to_nibble();
+    let vt_ok = match versioning_type {
+        // An Rfu value that collides with a defined type would decode as that type.
+        VersioningType::Rfu(v) => (3..=NIBBLE_MAX).contains(&v),
+        _ => true,
+    };
+    if !vt_ok {
+        return Err(Error::FieldOutOfRange {
+            field: "versioning_type",
+            value: vt.into(),
+            min: 3,
+            max: NIBBLE_MAX.into(),
+        });
+    }
+    // 0 on the air means "3", so an explicit 0 could not round-trip.
+    if !(1..=NIBBLE_MAX).contains(&nb_slots) {
+        return Err(Error::FieldOutOfRange {
+            field: "nb_slots",
+            value: nb_slots.into(),
+            min: 1,
+            max: NIBBLE_MAX.into(),
+        });
+    }
+    Ok(vt << 4 | nb_slots)
+}
+
+/// VersionStoredAns's versions after the flags byte, in the layout the reader expects: the
+/// specification lists only the flagged slots, the Mbed device lists every slot (0 if unflagged).
+fn stored_versions_bytes(
+    flags: u8,
+    slots: &[StoredSlot],
+    layout: StoredLayout,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    match layout {
+        StoredLayout::Spec => {
+            for s in slots {
+                out.extend(s.version.to_le_bytes());
+            }
+        }
+        StoredLayout::Device { nb_slots } => {
+            let nb_slots = nibble("nb_slots", nb_slots)?;
+            let needed = highest_flagged_slot_count(flags);
+            if nb_slots < needed {
+                return Err(Error::FieldOutOfRange {
+                    field: "nb_slots",
+                    value: nb_slots.into(),
+                    min: needed.into(),
+                    max: NIBBLE_MAX.into(),
+                });
+            }
+            for slot in 0..nb_slots {
+                let v = slots
+                    .iter()
+                    .find(|s| s.slot == slot)
+                    .map_or(0, |s| s.version);
+                out.extend(v.to_le_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SpaceStatusAns's heap field as sent on the air.
+fn heap_air_value(heap_available: HeapAvailable) -> u32 {
+    match heap_available {
+        HeapAvailable::Unknown => 0,
+        // The air value 1 stands for the minimum, which readers take as 0;
+        // a true 1 cannot be expressed and degrades to the same.
+        HeapAvailable::Bytes(0) => 1,
+        HeapAvailable::Bytes(n) => n,
+    }
+}
+
+/// DeviceDescriptionAns after the CID: a flags byte saying which strings follow, then each
+/// present string with a one-byte length.
+fn description_bytes(
+    manufacturer_id: Option<&str>,
+    device_id: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    let mut flags = 0;
+    if manufacturer_id.is_some() {
+        flags |= FLAG_MANUFACTURER_ID;
+    }
+    if device_id.is_some() {
+        flags |= FLAG_DEVICE_ID;
+    }
+    let mut out = vec![flags];
+    for (field, s) in [
+        ("manufacturer_id", manufacturer_id),
+        ("device_id", device_id),
+    ] {
+        if let Some(s) = s {
+            let len = u8::try_from(s.len()).map_err(|_| Error::StringTooLong {
+                field,
+                len: s.len(),
+            })?;
+            out.push(len);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
