@@ -966,6 +966,17 @@ mod tests {
     }
 
     fn answer_table() -> Vec<(Answer, &'static str)> {
+        [
+            package_version_answers(),
+            version_answers(),
+            space_and_uptime_answers(),
+            description_answers(),
+        ]
+        .concat()
+    }
+
+    /// PackageVersionAns: each versioning type, and the slot count's extremes.
+    fn package_version_answers() -> Vec<(Answer, &'static str)> {
         vec![
             (
                 Answer::PackageVersion {
@@ -994,6 +1005,12 @@ mod tests {
                 },
                 "00 0a 01 71",
             ),
+        ]
+    }
+
+    /// VersionRunningAns and VersionStoredAns (spec layout), with and without stored slots.
+    fn version_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::VersionRunning {
                     running_slot: 1,
@@ -1024,6 +1041,12 @@ mod tests {
                 },
                 "02 00",
             ),
+        ]
+    }
+
+    /// SpaceStatusAns, including the heap values the air cannot express, and UptimeAns.
+    fn space_and_uptime_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::SpaceStatus {
                     heap_available: HeapAvailable::Bytes(0x1234),
@@ -1046,6 +1069,12 @@ mod tests {
                 "03 01 00 00 00 00 00 00 00",
             ),
             (Answer::Uptime { seconds: 86_400 }, "04 80 51 01 00"),
+        ]
+    }
+
+    /// DeviceDescriptionAns with each combination of strings present.
+    fn description_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::DeviceDescription {
                     manufacturer_id: Some("LTEK".into()),
@@ -1232,10 +1261,9 @@ mod tests {
         assert_eq!(decode_answers(&payload), (answers, None));
     }
 
-    #[test]
-    fn malformed_answers() {
-        let up = Answer::Uptime { seconds: 1 };
-        let cases: Vec<(&str, Vec<Answer>, Error)> = vec![
+    /// Unknown commands and answers cut short, each alone in the payload.
+    fn unknown_and_truncated_answers() -> Vec<(&'static str, Vec<Answer>, Error)> {
+        vec![
             ("07", vec![], Error::UnknownCid { cid: 7 }),
             ("05 00", vec![], Error::UnknownCid { cid: 5 }),
             (
@@ -1310,6 +1338,13 @@ mod tests {
                     got: 3,
                 },
             ),
+        ]
+    }
+
+    /// Strings longer than what follows them, and garbage after a valid answer (which decodes).
+    fn overflowing_and_trailing_answers() -> Vec<(&'static str, Vec<Answer>, Error)> {
+        let up = Answer::Uptime { seconds: 1 };
+        vec![
             (
                 "06 03 09 4c 54 45 4b",
                 vec![],
@@ -1345,7 +1380,16 @@ mod tests {
                     got: 1,
                 },
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn malformed_answers() {
+        let cases = [
+            unknown_and_truncated_answers(),
+            overflowing_and_trailing_answers(),
+        ]
+        .concat();
         for (bytes, ok, err) in cases {
             assert_eq!(decode_answers(&h(bytes)), (ok, Some(err)), "{bytes}");
         }
