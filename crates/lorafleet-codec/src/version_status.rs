@@ -468,30 +468,8 @@ impl Answer {
                 versioning_type,
                 nb_slots,
             } => {
-                let vt = versioning_type.to_nibble();
-                let vt_ok = match versioning_type {
-                    // An Rfu value that collides with a defined type would decode as that type.
-                    VersioningType::Rfu(v) => (3..=NIBBLE_MAX).contains(v),
-                    _ => true,
-                };
-                if !vt_ok {
-                    return Err(Error::FieldOutOfRange {
-                        field: "versioning_type",
-                        value: vt.into(),
-                        min: 3,
-                        max: NIBBLE_MAX.into(),
-                    });
-                }
-                // 0 on the air means "3", so an explicit 0 could not round-trip.
-                if !(1..=NIBBLE_MAX).contains(nb_slots) {
-                    return Err(Error::FieldOutOfRange {
-                        field: "nb_slots",
-                        value: (*nb_slots).into(),
-                        min: 1,
-                        max: NIBBLE_MAX.into(),
-                    });
-                }
-                out.extend([*package_identifier, *package_version, vt << 4 | nb_slots]);
+                let packed = pack_versioning_and_slots(*versioning_type, *nb_slots)?;
+                out.extend([*package_identifier, *package_version, packed]);
             }
             Answer::VersionRunning {
                 running_slot,
@@ -503,74 +481,23 @@ impl Answer {
             Answer::VersionStored { flags, slots } => {
                 check_slots(*flags, slots)?;
                 out.push(*flags);
-                match layout {
-                    StoredLayout::Spec => {
-                        for s in slots {
-                            out.extend(s.version.to_le_bytes());
-                        }
-                    }
-                    StoredLayout::Device { nb_slots } => {
-                        let nb_slots = nibble("nb_slots", nb_slots)?;
-                        let needed = highest_flagged_slot_count(*flags);
-                        if nb_slots < needed {
-                            return Err(Error::FieldOutOfRange {
-                                field: "nb_slots",
-                                value: nb_slots.into(),
-                                min: needed.into(),
-                                max: NIBBLE_MAX.into(),
-                            });
-                        }
-                        for slot in 0..nb_slots {
-                            let v = slots
-                                .iter()
-                                .find(|s| s.slot == slot)
-                                .map_or(0, |s| s.version);
-                            out.extend(v.to_le_bytes());
-                        }
-                    }
-                }
+                out.extend(stored_versions_bytes(*flags, slots, layout)?);
             }
             Answer::SpaceStatus {
                 heap_available,
                 slot_size,
             } => {
-                let heap = match heap_available {
-                    HeapAvailable::Unknown => 0,
-                    // The air value 1 stands for the minimum, which readers take as 0;
-                    // a true 1 cannot be expressed and degrades to the same.
-                    HeapAvailable::Bytes(0) => 1,
-                    HeapAvailable::Bytes(n) => *n,
-                };
-                out.extend(heap.to_le_bytes());
+                out.extend(heap_air_value(*heap_available).to_le_bytes());
                 out.extend(slot_size.to_le_bytes());
             }
             Answer::Uptime { seconds } => out.extend(seconds.to_le_bytes()),
             Answer::DeviceDescription {
                 manufacturer_id,
                 device_id,
-            } => {
-                let mut flags = 0;
-                if manufacturer_id.is_some() {
-                    flags |= FLAG_MANUFACTURER_ID;
-                }
-                if device_id.is_some() {
-                    flags |= FLAG_DEVICE_ID;
-                }
-                out.push(flags);
-                for (field, s) in [
-                    ("manufacturer_id", manufacturer_id),
-                    ("device_id", device_id),
-                ] {
-                    if let Some(s) = s {
-                        let len = u8::try_from(s.len()).map_err(|_| Error::StringTooLong {
-                            field,
-                            len: s.len(),
-                        })?;
-                        out.push(len);
-                        out.extend_from_slice(s.as_bytes());
-                    }
-                }
-            }
+            } => out.extend(description_bytes(
+                manufacturer_id.as_deref(),
+                device_id.as_deref(),
+            )?),
         }
         Ok(out)
     }
@@ -805,6 +732,113 @@ pub fn render_version(raw: u32, vt: Option<VersioningType>) -> String {
     }
 }
 
+/// PackageVersionAns's last byte: the versioning type in the high nibble, the slot count in the
+/// low one. Values that would not decode back to themselves are refused.
+fn pack_versioning_and_slots(versioning_type: VersioningType, nb_slots: u8) -> Result<u8, Error> {
+    let vt = versioning_type.to_nibble();
+    let vt_ok = match versioning_type {
+        // An Rfu value that collides with a defined type would decode as that type.
+        VersioningType::Rfu(v) => (3..=NIBBLE_MAX).contains(&v),
+        _ => true,
+    };
+    if !vt_ok {
+        return Err(Error::FieldOutOfRange {
+            field: "versioning_type",
+            value: vt.into(),
+            min: 3,
+            max: NIBBLE_MAX.into(),
+        });
+    }
+    // 0 on the air means "3", so an explicit 0 could not round-trip.
+    if !(1..=NIBBLE_MAX).contains(&nb_slots) {
+        return Err(Error::FieldOutOfRange {
+            field: "nb_slots",
+            value: nb_slots.into(),
+            min: 1,
+            max: NIBBLE_MAX.into(),
+        });
+    }
+    Ok(vt << 4 | nb_slots)
+}
+
+/// VersionStoredAns's versions after the flags byte, in the layout the reader expects: the
+/// specification lists only the flagged slots, the Mbed device lists every slot (0 if unflagged).
+fn stored_versions_bytes(
+    flags: u8,
+    slots: &[StoredSlot],
+    layout: StoredLayout,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    match layout {
+        StoredLayout::Spec => {
+            for s in slots {
+                out.extend(s.version.to_le_bytes());
+            }
+        }
+        StoredLayout::Device { nb_slots } => {
+            let nb_slots = nibble("nb_slots", nb_slots)?;
+            let needed = highest_flagged_slot_count(flags);
+            if nb_slots < needed {
+                return Err(Error::FieldOutOfRange {
+                    field: "nb_slots",
+                    value: nb_slots.into(),
+                    min: needed.into(),
+                    max: NIBBLE_MAX.into(),
+                });
+            }
+            for slot in 0..nb_slots {
+                let v = slots
+                    .iter()
+                    .find(|s| s.slot == slot)
+                    .map_or(0, |s| s.version);
+                out.extend(v.to_le_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SpaceStatusAns's heap field as sent on the air.
+fn heap_air_value(heap_available: HeapAvailable) -> u32 {
+    match heap_available {
+        HeapAvailable::Unknown => 0,
+        // The air value 1 stands for the minimum, which readers take as 0;
+        // a true 1 cannot be expressed and degrades to the same.
+        HeapAvailable::Bytes(0) => 1,
+        HeapAvailable::Bytes(n) => n,
+    }
+}
+
+/// DeviceDescriptionAns after the CID: a flags byte saying which strings follow, then each
+/// present string with a one-byte length.
+fn description_bytes(
+    manufacturer_id: Option<&str>,
+    device_id: Option<&str>,
+) -> Result<Vec<u8>, Error> {
+    let mut flags = 0;
+    if manufacturer_id.is_some() {
+        flags |= FLAG_MANUFACTURER_ID;
+    }
+    if device_id.is_some() {
+        flags |= FLAG_DEVICE_ID;
+    }
+    let mut out = vec![flags];
+    for (field, s) in [
+        ("manufacturer_id", manufacturer_id),
+        ("device_id", device_id),
+    ] {
+        if let Some(s) = s {
+            let len = u8::try_from(s.len()).map_err(|_| Error::StringTooLong {
+                field,
+                len: s.len(),
+            })?;
+            out.push(len);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +966,17 @@ mod tests {
     }
 
     fn answer_table() -> Vec<(Answer, &'static str)> {
+        [
+            package_version_answers(),
+            version_answers(),
+            space_and_uptime_answers(),
+            description_answers(),
+        ]
+        .concat()
+    }
+
+    /// PackageVersionAns: each versioning type, and the slot count's extremes.
+    fn package_version_answers() -> Vec<(Answer, &'static str)> {
         vec![
             (
                 Answer::PackageVersion {
@@ -960,6 +1005,12 @@ mod tests {
                 },
                 "00 0a 01 71",
             ),
+        ]
+    }
+
+    /// VersionRunningAns and VersionStoredAns (spec layout), with and without stored slots.
+    fn version_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::VersionRunning {
                     running_slot: 1,
@@ -990,6 +1041,12 @@ mod tests {
                 },
                 "02 00",
             ),
+        ]
+    }
+
+    /// SpaceStatusAns, including the heap values the air cannot express, and UptimeAns.
+    fn space_and_uptime_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::SpaceStatus {
                     heap_available: HeapAvailable::Bytes(0x1234),
@@ -1012,6 +1069,12 @@ mod tests {
                 "03 01 00 00 00 00 00 00 00",
             ),
             (Answer::Uptime { seconds: 86_400 }, "04 80 51 01 00"),
+        ]
+    }
+
+    /// DeviceDescriptionAns with each combination of strings present.
+    fn description_answers() -> Vec<(Answer, &'static str)> {
+        vec![
             (
                 Answer::DeviceDescription {
                     manufacturer_id: Some("LTEK".into()),
@@ -1198,10 +1261,9 @@ mod tests {
         assert_eq!(decode_answers(&payload), (answers, None));
     }
 
-    #[test]
-    fn malformed_answers() {
-        let up = Answer::Uptime { seconds: 1 };
-        let cases: Vec<(&str, Vec<Answer>, Error)> = vec![
+    /// Unknown commands and answers cut short, each alone in the payload.
+    fn unknown_and_truncated_answers() -> Vec<(&'static str, Vec<Answer>, Error)> {
+        vec![
             ("07", vec![], Error::UnknownCid { cid: 7 }),
             ("05 00", vec![], Error::UnknownCid { cid: 5 }),
             (
@@ -1276,6 +1338,13 @@ mod tests {
                     got: 3,
                 },
             ),
+        ]
+    }
+
+    /// Strings longer than what follows them, and garbage after a valid answer (which decodes).
+    fn overflowing_and_trailing_answers() -> Vec<(&'static str, Vec<Answer>, Error)> {
+        let up = Answer::Uptime { seconds: 1 };
+        vec![
             (
                 "06 03 09 4c 54 45 4b",
                 vec![],
@@ -1311,7 +1380,16 @@ mod tests {
                     got: 1,
                 },
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn malformed_answers() {
+        let cases = [
+            unknown_and_truncated_answers(),
+            overflowing_and_trailing_answers(),
+        ]
+        .concat();
         for (bytes, ok, err) in cases {
             assert_eq!(decode_answers(&h(bytes)), (ok, Some(err)), "{bytes}");
         }

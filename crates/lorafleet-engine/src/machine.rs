@@ -1162,57 +1162,7 @@ mod tests {
         assert!(unicasts(&out).iter().all(|u| u.1 == 111));
         let at = t0() + TimeDelta::seconds(10);
         for d in devs.iter_mut() {
-            out.clear();
-            run.reply(
-                d,
-                Reply::VersionRunning {
-                    version: 0x0001_0200,
-                },
-                &s,
-                &t,
-                at,
-                &mut out,
-            );
-            run.reply(
-                d,
-                Reply::SpaceStatus {
-                    slot_size: 4096,
-                    heap: None,
-                },
-                &s,
-                &t,
-                at,
-                &mut out,
-            );
-            assert_eq!(
-                unicasts(&out),
-                vec![(d.dev_eui, 200, "TS005 McGroupSetupReq")]
-            );
-            out.clear();
-            run.reply(
-                d,
-                Reply::McGroupSetup {
-                    group_id: 0,
-                    result: Ok(()),
-                },
-                &s,
-                &t,
-                at,
-                &mut out,
-            );
-            assert_eq!(unicasts(&out)[0].2, "TS004 FragSessionSetupReq");
-            run.reply(
-                d,
-                Reply::FragSessionSetup {
-                    index: 0,
-                    result: Ok(()),
-                },
-                &s,
-                &t,
-                at,
-                &mut out,
-            );
-            assert_eq!(d.step, Step::Ready);
+            answer_check_and_setup(&mut run, d, &s, &t, at, &mut out);
         }
         out.clear();
         run.tick(&mut devs, &s, &t, at, &mut out);
@@ -1254,19 +1204,96 @@ mod tests {
         run.tick(&mut devs, &s, &t, end, &mut out);
         assert_eq!(out, vec![Action::DeleteGroup]);
         assert_eq!(devs[0].step, Step::RebootWait);
+        verify_after_reboot(&mut run, &mut devs, &s, &t, end, &mut out);
+    }
+
+    /// One device of [`a_campaign_from_check_to_report`] answers the check, then takes its
+    /// multicast group and fragmentation session, each answer drawing the next request.
+    fn answer_check_and_setup(
+        run: &mut Run,
+        d: &mut Dev,
+        s: &Settings,
+        t: &Target,
+        at: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
         out.clear();
-        run.tick(&mut devs, &s, &t, end + TimeDelta::seconds(30), &mut out);
-        assert_eq!(unicasts(&out).len(), 2, "VersionRunningReq to both");
+        run.reply(
+            d,
+            Reply::VersionRunning {
+                version: 0x0001_0200,
+            },
+            s,
+            t,
+            at,
+            out,
+        );
+        run.reply(
+            d,
+            Reply::SpaceStatus {
+                slot_size: 4096,
+                heap: None,
+            },
+            s,
+            t,
+            at,
+            out,
+        );
+        assert_eq!(
+            unicasts(out),
+            vec![(d.dev_eui, 200, "TS005 McGroupSetupReq")]
+        );
+        out.clear();
+        run.reply(
+            d,
+            Reply::McGroupSetup {
+                group_id: 0,
+                result: Ok(()),
+            },
+            s,
+            t,
+            at,
+            out,
+        );
+        assert_eq!(unicasts(out)[0].2, "TS004 FragSessionSetupReq");
+        run.reply(
+            d,
+            Reply::FragSessionSetup {
+                index: 0,
+                result: Ok(()),
+            },
+            s,
+            t,
+            at,
+            out,
+        );
+        assert_eq!(d.step, Step::Ready);
+    }
+
+    /// After the session of [`a_campaign_from_check_to_report`], the first device runs the new
+    /// version and the second, still on the old one, is asked what it lacked.
+    fn verify_after_reboot(
+        run: &mut Run,
+        devs: &mut [Dev],
+        s: &Settings,
+        t: &Target,
+        end: DateTime<Utc>,
+        out: &mut Vec<Action>,
+    ) {
+        let b = devs[1].dev_eui;
+        out.clear();
+        run.tick(devs, s, t, end + TimeDelta::seconds(30), out);
+        assert_eq!(unicasts(out).len(), 2, "VersionRunningReq to both");
         let v = end + TimeDelta::seconds(40);
         run.reply(
             &mut devs[0],
             Reply::VersionRunning {
                 version: 0x0001_0300,
             },
-            &s,
-            &t,
+            s,
+            t,
             v,
-            &mut out,
+            out,
         );
         assert_eq!(devs[0].outcome, Some(Outcome::Verified));
         out.clear();
@@ -1275,12 +1302,12 @@ mod tests {
             Reply::VersionRunning {
                 version: 0x0001_0200,
             },
-            &s,
-            &t,
+            s,
+            t,
             v,
-            &mut out,
+            out,
         );
-        assert_eq!(unicasts(&out), vec![(b, 201, "TS004 FragSessionStatusReq")]);
+        assert_eq!(unicasts(out), vec![(b, 201, "TS004 FragSessionStatusReq")]);
         run.reply(
             &mut devs[1],
             Reply::FragStatus {
@@ -1289,10 +1316,10 @@ mod tests {
                 missing: 12,
                 not_enough_memory: false,
             },
-            &s,
-            &t,
+            s,
+            t,
             v,
-            &mut out,
+            out,
         );
         assert_eq!(devs[1].outcome, Some(Outcome::NotUpdated));
         assert!(
@@ -1304,7 +1331,7 @@ mod tests {
             "{:?}",
             devs[1].error
         );
-        run.tick(&mut devs, &s, &t, v, &mut out);
+        run.tick(devs, s, t, v, out);
         assert_eq!(run.phase, Phase::Done);
         assert_eq!(run.failure, None);
     }

@@ -272,20 +272,7 @@ pub fn compute(input: &PlanInput) -> Plan {
         f64::from(unicast_steps) * f64::from(s.unicast.attempts) * f64::from(s.unicast.timeout_s)
             + session;
 
-    let mut warnings = Vec::new();
-    for d in input.devices {
-        if let Some(slot) = d.slot_size.filter(|&slot| slot > 0) {
-            if (input.image_size as i64) > slot {
-                warnings.push(PlanWarning {
-                    dev_eui: Some(d.dev_eui.clone()),
-                    message: format!(
-                        "the image ({} bytes) is larger than the slot the device reported ({slot} bytes)",
-                        input.image_size
-                    ),
-                });
-            }
-        }
-    }
+    let mut warnings = slot_warnings(input.devices, input.image_size);
     if session + 1e-9 < needed {
         warnings.push(PlanWarning {
             dev_eui: None,
@@ -295,20 +282,7 @@ pub fn compute(input: &PlanInput) -> Plan {
             ),
         });
     }
-    if let Some(d) = input.duty_cycle {
-        if airtime / d > input.class_c_margin_s && s.multicast.class == MulticastClass::C {
-            warnings.push(PlanWarning {
-                dev_eui: None,
-                message: format!(
-                    "at {:.3} MHz the band allows {:.1} % duty cycle: one {:.0} ms fragment every {:.1} s; gateways that enforce it drop fragments sent faster",
-                    f64::from(s.multicast.frequency) / 1e6,
-                    d * 100.0,
-                    airtime * 1000.0,
-                    airtime / d
-                ),
-            });
-        }
-    }
+    warnings.extend(duty_cycle_warning(input, airtime));
     if input.driver == DriverKind::ChirpstackV4 && r != s.fragmentation.redundancy as usize {
         warnings.push(PlanWarning {
             dev_eui: None,
@@ -349,6 +323,42 @@ pub fn compute(input: &PlanInput) -> Plan {
         warnings,
         redundancy_advice: None,
     }
+}
+
+/// A warning for each device whose reported slot is too small for the image; a slot size of 0
+/// means the device did not say.
+fn slot_warnings(devices: &[PlanDevice], image_size: usize) -> Vec<PlanWarning> {
+    devices
+        .iter()
+        .filter_map(|d| {
+            let slot = d.slot_size.filter(|&slot| slot > 0)?;
+            ((image_size as i64) > slot).then(|| PlanWarning {
+                dev_eui: Some(d.dev_eui.clone()),
+                message: format!(
+                    "the image ({image_size} bytes) is larger than the slot the device reported ({slot} bytes)"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A warning when class C fragments would go out faster than the band's duty cycle allows
+/// (past the configured margin): gateways that enforce the limit drop them.
+fn duty_cycle_warning(input: &PlanInput, airtime: f64) -> Option<PlanWarning> {
+    let s = input.settings;
+    let d = input.duty_cycle?;
+    (airtime / d > input.class_c_margin_s && s.multicast.class == MulticastClass::C).then(|| {
+        PlanWarning {
+            dev_eui: None,
+            message: format!(
+                "at {:.3} MHz the band allows {:.1} % duty cycle: one {:.0} ms fragment every {:.1} s; gateways that enforce it drop fragments sent faster",
+                f64::from(s.multicast.frequency) / 1e6,
+                d * 100.0,
+                airtime * 1000.0,
+                airtime / d
+            ),
+        }
+    })
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -420,6 +430,30 @@ pub fn redundancy_advice(m: usize, planned: usize) -> Option<RedundancyAdvice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_reported_slot_smaller_than_the_image_warns() {
+        let device = |eui: &str, slot_size| PlanDevice {
+            dev_eui: eui.into(),
+            slot_size,
+        };
+        let devices = [
+            device("01", Some(999)),
+            device("02", Some(1000)),
+            device("03", Some(0)),
+            device("04", None),
+        ];
+        let warnings = slot_warnings(&devices, 1000);
+        assert_eq!(
+            warnings,
+            vec![PlanWarning {
+                dev_eui: Some("01".into()),
+                message:
+                    "the image (1000 bytes) is larger than the slot the device reported (999 bytes)"
+                        .into(),
+            }]
+        );
+    }
 
     #[test]
     fn lora_airtime_matches_known_values() {

@@ -287,157 +287,168 @@ mod prost_types_timestamp {
 fn decode_pb(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError> {
     let bad = |e: prost::DecodeError| malformed(event, e.to_string());
     match event {
-        "up" => {
-            let up = pb::UplinkEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                up.application_id,
-                up.application_name,
-                up.device_name,
-                &up.dev_eui,
-                up.tags,
-                &up.dev_addr,
-            )?;
-            let at = pb_time(up.published_at);
-            let (rssi, snr, gateway_count) =
-                best_signal(up.rx_info.iter().map(|r| (r.rssi, r.lora_snr)));
-            let object = if up.object_json.is_empty() {
-                None
-            } else {
-                Some(
-                    serde_json::from_str(&up.object_json).map_err(|err| IngestError::Field {
-                        field: "object_json".into(),
-                        reason: err.to_string(),
-                    })?,
-                )
-            };
-            Ok(IntegrationEvent {
-                dev_eui,
-                at,
-                device,
-                body: EventBody::Up(Uplink {
-                    received_at: at,
-                    f_cnt: Some(up.f_cnt),
-                    f_port: f_port(up.f_port, FORMAT, event)?,
-                    dr: dr(up.dr, FORMAT, event)?,
-                    frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
-                    rssi,
-                    snr,
-                    gateway_count,
-                    confirmed: up.confirmed_uplink,
-                    data: up.data,
-                    object,
-                    dedup_key: up
-                        .published_at
-                        .as_ref()
-                        .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at)),
-                }),
-            })
-        }
-        "join" => {
-            let j = pb::JoinEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                j.application_id,
-                j.application_name,
-                j.device_name,
-                &j.dev_eui,
-                j.tags,
-                &j.dev_addr,
-            )?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: pb_time(j.published_at),
-                device,
-                body: EventBody::Join,
-            })
-        }
-        "status" => {
-            let s = pb::StatusEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                s.application_id,
-                s.application_name,
-                s.device_name,
-                &s.dev_eui,
-                s.tags,
-                &[],
-            )?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: pb_time(s.published_at),
-                device,
-                body: EventBody::DeviceStatus {
-                    battery: if s.battery_level_unavailable || s.external_power_source {
-                        None
-                    } else {
-                        Some(s.battery_level as f64)
-                    },
-                    external_power: s.external_power_source,
-                    margin: Some(s.margin),
-                },
-            })
-        }
-        "ack" => {
-            let a = pb::AckEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                a.application_id,
-                a.application_name,
-                a.device_name,
-                &a.dev_eui,
-                a.tags,
-                &[],
-            )?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: pb_time(a.published_at),
-                device,
-                body: EventBody::Ack {
-                    acknowledged: a.acknowledged,
-                    f_cnt: Some(a.f_cnt),
-                    queue_item_id: None,
-                },
-            })
-        }
-        "txack" => {
-            let t = pb::TxAckEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                t.application_id,
-                t.application_name,
-                t.device_name,
-                &t.dev_eui,
-                t.tags,
-                &[],
-            )?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: pb_time(t.published_at),
-                device,
-                body: EventBody::TxAck {
-                    f_cnt: Some(t.f_cnt),
-                    queue_item_id: None,
-                },
-            })
-        }
-        "error" | "log" => {
-            let e = pb::ErrorEvent::decode(body).map_err(bad)?;
-            let (dev_eui, device) = pb_identity(
-                e.application_id,
-                e.application_name,
-                e.device_name,
-                &e.dev_eui,
-                e.tags,
-                &[],
-            )?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: pb_time(e.published_at),
-                device,
-                body: EventBody::Log {
-                    level: "error".into(),
-                    message: e.error,
-                },
-            })
-        }
+        "up" => pb_uplink(pb::UplinkEvent::decode(body).map_err(bad)?, event),
+        "join" => pb_join(pb::JoinEvent::decode(body).map_err(bad)?),
+        "status" => pb_device_status(pb::StatusEvent::decode(body).map_err(bad)?),
+        "ack" => pb_ack(pb::AckEvent::decode(body).map_err(bad)?),
+        "txack" => pb_tx_ack(pb::TxAckEvent::decode(body).map_err(bad)?),
+        "error" | "log" => pb_error(pb::ErrorEvent::decode(body).map_err(bad)?),
         other => Err(malformed(other, "unsupported event type")),
     }
+}
+
+/// An uplink, with the best signal of the gateways that heard it.
+fn pb_uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        up.application_id,
+        up.application_name,
+        up.device_name,
+        &up.dev_eui,
+        up.tags,
+        &up.dev_addr,
+    )?;
+    let at = pb_time(up.published_at);
+    let (rssi, snr, gateway_count) = best_signal(up.rx_info.iter().map(|r| (r.rssi, r.lora_snr)));
+    let object = if up.object_json.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str(&up.object_json).map_err(|err| IngestError::Field {
+                field: "object_json".into(),
+                reason: err.to_string(),
+            })?,
+        )
+    };
+    Ok(IntegrationEvent {
+        dev_eui,
+        at,
+        device,
+        body: EventBody::Up(Uplink {
+            received_at: at,
+            f_cnt: Some(up.f_cnt),
+            f_port: f_port(up.f_port, FORMAT, event)?,
+            dr: dr(up.dr, FORMAT, event)?,
+            frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
+            rssi,
+            snr,
+            gateway_count,
+            confirmed: up.confirmed_uplink,
+            data: up.data,
+            object,
+            dedup_key: up
+                .published_at
+                .as_ref()
+                .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at)),
+        }),
+    })
+}
+
+/// A join.
+fn pb_join(j: pb::JoinEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        j.application_id,
+        j.application_name,
+        j.device_name,
+        &j.dev_eui,
+        j.tags,
+        &j.dev_addr,
+    )?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: pb_time(j.published_at),
+        device,
+        body: EventBody::Join,
+    })
+}
+
+/// The device's battery and link margin; a battery level the device did not give is none.
+fn pb_device_status(s: pb::StatusEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        s.application_id,
+        s.application_name,
+        s.device_name,
+        &s.dev_eui,
+        s.tags,
+        &[],
+    )?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: pb_time(s.published_at),
+        device,
+        body: EventBody::DeviceStatus {
+            battery: if s.battery_level_unavailable || s.external_power_source {
+                None
+            } else {
+                Some(s.battery_level as f64)
+            },
+            external_power: s.external_power_source,
+            margin: Some(s.margin),
+        },
+    })
+}
+
+/// The device's acknowledgement (or not) of a confirmed downlink.
+fn pb_ack(a: pb::AckEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        a.application_id,
+        a.application_name,
+        a.device_name,
+        &a.dev_eui,
+        a.tags,
+        &[],
+    )?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: pb_time(a.published_at),
+        device,
+        body: EventBody::Ack {
+            acknowledged: a.acknowledged,
+            f_cnt: Some(a.f_cnt),
+            queue_item_id: None,
+        },
+    })
+}
+
+/// A gateway's acknowledgement that a downlink went out.
+fn pb_tx_ack(t: pb::TxAckEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        t.application_id,
+        t.application_name,
+        t.device_name,
+        &t.dev_eui,
+        t.tags,
+        &[],
+    )?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: pb_time(t.published_at),
+        device,
+        body: EventBody::TxAck {
+            f_cnt: Some(t.f_cnt),
+            queue_item_id: None,
+        },
+    })
+}
+
+/// An error ChirpStack reports for the device, recorded as an error-level log line.
+fn pb_error(e: pb::ErrorEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = pb_identity(
+        e.application_id,
+        e.application_name,
+        e.device_name,
+        &e.dev_eui,
+        e.tags,
+        &[],
+    )?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: pb_time(e.published_at),
+        device,
+        body: EventBody::Log {
+            level: "error".into(),
+            message: e.error,
+        },
+    })
 }
 
 /// Decodes one v3 event of a type lorafleet records.

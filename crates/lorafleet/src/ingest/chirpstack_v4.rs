@@ -84,39 +84,7 @@ pub fn decode(
     body: &[u8],
 ) -> Result<IntegrationEvent, IngestError> {
     match event {
-        "up" => {
-            let up: pb::UplinkEvent = parse(event, encoding, body)?;
-            let (dev_eui, device) = identity(up.device_info, Some(up.dev_addr))?;
-            let (rssi, snr, gateway_count) =
-                best_signal(up.rx_info.iter().map(|rx| (rx.rssi, rx.snr as f64)));
-            let object = match up.object {
-                Some(o) => Some(serde_json::to_value(o).map_err(|e| IngestError::Field {
-                    field: "object".into(),
-                    reason: e.to_string(),
-                })?),
-                None => None,
-            };
-            let at = time(up.time);
-            Ok(IntegrationEvent {
-                dev_eui,
-                at,
-                device,
-                body: EventBody::Up(Uplink {
-                    received_at: at,
-                    f_cnt: Some(up.f_cnt),
-                    f_port: f_port(up.f_port, FORMAT, event)?,
-                    dr: dr(up.dr, FORMAT, event)?,
-                    frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
-                    rssi,
-                    snr,
-                    gateway_count,
-                    confirmed: up.confirmed,
-                    data: up.data,
-                    object,
-                    dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
-                }),
-            })
-        }
+        "up" => uplink(parse(event, encoding, body)?, event),
         "join" => {
             let join: pb::JoinEvent = parse(event, encoding, body)?;
             let (dev_eui, device) = identity(join.device_info, Some(join.dev_addr))?;
@@ -127,28 +95,7 @@ pub fn decode(
                 body: EventBody::Join,
             })
         }
-        "status" => {
-            let st: pb::StatusEvent = parse(event, encoding, body)?;
-            let (dev_eui, device) = identity(st.device_info, None)?;
-            if !st.battery_level_unavailable && !st.external_power_source {
-                super::check_status(Some(st.battery_level as f64), None, "batteryLevel")?;
-            }
-            super::check_status(None, Some(st.margin), "batteryLevel")?;
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: time(st.time),
-                device,
-                body: EventBody::DeviceStatus {
-                    battery: if st.battery_level_unavailable || st.external_power_source {
-                        None
-                    } else {
-                        Some(st.battery_level as f64)
-                    },
-                    external_power: st.external_power_source,
-                    margin: Some(st.margin),
-                },
-            })
-        }
+        "status" => device_status(parse(event, encoding, body)?),
         "ack" => {
             let ack: pb::AckEvent = parse(event, encoding, body)?;
             let (dev_eui, device) = identity(ack.device_info, None)?;
@@ -177,36 +124,127 @@ pub fn decode(
             })
         }
         // v4 reports errors as log events; "error" is accepted for symmetry with v3.
-        "log" | "error" => {
-            let log: pb::LogEvent = parse(event, encoding, body)?;
-            let (dev_eui, device) = identity(log.device_info, None)?;
-            let level = pb::LogLevel::try_from(log.level)
-                .map(|l| l.as_str_name().to_ascii_lowercase())
-                .unwrap_or_else(|_| "info".into());
-            let code = pb::LogCode::try_from(log.code)
-                .map(|c| c.as_str_name().to_string())
-                .unwrap_or_default();
-            let mut message = if code.is_empty() || code == "UNKNOWN" {
-                log.description
-            } else {
-                format!("{code}: {}", log.description)
-            };
-            let mut context: Vec<_> = log.context.into_iter().collect();
-            context.sort();
-            for (k, v) in context {
-                message.push_str(&format!(" [{k}={v}]"));
-            }
-            Ok(IntegrationEvent {
-                dev_eui,
-                at: time(log.time),
-                device,
-                body: EventBody::Log { level, message },
-            })
-        }
+        "log" | "error" => log(parse(event, encoding, body)?),
         other => Err(IngestError::Malformed {
             format: FORMAT,
             event: other.to_string(),
             reason: "unsupported event type".into(),
         }),
+    }
+}
+
+/// An uplink, with the best signal of the gateways that heard it; ChirpStack's deduplication
+/// id makes repeats of one uplink recognisable.
+fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = identity(up.device_info, Some(up.dev_addr))?;
+    let (rssi, snr, gateway_count) =
+        best_signal(up.rx_info.iter().map(|rx| (rx.rssi, rx.snr as f64)));
+    let object = match up.object {
+        Some(o) => Some(serde_json::to_value(o).map_err(|e| IngestError::Field {
+            field: "object".into(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let at = time(up.time);
+    Ok(IntegrationEvent {
+        dev_eui,
+        at,
+        device,
+        body: EventBody::Up(Uplink {
+            received_at: at,
+            f_cnt: Some(up.f_cnt),
+            f_port: f_port(up.f_port, FORMAT, event)?,
+            dr: dr(up.dr, FORMAT, event)?,
+            frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
+            rssi,
+            snr,
+            gateway_count,
+            confirmed: up.confirmed,
+            data: up.data,
+            object,
+            dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
+        }),
+    })
+}
+
+/// The device's battery and link margin, checked for range; a battery level the device did
+/// not give (or has no use for on external power) is none.
+fn device_status(st: pb::StatusEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = identity(st.device_info, None)?;
+    if !st.battery_level_unavailable && !st.external_power_source {
+        super::check_status(Some(st.battery_level as f64), None, "batteryLevel")?;
+    }
+    super::check_status(None, Some(st.margin), "batteryLevel")?;
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: time(st.time),
+        device,
+        body: EventBody::DeviceStatus {
+            battery: if st.battery_level_unavailable || st.external_power_source {
+                None
+            } else {
+                Some(st.battery_level as f64)
+            },
+            external_power: st.external_power_source,
+            margin: Some(st.margin),
+        },
+    })
+}
+
+/// One of ChirpStack's log lines about the device.
+fn log(log: pb::LogEvent) -> Result<IntegrationEvent, IngestError> {
+    let (dev_eui, device) = identity(log.device_info, None)?;
+    let level = pb::LogLevel::try_from(log.level)
+        .map(|l| l.as_str_name().to_ascii_lowercase())
+        .unwrap_or_else(|_| "info".into());
+    let code = pb::LogCode::try_from(log.code)
+        .map(|c| c.as_str_name().to_string())
+        .unwrap_or_default();
+    let message = log_message(&code, log.description, log.context);
+    Ok(IntegrationEvent {
+        dev_eui,
+        at: time(log.time),
+        device,
+        body: EventBody::Log { level, message },
+    })
+}
+
+/// A log line's text: its code (when it has a meaningful one), its description, then its
+/// context sorted by key so that the same event always reads the same.
+fn log_message(
+    code: &str,
+    description: String,
+    context: impl IntoIterator<Item = (String, String)>,
+) -> String {
+    let mut message = if code.is_empty() || code == "UNKNOWN" {
+        description
+    } else {
+        format!("{code}: {description}")
+    };
+    let mut context: Vec<_> = context.into_iter().collect();
+    context.sort();
+    for (k, v) in context {
+        message.push_str(&format!(" [{k}={v}]"));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_message_names_its_code_and_lists_its_context_sorted() {
+        let context = [
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            log_message("UPLINK_CODEC", "decode failed".into(), context.clone()),
+            "UPLINK_CODEC: decode failed [a=1] [b=2]"
+        );
+        assert_eq!(log_message("UNKNOWN", "x".into(), []), "x");
+        assert_eq!(log_message("", "x".into(), context), "x [a=1] [b=2]");
     }
 }

@@ -33,64 +33,10 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.max_body_bytes;
     let api = Router::new()
         .route("/api/info", get(info))
-        .route(
-            "/api/session",
-            get(auth_api::current)
-                .post(auth_api::login)
-                .delete(auth_api::logout),
-        )
-        .route(
-            "/api/tokens",
-            get(auth_api::list_tokens).post(auth_api::create_token),
-        )
-        .route(
-            "/api/tokens/{id}",
-            axum::routing::delete(auth_api::delete_token),
-        )
-        .route(
-            "/api/users",
-            get(auth_api::list_users).post(auth_api::create_user),
-        )
-        .route(
-            "/api/users/{username}",
-            axum::routing::patch(auth_api::update_user),
-        )
-        .route("/api/devices", get(devices_api::list))
-        .route(
-            "/api/devices/{dev_eui}",
-            get(devices_api::detail).delete(devices_api::remove),
-        )
-        .route("/api/devices/{dev_eui}/uplinks", get(devices_api::uplinks))
-        .route(
-            "/api/devices/{dev_eui}/status-requests",
-            post(devices_api::status_request),
-        )
-        .route(
-            "/api/devices/{dev_eui}/downlinks",
-            post(devices_api::downlink),
-        )
-        .route("/api/firmware/rescan", post(firmware_api::rescan))
-        .route(
-            "/api/firmware/{id}",
-            get(firmware_api::detail)
-                .patch(firmware_api::update)
-                .delete(firmware_api::remove),
-        )
-        .route("/api/firmware/{id}/download", get(firmware_api::download))
-        .route(
-            "/api/campaigns",
-            get(campaigns_api::list).post(campaigns_api::create),
-        )
-        .route("/api/campaigns/preview", post(campaigns_api::preview))
-        .route("/api/campaigns/stages", get(campaigns_api::stages))
-        .route(
-            "/api/campaigns/{id}",
-            get(campaigns_api::detail)
-                .patch(campaigns_api::update)
-                .delete(campaigns_api::remove),
-        )
-        .route("/api/campaigns/{id}/start", post(campaigns_api::start))
-        .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .merge(account_routes())
+        .merge(device_routes())
+        .merge(firmware_routes())
+        .merge(campaign_routes())
         .route("/api/stream", get(stream::stream))
         .route("/api/integrations/chirpstack", post(ingest::integration))
         .route("/api/openapi.json", get(openapi::document))
@@ -138,6 +84,85 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Sessions, API tokens and users.
+fn account_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/session",
+            get(auth_api::current)
+                .post(auth_api::login)
+                .delete(auth_api::logout),
+        )
+        .route(
+            "/api/tokens",
+            get(auth_api::list_tokens).post(auth_api::create_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(auth_api::delete_token),
+        )
+        .route(
+            "/api/users",
+            get(auth_api::list_users).post(auth_api::create_user),
+        )
+        .route(
+            "/api/users/{username}",
+            axum::routing::patch(auth_api::update_user),
+        )
+}
+
+/// The device list, one device, its uplinks and what can be sent to it.
+fn device_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/devices", get(devices_api::list))
+        .route(
+            "/api/devices/{dev_eui}",
+            get(devices_api::detail).delete(devices_api::remove),
+        )
+        .route("/api/devices/{dev_eui}/uplinks", get(devices_api::uplinks))
+        .route(
+            "/api/devices/{dev_eui}/status-requests",
+            post(devices_api::status_request),
+        )
+        .route(
+            "/api/devices/{dev_eui}/downlinks",
+            post(devices_api::downlink),
+        )
+}
+
+/// Firmware images, except the list and upload at `/api/firmware`: uploads get their own body
+/// limit and no request timeout (see [`router`]).
+fn firmware_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/firmware/rescan", post(firmware_api::rescan))
+        .route(
+            "/api/firmware/{id}",
+            get(firmware_api::detail)
+                .patch(firmware_api::update)
+                .delete(firmware_api::remove),
+        )
+        .route("/api/firmware/{id}/download", get(firmware_api::download))
+}
+
+/// Campaigns: their plans, their life cycle and the stage list the console shows.
+fn campaign_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/campaigns",
+            get(campaigns_api::list).post(campaigns_api::create),
+        )
+        .route("/api/campaigns/preview", post(campaigns_api::preview))
+        .route("/api/campaigns/stages", get(campaigns_api::stages))
+        .route(
+            "/api/campaigns/{id}",
+            get(campaigns_api::detail)
+                .patch(campaigns_api::update)
+                .delete(campaigns_api::remove),
+        )
+        .route("/api/campaigns/{id}/start", post(campaigns_api::start))
+        .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

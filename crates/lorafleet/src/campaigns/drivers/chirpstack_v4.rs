@@ -203,6 +203,49 @@ impl ChirpstackV4Driver {
         }
     }
 
+    /// The jobs ChirpStack has run (or is running) for one deployment.
+    async fn jobs_of(
+        &self,
+        client: &mut FuotaServiceClient<Channel>,
+        deployment_id: &str,
+    ) -> Result<Vec<api::FuotaDeploymentJob>, DriverError> {
+        Ok(client
+            .list_jobs(self.request(api::ListFuotaDeploymentJobsRequest {
+                fuota_deployment_id: deployment_id.to_string(),
+            })?)
+            .await
+            .map_err(|s| self.map_status(s))?
+            .into_inner()
+            .jobs)
+    }
+
+    /// Every device of one deployment, read page by page: ChirpStack caps a page's size.
+    async fn devices_of(
+        &self,
+        client: &mut FuotaServiceClient<Channel>,
+        deployment_id: &str,
+    ) -> Result<Vec<api::FuotaDeploymentDeviceListItem>, DriverError> {
+        let mut devices = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = client
+                .list_devices(self.request(api::ListFuotaDeploymentDevicesRequest {
+                    limit: 500,
+                    offset,
+                    fuota_deployment_id: deployment_id.to_string(),
+                })?)
+                .await
+                .map_err(|s| self.map_status(s))?
+                .into_inner();
+            let n = page.result.len() as u32;
+            devices.extend(page.result);
+            offset += n;
+            if n == 0 || offset >= page.total_count {
+                return Ok(devices);
+            }
+        }
+    }
+
     async fn delete_all(&self, deployments: &[Deployment]) {
         let Ok(mut client) = self.fuota() else {
             return;
@@ -399,7 +442,8 @@ impl CampaignDriver for ChirpstackV4Driver {
                 "the campaign has no ChirpStack deployment".into(),
             ));
         }
-        let requested = campaign.settings.request_frag_status != FragStatusRequest::None;
+        let frag_status_requested =
+            campaign.settings.request_frag_status != FragStatusRequest::None;
         let mut client = self.fuota()?;
         let mut outcome = PollOutcome::default();
         let mut all_completed = true;
@@ -411,116 +455,19 @@ impl CampaignDriver for ChirpstackV4Driver {
                 .await
                 .map_err(|s| self.map_status(s))?
                 .into_inner();
-            let deployment_done = got.completed_at.is_some();
-            all_completed &= deployment_done;
-            let jobs = client
-                .list_jobs(self.request(api::ListFuotaDeploymentJobsRequest {
-                    fuota_deployment_id: dep.id.clone(),
-                })?)
-                .await
-                .map_err(|s| self.map_status(s))?
-                .into_inner()
-                .jobs;
-            let enqueued = jobs.iter().any(|j| {
-                j.job.to_ascii_lowercase().contains("enqueue") && j.completed_at.is_some()
-            });
-            for j in &jobs {
-                let mut text = format!(
-                    "job {}: attempt {}/{}",
-                    j.job,
-                    j.attempt_count,
-                    j.max_retry_count + 1
-                );
-                if j.completed_at.is_some() {
-                    text.push_str(", completed");
-                }
-                if !j.warning_msg.is_empty() {
-                    text.push_str(&format!(", warning: {}", j.warning_msg));
-                }
-                if !j.error_msg.is_empty() {
-                    text.push_str(&format!(", error: {}", j.error_msg));
-                }
-                let at = to_utc(j.completed_at.as_ref())
-                    .or(to_utc(j.created_at.as_ref()))
-                    .unwrap_or_else(Utc::now);
-                outcome.log.push(LogLine {
-                    at,
-                    level: if !j.error_msg.is_empty() {
-                        LogLevel::Error
-                    } else if !j.warning_msg.is_empty() {
-                        LogLevel::Warning
-                    } else {
-                        LogLevel::Info
-                    },
-                    from_service: true,
-                    dev_eui: None,
-                    message: format!("deployment {}: {text}", dep.id),
-                    dedup_key: Some(format!(
-                        "{}|{}|{}|{}",
-                        dep.id,
-                        to_utc(j.created_at.as_ref())
-                            .map(|t| t.timestamp_micros())
-                            .unwrap_or(0),
-                        j.job,
-                        text
-                    )),
-                });
-            }
-
-            let mut offset = 0;
-            loop {
-                let page = client
-                    .list_devices(self.request(api::ListFuotaDeploymentDevicesRequest {
-                        limit: 500,
-                        offset,
-                        fuota_deployment_id: dep.id.clone(),
-                    })?)
-                    .await
-                    .map_err(|s| self.map_status(s))?
-                    .into_inner();
-                let n = page.result.len() as u32;
-                for d in page.result {
-                    let eui = d.dev_eui.to_ascii_lowercase();
-                    let (mcg, fss, mcs, fst) = (
-                        d.mc_group_setup_completed_at.is_some(),
-                        d.frag_session_setup_completed_at.is_some(),
-                        d.mc_session_completed_at.is_some(),
-                        d.frag_status_completed_at.is_some(),
-                    );
-                    let stage = if !d.error_msg.is_empty() {
-                        Stage::Failed
-                    } else if d.completed_at.is_some() {
-                        Stage::Completed
-                    } else if deployment_done {
-                        // ChirpStack finished without completing the device.
-                        Stage::Failed
-                    } else {
-                        match stage_from_steps(mcg, fss, mcs, enqueued, fst, requested) {
-                            // Completion is ChirpStack's to declare.
-                            Stage::Completed => Stage::FragStatus,
-                            s => s,
-                        }
-                    };
-                    let mut report = DeviceReport::new(eui, stage);
-                    report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
-                    report.frag_session_setup_at =
-                        to_utc(d.frag_session_setup_completed_at.as_ref());
-                    report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
-                    report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
-                    report.completed_at = to_utc(d.completed_at.as_ref());
-                    report.error = if !d.error_msg.is_empty() {
-                        Some(d.error_msg.clone())
-                    } else if stage == Stage::Failed {
-                        Some("the deployment ended before the device completed".into())
-                    } else {
-                        None
-                    };
-                    outcome.devices.push(report);
-                }
-                offset += n;
-                if n == 0 || offset >= page.total_count {
-                    break;
-                }
+            let done = got.completed_at.is_some();
+            all_completed &= done;
+            let jobs = self.jobs_of(&mut client, &dep.id).await?;
+            outcome
+                .log
+                .extend(jobs.iter().map(|j| job_log_line(&dep.id, j)));
+            let progress = DeploymentProgress {
+                done,
+                fragments_enqueued: fragments_enqueued(&jobs),
+                frag_status_requested,
+            };
+            for d in self.devices_of(&mut client, &dep.id).await? {
+                outcome.devices.push(device_report(&d, progress));
             }
         }
         if all_completed
@@ -546,6 +493,110 @@ impl CampaignDriver for ChirpstackV4Driver {
     }
 }
 
+/// What a device's stage depends on beyond its own steps: the deployment as a whole.
+#[derive(Debug, Clone, Copy)]
+struct DeploymentProgress {
+    /// ChirpStack has finished the deployment (whether or not every device completed).
+    done: bool,
+    /// The fragments have been enqueued: ChirpStack's enqueue job has completed.
+    fragments_enqueued: bool,
+    /// The campaign asks for FragSessionStatus, so completion waits for the answers.
+    frag_status_requested: bool,
+}
+
+/// Whether ChirpStack has enqueued the fragments; it reports no per-device step for that.
+fn fragments_enqueued(jobs: &[api::FuotaDeploymentJob]) -> bool {
+    jobs.iter()
+        .any(|j| j.job.to_ascii_lowercase().contains("enqueue") && j.completed_at.is_some())
+}
+
+/// One of ChirpStack's deployment jobs as a line of the campaign's log. The key makes each
+/// state of a job stored once, since every poll returns every job again.
+fn job_log_line(deployment_id: &str, j: &api::FuotaDeploymentJob) -> LogLine {
+    let mut text = format!(
+        "job {}: attempt {}/{}",
+        j.job,
+        j.attempt_count,
+        j.max_retry_count + 1
+    );
+    if j.completed_at.is_some() {
+        text.push_str(", completed");
+    }
+    if !j.warning_msg.is_empty() {
+        text.push_str(&format!(", warning: {}", j.warning_msg));
+    }
+    if !j.error_msg.is_empty() {
+        text.push_str(&format!(", error: {}", j.error_msg));
+    }
+    let at = to_utc(j.completed_at.as_ref())
+        .or(to_utc(j.created_at.as_ref()))
+        .unwrap_or_else(Utc::now);
+    LogLine {
+        at,
+        level: if !j.error_msg.is_empty() {
+            LogLevel::Error
+        } else if !j.warning_msg.is_empty() {
+            LogLevel::Warning
+        } else {
+            LogLevel::Info
+        },
+        from_service: true,
+        dev_eui: None,
+        message: format!("deployment {deployment_id}: {text}"),
+        dedup_key: Some(format!(
+            "{}|{}|{}|{}",
+            deployment_id,
+            to_utc(j.created_at.as_ref())
+                .map(|t| t.timestamp_micros())
+                .unwrap_or(0),
+            j.job,
+            text
+        )),
+    }
+}
+
+/// A device's report from ChirpStack's view of it.
+fn device_report(
+    d: &api::FuotaDeploymentDeviceListItem,
+    progress: DeploymentProgress,
+) -> DeviceReport {
+    let stage = if !d.error_msg.is_empty() {
+        Stage::Failed
+    } else if d.completed_at.is_some() {
+        Stage::Completed
+    } else if progress.done {
+        // ChirpStack finished without completing the device.
+        Stage::Failed
+    } else {
+        match stage_from_steps(
+            d.mc_group_setup_completed_at.is_some(),
+            d.frag_session_setup_completed_at.is_some(),
+            d.mc_session_completed_at.is_some(),
+            progress.fragments_enqueued,
+            d.frag_status_completed_at.is_some(),
+            progress.frag_status_requested,
+        ) {
+            // Completion is ChirpStack's to declare.
+            Stage::Completed => Stage::FragStatus,
+            s => s,
+        }
+    };
+    let mut report = DeviceReport::new(d.dev_eui.to_ascii_lowercase(), stage);
+    report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
+    report.frag_session_setup_at = to_utc(d.frag_session_setup_completed_at.as_ref());
+    report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
+    report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
+    report.completed_at = to_utc(d.completed_at.as_ref());
+    report.error = if !d.error_msg.is_empty() {
+        Some(d.error_msg.clone())
+    } else if stage == Stage::Failed {
+        Some("the deployment ended before the device completed".into())
+    } else {
+        None
+    };
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +616,119 @@ mod tests {
             held_key("0302"),
             Err("not a key (a key is 32 hex digits (16 bytes), got 4 characters)".to_string())
         );
+    }
+
+    fn timestamp(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn a_job_line_says_its_attempt_and_takes_the_level_of_its_worst_message() {
+        let mut j = api::FuotaDeploymentJob {
+            job: "MC_GROUP_SETUP".into(),
+            attempt_count: 2,
+            max_retry_count: 3,
+            created_at: timestamp(1_700_000_000),
+            ..Default::default()
+        };
+        let line = job_log_line("dep-1", &j);
+        assert_eq!(line.level, LogLevel::Info);
+        assert_eq!(
+            line.message,
+            "deployment dep-1: job MC_GROUP_SETUP: attempt 2/4"
+        );
+        assert_eq!(line.at.timestamp(), 1_700_000_000);
+        assert_eq!(
+            line.dedup_key.as_deref(),
+            Some("dep-1|1700000000000000|MC_GROUP_SETUP|job MC_GROUP_SETUP: attempt 2/4")
+        );
+
+        j.warning_msg = "slow".into();
+        assert_eq!(job_log_line("dep-1", &j).level, LogLevel::Warning);
+        j.error_msg = "timeout".into();
+        j.completed_at = timestamp(1_700_000_060);
+        let line = job_log_line("dep-1", &j);
+        assert_eq!(line.level, LogLevel::Error);
+        assert_eq!(line.at.timestamp(), 1_700_000_060);
+        assert_eq!(
+            line.message,
+            "deployment dep-1: job MC_GROUP_SETUP: attempt 2/4, completed, warning: slow, error: timeout"
+        );
+    }
+
+    #[test]
+    fn a_device_is_complete_only_when_chirpstack_says_so() {
+        let running = DeploymentProgress {
+            done: false,
+            fragments_enqueued: true,
+            frag_status_requested: false,
+        };
+        let every_step = api::FuotaDeploymentDeviceListItem {
+            dev_eui: "0102030405060708".into(),
+            mc_group_setup_completed_at: timestamp(1),
+            frag_session_setup_completed_at: timestamp(2),
+            mc_session_completed_at: timestamp(3),
+            frag_status_completed_at: timestamp(4),
+            ..Default::default()
+        };
+        let r = device_report(&every_step, running);
+        assert_eq!(r.stage, Stage::FragStatus);
+        assert_eq!(r.error, None);
+        assert_eq!(r.frag_status_at.map(|t| t.timestamp()), Some(4));
+
+        let completed = api::FuotaDeploymentDeviceListItem {
+            completed_at: timestamp(5),
+            ..every_step.clone()
+        };
+        assert_eq!(device_report(&completed, running).stage, Stage::Completed);
+    }
+
+    #[test]
+    fn a_device_fails_on_its_own_error_or_when_the_deployment_ends_without_it() {
+        let progress = DeploymentProgress {
+            done: false,
+            fragments_enqueued: false,
+            frag_status_requested: false,
+        };
+        let erred = api::FuotaDeploymentDeviceListItem {
+            dev_eui: "0102030405060708".into(),
+            error_msg: "no answer".into(),
+            completed_at: timestamp(5),
+            ..Default::default()
+        };
+        let r = device_report(&erred, progress);
+        assert_eq!(
+            (r.stage, r.error.as_deref()),
+            (Stage::Failed, Some("no answer"))
+        );
+
+        let left_behind = api::FuotaDeploymentDeviceListItem {
+            dev_eui: "0102030405060708".into(),
+            ..Default::default()
+        };
+        let ended = DeploymentProgress {
+            done: true,
+            ..progress
+        };
+        let r = device_report(&left_behind, ended);
+        assert_eq!(
+            (r.stage, r.error.as_deref()),
+            (
+                Stage::Failed,
+                Some("the deployment ended before the device completed")
+            )
+        );
+    }
+
+    #[test]
+    fn fragments_count_as_enqueued_once_the_enqueue_job_has_completed() {
+        let mut j = api::FuotaDeploymentJob {
+            job: "ENQUEUE".into(),
+            ..Default::default()
+        };
+        assert!(!fragments_enqueued(std::slice::from_ref(&j)));
+        j.completed_at = timestamp(1);
+        assert!(fragments_enqueued(&[j]));
+        assert!(!fragments_enqueued(&[]));
     }
 }

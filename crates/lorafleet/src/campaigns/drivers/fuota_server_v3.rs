@@ -24,7 +24,8 @@ use crate::timestamp::to_utc;
 
 /// Generated from `proto/chirpstack-v3/fuota.proto`.
 pub mod proto {
-    #![allow(clippy::all)]
+    // Generated code, not ours to reshape: it is held to none of our lints.
+    #![allow(clippy::all, clippy::pedantic, clippy::too_many_lines)]
     tonic::include_proto!("fuota");
 }
 
@@ -217,6 +218,47 @@ impl FuotaServerV3Driver {
     }
 
     /// Worst case for a deployment: every unicast step needs every attempt, plus the session.
+    /// The server's log of one device in one deployment.
+    async fn device_logs(
+        &self,
+        client: &mut FuotaServerServiceClient<Channel>,
+        deployment_id: &[u8],
+        dev_eui: &[u8],
+    ) -> Result<Vec<proto::DeploymentDeviceLog>, DriverError> {
+        Ok(client
+            .get_deployment_device_logs(proto::GetDeploymentDeviceLogsRequest {
+                deployment_id: deployment_id.to_vec(),
+                dev_eui: dev_eui.to_vec(),
+            })
+            .await
+            .map_err(|s| map_status(&self.url, s))?
+            .into_inner()
+            .logs)
+    }
+
+    /// Ends the campaign when every device is final, or when the server has gone quiet for
+    /// longer than the deployment could take (it forgets running deployments on restart).
+    fn conclude(
+        &self,
+        outcome: &mut PollOutcome,
+        campaign: &Campaign,
+        frag_status_requested: bool,
+        now: DateTime<Utc>,
+    ) {
+        if outcome.devices.iter().all(|d| d.stage.is_final()) {
+            if !frag_status_requested {
+                outcome.log.push(LogLine::info(
+                    "no fragmentation status was requested: completion is assumed at the end of the session, not confirmed by the devices",
+                ));
+            }
+            outcome.finished = Some(super::outcome_of(&outcome.devices));
+        } else if Self::deadline(campaign).is_some_and(|d| now > d) {
+            outcome.finished = Some(Finished::Failed(
+                "the deployment made no progress past its worst-case duration; a restart of chirpstack-fuota-server ends its running deployments".into(),
+            ));
+        }
+    }
+
     fn deadline(campaign: &Campaign) -> Option<DateTime<Utc>> {
         let s = &campaign.settings;
         let steps = 3 + u32::from(s.request_frag_status != FragStatusRequest::None);
@@ -280,24 +322,7 @@ impl CampaignDriver for FuotaServerV3Driver {
             .map_err(|s| map_status(&self.url, s))?
             .into_inner();
         let s = &campaign.settings;
-        let requested = s.request_frag_status != FragStatusRequest::None;
-        let mcg_done = status.mc_group_setup_completed_at.is_some();
-        let fss_done = status.frag_session_setup_completed_at.is_some();
-        let mcs_done = status.mc_session_completed_at.is_some();
-        let enqueue_done = status.enqueue_completed_at.is_some();
-        let status_done = status.frag_status_completed_at.is_some();
-        // Without a status request nothing reports the end: the devices are done when the
-        // session they were told about is over.
-        let session_over = to_utc(status.mc_session_completed_at.as_ref()).is_some_and(|t| {
-            let len = plan::session_length_s(s.multicast.class, s.multicast.timeout_exp);
-            ctx.now() >= t + chrono::Duration::seconds(len as i64)
-        });
-        let fragments_sent = if requested {
-            enqueue_done
-        } else {
-            enqueue_done && session_over
-        };
-
+        let progress = DeploymentProgress::of(&status, campaign, ctx.now());
         let by_eui: HashMap<String, &proto::DeploymentDeviceStatus> = status
             .device_status
             .iter()
@@ -305,79 +330,22 @@ impl CampaignDriver for FuotaServerV3Driver {
             .collect();
         let mut outcome = PollOutcome::default();
         for device in &campaign.devices {
-            if device.stage.is_final() {
-                outcome
-                    .devices
-                    .push(DeviceReport::new(device.dev_eui.clone(), device.stage));
-                continue;
-            }
-            let Some(d) = by_eui.get(&device.dev_eui) else {
+            // Final devices and devices the server does not report keep the stage they have.
+            let found = by_eui
+                .get(&device.dev_eui)
+                .filter(|_| !device.stage.is_final());
+            let Some(d) = found else {
                 outcome
                     .devices
                     .push(DeviceReport::new(device.dev_eui.clone(), device.stage));
                 continue;
             };
-            let logs = client
-                .get_deployment_device_logs(proto::GetDeploymentDeviceLogsRequest {
-                    deployment_id: id.clone(),
-                    dev_eui: d.dev_eui.clone(),
-                })
-                .await
-                .map_err(|s| map_status(&self.url, s))?
-                .into_inner()
-                .logs;
+            let logs = self.device_logs(&mut client, &id, &d.dev_eui).await?;
             outcome
                 .log
                 .extend(logs.iter().map(|l| log_line(&device.dev_eui, l)));
-
-            let (mcg, fss, mcs, fst) = (
-                d.mc_group_setup_completed_at.is_some(),
-                d.frag_session_setup_completed_at.is_some(),
-                d.mc_session_completed_at.is_some(),
-                d.frag_status_completed_at.is_some(),
-            );
-            let session_answer = match s.multicast.class {
-                MulticastClass::C => "McClassCSessionAns",
-                MulticastClass::B => "McClassBSessionAns",
-            };
-            let failure = if mcg_done && !mcg {
-                Some(failure_detail(&logs, "McGroupSetupAns").unwrap_or_else(|| {
-                    format!("no McGroupSetupAns after {} attempts", s.unicast.attempts)
-                }))
-            } else if fss_done && mcg && !fss {
-                Some(
-                    failure_detail(&logs, "FragSessionSetupAns").unwrap_or_else(|| {
-                        format!(
-                            "no FragSessionSetupAns after {} attempts",
-                            s.unicast.attempts
-                        )
-                    }),
-                )
-            } else if mcs_done && fss && !mcs {
-                Some(failure_detail(&logs, session_answer).unwrap_or_else(|| {
-                    format!("no {session_answer} after {} attempts", s.unicast.attempts)
-                }))
-            } else if requested && status_done && mcs && !fst {
-                Some(
-                    failure_detail(&logs, "FragSessionStatusAns")
-                        .unwrap_or_else(|| "no complete FragSessionStatusAns".to_string()),
-                )
-            } else {
-                None
-            };
-            let mut report = DeviceReport::new(
-                device.dev_eui.clone(),
-                if failure.is_some() {
-                    Stage::Failed
-                } else {
-                    stage_from_steps(mcg, fss, mcs, fragments_sent, fst, requested)
-                },
-            );
-            report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
-            report.frag_session_setup_at = to_utc(d.frag_session_setup_completed_at.as_ref());
-            report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
-            report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
-            report.error = failure;
+            let failure = failure_of(d, &logs, &progress, s.unicast.attempts, s.multicast.class);
+            let mut report = device_report(&device.dev_eui, d, failure, &progress);
             if report.stage == Stage::Completed {
                 report.completed_at = report
                     .frag_status_at
@@ -386,19 +354,12 @@ impl CampaignDriver for FuotaServerV3Driver {
             }
             outcome.devices.push(report);
         }
-
-        if outcome.devices.iter().all(|d| d.stage.is_final()) {
-            if !requested {
-                outcome.log.push(LogLine::info(
-                    "no fragmentation status was requested: completion is assumed at the end of the session, not confirmed by the devices",
-                ));
-            }
-            outcome.finished = Some(super::outcome_of(&outcome.devices));
-        } else if Self::deadline(campaign).is_some_and(|d| ctx.now() > d) {
-            outcome.finished = Some(Finished::Failed(
-                "the deployment made no progress past its worst-case duration; a restart of chirpstack-fuota-server ends its running deployments".into(),
-            ));
-        }
+        self.conclude(
+            &mut outcome,
+            campaign,
+            progress.frag_status_requested,
+            ctx.now(),
+        );
         Ok(outcome)
     }
 
@@ -406,5 +367,182 @@ impl CampaignDriver for FuotaServerV3Driver {
         Err(DriverError::Refused(
             "chirpstack-fuota-server v3 has no cancel call: the deployment runs to its end on the server; lorafleet stops following it".into(),
         ))
+    }
+}
+
+/// Which of its steps the server has moved past for the deployment as a whole: a device that
+/// had not answered a step by then was dropped.
+#[derive(Debug, Clone, Copy, Default)]
+struct DeploymentProgress {
+    mc_group_setup_done: bool,
+    frag_session_setup_done: bool,
+    mc_session_done: bool,
+    frag_status_done: bool,
+    /// The fragments are out; without a status request, only once the session is over.
+    fragments_sent: bool,
+    frag_status_requested: bool,
+}
+
+impl DeploymentProgress {
+    fn of(
+        status: &proto::GetDeploymentStatusResponse,
+        campaign: &Campaign,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let s = &campaign.settings;
+        let requested = s.request_frag_status != FragStatusRequest::None;
+        let enqueue_done = status.enqueue_completed_at.is_some();
+        // Without a status request nothing reports the end: the devices are done when the
+        // session they were told about is over.
+        let session_over = to_utc(status.mc_session_completed_at.as_ref()).is_some_and(|t| {
+            let len = plan::session_length_s(s.multicast.class, s.multicast.timeout_exp);
+            now >= t + chrono::Duration::seconds(len as i64)
+        });
+        Self {
+            mc_group_setup_done: status.mc_group_setup_completed_at.is_some(),
+            frag_session_setup_done: status.frag_session_setup_completed_at.is_some(),
+            mc_session_done: status.mc_session_completed_at.is_some(),
+            frag_status_done: status.frag_status_completed_at.is_some(),
+            fragments_sent: if requested {
+                enqueue_done
+            } else {
+                enqueue_done && session_over
+            },
+            frag_status_requested: requested,
+        }
+    }
+}
+
+/// Why the server dropped a device, if it did: the first step the deployment moved past
+/// without the device's answer, in the words of the device's last answer when there is one.
+fn failure_of(
+    d: &proto::DeploymentDeviceStatus,
+    logs: &[proto::DeploymentDeviceLog],
+    progress: &DeploymentProgress,
+    attempts: u32,
+    class: MulticastClass,
+) -> Option<String> {
+    let (mcg, fss, mcs, fst) = (
+        d.mc_group_setup_completed_at.is_some(),
+        d.frag_session_setup_completed_at.is_some(),
+        d.mc_session_completed_at.is_some(),
+        d.frag_status_completed_at.is_some(),
+    );
+    let missing = |answer: &str| {
+        failure_detail(logs, answer)
+            .unwrap_or_else(|| format!("no {answer} after {attempts} attempts"))
+    };
+    let session_answer = match class {
+        MulticastClass::C => "McClassCSessionAns",
+        MulticastClass::B => "McClassBSessionAns",
+    };
+    if progress.mc_group_setup_done && !mcg {
+        Some(missing("McGroupSetupAns"))
+    } else if progress.frag_session_setup_done && mcg && !fss {
+        Some(missing("FragSessionSetupAns"))
+    } else if progress.mc_session_done && fss && !mcs {
+        Some(missing(session_answer))
+    } else if progress.frag_status_requested && progress.frag_status_done && mcs && !fst {
+        Some(
+            failure_detail(logs, "FragSessionStatusAns")
+                .unwrap_or_else(|| "no complete FragSessionStatusAns".to_string()),
+        )
+    } else {
+        None
+    }
+}
+
+/// A device's report from the server's status of it (its completion time is set by the caller).
+fn device_report(
+    dev_eui: &str,
+    d: &proto::DeploymentDeviceStatus,
+    failure: Option<String>,
+    progress: &DeploymentProgress,
+) -> DeviceReport {
+    let stage = if failure.is_some() {
+        Stage::Failed
+    } else {
+        stage_from_steps(
+            d.mc_group_setup_completed_at.is_some(),
+            d.frag_session_setup_completed_at.is_some(),
+            d.mc_session_completed_at.is_some(),
+            progress.fragments_sent,
+            d.frag_status_completed_at.is_some(),
+            progress.frag_status_requested,
+        )
+    };
+    let mut report = DeviceReport::new(dev_eui.to_string(), stage);
+    report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
+    report.frag_session_setup_at = to_utc(d.frag_session_setup_completed_at.as_ref());
+    report.mc_session_setup_at = to_utc(d.mc_session_completed_at.as_ref());
+    report.frag_status_at = to_utc(d.frag_status_completed_at.as_ref());
+    report.error = failure;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn a_device_fails_at_the_first_step_the_deployment_passed_without_it() {
+        let mut progress = DeploymentProgress {
+            mc_group_setup_done: true,
+            ..Default::default()
+        };
+        let mut d = proto::DeploymentDeviceStatus::default();
+        let fail = |d: &proto::DeploymentDeviceStatus, p: &DeploymentProgress| {
+            failure_of(d, &[], p, 3, MulticastClass::B)
+        };
+        assert_eq!(
+            fail(&d, &progress).as_deref(),
+            Some("no McGroupSetupAns after 3 attempts")
+        );
+        d.mc_group_setup_completed_at = at(1);
+        assert_eq!(fail(&d, &progress), None);
+        progress.frag_session_setup_done = true;
+        assert_eq!(
+            fail(&d, &progress).as_deref(),
+            Some("no FragSessionSetupAns after 3 attempts")
+        );
+        d.frag_session_setup_completed_at = at(2);
+        progress.mc_session_done = true;
+        assert_eq!(
+            fail(&d, &progress).as_deref(),
+            Some("no McClassBSessionAns after 3 attempts")
+        );
+        d.mc_session_completed_at = at(3);
+        progress.frag_status_done = true;
+        // The status step counts only when the campaign asked for it.
+        assert_eq!(fail(&d, &progress), None);
+        progress.frag_status_requested = true;
+        assert_eq!(
+            fail(&d, &progress).as_deref(),
+            Some("no complete FragSessionStatusAns")
+        );
+        d.frag_status_completed_at = at(4);
+        assert_eq!(fail(&d, &progress), None);
+    }
+
+    #[test]
+    fn a_failed_device_is_reported_failed_with_its_reason() {
+        let d = proto::DeploymentDeviceStatus {
+            mc_group_setup_completed_at: at(1),
+            ..Default::default()
+        };
+        let progress = DeploymentProgress::default();
+        let r = device_report("0102", &d, Some("why".into()), &progress);
+        assert_eq!((r.stage, r.error.as_deref()), (Stage::Failed, Some("why")));
+        assert_eq!(r.mc_group_setup_at.map(|t| t.timestamp()), Some(1));
+        let r = device_report("0102", &d, None, &progress);
+        assert_eq!(
+            r.stage,
+            stage_from_steps(true, false, false, false, false, false)
+        );
+        assert_eq!(r.error, None);
     }
 }
