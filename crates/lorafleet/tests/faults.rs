@@ -65,7 +65,9 @@ async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         _logs: logs,
     };
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A bound for a wedged start, not a speed target: a loaded 2-core machine is slow to start
+    // twenty simulated devices.
+    let deadline = Instant::now() + Duration::from_secs(90);
     while http.get(server.url("/health")).send().await.is_err() {
         assert!(
             Instant::now() < deadline,
@@ -849,7 +851,7 @@ async fn the_simulated_networks_writes_recover_from_a_full_disk_too() {
     let (_, body) = health(&server, &http).await;
     assert_eq!(body["database"], "error", "{body}");
     std::fs::remove_file(filler).unwrap();
-    wait_for_health(&server, &http, 200, Duration::from_secs(30)).await;
+    wait_for_health(&server, &http, 200, Duration::from_secs(90)).await;
     let (_, body) = health(&server, &http).await;
     assert_eq!(body["database"], "ok", "{body}");
 }
