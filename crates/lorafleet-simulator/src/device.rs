@@ -557,102 +557,116 @@ impl SimDevice {
                 package_version: 1,
             }),
             Payload::McGroupStatusReq(r) => {
-                let mut mask = [false; 4];
-                let mut items = Vec::new();
-                for (i, asked) in r.cmd_mask.req_group_mask.iter().enumerate() {
-                    if let (true, Some(g)) = (*asked, &self.state.mc_groups[i]) {
-                        mask[i] = true;
-                        items.push(McGroupStatusAnsPayloadItem {
-                            mc_group_id: i as u8,
-                            mc_addr: DevAddr::from_be_bytes(g.mc_addr),
-                        });
-                    }
-                }
-                let total = self.state.mc_groups.iter().flatten().count() as u8;
-                Payload::McGroupStatusAns(McGroupStatusAnsPayload {
-                    status: McGroupStatusAnsPayloadStatus {
-                        ans_group_mask: mask,
-                        nb_total_groups: total,
-                    },
-                    items,
-                })
+                Payload::McGroupStatusAns(mc_group_status(&self.state.mc_groups, &r))
             }
-            Payload::McGroupSetupReq(r) => {
-                let id = usize::from(r.mc_group_id_header.mc_group_id);
-                // The device derives on its own side, from its own GenAppKey.
-                let root = keys::mc_root_key(keys::RootKey::GenAppKey(self.id.gen_app_key));
-                let mc_key = keys::received_mc_key(keys::mc_ke_key(root), r.mc_key_encrypted);
-                let mc_addr = r.mc_addr.to_be_bytes();
-                let (mc_app_s_key, mc_nwk_s_key) = keys::session_keys(mc_key, mc_addr);
-                self.state.mc_groups[id] = Some(McGroup {
-                    mc_addr,
-                    mc_key,
-                    mc_app_s_key,
-                    mc_nwk_s_key,
-                    min_f_cnt: r.min_mc_f_count,
-                    max_f_cnt: r.max_mc_f_count,
-                    session: None,
-                });
-                Payload::McGroupSetupAns(McGroupSetupAnsPayload {
-                    mc_group_id_header: McGroupSetupAnsPayloadMcGroupIdHeader {
-                        mc_group_id: id as u8,
-                        id_error: false,
-                    },
-                })
-            }
-            Payload::McGroupDeleteReq(r) => {
-                let id = usize::from(r.mc_group_id_header.mc_group_id);
-                let existed = self.state.mc_groups[id].take().is_some();
-                Payload::McGroupDeleteAns(McGroupDeleteAnsPayload {
-                    mc_group_id_header: McGroupDeleteAnsPayloadMcGroupIdHeader {
-                        mc_group_id: id as u8,
-                        mc_group_undefined: !existed,
-                    },
-                })
-            }
+            Payload::McGroupSetupReq(r) => Payload::McGroupSetupAns(self.mc_group_setup(&r)),
+            Payload::McGroupDeleteReq(r) => Payload::McGroupDeleteAns(self.mc_group_delete(&r)),
             Payload::McClassCSessionReq(r) => {
-                let id = r.mc_group_id_header.mc_group_id;
-                let session = McSession {
-                    ping_slot_periodicity: None,
-                    start_gps: r.session_time,
-                    timeout_exp: r.session_time_out.time_out,
-                    frequency: r.dl_frequ,
-                    dr: r.dr,
-                };
-                let (status, tts) = self.open_session(ctx, now_ms, id, session);
-                Payload::McClassCSessionAns(McClassCSessionAnsPayload {
-                    status_and_mc_group_id: McClassCSessionAnsPayloadStatusAnsMcGroupId {
-                        mc_group_id: id,
-                        dr_error: status.dr_error,
-                        freq_error: status.freq_error,
-                        mc_group_undefined: status.undefined,
-                    },
-                    time_to_start: tts,
-                })
+                Payload::McClassCSessionAns(self.mc_class_c_session(ctx, now_ms, &r))
             }
             Payload::McClassBSessionReq(r) => {
-                let id = r.mc_group_id_header.mc_group_id;
-                let session = McSession {
-                    ping_slot_periodicity: Some(r.time_out_periodicity.periodicity),
-                    start_gps: r.session_time,
-                    timeout_exp: r.time_out_periodicity.time_out,
-                    frequency: r.dl_frequ,
-                    dr: r.dr,
-                };
-                let (status, tts) = self.open_session(ctx, now_ms, id, session);
-                Payload::McClassBSessionAns(McClassBSessionAnsPayload {
-                    status_and_mc_group_id: McClassBSessionAnsPayloadStatusAndMcGroupId {
-                        mc_group_id: id,
-                        dr_error: status.dr_error,
-                        freq_error: status.freq_error,
-                        mc_group_undefined: status.undefined,
-                    },
-                    time_to_start: tts,
-                })
+                Payload::McClassBSessionAns(self.mc_class_b_session(ctx, now_ms, &r))
             }
             _ => return None,
         };
         answer.to_vec().ok()
+    }
+
+    /// McGroupSetupReq: the device derives the keys on its own side, from its own GenAppKey.
+    fn mc_group_setup(
+        &mut self,
+        r: &multicastsetup::v1::McGroupSetupReqPayload,
+    ) -> multicastsetup::v1::McGroupSetupAnsPayload {
+        use multicastsetup::v1::*;
+        let id = usize::from(r.mc_group_id_header.mc_group_id);
+        let root = keys::mc_root_key(keys::RootKey::GenAppKey(self.id.gen_app_key));
+        let mc_key = keys::received_mc_key(keys::mc_ke_key(root), r.mc_key_encrypted);
+        let mc_addr = r.mc_addr.to_be_bytes();
+        let (mc_app_s_key, mc_nwk_s_key) = keys::session_keys(mc_key, mc_addr);
+        self.state.mc_groups[id] = Some(McGroup {
+            mc_addr,
+            mc_key,
+            mc_app_s_key,
+            mc_nwk_s_key,
+            min_f_cnt: r.min_mc_f_count,
+            max_f_cnt: r.max_mc_f_count,
+            session: None,
+        });
+        McGroupSetupAnsPayload {
+            mc_group_id_header: McGroupSetupAnsPayloadMcGroupIdHeader {
+                mc_group_id: id as u8,
+                id_error: false,
+            },
+        }
+    }
+
+    fn mc_group_delete(
+        &mut self,
+        r: &multicastsetup::v1::McGroupDeleteReqPayload,
+    ) -> multicastsetup::v1::McGroupDeleteAnsPayload {
+        use multicastsetup::v1::*;
+        let id = usize::from(r.mc_group_id_header.mc_group_id);
+        let existed = self.state.mc_groups[id].take().is_some();
+        McGroupDeleteAnsPayload {
+            mc_group_id_header: McGroupDeleteAnsPayloadMcGroupIdHeader {
+                mc_group_id: id as u8,
+                mc_group_undefined: !existed,
+            },
+        }
+    }
+
+    fn mc_class_c_session(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        r: &multicastsetup::v1::McClassCSessionReqPayload,
+    ) -> multicastsetup::v1::McClassCSessionAnsPayload {
+        use multicastsetup::v1::*;
+        let id = r.mc_group_id_header.mc_group_id;
+        let session = McSession {
+            ping_slot_periodicity: None,
+            start_gps: r.session_time,
+            timeout_exp: r.session_time_out.time_out,
+            frequency: r.dl_frequ,
+            dr: r.dr,
+        };
+        let (status, tts) = self.open_session(ctx, now_ms, id, session);
+        McClassCSessionAnsPayload {
+            status_and_mc_group_id: McClassCSessionAnsPayloadStatusAnsMcGroupId {
+                mc_group_id: id,
+                dr_error: status.dr_error,
+                freq_error: status.freq_error,
+                mc_group_undefined: status.undefined,
+            },
+            time_to_start: tts,
+        }
+    }
+
+    fn mc_class_b_session(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        r: &multicastsetup::v1::McClassBSessionReqPayload,
+    ) -> multicastsetup::v1::McClassBSessionAnsPayload {
+        use multicastsetup::v1::*;
+        let id = r.mc_group_id_header.mc_group_id;
+        let session = McSession {
+            ping_slot_periodicity: Some(r.time_out_periodicity.periodicity),
+            start_gps: r.session_time,
+            timeout_exp: r.time_out_periodicity.time_out,
+            frequency: r.dl_frequ,
+            dr: r.dr,
+        };
+        let (status, tts) = self.open_session(ctx, now_ms, id, session);
+        McClassBSessionAnsPayload {
+            status_and_mc_group_id: McClassBSessionAnsPayloadStatusAndMcGroupId {
+                mc_group_id: id,
+                dr_error: status.dr_error,
+                freq_error: status.freq_error,
+                mc_group_undefined: status.undefined,
+            },
+            time_to_start: tts,
+        }
     }
 
     fn open_session(
@@ -692,23 +706,7 @@ impl SimDevice {
         };
         let mut effects = Vec::new();
         let (answer, delay_ms) = match payload {
-            Payload::DataFragment(f) => {
-                let index = f.index_and_n.frag_index;
-                let from_group_ok = match (group, &self.state.frag_sessions[usize::from(index)]) {
-                    (Some(g), Some(s)) => s.mc_group_mask & (1 << g) != 0,
-                    _ => true,
-                };
-                if from_group_ok {
-                    effects.extend(self.push_fragment(
-                        ctx,
-                        now_ms,
-                        index,
-                        f.index_and_n.n,
-                        &f.data,
-                    ));
-                }
-                return effects;
-            }
+            Payload::DataFragment(f) => return self.data_fragment(ctx, now_ms, group, &f),
             Payload::PackageVersionReq => (
                 Payload::PackageVersionAns(PackageVersionAnsPayload {
                     package_identifier: package::FRAGMENTATION,
@@ -716,101 +714,18 @@ impl SimDevice {
                 }),
                 answer_delay(rng),
             ),
-            Payload::FragSessionSetupReq(r) => {
-                let index = r.frag_session.frag_index;
-                let mut ans = FragSessionSetupAnsPayload {
-                    encoding_unsupported: r.control.fragmentation_matrix != 0,
-                    not_enough_memory: false,
-                    frag_session_index_not_supported: false,
-                    wrong_descriptor: false,
-                    frag_index: index,
-                };
-                let image = u64::from(r.nb_frag) * u64::from(r.frag_size);
-                if image.saturating_sub(u64::from(r.padding)) > u64::from(ctx.slot_size) {
-                    ans.not_enough_memory = true;
-                }
-                let decoder = FragmentDecoder::new(
-                    usize::from(r.nb_frag),
-                    usize::from(r.frag_size),
-                    usize::from(r.padding),
-                );
-                if decoder.is_err() {
-                    ans.encoding_unsupported = true;
-                }
-                let ok = !(ans.encoding_unsupported || ans.not_enough_memory);
-                if let (true, Ok(decoder)) = (ok, decoder) {
-                    let mut mask = 0u8;
-                    for (i, on) in r.frag_session.mc_group_bit_mask.iter().enumerate() {
-                        if *on {
-                            mask |= 1 << i;
-                        }
-                    }
-                    self.state.frag_sessions[usize::from(index)] = Some(FragSession {
-                        mc_group_mask: mask,
-                        nb_frag: r.nb_frag,
-                        frag_size: r.frag_size,
-                        padding: r.padding,
-                        descriptor: r.descriptor,
-                        block_ack_delay: r.control.block_ack_delay,
-                        received: 0,
-                        done: false,
-                    });
-                    self.decoders[usize::from(index)] = Some(decoder);
-                    effects.push(Effect::FragSessionReset { index });
-                }
-                (Payload::FragSessionSetupAns(ans), answer_delay(rng))
-            }
-            Payload::FragSessionDeleteReq(r) => {
-                let index = r.frag_index;
-                let existed = self.state.frag_sessions[usize::from(index)]
-                    .take()
-                    .is_some();
-                self.decoders[usize::from(index)] = None;
-                effects.push(Effect::FragSessionReset { index });
-                (
-                    Payload::FragSessionDeleteAns(FragSessionDeleteAnsPayload {
-                        frag_index: index,
-                        session_does_not_exist: !existed,
-                    }),
-                    answer_delay(rng),
-                )
-            }
-            Payload::FragSessionStatusReq(r) => {
-                let index = r.frag_index;
-                let Some(s) = &self.state.frag_sessions[usize::from(index)] else {
-                    return effects;
-                };
-                let missing = match &self.decoders[usize::from(index)] {
-                    Some(d) => d.nb_fragments().saturating_sub(d.rank()),
-                    None if s.done => 0,
-                    None => usize::from(s.nb_frag),
-                };
-                if !r.participants && missing == 0 {
-                    return effects;
-                }
-                // TS004: answers to a multicast status request are spread over a random delay
-                // of 2^(BlockAckDelay+4)..2^(BlockAckDelay+5) s so they do not collide.
-                let delay_ms = match group {
-                    Some(_) => {
-                        let lo = 1000i64 << (s.block_ack_delay + 4);
-                        rng.gen_range(lo..2 * lo)
-                    }
-                    None => answer_delay(rng),
-                };
-                (
-                    Payload::FragSessionStatusAns(FragSessionStatusAnsPayload {
-                        received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
-                            nb_frag_received: s.received.min(0x3fff) as u16,
-                            frag_index: index,
-                        },
-                        missing_frag: missing.min(255) as u8,
-                        status: FragSessionStatusAnsPayloadStatus {
-                            not_enough_matrix_memory: false,
-                        },
-                    }),
-                    delay_ms,
-                )
-            }
+            Payload::FragSessionSetupReq(r) => (
+                Payload::FragSessionSetupAns(self.frag_session_setup(ctx, &r, &mut effects)),
+                answer_delay(rng),
+            ),
+            Payload::FragSessionDeleteReq(r) => (
+                Payload::FragSessionDeleteAns(self.frag_session_delete(&r, &mut effects)),
+                answer_delay(rng),
+            ),
+            Payload::FragSessionStatusReq(r) => match self.frag_session_status(&r, group, rng) {
+                Some((ans, delay_ms)) => (Payload::FragSessionStatusAns(ans), delay_ms),
+                None => return effects,
+            },
             _ => return effects,
         };
         if let Ok(bytes) = answer.to_vec() {
@@ -818,6 +733,117 @@ impl SimDevice {
             effects.push(Effect::Wake { delay_ms });
         }
         effects
+    }
+
+    fn data_fragment(
+        &mut self,
+        ctx: &Ctx,
+        now_ms: i64,
+        group: Option<u8>,
+        f: &fragmentation::v1::DataFragmentPayload,
+    ) -> Vec<Effect> {
+        let index = f.index_and_n.frag_index;
+        let session = self.state.frag_sessions[usize::from(index)].as_ref();
+        if !accepts_fragment_from(group, session) {
+            return Vec::new();
+        }
+        self.push_fragment(ctx, now_ms, index, f.index_and_n.n, &f.data)
+    }
+
+    /// FragSessionSetupReq: accepted only if the image fits the slot and the decoder can be
+    /// built; an accepted session starts with an empty fragment log.
+    fn frag_session_setup(
+        &mut self,
+        ctx: &Ctx,
+        r: &fragmentation::v1::FragSessionSetupReqPayload,
+        effects: &mut Vec<Effect>,
+    ) -> fragmentation::v1::FragSessionSetupAnsPayload {
+        let index = r.frag_session.frag_index;
+        let mut ans = fragmentation::v1::FragSessionSetupAnsPayload {
+            encoding_unsupported: r.control.fragmentation_matrix != 0,
+            not_enough_memory: false,
+            frag_session_index_not_supported: false,
+            wrong_descriptor: false,
+            frag_index: index,
+        };
+        let image = u64::from(r.nb_frag) * u64::from(r.frag_size);
+        if image.saturating_sub(u64::from(r.padding)) > u64::from(ctx.slot_size) {
+            ans.not_enough_memory = true;
+        }
+        let decoder = FragmentDecoder::new(
+            usize::from(r.nb_frag),
+            usize::from(r.frag_size),
+            usize::from(r.padding),
+        );
+        if decoder.is_err() {
+            ans.encoding_unsupported = true;
+        }
+        let ok = !(ans.encoding_unsupported || ans.not_enough_memory);
+        if let (true, Ok(decoder)) = (ok, decoder) {
+            self.state.frag_sessions[usize::from(index)] = Some(FragSession {
+                mc_group_mask: group_mask_bits(&r.frag_session.mc_group_bit_mask),
+                nb_frag: r.nb_frag,
+                frag_size: r.frag_size,
+                padding: r.padding,
+                descriptor: r.descriptor,
+                block_ack_delay: r.control.block_ack_delay,
+                received: 0,
+                done: false,
+            });
+            self.decoders[usize::from(index)] = Some(decoder);
+            effects.push(Effect::FragSessionReset { index });
+        }
+        ans
+    }
+
+    fn frag_session_delete(
+        &mut self,
+        r: &fragmentation::v1::FragSessionDeleteReqPayload,
+        effects: &mut Vec<Effect>,
+    ) -> fragmentation::v1::FragSessionDeleteAnsPayload {
+        let index = r.frag_index;
+        let existed = self.state.frag_sessions[usize::from(index)]
+            .take()
+            .is_some();
+        self.decoders[usize::from(index)] = None;
+        effects.push(Effect::FragSessionReset { index });
+        fragmentation::v1::FragSessionDeleteAnsPayload {
+            frag_index: index,
+            session_does_not_exist: !existed,
+        }
+    }
+
+    /// FragSessionStatusReq: the answer and how long to wait before sending it, or None when
+    /// the device stays silent (no such session, or only devices missing fragments were asked
+    /// and this one misses none).
+    fn frag_session_status(
+        &self,
+        r: &fragmentation::v1::FragSessionStatusReqPayload,
+        group: Option<u8>,
+        rng: &mut impl Rng,
+    ) -> Option<(fragmentation::v1::FragSessionStatusAnsPayload, i64)> {
+        use fragmentation::v1::*;
+        let index = r.frag_index;
+        let s = self.state.frag_sessions[usize::from(index)].as_ref()?;
+        let missing = match &self.decoders[usize::from(index)] {
+            Some(d) => d.nb_fragments().saturating_sub(d.rank()),
+            None if s.done => 0,
+            None => usize::from(s.nb_frag),
+        };
+        if !r.participants && missing == 0 {
+            return None;
+        }
+        let ans = FragSessionStatusAnsPayload {
+            received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
+                nb_frag_received: s.received.min(0x3fff) as u16,
+                frag_index: index,
+            },
+            missing_frag: missing.min(255) as u8,
+            status: FragSessionStatusAnsPayloadStatus {
+                not_enough_matrix_memory: false,
+            },
+        };
+        Some((ans, status_answer_delay(group, s.block_ack_delay, rng)))
     }
 
     fn push_fragment(
@@ -926,6 +952,63 @@ struct SessionStatus {
     dr_error: bool,
     freq_error: bool,
     undefined: bool,
+}
+
+/// McGroupStatusReq: the asked-for groups that are set up, and how many are set up in all.
+fn mc_group_status(
+    groups: &[Option<McGroup>; MAX_GROUPS],
+    r: &multicastsetup::v1::McGroupStatusReqPayload,
+) -> multicastsetup::v1::McGroupStatusAnsPayload {
+    use multicastsetup::v1::*;
+    let mut mask = [false; 4];
+    let mut items = Vec::new();
+    for (i, asked) in r.cmd_mask.req_group_mask.iter().enumerate() {
+        if let (true, Some(g)) = (*asked, &groups[i]) {
+            mask[i] = true;
+            items.push(McGroupStatusAnsPayloadItem {
+                mc_group_id: i as u8,
+                mc_addr: DevAddr::from_be_bytes(g.mc_addr),
+            });
+        }
+    }
+    let total = groups.iter().flatten().count() as u8;
+    McGroupStatusAnsPayload {
+        status: McGroupStatusAnsPayloadStatus {
+            ans_group_mask: mask,
+            nb_total_groups: total,
+        },
+        items,
+    }
+}
+
+/// A fragment sent to a multicast group counts only for a session bound to that group;
+/// unicast fragments, and fragments for no session, go on to the decoder (which has the
+/// final word).
+fn accepts_fragment_from(group: Option<u8>, session: Option<&FragSession>) -> bool {
+    match (group, session) {
+        (Some(g), Some(s)) => s.mc_group_mask & (1 << g) != 0,
+        _ => true,
+    }
+}
+
+/// McGroupBitMask as bits: group i is bit i.
+fn group_mask_bits(mask: &[bool; 4]) -> u8 {
+    mask.iter()
+        .enumerate()
+        .filter(|(_, on)| **on)
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+/// TS004: answers to a multicast status request are spread over a random delay of
+/// 2^(BlockAckDelay+4)..2^(BlockAckDelay+5) s so they do not collide.
+fn status_answer_delay(group: Option<u8>, block_ack_delay: u8, rng: &mut impl Rng) -> i64 {
+    match group {
+        Some(_) => {
+            let lo = 1000i64 << (block_ack_delay + 4);
+            rng.gen_range(lo..2 * lo)
+        }
+        None => answer_delay(rng),
+    }
 }
 
 /// What a ChirpStack payload codec would decode from a telemetry uplink.
@@ -1148,6 +1231,75 @@ mod tests {
         assert_eq!(d.running_version(), 0x0001_0300);
         assert_eq!(d.uptime_s(15_000), 4);
         assert_eq!(d.state.slots, [Some(0x0001_0200), Some(0x0001_0300), None]);
+    }
+
+    fn frag_session(mc_group_mask: u8, block_ack_delay: u8) -> FragSession {
+        FragSession {
+            mc_group_mask,
+            nb_frag: 10,
+            frag_size: 40,
+            padding: 0,
+            descriptor: [0; 4],
+            block_ack_delay,
+            received: 0,
+            done: false,
+        }
+    }
+
+    #[test]
+    fn multicast_fragments_count_only_for_their_groups_session() {
+        let s = frag_session(group_mask_bits(&[false, true, false, true]), 0);
+        assert_eq!(s.mc_group_mask, 0b1010);
+        assert!(accepts_fragment_from(Some(1), Some(&s)));
+        assert!(accepts_fragment_from(Some(3), Some(&s)));
+        assert!(!accepts_fragment_from(Some(0), Some(&s)));
+        assert!(!accepts_fragment_from(Some(2), Some(&s)));
+        assert!(accepts_fragment_from(None, Some(&s)));
+        assert!(accepts_fragment_from(Some(0), None));
+    }
+
+    /// Multicast status answers wait 2^(BlockAckDelay+4)..2^(BlockAckDelay+5) s; unicast
+    /// ones the usual 1..4 s.
+    #[test]
+    fn status_answers_to_a_group_are_spread_by_block_ack_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let d = status_answer_delay(Some(0), 0, &mut rng);
+            assert!((16_000..32_000).contains(&d), "{d}");
+            let d = status_answer_delay(Some(2), 3, &mut rng);
+            assert!((128_000..256_000).contains(&d), "{d}");
+            let d = status_answer_delay(None, 3, &mut rng);
+            assert!((1_000..4_000).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn group_status_lists_only_asked_groups_that_exist() {
+        use multicastsetup::v1::*;
+        let group = |a: u8| McGroup {
+            mc_addr: [a, 0, 0, 1],
+            mc_key: [0; 16],
+            mc_app_s_key: [0; 16],
+            mc_nwk_s_key: [0; 16],
+            min_f_cnt: 0,
+            max_f_cnt: 10,
+            session: None,
+        };
+        let groups = [Some(group(0)), None, Some(group(2)), Some(group(3))];
+        let req = McGroupStatusReqPayload {
+            cmd_mask: McGroupStatusReqPayloadCmdMask {
+                req_group_mask: [true, true, false, true],
+            },
+        };
+        let ans = mc_group_status(&groups, &req);
+        assert_eq!(ans.status.ans_group_mask, [true, false, false, true]);
+        assert_eq!(ans.status.nb_total_groups, 3);
+        let ids: Vec<(u8, [u8; 4])> = ans
+            .items
+            .iter()
+            .map(|i| (i.mc_group_id, i.mc_addr.to_be_bytes()))
+            .collect();
+        assert_eq!(ids, vec![(0, [0, 0, 0, 1]), (3, [3, 0, 0, 1])]);
     }
 
     #[test]
