@@ -1,5 +1,7 @@
 //! The real `lorafleet` binary: first start, the printed configuration, the address it bound,
 //! graceful shutdown.
+// A test or a tool: a panic is its report, and a scenario reads best in one piece.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 

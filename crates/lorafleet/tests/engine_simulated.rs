@@ -1,6 +1,8 @@
 //! lorafleet's FUOTA engine against the simulated network, end to end: the engine's commands
 //! go out through the network trait, the virtual devices rebuild the image with their FEC
 //! decoders, and their answers come back through the ingest writer.
+// A test or a tool: a panic is its report, and a scenario reads best in one piece.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
