@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{fmt_time, now, parse_time, Db, Result};
+use super::{fmt_time, now, parse_time, Db, Query, Result};
 use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
 use crate::campaigns::validate::Validated;
 use crate::campaigns::{
@@ -127,17 +127,15 @@ pub async fn update_draft(
     Ok(true)
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
 /// Binds a draft's columns in the order both `insert_draft` and `update_draft` name them
 /// (name, driver, firmware_id, request_json, settings_json, keys_json, plan_json), so the two
 /// statements cannot drift apart.
 fn bind_draft<'q>(
-    query: SqliteQuery<'q>,
+    query: Query<'q>,
     v: &'q Validated,
     request: &serde_json::Value,
     plan: &serde_json::Value,
-) -> anyhow::Result<SqliteQuery<'q>> {
+) -> anyhow::Result<Query<'q>> {
     Ok(query
         .bind(&v.name)
         .bind(v.driver.as_str())

@@ -38,6 +38,9 @@ pub mod version_status;
 
 /// The database handle shared by the whole server.
 pub type Db = SqlitePool;
+
+/// A statement still taking binds; helpers that bind a shared column list take and return it.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 /// One connection, or an open transaction seen through it: what functions that must run inside
 /// a caller's transaction take.
 pub type Conn = sqlx::SqliteConnection;
