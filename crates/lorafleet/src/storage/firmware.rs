@@ -167,7 +167,7 @@ pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
     let row = bind_trailer_and_metadata(query, image, &image.metadata)
         .fetch_one(db)
         .await?;
-    Ok(row.try_get("id")?)
+    row.try_get("id")
 }
 
 /// Refreshes what a rescan read for an indexed file: contents (when the file changed in place)
