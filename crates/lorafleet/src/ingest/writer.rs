@@ -231,18 +231,27 @@ async fn commit_group(
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
 ) -> GroupOutcome {
-    let mut conn = match storage::acquire(db).await {
-        Ok(c) => c,
-        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
-    };
+    // Getting a connection or opening a transaction fails the whole group alike.
+    match try_commit_group(db, retention, group).await {
+        Ok(outcome) => outcome,
+        Err(e) => GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    }
+}
+
+async fn try_commit_group(
+    db: &Db,
+    retention: Retention,
+    group: &[(IntegrationEvent, Reply)],
+) -> storage::Result<GroupOutcome> {
+    let mut conn = storage::acquire(db).await?;
     match apply_whole(&mut conn, retention, group).await {
         Ok(repeated) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            GroupOutcome {
+            Ok(GroupOutcome {
                 results: vec![Ok(()); group.len()],
                 repeated,
                 fault: None,
-            }
+            })
         }
         Err(_) => {
             storage::discard(conn);
@@ -280,13 +289,10 @@ async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> GroupOutcome {
-    let mut conn = match storage::acquire(db).await {
-        Ok(c) => c,
-        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
-    };
+) -> storage::Result<GroupOutcome> {
+    let mut conn = storage::acquire(db).await?;
     let outcome = savepoint_each(&mut conn, retention, group).await;
-    if outcome.fault.is_some() {
+    if outcome.as_ref().map_or(true, |o| o.fault.is_some()) {
         storage::discard(conn);
     }
     outcome
@@ -296,11 +302,8 @@ async fn savepoint_each(
     conn: &mut Conn,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> GroupOutcome {
-    let mut tx = match storage::begin_immediate_on(conn).await {
-        Ok(tx) => tx,
-        Err(e) => return GroupOutcome::all_failed(group.len(), format!("database: {e}")),
-    };
+) -> storage::Result<GroupOutcome> {
+    let mut tx = storage::begin_immediate_on(conn).await?;
     let mut results = Vec::with_capacity(group.len());
     let mut repeated = Vec::with_capacity(group.len());
     for (event, _) in group {
@@ -320,7 +323,7 @@ async fn savepoint_each(
         repeated.push(*outcome.as_ref().unwrap_or(&false));
         results.push(outcome.map(|_| ()).map_err(|e| format!("database: {e}")));
     }
-    match storage::commit(tx).await {
+    Ok(match storage::commit(tx).await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
             GroupOutcome {
@@ -330,5 +333,5 @@ async fn savepoint_each(
             }
         }
         Err(e) => GroupOutcome::all_failed(group.len(), format!("database commit: {e}")),
-    }
+    })
 }

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::{Downlink, Enqueued, Network, NetworkError, RemoteDevice};
 use crate::config::{ChirpstackApiConfig, NetworkKind};
-use crate::devices::DevEui;
 
 /// A ChirpStack v3 Application Server.
 pub struct ChirpstackV3 {
@@ -182,22 +181,19 @@ impl Network for ChirpstackV3 {
                     .map_err(|e| NetworkError::Other(format!("unexpected device list: {e}")))?;
                 let got = page.result.len() as u64;
                 for item in page.result {
-                    let Ok(dev_eui) = item.dev_eui.parse::<DevEui>() else {
-                        continue;
+                    let app = if item.application_id.is_empty() {
+                        application_id.clone()
+                    } else {
+                        item.application_id
                     };
-                    out.push(RemoteDevice {
-                        dev_eui,
-                        name: item.name,
-                        application_id: if item.application_id.is_empty() {
-                            application_id.clone()
-                        } else {
-                            item.application_id
-                        },
-                        application_name: None,
-                        device_profile_id: item.device_profile_id,
-                        device_profile_name: item.device_profile_name,
-                        last_seen: item.last_seen_at,
-                    });
+                    out.extend(RemoteDevice::listed(
+                        &item.dev_eui,
+                        item.name,
+                        app,
+                        item.device_profile_id,
+                        item.device_profile_name,
+                        item.last_seen_at,
+                    ));
                 }
                 offset += got;
                 if got == 0 || offset >= page.total_count {

@@ -178,18 +178,14 @@ impl Network for ChirpstackV4 {
                     .into_inner();
                 let got = page.result.len() as u32;
                 for item in page.result {
-                    let Ok(dev_eui) = item.dev_eui.parse::<DevEui>() else {
-                        continue;
-                    };
-                    out.push(RemoteDevice {
-                        dev_eui,
-                        name: item.name,
-                        application_id: application_id.clone(),
-                        application_name: None,
-                        device_profile_id: Some(item.device_profile_id),
-                        device_profile_name: Some(item.device_profile_name),
-                        last_seen: to_utc(item.last_seen_at.as_ref()),
-                    });
+                    out.extend(RemoteDevice::listed(
+                        &item.dev_eui,
+                        item.name,
+                        application_id.clone(),
+                        Some(item.device_profile_id),
+                        Some(item.device_profile_name),
+                        to_utc(item.last_seen_at.as_ref()),
+                    ));
                 }
                 offset += got;
                 if got == 0 || offset >= page.total_count {

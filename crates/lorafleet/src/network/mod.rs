@@ -42,6 +42,29 @@ pub struct RemoteDevice {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+impl RemoteDevice {
+    /// A device as a network server's list names it; none for a DevEUI that does not parse,
+    /// which no campaign could address (both ChirpStack clients skip those).
+    pub(crate) fn listed(
+        dev_eui: &str,
+        name: String,
+        application_id: String,
+        device_profile_id: Option<String>,
+        device_profile_name: Option<String>,
+        last_seen: Option<DateTime<Utc>>,
+    ) -> Option<RemoteDevice> {
+        Some(RemoteDevice {
+            dev_eui: dev_eui.parse().ok()?,
+            name,
+            application_id,
+            application_name: None,
+            device_profile_id,
+            device_profile_name,
+            last_seen,
+        })
+    }
+}
+
 /// A device's root keys, as far as the network server reveals them; what TS005 derives the
 /// McRootKey from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{fmt_time, now, parse_time, Db, Result};
+use super::{fmt_time, now, parse_time, Db, Query, Result};
 use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
 use crate::campaigns::validate::Validated;
 use crate::campaigns::{
@@ -78,32 +78,18 @@ pub async fn insert_draft(
 ) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
     let at = now();
-    let id: i64 = sqlx::query_scalar(
+    let query = sqlx::query(
         "INSERT INTO campaigns (name, state, driver, firmware_id, request_json, settings_json,
             keys_json, plan_json, created_at, updated_at)
          VALUES (?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&v.name)
-    .bind(v.driver.as_str())
-    .bind(v.firmware_id)
-    .bind(request.to_string())
-    .bind(serde_json::to_string(&v.settings)?)
-    .bind(serde_json::to_string(&v.keys)?)
-    .bind(plan.to_string())
-    .bind(&at)
-    .bind(&at)
-    .fetch_one(&mut *tx)
-    .await?;
-    for d in &v.devices {
-        sqlx::query(
-            "INSERT INTO campaign_devices (campaign_id, dev_eui, stage, updated_at) VALUES (?, ?, 'pending', ?)",
-        )
-        .bind(id)
-        .bind(d)
+    );
+    let id: i64 = bind_draft(query, v, request, plan)?
         .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-    }
+        .bind(&at)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -118,23 +104,17 @@ pub async fn update_draft(
 ) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
     let at = now();
-    let n = sqlx::query(
+    let query = sqlx::query(
         "UPDATE campaigns SET name = ?, driver = ?, firmware_id = ?, request_json = ?,
             settings_json = ?, keys_json = ?, plan_json = ?, updated_at = ?
          WHERE id = ? AND state = 'draft'",
-    )
-    .bind(&v.name)
-    .bind(v.driver.as_str())
-    .bind(v.firmware_id)
-    .bind(request.to_string())
-    .bind(serde_json::to_string(&v.settings)?)
-    .bind(serde_json::to_string(&v.keys)?)
-    .bind(plan.to_string())
-    .bind(&at)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    );
+    let n = bind_draft(query, v, request, plan)?
+        .bind(&at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     if n == 0 {
         return Ok(false);
     }
@@ -142,18 +122,48 @@ pub async fn update_draft(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    for d in &v.devices {
+    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Binds a draft's columns in the order both `insert_draft` and `update_draft` name them
+/// (name, driver, firmware_id, request_json, settings_json, keys_json, plan_json), so the two
+/// statements cannot drift apart.
+fn bind_draft<'q>(
+    query: Query<'q>,
+    v: &'q Validated,
+    request: &serde_json::Value,
+    plan: &serde_json::Value,
+) -> anyhow::Result<Query<'q>> {
+    Ok(query
+        .bind(&v.name)
+        .bind(v.driver.as_str())
+        .bind(v.firmware_id)
+        .bind(request.to_string())
+        .bind(serde_json::to_string(&v.settings)?)
+        .bind(serde_json::to_string(&v.keys)?)
+        .bind(plan.to_string()))
+}
+
+/// A draft's devices all start `pending`, whether the draft is new or replaced.
+async fn insert_pending_devices(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    campaign_id: i64,
+    devices: &[String],
+    at: &str,
+) -> anyhow::Result<()> {
+    for d in devices {
         sqlx::query(
             "INSERT INTO campaign_devices (campaign_id, dev_eui, stage, updated_at) VALUES (?, ?, 'pending', ?)",
         )
-        .bind(id)
+        .bind(campaign_id)
         .bind(d)
-        .bind(&at)
-        .execute(&mut *tx)
+        .bind(at)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 pub async fn set_plan(db: &Db, id: i64, plan: &serde_json::Value) -> anyhow::Result<()> {

@@ -24,15 +24,7 @@ pub async fn add(
 
 /// Deletes all but the newest `keep` lines of a device's log.
 pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
-    sqlx::query(
-        "DELETE FROM device_events WHERE dev_eui = ?1 AND id <= (
-            SELECT id FROM device_events WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )
-    .bind(dev_eui)
-    .bind(i64::from(keep))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    super::keep_newest(conn, "device_events", dev_eui, keep).await
 }
 
 /// The newest lines of a device's log, newest first.

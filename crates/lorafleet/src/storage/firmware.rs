@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{now, Db, Result};
+use super::{now, Db, Query, Result};
 use crate::firmware::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
 
 /// What indexing a file found out, ready to be stored.
@@ -127,10 +127,31 @@ pub async fn find_by_path(db: &Db, path: &str) -> Result<Option<FirmwareImage>> 
     Ok(row.as_ref().map(from_row))
 }
 
-pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
+/// Binds the trailer columns (trailer_version .. trailer_error) then the metadata columns
+/// (target .. notes) in the order `insert` and `update_from_scan` both name them.
+fn bind_trailer_and_metadata<'q>(
+    query: Query<'q>,
+    image: &'q NewImage,
+    meta: &'q Metadata,
+) -> Query<'q> {
     let t = image.trailer.as_ref();
-    let m = &image.metadata;
-    let id = sqlx::query_scalar(
+    query
+        .bind(t.map(|t| t.version as i64))
+        .bind(t.map(|t| t.kind.clone()))
+        .bind(t.map(|t| t.old_firmware_size as i64))
+        .bind(t.map(|t| t.manufacturer_uuid.clone()))
+        .bind(t.map(|t| t.device_class_uuid.clone()))
+        .bind(t.map(|t| t.signature_length as i64))
+        .bind(&image.trailer_error)
+        .bind(&meta.target)
+        .bind(&meta.from_version)
+        .bind(&meta.to_version)
+        .bind(&meta.compression)
+        .bind(&meta.notes)
+}
+
+pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
+    let query = sqlx::query(
         "INSERT INTO firmware_images (file_name, path, source, size, sha256, added_at,
             trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
             trailer_device_class_uuid, trailer_signature_len, trailer_error,
@@ -142,22 +163,11 @@ pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
     .bind(image.source)
     .bind(image.size)
     .bind(&image.sha256)
-    .bind(now())
-    .bind(t.map(|t| t.version as i64))
-    .bind(t.map(|t| t.kind.clone()))
-    .bind(t.map(|t| t.old_firmware_size as i64))
-    .bind(t.map(|t| t.manufacturer_uuid.clone()))
-    .bind(t.map(|t| t.device_class_uuid.clone()))
-    .bind(t.map(|t| t.signature_length as i64))
-    .bind(&image.trailer_error)
-    .bind(&m.target)
-    .bind(&m.from_version)
-    .bind(&m.to_version)
-    .bind(&m.compression)
-    .bind(&m.notes)
-    .fetch_one(db)
-    .await?;
-    Ok(id)
+    .bind(now());
+    let row = bind_trailer_and_metadata(query, image, &image.metadata)
+        .fetch_one(db)
+        .await?;
+    row.try_get("id")
 }
 
 /// Refreshes what a rescan read for an indexed file: contents (when the file changed in place)
@@ -182,8 +192,7 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool
     if !changed {
         return Ok(false);
     }
-    let t = image.trailer.as_ref();
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE firmware_images SET size = ?, sha256 = ?, missing_at = NULL,
             trailer_version = ?, trailer_kind = ?, trailer_old_size = ?,
             trailer_manufacturer_uuid = ?, trailer_device_class_uuid = ?,
@@ -192,22 +201,11 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool
          WHERE id = ?",
     )
     .bind(image.size)
-    .bind(&image.sha256)
-    .bind(t.map(|t| t.version as i64))
-    .bind(t.map(|t| t.kind.clone()))
-    .bind(t.map(|t| t.old_firmware_size as i64))
-    .bind(t.map(|t| t.manufacturer_uuid.clone()))
-    .bind(t.map(|t| t.device_class_uuid.clone()))
-    .bind(t.map(|t| t.signature_length as i64))
-    .bind(&image.trailer_error)
-    .bind(&meta.target)
-    .bind(&meta.from_version)
-    .bind(&meta.to_version)
-    .bind(&meta.compression)
-    .bind(&meta.notes)
-    .bind(id)
-    .execute(db)
-    .await?;
+    .bind(&image.sha256);
+    bind_trailer_and_metadata(query, image, &meta)
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(true)
 }
 

@@ -38,9 +38,33 @@ pub mod version_status;
 
 /// The database handle shared by the whole server.
 pub type Db = SqlitePool;
+
+/// A statement still taking binds; helpers that bind a shared column list take and return it.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 /// One connection, or an open transaction seen through it: what functions that must run inside
 /// a caller's transaction take.
 pub type Conn = sqlx::SqliteConnection;
+
+/// Deletes all but the newest `keep` rows of a device in a per-device log table (`uplinks`,
+/// `device_events`): rows are newest by `id`.
+pub(crate) async fn keep_newest(
+    conn: &mut Conn,
+    table: &'static str,
+    dev_eui: &str,
+    keep: u32,
+) -> Result<()> {
+    // `table` is one of this module's constants, never input: formatting it in is safe.
+    let sql = format!(
+        "DELETE FROM {table} WHERE dev_eui = ?1 AND id <= (
+            SELECT id FROM {table} WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+    );
+    sqlx::query(&sql)
+        .bind(dev_eui)
+        .bind(i64::from(keep))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
 /// An open transaction; commits with [`commit`], rolls back when dropped.
 pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 /// A savepoint inside a [`Tx`].

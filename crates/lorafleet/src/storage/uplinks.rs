@@ -12,28 +12,7 @@ use crate::ingest::{EventBody, IntegrationEvent, Uplink};
 pub const BATCH_ROWS: usize = 1000;
 
 pub async fn insert(conn: &mut Conn, dev_eui: &str, up: &Uplink) -> Result<()> {
-    let object = up.object.as_ref().map(|o| o.to_string());
-    sqlx::query(
-        "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
-            gateway_count, confirmed, data, object_json, dedup_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(dev_eui)
-    .bind(fmt_time(up.received_at))
-    .bind(up.f_cnt.map(|v| v as i64))
-    .bind(up.f_port.map(|v| v as i64))
-    .bind(up.dr.map(|v| v as i64))
-    .bind(up.frequency.map(|v| v as i64))
-    .bind(up.rssi.map(|v| v as i64))
-    .bind(up.snr)
-    .bind(up.gateway_count as i64)
-    .bind(up.confirmed)
-    .bind(&up.data)
-    .bind(object)
-    .bind(&up.dedup_key)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    insert_rows(conn, std::iter::once((dev_eui.to_string(), up))).await
 }
 
 /// Stores the uplinks of up to [`BATCH_ROWS`] events with one multi-row statement: each
@@ -50,12 +29,24 @@ pub async fn insert_batch(conn: &mut Conn, events: &[&IntegrationEvent]) -> Resu
     if ups.is_empty() {
         return Ok(());
     }
+    insert_rows(
+        conn,
+        ups.into_iter().map(|(ev, up)| (ev.dev_eui.to_string(), up)),
+    )
+    .await
+}
+
+/// The one column list and binding order of both the single and the batched insert.
+async fn insert_rows<'a>(
+    conn: &mut Conn,
+    rows: impl Iterator<Item = (String, &'a Uplink)>,
+) -> Result<()> {
     let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
             gateway_count, confirmed, data, object_json, dedup_key) ",
     );
-    uplinks.push_values(ups, |mut row, (ev, up)| {
-        row.push_bind(ev.dev_eui.to_string())
+    uplinks.push_values(rows, |mut row, (dev_eui, up)| {
+        row.push_bind(dev_eui)
             .push_bind(fmt_time(up.received_at))
             .push_bind(up.f_cnt.map(|v| v as i64))
             .push_bind(up.f_port.map(|v| v as i64))
@@ -97,15 +88,7 @@ pub async fn known_dedup_keys(
 
 /// Deletes all but the newest `keep` uplinks of a device.
 pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
-    sqlx::query(
-        "DELETE FROM uplinks WHERE dev_eui = ?1 AND id <= (
-            SELECT id FROM uplinks WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )
-    .bind(dev_eui)
-    .bind(i64::from(keep))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    super::keep_newest(conn, "uplinks", dev_eui, keep).await
 }
 
 fn from_row(r: &SqliteRow) -> UplinkDto {

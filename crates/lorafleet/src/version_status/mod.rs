@@ -68,18 +68,6 @@ impl StatusRequestBody {
     }
 }
 
-/// The command whose pending request an answer settles.
-fn answered_command(a: &Answer) -> &'static str {
-    match a {
-        Answer::PackageVersion { .. } => "package_version",
-        Answer::VersionRunning { .. } => "version_running",
-        Answer::VersionStored { .. } => "version_stored",
-        Answer::SpaceStatus { .. } => "space_status",
-        Answer::Uptime { .. } => "uptime",
-        Answer::DeviceDescription { .. } => "device_description",
-    }
-}
-
 /// Interprets a payload received on the status FPort: what each answer changes in the device's
 /// record (given what earlier answers left there, `known`) and the device-log lines to add
 /// (answers in words, then the decode error if any). Pure: the ingest writer stores the result.
@@ -194,7 +182,8 @@ fn interpret_answer(answer: &Answer, known: &mut Known) -> (AnswerChange, String
     let change = AnswerChange {
         reported,
         version_change,
-        answers: answered_command(answer),
+        // The codec names an answer after the request it settles.
+        answers: answer.command_name(),
         settles_erases: matches!(answer, Answer::VersionStored { .. }),
     };
     (change, message)

@@ -220,6 +220,19 @@ function devicePicker(selected, onChange) {
   };
 }
 
+/** @typedef {[name: string, label: string, el: Input, help?: string]} FieldRow */
+
+/**
+ * A card whose fields stand in a grid, one row of the table each.
+ * @param {ReturnType<typeof fieldErrors>} fe
+ * @param {string} title
+ * @param {FieldRow[]} rows
+ */
+function gridCard(fe, title, rows) {
+  return card(title,
+    h('div', { class: 'cf-grid' }, ...rows.map(([name, label, el, help]) => fe.field(name, label, el, help))));
+}
+
 /**
  * The form's cards; `fe.field` registers each input for its errors.
  * @param {Inputs} f
@@ -229,40 +242,39 @@ function devicePicker(selected, onChange) {
  * @param {HTMLElement} engineCard
  */
 function formCards(f, fe, firmwareSel, picker, engineCard) {
-  const field = fe.field;
   return [
-    card('Campaign',
-      h('div', { class: 'cf-grid' },
-        field('name', 'Name', f.name),
-        field('firmware_id', 'Firmware image', firmwareSel),
-        field('driver', 'FUOTA service', f.driver, 'ChirpStack v4 reads the device keys itself; the v3 FUOTA server needs them below.'))),
+    gridCard(fe, 'Campaign', [
+      ['name', 'Name', f.name],
+      ['firmware_id', 'Firmware image', firmwareSel],
+      ['driver', 'FUOTA service', f.driver, 'ChirpStack v4 reads the device keys itself; the v3 FUOTA server needs them below.'],
+    ]),
     card('Devices', picker.toolbar, picker.list, h('p', { class: 'field-error', testid: 'error-devices' })),
-    card('Keys',
-      h('div', { class: 'cf-grid' },
-        field('keys.lorawan_version', 'LoRaWAN version', f.lorawan),
-        field('keys.gen_app_key', 'GenAppKey (all devices)', f.genAppKey, 'The McRootKey of each device is derived from it. Never shown again once saved.'),
-        field('keys.per_device', 'Keys per device', f.perDevice))),
-    card('Multicast',
-      h('div', { class: 'cf-grid' },
-        field('multicast.class', 'Class', f.mcClass),
-        field('multicast.dr', 'Data rate', f.dr),
-        field('multicast.frequency', 'Frequency (MHz)', f.freq),
-        field('multicast.ping_slot_periodicity', 'Ping-slot periodicity (Class B)', f.ping),
-        field('multicast.group_id', 'Group id', f.group),
-        field('multicast.timeout_exp', 'Session timeout exponent', f.timeoutExp, 'Empty: the smallest that fits every fragment. Class C: 2^n s; Class B: 2^n beacon periods. 0–15.'))),
-    card('Unicast steps',
-      h('div', { class: 'cf-grid' },
-        field('unicast.timeout_s', 'Answer timeout (s)', f.ucTimeout, 'At least the devices\' uplink interval.'),
-        field('unicast.attempts', 'Attempts', f.attempts))),
-    card('Fragmentation',
-      h('div', { class: 'cf-grid' },
-        field('fragmentation.fragment_size', 'Fragment size (bytes)', f.fragSize),
-        field('fragmentation.redundancy', 'Redundancy (parity fragments)', f.redundancy),
-        field('fragmentation.session_index', 'Session index', f.sessionIndex),
-        field('fragmentation.matrix', 'Matrix', f.matrix),
-        field('fragmentation.block_ack_delay', 'Block ack delay', f.blockAck),
-        field('fragmentation.descriptor_hex', 'Descriptor (4 bytes hex)', f.descriptor),
-        field('request_frag_status', 'Ask devices for their status', f.status))),
+    gridCard(fe, 'Keys', [
+      ['keys.lorawan_version', 'LoRaWAN version', f.lorawan],
+      ['keys.gen_app_key', 'GenAppKey (all devices)', f.genAppKey, 'The McRootKey of each device is derived from it. Never shown again once saved.'],
+      ['keys.per_device', 'Keys per device', f.perDevice],
+    ]),
+    gridCard(fe, 'Multicast', [
+      ['multicast.class', 'Class', f.mcClass],
+      ['multicast.dr', 'Data rate', f.dr],
+      ['multicast.frequency', 'Frequency (MHz)', f.freq],
+      ['multicast.ping_slot_periodicity', 'Ping-slot periodicity (Class B)', f.ping],
+      ['multicast.group_id', 'Group id', f.group],
+      ['multicast.timeout_exp', 'Session timeout exponent', f.timeoutExp, 'Empty: the smallest that fits every fragment. Class C: 2^n s; Class B: 2^n beacon periods. 0–15.'],
+    ]),
+    gridCard(fe, 'Unicast steps', [
+      ['unicast.timeout_s', 'Answer timeout (s)', f.ucTimeout, 'At least the devices\' uplink interval.'],
+      ['unicast.attempts', 'Attempts', f.attempts],
+    ]),
+    gridCard(fe, 'Fragmentation', [
+      ['fragmentation.fragment_size', 'Fragment size (bytes)', f.fragSize],
+      ['fragmentation.redundancy', 'Redundancy (parity fragments)', f.redundancy],
+      ['fragmentation.session_index', 'Session index', f.sessionIndex],
+      ['fragmentation.matrix', 'Matrix', f.matrix],
+      ['fragmentation.block_ack_delay', 'Block ack delay', f.blockAck],
+      ['fragmentation.descriptor_hex', 'Descriptor (4 bytes hex)', f.descriptor],
+      ['request_frag_status', 'Ask devices for their status', f.status],
+    ]),
     engineCard,
   ];
 }
