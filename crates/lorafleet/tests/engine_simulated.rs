@@ -66,6 +66,7 @@ fn settings(image_len: usize, redundancy_percent: usize) -> Settings {
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        adaptive: None,
     }
 }
 

@@ -13,6 +13,8 @@
 //!   size); `redundancy` 10 frames; `session_index` 0, `matrix` 0, `block_ack_delay` 1,
 //!   `descriptor_hex` "00000000"
 //! - `request_frag_status`: `after_session`
+//! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` 5 % of M (at least 1) and
+//!   `status_wait_s` the longest answer delay BlockAckDelay allows plus 10 %
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -25,7 +27,7 @@ use super::plan::{self, Plan, PlanDevice, PlanInput};
 use super::region::{Modulation, RegionInfo};
 use super::{
     CampaignKeys, CampaignSettings, DeviceKey, DriverKind, EngineSettings, FragStatusRequest,
-    FragmentationSettings, MulticastClass, MulticastSettings, UnicastSettings,
+    FragmentationSettings, MulticastClass, MulticastSettings, ParityMode, UnicastSettings,
 };
 use crate::config::Config;
 use crate::devices::DevEui;
@@ -114,6 +116,12 @@ pub struct FragmentationRequest {
     pub matrix: Option<i64>,
     pub block_ack_delay: Option<i64>,
     pub descriptor_hex: Option<String>,
+    /// `"fixed"` (default) or `"adaptive"`.
+    pub parity: Option<String>,
+    /// Adaptive parity: parity fragments per group (default 5 % of the data fragments).
+    pub parity_group: Option<i64>,
+    /// Adaptive parity: seconds to wait for status answers (default from `block_ack_delay`).
+    pub status_wait_s: Option<f64>,
 }
 
 /// One problem with a request, naming its field (`multicast.dr`, `keys.per_device.<eui>`, ...).
@@ -726,13 +734,74 @@ fn fragmentation(
         matrix,
         block_ack_delay,
         descriptor_hex: descriptor_hex(fr.descriptor_hex.as_deref(), errors),
+        parity: ParityMode::Fixed,
+        parity_group: None,
+        status_wait_s: None,
     };
+    let settings = adaptive_parity(fr, settings, driver, errors);
     Fragments {
         settings,
         size,
         max_fragment,
         data_fragments: m,
     }
+}
+
+// --- adaptive parity (issue 8 item 5)
+
+/// `fragmentation.parity`, `parity_group` and `status_wait_s`: checked, kept as given (their
+/// defaults depend on M and BlockAckDelay, filled in where the engine starts).
+fn adaptive_parity(
+    fr: &FragmentationRequest,
+    mut settings: FragmentationSettings,
+    driver: DriverKind,
+    errors: &mut FieldErrors,
+) -> FragmentationSettings {
+    settings.parity = match fr.parity.as_deref() {
+        None | Some("fixed") => ParityMode::Fixed,
+        Some("adaptive") => ParityMode::Adaptive,
+        Some(other) => {
+            errors.add(
+                "fragmentation.parity",
+                format!("fragmentation.parity must be \"fixed\" or \"adaptive\", got {other:?}"),
+            );
+            ParityMode::Fixed
+        }
+    };
+    if settings.parity == ParityMode::Adaptive && driver != DriverKind::Engine {
+        errors.add(
+            "fragmentation.parity",
+            "adaptive parity needs lorafleet's engine (\"driver\": \"engine\"): other FUOTA services send every parity fragment",
+        );
+    }
+    settings.parity_group = match fr.parity_group {
+        None => None,
+        Some(g) if (1..=i64::from(lorafleet_codec::fragmentation::MAX_N)).contains(&g) => {
+            Some(g as u32)
+        }
+        Some(g) => {
+            errors.add(
+                "fragmentation.parity_group",
+                format!(
+                    "fragmentation.parity_group must be 1..{} parity fragments, got {g}",
+                    lorafleet_codec::fragmentation::MAX_N
+                ),
+            );
+            None
+        }
+    };
+    settings.status_wait_s = match fr.status_wait_s {
+        None => None,
+        Some(w) if w.is_finite() && (0.0..=86_400.0).contains(&w) => Some(w),
+        Some(w) => {
+            errors.add(
+                "fragmentation.status_wait_s",
+                format!("fragmentation.status_wait_s must be 0..86400 seconds, got {w}"),
+            );
+            None
+        }
+    };
+    settings
 }
 
 /// The DR's maximum payload; unknown when the DR was refused already.
@@ -1531,6 +1600,9 @@ mod tests {
                 matrix: 0,
                 block_ack_delay: 1,
                 descriptor_hex: "00000000".into(),
+                parity: ParityMode::Fixed,
+                parity_group: None,
+                status_wait_s: None,
             }
         );
         assert_eq!(
