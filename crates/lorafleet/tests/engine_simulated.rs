@@ -194,9 +194,10 @@ async fn fifty_devices_at_ten_percent_loss_are_all_verified() {
 }
 
 /// Issue 8 items 5 and 7: adaptive parity on the simulated network. Parity goes out in groups
-/// with a multicast FragSessionStatusReq between them; the engine stops well short of the
-/// redundancy it may send, every device is verified, and the campaign does not wait for the
-/// session's timeout. A device that loses most multicast frames is named with what it reported.
+/// with a multicast FragSessionStatusReq between them; a device that loses most multicast
+/// frames keeps asking until the redundancy is used up and is then named with what it
+/// reported, every other device is verified, and the campaign does not wait for the session's
+/// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     let dir = tempfile::tempdir().unwrap();
