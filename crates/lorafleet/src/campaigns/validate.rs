@@ -1875,6 +1875,39 @@ mod tests {
         );
     }
 
+    /// Issue 8 item 5's settings: kept as given, defaults left to the engine (they follow M
+    /// and BlockAckDelay), each refusal naming its field.
+    #[test]
+    fn adaptive_parity_settings() {
+        let base = json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY}, "driver": "engine"});
+        let v = validate_json(base.clone()).unwrap();
+        assert_eq!(v.settings.fragmentation.parity, ParityMode::Fixed);
+        let mut adaptive = base.clone();
+        adaptive["fragmentation"] =
+            json!({"parity": "adaptive", "parity_group": 4, "status_wait_s": 20.5});
+        let f = validate_json(adaptive).unwrap().settings.fragmentation;
+        assert_eq!(
+            (f.parity, f.parity_group, f.status_wait_s),
+            (ParityMode::Adaptive, Some(4), Some(20.5))
+        );
+        let cases = [
+            (json!({"parity": "sometimes"}), "fragmentation.parity", "fragmentation.parity must be \"fixed\" or \"adaptive\", got \"sometimes\""),
+            (json!({"parity": "adaptive", "parity_group": 0}), "fragmentation.parity_group", "fragmentation.parity_group must be 1..16383 parity fragments, got 0"),
+            (json!({"parity": "adaptive", "status_wait_s": -1}), "fragmentation.status_wait_s", "fragmentation.status_wait_s must be 0..86400 seconds, got -1"),
+        ];
+        for (fragmentation, field, message) in cases {
+            let mut r = base.clone();
+            r["fragmentation"] = fragmentation.clone();
+            let errors = validate_json(r).unwrap_err();
+            assert_eq!(list(&errors), one(field, message), "{fragmentation}");
+        }
+        let mut other_driver = base;
+        other_driver["driver"] = json!("fuota-server-v3");
+        other_driver["fragmentation"] = json!({"parity": "adaptive"});
+        let errors = validate_json(other_driver).unwrap_err();
+        assert!(errors.has("fragmentation.parity"), "{errors:?}");
+    }
+
     #[test]
     fn every_problem_comes_back_at_once_in_request_order() {
         let errors = validate_json(json!({
