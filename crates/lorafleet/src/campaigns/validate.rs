@@ -1891,9 +1891,21 @@ mod tests {
             (ParityMode::Adaptive, Some(4), Some(20.5))
         );
         let cases = [
-            (json!({"parity": "sometimes"}), "fragmentation.parity", "fragmentation.parity must be \"fixed\" or \"adaptive\", got \"sometimes\""),
-            (json!({"parity": "adaptive", "parity_group": 0}), "fragmentation.parity_group", "fragmentation.parity_group must be 1..16383 parity fragments, got 0"),
-            (json!({"parity": "adaptive", "status_wait_s": -1}), "fragmentation.status_wait_s", "fragmentation.status_wait_s must be 0..86400 seconds, got -1"),
+            (
+                json!({"parity": "sometimes"}),
+                "fragmentation.parity",
+                "fragmentation.parity must be \"fixed\" or \"adaptive\", got \"sometimes\"",
+            ),
+            (
+                json!({"parity": "adaptive", "parity_group": 0}),
+                "fragmentation.parity_group",
+                "fragmentation.parity_group must be 1..16383 parity fragments, got 0",
+            ),
+            (
+                json!({"parity": "adaptive", "status_wait_s": -1}),
+                "fragmentation.status_wait_s",
+                "fragmentation.status_wait_s must be 0..86400 seconds, got -1",
+            ),
         ];
         for (fragmentation, field, message) in cases {
             let mut r = base.clone();
