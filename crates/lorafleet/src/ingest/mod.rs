@@ -7,6 +7,8 @@ pub mod mqtt;
 pub mod plausible;
 pub mod writer;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::{ChirpstackVersion, NetworkKind};
 pub use crate::storage::integration_events::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
 
@@ -113,6 +115,24 @@ pub(crate) fn check_status(
     Ok(())
 }
 
+/// ChirpStack's device status, the same fields in both generations: the battery level is none
+/// when the device cannot measure it or runs on external power, and what is given is checked
+/// for range.
+pub(crate) fn device_status(
+    battery_level: Option<f64>,
+    battery_unavailable: bool,
+    external_power: bool,
+    margin: Option<i32>,
+) -> Result<EventBody, IngestError> {
+    let battery = battery_level.filter(|_| !battery_unavailable && !external_power);
+    check_status(battery, margin, "batteryLevel")?;
+    Ok(EventBody::DeviceStatus {
+        battery,
+        external_power,
+        margin,
+    })
+}
+
 /// How a body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -193,6 +213,47 @@ fn sniff_json(body: &[u8]) -> ChirpstackVersion {
             ChirpstackVersion::V3
         }
         _ => ChirpstackVersion::V4,
+    }
+}
+
+/// An uplink frame as both generations' Protobuf messages give it (the same fields).
+pub(crate) struct Frame {
+    pub at: DateTime<Utc>,
+    pub f_cnt: u32,
+    pub f_port: u32,
+    pub dr: u32,
+    /// Hz; 0 or none when the message did not say.
+    pub frequency: Option<u32>,
+    pub confirmed: bool,
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    /// The uplink, with the best signal of the `gateways` that heard it (RSSI, SNR each);
+    /// FPort and DR checked for range.
+    pub(crate) fn into_uplink(
+        self,
+        gateways: impl Iterator<Item = (i32, f64)>,
+        object: Option<serde_json::Value>,
+        dedup_key: Option<String>,
+        format: &'static str,
+        event: &str,
+    ) -> Result<Uplink, IngestError> {
+        let (rssi, snr, gateway_count) = best_signal(gateways);
+        Ok(Uplink {
+            received_at: self.at,
+            f_cnt: Some(self.f_cnt),
+            f_port: f_port(self.f_port, format, event)?,
+            dr: dr(self.dr, format, event)?,
+            frequency: self.frequency.filter(|f| *f > 0),
+            rssi,
+            snr,
+            gateway_count,
+            confirmed: self.confirmed,
+            data: self.data,
+            object,
+            dedup_key,
+        })
     }
 }
 

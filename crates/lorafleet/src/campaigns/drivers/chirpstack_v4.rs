@@ -8,7 +8,6 @@
 //! shown as one campaign.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chirpstack_api::api;
@@ -417,18 +416,11 @@ impl CampaignDriver for ChirpstackV4Driver {
                 }
             }
         }
-        Ok(PollOutcome {
-            driver_state: Some(
-                serde_json::to_value(State {
-                    deployments: created,
-                })
-                .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?,
-            ),
-            log,
-            forget_keys: true,
-            next_poll: Some(Duration::from_secs(1)),
-            ..Default::default()
+        let state = serde_json::to_value(State {
+            deployments: created,
         })
+        .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?;
+        Ok(PollOutcome::started(state, log))
     }
 
     async fn poll(

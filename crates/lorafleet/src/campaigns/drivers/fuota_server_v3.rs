@@ -300,13 +300,10 @@ impl CampaignDriver for FuotaServerV3Driver {
             self.application_id
         ));
         log.from_service = false;
-        Ok(PollOutcome {
-            driver_state: Some(serde_json::json!({ "deployment_id": id })),
-            log: vec![log],
-            forget_keys: true,
-            next_poll: Some(Duration::from_secs(1)),
-            ..Default::default()
-        })
+        Ok(PollOutcome::started(
+            serde_json::json!({ "deployment_id": id }),
+            vec![log],
+        ))
     }
 
     async fn poll(

@@ -129,3 +129,18 @@ pub struct PollOutcome {
     /// The key material is no longer needed: the runner wipes it from the database.
     pub forget_keys: bool,
 }
+
+impl PollOutcome {
+    /// What a start that created the campaign on a FUOTA service returns: the service's
+    /// references, what to log, the keys forgotten (the service holds what it needs) and a
+    /// first poll a second later.
+    pub fn started(driver_state: serde_json::Value, log: Vec<LogLine>) -> Self {
+        Self {
+            driver_state: Some(driver_state),
+            log,
+            forget_keys: true,
+            next_poll: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }
+    }
+}
