@@ -19,6 +19,7 @@ pub fn kind_name(kind: PackageKind) -> &'static str {
     }
 }
 
+// Reading a trailer is the library's business; the type is stored in storage/firmware.rs.
 impl TrailerInfo {
     pub fn from_trailer(t: &SignedTrailer) -> Self {
         Self {
