@@ -101,31 +101,14 @@ impl ChirpstackV4Driver {
     }
 
     fn map_status(&self, status: tonic::Status) -> DriverError {
-        use tonic::Code;
-        let unreachable = match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
-            Code::Unknown => status.message().contains("transport error"),
-            _ => false,
+        let hint = match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                " (check network.chirpstack_v4.api_token)"
+            }
+            _ => "",
         };
-        if unreachable {
-            DriverError::Unavailable(format!(
-                "cannot reach ChirpStack at {}: {}",
-                self.client.as_ref().map_or("?", |c| c.url()),
-                status.message()
-            ))
-        } else {
-            let hint = match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied => {
-                    " (check network.chirpstack_v4.api_token)"
-                }
-                _ => "",
-            };
-            DriverError::Refused(format!(
-                "ChirpStack answered {:?}: {}{hint}",
-                status.code(),
-                status.message()
-            ))
-        }
+        let url = self.client.as_ref().map_or("?", |c| c.url());
+        super::grpc_error("ChirpStack", url, &status, hint)
     }
 
     /// Devices grouped by the (application, device profile) their deployment needs; devices

@@ -175,6 +175,30 @@ impl DriverRegistry {
     }
 }
 
+/// A gRPC status from a FUOTA service (`name` at `url`) as a driver error: unreachable (the
+/// runner tries again later) or a refusal with the service's own message and `hint`, what the
+/// operator should check.
+pub fn grpc_error(name: &str, url: &str, status: &tonic::Status, hint: &str) -> DriverError {
+    use tonic::Code;
+    let unreachable = match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    };
+    if unreachable {
+        DriverError::Unavailable(format!(
+            "cannot reach {name} at {url}: {}",
+            status.message()
+        ))
+    } else {
+        DriverError::Refused(format!(
+            "{name} answered {:?}: {}{hint}",
+            status.code(),
+            status.message()
+        ))
+    }
+}
+
 /// The stage a device is in from the steps it completed, for services that report
 /// per-step completion times (both ChirpStack FUOTA services do).
 pub fn stage_from_steps(
