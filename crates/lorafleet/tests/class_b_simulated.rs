@@ -112,6 +112,7 @@ async fn a_class_b_campaign_completes_in_the_ping_slots_in_the_time_the_plan_giv
     let group = GroupInfo {
         name: "class b".into(),
         application_id: None,
+        gateways: Vec::new(),
     };
     let begun = Instant::now();
     loop {

@@ -12,6 +12,7 @@
 //! ([`drivers::engine`]).
 
 pub mod drivers;
+pub mod gateways;
 pub mod plan;
 pub mod region;
 pub mod runner;
@@ -222,6 +223,10 @@ pub struct MulticastSettings {
     pub timeout_exp: u8,
     /// The exponent was computed from the plan rather than given.
     pub timeout_exp_auto: bool,
+    /// Gateway IDs to bind the multicast group to; empty: the fewest that heard every device
+    /// recently (ChirpStack v4 with lorafleet's engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -139,6 +139,13 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
     let (dev_eui, device) = identity(up.device_info, Some(up.dev_addr))?;
     let (rssi, snr, gateway_count) =
         best_signal(up.rx_info.iter().map(|rx| (rx.rssi, rx.snr as f64)));
+    let mut gateway_ids: Vec<String> = up
+        .rx_info
+        .iter()
+        .filter_map(|rx| non_empty(rx.gateway_id.to_ascii_lowercase()))
+        .collect();
+    gateway_ids.sort();
+    gateway_ids.dedup();
     let object = match up.object {
         Some(o) => Some(serde_json::to_value(o).map_err(|e| IngestError::Field {
             field: "object".into(),
@@ -160,6 +167,7 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
             rssi,
             snr,
             gateway_count,
+            gateway_ids,
             confirmed: up.confirmed,
             data: up.data,
             object,
