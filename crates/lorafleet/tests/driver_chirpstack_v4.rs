@@ -30,6 +30,8 @@ struct Fake {
     completed: Mutex<Vec<String>>,
     devices: Mutex<HashMap<String, Vec<api::FuotaDeploymentDeviceListItem>>>,
     jobs: Mutex<HashMap<String, Vec<api::FuotaDeploymentJob>>>,
+    /// (deployment, gateway ids) of every AddGateways.
+    gateways: Mutex<Vec<(String, Vec<String>)>>,
     /// (application, device profile) per DevEUI, answered by DeviceService.Get.
     registered: Mutex<HashMap<String, (String, String)>>,
     bad_auth: Mutex<u32>,
@@ -165,6 +167,19 @@ service! { FuotaService for Svc {
             .push((r.fuota_deployment_id, r.dev_euis));
         Ok(Response::new(()))
     }
+    async fn add_gateways(
+        &self,
+        r: Request<api::AddGatewaysToFuotaDeploymentRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.check(&r)?;
+        let r = r.into_inner();
+        self.0
+            .gateways
+            .lock()
+            .unwrap()
+            .push((r.fuota_deployment_id, r.gateway_ids));
+        Ok(Response::new(()))
+    }
     async fn start_deployment(
         &self,
         r: Request<api::StartFuotaDeploymentRequest>,
@@ -240,7 +255,6 @@ service! { FuotaService for Svc {
         update_deployment(UpdateFuotaDeploymentRequest) -> ();
         list_deployments(ListFuotaDeploymentsRequest) -> api::ListFuotaDeploymentsResponse;
         remove_devices(RemoveDevicesFromFuotaDeploymentRequest) -> ();
-        add_gateways(AddGatewaysToFuotaDeploymentRequest) -> ();
         list_gateways(ListFuotaDeploymentGatewaysRequest) -> api::ListFuotaDeploymentGatewaysResponse;
         remove_gateways(RemoveGatewaysFromFuotaDeploymentRequest) -> ();
     }
@@ -790,4 +804,40 @@ async fn a_stalled_job_fails_the_devices_still_waiting_for_it() {
         "{error}"
     );
     assert_eq!(device_of(&c, B)["error"], error);
+}
+
+#[tokio::test]
+async fn given_gateways_are_added_to_the_deployment_before_it_starts() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-a");
+    for eui in [A, B] {
+        fake.keys
+            .lock()
+            .unwrap()
+            .insert(eui.into(), "0302030405060708090a0b0c0d0e0f10".into());
+    }
+    let mut b = body(fw);
+    b["multicast"]["gateways"] = json!(["0016C001FF10D3F6"]);
+    let r = t.post("/api/campaigns").json(&b).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(
+        c["plan"]["gateways"],
+        json!({"gateways": ["0016c001ff10d3f6"], "explicit": true, "unheard": [A, B]})
+    );
+    let id = c["id"].as_i64().unwrap();
+    let r = t
+        .post(&format!("/api/campaigns/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    step(&t).await;
+    assert_eq!(
+        *fake.gateways.lock().unwrap(),
+        vec![("dep-1".to_string(), vec!["0016c001ff10d3f6".to_string()])]
+    );
+    assert_eq!(*fake.started.lock().unwrap(), vec!["dep-1"]);
 }

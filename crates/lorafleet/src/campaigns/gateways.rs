@@ -68,10 +68,19 @@ pub fn choose(
 }
 
 /// Whether a campaign binds its multicast group to gateways: lorafleet's engine on ChirpStack
-/// v4 (ChirpStack's own FUOTA picks its gateways itself).
-pub fn applies(config: &crate::config::Config, driver: super::DriverKind) -> bool {
-    driver == super::DriverKind::Engine
-        && config.network.kind == crate::config::NetworkKind::ChirpstackV4
+/// v4, or ChirpStack's own FUOTA given a list (else ChirpStack picks its gateways itself).
+pub fn applies(
+    config: &crate::config::Config,
+    driver: super::DriverKind,
+    explicit: &[String],
+) -> bool {
+    match driver {
+        super::DriverKind::Engine => {
+            config.network.kind == crate::config::NetworkKind::ChirpstackV4
+        }
+        super::DriverKind::ChirpstackV4 => !explicit.is_empty(),
+        _ => false,
+    }
 }
 
 /// [`choose`] over what the stored uplinks say (the last [`RECENT_HOURS`] before `now`).

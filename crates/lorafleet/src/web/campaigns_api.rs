@@ -188,7 +188,7 @@ async fn prepare(
         }
     }
     v.plan.redundancy_advice = advice;
-    if crate::campaigns::gateways::applies(&app.config, v.driver) {
+    if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
         let choice = crate::campaigns::gateways::for_campaign(
             &app.db,
             &v.devices,

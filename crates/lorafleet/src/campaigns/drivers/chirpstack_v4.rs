@@ -457,6 +457,17 @@ impl CampaignDriver for ChirpstackV4Driver {
                     })?)
                     .await
                     .map_err(|s| self.map_status(s))?;
+                // Without gateways ChirpStack picks the fewest that cover the devices itself.
+                let gateways = &campaign.settings.multicast.gateways;
+                if !gateways.is_empty() {
+                    client
+                        .add_gateways(self.request(api::AddGatewaysToFuotaDeploymentRequest {
+                            fuota_deployment_id: id.clone(),
+                            gateway_ids: gateways.clone(),
+                        })?)
+                        .await
+                        .map_err(|s| self.map_status(s))?;
+                }
                 client
                     .start_deployment(
                         self.request(api::StartFuotaDeploymentRequest { id: id.clone() })?,

@@ -311,7 +311,13 @@ impl EngineDriver {
         c: &Campaign,
         run: &Run,
     ) -> Result<Vec<String>, DriverError> {
-        if run.group.is_some() || !crate::campaigns::gateways::applies(&ctx.config, c.driver) {
+        if run.group.is_some()
+            || !crate::campaigns::gateways::applies(
+                &ctx.config,
+                c.driver,
+                &c.settings.multicast.gateways,
+            )
+        {
             return Ok(Vec::new());
         }
         let devices: Vec<String> = c.devices.iter().map(|d| d.dev_eui.clone()).collect();
