@@ -58,9 +58,9 @@ async fn a_class_b_campaign_completes_in_the_ping_slots_in_the_time_the_plan_giv
 
     let image = image(6 * 1024);
     let frag = FragSetup::for_image(image.len(), FRAGMENT_SIZE, 0, 0, 0, 0, [0; 4]).unwrap();
+    // 50 % parity at 5 % loss: a 32-fragment image needs a few more than M on this code.
     let redundancy = usize::from(frag.nb_frag) / 2;
     let total = usize::from(frag.nb_frag) + redundancy;
-    // 50 % parity at 5 % loss: a 32-fragment image needs a few more than M on this code.
     // The plan's session for these fragments at one ping slot every 2^2 s.
     let interval = plan::fragment_interval_s(PlanClass::B, 0.0, None, 0.0, PERIODICITY);
     let (needed_s, exp) = plan::session_needed(PlanClass::B, total, interval, PERIODICITY);
