@@ -82,6 +82,7 @@ async fn a_class_b_campaign_completes_in_the_ping_slots_in_the_time_the_plan_giv
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        adaptive: None,
     };
     let io = Io {
         db: &app.db,
