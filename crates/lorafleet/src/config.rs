@@ -379,13 +379,27 @@ impl Default for FuotaConfig {
 }
 
 /// Fallbacks for ChirpStack v4 deployments when a device's own record lacks them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FuotaChirpstackV4Config {
     /// Application UUID deployments are created in (default: the devices' application).
     pub application_id: String,
     /// Device-profile UUID (default: the devices' profile).
     pub device_profile_id: String,
+    /// Seconds past its run time after which a deployment job ChirpStack has not run again
+    /// counts as stalled: the devices still in it fail with the job's message.
+    pub stall_after_s: u64,
+}
+
+impl Default for FuotaChirpstackV4Config {
+    fn default() -> Self {
+        Self {
+            application_id: String::new(),
+            device_profile_id: String::new(),
+            // ChirpStack's scheduler looks every second; a quarter of an hour is no hiccup.
+            stall_after_s: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -12,6 +12,7 @@
 //! ([`drivers::engine`]).
 
 pub mod drivers;
+pub mod gateways;
 pub mod plan;
 pub mod region;
 pub mod runner;

@@ -153,7 +153,15 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
     };
     let gateways = up.rx_info.iter().map(|rx| (rx.rssi, f64::from(rx.snr)));
     let dedup_key = non_empty(up.deduplication_id).map(|id| format!("v4:{id}"));
-    let uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
+    let mut uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
+    let mut gateway_ids: Vec<String> = up
+        .rx_info
+        .iter()
+        .filter_map(|rx| non_empty(rx.gateway_id.to_ascii_lowercase()))
+        .collect();
+    gateway_ids.sort();
+    gateway_ids.dedup();
+    uplink.gateway_ids = gateway_ids;
     Ok(IntegrationEvent {
         dev_eui,
         at,

@@ -274,6 +274,23 @@ impl Network for ChirpstackV4 {
         Ok(())
     }
 
+    async fn add_multicast_gateway(
+        &self,
+        group_id: &str,
+        gateway_id: &str,
+    ) -> Result<(), NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
+        let request = self.request(api::AddGatewayToMulticastGroupRequest {
+            multicast_group_id: group_id.to_string(),
+            gateway_id: gateway_id.to_string(),
+        });
+        client
+            .add_gateway(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(())
+    }
+
     async fn enqueue_multicast(
         &self,
         group_id: &str,

@@ -100,6 +100,7 @@ fn integration_event(e: SimEvent) -> IntegrationEvent {
             rssi: Some(u.rssi),
             snr: Some(u.snr),
             gateway_count: u.gateway_count,
+            gateway_ids: Vec::new(),
             confirmed: false,
             data: u.data,
             object: u.object,

@@ -32,6 +32,9 @@ pub struct Uplink {
     pub rssi: Option<i32>,
     pub snr: Option<f64>,
     pub gateway_count: u32,
+    /// The gateways that heard it (ChirpStack v4's rxInfo): which gateways reach the device,
+    /// for binding a multicast group to the fewest that reach every campaign device.
+    pub gateway_ids: Vec<String>,
     pub confirmed: bool,
     pub data: Vec<u8>,
     /// ChirpStack's payload codec output.

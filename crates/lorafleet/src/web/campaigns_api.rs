@@ -188,6 +188,28 @@ async fn prepare(
         }
     }
     v.plan.redundancy_advice = advice;
+    if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
+        let choice = crate::campaigns::gateways::for_campaign(
+            &app.db,
+            &v.devices,
+            &v.settings.multicast.gateways,
+            app.network.now(),
+        )
+        .await
+        .map_err(|e| api_error(e.into()))?;
+        if !choice.unheard.is_empty() && !choice.explicit {
+            v.plan.warnings.push(plan::PlanWarning {
+                dev_eui: None,
+                message: format!(
+                    "no gateway heard {} in the last {} h: the multicast group's gateways may not reach {}",
+                    choice.unheard.join(", "),
+                    crate::campaigns::gateways::RECENT_HOURS,
+                    if choice.unheard.len() == 1 { "it" } else { "them" }
+                ),
+            });
+        }
+        v.plan.gateways = Some(choice);
+    }
     let plan_json = serde_json::to_value(&v.plan).unwrap_or_default();
     Ok((v, plan_json))
 }

@@ -207,6 +207,10 @@ pub struct MulticastSettings {
     pub timeout_exp: u8,
     /// The exponent was computed from the plan rather than given.
     pub timeout_exp_auto: bool,
+    /// Gateway IDs to bind the multicast group to; empty: the fewest that heard every device
+    /// recently (ChirpStack v4 with lorafleet's engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
