@@ -1,6 +1,7 @@
 //! The device inventory: every device lorafleet has heard of, what it last sent, its Version &
 //! Status answers and its event log.
 
+pub mod filter;
 pub mod record;
 
 use lorafleet_codec::version_status::{self, VersioningType};
@@ -33,17 +34,31 @@ pub struct DeviceSummary {
     pub dev_eui: String,
     pub name: String,
     pub application: Option<String>,
+    /// A `model` tag, else the device-profile name, else the reported device description.
+    pub model: Option<String>,
     pub last_seen: Option<String>,
     pub running_version: Option<VersionDto>,
     /// Listed by the network server's API but never heard by lorafleet.
     pub never_seen: bool,
+    /// `online`, `offline` (not heard for the list's `offline_after_s`) or `never_seen`.
+    pub status: String,
+    /// RSSI (dBm) and SNR (dB) of the last uplink.
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    /// Battery level in percent from the last device-status report.
+    pub battery: Option<f64>,
     /// Set when a device that was removed from the list sent again.
     pub reappeared_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceList {
+    /// Devices the filter selects (all pages).
     pub total: i64,
+    /// Pass as `cursor=` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+    /// A device not heard for this long is `offline`.
+    pub offline_after_s: u64,
     pub devices: Vec<DeviceSummary>,
 }
 

@@ -139,6 +139,7 @@ async fn apply_uplink(
 ) -> storage::Result<()> {
     let eui = ev.dev_eui.to_string();
     uplinks::insert(conn, &eui, up).await?;
+    devices::set_link(conn, &eui, &fmt_time(ev.at), up.rssi, up.snr).await?;
     if prune_due(up) {
         uplinks::prune(conn, &eui, retention.uplink_history).await?;
     }
