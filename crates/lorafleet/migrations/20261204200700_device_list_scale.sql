@@ -5,6 +5,10 @@
 -- Link quality of the last uplink, written with last_seen so the list can show and sort by it.
 ALTER TABLE devices ADD COLUMN rssi INTEGER;
 ALTER TABLE devices ADD COLUMN snr REAL;
+-- When the row last changed, in commit order: one more than the newest uplink id at that moment.
+-- A list walk remembers the newest uplink id at its start; rows changed since keep the position
+-- they had then (read from their uplinks up to that id), so the walk returns each device once.
+ALTER TABLE devices ADD COLUMN changed_seq INTEGER NOT NULL DEFAULT 0;
 
 -- The device's model as the operator names it: a `model` tag, else the device-profile name from
 -- the network, else the device description the device reported. Case-insensitive.
@@ -22,6 +26,7 @@ CREATE INDEX devices_by_version ON devices(COALESCE(running_version, -1), dev_eu
 CREATE INDEX devices_by_rssi ON devices(COALESCE(rssi, -1000000), dev_eui) WHERE removed_at IS NULL;
 CREATE INDEX devices_by_snr ON devices(COALESCE(snr, -1000000.0), dev_eui) WHERE removed_at IS NULL;
 CREATE INDEX devices_by_battery ON devices(COALESCE(battery, -1.0), dev_eui) WHERE removed_at IS NULL;
+CREATE INDEX devices_changed ON devices(changed_seq) WHERE removed_at IS NULL;
 -- Filters that select few devices out of many.
 CREATE INDEX devices_by_model ON devices(model) WHERE removed_at IS NULL;
 CREATE INDEX devices_versions ON devices(running_version, versioning_type) WHERE removed_at IS NULL;

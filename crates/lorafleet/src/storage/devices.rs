@@ -35,9 +35,11 @@ pub async fn upsert(
     // and RETURNING tells whether that just happened.
     sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
-         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10)
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, changed_seq)
+         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10,
+            (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
          ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = COALESCE(?2, devices.name),
             application_id = COALESCE(?3, devices.application_id),
             application_name = COALESCE(?4, devices.application_name),
@@ -76,7 +78,8 @@ pub async fn upsert_heard_batch(
 ) -> Result<Vec<(String, Option<String>)>> {
     let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, rssi, snr) ",
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, rssi, snr,
+            changed_seq) ",
     );
     devices.push_values(events.iter(), |mut row, ev| {
         let at = fmt_time(ev.at);
@@ -97,13 +100,15 @@ pub async fn upsert_heard_batch(
             .push_bind(at.clone())
             .push_bind(at)
             .push_bind(rssi)
-            .push_bind(snr);
+            .push_bind(snr)
+            .push("(SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks)");
     });
     // `excluded` is the row as proposed: identity fields only overwrite when the event had
     // them, as in upsert. A removed device heard again comes back, and RETURNING names it so
     // the event log can say so.
     devices.push(
         " ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = CASE WHEN excluded.name = '' THEN devices.name ELSE excluded.name END,
             application_id = COALESCE(excluded.application_id, devices.application_id),
             application_name = COALESCE(excluded.application_name, devices.application_name),
@@ -181,9 +186,10 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
     for d in devices {
         let r = sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-                device_profile_name, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'network', ?)
+                device_profile_name, source, created_at, changed_seq)
+             VALUES (?, ?, ?, ?, ?, ?, 'network', ?, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
+                changed_seq = excluded.changed_seq,
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
                 application_id = COALESCE(devices.application_id, excluded.application_id),
                 device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
@@ -390,24 +396,24 @@ impl SortKey {
         }
     }
 
-    /// Pushes the key as it was at the walk's start `t0`, for a device heard since then: its
-    /// last uplink up to `t0` tells its last_seen, RSSI and SNR of that moment. Other keys do not
-    /// change with uplinks and are read as they are.
-    fn push_as_of(self, b: &mut QueryBuilder<'_, Sqlite>, t0: &str) {
-        let last_up = "FROM uplinks u WHERE u.dev_eui = d.dev_eui AND u.received_at <= ";
-        let newest = " ORDER BY u.received_at DESC, u.id DESC LIMIT 1)";
+    /// Pushes the key as it was when a walk started (the newest uplink id was `since`), for a
+    /// device changed after: its last uplink up to `since` tells its last_seen, RSSI and SNR of
+    /// that moment. The other keys rarely change and are read as they are now.
+    fn push_as_of(self, b: &mut QueryBuilder<'_, Sqlite>, since: i64) {
+        let last_up = "FROM uplinks u WHERE u.dev_eui = d.dev_eui AND u.id <= ";
+        let newest = " ORDER BY u.id DESC LIMIT 1)";
         match self {
             SortKey::LastSeen => {
                 b.push(format!("COALESCE((SELECT MAX(u.received_at) {last_up}"));
-                b.push_bind(t0.to_string()).push("), '')");
+                b.push_bind(since).push("), '')");
             }
             SortKey::Rssi => {
                 b.push(format!("COALESCE((SELECT u.rssi {last_up}"));
-                b.push_bind(t0.to_string()).push(newest).push(", -1000000)");
+                b.push_bind(since).push(newest).push(", -1000000)");
             }
             SortKey::Snr => {
                 b.push(format!("COALESCE((SELECT u.snr {last_up}"));
-                b.push_bind(t0.to_string()).push(newest).push(", -1000000.0)");
+                b.push_bind(since).push(newest).push(", -1000000.0)");
             }
             _ => {
                 b.push(self.column());
@@ -459,18 +465,19 @@ impl SortValue {
     }
 }
 
-/// Where the next page starts: the last row's position, and the walk's start `t0` (the newest
-/// last_seen when the first page was read). Devices heard after `t0` keep the position they had
-/// at `t0` for the rest of the walk, so a walk returns every device exactly once while devices
-/// keep sending.
+/// Where the next page starts: the last row's position, and the walk's start (the newest uplink
+/// id when the first page was read). Devices changed since keep the position they had at the
+/// start for the rest of the walk, so a walk returns every device exactly once while devices
+/// keep sending (in commit order, whatever the times the events carry).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     #[serde(rename = "s")]
     pub sort: String,
     #[serde(rename = "d")]
     pub desc: bool,
-    #[serde(rename = "t")]
-    pub t0: String,
+    /// The newest uplink id when the walk started.
+    #[serde(rename = "u")]
+    pub since: i64,
     #[serde(rename = "k")]
     pub key: SortValue,
     #[serde(rename = "e")]
@@ -623,14 +630,17 @@ fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Curso
     b.push(", ").push_bind(c.dev_eui.clone()).push(")");
 }
 
-/// Devices not heard since `t0`, in the sort's index order from the cursor (or offset) on.
-async fn rows_settled(db: &Db, q: &ListQuery, t0: &str) -> Result<Vec<SqliteRow>> {
+/// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
+/// not changed since the walk started.
+async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<SqliteRow>> {
     let key = q.sort.column();
     let mut b = QueryBuilder::new(format!(
         "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
     ));
     push_filter(&mut b, &q.filter);
-    b.push(" AND COALESCE(d.last_seen, '') <= ").push_bind(t0.to_string());
+    if let Some(since) = since {
+        b.push(" AND d.changed_seq <= ").push_bind(since);
+    }
     if let Some(c) = &q.cursor {
         push_after(&mut b, key, q.desc, c);
     }
@@ -643,14 +653,14 @@ async fn rows_settled(db: &Db, q: &ListQuery, t0: &str) -> Result<Vec<SqliteRow>
     b.build().fetch_all(db).await
 }
 
-/// Devices heard since `t0` (few: those that sent during the walk), at their position of `t0`.
-async fn rows_moved(db: &Db, q: &ListQuery, t0: &str) -> Result<Vec<SqliteRow>> {
+/// Devices changed since the walk started (few: those that sent during it), at the position
+/// they had then.
+async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<SqliteRow>> {
     let mut b = QueryBuilder::new(format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
-    q.sort.push_as_of(&mut b, t0);
+    q.sort.push_as_of(&mut b, since);
     b.push(" AS sort_key FROM devices d WHERE d.removed_at IS NULL");
     push_filter(&mut b, &q.filter);
-    b.push(" AND COALESCE(d.last_seen, '') > ")
-        .push_bind(t0.to_string());
+    b.push(" AND d.changed_seq > ").push_bind(since);
     b.push(") d WHERE 1");
     if let Some(c) = &q.cursor {
         push_after(&mut b, "d.sort_key", q.desc, c);
@@ -661,15 +671,11 @@ async fn rows_moved(db: &Db, q: &ListQuery, t0: &str) -> Result<Vec<SqliteRow>> 
     b.build().fetch_all(db).await
 }
 
-/// The newest last_seen of a listed device: where a walk starts.
-async fn newest_seen(db: &Db) -> Result<String> {
-    let t: Option<String> = sqlx::query_scalar(
-        "SELECT COALESCE(last_seen, '') FROM devices WHERE removed_at IS NULL
-         ORDER BY COALESCE(last_seen, '') DESC LIMIT 1",
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(t.unwrap_or_default())
+/// The newest uplink id: where a walk starts.
+async fn newest_uplink(db: &Db) -> Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(db)
+        .await
 }
 
 /// How many listed devices the filter selects.
@@ -725,27 +731,31 @@ fn summary_from_row(r: &SqliteRow, q: &ListQuery) -> DeviceSummary {
     }
 }
 
+fn by_position(a: &(SortValue, SqliteRow), b: &(SortValue, SqliteRow)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| a.1.get::<String, _>("dev_eui").cmp(&b.1.get("dev_eui")))
+}
+
 /// One page of the list, with the cursor of the next when there may be one.
 pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     let total = count(db, &q.filter).await?;
-    let t0 = match &q.cursor {
-        Some(c) => c.t0.clone(),
-        None => newest_seen(db).await?,
+    // A deep page by offset is read as the index has it (keyset paging is what stays stable).
+    let walk = q.cursor.is_some() || q.offset == 0;
+    let since = match &q.cursor {
+        Some(c) => c.since,
+        None => newest_uplink(db).await?,
     };
-    let mut rows: Vec<(SortValue, SqliteRow)> = rows_settled(db, q, &t0)
+    let mut rows: Vec<(SortValue, SqliteRow)> = rows_settled(db, q, walk.then_some(since))
         .await?
         .into_iter()
         .map(|r| (q.sort.value_from_row(&r), r))
         .collect();
-    // Paging by offset counts settled rows only; its t0 is now, so next to nothing has moved.
-    if q.cursor.is_some() || q.offset == 0 {
-        for r in rows_moved(db, q, &t0).await? {
+    if walk {
+        for r in rows_moved(db, q, since).await? {
             rows.push((q.sort.value_from_row(&r), r));
         }
-        rows.sort_by(|(ka, ra), (kb, rb)| {
-            let o = ka
-                .cmp(kb)
-                .then_with(|| ra.get::<String, _>("dev_eui").cmp(&rb.get("dev_eui")));
+        rows.sort_by(|a, b| {
+            let o = by_position(a, b);
             if q.desc {
                 o.reverse()
             } else {
@@ -759,7 +769,7 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
             Cursor {
                 sort: q.sort.as_str().to_string(),
                 desc: q.desc,
-                t0: t0.clone(),
+                since,
                 key: key.clone(),
                 dev_eui: r.get("dev_eui"),
             }
