@@ -75,7 +75,11 @@ impl<'a> Up<'a> {
 }
 
 async fn list(t: &TestApp, query: &str) -> Value {
-    let r = t.get(&format!("/api/devices?{query}")).send().await.unwrap();
+    let r = t
+        .get(&format!("/api/devices?{query}"))
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{query}: {body}");
@@ -110,7 +114,11 @@ async fn fleet(t: &TestApp) {
     }
     // Versions: 1.3.0 (semver) on 0..4, raw 0x02 without a known type on 4..6.
     for i in 0..6 {
-        let (raw, vt) = if i < 4 { (0x0001_0300, Some(1)) } else { (2, None) };
+        let (raw, vt) = if i < 4 {
+            (0x0001_0300, Some(1))
+        } else {
+            (2, None)
+        };
         sqlx::query("UPDATE devices SET running_version = ?, versioning_type = ?, battery = ? WHERE dev_eui = ?")
             .bind(raw)
             .bind(vt)
@@ -135,7 +143,11 @@ async fn each_filter_selects_what_it_names() {
     // model: the tag wins over the profile name; case-insensitive.
     let m = list(&t, "model=SIM-TRACKER").await;
     assert_eq!(euis(&m).len(), 4, "{m}");
-    assert!(m["devices"].as_array().unwrap().iter().all(|d| d["model"] == "sim-tracker"));
+    assert!(m["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["model"] == "sim-tracker"));
     // 1, 5, 7, 11 are trackers by profile (3 and 9 have the model tag).
     assert_eq!(count(&list(&t, "model=tracker%20profile").await), 4);
     // tag=key:value
@@ -150,17 +162,40 @@ async fn each_filter_selects_what_it_names() {
     assert_eq!(count(&list(&t, "version=9.9.9").await), 0);
     // seen_before / seen_after (devices i were seen at base + i minutes).
     assert_eq!(count(&list(&t, "seen_after=2026-11-27T10:05:30Z").await), 6);
-    assert_eq!(count(&list(&t, "seen_before=2026-11-27T10:02:30Z").await), 3);
     assert_eq!(
-        count(&list(&t, "seen_after=2026-11-27T10:02:30Z&seen_before=2026-11-27T10:05:30Z").await),
+        count(&list(&t, "seen_before=2026-11-27T10:02:30Z").await),
+        3
+    );
+    assert_eq!(
+        count(
+            &list(
+                &t,
+                "seen_after=2026-11-27T10:02:30Z&seen_before=2026-11-27T10:05:30Z"
+            )
+            .await
+        ),
         3
     );
     // Filters combine.
-    assert_eq!(count(&list(&t, "application=trackers&tag=site:south").await), 2);
+    assert_eq!(
+        count(&list(&t, "application=trackers&tag=site:south").await),
+        2
+    );
     // search: 3+ characters through the trigram index, shorter ones by substring; any case.
-    assert_eq!(euis(&list(&t, "search=METER-0007").await), ["70b3d50000000007"]);
-    assert_eq!(count(&list(&t, "search=track").await), 6, "application name");
-    assert_eq!(euis(&list(&t, "search=11").await), ["70b3d5000000000b"], "meter-0011");
+    assert_eq!(
+        euis(&list(&t, "search=METER-0007").await),
+        ["70b3d50000000007"]
+    );
+    assert_eq!(
+        count(&list(&t, "search=track").await),
+        6,
+        "application name"
+    );
+    assert_eq!(
+        euis(&list(&t, "search=11").await),
+        ["70b3d5000000000b"],
+        "meter-0011"
+    );
     assert_eq!(count(&list(&t, "search=70b3d5").await), 12);
     // The index follows a rename.
     let mut up = Up::new(4, base_time() + Duration::minutes(30));
@@ -186,14 +221,25 @@ async fn status_tells_online_offline_and_never_seen() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["dev_eui"].as_str().unwrap().into(), d["status"].as_str().unwrap().into()))
+        .map(|d| {
+            (
+                d["dev_eui"].as_str().unwrap().into(),
+                d["status"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(by["70b3d50000000001"], "online");
     assert_eq!(by["70b3d50000000002"], "offline");
     assert_eq!(by["70b3d50000000003"], "never_seen");
     assert_eq!(euis(&list(&t, "status=online").await), ["70b3d50000000001"]);
-    assert_eq!(euis(&list(&t, "status=offline").await), ["70b3d50000000002"]);
-    assert_eq!(euis(&list(&t, "status=never_seen").await), ["70b3d50000000003"]);
+    assert_eq!(
+        euis(&list(&t, "status=offline").await),
+        ["70b3d50000000002"]
+    );
+    assert_eq!(
+        euis(&list(&t, "status=never_seen").await),
+        ["70b3d50000000003"]
+    );
 }
 
 #[tokio::test]
@@ -229,7 +275,11 @@ async fn every_sort_orders_both_ways() {
             let rows = v["devices"].as_array().unwrap();
             assert_eq!(rows.len(), 12);
             let key = |d: &Value| -> (f64, String) {
-                let x = if field == "running_version" { &d[field]["raw"] } else { &d[field] };
+                let x = if field == "running_version" {
+                    &d[field]["raw"]
+                } else {
+                    &d[field]
+                };
                 let n = x.as_f64().unwrap_or(if x.is_string() { 0.0 } else { -1e9 });
                 let s = x.as_str().unwrap_or("").to_string();
                 (n, s)
@@ -239,9 +289,19 @@ async fn every_sort_orders_both_ways() {
                 let ordered = match a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)) {
                     std::cmp::Ordering::Equal => {
                         let (ea, eb) = (w[0]["dev_eui"].as_str(), w[1]["dev_eui"].as_str());
-                        if order == "asc" { ea < eb } else { ea > eb }
+                        if order == "asc" {
+                            ea < eb
+                        } else {
+                            ea > eb
+                        }
                     }
-                    o => o == if order == "asc" { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater },
+                    o => {
+                        o == if order == "asc" {
+                            std::cmp::Ordering::Less
+                        } else {
+                            std::cmp::Ordering::Greater
+                        }
+                    }
                 };
                 assert!(ordered, "sort={sort} order={order}: {} then {}", w[0], w[1]);
             }
@@ -249,7 +309,10 @@ async fn every_sort_orders_both_ways() {
     }
     // Defaults: newest first; names A to Z.
     assert_eq!(euis(&list(&t, "limit=1").await), ["70b3d5000000000b"]);
-    assert_eq!(euis(&list(&t, "sort=name&limit=1").await), ["70b3d50000000000"]);
+    assert_eq!(
+        euis(&list(&t, "sort=name&limit=1").await),
+        ["70b3d50000000000"]
+    );
     // RSSI and SNR are the last uplink's.
     let d = &list(&t, "search=meter-0003").await["devices"][0];
     assert_eq!(d["rssi"], -63);
@@ -264,9 +327,16 @@ async fn walking_by_cursor_returns_each_device_once_while_devices_send() {
     let t = spawn(|_| {}, None).await;
     let n = 120;
     for i in 0..n {
-        Up::new(i, base_time() + Duration::seconds(i as i64)).send(&t).await;
+        Up::new(i, base_time() + Duration::seconds(i as i64))
+            .send(&t)
+            .await;
     }
-    for (sort, order) in [("last_seen", "desc"), ("last_seen", "asc"), ("rssi", "desc"), ("name", "asc")] {
+    for (sort, order) in [
+        ("last_seen", "desc"),
+        ("last_seen", "asc"),
+        ("rssi", "desc"),
+        ("name", "asc"),
+    ] {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut cursor: Option<String> = None;
         let mut sent = 0u32;
@@ -298,7 +368,10 @@ async fn walking_by_cursor_returns_each_device_once_while_devices_send() {
         }
         assert_eq!(seen.len(), n, "sort={sort} order={order}: every device");
         let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
-        assert!(twice.is_empty(), "sort={sort} order={order}: returned twice {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "sort={sort} order={order}: returned twice {twice:?}"
+        );
     }
     // offset keeps working.
     let a = euis(&list(&t, "sort=dev_eui&limit=10&offset=0").await);
@@ -328,7 +401,11 @@ async fn a_wrong_parameter_is_a_400_naming_it() {
         ("limit=0", "limit"),
         ("offset=-1", "offset"),
     ] {
-        let r = t.get(&format!("/api/devices?{query}")).send().await.unwrap();
+        let r = t
+            .get(&format!("/api/devices?{query}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{query}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["field"], field, "{query}: {body}");

@@ -53,7 +53,10 @@ pub const PARAMS: [&str; 8] = [
 /// A filter value that does not parse, with the parameter it came from.
 #[derive(Debug)]
 pub enum FilterError {
-    Bad { field: &'static str, message: String },
+    Bad {
+        field: &'static str,
+        message: String,
+    },
     Storage(crate::storage::Error),
 }
 
@@ -78,7 +81,9 @@ fn time_param(field: &'static str, v: &Option<String>) -> Result<Option<String>,
             crate::storage::parse_time(s).map(fmt_time).ok_or_else(|| {
                 bad(
                     field,
-                    format!("{field} must be an RFC 3339 time such as 2026-01-15T00:00:00Z, got {s:?}"),
+                    format!(
+                        "{field} must be an RFC 3339 time such as 2026-01-15T00:00:00Z, got {s:?}"
+                    ),
                 )
             })
         })
@@ -196,7 +201,10 @@ mod tests {
         );
         for wrong in ["model", ":x", "a\"b:c"] {
             assert!(
-                matches!(tag(&Some(wrong.into())), Err(FilterError::Bad { field: "tag", .. })),
+                matches!(
+                    tag(&Some(wrong.into())),
+                    Err(FilterError::Bad { field: "tag", .. })
+                ),
                 "{wrong}"
             );
         }

@@ -517,10 +517,13 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
     for r in rows {
         let id: i64 = r.get("id");
         let st = stages.remove(&id).unwrap_or_default();
+        let state = CampaignState::parse(r.get::<&str, _>("state"));
+        let counts = count_stages(st.iter());
         out.push(CampaignSummary {
             id,
             name: r.get("name"),
-            state: CampaignState::parse(r.get::<&str, _>("state")),
+            state_label: crate::campaigns::state_label(state, &counts),
+            state,
             driver: r
                 .get::<String, _>("driver")
                 .parse()
@@ -532,7 +535,7 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
             completed_at: r.get("completed_at"),
             error: r.get("error"),
             devices: st.len() as u32,
-            counts: count_stages(st.iter()),
+            counts,
         });
     }
     Ok(out)
@@ -577,10 +580,13 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         counts: serde_json::from_str(r.get::<&str, _>("counts_json")).unwrap_or_default(),
     })
     .collect();
+    let counts = count_stages(devices.iter().map(|d| &d.stage));
     Ok(Some(CampaignDto {
         id,
         name: row.name,
+        state_label: crate::campaigns::state_label(row.state, &counts),
         state: row.state,
+        device_count: devices.len() as u32,
         driver: row.driver,
         firmware_id: row.firmware_id,
         firmware,
@@ -593,7 +599,7 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         completed_at: row.completed_at,
         error: row.error,
         last_poll_error: row.last_poll_error,
-        counts: count_stages(devices.iter().map(|d| &d.stage)),
+        counts,
         devices,
         log,
         progress,

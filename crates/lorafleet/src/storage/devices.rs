@@ -187,11 +187,16 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
         let r = sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
                 device_profile_name, source, created_at, changed_seq)
-             VALUES (?, ?, ?, ?, ?, ?, 'network', ?, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
+             VALUES (?1, ?2, ?3,
+                -- The network's name for the application, else the one its other devices sent.
+                COALESCE(?4, (SELECT o.application_name FROM devices o
+                              WHERE o.application_id = ?3 AND o.application_name IS NOT NULL LIMIT 1)),
+                ?5, ?6, 'network', ?7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
                 changed_seq = excluded.changed_seq,
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
                 application_id = COALESCE(devices.application_id, excluded.application_id),
+                application_name = COALESCE(devices.application_name, excluded.application_name),
                 device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
                 device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name)",
         )
@@ -625,7 +630,10 @@ const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application
 
 /// Pushes `(key, dev_eui) > (?, ?)` (or `<` when descending): rows after the cursor.
 fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Cursor) {
-    b.push(format!(" AND ({key}, d.dev_eui) {} (", if desc { "<" } else { ">" }));
+    b.push(format!(
+        " AND ({key}, d.dev_eui) {} (",
+        if desc { "<" } else { ">" }
+    ));
     c.key.push_bind(b);
     b.push(", ").push_bind(c.dev_eui.clone()).push(")");
 }
@@ -666,7 +674,9 @@ async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<SqliteRow>
         push_after(&mut b, "d.sort_key", q.desc, c);
     }
     let dir = if q.desc { "DESC" } else { "ASC" };
-    b.push(format!(" ORDER BY d.sort_key {dir}, d.dev_eui {dir} LIMIT "));
+    b.push(format!(
+        " ORDER BY d.sort_key {dir}, d.dev_eui {dir} LIMIT "
+    ));
     b.push_bind(q.limit);
     b.build().fetch_all(db).await
 }

@@ -11,11 +11,11 @@ use utoipa::ToSchema;
 
 use super::auth_api::AuthUser;
 use super::{ApiError, ApiJson};
+use crate::devices::filter::{self, DeviceFilterParams, FilterError};
 use crate::devices::record;
 use crate::devices::{DevEui, DeviceDetail, DeviceList, UplinkList};
 use crate::ingest::writer::Change;
 use crate::network::Downlink;
-use crate::devices::filter::{self, DeviceFilterParams, FilterError};
 use crate::storage::devices::{self as store, Cursor, ListQuery, SortKey};
 use crate::version_status::StatusRequestBody;
 use crate::AppState;
