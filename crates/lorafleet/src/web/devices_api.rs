@@ -72,10 +72,7 @@ pub async fn list(
 ) -> Result<Json<DeviceList>, ApiError> {
     let (sort, desc) = sort_param(&q)?;
     let cursor = cursor_param(&q, sort, desc)?;
-    let offline_after_s =
-        filter::offline_after_s(&app.db, app.config.devices.offline_after_s).await?;
-    let online_since = app.network.now()
-        - chrono::Duration::seconds(i64::try_from(offline_after_s).unwrap_or(i64::MAX / 2_000));
+    let (offline_after_s, online_since) = online_since(&app).await?;
     let params = filter_params(&q);
     let filter = filter::resolve(&app.db, &params, online_since)
         .await
@@ -91,6 +88,30 @@ pub async fn list(
         offline_after_s,
     };
     Ok(Json(store::list(&app.db, &query).await?))
+}
+
+/// How long a device may be silent and still be online, and the time that makes it online now
+/// (the network's clock, so a simulated fleet's time).
+async fn online_since(app: &AppState) -> Result<(u64, chrono::DateTime<chrono::Utc>), ApiError> {
+    let offline_after_s =
+        filter::offline_after_s(&app.db, app.config.devices.offline_after_s).await?;
+    let seconds = i64::try_from(offline_after_s).unwrap_or(i64::MAX / 2_000);
+    Ok((
+        offline_after_s,
+        app.network.now() - chrono::Duration::seconds(seconds),
+    ))
+}
+
+/// The devices a campaign's `device_filter` selects now, or the parameter at fault.
+pub(crate) async fn devices_matching(
+    app: &AppState,
+    params: &DeviceFilterParams,
+) -> Result<Vec<String>, ApiError> {
+    let (_, since) = online_since(app).await?;
+    let filter = filter::resolve(&app.db, params, since)
+        .await
+        .map_err(filter_error)?;
+    Ok(store::matching(&app.db, &filter).await?)
 }
 
 /// The filter parameters of a query string.
