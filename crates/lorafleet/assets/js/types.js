@@ -32,10 +32,15 @@
  * @property {Version} [running_version]
  * @property {string | null} [last_seen]
  * @property {boolean} [never_seen]
+ * @property {string} [status]   online | offline | never_seen
+ * @property {string | null} [model]
+ * @property {number | null} [rssi]
+ * @property {number | null} [snr]
+ * @property {number | null} [battery]
  * @property {string | null} [reappeared_at]
  */
 
-/** @typedef {{ devices: DeviceSummary[], total: number }} DeviceList */
+/** @typedef {{ devices: DeviceSummary[], total: number, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
 
 /**
  * @typedef {object} StatusRequest
