@@ -14,7 +14,8 @@ import { chromium } from 'playwright-core';
 import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const DEVICES = 120;
+// More than the campaign form's picker shows (200), so its note and the filter can be seen.
+const DEVICES = 220;
 const ADMIN_PASSWORD = crypto.randomBytes(18).toString('base64url');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'lorafleet-devlist-'));
 const dataDir = path.join(tmp, 'data');
@@ -61,7 +62,7 @@ before(async () => {
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__NETWORK__KIND: 'simulated',
     LORAFLEET__NETWORK__SIMULATED__DEVICES: String(DEVICES),
-    LORAFLEET__NETWORK__SIMULATED__TIME_SCALE: '10',
+    LORAFLEET__NETWORK__SIMULATED__TIME_SCALE: '5',
     LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S: '30',
     LORAFLEET__FIRMWARE__DIR: fwDir,
   }, tmp);
@@ -87,6 +88,7 @@ test('device list: URL state, sortable headers, page size, jump to page, live la
   let step = 'log in';
   try {
     await waitFor('the simulated devices to be listed', async () => (await apiGet('/api/devices?limit=1')).total >= DEVICES, 30000);
+    await waitFor('most devices to have sent', async () => (await apiGet('/api/devices?status=never_seen&limit=1')).total < DEVICES / 4, 30000);
     await page.goto(server.base + '/');
     await page.getByTestId('login-username').fill('admin');
     await page.getByTestId('login-password').fill(ADMIN_PASSWORD);
@@ -108,15 +110,16 @@ test('device list: URL state, sortable headers, page size, jump to page, live la
     await page.getByTestId('sort-rssi').click();
     await page.locator('[data-testid="device-table"] th[aria-sort="descending"]').filter({ hasText: 'RSSI' }).waitFor();
     assert.deepEqual(await hashParams(page), { model: 'sim-tracker', sort: 'rssi', size: '25' }, 'sorting starts at page 1');
+    // Strongest first; devices not heard yet (no RSSI) come after every value.
+    const rssi = await page.getByTestId('device-rssi').evaluateAll((els) => els.map((el) => parseFloat(el.textContent || '')));
+    const heard = rssi.filter((v) => Number.isFinite(v));
+    assert.ok(rssi.length === 25 && heard.length > 0, `RSSI column: ${rssi}`);
+    assert.deepEqual(rssi.slice(0, heard.length), heard, `unheard devices last: ${rssi}`);
+    assert.deepEqual(heard, [...heard].sort((a, b) => b - a), `descending: ${heard}`);
     await page.getByTestId('sort-rssi').click();
     await page.locator('[data-testid="device-table"] th[aria-sort="ascending"]').filter({ hasText: 'RSSI' }).waitFor();
     assert.equal((await hashParams(page)).order, 'asc');
-    const rssi = await page.getByTestId('device-rssi').evaluateAll((els) => els.map((el) => parseFloat(el.textContent || '')));
-    // Weakest first; devices not heard yet (no RSSI) come before any value.
-    const heard = rssi.filter((v) => Number.isFinite(v));
-    assert.ok(rssi.length === 25 && heard.length > 0, `RSSI column: ${rssi}`);
-    assert.deepEqual(rssi.slice(rssi.length - heard.length), heard, `unheard devices first: ${rssi}`);
-    assert.deepEqual(heard, [...heard].sort((a, b) => a - b), `ascending: ${heard}`);
+    await rowsMatchApi(page, 'model=sim-tracker&sort=rssi&order=asc&limit=25');
 
     step = 'page size and jump to page';
     await page.getByTestId('filter-model').fill('');
@@ -124,14 +127,14 @@ test('device list: URL state, sortable headers, page size, jump to page, live la
     await page.getByTestId('sort-dev_eui').click();
     await page.locator('[data-testid="device-table"] th[aria-sort="ascending"]').filter({ hasText: 'DevEUI' }).waitFor();
     await page.getByTestId('page-size').selectOption('50');
-    await page.getByTestId('page-jump').fill('3');
+    await page.getByTestId('page-jump').fill('5');
     await page.getByTestId('page-jump').dispatchEvent('change');
-    await waitFor('page 3 in the URL', async () => (await hashParams(page)).page === '3');
-    await rowsMatchApi(page, 'sort=dev_eui&limit=50&offset=100');
-    assert.equal(await page.getByTestId('page-next').isDisabled(), true, `${DEVICES} devices: page 3 of 50 is the last`);
+    await waitFor('page 5 in the URL', async () => (await hashParams(page)).page === '5');
+    await rowsMatchApi(page, 'sort=dev_eui&limit=50&offset=200');
+    assert.equal(await page.getByTestId('page-next').isDisabled(), true, `${DEVICES} devices: page 5 of 50 is the last`);
     await page.getByTestId('page-prev').click();
-    await waitFor('page 2 in the URL', async () => (await hashParams(page)).page === '2');
-    await rowsMatchApi(page, 'sort=dev_eui&limit=50&offset=50');
+    await waitFor('page 4 in the URL', async () => (await hashParams(page)).page === '4');
+    await rowsMatchApi(page, 'sort=dev_eui&limit=50&offset=150');
 
     step = 'a reload restores search, sort and page';
     await page.getByTestId('device-search').fill('sim-');
@@ -156,6 +159,22 @@ test('device list: URL state, sortable headers, page size, jump to page, live la
       const s = await shown();
       return s && Date.parse(s) >= Date.parse(sent);
     }, 3000);
+
+    step = "the campaign form's picker says what it does not show and offers the filter";
+    await page.goto(server.base + '/#/campaigns/new');
+    await page.getByTestId('device-picker-note').filter({ hasText: `Showing 200 of ${DEVICES} matching devices` }).waitFor();
+    await page.getByTestId('use-filter').waitFor();
+    const option = page.locator('.cf-device').first();
+    await option.filter({ hasText: /sim-(tracker|sensor)/ }).filter({ hasText: /seen/ }).waitFor();
+    await page.getByTestId('device-filter').fill('sim-tracker');
+    const found = (await apiGet('/api/devices?search=sim-tracker&limit=1')).total;
+    await page.getByTestId('device-picker-note').filter({ hasText: `${found} matching device` }).waitFor();
+    await page.getByTestId('devices-all').click();
+    await page.getByTestId('device-selected-count').filter({ hasText: `${found} selected` }).waitFor();
+    await page.getByTestId('target-filter').check();
+    await page.getByTestId('target-filter-model').fill('sim-tracker');
+    await page.getByTestId('target-filter-count').filter({ hasText: `${trackers} devices match now` }).waitFor();
+
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
   } catch (e) {
     const shot = path.join(tmp, 'device-list-failure.png');
