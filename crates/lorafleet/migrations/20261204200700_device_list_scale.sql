@@ -28,7 +28,9 @@ CREATE INDEX devices_by_snr ON devices(COALESCE(snr, -1000000.0), dev_eui) WHERE
 CREATE INDEX devices_by_battery ON devices(COALESCE(battery, -1.0), dev_eui) WHERE removed_at IS NULL;
 CREATE INDEX devices_changed ON devices(changed_seq) WHERE removed_at IS NULL;
 -- Filters that select few devices out of many.
-CREATE INDEX devices_by_model ON devices(model) WHERE removed_at IS NULL;
+-- The model filter in the default order (newest first) is one range of this index, and its count
+-- the range's length.
+CREATE INDEX devices_by_model ON devices(model, COALESCE(last_seen, ''), dev_eui) WHERE removed_at IS NULL;
 CREATE INDEX devices_versions ON devices(running_version, versioning_type) WHERE removed_at IS NULL;
 CREATE INDEX devices_by_application ON devices(application_id) WHERE removed_at IS NULL;
 

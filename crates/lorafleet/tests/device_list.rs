@@ -411,3 +411,27 @@ async fn a_wrong_parameter_is_a_400_naming_it() {
         assert_eq!(body["field"], field, "{query}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_names_every_list_parameter() {
+    let t = spawn(|_| {}, None).await;
+    let doc = t.get_json("/api/openapi.json").await;
+    let params: Vec<&str> = doc["paths"]["/api/devices"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in lorafleet::devices::filter::PARAMS
+        .iter()
+        .chain(&["sort", "order", "cursor", "limit", "offset"])
+    {
+        assert!(params.contains(name), "{name} in {params:?}");
+    }
+    let summary = &doc["components"]["schemas"]["DeviceSummary"]["properties"];
+    for field in ["model", "status", "rssi", "snr", "battery"] {
+        assert!(summary[field].is_object(), "DeviceSummary.{field}");
+    }
+    assert!(doc["components"]["schemas"]["DeviceList"]["properties"]["next_cursor"].is_object());
+    assert!(doc["components"]["schemas"]["DeviceFilterParams"].is_object());
+}

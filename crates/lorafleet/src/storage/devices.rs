@@ -605,21 +605,26 @@ fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
         b.push_bind(format!("$.\"{key}\"")).push(") = ");
         b.push_bind(value.clone());
     }
+    // Times compare through the last_seen index's expression, '' for never seen, so that each
+    // of these is a range of it.
+    const SEEN: &str = "COALESCE(d.last_seen, '')";
     if let Some(t) = &f.seen_before {
-        b.push(" AND d.last_seen < ").push_bind(t.clone());
+        b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
+            .push_bind(t.clone());
     }
     if let Some(t) = &f.seen_after {
-        b.push(" AND d.last_seen > ").push_bind(t.clone());
+        b.push(format!(" AND {SEEN} > ")).push_bind(t.clone());
     }
     match &f.status {
         Some(StatusFilter::Online { since }) => {
-            b.push(" AND d.last_seen >= ").push_bind(since.clone());
+            b.push(format!(" AND {SEEN} >= ")).push_bind(since.clone());
         }
         Some(StatusFilter::Offline { since }) => {
-            b.push(" AND d.last_seen < ").push_bind(since.clone());
+            b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
+                .push_bind(since.clone());
         }
         Some(StatusFilter::NeverSeen) => {
-            b.push(" AND d.last_seen IS NULL");
+            b.push(format!(" AND {SEEN} = ''"));
         }
         None => {}
     }
@@ -628,14 +633,18 @@ fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
 const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application_id, d.last_seen,
     d.running_version, d.versioning_type, d.reappeared_at, d.model, d.rssi, d.snr, d.battery";
 
-/// Pushes `(key, dev_eui) > (?, ?)` (or `<` when descending): rows after the cursor.
+/// Pushes "after the cursor" (before it when descending): `key >= k AND (key > k OR dev_eui >
+/// e)`. Spelt out rather than as the row value `(key, dev_eui) > (k, e)`, which SQLite does not
+/// turn into a range of an index on an expression: the first term is the index range.
 fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Cursor) {
-    b.push(format!(
-        " AND ({key}, d.dev_eui) {} (",
-        if desc { "<" } else { ">" }
-    ));
+    let (cmp, strict) = if desc { ("<=", "<") } else { (">=", ">") };
+    b.push(format!(" AND {key} {cmp} "));
     c.key.push_bind(b);
-    b.push(", ").push_bind(c.dev_eui.clone()).push(")");
+    b.push(format!(" AND ({key} {strict} "));
+    c.key.push_bind(b);
+    b.push(format!(" OR d.dev_eui {strict} "))
+        .push_bind(c.dev_eui.clone())
+        .push(")");
 }
 
 /// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
