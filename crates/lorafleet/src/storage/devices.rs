@@ -581,7 +581,9 @@ fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
     }
     if let Some(versions) = &f.versions {
         if versions.is_empty() {
-            b.push(" AND 0");
+            // No version matches: a value no version has (a constant false would leave the
+            // INDEXED BY of the moved rows without a plan).
+            b.push(" AND d.running_version = -1");
         } else {
             b.push(" AND d.running_version IN (");
             let mut list = b.separated(", ");
@@ -634,8 +636,7 @@ const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application
     d.running_version, d.versioning_type, d.reappeared_at, d.model, d.rssi, d.snr, d.battery";
 
 /// Pushes "after the cursor" (before it when descending): `key >= k AND (key > k OR dev_eui >
-/// e)`. Spelt out rather than as the row value `(key, dev_eui) > (k, e)`, which SQLite does not
-/// turn into a range of an index on an expression: the first term is the index range.
+/// e)`, for the few moved rows (the settled ones take two index seeks instead).
 fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Cursor) {
     let (cmp, strict) = if desc { ("<=", "<") } else { (">=", ">") };
     b.push(format!(" AND {key} {cmp} "));
@@ -650,21 +651,56 @@ fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Curso
 /// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
 /// not changed since the walk started.
 async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<SqliteRow>> {
+    let Some(c) = &q.cursor else {
+        return settled_part(db, q, since, None).await;
+    };
+    // Two index seeks: the rest of the cursor's key (equal key, later DevEUIs), then the keys
+    // after it. One condition for both would scan every row of a key shared by many devices
+    // (an RSSI value, a version) from its first.
+    let mut rows = settled_part(db, q, since, Some((c, true))).await?;
+    if (rows.len() as i64) < q.limit {
+        let rest = settled_part(db, q, since, Some((c, false))).await?;
+        rows.extend(rest);
+        rows.truncate(q.limit.max(0) as usize);
+    }
+    Ok(rows)
+}
+
+/// One index range of [`rows_settled`]: from the start (or offset), the cursor's key after its
+/// DevEUI (`tie`), or the keys after the cursor's.
+async fn settled_part(
+    db: &Db,
+    q: &ListQuery,
+    since: Option<i64>,
+    from: Option<(&Cursor, bool)>,
+) -> Result<Vec<SqliteRow>> {
     let key = q.sort.column();
     let mut b = QueryBuilder::new(format!(
         "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
     ));
     push_filter(&mut b, &q.filter);
     if let Some(since) = since {
-        b.push(" AND d.changed_seq <= ").push_bind(since);
+        // Unary plus: never the changed_seq index here (it selects nearly every row).
+        b.push(" AND +d.changed_seq <= ").push_bind(since);
     }
-    if let Some(c) = &q.cursor {
-        push_after(&mut b, key, q.desc, c);
+    let after = if q.desc { "<" } else { ">" };
+    match from {
+        Some((c, true)) => {
+            b.push(format!(" AND {key} = "));
+            c.key.push_bind(&mut b);
+            b.push(format!(" AND d.dev_eui {after} "))
+                .push_bind(c.dev_eui.clone());
+        }
+        Some((c, false)) => {
+            b.push(format!(" AND {key} {after} "));
+            c.key.push_bind(&mut b);
+        }
+        None => {}
     }
     let dir = if q.desc { "DESC" } else { "ASC" };
     b.push(format!(" ORDER BY {key} {dir}, d.dev_eui {dir} LIMIT "));
     b.push_bind(q.limit);
-    if q.cursor.is_none() {
+    if from.is_none() {
         b.push(" OFFSET ").push_bind(q.offset);
     }
     b.build().fetch_all(db).await
@@ -675,7 +711,9 @@ async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<
 async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<SqliteRow>> {
     let mut b = QueryBuilder::new(format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
     q.sort.push_as_of(&mut b, since);
-    b.push(" AS sort_key FROM devices d WHERE d.removed_at IS NULL");
+    // Few rows changed since the walk began: start from them, whatever the filter's indexes
+    // would suggest to the planner (it cannot know how few they are).
+    b.push(" AS sort_key FROM devices d INDEXED BY devices_changed WHERE d.removed_at IS NULL");
     push_filter(&mut b, &q.filter);
     b.push(" AND d.changed_seq > ").push_bind(since);
     b.push(") d WHERE 1");
