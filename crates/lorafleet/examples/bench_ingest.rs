@@ -231,12 +231,9 @@ async fn list_bench(http: &reqwest::Client, base: &str, devices: u64) -> anyhow:
         }
     };
     // A cursor deep in a list: the next_cursor of a one-row page at that offset.
-    let cursor_at = |query: String| {
-        let get = get.clone();
-        async move {
-            let (_, body) = get(format!("/api/devices?{query}&limit=1")).await?;
-            Ok::<_, anyhow::Error>(body["next_cursor"].as_str().unwrap_or_default().to_string())
-        }
+    let cursor_at = |query: String| async move {
+        let (_, body) = get(format!("/api/devices?{query}&limit=1")).await?;
+        Ok::<_, anyhow::Error>(body["next_cursor"].as_str().unwrap_or_default().to_string())
     };
     let half = devices / 2;
     let near_end = devices.saturating_sub(100);
