@@ -47,6 +47,7 @@
  * @property {string | number} [id]
  * @property {string} command
  * @property {string} state
+ * @property {string} [state_label]   "completed with failures" when failed devices remain
  * @property {string} [requested_at]
  * @property {string | null} [answered_at]
  * @property {string | null} [payload_hex]
@@ -94,6 +95,7 @@
  * @property {number} id
  * @property {string} name
  * @property {string} state
+ * @property {string} [state_label]   "completed with failures" when failed devices remain
  * @property {string} driver
  * @property {number} firmware_id
  * @property {{ file_name: string } | null} [firmware]
