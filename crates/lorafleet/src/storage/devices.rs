@@ -190,7 +190,8 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
              VALUES (?1, ?2, ?3,
                 -- The network's name for the application, else the one its other devices sent.
                 COALESCE(?4, (SELECT o.application_name FROM devices o
-                              WHERE o.application_id = ?3 AND o.application_name IS NOT NULL LIMIT 1)),
+                              WHERE o.application_id = ?3 AND o.removed_at IS NULL
+                                AND o.application_name IS NOT NULL LIMIT 1)),
                 ?5, ?6, 'network', ?7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
                 changed_seq = excluded.changed_seq,
