@@ -88,7 +88,7 @@ function deviceRow(d) {
     h('td', { 'data-label': 'DevEUI', class: 'mono' }, d.dev_eui),
     h('td', { 'data-label': 'Application' }, d.application || dash()),
     h('td', { 'data-label': 'Model' }, d.model || dash()),
-    h('td', { 'data-label': 'Running version', title: versionRaw(d.running_version) || '', testid: 'device-version' },
+    h('td', { 'data-label': 'Version', title: versionRaw(d.running_version) || '', testid: 'device-version' },
       d.running_version ? versionText(d.running_version) : dash()),
     h('td', { 'data-label': 'RSSI', class: 'num', testid: 'device-rssi' }, fmtNum(d.rssi, 'dBm')),
     h('td', { 'data-label': 'SNR', class: 'num', testid: 'device-snr' }, fmtNum(d.snr, 'dB', 1)),
