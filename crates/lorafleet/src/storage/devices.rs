@@ -3,16 +3,104 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+use lorafleet_codec::eui::DevEui;
+use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
+use utoipa::ToSchema;
 
+use super::device_events::DeviceEventDto;
+use super::downlinks::{DownlinkDto, StatusRequestDto};
+use super::firmware_history::HistoryEntry;
+use super::integration_events::{DeviceIdentity, EventBody, IntegrationEvent};
+use super::uplinks::UplinkDto;
+use super::version_status::{version_dto, StatusDto, VersionDto};
 use super::{device_events, downlinks, firmware_history, uplinks, version_status};
 use super::{fmt_time, Conn, Db, Result};
-use crate::campaigns::validate::KnownDevice;
-use crate::devices::version_dto;
-use crate::devices::{DevEui, DeviceDetail, DeviceList, DeviceSummary};
-use crate::ingest::{DeviceIdentity, EventBody, IntegrationEvent};
-use crate::network::RemoteDevice;
+
+/// A device the network server knows, listed through its API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteDevice {
+    pub dev_eui: DevEui,
+    pub name: String,
+    pub application_id: String,
+    pub application_name: Option<String>,
+    pub device_profile_id: Option<String>,
+    pub device_profile_name: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// A device of the inventory, as campaign validation and the plan need it.
+#[derive(Debug, Clone)]
+pub struct KnownDevice {
+    pub dev_eui: String,
+    pub application_id: Option<String>,
+    pub device_profile_id: Option<String>,
+    pub slot_size: Option<i64>,
+}
+
+/// One row of the device list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    /// A `model` tag, else the device-profile name, else the reported device description.
+    pub model: Option<String>,
+    pub last_seen: Option<String>,
+    pub running_version: Option<VersionDto>,
+    /// Listed by the network server's API but never heard by lorafleet.
+    pub never_seen: bool,
+    /// `online`, `offline` (not heard for the list's `offline_after_s`) or `never_seen`.
+    pub status: String,
+    /// RSSI (dBm) and SNR (dB) of the last uplink.
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    /// Battery level in percent from the last device-status report.
+    pub battery: Option<f64>,
+    /// Set when a device that was removed from the list sent again.
+    pub reappeared_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceList {
+    /// Devices the filter selects (all pages).
+    pub total: i64,
+    /// Pass as `cursor=` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+    /// A device not heard for this long is `offline`.
+    pub offline_after_s: u64,
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// Everything the device page shows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    pub application_id: Option<String>,
+    pub device_profile: Option<String>,
+    pub device_profile_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub tags: serde_json::Value,
+    pub dev_addr: Option<String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub joined_at: Option<String>,
+    pub never_seen: bool,
+    pub reappeared_at: Option<String>,
+    pub battery: Option<f64>,
+    pub margin: Option<i64>,
+    pub last_uplink: Option<UplinkDto>,
+    pub status: StatusDto,
+    pub status_requests: Vec<StatusRequestDto>,
+    pub downlinks: Vec<DownlinkDto>,
+    pub events: Vec<DeviceEventDto>,
+    /// Running versions over time and the campaigns that updated the device.
+    pub firmware_history: Vec<HistoryEntry>,
+}
 
 fn tags_json(id: &DeviceIdentity) -> Option<String> {
     id.tags
@@ -180,7 +268,10 @@ pub async fn set_device_status(
 
 /// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
 pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
-    let mut tx = db.begin().await?;
+    // The write lock up front: each insert also reads (the newest uplink id, the application's
+    // name), and a deferred transaction that reads before it writes fails at once when the
+    // ingest writer commits in between.
+    let mut tx = super::begin_immediate(db).await?;
     let now = super::now();
     let mut added = 0;
     for d in devices {

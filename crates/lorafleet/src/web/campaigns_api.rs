@@ -242,7 +242,7 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match store::insert_draft(&app.db, &v, &without_keys(&body), &plan).await {
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan).await {
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
@@ -379,7 +379,7 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan).await {
+    match store::update_draft(&app.db, id, v.draft(), &without_keys(&body), &plan).await {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(
@@ -435,7 +435,8 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
                 // A device filter is resolved again: the campaign targets the devices it
                 // selects at the start, not those of the draft's moment.
                 Ok((v, plan)) if row.request.get("device_filter").is_some() => {
-                    if let Err(e) = store::update_draft(&app.db, id, &v, &row.request, &plan).await
+                    if let Err(e) =
+                        store::update_draft(&app.db, id, v.draft(), &row.request, &plan).await
                     {
                         return api_error(e.into());
                     }
