@@ -1,44 +1,12 @@
 //! The device list's filters as an operator writes them (`GET /api/devices?model=…`, a
 //! campaign's `device_filter`), checked and turned into the storage layer's [`DeviceFilter`].
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
+pub use crate::storage::devices::DeviceFilterParams;
 use crate::storage::devices::{self as store, DeviceFilter, StatusFilter};
 use crate::storage::{fmt_time, Db};
+use chrono::{DateTime, Utc};
 
-/// The filter parameters of `GET /api/devices`; a campaign's `device_filter` takes the same.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceFilterParams {
-    /// Part of the EUI, name, application or DevAddr.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub search: Option<String>,
-    /// Running version: raw (decimal or 0x hex) or as shown (`1.3.0`, `2025-01-15T00:00:00Z`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Application name or id, case-insensitive.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub application: Option<String>,
-    /// A `model` tag, the device-profile name or the reported device description.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// `key:value`: the device's tag `key` is `value`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// RFC 3339: last heard before.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seen_before: Option<String>,
-    /// RFC 3339: last heard after.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seen_after: Option<String>,
-    /// `online`, `offline` or `never_seen`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-}
-
-/// The names above, in the order the API documents them.
+/// The parameters of [`DeviceFilterParams`], in the order the API documents them.
 pub const PARAMS: [&str; 8] = [
     "search",
     "version",
@@ -175,9 +143,30 @@ pub async fn offline_after_s(db: &Db, configured: Option<u64>) -> crate::storage
     if let Some(s) = configured {
         return Ok(s);
     }
-    let recent = store::recently_heard(db, 20).await?;
-    let observed = crate::campaigns::observed_uplink_interval(db, &recent).await?;
-    Ok(observed.map_or(3600, |s| (3.0 * s).ceil().max(1.0) as u64))
+    let mut gaps = Vec::new();
+    for eui in store::recently_heard(db, 20).await? {
+        let times: Vec<DateTime<Utc>> = crate::storage::uplinks::received_times(db, &eui, 20)
+            .await?
+            .iter()
+            .filter_map(|t| crate::storage::parse_time(t))
+            .collect();
+        gaps.extend(
+            times
+                .windows(2)
+                .map(|w| (w[0] - w[1]).num_milliseconds() as f64 / 1000.0)
+                .filter(|g| *g > 0.0),
+        );
+    }
+    Ok(median_interval(gaps).map_or(3600, |s| (3.0 * s).ceil().max(1.0) as u64))
+}
+
+/// The median gap between uplinks; None with fewer than three to go by.
+fn median_interval(mut gaps: Vec<f64>) -> Option<f64> {
+    if gaps.len() < 3 {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    Some(gaps[gaps.len() / 2])
 }
 
 #[cfg(test)]

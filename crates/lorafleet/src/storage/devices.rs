@@ -598,6 +598,36 @@ impl Cursor {
     }
 }
 
+/// The filter parameters of `GET /api/devices`; a campaign's `device_filter` takes the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilterParams {
+    /// Part of the EUI, name, application or DevAddr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// Running version: raw (decimal or 0x hex) or as shown (`1.3.0`, `2025-01-15T00:00:00Z`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Application name or id, case-insensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// A `model` tag, the device-profile name or the reported device description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `key:value`: the device's tag `key` is `value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// RFC 3339: last heard before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_before: Option<String>,
+    /// RFC 3339: last heard after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_after: Option<String>,
+    /// `online`, `offline` or `never_seen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
 /// `status=`: online = heard since `since`, offline = not heard since then, never seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusFilter {

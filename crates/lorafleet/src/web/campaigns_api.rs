@@ -200,7 +200,7 @@ async fn prepare(
 async fn devices_of_filter(
     app: &AppState,
     req: &CampaignRequest,
-    filter: &crate::devices::filter::DeviceFilterParams,
+    filter: &crate::storage::devices::DeviceFilterParams,
 ) -> Result<Vec<String>, Response> {
     let refuse = |field: String, error: String| unprocessable(vec![FieldError { field, error }]);
     if req.devices.is_some() {
