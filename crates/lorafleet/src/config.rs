@@ -319,6 +319,9 @@ pub struct DevicesConfig {
     pub uplink_history: u32,
     /// Device events kept per device.
     pub event_history: u32,
+    /// A device not heard for this many seconds is offline in the device list; unset: three
+    /// times the uplink interval observed on the fleet, or an hour before there is one.
+    pub offline_after_s: Option<u64>,
 }
 
 impl Default for DevicesConfig {
@@ -326,6 +329,7 @@ impl Default for DevicesConfig {
         Self {
             uplink_history: 100,
             event_history: 500,
+            offline_after_s: None,
         }
     }
 }

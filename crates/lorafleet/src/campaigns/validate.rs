@@ -43,6 +43,9 @@ pub struct CampaignRequest {
     pub name: Option<String>,
     pub firmware_id: Option<i64>,
     pub devices: Option<Vec<String>>,
+    /// Instead of `devices`: the device list's filter parameters (`model`, `version`, ...),
+    /// resolved into devices when the draft is saved and again when the campaign starts.
+    pub device_filter: Option<crate::storage::devices::DeviceFilterParams>,
     /// `chirpstack-v4`, `fuota-server-v3` or `engine`.
     pub driver: Option<String>,
     pub keys: Option<KeysRequest>,

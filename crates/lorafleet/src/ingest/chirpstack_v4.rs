@@ -196,12 +196,25 @@ fn log(log: pb::LogEvent) -> Result<IntegrationEvent, IngestError> {
     let code = pb::LogCode::try_from(log.code)
         .map(|c| c.as_str_name().to_string())
         .unwrap_or_default();
+    // An error that names a queue item is ChirpStack discarding it (too large for the data
+    // rate, frame counter, expired): the downlink will never be sent.
+    let dropped = (level == "error")
+        .then(|| log.context.get("queue_item_id").cloned())
+        .flatten()
+        .filter(|id| !id.is_empty());
     let message = log_message(&code, log.description, log.context);
+    let body = match dropped {
+        Some(queue_item_id) => EventBody::DownlinkDropped {
+            queue_item_id,
+            message,
+        },
+        None => EventBody::Log { level, message },
+    };
     Ok(IntegrationEvent {
         dev_eui,
         at: time(log.time),
         device,
-        body: EventBody::Log { level, message },
+        body,
     })
 }
 

@@ -72,6 +72,12 @@ pub enum EventBody {
         level: String,
         message: String,
     },
+    /// A log event in which the network says it discarded a queued downlink (ChirpStack v4:
+    /// an error naming the `queue_item_id`, e.g. a payload over the data rate's limit).
+    DownlinkDropped {
+        queue_item_id: String,
+        message: String,
+    },
 }
 
 impl EventBody {
@@ -83,7 +89,7 @@ impl EventBody {
             EventBody::DeviceStatus { .. } => "status",
             EventBody::Ack { .. } => "ack",
             EventBody::TxAck { .. } => "txack",
-            EventBody::Log { .. } => "log",
+            EventBody::Log { .. } | EventBody::DownlinkDropped { .. } => "log",
         }
     }
 }

@@ -193,10 +193,14 @@ pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>
 }
 
 pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
-    let row = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT 1")
-        .bind(dev_eui)
-        .fetch_optional(db)
-        .await?;
+    // The last application uplink: a frame with only MAC commands (no FPort, or FPort 0) says
+    // nothing about the application, so it does not hide the one before.
+    let row = sqlx::query(
+        "SELECT * FROM uplinks WHERE dev_eui = ? AND f_port > 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dev_eui)
+    .fetch_optional(db)
+    .await?;
     Ok(row.as_ref().map(from_row))
 }
 
