@@ -9,6 +9,7 @@ pub mod firmware_api;
 pub mod ingest;
 mod limit;
 pub mod openapi;
+pub mod settings_api;
 pub mod stream;
 
 use std::time::Duration;
@@ -110,6 +111,14 @@ fn account_routes() -> Router<AppState> {
         .route(
             "/api/users/{username}",
             axum::routing::patch(auth_api::update_user),
+        )
+        .route(
+            "/api/settings/integration-token",
+            get(settings_api::integration_token),
+        )
+        .route(
+            "/api/settings/integration-token/rotate",
+            post(settings_api::rotate_integration_token),
         )
 }
 
