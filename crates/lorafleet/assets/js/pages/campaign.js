@@ -1,7 +1,9 @@
 // @ts-check
 // #/campaigns/:id: a campaign's progress, stages over time, plan, devices with the stages each
 // went through, and the service's log; live.
+import { can } from '../access.js';
 import { api, bodyOf, isAbort, messageOf } from '../api.js';
+import { absTime } from '../clock.js';
 import { confirmDialog, toast } from '../dialogs.js';
 import { h, badge, card, errorBox, svg } from '../dom.js';
 import { fmtDateTime } from '../format.js';
@@ -131,9 +133,9 @@ function stageChart(progress, endTime, stages) {
 /** @param {Campaign['log']} entries */
 function campaignLog(entries) {
   if (entries.length === 0) return h('p', { class: 'muted' }, 'Nothing logged yet.');
-  return h('ol', { class: 'events', testid: 'campaign-log' }, [...entries].reverse().map((l) =>
+  return h('ol', { class: 'events', testid: 'campaign-log', tabindex: '0', 'aria-label': 'Campaign log' }, [...entries].reverse().map((l) =>
     h('li', { class: 'event', 'data-kind': l.level === 'error' ? 'error' : l.level === 'warning' ? 'removed' : l.source === 'service' ? 'status' : 'request', testid: 'campaign-log-row' },
-      h('span', { class: 'event-time' }, fmtDateTime(l.at)),
+      h('span', { class: 'event-time' }, absTime(l.at)),
       h('span', { class: 'event-kind' }, l.source === 'service' ? 'service' : l.level),
       h('span', { class: 'event-msg' }, l.dev_eui ? [h('span', { class: 'mono' }, l.dev_eui), ' '] : null, l.message))));
 }
@@ -165,7 +167,9 @@ function deviceTable(c, stages, history) {
  */
 function actionButtons(c, ctx, act, showError) {
   const id = c.id;
+  /** @type {HTMLElement[]} */
   const actions = [];
+  if (!can('operate')) return actions;
   if (c.state === 'draft') {
     actions.push(h('button', { type: 'button', class: 'btn btn-primary', testid: 'campaign-start', onclick: () => act('POST', `/api/campaigns/${id}/start`, 'Campaign started') }, 'Start'));
     actions.push(h('a', { class: 'btn', href: `#/campaigns/${id}/edit`, testid: 'campaign-edit' }, 'Edit'));
@@ -198,7 +202,7 @@ function campaignHead(c) {
     h('h1', { testid: 'campaign-title' }, c.name, ' ', stateBadge(c.state)),
     h('div', { class: 'muted small' }, `#${c.id} · ${c.driver} · `,
       c.firmware ? h('a', { href: '#/firmware' }, c.firmware.file_name) : `image #${c.firmware_id}`,
-      ` · created ${fmtDateTime(c.created_at)}`, c.started_at ? ` · started ${fmtDateTime(c.started_at)}` : '', c.completed_at ? ` · ended ${fmtDateTime(c.completed_at)}` : ''));
+      ' · created ', absTime(c.created_at), c.started_at ? [' · started ', absTime(c.started_at)] : '', c.completed_at ? [' · ended ', absTime(c.completed_at)] : ''));
 }
 
 /** @param {Campaign} c */

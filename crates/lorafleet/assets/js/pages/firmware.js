@@ -1,5 +1,6 @@
 // @ts-check
 // #/firmware: the firmware library: upload (drop or pick), metadata, edit, delete; live.
+import { can } from '../access.js';
 import { api, bodyOf, isAbort, messageOf, uploadFile } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { confirmDialog, modal, toast } from '../dialogs.js';
@@ -72,10 +73,10 @@ function imageRow(img, actions) {
     h('td', { 'data-label': 'SHA-256', class: 'mono small', title: img.sha256 }, `${img.sha256.slice(0, 16)}…`),
     h('td', { 'data-label': 'Package', testid: 'firmware-trailer' }, trailerText(img.trailer), img.trailer_error ? h('div', { class: 'err-text small' }, img.trailer_error) : null),
     h('td', { 'data-label': 'Metadata', testid: 'firmware-meta' }, meta.length ? meta : h('span', { class: 'muted' }, '—')),
-    h('td', { 'data-label': '', class: 'nowrap' },
+    can('operate') ? h('td', { 'data-label': 'Actions', class: 'nowrap' },
       h('a', { class: 'btn btn-small', href: `#/campaigns/new?firmware=${img.id}`, testid: 'firmware-campaign' }, 'Campaign…'), ' ',
       h('button', { type: 'button', class: 'btn btn-small', onclick: () => actions.edit(img), testid: 'firmware-edit' }, 'Edit'), ' ',
-      h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: () => actions.remove(img), testid: 'firmware-delete' }, 'Delete')));
+      h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: () => actions.remove(img), testid: 'firmware-delete' }, 'Delete')) : null);
 }
 
 /**
@@ -154,7 +155,7 @@ export function firmwarePage(view, ctx) {
         return;
       }
       list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table table-cards', testid: 'firmware-table' },
-        h('thead', null, h('tr', null, ['Image', 'Size', 'SHA-256', 'Package', 'Metadata', ''].map((t) => h('th', null, t)))),
+        h('thead', null, h('tr', null, ['Image', 'Size', 'SHA-256', 'Package', 'Metadata', can('operate') ? 'Actions' : null].map((t) => (t ? h('th', { scope: 'col' }, t) : null)))),
         h('tbody', null, r.images.map((/** @type {any} */ img) => imageRow(img, actions))))));
     } catch (e) {
       if (!isAbort(e)) list.replaceChildren(errorBox(messageOf(e), () => live.now()));
@@ -163,9 +164,9 @@ export function firmwarePage(view, ctx) {
 
   view.append(
     h('div', { class: 'page-head' }, h('h1', null, 'Firmware ', count),
-      h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'btn', onclick: rescan, testid: 'firmware-rescan' }, 'Rescan directory'))),
+      can('operate') ? h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'btn', onclick: rescan, testid: 'firmware-rescan' }, 'Rescan directory')) : null),
     alertBox,
-    h('section', { class: 'card' }, h('div', { class: 'card-body' }, dropZone(upload), progress)),
+    can('operate') ? h('section', { class: 'card' }, h('div', { class: 'card-body' }, dropZone(upload), progress)) : '',
     h('section', { class: 'card' }, list));
   const live = refresher(load);
   live.now();
