@@ -145,10 +145,10 @@ pub async fn set_device_status(
     Ok(())
 }
 
-/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
-pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
+/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen"),
+/// at `now` on the network's clock.
+pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Result<usize> {
     let mut tx = db.begin().await?;
-    let now = super::now();
     let mut added = 0;
     for d in devices {
         let r = sqlx::query(
@@ -307,10 +307,10 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
     }))
 }
 
-/// Hides a device from the list, with a log line saying by whom; false when it was not listed.
-pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
+/// Hides a device from the list at `now` (the network's clock, which its uplinks are compared
+/// with), with a log line saying by whom; false when it was not listed.
+pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<bool> {
     let eui = dev_eui.to_string();
-    let now = super::now();
     let mut tx = db.begin().await?;
     let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
         .bind(&now)

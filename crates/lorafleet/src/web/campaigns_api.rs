@@ -210,10 +210,11 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match store::insert_draft(&app.db, &v, &without_keys(&body), &plan).await {
-        Ok(id) => id,
-        Err(e) => return api_error(e.into()),
-    };
+    let id =
+        match store::insert_draft(&app.db, &v, &without_keys(&body), &plan, &net_now(&app)).await {
+            Ok(id) => id,
+            Err(e) => return api_error(e.into()),
+        };
     let _ = app.changes.send(Change::Campaign(id));
     match dto_or_404(&app, id).await {
         Ok(dto) => (StatusCode::CREATED, Json(dto)).into_response(),
@@ -347,7 +348,7 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan).await {
+    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan, &net_now(&app)).await {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(
@@ -480,4 +481,9 @@ mod tests {
         assert!(get.is_object(), "{}", doc["paths"]);
         assert!(get["responses"]["200"].is_object(), "{get}");
     }
+}
+
+/// A draft's times are on the network's clock, like everything else the campaign shows.
+fn net_now(app: &AppState) -> String {
+    crate::storage::fmt_time(app.network.now())
 }

@@ -40,8 +40,8 @@ function requestTable(recent) {
       h('td', { 'data-label': 'Request' }, commandLabel(r.command)),
       h('td', { 'data-label': 'Payload', class: 'mono' }, spacedHex(r.payload_hex) || '—'),
       h('td', { 'data-label': 'State' }, badge(r.state, stateKind(r.state), r.error || ''), r.error ? h('span', { class: 'small err-text' }, ' ', r.error) : null),
-      h('td', { 'data-label': 'Sent' }, timeAgo(r.requested_at)),
-      h('td', { 'data-label': 'Answered' }, timeAgo(r.answered_at))))));
+      h('td', { 'data-label': 'Sent' }, timeAgo(r.requested_at, 'request-sent')),
+      h('td', { 'data-label': 'Answered' }, timeAgo(r.answered_at, 'request-answered'))))));
 }
 
 /**
