@@ -70,11 +70,12 @@ export function netNow() {
 /**
  * "just now", "5 min ago", "3 h ago", "2 d ago"
  * @param {string | null | undefined} t
+ * @param {boolean} [real]  counted on the real clock (a time that is not the fleet's)
  */
-export function relTime(t) {
+export function relTime(t, real = false) {
   const d = parseTime(t);
   if (!d) return '—';
-  const secs = Math.round((netNow() - d.getTime()) / 1000);
+  const secs = Math.round(((real ? Date.now() : netNow()) - d.getTime()) / 1000);
   if (secs < 10) return 'just now';
   if (secs < 60) return `${secs} s ago`;
   const mins = Math.floor(secs / 60);
@@ -88,11 +89,12 @@ export function relTime(t) {
  * A <time> element whose relative text the ticker keeps up to date.
  * @param {string | null | undefined} t
  * @param {string} [testid]
+ * @param {{ real?: boolean }} [opts]  real: a wall-clock time (firmware files, accounts)
  */
-export function timeAgo(t, testid) {
+export function timeAgo(t, testid, opts = {}) {
   if (!t || !parseTime(t)) return h('span', { class: 'muted empty', testid }, '—');
-  const el = h('time', { datetime: t, title: `${fmtZoned(t)} · ${fmtUtc(t)} (UTC)`, 'data-rel-time': t, testid }, relTime(t));
-  return simulatedTime() ? h('span', { class: 'when' }, el, ' ', /** @type {HTMLElement} */ (simMark())) : el;
+  const el = h('time', { datetime: t, title: `${fmtZoned(t)} · ${fmtUtc(t)} (UTC)`, 'data-rel-time': t, 'data-real': opts.real ? 'true' : null, testid }, relTime(t, opts.real));
+  return simulatedTime() && !opts.real ? h('span', { class: 'when' }, el, ' ', /** @type {HTMLElement} */ (simMark())) : el;
 }
 
 /**
@@ -102,7 +104,7 @@ export function timeAgo(t, testid) {
 export function startTicker() {
   setInterval(() => {
     for (const el of document.querySelectorAll('[data-rel-time]')) {
-      const text = relTime(el.getAttribute('data-rel-time'));
+      const text = relTime(el.getAttribute('data-rel-time'), el.hasAttribute('data-real'));
       if (el.textContent !== text) el.textContent = text;
     }
   }, 1000);

@@ -215,3 +215,16 @@ pub fn from_device_row(r: &SqliteRow) -> StatusDto {
         },
     }
 }
+
+/// The versioning type of the device whose running version is nearest `raw` (the same value
+/// first): how the devices that would run an image with that version write it.
+pub async fn versioning_near(db: &super::Db, raw: u32) -> Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT versioning_type FROM devices
+         WHERE versioning_type IS NOT NULL AND running_version IS NOT NULL AND removed_at IS NULL
+         ORDER BY ABS(running_version - ?), last_seen DESC LIMIT 1",
+    )
+    .bind(i64::from(raw))
+    .fetch_optional(db)
+    .await
+}

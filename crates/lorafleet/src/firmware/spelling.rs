@@ -1,0 +1,68 @@
+//! How the library writes an image's version: the way the devices that would run it write
+//! theirs (issue 10 item 3). The trailer's version field is a bare u32; a sensor reading it as
+//! major.minor.patch and a tracker reading it as GPS seconds show the same number as "1.3.0"
+//! and "2026-01-15T00:00:00Z", so the library must not guess a Unix time for both.
+
+use lorafleet_codec::version_status::VersioningType;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::devices::{version_dto, VersionDto};
+
+/// An image's version as the console shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SpelledVersion {
+    /// The trailer's version field, and its text in the devices' versioning type.
+    pub version: VersionDto,
+    /// `semver`, `gps_time` or `raw`: the versioning type of the devices whose running version
+    /// is nearest the image's (the same value first), from their Version & Status package
+    /// version answer; `raw` when no device reported one.
+    pub versioning: &'static str,
+}
+
+/// The API's name of a Version & Status versioning type.
+pub fn versioning_name(vt: Option<i64>) -> &'static str {
+    match vt.map(|t| VersioningType::from_nibble(t as u8)) {
+        Some(VersioningType::MajorMinorPatch) => "semver",
+        Some(VersioningType::GpsSeconds) => "gps_time",
+        _ => "raw",
+    }
+}
+
+/// `raw` in the versioning type `vt` (a PackageVersionAns nibble), with the type's name.
+pub fn spell(raw: u32, vt: Option<i64>) -> SpelledVersion {
+    SpelledVersion {
+        version: version_dto(i64::from(raw), vt),
+        versioning: versioning_name(vt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_images_read_as_their_devices_read_them() {
+        // demo-sensor-1.3.0.bin: 0x00010300, reported by sensors as major.minor.patch.
+        let sensor = spell(66_304, Some(1));
+        assert_eq!(sensor.version.display, "1.3.0");
+        assert_eq!(sensor.versioning, "semver");
+        // demo-tracker-2026-01-15.bin: GPS seconds of 2026-01-15T00:00:00Z.
+        let tracker = spell(1_452_470_418, Some(2));
+        assert_eq!(tracker.version.display, "2026-01-15T00:00:00Z");
+        assert_eq!(tracker.versioning, "gps_time");
+    }
+
+    #[test]
+    fn without_a_device_type_the_raw_value_is_shown_as_such() {
+        let s = spell(0x0102_0304, None);
+        assert_eq!(s.versioning, "raw");
+        assert_eq!(s.version.raw, 0x0102_0304);
+        assert!(
+            s.version.display.contains("0x01020304"),
+            "{}",
+            s.version.display
+        );
+        assert_eq!(spell(7, Some(9)).versioning, "raw");
+    }
+}
