@@ -78,3 +78,46 @@ async fn an_image_is_spelled_in_the_versioning_type_of_the_devices_nearest_its_v
     let one = t.get_json(&format!("/api/firmware/{id}")).await;
     assert_eq!(one["spelled"], img["spelled"]);
 }
+
+#[tokio::test]
+async fn a_campaign_reads_from_and_to_in_its_devices_spelling() {
+    let t = spawn(|_| {}, None).await;
+    let (status, img) = t.upload("fixture.bin", FIXTURE).await;
+    assert_eq!(status, 201, "{img}");
+    for (eui, f_cnt) in [("1111111111111111", 1), ("1111111111111112", 1)] {
+        let r = t
+            .ingest(
+                "up",
+                "application/json",
+                v4_uplink_json(eui, 111, f_cnt, &answers(0x0001_0200, 1)),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = t
+        .post("/api/campaigns")
+        .json(&serde_json::json!({
+            "name": "sensors", "firmware_id": img["id"], "driver": "engine",
+            "devices": ["1111111111111111", "1111111111111112"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let v = t.get_json(&format!("/api/campaigns/{id}/versions")).await;
+    assert_eq!(v["from"][0]["version"]["display"], "1.2.0", "{v}");
+    assert_eq!(v["from"][0]["devices"], 2);
+    assert_eq!(
+        v["to"]["versioning"], "semver",
+        "the campaign's devices' type: {v}"
+    );
+    let [patch, minor, major, _] = FIXTURE_VERSION.to_le_bytes();
+    assert_eq!(
+        v["to"]["version"]["display"],
+        format!("{major}.{minor}.{patch}")
+    );
+    assert_eq!(v["to"]["version"]["raw"], FIXTURE_VERSION);
+    let r = t.get("/api/campaigns/999/versions").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

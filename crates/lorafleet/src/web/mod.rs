@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaign_versions;
 pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
@@ -172,6 +173,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/api/campaigns/{id}/start", post(campaigns_api::start))
         .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .route(
+            "/api/campaigns/{id}/versions",
+            get(campaign_versions::versions),
+        )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -6,7 +6,7 @@ import { api, bodyOf, isAbort, messageOf } from '../api.js';
 import { absTime } from '../clock.js';
 import { confirmDialog, toast } from '../dialogs.js';
 import { h, badge, card, errorBox, svg } from '../dom.js';
-import { fmtDateTime } from '../format.js';
+import { fmtDateTime, hex32 } from '../format.js';
 import { refresher } from '../schedule.js';
 import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
@@ -225,13 +225,34 @@ function progressCard(c, stages) {
     counts);
 }
 
+/**
+ * "1.2.0 (3 devices), not reported (1) -> 1.3.0": versions as the campaign's devices write them.
+ * @param {any} v  GET /api/campaigns/{id}/versions
+ */
+function versionsLine(v) {
+  const from = v.from.map((/** @type {any} */ f) => `${f.version ? f.version.display : 'not reported'} (${f.devices} device${f.devices === 1 ? '' : 's'})`).join(', ');
+  const to = v.to ? v.to.version.display : v.to_version || 'unknown';
+  return h('p', { class: 'small' }, h('span', { class: 'muted' }, 'Version: '),
+    h('span', { testid: 'campaign-from' }, from || '—'), ' → ',
+    h('strong', { testid: 'campaign-to', title: v.to ? `raw ${hex32(v.to.version.raw)}, ${v.to.versioning}` : null }, to));
+}
+
 /** @type {import('../types.js').Page} */
 export function campaignPage(view, ctx) {
   const id = ctx.params.id;
   const head = h('div', { class: 'page-head' });
+  const versions = h('div', { testid: 'campaign-versions' });
   const alerts = h('div');
   const body = h('div', { class: 'loading muted' }, 'Loading…');
-  view.append(head, alerts, body);
+  view.append(head, versions, alerts, body);
+  /** @type {string | null} the state the versions line was read in; read again when it changes */
+  let versionsState = null;
+  /** @param {string} state */
+  async function loadVersions(state) {
+    if (versionsState === state) return;
+    versionsState = state;
+    try { versions.replaceChildren(versionsLine(await api('GET', `/api/campaigns/${encodeURIComponent(id)}/versions`, undefined, { signal: ctx.signal }))); } catch { versionsState = null; }
+  }
   const history = stageHistory();
   let loaded = false;
 
@@ -276,6 +297,7 @@ export function campaignPage(view, ctx) {
       ]);
       if (ctx.signal.aborted) return;
       render(c, stages);
+      loadVersions(c.state);
       loaded = true;
     } catch (e) {
       if (!isAbort(e)) body.replaceChildren(errorBox(messageOf(e), () => live.now()));
