@@ -130,8 +130,9 @@ after(async () => {
 
 test('every page passes axe-core (no serious or critical violation) at 1280 and 390 px', async () => {
   const images = (await api('GET', '/api/firmware')).body.images;
-  assert.ok(images.length > 0, 'the demo library');
-  const draft = await api('POST', '/api/campaigns', { name: 'axe', firmware_id: images[0].id, devices: [SENSOR], driver: 'engine' });
+  const sensorImage = images.find((i) => i.file_name === 'demo-sensor-1.3.0.bin');
+  assert.ok(sensorImage, 'the demo library');
+  const draft = await api('POST', '/api/campaigns', { name: 'axe', firmware_id: sensorImage.id, devices: [SENSOR], driver: 'engine' });
   assert.equal(draft.status, 201, JSON.stringify(draft.body));
   const pages = [
     ['devices', '#/devices', 'device-row'],
@@ -171,6 +172,31 @@ test('every page passes axe-core (no serious or critical violation) at 1280 and 
       assert.equal(await page.locator('#app[aria-live]').count(), 0, 'the whole app is not a live region');
     });
   }
+});
+
+test('versions read as the devices write them: the library and the campaign page', async () => {
+  // The sensors report major.minor.patch (1.2.0); the demo sensor image must read 1.3.0 too.
+  for (const command of ['package_version', 'version_running']) {
+    const r = await api('POST', `/api/devices/${SENSOR}/status-requests`, { command });
+    assert.ok(r.status < 300, JSON.stringify(r.body));
+  }
+  await waitFor('a sensor to report its versioning type', async () => {
+    const d = (await api('GET', `/api/devices/${SENSOR}`)).body;
+    return d.status && d.status.running && /^\d+\.\d+\.\d+$/.test(d.status.running.version.display);
+  }, 30000);
+  const image = (await api('GET', '/api/firmware')).body.images.find((i) => i.file_name === 'demo-sensor-1.3.0.bin');
+  const draft = await api('POST', '/api/campaigns', { name: 'versions', firmware_id: image.id, devices: [SENSOR], driver: 'engine' });
+  await withPage('versions', {}, async (page, step) => {
+    step.name = 'firmware library';
+    await page.getByTestId('nav-firmware').click();
+    const row = page.getByTestId('firmware-row').filter({ hasText: 'demo-sensor-1.3.0.bin' });
+    await row.getByTestId('fw-version').filter({ hasText: /^1\.3\.0$/ }).waitFor();
+    assert.match(await row.getByTestId('fw-version-raw').textContent(), /0x00010300/, 'the raw value stays visible');
+    step.name = 'campaign page: from -> to';
+    await page.evaluate((cid) => { location.hash = `#/campaigns/${cid}`; }, draft.body.id);
+    await page.getByTestId('campaign-to').filter({ hasText: /^1\.3\.0$/ }).waitFor();
+    assert.match(await page.getByTestId('campaign-from').textContent(), /^1\.2\.0 \(1 device\)$/);
+  });
 });
 
 test('an admin manages users, tokens and the integration token; a viewer sees no button it cannot use', async () => {

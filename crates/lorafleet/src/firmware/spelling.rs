@@ -15,8 +15,8 @@ pub struct SpelledVersion {
     /// The trailer's version field, and its text in the devices' versioning type.
     pub version: VersionDto,
     /// `semver`, `gps_time` or `raw`: the versioning type of the devices whose running version
-    /// is nearest the image's (the same value first), from their Version & Status package
-    /// version answer; `raw` when no device reported one.
+    /// is nearest the image's (the same value first, and of the same kind: [`near`]), from
+    /// their Version & Status package version answer; `raw` when no such device reported one.
     pub versioning: &'static str,
 }
 
@@ -27,6 +27,16 @@ pub fn versioning_name(vt: Option<i64>) -> &'static str {
         Some(VersioningType::GpsSeconds) => "gps_time",
         _ => "raw",
     }
+}
+
+/// The versioning type of the device running the version nearest an image's (`nearest`:
+/// its type and running version), when it is of the same kind: within a factor of 16. A
+/// major.minor.patch value (below 2^24) is never near a GPS time (around 2^30), so a tracker
+/// image is not spelled like the sensors when only sensors have reported.
+pub fn near(raw: u32, nearest: Option<(i64, i64)>) -> Option<i64> {
+    let (vt, running) = nearest?;
+    let (a, b) = (i64::from(raw).max(1), running.max(1));
+    (a.max(b) <= a.min(b).saturating_mul(16)).then_some(vt)
 }
 
 /// `raw` in the versioning type `vt` (a PackageVersionAns nibble), with the type's name.
@@ -51,6 +61,19 @@ mod tests {
         let tracker = spell(1_452_470_418, Some(2));
         assert_eq!(tracker.version.display, "2026-01-15T00:00:00Z");
         assert_eq!(tracker.versioning, "gps_time");
+    }
+
+    #[test]
+    fn only_a_device_on_a_version_of_the_same_kind_tells_the_type() {
+        assert_eq!(near(0x0001_0300, Some((1, 0x0001_0200))), Some(1));
+        assert_eq!(
+            near(1_452_470_418, Some((1, 0x0001_0200))),
+            None,
+            "GPS time vs semver"
+        );
+        assert_eq!(near(1_452_470_418, Some((2, 1_400_000_000))), Some(2));
+        assert_eq!(near(5, Some((1, 0))), Some(1));
+        assert_eq!(near(5, None), None);
     }
 
     #[test]

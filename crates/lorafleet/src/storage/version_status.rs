@@ -216,11 +216,11 @@ pub fn from_device_row(r: &SqliteRow) -> StatusDto {
     }
 }
 
-/// The versioning type of the device whose running version is nearest `raw` (the same value
-/// first): how the devices that would run an image with that version write it.
-pub async fn versioning_near(db: &super::Db, raw: u32) -> Result<Option<i64>> {
-    sqlx::query_scalar(
-        "SELECT versioning_type FROM devices
+/// The versioning type and running version of the device whose running version is nearest
+/// `raw` (the same value first); `firmware::spelling::near` decides whether it is near enough.
+pub async fn versioning_near(db: &super::Db, raw: u32) -> Result<Option<(i64, i64)>> {
+    sqlx::query_as(
+        "SELECT versioning_type, running_version FROM devices
          WHERE versioning_type IS NOT NULL AND running_version IS NOT NULL AND removed_at IS NULL
          ORDER BY ABS(running_version - ?), last_seen DESC LIMIT 1",
     )

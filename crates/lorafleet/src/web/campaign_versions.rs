@@ -67,7 +67,10 @@ pub async fn versions(
         Some(t) => {
             let vt = match by_type.first() {
                 Some((vt, _)) => Some(*vt),
-                None => storage::version_status::versioning_near(&app.db, t.version).await?,
+                None => spelling::near(
+                    t.version,
+                    storage::version_status::versioning_near(&app.db, t.version).await?,
+                ),
             };
             Some(spelling::spell(t.version, vt))
         }

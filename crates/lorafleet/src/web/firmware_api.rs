@@ -37,8 +37,12 @@ pub struct ImageView {
 async fn view(app: &AppState, image: FirmwareImage) -> Result<ImageView, ApiError> {
     let spelled = match &image.trailer {
         Some(t) => {
-            let vt = crate::storage::version_status::versioning_near(&app.db, t.version).await?;
-            Some(spelling::spell(t.version, vt))
+            let nearest =
+                crate::storage::version_status::versioning_near(&app.db, t.version).await?;
+            Some(spelling::spell(
+                t.version,
+                spelling::near(t.version, nearest),
+            ))
         }
         None => None,
     };
