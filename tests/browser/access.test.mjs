@@ -291,11 +291,17 @@ test('device page: every time is on the network clock, consistent and ordered', 
     step.name = 'a request is sent at the network clock and answered after it';
     const before = Date.parse((await api('GET', '/api/info')).body.network.now);
     await page.getByTestId('vs-button-version_running').click();
-    const row = page.getByTestId('request-row').filter({ has: page.getByTestId('request-answered').locator('xpath=self::time') }).first();
-    await row.waitFor({ timeout: 30000 });
+    // The newest answered request (earlier tests asked this device too).
+    const pair = await waitFor('the request to be answered on the page', () => page.evaluate((since) => {
+      for (const row of document.querySelectorAll('[data-testid="request-row"]')) {
+        const s = row.querySelector('time[data-testid="request-sent"]');
+        const a = row.querySelector('time[data-testid="request-answered"]');
+        if (s && a && Date.parse(s.getAttribute('datetime') || '') >= since) return [s.getAttribute('datetime'), a.getAttribute('datetime')];
+      }
+      return null;
+    }, before - 1000), 30000);
     const after = Date.parse((await api('GET', '/api/info')).body.network.now);
-    const sent = Date.parse(await row.getByTestId('request-sent').getAttribute('datetime'));
-    const answered = Date.parse(await row.getByTestId('request-answered').getAttribute('datetime'));
+    const [sent, answered] = pair.map(Date.parse);
     assert.ok(sent >= before - 1000 && sent <= after, `sent ${new Date(sent).toISOString()} within the network's ${new Date(before).toISOString()}..${new Date(after).toISOString()}`);
     assert.ok(answered >= sent && answered <= after + 1000, `answered ${new Date(answered).toISOString()} after sent ${new Date(sent).toISOString()}`);
     // The device answers with its next uplink: within one uplink interval (30 s simulated)

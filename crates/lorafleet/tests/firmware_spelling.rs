@@ -121,3 +121,61 @@ async fn a_campaign_reads_from_and_to_in_its_devices_spelling() {
     let r = t.get("/api/campaigns/999/versions").send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_sidecar_or_the_api_states_the_versioning() {
+    let config = test_config();
+    std::fs::write(config.firmware.dir.join("fixture.bin"), FIXTURE).unwrap();
+    std::fs::write(
+        config.firmware.dir.join("fixture.bin.toml"),
+        "versioning = \"unix_time\"\n",
+    )
+    .unwrap();
+    std::fs::write(config.firmware.dir.join("bad.bin"), b"x").unwrap();
+    std::fs::write(
+        config.firmware.dir.join("bad.bin.toml"),
+        "versioning = \"octal\"\n",
+    )
+    .unwrap();
+    let t = spawn_app(config).await;
+    let report = t
+        .post("/api/firmware/rescan")
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(report["errors"][0]["file"], "bad.bin.toml", "{report}");
+    assert!(
+        report["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("semver"),
+        "{report}"
+    );
+    let img = fixture_image(&t).await;
+    assert_eq!(img["versioning"], "unix_time");
+    assert_eq!(img["spelled"]["versioning"], "unix_time");
+    assert_eq!(img["spelled"]["version"]["display"], "2021-06-08T15:15:10Z");
+
+    let id = img["id"].as_i64().unwrap();
+    let r = t
+        .patch(&format!("/api/firmware/{id}"))
+        .json(&serde_json::json!({"versioning": "hex"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "versioning");
+    let r = t
+        .patch(&format!("/api/firmware/{id}"))
+        .json(&serde_json::json!({"versioning": "gps_time"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let img = fixture_image(&t).await;
+    assert_eq!(img["spelled"]["versioning"], "gps_time");
+    assert_eq!(img["spelled"]["version"]["display"], "2031-06-13T15:14:52Z");
+}

@@ -70,16 +70,35 @@ pub struct Metadata {
     /// How the body is compressed, if at all.
     pub compression: Option<String>,
     pub notes: Option<String>,
+    /// How the trailer's version is written: `semver`, `gps_time`, `unix_time` or `raw`
+    /// (unset: the way the devices that run it write theirs).
+    #[serde(default)]
+    pub versioning: Option<String>,
 }
 
 /// The metadata field names, in the order the API lists them.
-pub const METADATA_FIELDS: [&str; 5] = [
+pub const METADATA_FIELDS: [&str; 6] = [
     "target",
     "from_version",
     "to_version",
     "compression",
     "notes",
+    "versioning",
 ];
+
+/// The values `versioning` takes.
+pub const VERSIONINGS: [&str; 4] = ["semver", "gps_time", "unix_time", "raw"];
+
+/// Why a metadata value is refused (only `versioning` has a fixed set of values).
+pub fn check_metadata(field: &str, value: &str) -> Result<(), String> {
+    if field == "versioning" && !VERSIONINGS.contains(&value) {
+        return Err(format!(
+            "versioning must be one of {}, got {value:?}",
+            VERSIONINGS.join(", ")
+        ));
+    }
+    Ok(())
+}
 
 impl Metadata {
     pub fn get(&self, field: &str) -> Option<&String> {
@@ -89,6 +108,7 @@ impl Metadata {
             "to_version" => self.to_version.as_ref(),
             "compression" => self.compression.as_ref(),
             "notes" => self.notes.as_ref(),
+            "versioning" => self.versioning.as_ref(),
             _ => None,
         }
     }
@@ -102,6 +122,7 @@ impl Metadata {
             "to_version" => self.to_version = value,
             "compression" => self.compression = value,
             "notes" => self.notes = value,
+            "versioning" => self.versioning = value,
             _ => {}
         }
     }
@@ -124,6 +145,7 @@ pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
             toml::Value::Float(f) => f.to_string(),
             other => return Err(format!("{key} must be text, got a {}", other.type_str())),
         };
+        check_metadata(&key, &text)?;
         meta.set(&key, Some(text));
     }
     Ok(meta)

@@ -39,6 +39,24 @@ pub fn near(raw: u32, nearest: Option<(i64, i64)>) -> Option<i64> {
     (a.max(b) <= a.min(b).saturating_mul(16)).then_some(vt)
 }
 
+/// `raw` as the image states it (`versioning` of the sidecar or the API: `semver`,
+/// `gps_time`, `unix_time`, `raw`), else in the devices' type `vt`.
+pub fn spell_as(raw: u32, stated: Option<&str>, vt: Option<i64>) -> SpelledVersion {
+    match stated {
+        Some("semver") => spell(raw, Some(1)),
+        Some("gps_time") => spell(raw, Some(2)),
+        Some("unix_time") => SpelledVersion {
+            version: VersionDto {
+                raw,
+                display: lorafleet_codec::time::rfc3339_from_unix(raw.into()),
+            },
+            versioning: "unix_time",
+        },
+        Some(_) => spell(raw, None),
+        None => spell(raw, vt),
+    }
+}
+
 /// `raw` in the versioning type `vt` (a PackageVersionAns nibble), with the type's name.
 pub fn spell(raw: u32, vt: Option<i64>) -> SpelledVersion {
     SpelledVersion {
@@ -74,6 +92,19 @@ mod tests {
         assert_eq!(near(1_452_470_418, Some((2, 1_400_000_000))), Some(2));
         assert_eq!(near(5, Some((1, 0))), Some(1));
         assert_eq!(near(5, None), None);
+    }
+
+    #[test]
+    fn what_the_image_states_wins_over_the_devices() {
+        assert_eq!(
+            spell_as(66_304, Some("semver"), Some(2)).version.display,
+            "1.3.0"
+        );
+        let unix = spell_as(1_623_165_310, Some("unix_time"), Some(1));
+        assert_eq!(unix.version.display, "2021-06-08T15:15:10Z");
+        assert_eq!(unix.versioning, "unix_time");
+        assert_eq!(spell_as(66_304, Some("raw"), Some(1)).versioning, "raw");
+        assert_eq!(spell_as(66_304, None, Some(1)).versioning, "semver");
     }
 
     #[test]

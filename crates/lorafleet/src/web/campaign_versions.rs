@@ -72,7 +72,10 @@ pub async fn versions(
                     storage::version_status::versioning_near(&app.db, t.version).await?,
                 ),
             };
-            Some(spelling::spell(t.version, vt))
+            let stated = image
+                .as_ref()
+                .and_then(|i| i.metadata.versioning.as_deref());
+            Some(spelling::spell_as(t.version, stated, vt))
         }
         None => None,
     };

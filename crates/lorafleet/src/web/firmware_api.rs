@@ -37,10 +37,14 @@ pub struct ImageView {
 async fn view(app: &AppState, image: FirmwareImage) -> Result<ImageView, ApiError> {
     let spelled = match &image.trailer {
         Some(t) => {
-            let nearest =
-                crate::storage::version_status::versioning_near(&app.db, t.version).await?;
-            Some(spelling::spell(
+            let stated = image.metadata.versioning.as_deref();
+            let nearest = match stated {
+                Some(_) => None,
+                None => crate::storage::version_status::versioning_near(&app.db, t.version).await?,
+            };
+            Some(spelling::spell_as(
                 t.version,
+                stated,
                 spelling::near(t.version, nearest),
             ))
         }
@@ -195,7 +199,8 @@ pub async fn upload(
     (StatusCode::CREATED, Json(image)).into_response()
 }
 
-/// Edits metadata: any of `target`, `from_version`, `to_version`, `compression`, `notes`;
+/// Edits metadata: any of `target`, `from_version`, `to_version`, `compression`, `notes`,
+/// `versioning` (`semver` | `gps_time` | `unix_time` | `raw`);
 /// `null` or `""` clears a field. Edited fields keep their value across rescans.
 #[utoipa::path(patch, path = "/api/firmware/{id}", params(("id" = i64, Path)), request_body = Metadata,
     responses((status = 200, body = FirmwareImage), (status = 400, body = super::error::ErrorBody),
@@ -240,6 +245,10 @@ pub async fn update(
                 key.clone(),
                 format!("{key} is longer than 10000 bytes"),
             ));
+        }
+        if let Some(t) = text.as_deref().filter(|t| !t.trim().is_empty()) {
+            crate::firmware::check_metadata(&key, t)
+                .map_err(|m| ApiError::field(key.clone(), m))?;
         }
         meta.set(&key, text);
         if !edited.contains(&key) {

@@ -8,7 +8,7 @@ import { h, badge, errorBox } from '../dom.js';
 import { fmtBytes, hex32 } from '../format.js';
 import { refresher } from '../schedule.js';
 
-const META_FIELDS = [['target', 'Target'], ['from_version', 'From version'], ['to_version', 'To version'], ['compression', 'Compression'], ['notes', 'Notes']];
+const META_FIELDS = [['target', 'Target'], ['from_version', 'From version'], ['to_version', 'To version'], ['compression', 'Compression'], ['notes', 'Notes'], ['versioning', 'Versioning (semver, gps_time, unix_time, raw)']];
 
 /**
  * The version as the image's devices write theirs (semver, GPS time), the raw value beside it.
@@ -18,7 +18,7 @@ const META_FIELDS = [['target', 'Target'], ['from_version', 'From version'], ['t
 function versionLine(t, spelled) {
   const raw = hex32(t.version);
   if (!spelled || spelled.versioning === 'raw') {
-    return [h('span', { testid: 'fw-version' }, raw), ' ', h('span', { class: 'muted small' }, '(raw: no device reported its versioning type yet)')];
+    return [h('span', { testid: 'fw-version' }, raw), ' ', h('span', { class: 'muted small', testid: 'fw-version-raw' }, `= ${t.version} (raw: no device on a version like it reported its versioning type)`)];
   }
   const type = spelled.versioning === 'semver' ? 'major.minor.patch' : spelled.versioning === 'gps_time' ? 'GPS time' : spelled.versioning;
   return [h('span', { testid: 'fw-version', 'data-versioning': spelled.versioning }, spelled.version.display), ' ',
