@@ -258,8 +258,8 @@ pub async fn finish(
             next_poll_at = NULL, keys_json = '{}' WHERE id = ?",
     )
     .bind(state.as_str())
-    .bind(&at)
-    .bind(&at)
+    .bind(at)
+    .bind(at)
     .bind(error)
     .bind(id)
     .execute(&mut *tx)
@@ -269,7 +269,7 @@ pub async fn finish(
          WHERE campaign_id = ? AND stage NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(device_stage.as_str())
-    .bind(&at)
+    .bind(at)
     .bind(id)
     .execute(&mut *tx)
     .await?;

@@ -167,7 +167,7 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Resul
         .bind(d.application_name.as_deref())
         .bind(d.device_profile_id.as_deref())
         .bind(d.device_profile_name.as_deref())
-        .bind(&now)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         added += r.rows_affected() as usize;
@@ -313,7 +313,7 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<boo
     let eui = dev_eui.to_string();
     let mut tx = db.begin().await?;
     let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
-        .bind(&now)
+        .bind(now)
         .bind(&eui)
         .execute(&mut *tx)
         .await?;
@@ -321,7 +321,7 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<boo
         device_events::add(
             &mut tx,
             &eui,
-            &now,
+            now,
             "removed",
             &format!("removed from the device list by {by}"),
         )

@@ -451,6 +451,11 @@ pub async fn cancel(
     Ok(Json(dto_or_404(&app, id).await?))
 }
 
+/// A draft's times are on the network's clock, like everything else the campaign shows.
+fn net_now(app: &AppState) -> String {
+    crate::storage::fmt_time(app.network.now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,9 +486,4 @@ mod tests {
         assert!(get.is_object(), "{}", doc["paths"]);
         assert!(get["responses"]["200"].is_object(), "{get}");
     }
-}
-
-/// A draft's times are on the network's clock, like everything else the campaign shows.
-fn net_now(app: &AppState) -> String {
-    crate::storage::fmt_time(app.network.now())
 }
