@@ -210,11 +210,11 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id =
-        match store::insert_draft(&app.db, &v, &without_keys(&body), &plan, &net_now(&app)).await {
-            Ok(id) => id,
-            Err(e) => return api_error(e.into()),
-        };
+    let at = net_now(&app);
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan, &at).await {
+        Ok(id) => id,
+        Err(e) => return api_error(e.into()),
+    };
     let _ = app.changes.send(Change::Campaign(id));
     match dto_or_404(&app, id).await {
         Ok(dto) => (StatusCode::CREATED, Json(dto)).into_response(),
@@ -348,7 +348,16 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan, &net_now(&app)).await {
+    match store::update_draft(
+        &app.db,
+        id,
+        v.draft(),
+        &without_keys(&body),
+        &plan,
+        &net_now(&app),
+    )
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(
