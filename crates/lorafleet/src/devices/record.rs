@@ -197,7 +197,8 @@ async fn apply_ack(
     device_events::add(conn, eui, at, kind, msg).await
 }
 
-/// Records a downlink lorafleet is about to ask the network for; returns its id.
+/// Records a downlink lorafleet is about to ask the network for, at `at` on the network's
+/// clock (the clock of the answers it will be shown beside); returns its id.
 pub async fn record_downlink_request(
     db: &Db,
     dev_eui: DevEui,
@@ -205,9 +206,19 @@ pub async fn record_downlink_request(
     data: &[u8],
     confirmed: bool,
     status_command: Option<&str>,
+    at: &str,
 ) -> storage::Result<i64> {
     let mut conn = storage::acquire(db).await?;
-    downlinks::insert_request(&mut conn, dev_eui, f_port, data, confirmed, status_command).await
+    downlinks::insert_request(
+        &mut conn,
+        dev_eui,
+        f_port,
+        data,
+        confirmed,
+        status_command,
+        at,
+    )
+    .await
 }
 
 /// Stores what the network answered to a downlink request, with an event-log line.
@@ -217,9 +228,10 @@ pub async fn record_downlink_outcome(
     dev_eui: DevEui,
     outcome: Result<(Option<String>, Option<u32>), String>,
     what: &str,
+    at: &str,
 ) -> storage::Result<()> {
     let mut tx = storage::begin(db).await?;
-    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what).await?;
+    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what, at).await?;
     storage::commit(tx).await
 }
 
@@ -230,19 +242,19 @@ pub async fn apply_downlink_outcome(
     dev_eui: DevEui,
     outcome: Result<(Option<String>, Option<u32>), String>,
     what: &str,
+    now: &str,
 ) -> storage::Result<()> {
-    let now = storage::now();
     let eui = dev_eui.to_string();
     match outcome {
         Ok((network_ref, f_cnt)) => {
-            downlinks::mark_enqueued(conn, id, network_ref, f_cnt, &now).await?;
+            downlinks::mark_enqueued(conn, id, network_ref, f_cnt, now).await?;
             let msg = format!("{what} enqueued");
-            device_events::add(conn, &eui, &now, "downlink_enqueued", &msg).await
+            device_events::add(conn, &eui, now, "downlink_enqueued", &msg).await
         }
         Err(e) => {
-            downlinks::mark_failed(conn, id, &e, &now).await?;
+            downlinks::mark_failed(conn, id, &e, now).await?;
             let msg = format!("{what} failed: {e}");
-            device_events::add(conn, &eui, &now, "downlink_failed", &msg).await
+            device_events::add(conn, &eui, now, "downlink_failed", &msg).await
         }
     }
 }

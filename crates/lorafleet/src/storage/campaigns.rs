@@ -80,21 +80,21 @@ pub async fn insert_draft(
     v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
+    at: &str,
 ) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
-    let at = now();
     let query = sqlx::query(
         "INSERT INTO campaigns (name, state, driver, firmware_id, request_json, settings_json,
             keys_json, plan_json, created_at, updated_at)
          VALUES (?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     );
     let id: i64 = bind_draft(query, v, request, plan)?
-        .bind(&at)
-        .bind(&at)
+        .bind(at)
+        .bind(at)
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
-    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -106,16 +106,16 @@ pub async fn update_draft(
     v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
+    at: &str,
 ) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
-    let at = now();
     let query = sqlx::query(
         "UPDATE campaigns SET name = ?, driver = ?, firmware_id = ?, request_json = ?,
             settings_json = ?, keys_json = ?, plan_json = ?, updated_at = ?
          WHERE id = ? AND state = 'draft'",
     );
     let n = bind_draft(query, v, request, plan)?
-        .bind(&at)
+        .bind(at)
         .bind(id)
         .execute(&mut *tx)
         .await?
@@ -127,7 +127,7 @@ pub async fn update_draft(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -221,24 +221,25 @@ pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
     Ok(rows.iter().map(device_from_row).collect())
 }
 
-/// Marks a draft running with every device at its first step; false if it was not a draft.
-pub async fn set_running(db: &Db, id: i64) -> Result<bool> {
-    let at = now();
+/// Marks a draft running at `at` (the network's clock) with every device at its first step;
+/// false if it was not a draft. The first poll is due now on the runner's own (real) clock.
+pub async fn set_running(db: &Db, id: i64, at: &str) -> Result<bool> {
+    let poll_now = now();
     let mut tx = db.begin().await?;
     let n = sqlx::query(
         "UPDATE campaigns SET state = 'running', started_at = ?, updated_at = ?, next_poll_at = ?,
             error = NULL WHERE id = ? AND state = 'draft'",
     )
-    .bind(&at)
-    .bind(&at)
-    .bind(&at)
+    .bind(at)
+    .bind(at)
+    .bind(&poll_now)
     .bind(id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if n == 1 {
         sqlx::query("UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = ? WHERE campaign_id = ?")
-            .bind(&at)
+            .bind(at)
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -254,16 +255,16 @@ pub async fn finish(
     state: CampaignState,
     error: Option<&str>,
     device_stage: Stage,
+    at: &str,
 ) -> Result<()> {
-    let at = now();
     let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE campaigns SET state = ?, completed_at = ?, updated_at = ?, error = COALESCE(?, error),
             next_poll_at = NULL, keys_json = '{}' WHERE id = ?",
     )
     .bind(state.as_str())
-    .bind(&at)
-    .bind(&at)
+    .bind(at)
+    .bind(at)
     .bind(error)
     .bind(id)
     .execute(&mut *tx)
@@ -273,7 +274,7 @@ pub async fn finish(
          WHERE campaign_id = ? AND stage NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(device_stage.as_str())
-    .bind(&at)
+    .bind(at)
     .bind(id)
     .execute(&mut *tx)
     .await?;
@@ -324,7 +325,12 @@ pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
 }
 
 /// Stores what a driver reported; true when anything the console shows changed.
-pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::Result<bool> {
+pub async fn apply_outcome(
+    db: &Db,
+    id: i64,
+    outcome: &PollOutcome,
+    at: &str,
+) -> anyhow::Result<bool> {
     let mut changed = false;
     let current: HashMap<String, CampaignDevice> = devices(db, id)
         .await?
@@ -366,7 +372,7 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
         .bind(report.attempts.map(i64::from))
         .bind(t(report.next_action_at))
         .bind(report.driver_json.as_ref().map(|v| v.to_string()))
-        .bind(now())
+        .bind(at)
         .bind(id)
         .bind(&report.dev_eui)
         .execute(&mut *tx)
@@ -390,7 +396,7 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
             .await?;
     }
     if changed {
-        record_progress(db, id).await?;
+        record_progress(db, id, at).await?;
     }
     Ok(changed)
 }
@@ -412,7 +418,7 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 }
 
 /// Appends the current devices-per-stage counts to the history when they changed.
-pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
+pub async fn record_progress(db: &Db, id: i64, at: &str) -> Result<()> {
     let stages: Vec<String> =
         sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = ?")
             .bind(id)
@@ -431,7 +437,7 @@ pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
             "INSERT INTO campaign_progress (campaign_id, at, counts_json) VALUES (?, ?, ?)",
         )
         .bind(id)
-        .bind(now())
+        .bind(at)
         .bind(counts)
         .execute(db)
         .await?;

@@ -266,13 +266,13 @@ pub async fn set_device_status(
     Ok(())
 }
 
-/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
-pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
+/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen"),
+/// at `now` on the network's clock.
+pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Result<usize> {
     // The write lock up front: each insert also reads (the newest uplink id, the application's
     // name), and a deferred transaction that reads before it writes fails at once when the
     // ingest writer commits in between.
     let mut tx = super::begin_immediate(db).await?;
-    let now = super::now();
     let mut added = 0;
     for d in devices {
         let r = sqlx::query(
@@ -298,7 +298,7 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
         .bind(d.application_name.as_deref())
         .bind(d.device_profile_id.as_deref())
         .bind(d.device_profile_name.as_deref())
-        .bind(&now)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         added += r.rows_affected() as usize;
@@ -367,13 +367,13 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
     }))
 }
 
-/// Hides a device from the list, with a log line saying by whom; false when it was not listed.
-pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
+/// Hides a device from the list at `now` (the network's clock, which its uplinks are compared
+/// with), with a log line saying by whom; false when it was not listed.
+pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<bool> {
     let eui = dev_eui.to_string();
-    let now = super::now();
     let mut tx = db.begin().await?;
     let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
-        .bind(&now)
+        .bind(now)
         .bind(&eui)
         .execute(&mut *tx)
         .await?;
@@ -381,7 +381,7 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
         device_events::add(
             &mut tx,
             &eui,
-            &now,
+            now,
             "removed",
             &format!("removed from the device list by {by}"),
         )

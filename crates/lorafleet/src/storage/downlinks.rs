@@ -35,7 +35,8 @@ pub struct DownlinkDto {
     pub error: Option<String>,
 }
 
-/// Records a downlink about to be asked of the network; returns its id.
+/// Records a downlink about to be asked of the network, at `at` on the network's clock;
+/// returns its id.
 pub async fn insert_request(
     conn: &mut Conn,
     dev_eui: DevEui,
@@ -43,8 +44,8 @@ pub async fn insert_request(
     data: &[u8],
     confirmed: bool,
     status_command: Option<&str>,
+    at: &str,
 ) -> Result<i64> {
-    let now = super::now();
     sqlx::query_scalar(
         "INSERT INTO downlinks (dev_eui, f_port, data, confirmed, status_command, state, requested_at, updated_at)
          VALUES (?, ?, ?, ?, ?, 'requested', ?, ?) RETURNING id",
@@ -54,8 +55,8 @@ pub async fn insert_request(
     .bind(data)
     .bind(confirmed)
     .bind(status_command)
-    .bind(&now)
-    .bind(&now)
+    .bind(at)
+    .bind(at)
     .fetch_one(&mut *conn)
     .await
 }

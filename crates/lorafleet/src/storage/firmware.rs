@@ -37,15 +37,20 @@ pub struct Metadata {
     /// How the body is compressed, if at all.
     pub compression: Option<String>,
     pub notes: Option<String>,
+    /// How the trailer's version is written: `semver`, `gps_time`, `unix_time` or `raw`
+    /// (unset: the way the devices that run it write theirs).
+    #[serde(default)]
+    pub versioning: Option<String>,
 }
 
 /// The metadata field names, in the order the API lists them.
-pub const METADATA_FIELDS: [&str; 5] = [
+pub const METADATA_FIELDS: [&str; 6] = [
     "target",
     "from_version",
     "to_version",
     "compression",
     "notes",
+    "versioning",
 ];
 
 impl Metadata {
@@ -56,6 +61,7 @@ impl Metadata {
             "to_version" => self.to_version.as_ref(),
             "compression" => self.compression.as_ref(),
             "notes" => self.notes.as_ref(),
+            "versioning" => self.versioning.as_ref(),
             _ => None,
         }
     }
@@ -69,6 +75,7 @@ impl Metadata {
             "to_version" => self.to_version = value,
             "compression" => self.compression = value,
             "notes" => self.notes = value,
+            "versioning" => self.versioning = value,
             _ => {}
         }
     }
@@ -116,7 +123,7 @@ pub struct NewImage {
 const COLUMNS: &str = "id, file_name, path, source, size, sha256, added_at, missing_at, deleted_at,
     trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
     trailer_device_class_uuid, trailer_signature_len, trailer_error,
-    target, from_version, to_version, compression, notes, edited_json";
+    target, from_version, to_version, compression, notes, versioning, edited_json";
 
 fn from_row(r: &SqliteRow) -> FirmwareImage {
     let trailer = r
@@ -155,6 +162,7 @@ fn from_row(r: &SqliteRow) -> FirmwareImage {
             to_version: r.get("to_version"),
             compression: r.get("compression"),
             notes: r.get("notes"),
+            versioning: r.get("versioning"),
         },
         edited: serde_json::from_str(r.get::<&str, _>("edited_json")).unwrap_or_default(),
         running_campaigns: Vec::new(),
@@ -222,7 +230,7 @@ pub async fn find_by_path(db: &Db, path: &str) -> Result<Option<FirmwareImage>> 
 }
 
 /// Binds the trailer columns (trailer_version .. trailer_error) then the metadata columns
-/// (target .. notes) in the order `insert` and `update_from_scan` both name them.
+/// (target .. versioning) in the order `insert` and `update_from_scan` both name them.
 fn bind_trailer_and_metadata<'q>(
     query: Query<'q>,
     image: &'q NewImage,
@@ -242,6 +250,7 @@ fn bind_trailer_and_metadata<'q>(
         .bind(&meta.to_version)
         .bind(&meta.compression)
         .bind(&meta.notes)
+        .bind(&meta.versioning)
 }
 
 pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
@@ -249,8 +258,8 @@ pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
         "INSERT INTO firmware_images (file_name, path, source, size, sha256, added_at,
             trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
             trailer_device_class_uuid, trailer_signature_len, trailer_error,
-            target, from_version, to_version, compression, notes)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            target, from_version, to_version, compression, notes, versioning)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&image.file_name)
     .bind(&image.path)
@@ -291,7 +300,8 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool
             trailer_version = ?, trailer_kind = ?, trailer_old_size = ?,
             trailer_manufacturer_uuid = ?, trailer_device_class_uuid = ?,
             trailer_signature_len = ?, trailer_error = ?,
-            target = ?, from_version = ?, to_version = ?, compression = ?, notes = ?
+            target = ?, from_version = ?, to_version = ?, compression = ?, notes = ?,
+            versioning = ?
          WHERE id = ?",
     )
     .bind(image.size)
@@ -326,13 +336,14 @@ pub async fn dir_images(db: &Db) -> Result<Vec<FirmwareImage>> {
 pub async fn update_metadata(db: &Db, id: i64, meta: &Metadata, edited: &[String]) -> Result<()> {
     sqlx::query(
         "UPDATE firmware_images SET target = ?, from_version = ?, to_version = ?,
-            compression = ?, notes = ?, edited_json = ? WHERE id = ?",
+            compression = ?, notes = ?, versioning = ?, edited_json = ? WHERE id = ?",
     )
     .bind(&meta.target)
     .bind(&meta.from_version)
     .bind(&meta.to_version)
     .bind(&meta.compression)
     .bind(&meta.notes)
+    .bind(&meta.versioning)
     .bind(serde_json::to_string(edited).unwrap_or_else(|_| "[]".into()))
     .bind(id)
     .execute(db)

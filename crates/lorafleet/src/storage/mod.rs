@@ -130,6 +130,10 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Real time, for what is not the fleet's: accounts, sessions and tokens, the firmware
+/// library's files, and the runner's own scheduling (`next_poll_at`). Everything the fleet
+/// sees (requests, downlinks, campaigns, device logs) is stamped with `Network::now` by its
+/// caller, so a simulated network running faster than real time shows one clock (issue 10).
 pub fn now() -> String {
     fmt_time(Utc::now())
 }

@@ -264,7 +264,8 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan).await {
+    let at = net_now(&app);
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan, &at).await {
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
@@ -401,7 +402,16 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, v.draft(), &without_keys(&body), &plan).await {
+    match store::update_draft(
+        &app.db,
+        id,
+        v.draft(),
+        &without_keys(&body),
+        &plan,
+        &net_now(&app),
+    )
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(
@@ -511,6 +521,11 @@ pub async fn cancel(
         ));
     }
     Ok(Json(dto_or_404(&app, id).await?))
+}
+
+/// A draft's times are on the network's clock, like everything else the campaign shows.
+fn net_now(app: &AppState) -> String {
+    crate::storage::fmt_time(app.network.now())
 }
 
 #[cfg(test)]

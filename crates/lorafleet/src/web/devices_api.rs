@@ -237,7 +237,8 @@ pub async fn remove(
     if !store::exists(&app.db, eui).await? {
         return Err(ApiError::not_found(format!("no device {eui}")));
     }
-    store::remove(&app.db, eui, &user.username).await?;
+    let at = crate::storage::fmt_time(app.network.now());
+    store::remove(&app.db, eui, &user.username, &at).await?;
     let _ = app.changes.send(Change::Device(eui));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -264,6 +265,7 @@ async fn send(
         &downlink.data,
         downlink.confirmed,
         status_command,
+        &crate::storage::fmt_time(app.network.now()),
     )
     .await?;
     let result = app.network.enqueue(&downlink).await;
@@ -271,7 +273,8 @@ async fn send(
         Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
         Err(e) => Err(e.to_string()),
     };
-    record::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
+    let at = crate::storage::fmt_time(app.network.now());
+    record::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what, &at).await?;
     let _ = app.changes.send(Change::Device(downlink.dev_eui));
     ::metrics::counter!("lorafleet_downlinks_total", "outcome" => if result.is_ok() { "enqueued" } else { "failed" }).increment(1);
     result?;

@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaign_versions;
 pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod firmware_api;
 pub mod ingest;
 mod limit;
 pub mod openapi;
+pub mod settings_api;
 pub mod stream;
 
 use std::time::Duration;
@@ -111,6 +113,14 @@ fn account_routes() -> Router<AppState> {
             "/api/users/{username}",
             axum::routing::patch(auth_api::update_user),
         )
+        .route(
+            "/api/settings/integration-token",
+            get(settings_api::integration_token),
+        )
+        .route(
+            "/api/settings/integration-token/rotate",
+            post(settings_api::rotate_integration_token),
+        )
 }
 
 /// The device list, one device, its uplinks and what can be sent to it.
@@ -163,6 +173,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/api/campaigns/{id}/start", post(campaigns_api::start))
         .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .route(
+            "/api/campaigns/{id}/versions",
+            get(campaign_versions::versions),
+        )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -1,5 +1,6 @@
 // @ts-check
 // #/campaigns: every campaign with its outcome; live.
+import { can } from '../access.js';
 import { api, isAbort, messageOf } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { h, badge, errorBox } from '../dom.js';
@@ -61,7 +62,7 @@ export function campaignsPage(view, ctx) {
   }
   view.append(
     h('div', { class: 'page-head' }, h('h1', null, 'Campaigns'),
-      h('a', { class: 'btn btn-primary', href: '#/campaigns/new', testid: 'campaign-new' }, 'New campaign')),
+      can('operate') ? h('a', { class: 'btn btn-primary', href: '#/campaigns/new', testid: 'campaign-new' }, 'New campaign') : null),
     h('section', { class: 'card' }, list));
   const live = refresher(load);
   live.now();

@@ -1,5 +1,6 @@
 // @ts-check
 // #/devices/:devEui: one device, its Version & Status requests, uplinks, events, downlinks.
+import { can } from '../access.js';
 import { api, isAbort, messageOf, statusOf } from '../api.js';
 import { signalChart } from '../chart.js';
 import { confirmDialog, toast } from '../dialogs.js';
@@ -124,7 +125,7 @@ export function devicePage(view, ctx) {
     h('div', { class: 'crumbs' }, h('a', { href: '#/devices', testid: 'back-to-devices' }, '‹ Devices')),
     h('div', { class: 'page-head device-head' },
       h('div', { class: 'device-head-main' }, title, h('div', { class: 'device-sub' }, h('span', { class: 'mono', testid: 'device-eui' }, devEui), headBadges)),
-      h('div', { class: 'toolbar' }, removeBtn)),
+      can('operate') ? h('div', { class: 'toolbar' }, removeBtn) : null),
     pageError,
     h('div', { class: 'grid-2' }, section('Device', identityBody), section('Firmware status', statusBody)),
     section('Version & Status requests', requests.element),
@@ -133,7 +134,7 @@ export function devicePage(view, ctx) {
     section('Uplink history', uplinkBody),
     h('div', { class: 'grid-2' },
       section('Events', eventsBody),
-      section('Downlinks', h('div', { class: 'card-body' }, downlinkForm(devEui, () => live.poke()), downlinksBody))));
+      section('Downlinks', h('div', { class: 'card-body' }, can('operate') ? downlinkForm(devEui, () => live.poke()) : null, downlinksBody))));
   onRemove(ctx, devEui, () => device, removeBtn);
 
   const renderUplinks = () => uplinkBody.replaceChildren(uplinkTable(uplinks, {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 
 use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
@@ -178,55 +178,26 @@ pub fn stage(d: &Dev) -> Stage {
     }
 }
 
-/// Campaign records (log, progress, step times) are kept on the wall clock like the runner's
-/// own; the engine works on the network's clock, which a simulated network runs faster.
-#[derive(Clone, Copy)]
-struct Wall {
-    network_now: DateTime<Utc>,
-    wall_now: DateTime<Utc>,
-    scale: f64,
-}
-
-impl Wall {
-    fn of(ctx: &DriverContext) -> Wall {
-        Wall {
-            network_now: ctx.network.now(),
-            wall_now: Utc::now(),
-            scale: ctx.network.time_scale().max(1e-6),
-        }
-    }
-
-    fn at(self, t: DateTime<Utc>) -> DateTime<Utc> {
-        if self.scale == 1.0 {
-            return t;
-        }
-        let ahead_us = (t - self.network_now).num_microseconds().unwrap_or(0) as f64;
-        self.wall_now + TimeDelta::microseconds((ahead_us / self.scale) as i64)
-    }
-
-    fn opt(self, t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-        t.map(|t| self.at(t))
-    }
-}
-
-fn report(d: &Dev, wall: Wall) -> DeviceReport {
+/// Campaign records (log, progress, step times) are on the network's clock, like the engine's
+/// own times and every uplink and answer: one clock for all the fleet shows (issue 10).
+fn report(d: &Dev) -> DeviceReport {
     DeviceReport {
-        mc_group_setup_at: wall.opt(d.mc_group_setup_at),
-        frag_session_setup_at: wall.opt(d.frag_session_setup_at),
-        mc_session_setup_at: wall.opt(d.mc_session_setup_at),
-        frag_status_at: wall.opt(d.frag_status_at),
-        completed_at: wall.opt(d.completed_at),
+        mc_group_setup_at: d.mc_group_setup_at,
+        frag_session_setup_at: d.frag_session_setup_at,
+        mc_session_setup_at: d.mc_session_setup_at,
+        frag_status_at: d.frag_status_at,
+        completed_at: d.completed_at,
         error: d.error.clone(),
         attempts: Some(d.attempts),
-        next_action_at: wall.opt(d.next_action_at),
+        next_action_at: d.next_action_at,
         driver_json: serde_json::to_value(d).ok(),
         ..DeviceReport::new(d.dev_eui.to_string(), stage(d))
     }
 }
 
-fn log_line(l: EngineLog, wall: Wall) -> LogLine {
+fn log_line(l: EngineLog) -> LogLine {
     LogLine {
-        at: wall.at(l.at),
+        at: l.at,
         level: match l.level {
             Level::Info => LogLevel::Info,
             Level::Warning => LogLevel::Warning,
@@ -375,13 +346,12 @@ impl EngineDriver {
         devs: &[Dev],
         before: &[Dev],
         stepped: Stepped,
-        wall: Wall,
     ) -> PollOutcome {
         let devices = devs
             .iter()
             .zip(before.iter().map(Some).chain(std::iter::repeat(None)))
             .filter(|(d, b)| b.is_none_or(|b| b != *d))
-            .map(|(d, _)| report(d, wall))
+            .map(|(d, _)| report(d))
             .collect();
         let finished = stepped.done.then(|| match &run.failure {
             None => Finished::Completed,
@@ -392,7 +362,7 @@ impl EngineDriver {
         }
         PollOutcome {
             devices,
-            log: stepped.log.into_iter().map(|l| log_line(l, wall)).collect(),
+            log: stepped.log.into_iter().map(log_line).collect(),
             driver_state: serde_json::to_value(run).ok(),
             finished,
             next_poll: Some(stepped.next.max(Duration::from_millis(5))),
@@ -473,15 +443,17 @@ impl CampaignDriver for EngineDriver {
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
         }
-        let wall = Wall::of(ctx);
-        let mut log: Vec<LogLine> = log.into_iter().map(|l| log_line(l, wall)).collect();
+        let mut log: Vec<LogLine> = log.into_iter().map(log_line).collect();
         if t.version.is_none() && t.to_version.is_none() && s.verify {
-            log.push(LogLine::warning(
-                "the image has no signed trailer and no to_version: devices cannot be verified, only their sessions completed",
-            ));
+            log.push(LogLine {
+                at: ctx.network.now(),
+                ..LogLine::warning(
+                    "the image has no signed trailer and no to_version: devices cannot be verified, only their sessions completed",
+                )
+            });
         }
         Ok(PollOutcome {
-            devices: devs.iter().map(|d| report(d, wall)).collect(),
+            devices: devs.iter().map(report).collect(),
             log,
             driver_state: serde_json::to_value(&run).ok(),
             finished: None,
@@ -519,7 +491,7 @@ impl CampaignDriver for EngineDriver {
                 record_outcome(ctx, c, d).await;
             }
         }
-        Ok(self.outcome(c, &run, &devs, &before, stepped, Wall::of(ctx)))
+        Ok(self.outcome(c, &run, &devs, &before, stepped))
     }
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
