@@ -467,8 +467,15 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
                 // A device filter is resolved again: the campaign targets the devices it
                 // selects at the start, not those of the draft's moment.
                 Ok((v, plan)) if row.request.get("device_filter").is_some() => {
-                    if let Err(e) =
-                        store::update_draft(&app.db, id, v.draft(), &row.request, &plan).await
+                    if let Err(e) = store::update_draft(
+                        &app.db,
+                        id,
+                        v.draft(),
+                        &row.request,
+                        &plan,
+                        &net_now(&app),
+                    )
+                    .await
                     {
                         return api_error(e.into());
                     }
