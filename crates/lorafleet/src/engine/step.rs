@@ -158,7 +158,13 @@ async fn replies(
         .enumerate()
         .map(|(i, d)| (d.dev_eui.to_string(), i))
         .collect();
-    let ports = [ports::MULTICAST_SETUP, ports::FRAGMENTATION, status_port];
+    let fm_port = lorafleet_codec::firmware_management::DEFAULT_F_PORT;
+    let ports = [
+        ports::MULTICAST_SETUP,
+        ports::FRAGMENTATION,
+        status_port,
+        fm_port,
+    ];
     let rows = storage::uplinks::since(io.db, run.uplink_cursor, ports, 20_000).await?;
     let mut out = Vec::new();
     for row in rows {
@@ -170,7 +176,12 @@ async fn replies(
             continue;
         };
         let port = u8::try_from(row.f_port).unwrap_or(0);
-        for reply in parse_uplink(port, &row.data, status_port) {
+        let replies = if port == fm_port && port != status_port {
+            lorafleet_engine::machine::parse_firmware_management(&row.data)
+        } else {
+            parse_uplink(port, &row.data, status_port)
+        };
+        for reply in replies {
             out.push((i, at, reply));
         }
     }

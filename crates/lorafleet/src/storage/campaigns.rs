@@ -204,6 +204,7 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
         error: r.get("error"),
         attempts: r.get::<i64, _>("attempts") as u32,
         next_action_at: r.get("next_action_at"),
+        engine: crate::campaigns::EngineDeviceReport::from_driver_json(driver_json.as_ref()),
         driver_json,
     }
 }
