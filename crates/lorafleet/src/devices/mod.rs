@@ -175,6 +175,11 @@ pub struct DeviceDetail {
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
     pub firmware_history: Vec<crate::storage::firmware_history::HistoryEntry>,
+    /// What the device reported through Firmware Management (TS006): `firmware_version`,
+    /// `hardware_version`, `image` (`status`: absent, corrupt, incompatible or valid, with its
+    /// `version`), `reboot`, each with the time (`at`) it was reported.
+    #[schema(value_type = Option<Object>)]
+    pub firmware_management: Option<serde_json::Value>,
 }
 
 /// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.

@@ -303,6 +303,9 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
         downlinks,
         events: device_events::recent(db, &eui, 100).await?,
         firmware_history: firmware_history::of_device(db, &eui, vt).await?,
+        firmware_management: r
+            .get::<Option<String>, _>("firmware_management")
+            .and_then(|t| serde_json::from_str(&t).ok()),
         dev_eui: eui,
     }))
 }

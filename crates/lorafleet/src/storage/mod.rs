@@ -30,6 +30,7 @@ pub mod devices;
 pub mod downlinks;
 pub mod firmware;
 pub mod firmware_history;
+pub mod firmware_management;
 pub mod sessions;
 pub mod tokens;
 pub mod uplinks;

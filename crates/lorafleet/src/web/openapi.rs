@@ -4,7 +4,9 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth_api, campaigns_api, devices_api, error, firmware_api, ingest};
+use super::{
+    auth_api, campaigns_api, devices_api, error, firmware_api, firmware_management_api, ingest,
+};
 use crate::devices;
 use crate::version_status;
 
@@ -36,7 +38,7 @@ impl Modify for Security {
         auth_api::current, auth_api::login, auth_api::logout, auth_api::create_token, auth_api::list_tokens, auth_api::delete_token,
         auth_api::list_users, auth_api::create_user, auth_api::update_user,
         devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
-        devices_api::status_request, devices_api::downlink,
+        devices_api::status_request, devices_api::downlink, firmware_management_api::request,
         ingest::integration,
         firmware_api::list, firmware_api::upload, firmware_api::rescan, firmware_api::detail,
         firmware_api::update, firmware_api::remove, firmware_api::download,
