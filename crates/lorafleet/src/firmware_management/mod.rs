@@ -261,10 +261,10 @@ mod tests {
             bytes(json!({"command": "delete_image", "version": "00030100"})),
             [0x05, 0x00, 0x03, 0x01, 0x00]
         );
-        // 2026-01-06T00:00:00Z is 1451606418 GPS seconds.
+        // 2026-01-06T00:00:00Z is 1451692818 GPS seconds (18 leap seconds).
         assert_eq!(
             bytes(json!({"command": "reboot_time", "at": "2026-01-06T00:00:00Z"})),
-            [&[0x02][..], &1_451_606_418u32.to_le_bytes()].concat()
+            [&[0x02][..], &1_451_692_818u32.to_le_bytes()].concat()
         );
     }
 
