@@ -149,7 +149,11 @@ async fn a_campaign_survives_kill_9_and_completes() {
         assert_eq!(d["check_method_used"], "version_status", "{d}");
         assert_eq!(d["verify_method_used"], "version_status", "{d}");
         assert_eq!(d["frag_status"]["reading"], "count", "{d}");
-        assert_eq!(d["frag_status"]["raw_hex"].as_str().unwrap().len(), 10, "{d}");
+        assert_eq!(
+            d["frag_status"]["raw_hex"].as_str().unwrap().len(),
+            10,
+            "{d}"
+        );
     }
     let log: Vec<&str> = c["log"]
         .as_array()

@@ -212,4 +212,32 @@ async fn a_mixed_fleet_is_verified_each_by_its_own_method() {
         .collect();
     let spread = reboots.iter().max().unwrap() - reboots.iter().min().unwrap();
     assert!(spread <= 10, "{reboots:?}");
+    // Their answers went into each device's record, so the next campaign's `auto` check asks
+    // them through Firmware Management first, and the demo devices through Version & Status.
+    let io = Io {
+        db: &app.db,
+        network: app.network.as_ref(),
+        changes: &app.changes,
+    };
+    let starts: Vec<DeviceStart> = devs
+        .iter()
+        .map(|d| DeviceStart {
+            dev_eui: d.dev_eui,
+            root: None,
+        })
+        .collect();
+    let (_, next, _) = runner::start(io, &s, &starts).await.unwrap();
+    for (d, n) in devs.iter().zip(&next) {
+        assert_eq!(n.trying, d.check_method_used, "{}", d.dev_eui);
+        let record = lorafleet::storage::devices::detail(&app.db, d.dev_eui)
+            .await
+            .unwrap()
+            .unwrap()
+            .firmware_management;
+        if d.check_method_used == Some(Method::FirmwareManagement) {
+            let r = record.unwrap();
+            assert_eq!(r["firmware_version"]["value"], NEW_VERSION, "{r}");
+            assert_eq!(r["image"]["status"], "valid", "{r}");
+        }
+    }
 }
