@@ -881,6 +881,34 @@ mod tests {
         assert_eq!(d.outcome, Some(Outcome::DeliveredUnverified));
     }
 
+    /// A Version & Status device whose status answer says fragments are missing is still
+    /// asked its version, which decides.
+    #[test]
+    fn a_status_answer_never_decides_while_the_version_can() {
+        let s = settings(CheckMode::Refuse, Method::Auto);
+        let t = target();
+        let mut run = after_session(&s);
+        let mut devs = vec![in_session(1, &s, Some(Method::VersionStatus))];
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &t, t0(), &mut out);
+        for r in crate::commands::parse_uplink(201, &[0x01, 0x05, 0x00, 0x07, 0x00], 111) {
+            run.reply(&mut devs[0], r, &s, &t, t0(), &mut out);
+        }
+        assert_eq!(devs[0].outcome, None);
+        assert_eq!(devs[0].step, Step::RebootWait);
+        let report = devs[0].frag_status_report.clone().unwrap();
+        assert_eq!(
+            (report.reading, report.fields.missing_frag),
+            (Reading::Count, 7)
+        );
+        let at = run.verify_at.unwrap();
+        run.tick(&mut devs, &s, &t, at, &mut out);
+        let v = Reply::VersionRunning { version: NEW };
+        run.reply(&mut devs[0], v, &s, &t, at, &mut out);
+        assert_eq!(devs[0].outcome, Some(Outcome::Verified));
+        assert_eq!(devs[0].verify_method_used, Some(Method::VersionStatus));
+    }
+
     #[test]
     fn firmware_management_uplinks_become_replies() {
         assert_eq!(
