@@ -497,7 +497,7 @@ impl CampaignDriver for EngineDriver {
 }
 
 /// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
-/// committed (FPorts 200, 201 and the Version & Status port), instead of waiting for the next
+/// committed (FPorts 200, 201, the Version & Status port and 203), instead of waiting for the next
 /// poll; bursts are taken together.
 pub fn spawn_wakeups(app: &crate::AppState) {
     use tokio::sync::broadcast::error::RecvError;
