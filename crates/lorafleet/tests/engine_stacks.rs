@@ -93,6 +93,7 @@ fn settings(image_len: usize) -> Settings {
         verify_method: Method::Auto,
         fm_port: 203,
         reboot_with: RebootWith::RebootTime,
+        adaptive: None,
     }
 }
 

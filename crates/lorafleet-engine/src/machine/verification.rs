@@ -110,12 +110,15 @@ pub fn parse_firmware_management(data: &[u8]) -> Vec<Reply> {
     }
 }
 
-/// How a device's stack most likely fills FragSessionStatusAns. Nothing on the air says so:
-/// devices found through Firmware Management are taken for LoRaMac-node's reading (NbFragReceived
-/// the highest N, MissingFrag the data fragments lost), the others for the specification's.
+/// How a device's stack most likely fills FragSessionStatusAns: as set for it, else (nothing on
+/// the air says so) devices found through Firmware Management are taken for LoRaMac-node's
+/// reading (NbFragReceived the highest N, MissingFrag the data fragments lost), the others for
+/// the specification's.
 fn assumed_reading(d: &Dev) -> Reading {
     let fm = Some(Method::FirmwareManagement);
-    if d.check_method_used == fm || d.verify_method_used == fm {
+    if let Some(r) = d.frag_reading {
+        r
+    } else if d.check_method_used == fm || d.verify_method_used == fm {
         Reading::HighestN
     } else {
         Reading::Count
@@ -259,6 +262,8 @@ impl Run {
                 match step {
                     Step::Check => {
                         d.check_method_used = Some(Method::FirmwareManagement);
+                        // Adaptive parity reads this device's status answers the same way.
+                        d.frag_reading.get_or_insert(assumed_reading(d));
                         d.running_version = Some(firmware.as_u32_le());
                         self.checked(d, s, t, at, out);
                     }
@@ -558,6 +563,7 @@ mod tests {
             verify_method: method,
             fm_port: 203,
             reboot_with: RebootWith::RebootTime,
+            adaptive: None,
         }
     }
 

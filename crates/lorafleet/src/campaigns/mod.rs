@@ -23,7 +23,7 @@ pub use crate::storage::campaigns::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings, FirmwareRef,
     FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
-    ProgressPoint, Stage, UnicastSettings,
+    ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// Median seconds between consecutive uplinks of the given devices (the first 200), from the
