@@ -17,8 +17,10 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod firmware_management;
 pub mod radio;
 pub mod simulation;
+pub mod stacks;
 pub mod store;
 pub mod world;
 

@@ -193,6 +193,7 @@ struct DeviceSetup {
     loss: f64,
     multicast_loss: f64,
     slot_size: u32,
+    stack: crate::stacks::Stack,
 }
 
 /// What the store appends to the reception log: enough to rebuild every device's decoders
@@ -298,6 +299,7 @@ impl World {
                 loss,
                 multicast_loss: o.multicast_loss.unwrap_or(loss),
                 slot_size: o.slot_size.unwrap_or(config.slot_size),
+                stack: config.stack_of(n, &id.dev_eui.to_string()),
             });
             let i = w.devices.len();
             w.index.insert(id.dev_eui, i);
@@ -400,6 +402,7 @@ impl World {
             status_port: self.status_port,
             reboot_delay_ms: self.reboot_delay_ms,
             slot_size,
+            stack: self.setups[i].stack,
         };
         self.devices[i].replay_fragment(index, n, data, &ctx, now_ms);
     }
@@ -546,6 +549,7 @@ impl World {
                 status_port: self.status_port,
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
+                stack: self.setups[i].stack,
             };
             let effects =
                 self.devices[i].on_unicast(&ctx, tx, item.f_port, &item.data, &mut self.rng);
@@ -655,6 +659,7 @@ impl World {
                 status_port: self.status_port,
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
+                stack: self.setups[i].stack,
             };
             let effects =
                 self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);

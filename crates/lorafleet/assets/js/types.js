@@ -88,6 +88,10 @@
  * @property {string | null} [mc_session_setup_at]
  * @property {string | null} [frag_status_at]
  * @property {string | null} [completed_at]
+ * @property {string | null} [check_method_used]  version_status | firmware_management | none
+ * @property {string | null} [verify_method_used]
+ * @property {{ raw_hex: string, fields: Record<string, unknown>, reading: string } | null} [frag_status]
+ * @property {Record<string, unknown> | null} [firmware_management]
  */
 
 /**

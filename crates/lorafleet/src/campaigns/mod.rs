@@ -22,9 +22,9 @@ pub mod validate;
 // folder); these are the names the rest of the server knows them by.
 pub use crate::storage::campaigns::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
-    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef,
-    FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
-    ParityMode, ProgressPoint, Stage, UnicastSettings,
+    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
+    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
+    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// Median seconds between consecutive uplinks of the given devices (the first 200), from the

@@ -67,6 +67,12 @@ pub struct EngineRequest {
     pub verify: Option<bool>,
     /// Default 60.
     pub reboot_delay_s: Option<i64>,
+    /// `version_status`, `firmware_management`, `auto` (default) or `none`.
+    pub check_method: Option<String>,
+    /// `version_status`, `firmware_management`, `auto` (default) or `none`.
+    pub verify_method: Option<String>,
+    /// `reboot_time` (default) or `reboot_countdown`.
+    pub reboot_with: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -1090,6 +1096,20 @@ fn engine(er: &EngineRequest, errors: &mut FieldErrors) -> EngineSettings {
     if let Some(v) = er.verify {
         engine.verify = v;
     }
+    engine.check_method = method(er.check_method.as_deref(), "engine.check_method", errors);
+    engine.verify_method = method(er.verify_method.as_deref(), "engine.verify_method", errors);
+    match er.reboot_with.as_deref() {
+        None | Some("reboot_time") => {}
+        Some("reboot_countdown") => {
+            engine.reboot_with = lorafleet_engine::machine::RebootWith::RebootCountdown
+        }
+        Some(o) => errors.add(
+            "engine.reboot_with",
+            format!(
+                "engine.reboot_with must be \"reboot_time\" or \"reboot_countdown\", got {o:?}"
+            ),
+        ),
+    }
     engine.reboot_delay_s = in_range(
         errors,
         "engine.reboot_delay_s",
@@ -1100,6 +1120,28 @@ fn engine(er: &EngineRequest, errors: &mut FieldErrors) -> EngineSettings {
         " seconds",
     ) as u32;
     engine
+}
+
+/// `engine.check_method` / `engine.verify_method`.
+fn method(
+    text: Option<&str>,
+    field: &str,
+    errors: &mut FieldErrors,
+) -> lorafleet_engine::machine::Method {
+    use lorafleet_engine::machine::Method;
+    match text {
+        None | Some("auto") => Method::Auto,
+        Some("version_status") => Method::VersionStatus,
+        Some("firmware_management") => Method::FirmwareManagement,
+        Some("none") => Method::None,
+        Some(o) => {
+            errors.add(
+                field,
+                format!("{field} must be \"version_status\", \"firmware_management\", \"auto\" or \"none\", got {o:?}"),
+            );
+            Method::Auto
+        }
+    }
 }
 
 // --- the session, from the sections together
@@ -1808,6 +1850,50 @@ mod tests {
     }
 
     #[test]
+    fn engine_methods() {
+        use lorafleet_engine::machine::{Method, RebootWith};
+        let mut errors = FieldErrors::default();
+        let e = engine(&from(json!({})), &mut errors);
+        assert_eq!(
+            (e.check_method, e.verify_method, e.reboot_with),
+            (Method::Auto, Method::Auto, RebootWith::RebootTime)
+        );
+        let e = engine(
+            &from(
+                json!({"check_method": "firmware_management", "verify_method": "none", "reboot_with": "reboot_countdown"}),
+            ),
+            &mut errors,
+        );
+        assert_eq!(
+            (e.check_method, e.verify_method, e.reboot_with),
+            (
+                Method::FirmwareManagement,
+                Method::None,
+                RebootWith::RebootCountdown
+            )
+        );
+        let e = engine(
+            &from(json!({"check_method": "version_status"})),
+            &mut errors,
+        );
+        assert_eq!(e.check_method, Method::VersionStatus);
+        assert!(errors.is_empty());
+        engine(
+            &from(json!({"verify_method": "fmp", "reboot_with": "now"})),
+            &mut errors,
+        );
+        let mut want = one(
+            "engine.verify_method",
+            "engine.verify_method must be \"version_status\", \"firmware_management\", \"auto\" or \"none\", got \"fmp\"",
+        );
+        want.extend(one(
+            "engine.reboot_with",
+            "engine.reboot_with must be \"reboot_time\" or \"reboot_countdown\", got \"now\"",
+        ));
+        assert_eq!(list(&errors), want);
+    }
+
+    #[test]
     fn engine_settings() {
         let cases = [
             (json!({}), (CheckMode::Refuse, true, 60), vec![]),
@@ -1851,7 +1937,8 @@ mod tests {
                 EngineSettings {
                     check,
                     verify,
-                    reboot_delay_s
+                    reboot_delay_s,
+                    ..EngineSettings::default()
                 },
                 "{request}"
             );

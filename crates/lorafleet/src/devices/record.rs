@@ -16,9 +16,12 @@ pub struct Retention {
 
 const REAPPEARED: &str = "device sent again after it was removed from the list";
 
-/// True for an uplink that only needs storing: no Version & Status answer to decode.
+/// True for an uplink that only needs storing: no Version & Status or Firmware Management
+/// answer to decode.
 pub fn is_plain_uplink(ev: &IntegrationEvent, retention: Retention) -> bool {
-    matches!(&ev.body, EventBody::Up(up) if up.f_port != Some(retention.status_f_port))
+    matches!(&ev.body, EventBody::Up(up)
+        if up.f_port != Some(retention.status_f_port)
+            && up.f_port != Some(crate::firmware_management::F_PORT))
 }
 
 /// Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap at
@@ -160,6 +163,16 @@ async fn apply_uplink(
         let changes = crate::version_status::interpret(&up.data, known);
         storage::version_status::write(conn, &eui, &at, &changes).await?;
         for (kind, message) in &changes.log {
+            device_events::add(conn, &eui, &at, kind, message).await?;
+        }
+        device_events::prune(conn, &eui, retention.event_history).await?;
+    }
+    if up.f_port == Some(crate::firmware_management::F_PORT) {
+        let at = fmt_time(ev.at);
+        let before = storage::firmware_management::read(conn, &eui).await?;
+        let (record, log) = crate::firmware_management::interpret(&up.data, &at, before);
+        storage::firmware_management::write(conn, &eui, &record).await?;
+        for (kind, message) in &log {
             device_events::add(conn, &eui, &at, kind, message).await?;
         }
         device_events::prune(conn, &eui, retention.event_history).await?;

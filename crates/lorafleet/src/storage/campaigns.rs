@@ -15,9 +15,9 @@ mod records;
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
 pub use records::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
-    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef,
-    FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
-    ParityMode, ProgressPoint, Stage, UnicastSettings,
+    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
+    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
+    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
@@ -209,6 +209,7 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
         error: r.get("error"),
         attempts: r.get::<i64, _>("attempts") as u32,
         next_action_at: r.get("next_action_at"),
+        engine: EngineDeviceReport::from_driver_json(driver_json.as_ref()),
         driver_json,
     }
 }

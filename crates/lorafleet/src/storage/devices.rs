@@ -100,6 +100,11 @@ pub struct DeviceDetail {
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
     pub firmware_history: Vec<HistoryEntry>,
+    /// What the device reported through Firmware Management (TS006): `firmware_version`,
+    /// `hardware_version`, `image` (`status`: absent, corrupt, incompatible or valid, with its
+    /// `version`), `reboot`, each with the time (`at`) it was reported.
+    #[schema(value_type = Option<Object>)]
+    pub firmware_management: Option<serde_json::Value>,
 }
 
 fn tags_json(id: &DeviceIdentity) -> Option<String> {
@@ -363,6 +368,9 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
         downlinks,
         events: device_events::recent(db, &eui, 100).await?,
         firmware_history: firmware_history::of_device(db, &eui, vt).await?,
+        firmware_management: r
+            .get::<Option<String>, _>("firmware_management")
+            .and_then(|t| serde_json::from_str(&t).ok()),
         dev_eui: eui,
     }))
 }

@@ -34,6 +34,7 @@ pub mod devices;
 pub mod downlinks;
 pub mod firmware;
 pub mod firmware_history;
+pub mod firmware_management;
 pub mod integration_events;
 pub mod sessions;
 pub mod tokens;

@@ -234,17 +234,18 @@ pub struct StoredUplink {
 pub async fn since(
     db: &Db,
     cursor: i64,
-    f_ports: [u8; 3],
+    f_ports: [u8; 4],
     limit: i64,
 ) -> Result<Vec<StoredUplink>> {
     let rows = sqlx::query(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > ? AND f_port IN (?, ?, ?) ORDER BY id LIMIT ?",
+         WHERE id > ? AND f_port IN (?, ?, ?, ?) ORDER BY id LIMIT ?",
     )
     .bind(cursor)
     .bind(i64::from(f_ports[0]))
     .bind(i64::from(f_ports[1]))
     .bind(i64::from(f_ports[2]))
+    .bind(i64::from(f_ports[3]))
     .bind(limit)
     .fetch_all(db)
     .await?;

@@ -20,7 +20,7 @@ use crate::storage::devices::{self as store, Cursor, ListQuery, SortKey};
 use crate::version_status::StatusRequestBody;
 use crate::AppState;
 
-fn parse_eui(s: &str) -> Result<DevEui, ApiError> {
+pub(super) fn parse_eui(s: &str) -> Result<DevEui, ApiError> {
     s.parse()
         .map_err(|e: crate::devices::BadDevEui| ApiError::field("dev_eui", e.to_string()))
 }
@@ -252,7 +252,7 @@ pub struct Accepted {
 }
 
 /// Records a downlink, asks the network to queue it, and records the outcome.
-async fn send(
+pub(super) async fn send(
     app: &AppState,
     downlink: Downlink,
     status_command: Option<&str>,

@@ -7,6 +7,7 @@ pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
 pub mod firmware_api;
+pub mod firmware_management_api;
 pub mod ingest;
 mod limit;
 pub mod openapi;
@@ -135,6 +136,10 @@ fn device_routes() -> Router<AppState> {
         .route(
             "/api/devices/{dev_eui}/status-requests",
             post(devices_api::status_request),
+        )
+        .route(
+            "/api/devices/{dev_eui}/firmware-management-requests",
+            post(firmware_management_api::request),
         )
         .route(
             "/api/devices/{dev_eui}/downlinks",

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth_api, campaign_versions, campaigns_api, devices_api, error, firmware_api, ingest,
-    settings_api,
+    auth_api, campaign_versions, campaigns_api, devices_api, error, firmware_api,
+    firmware_management_api, ingest, settings_api,
 };
 use crate::devices;
 use crate::version_status;
@@ -40,7 +40,7 @@ impl Modify for Security {
         auth_api::list_users, auth_api::create_user, auth_api::update_user,
         settings_api::integration_token, settings_api::rotate_integration_token,
         devices_api::list, devices_api::detail, devices_api::uplinks, devices_api::remove,
-        devices_api::status_request, devices_api::downlink,
+        devices_api::status_request, devices_api::downlink, firmware_management_api::request,
         ingest::integration,
         firmware_api::list, firmware_api::upload, firmware_api::rescan, firmware_api::detail,
         firmware_api::update, firmware_api::remove, firmware_api::download,

@@ -18,9 +18,22 @@ import { planView } from './plan.js';
 /** @typedef {{ stage: string, at: string, source: 'seen' | 'server' }} HistoryEntry */
 
 /** The engine's report per device: how the update ended. @type {Record<string, string>} */
-const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused' };
+const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused', delivered_unverified: 'Fragments delivered, version not verifiable' };
+/** Neither success nor failure for a device that answers no version method. @param {string} o */
+const outcomeKind = (o) => (o === 'verified' || o === 'completed' ? 'ok' : o === 'delivered_unverified' ? 'warn' : 'err');
 /** @param {string | null | undefined} o */
-const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, o === 'verified' || o === 'completed' ? 'ok' : 'err', null, 'device-outcome') : '');
+const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, outcomeKind(o), null, 'device-outcome') : '');
+/** @type {Record<string, string>} */
+const METHOD_LABEL = { version_status: 'Version & Status', firmware_management: 'Firmware Management', none: 'no version method' };
+/** How the device was checked and verified, and its status answer as received. @param {CampaignDevice} d */
+function methodNote(d) {
+  const parts = [];
+  if (d.check_method_used) parts.push(`checked by ${METHOD_LABEL[d.check_method_used] || d.check_method_used}`);
+  if (d.verify_method_used) parts.push(`verified by ${METHOD_LABEL[d.verify_method_used] || d.verify_method_used}`);
+  const fs = d.frag_status;
+  const title = fs ? `FragSessionStatusAns ${fs.raw_hex} (${fs.reading} reading)` : null;
+  return parts.length || fs ? h('div', { class: 'muted small', title, testid: 'device-methods' }, parts.join(', ') || title) : null;
+}
 
 /** Steps the server stamps with the time the device got through them. */
 const STEP_TIMES = /** @type {const} */ ([
@@ -151,7 +164,7 @@ function deviceTable(c, stages, history) {
     h('tbody', null, c.devices.map((d) => h('tr', { testid: 'campaign-device-row', 'data-dev-eui': d.dev_eui, 'data-stage': d.stage },
       h('td', { 'data-label': 'Device', class: 'mono' }, h('a', { href: `#/devices/${d.dev_eui}` }, d.dev_eui)),
       h('td', { 'data-label': 'Stage' }, stageBadge(stages, d.stage)),
-      h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome)),
+      h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome), methodNote(d)),
       h('td', { 'data-label': 'Stages so far' }, history.render(d.dev_eui, stages)),
       ...STEP_TIMES.map(([stage, k]) =>
         h('td', { 'data-label': stageLabel(stages, stage), class: 'nowrap small' }, d[k] ? fmtDateTime(d[k]) : '—')),

@@ -23,6 +23,9 @@ const select = (id, options, value) => {
   return el;
 };
 
+/** How the engine asks a device's version. @type {[string, string][]} */
+const METHODS = [['auto', 'Auto (Version & Status, then Firmware Management)'], ['version_status', 'Version & Status'], ['firmware_management', 'Firmware Management (TS006)'], ['none', 'Do not ask']];
+
 /** The form's inputs with their defaults, which depend on the network lorafleet talks to. */
 function formInputs() {
   const info = state.info || {};
@@ -53,6 +56,9 @@ function formInputs() {
     check: select('cf-check', [['refuse', 'Leave out devices that do not fit'], ['warn', 'Warn and update anyway'], ['off', 'No check (no Version & Status)']], 'refuse'),
     verify: select('cf-verify', [['true', 'Ask each device for its version'], ['false', 'Do not verify']], 'true'),
     rebootDelay: num('cf-reboot-delay', '60', 60),
+    checkMethod: select('cf-check-method', METHODS, 'auto'),
+    verifyMethod: select('cf-verify-method', METHODS, 'auto'),
+    rebootWith: select('cf-reboot-with', [['reboot_time', 'One reboot time for the group'], ['reboot_countdown', 'A countdown to that time (ST devices)']], 'reboot_time'),
   };
 }
 
@@ -105,7 +111,7 @@ function requestOf(f, firmwareSel, target) {
     },
     request_frag_status: f.status.value,
     engine: f.driver.value === 'engine'
-      ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay) }
+      ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay), check_method: f.checkMethod.value, verify_method: f.verifyMethod.value, reboot_with: f.rebootWith.value }
       : undefined,
   };
 }
@@ -133,6 +139,9 @@ function fill(f, req) {
   if (req.request_frag_status) f.status.value = req.request_frag_status;
   const en = req.engine || {};
   if (en.check) f.check.value = en.check;
+  if (en.check_method) f.checkMethod.value = en.check_method;
+  if (en.verify_method) f.verifyMethod.value = en.verify_method;
+  if (en.reboot_with) f.rebootWith.value = en.reboot_with;
   if (en.verify !== undefined && en.verify !== null) f.verify.value = String(en.verify);
   set(f.rebootDelay, en.reboot_delay_s);
 }
@@ -269,7 +278,10 @@ function campaignForm(view, ctx, editId) {
     h('div', { class: 'cf-grid' },
       fe.field('engine.check', 'Before: running version and slot size', f.check, 'A device whose slot is smaller than the image, or that runs another version than a delta\'s from_version.'),
       fe.field('engine.verify', 'After: verify the new version', f.verify),
-      fe.field('engine.reboot_delay_s', 'Reboot delay (s)', f.rebootDelay, 'Time after the session before the devices are asked for their version.')));
+      fe.field('engine.reboot_delay_s', 'Reboot delay (s)', f.rebootDelay, 'Time after the session before the devices are asked for their version.'),
+      fe.field('engine.check_method', 'Check by', f.checkMethod, 'Auto: Version & Status first, then Firmware Management (TS006), remembered per device.'),
+      fe.field('engine.verify_method', 'Verify by', f.verifyMethod),
+      fe.field('engine.reboot_with', 'Firmware Management reboot', f.rebootWith)));
   const showEngine = () => { engineCard.hidden = f.driver.value !== 'engine'; };
   f.driver.addEventListener('change', showEngine);
   showEngine();

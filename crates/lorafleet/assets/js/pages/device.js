@@ -7,6 +7,7 @@ import { confirmDialog, toast } from '../dialogs.js';
 import { h, badge, errorBox } from '../dom.js';
 import { fmtDateTime } from '../format.js';
 import { refresher } from '../schedule.js';
+import { fmPanel } from './device_fm.js';
 import { requestPanel } from './device_requests.js';
 import { downlinkList, eventLog, firmwareHistory, identity, statusCard, uplinkTable } from './device_sections.js';
 
@@ -120,6 +121,7 @@ export function devicePage(view, ctx) {
   const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
   const downlinksBody = h('div', { class: 'recent-downlinks' });
   const requests = requestPanel(devEui, { device: () => device, reload: () => live.poke() });
+  const fm = fmPanel(devEui, { record: () => device && device.firmware_management, reload: () => live.poke() });
 
   view.append(
     h('div', { class: 'crumbs' }, h('a', { href: '#/devices', testid: 'back-to-devices' }, '‹ Devices')),
@@ -128,7 +130,9 @@ export function devicePage(view, ctx) {
       can('operate') ? h('div', { class: 'toolbar' }, removeBtn) : null),
     pageError,
     h('div', { class: 'grid-2' }, section('Device', identityBody), section('Firmware status', statusBody)),
-    section('Version & Status requests', requests.element),
+    h('div', { class: 'grid-2' },
+      section('Version & Status requests', requests.element),
+      section('Firmware Management', fm.element)),
     section('Firmware history', historyBody),
     section('Signal', h('div', { class: 'card-body' }, chartBox)),
     section('Uplink history', uplinkBody),
@@ -154,6 +158,7 @@ export function devicePage(view, ctx) {
     identityBody.replaceChildren(identity(d, devEui));
     statusBody.replaceChildren(statusCard(d.status || {}));
     requests.render(Array.isArray(d.status_requests) ? d.status_requests : []);
+    fm.render(d.firmware_management);
     eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
     historyBody.replaceChildren(firmwareHistory(Array.isArray(d.firmware_history) ? d.firmware_history : []));
     downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));

@@ -126,6 +126,10 @@ fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverE
         verify: s.engine.verify,
         reboot_delay: TimeDelta::seconds(i64::from(s.engine.reboot_delay_s)),
         status_port,
+        check_method: s.engine.check_method,
+        verify_method: s.engine.verify_method,
+        fm_port: lorafleet_codec::firmware_management::DEFAULT_F_PORT,
+        reboot_with: s.engine.reboot_with,
         adaptive: adaptive_parity(&s.fragmentation, &frag),
     })
 }
@@ -172,7 +176,9 @@ pub fn stage(d: &Dev) -> Stage {
         Step::InSession => Stage::Fragments,
         Step::FragStatus if d.diagnosing => Stage::Verify,
         Step::FragStatus => Stage::FragStatus,
-        Step::RebootWait | Step::Verify => Stage::Verify,
+        Step::ImageStatus | Step::Reboot | Step::RebootWait | Step::Verify => Stage::Verify,
+        // Neither success nor failure: the process completed, the outcome says the rest.
+        Step::Done if d.outcome == Some(Outcome::DeliveredUnverified) => Stage::Completed,
         Step::Done if d.outcome.is_some_and(Outcome::succeeded) => Stage::Completed,
         Step::Done => Stage::Failed,
     }
@@ -249,6 +255,10 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
         Outcome::NotUpdated => format!("not updated: {}", d.error.as_deref().unwrap_or("")),
         Outcome::Unreachable => format!("unreachable: {}", d.error.as_deref().unwrap_or("")),
         Outcome::Refused => format!("refused: {}", d.error.as_deref().unwrap_or("")),
+        Outcome::DeliveredUnverified => format!(
+            "fragments delivered, version not verifiable: {}",
+            d.error.as_deref().unwrap_or("")
+        ),
     };
     let message = format!(
         "campaign #{} \"{}\" ({}): {what}",
@@ -511,7 +521,7 @@ impl CampaignDriver for EngineDriver {
 }
 
 /// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
-/// committed (FPorts 200, 201 and the Version & Status port), instead of waiting for the next
+/// committed (FPorts 200, 201, the Version & Status port and 203), instead of waiting for the next
 /// poll; bursts are taken together.
 pub fn spawn_wakeups(app: &crate::AppState) {
     use tokio::sync::broadcast::error::RecvError;
@@ -526,6 +536,7 @@ pub fn spawn_wakeups(app: &crate::AppState) {
                         lorafleet_engine::ports::MULTICAST_SETUP,
                         lorafleet_engine::ports::FRAGMENTATION,
                         status_port,
+                        lorafleet_codec::firmware_management::DEFAULT_F_PORT,
                     ]
                     .contains(&up.f_port.unwrap_or(0)),
                     _ => false,
