@@ -19,7 +19,9 @@ use lorafleet::App;
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 use lorafleet_engine::airtime;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
-use lorafleet_engine::machine::{CheckMode, FragStatusWhen, Outcome, Settings, Target};
+use lorafleet_engine::machine::{
+    CheckMode, FragStatusWhen, Method, Outcome, RebootWith, Settings, Target,
+};
 
 const NEW_VERSION: u32 = 0x0001_0300;
 const FRAGMENT_SIZE: u8 = 200;
@@ -82,6 +84,10 @@ async fn a_class_b_campaign_completes_in_the_ping_slots_in_the_time_the_plan_giv
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        check_method: Method::Auto,
+        verify_method: Method::Auto,
+        fm_port: 203,
+        reboot_with: RebootWith::RebootTime,
         adaptive: None,
     };
     let io = Io {
