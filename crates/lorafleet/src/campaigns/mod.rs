@@ -12,6 +12,7 @@
 //! ([`drivers::engine`]).
 
 pub mod drivers;
+pub mod packages;
 pub mod plan;
 pub mod region;
 pub mod runner;
@@ -259,6 +260,23 @@ pub struct CampaignSettings {
     /// What only lorafleet's engine does (absent in campaigns stored before it existed).
     #[serde(default)]
     pub engine: EngineSettings,
+    /// Package versions and FPorts for every device, as given: what is not given comes from
+    /// each device's profile on the network server, else the packages' defaults
+    /// ([`packages`] says how the layers combine).
+    #[serde(default, skip_serializing_if = "packages::PackagesPatch::is_empty")]
+    #[schema(value_type = Object)]
+    pub packages: packages::PackagesPatch,
+    /// What every device's fragment decoder holds, as given.
+    #[serde(default, skip_serializing_if = "packages::DeviceLimits::is_empty")]
+    #[schema(value_type = Object)]
+    pub device_limits: packages::DeviceLimits,
+    /// Per device (lower-case DevEUI): its own `packages` and `device_limits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_overrides: BTreeMap<String, packages::DeviceOverride>,
+    /// The firmware sidecar's `[device_limits]` (the model's) when the campaign was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub model_device_limits: Option<packages::DeviceLimits>,
 }
 
 /// The engine's check before and verification after an update (Version & Status).
