@@ -542,7 +542,10 @@ impl Run {
     /// The command a device's step sends: its FPort, its bytes and its name in the log.
     fn request(&self, d: &Dev, s: &Settings, now: DateTime<Utc>) -> Option<Request> {
         let speaks = d.speaks(s);
-        let (mc, frag) = (speaks.packages.multicast_setup, speaks.packages.fragmentation);
+        let (mc, frag) = (
+            speaks.packages.multicast_setup,
+            speaks.packages.fragmentation,
+        );
         let status_port = speaks.packages.version_status.f_port;
         Some(match d.step {
             Step::Check => (
@@ -1825,11 +1828,18 @@ mod tests {
             panic!("{out:?}");
         };
         assert_eq!(*f_port, 21);
-        assert_eq!(data.len(), 17, "CID + the 16 bytes of a v2 FragSessionSetupReq");
+        assert_eq!(
+            data.len(),
+            17,
+            "CID + the 16 bytes of a v2 FragSessionSetupReq"
+        );
         assert_eq!(&data[11..], &[3, 0, 1, 2, 3, 4], "SessionCnt and MIC");
         let refused = Reply::FragSessionSetup {
             index: 0,
-            result: Err(format!("FragSessionSetupAns: {}", commands::NOT_ENOUGH_MEMORY)),
+            result: Err(format!(
+                "FragSessionSetupAns: {}",
+                commands::NOT_ENOUGH_MEMORY
+            )),
         };
         run.reply(&mut devs[0], refused, &s, &target(), t0(), &mut out);
         assert_eq!(devs[0].outcome, Some(Outcome::NotUpdated));

@@ -113,6 +113,24 @@ impl Packages {
     }
 }
 
+/// One device's packages from its layers, lowest first (device profile, campaign, device
+/// override) over the defaults. When the network server answers the device's clock sync
+/// itself (a ChirpStack profile with TS003), lorafleet's stays off whatever the layers say:
+/// two answers to one AppTimeReq would set the device's clock twice.
+pub fn resolve(
+    status_port: u8,
+    layers: &[&PackagesPatch],
+    network_answers_clock_sync: bool,
+) -> Packages {
+    let mut p = layers
+        .iter()
+        .fold(Packages::defaults(status_port), |p, l| p.with(l));
+    if network_answers_clock_sync {
+        p.clock_sync.enabled = false;
+    }
+    p
+}
+
 fn set<T: Copy>(to: &mut T, from: Option<T>) {
     if let Some(v) = from {
         *to = v;
@@ -198,8 +216,18 @@ impl DeviceLimits {
     /// fragments exceeds, in words naming the limit.
     pub fn exceeded(&self, frag_size: u32, nb_frag: u32, parity: u32) -> Vec<String> {
         let checks = [
-            ("max_fragment_size", self.max_fragment_size, frag_size, "bytes per fragment"),
-            ("max_fragments", self.max_fragments, nb_frag, "data fragments"),
+            (
+                "max_fragment_size",
+                self.max_fragment_size,
+                frag_size,
+                "bytes per fragment",
+            ),
+            (
+                "max_fragments",
+                self.max_fragments,
+                nb_frag,
+                "data fragments",
+            ),
             ("max_parity", self.max_parity, parity, "parity fragments"),
         ];
         checks
@@ -406,6 +434,46 @@ pub fn frag_session_status_req(
     }
 }
 
+/// Every DataFragment frame of a session in the devices' TS004 version: v1 as
+/// [`commands::data_fragments`]; v2 with lrwn's v2 encoder, whose parity rows hold exactly
+/// M/2 distinct data fragments (a v1 device would rebuild a v2 parity fragment wrongly, and
+/// the other way round).
+pub fn data_fragments(
+    version: u8,
+    image: &[u8],
+    setup: &FragSetup,
+    redundancy: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    if version != 2 {
+        return commands::data_fragments(image, setup, redundancy);
+    }
+    let size = usize::from(setup.frag_size);
+    let mut padded = image.to_vec();
+    padded.resize(usize::from(setup.nb_frag) * size, 0);
+    let total = usize::from(setup.nb_frag) + redundancy;
+    if total > lorafleet_codec::fragmentation::MAX_N as usize {
+        return Err(format!(
+            "{} data and {redundancy} parity fragments exceed TS004's 14-bit fragment number",
+            setup.nb_frag
+        ));
+    }
+    let rows = ts004v2::encode(&padded, size, redundancy).map_err(|e| format!("FEC: {e}"))?;
+    rows.into_iter()
+        .zip(1u16..)
+        .map(|(data, n)| {
+            ts004v2::Payload::DataFragment(ts004v2::DataFragmentPayload {
+                index_and_n: ts004v2::DataFragmentPayloadIndexAndN {
+                    n,
+                    frag_index: setup.index,
+                },
+                data,
+            })
+            .to_vec()
+            .map_err(|e| format!("DataFragment: {e}"))
+        })
+        .collect()
+}
+
 /// Decodes an uplink from a device that speaks `p`. v1 answers are read by
 /// [`commands::parse_uplink`] as if they came on the package's default FPort; v2 answers by
 /// lrwn's v2 codecs. An FPort that is none of the device's packages gives nothing.
@@ -447,7 +515,10 @@ fn parse_ts005_v2(data: &[u8]) -> Reply {
                 undefined,
                 "multicast group undefined (the device no longer has the McGroupSetup)",
             ),
-            (missed, "the session start was missed (it was already past on arrival)"),
+            (
+                missed,
+                "the session start was missed (it was already past on arrival)",
+            ),
         ])
         .map(|()| time_to_start)
         .map_err(|e| format!("{what}: {e}"));
@@ -514,7 +585,10 @@ fn parse_ts004_v2(data: &[u8]) -> Reply {
         Ok(ts004v2::Payload::FragSessionSetupAns(a)) => Reply::FragSessionSetup {
             index: a.frag_index,
             result: commands::words(&[
-                (a.frag_algo_unsupported, "fragmentation algorithm not supported"),
+                (
+                    a.frag_algo_unsupported,
+                    "fragmentation algorithm not supported",
+                ),
                 (a.not_enough_memory, commands::NOT_ENOUGH_MEMORY),
                 (
                     a.frag_index_unsupported,
@@ -541,7 +615,12 @@ fn parse_ts004_v2(data: &[u8]) -> Reply {
 
 /// A FragSessionSetupAns refusal in words that name the device's limits, when it said
 /// "not enough memory": what the session asked for against what the device holds.
-pub fn explain_refusal(error: String, s: &FragSetup, parity: usize, limits: &DeviceLimits) -> String {
+pub fn explain_refusal(
+    error: String,
+    s: &FragSetup,
+    parity: usize,
+    limits: &DeviceLimits,
+) -> String {
     if !error.contains(commands::NOT_ENOUGH_MEMORY) {
         return error;
     }
@@ -579,6 +658,22 @@ mod tests {
             fragmentation: Some(v2),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn the_network_answering_clock_sync_silences_lorafleet() {
+        let on = PackagesPatch {
+            clock_sync: Some(ClockSyncPatch {
+                enabled: Some(true),
+                f_port: Some(9),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(resolve(111, &[&on], false).clock_sync.enabled);
+        let p = resolve(111, &[&PackagesPatch::default(), &on], true);
+        assert!(!p.clock_sync.enabled);
+        assert_eq!(p.clock_sync.f_port, 9);
     }
 
     #[test]
@@ -754,7 +849,10 @@ mod tests {
             hex::encode(mc_session_req(2, &b).unwrap()),
             "05000403020149d2ad8405"
         );
-        assert_eq!(frag_session_status_req(2, 1, true).unwrap(), vec![0x01, 0x03]);
+        assert_eq!(
+            frag_session_status_req(2, 1, true).unwrap(),
+            vec![0x01, 0x03]
+        );
     }
 
     #[test]
@@ -794,8 +892,14 @@ mod tests {
                 result: Err("McClassCSessionAns: the session start was missed (it was already past on arrival)".into())
             }]
         );
-        assert!(parse_uplink(201, &[0x02, 0x00], &p).is_empty(), "not its port");
-        assert!(matches!(parse_uplink(51, &[0x02], &p)[..], [Reply::Other(_)]));
+        assert!(
+            parse_uplink(201, &[0x02, 0x00], &p).is_empty(),
+            "not its port"
+        );
+        assert!(matches!(
+            parse_uplink(51, &[0x02], &p)[..],
+            [Reply::Other(_)]
+        ));
     }
 
     #[test]
@@ -824,6 +928,25 @@ mod tests {
             vec![Reply::VersionRunning {
                 version: 0x0001_0300
             }]
+        );
+    }
+
+    /// v2 parity rows differ from v1's where v1 draws a data fragment twice; data fragments
+    /// are the same bytes in both.
+    #[test]
+    fn v2_fragments_use_the_v2_matrix() {
+        let image: Vec<u8> = (0..=255u8).cycle().take(64 * 10).collect();
+        let f = FragSetup::for_image(image.len(), 10, 0, 0, 1, 0, [0; 4]).unwrap();
+        let v1 = data_fragments(1, &image, &f, 20).unwrap();
+        let v2 = data_fragments(2, &image, &f, 20).unwrap();
+        assert_eq!(v1.len(), 84);
+        assert_eq!(v2.len(), 84);
+        assert_eq!(v1[..64], v2[..64]);
+        assert_ne!(v1[64..], v2[64..], "some parity row differs");
+        assert_eq!(
+            &v2[64][..3],
+            &[0x08, 65, 0],
+            "N = 65 follows the 64 data fragments"
         );
     }
 
@@ -861,7 +984,12 @@ mod tests {
         );
         assert!(unknown.contains("set device_limits"), "{unknown}");
         assert_eq!(
-            explain_refusal("FragSessionSetupAns: wrong descriptor".into(), &f, 10, &limits),
+            explain_refusal(
+                "FragSessionSetupAns: wrong descriptor".into(),
+                &f,
+                10,
+                &limits
+            ),
             "FragSessionSetupAns: wrong descriptor"
         );
         let campaign = DeviceLimits {

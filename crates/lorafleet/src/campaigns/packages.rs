@@ -233,7 +233,9 @@ fn distinct_ports(
         if let Some((b, _)) = named[..i].iter().find(|(_, q)| q == port) {
             errors.add(
                 format!("{field}.{a}.f_port"),
-                format!("{field}: {b} and {a} would both use FPort {port}; give each package its own"),
+                format!(
+                    "{field}: {b} and {a} would both use FPort {port}; give each package its own"
+                ),
             );
         }
     }
@@ -405,7 +407,11 @@ mod tests {
             assert!(errors.is_empty(), "{body}: {errors:?}");
             let expect: PackagesPatch = serde_json::from_value(packages).unwrap_or_default();
             assert_eq!(c.packages, expect, "{body}");
-            assert_eq!(serde_json::to_value(c.device_limits).unwrap(), limits, "{body}");
+            assert_eq!(
+                serde_json::to_value(c.device_limits).unwrap(),
+                limits,
+                "{body}"
+            );
         }
     }
 

@@ -1562,7 +1562,14 @@ mod tests {
         driver: DriverKind,
     ) -> (Fragments, Errors) {
         let mut errors = FieldErrors::default();
-        let f = fragmentation(&from(request), &eu868(), dr, (size, None), driver, &mut errors);
+        let f = fragmentation(
+            &from(request),
+            &eu868(),
+            dr,
+            (size, None),
+            driver,
+            &mut errors,
+        );
         (f, list(&errors))
     }
 
@@ -1839,11 +1846,7 @@ mod tests {
                 50,
                 0,
             ),
-            (
-                json!({"device_limits": {"max_fragments": 21}}),
-                239,
-                2,
-            ),
+            (json!({"device_limits": {"max_fragments": 21}}), 239, 2),
             (
                 json!({"fragmentation": {"fragment_size": 200},
                     "device_overrides": {B: {"device_limits": {"max_fragment_size": 50}}}}),
@@ -1866,9 +1869,11 @@ mod tests {
                 .collect();
             assert_eq!(warned.len(), refusing, "{body}: {:?}", v.plan.warnings);
         }
-        let v = validate_json(json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
+        let v = validate_json(
+            json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
             "driver": "engine", "packages": {"fragmentation": {"version": 2, "f_port": 210}},
-            "device_overrides": {A: {"packages": {"multicast_setup": {"f_port": 220}}}}}))
+            "device_overrides": {A: {"packages": {"multicast_setup": {"f_port": 220}}}}}),
+        )
         .unwrap();
         let stored = serde_json::to_value(&v.settings).unwrap();
         assert_eq!(
@@ -1902,7 +1907,10 @@ mod tests {
         let body = json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
             "driver": "engine", "device_overrides": {A: {"device_limits": {"max_fragment_size": 120}}}});
         let v = validate(&from(body), &ctx).unwrap();
-        assert_eq!(v.settings.fragmentation.fragment_size, 80, "B has only the model's");
+        assert_eq!(
+            v.settings.fragmentation.fragment_size, 80,
+            "B has only the model's"
+        );
         assert_eq!(
             v.settings.model_device_limits.unwrap().max_fragment_size,
             Some(80)

@@ -12,11 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 
-use lorafleet_engine::commands::{parse_uplink, Reply};
+use lorafleet_engine::commands::Reply;
 use lorafleet_engine::keys::{self, RootKey};
-use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Step, Target};
-use lorafleet_engine::ports;
+use lorafleet_engine::machine::{Action, Dev, Level, Outcome, Phase, Run, Settings, Step, Target};
+use lorafleet_engine::packages::parse_uplink;
+use lorafleet_engine::packages::{Packages, Versioned};
 
+use super::packages::{self as speaking, CampaignLayers, DeviceLayers};
 use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
@@ -43,6 +45,8 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 pub struct DeviceStart {
     pub dev_eui: DevEui,
     pub root: Option<RootKey>,
+    /// Its own packages and its limits.
+    pub layers: DeviceLayers,
 }
 
 /// A line for the campaign log.
@@ -70,12 +74,34 @@ pub struct GroupInfo {
     pub application_id: Option<String>,
 }
 
+/// The device's root key: the campaign's, else the network server's; the error says why
+/// there is none.
+async fn root_key(io: Io<'_>, d: &DeviceStart) -> Result<RootKey, String> {
+    let root = match d.root {
+        Some(r) => Ok(Some(r)),
+        None => io.network.device_keys(d.dev_eui).await.map(|k| {
+            k.and_then(|k| {
+                k.gen_app_key
+                    .map(RootKey::GenAppKey)
+                    .or(k.app_key.map(RootKey::AppKey))
+            })
+        }),
+    };
+    match root {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("no key material: give a GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) with the campaign, or store it in the network server".to_string()),
+        Err(e) => Err(format!("could not read the device's keys from the network server: {e}")),
+    }
+}
+
 /// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
-/// from the campaign, else from the network server), and the uplink cursor. Sends nothing.
+/// from the campaign, else from the network server), each device's packages (its profile on
+/// the network server under the campaign's layers), and the uplink cursor. Sends nothing.
 pub async fn start(
     io: Io<'_>,
     s: &Settings,
     devices: &[DeviceStart],
+    campaign: &CampaignLayers<'_>,
 ) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
     let now = io.network.now();
     let (mc_addr, mc_key) = {
@@ -89,40 +115,35 @@ pub async fn start(
     let mut devs = Vec::with_capacity(devices.len());
     let mut log = Vec::new();
     for d in devices {
-        let root = match d.root {
-            Some(r) => Ok(Some(r)),
-            None => io.network.device_keys(d.dev_eui).await.map(|k| {
-                k.and_then(|k| {
-                    k.gen_app_key
-                        .map(RootKey::GenAppKey)
-                        .or(k.app_key.map(RootKey::AppKey))
-                })
-            }),
+        let speaks = match root_key(io, d).await {
+            Ok(root) => speaking::resolve(io.network, d.dev_eui, root, &d.layers, campaign)
+                .await
+                .map(|(p, warning)| (root, p, warning)),
+            Err(why) => Err(why),
         };
-        let root = match root {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                let why = "no key material: give a GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) with the campaign, or store it in the network server".to_string();
-                log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
-                devs.push(Dev::refused(d.dev_eui, why, now));
-                continue;
-            }
-            Err(e) => {
-                let why = format!("could not read the device's keys from the network server: {e}");
+        let (root, speaks, warning) = match speaks {
+            Ok(x) => x,
+            Err(why) => {
                 log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
                 devs.push(Dev::refused(d.dev_eui, why, now));
                 continue;
             }
         };
+        if let Some(w) = warning {
+            log.push(line(now, Level::Warning, Some(d.dev_eui), w));
+        }
         let vt = storage::devices::versioning_type(io.db, &d.dev_eui.to_string()).await?;
-        devs.push(Dev::new(
+        let mut dev = Dev::new(
             d.dev_eui,
             keys::encrypted_mc_key(root, mc_key),
             vt.and_then(|v| u8::try_from(v).ok()),
             s,
             now,
-        ));
+        );
+        dev.packages = Some(speaks);
+        devs.push(dev);
     }
+    one_fragmentation_session(&mut devs, now, &mut log);
     log.push(line(
         now,
         Level::Info,
@@ -137,6 +158,46 @@ pub async fn start(
     Ok((run, devs, log))
 }
 
+/// The TS004 version and FPort of the campaign's multicast session: what its devices speak
+/// (the defaults when none says).
+pub fn session_fragmentation(devs: &[Dev]) -> Versioned {
+    devs.iter()
+        .filter(|d| d.outcome != Some(Outcome::Refused))
+        .find_map(|d| d.packages.map(|p| p.packages.fragmentation))
+        .unwrap_or(Packages::defaults(0).fragmentation)
+}
+
+/// One multicast session carries one FPort and one FEC matrix, so its devices must share
+/// their TS004 version and FPort: the most common pair wins, the others are refused before
+/// anything is sent to them, with what they speak.
+fn one_fragmentation_session(devs: &mut [Dev], now: DateTime<Utc>, log: &mut Vec<LogLine>) {
+    let mut counts: Vec<(Versioned, usize)> = Vec::new();
+    for p in devs.iter().filter_map(|d| d.packages) {
+        let f = p.packages.fragmentation;
+        match counts.iter_mut().find(|(v, _)| *v == f) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f, 1)),
+        }
+    }
+    let Some(&(chosen, _)) = counts.iter().max_by_key(|(_, n)| *n) else {
+        return;
+    };
+    for d in devs.iter_mut() {
+        let Some(f) = d.packages.map(|p| p.packages.fragmentation) else {
+            continue;
+        };
+        if f == chosen {
+            continue;
+        }
+        let why = format!(
+            "it speaks TS004 v{} on FPort {}, the campaign's multicast session TS004 v{} on FPort {}; update it in a campaign of its own",
+            f.version, f.f_port, chosen.version, chosen.f_port
+        );
+        log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
+        *d = Dev::refused(d.dev_eui, why, now);
+    }
+}
+
 fn line(at: DateTime<Utc>, level: Level, dev_eui: Option<DevEui>, message: String) -> LogLine {
     LogLine {
         at,
@@ -146,20 +207,24 @@ fn line(at: DateTime<Utc>, level: Level, dev_eui: Option<DevEui>, message: Strin
     }
 }
 
-/// Reads the answers committed since the last step, in commit order.
+/// Reads the answers committed since the last step, in commit order, each on its device's
+/// own FPorts and in its package versions.
 async fn replies(
     io: Io<'_>,
     run: &mut Run,
     devs: &[Dev],
-    status_port: u8,
+    s: &Settings,
 ) -> anyhow::Result<Vec<(usize, DateTime<Utc>, Reply)>> {
     let index: HashMap<String, usize> = devs
         .iter()
         .enumerate()
         .map(|(i, d)| (d.dev_eui.to_string(), i))
         .collect();
-    let ports = [ports::MULTICAST_SETUP, ports::FRAGMENTATION, status_port];
-    let rows = storage::uplinks::since(io.db, run.uplink_cursor, ports, 20_000).await?;
+    let speaks: Vec<_> = devs.iter().map(|d| d.speaks(s).packages).collect();
+    let mut ports: Vec<u8> = speaks.iter().flat_map(|p| p.answer_ports()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let rows = storage::uplinks::since(io.db, run.uplink_cursor, &ports, 20_000).await?;
     let mut out = Vec::new();
     for row in rows {
         run.uplink_cursor = run.uplink_cursor.max(row.id);
@@ -170,7 +235,7 @@ async fn replies(
             continue;
         };
         let port = u8::try_from(row.f_port).unwrap_or(0);
-        for reply in parse_uplink(port, &row.data, status_port) {
+        for reply in parse_uplink(port, &row.data, &speaks[i]) {
             out.push((i, at, reply));
         }
     }
@@ -233,7 +298,7 @@ pub async fn step(
 ) -> anyhow::Result<Stepped> {
     let now = io.network.now();
     let mut out = Vec::new();
-    for (i, at, reply) in replies(io, run, devs, s.status_port).await? {
+    for (i, at, reply) in replies(io, run, devs, s).await? {
         run.reply(&mut devs[i], reply, s, t, at, &mut out);
     }
     run.tick(devs, s, t, now, &mut out);
@@ -290,7 +355,8 @@ pub async fn step(
         }
     }
     if run.streaming(now) {
-        stream(io, run, s, frames, now, &mut log).await;
+        let f_port = session_fragmentation(devs).f_port;
+        stream(io, run, s, (frames, f_port), now, &mut log).await;
     }
     let scale = io.network.time_scale().max(1e-6);
     let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
@@ -366,14 +432,16 @@ async fn create_group(
 }
 
 /// Keeps up to [`WINDOW`] fragments queued, in order; notes when the network sent the last.
+/// `fragments`: the frames and the FPort of the devices' fragmentation package.
 async fn stream(
     io: Io<'_>,
     run: &mut Run,
     s: &Settings,
-    frames: &[Vec<u8>],
+    fragments: (&[Vec<u8>], u8),
     now: DateTime<Utc>,
     log: &mut Vec<LogLine>,
 ) {
+    let (frames, f_port) = fragments;
     let Some(group) = run.group.clone() else {
         return;
     };
@@ -417,11 +485,7 @@ async fn stream(
     }
     let room = WINDOW.saturating_sub(queued);
     for frame in frames.iter().skip(run.next_fragment).take(room) {
-        if let Err(e) = io
-            .network
-            .enqueue_multicast(&group, ports::FRAGMENTATION, frame)
-            .await
-        {
+        if let Err(e) = io.network.enqueue_multicast(&group, f_port, frame).await {
             log.push(line(
                 now,
                 Level::Warning,

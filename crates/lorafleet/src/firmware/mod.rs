@@ -290,20 +290,36 @@ mod tests {
     #[test]
     fn sidecar_device_limits_table() {
         let text = "target = \"meter\"\n[device_limits]\nmax_fragment_size = 50\nmax_fragments = 21\nmax_parity = 5\n";
-        assert_eq!(parse_sidecar(text).unwrap().target.as_deref(), Some("meter"));
+        assert_eq!(
+            parse_sidecar(text).unwrap().target.as_deref(),
+            Some("meter")
+        );
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("fw.bin");
         std::fs::write(format!("{}.toml", image.display()), text).unwrap();
         let limits = sidecar_device_limits(&image.display().to_string()).unwrap();
         assert_eq!(
-            (limits.max_fragment_size, limits.max_fragments, limits.max_parity),
+            (
+                limits.max_fragment_size,
+                limits.max_fragments,
+                limits.max_parity
+            ),
             (Some(50), Some(21), Some(5))
         );
-        assert_eq!(sidecar_device_limits(&dir.path().join("none.bin").display().to_string()), None);
+        assert_eq!(
+            sidecar_device_limits(&dir.path().join("none.bin").display().to_string()),
+            None
+        );
         for (bad, says) in [
             ("device_limits = 5", "must be a table"),
-            ("[device_limits]\nmax_fragment_size = 300", "device_limits.max_fragment_size must be a whole number 1..255, got 300"),
-            ("[device_limits]\nmax_fragments = \"many\"", "device_limits.max_fragments"),
+            (
+                "[device_limits]\nmax_fragment_size = 300",
+                "device_limits.max_fragment_size must be a whole number 1..255, got 300",
+            ),
+            (
+                "[device_limits]\nmax_fragments = \"many\"",
+                "device_limits.max_fragments",
+            ),
             ("[device_limits]\nslots = 2", "unknown key \"slots\""),
         ] {
             let e = parse_sidecar(bad).unwrap_err();

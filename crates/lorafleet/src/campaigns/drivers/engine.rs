@@ -19,19 +19,23 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
+use crate::engine::packages::{CampaignLayers, ClockSyncTable, DeviceLayers};
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
 use crate::storage::firmware_history;
-use lorafleet_engine::commands::{data_fragments, FragSetup};
+use lorafleet_engine::commands::FragSetup;
 use lorafleet_engine::machine::{
     Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
 };
+use lorafleet_engine::packages::data_fragments;
 
-/// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
+/// The engine as a campaign driver. Holds a cache of encoded fragments and tells the TS003
+/// responder how its devices sync their clocks.
 #[derive(Default)]
 pub struct EngineDriver {
     frames: Mutex<HashMap<i64, Arc<Vec<Vec<u8>>>>>,
+    clock_sync: Arc<ClockSyncTable>,
 }
 
 fn io(ctx: &DriverContext) -> Io<'_> {
@@ -126,6 +130,36 @@ fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverE
         reboot_delay: TimeDelta::seconds(i64::from(s.engine.reboot_delay_s)),
         status_port,
     })
+}
+
+/// Each device with its key and its layers (override packages, limits).
+fn device_starts(c: &Campaign) -> Result<Vec<DeviceStart>, DriverError> {
+    let st = &c.settings;
+    c.devices
+        .iter()
+        .map(|d| {
+            Ok(DeviceStart {
+                dev_eui: d
+                    .dev_eui
+                    .parse()
+                    .map_err(|e: crate::devices::BadDevEui| DriverError::Invalid(e.to_string()))?,
+                root: c.keys.root_key(&d.dev_eui, &st.lorawan_version),
+                layers: DeviceLayers {
+                    packages: st
+                        .device_overrides
+                        .get(&d.dev_eui)
+                        .map(|o| o.packages)
+                        .unwrap_or_default(),
+                    limits: campaigns::packages::limits_for(
+                        &d.dev_eui,
+                        st.device_limits,
+                        &st.device_overrides,
+                        st.model_device_limits,
+                    ),
+                },
+            })
+        })
+        .collect()
 }
 
 /// What the check and the verification compare with.
@@ -283,13 +317,27 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
 }
 
 impl EngineDriver {
-    fn frames(&self, c: &Campaign, s: &Settings) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
+    pub fn new(clock_sync: Arc<ClockSyncTable>) -> EngineDriver {
+        EngineDriver {
+            frames: Mutex::default(),
+            clock_sync,
+        }
+    }
+
+    /// The session's fragments in the devices' TS004 version.
+    fn frames(
+        &self,
+        c: &Campaign,
+        s: &Settings,
+        version: u8,
+    ) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
         let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = cache.get(&c.id) {
             return Ok(f.clone());
         }
         let frames = Arc::new(
-            data_fragments(&c.payload, &s.frag, s.redundancy).map_err(DriverError::Invalid)?,
+            data_fragments(version, &c.payload, &s.frag, s.redundancy)
+                .map_err(DriverError::Invalid)?,
         );
         cache.insert(c.id, frames.clone());
         Ok(frames)
@@ -338,6 +386,9 @@ impl EngineDriver {
         });
         if finished.is_some() {
             self.forget(c.id);
+            self.clock_sync.forget(devs);
+        } else {
+            self.clock_sync.note(devs);
         }
         PollOutcome {
             devices,
@@ -405,19 +456,20 @@ impl CampaignDriver for EngineDriver {
 
     async fn start(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
         let s = settings(c, ctx.config.status_protocol.f_port)?;
-        let starts = c
-            .devices
-            .iter()
-            .map(|d| {
-                Ok(DeviceStart {
-                    dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
-                        DriverError::Invalid(e.to_string())
-                    })?,
-                    root: c.keys.root_key(&d.dev_eui, &c.settings.lorawan_version),
-                })
-            })
-            .collect::<Result<Vec<_>, DriverError>>()?;
-        let (run, devs, log) = step::start(io(ctx), &s, &starts).await.map_err(internal)?;
+        let starts = device_starts(c)?;
+        let layers = CampaignLayers {
+            packages: c.settings.packages,
+            status_port: s.status_port,
+            image: &c.payload,
+            // Wraps after 65536 campaigns; a device then needs its counter reset.
+            session_cnt: (c.id & 0xffff) as u16,
+            frag_index: s.frag.index,
+            descriptor: s.frag.descriptor,
+        };
+        let (run, devs, log) = step::start(io(ctx), &s, &starts, &layers)
+            .await
+            .map_err(internal)?;
+        self.clock_sync.note(&devs);
         let t = target(c);
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
@@ -445,7 +497,7 @@ impl CampaignDriver for EngineDriver {
         let t = target(c);
         let (mut run, mut devs) = load_state(c)?;
         let before = devs.clone();
-        let frames = self.frames(c, &s)?;
+        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
         let group = GroupInfo {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
@@ -472,9 +524,10 @@ impl CampaignDriver for EngineDriver {
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
         self.forget(c.id);
-        let Ok((run, _)) = load_state(c) else {
+        let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
+        self.clock_sync.forget(&devs);
         match (&run.group, run.group_deleted) {
             (Some(id), false) => ctx
                 .network
