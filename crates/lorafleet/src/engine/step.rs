@@ -45,8 +45,6 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 pub struct DeviceStart {
     pub dev_eui: DevEui,
     pub root: Option<RootKey>,
-    /// Its own packages and its limits.
-    pub layers: DeviceLayers,
 }
 
 /// A line for the campaign log.
@@ -94,13 +92,33 @@ async fn root_key(io: Io<'_>, d: &DeviceStart) -> Result<RootKey, String> {
     }
 }
 
-/// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
-/// from the campaign, else from the network server), each device's packages (its profile on
-/// the network server under the campaign's layers), and the uplink cursor. Sends nothing.
+/// [`start_with`] for a campaign that says nothing about packages and limits: each device
+/// speaks what its profile on the network server says, else the defaults.
 pub async fn start(
     io: Io<'_>,
     s: &Settings,
     devices: &[DeviceStart],
+) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
+    let campaign = CampaignLayers {
+        packages: Default::default(),
+        status_port: s.status_port,
+        image: &[],
+        session_cnt: 0,
+        frag_index: s.frag.index,
+        descriptor: s.frag.descriptor,
+    };
+    start_with(io, s, devices, &[], &campaign).await
+}
+
+/// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
+/// from the campaign, else from the network server), each device's packages (its profile on
+/// the network server under the campaign's layers; `layers[i]` for `devices[i]`, the defaults
+/// past its end), and the uplink cursor. Sends nothing.
+pub async fn start_with(
+    io: Io<'_>,
+    s: &Settings,
+    devices: &[DeviceStart],
+    layers: &[DeviceLayers],
     campaign: &CampaignLayers<'_>,
 ) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
     let now = io.network.now();
@@ -114,9 +132,10 @@ pub async fn start(
     run.uplink_cursor = storage::uplinks::max_id(io.db).await?;
     let mut devs = Vec::with_capacity(devices.len());
     let mut log = Vec::new();
-    for d in devices {
+    for (i, d) in devices.iter().enumerate() {
+        let own = layers.get(i).copied().unwrap_or_default();
         let speaks = match root_key(io, d).await {
-            Ok(root) => speaking::resolve(io.network, d.dev_eui, root, &d.layers, campaign)
+            Ok(root) => speaking::resolve(io.network, d.dev_eui, root, &own, campaign)
                 .await
                 .map(|(p, warning)| (root, p, warning)),
             Err(why) => Err(why),

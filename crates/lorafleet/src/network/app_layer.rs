@@ -140,6 +140,35 @@ pub async fn read(
     Ok(p)
 }
 
+/// The devices' profiles that cannot carry ChirpStack's FUOTA: one message per profile,
+/// naming it and which of the campaign's devices use it. ChirpStack would accept the
+/// deployment and fail its first job ("Device-profile does not support TS005"), so this is
+/// asked before start.
+pub async fn fuota_profile_problems(
+    client: &Client,
+    dev_euis: &[String],
+) -> Result<Vec<String>, NetworkError> {
+    let mut profiles = HashMap::new();
+    let mut lacking: Vec<(ProfilePackages, Vec<String>)> = Vec::new();
+    for eui in dev_euis {
+        let p = read(client, eui, &mut profiles).await?;
+        if p.lacks_fuota().is_none() {
+            continue;
+        }
+        match lacking.iter_mut().find(|(q, _)| q.profile_id == p.profile_id) {
+            Some((_, devices)) => devices.push(eui.clone()),
+            None => lacking.push((p, vec![eui.clone()])),
+        }
+    }
+    Ok(lacking
+        .into_iter()
+        .filter_map(|(p, devices)| {
+            p.lacks_fuota()
+                .map(|why| format!("{why} (used by {})", devices.join(", ")))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

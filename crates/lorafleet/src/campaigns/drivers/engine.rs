@@ -132,34 +132,35 @@ fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverE
     })
 }
 
-/// Each device with its key and its layers (override packages, limits).
-fn device_starts(c: &Campaign) -> Result<Vec<DeviceStart>, DriverError> {
+/// Each device with its key, and its layers (override packages, limits).
+fn device_starts(c: &Campaign) -> Result<(Vec<DeviceStart>, Vec<DeviceLayers>), DriverError> {
     let st = &c.settings;
     c.devices
         .iter()
         .map(|d| {
-            Ok(DeviceStart {
-                dev_eui: d
-                    .dev_eui
-                    .parse()
-                    .map_err(|e: crate::devices::BadDevEui| DriverError::Invalid(e.to_string()))?,
+            let start = DeviceStart {
+                dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
+                    DriverError::Invalid(e.to_string())
+                })?,
                 root: c.keys.root_key(&d.dev_eui, &st.lorawan_version),
-                layers: DeviceLayers {
-                    packages: st
-                        .device_overrides
-                        .get(&d.dev_eui)
-                        .map(|o| o.packages)
-                        .unwrap_or_default(),
-                    limits: campaigns::packages::limits_for(
-                        &d.dev_eui,
-                        st.device_limits,
-                        &st.device_overrides,
-                        st.model_device_limits,
-                    ),
-                },
-            })
+            };
+            let layers = DeviceLayers {
+                packages: st
+                    .device_overrides
+                    .get(&d.dev_eui)
+                    .map(|o| o.packages)
+                    .unwrap_or_default(),
+                limits: campaigns::packages::limits_for(
+                    &d.dev_eui,
+                    st.device_limits,
+                    &st.device_overrides,
+                    st.model_device_limits,
+                ),
+            };
+            Ok((start, layers))
         })
-        .collect()
+        .collect::<Result<Vec<_>, DriverError>>()
+        .map(|v| v.into_iter().unzip())
 }
 
 /// What the check and the verification compare with.
@@ -456,7 +457,7 @@ impl CampaignDriver for EngineDriver {
 
     async fn start(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
         let s = settings(c, ctx.config.status_protocol.f_port)?;
-        let starts = device_starts(c)?;
+        let (starts, own) = device_starts(c)?;
         let layers = CampaignLayers {
             packages: c.settings.packages,
             status_port: s.status_port,
@@ -466,7 +467,7 @@ impl CampaignDriver for EngineDriver {
             frag_index: s.frag.index,
             descriptor: s.frag.descriptor,
         };
-        let (run, devs, log) = step::start(io(ctx), &s, &starts, &layers)
+        let (run, devs, log) = step::start_with(io(ctx), &s, &starts, &own, &layers)
             .await
             .map_err(internal)?;
         self.clock_sync.note(&devs);
