@@ -155,7 +155,10 @@ pub async fn fuota_profile_problems(
         if p.lacks_fuota().is_none() {
             continue;
         }
-        match lacking.iter_mut().find(|(q, _)| q.profile_id == p.profile_id) {
+        match lacking
+            .iter_mut()
+            .find(|(q, _)| q.profile_id == p.profile_id)
+        {
             Some((_, devices)) => devices.push(eui.clone()),
             None => lacking.push((p, vec![eui.clone()])),
         }

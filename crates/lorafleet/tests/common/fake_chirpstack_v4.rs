@@ -43,7 +43,14 @@ impl FakeState {
 
     /// A profile with these app-layer parameters: (version, FPort) of TS003, TS004, TS005;
     /// version 0 is "not implemented".
-    pub fn put_profile(&mut self, id: &str, name: &str, ts003: (i32, u32), ts004: (i32, u32), ts005: (i32, u32)) {
+    pub fn put_profile(
+        &mut self,
+        id: &str,
+        name: &str,
+        ts003: (i32, u32),
+        ts004: (i32, u32),
+        ts005: (i32, u32),
+    ) {
         self.profiles.insert(
             id.to_string(),
             api::DeviceProfile {

@@ -139,9 +139,10 @@ fn device_starts(c: &Campaign) -> Result<(Vec<DeviceStart>, Vec<DeviceLayers>), 
         .iter()
         .map(|d| {
             let start = DeviceStart {
-                dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
-                    DriverError::Invalid(e.to_string())
-                })?,
+                dev_eui: d
+                    .dev_eui
+                    .parse()
+                    .map_err(|e: crate::devices::BadDevEui| DriverError::Invalid(e.to_string()))?,
                 root: c.keys.root_key(&d.dev_eui, &st.lorawan_version),
             };
             let layers = DeviceLayers {
