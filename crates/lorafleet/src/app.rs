@@ -48,8 +48,9 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The MQTT ingest connection's state (`disabled` unless `integration.mqtt.enabled`).
     pub mqtt: Arc<crate::ingest::mqtt::MqttStatus>,
-    /// How devices of running engine campaigns sync their clocks (the TS003 responder reads it).
-    pub clock_sync: Arc<crate::engine::packages::ClockSyncTable>,
+    /// The packages of the devices of running engine campaigns (the TS003 responder and the
+    /// engine's wake-ups read it).
+    pub running_packages: Arc<crate::engine::packages::RunningPackages>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -146,11 +147,11 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
-        let clock_sync = Arc::new(crate::engine::packages::ClockSyncTable::default());
+        let running_packages = Arc::new(crate::engine::packages::RunningPackages::default());
         let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
             &config,
             v4,
-            clock_sync.clone(),
+            running_packages.clone(),
         )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
@@ -177,7 +178,7 @@ impl App {
             campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
             mqtt: Arc::default(),
-            clock_sync,
+            running_packages,
         });
         // After the metrics recorder is installed (above), so its series start at zero.
         crate::ingest::mqtt::spawn(&app.config, app.writer.clone(), app.mqtt.clone())?;
@@ -227,7 +228,7 @@ impl App {
 fn driver_registry(
     config: &Config,
     v4: Result<ChirpstackV4Client, String>,
-    clock_sync: Arc<crate::engine::packages::ClockSyncTable>,
+    running_packages: Arc<crate::engine::packages::RunningPackages>,
 ) -> DriverRegistry {
     let mut r = DriverRegistry::default();
     r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
@@ -236,7 +237,7 @@ fn driver_registry(
     r.register(Arc::new(
         drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
     ));
-    r.register(Arc::new(drivers::engine::EngineDriver::new(clock_sync)));
+    r.register(Arc::new(drivers::engine::EngineDriver::new(running_packages)));
     r
 }
 

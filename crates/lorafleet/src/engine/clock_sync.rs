@@ -2,7 +2,7 @@
 //! the ingest is answered (`lorafleet_engine::clock_sync::answer_in`) with the correction from
 //! the uplink's reception time, so devices can open their multicast sessions on time; on the
 //! device's own FPort and in its version when a running engine campaign says so
-//! ([`ClockSyncTable`]), and not at all where that campaign turned it off or the device's
+//! ([`RunningPackages`]), and not at all where that campaign turned it off or the device's
 //! profile on the network server has TS003 on (ChirpStack then answers itself, and a second
 //! answer would set the device's clock twice).
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lorafleet_engine::clock_sync::answer_in;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::packages::ClockSyncTable;
+use super::packages::RunningPackages;
 use crate::devices::DevEui;
 use crate::network::{Downlink, Network};
 use crate::AppState;
@@ -54,7 +54,7 @@ impl NetworkAnswers {
 /// Answers AppTimeReq uplinks for as long as the application runs.
 pub fn spawn(app: &AppState) {
     let mut uplinks = app.uplinks.subscribe();
-    let table: std::sync::Arc<ClockSyncTable> = app.clock_sync.clone();
+    let table: std::sync::Arc<RunningPackages> = app.running_packages.clone();
     let app = std::sync::Arc::downgrade(app);
     tokio::spawn(async move {
         let mut network_answers = NetworkAnswers::default();
@@ -69,7 +69,7 @@ pub fn spawn(app: &AppState) {
                 continue;
             };
             let dev_eui = committed.event.dev_eui;
-            let package = table.of(dev_eui);
+            let package = table.clock_sync(dev_eui);
             if up.f_port != Some(package.f_port) || !package.enabled {
                 continue;
             }

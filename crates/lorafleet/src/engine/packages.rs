@@ -3,8 +3,9 @@
 //! campaign's `packages` and the device's override ([`lorafleet_engine::packages::resolve`]),
 //! its limits, and for TS004 v2 the session counter and the image's MIC.
 //!
-//! [`ClockSyncTable`] tells the TS003 responder how each device of a running campaign syncs
-//! its clock (its FPort, its version, or not by lorafleet at all).
+//! [`RunningPackages`] tells the TS003 responder how each device of a running campaign syncs
+//! its clock (its FPort, its version, or not by lorafleet at all), and the campaign runner's
+//! wake-ups which FPorts carry its answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,14 +92,14 @@ fn root_bytes(root: RootKey) -> [u8; 16] {
     }
 }
 
-/// How the devices of running engine campaigns sync their clocks; a device not in it uses
-/// the defaults (TS003 v1 on FPort 202, answered by lorafleet).
+/// The packages of the devices of running engine campaigns; a device not in it uses the
+/// defaults (TS003 v1 on FPort 202, answered by lorafleet).
 #[derive(Default)]
-pub struct ClockSyncTable {
-    devices: Mutex<HashMap<DevEui, ClockSync>>,
+pub struct RunningPackages {
+    devices: Mutex<HashMap<DevEui, Packages>>,
 }
 
-impl ClockSyncTable {
+impl RunningPackages {
     /// Notes the campaign's devices (called at start and on every poll, so a restart fills the
     /// table again from the stored engine state).
     pub fn note(&self, devs: &[Dev]) {
@@ -106,7 +107,7 @@ impl ClockSyncTable {
         for d in devs {
             match (d.is_done(), d.packages) {
                 (false, Some(p)) => {
-                    t.insert(d.dev_eui, p.packages.clock_sync);
+                    t.insert(d.dev_eui, p.packages);
                 }
                 _ => {
                     t.remove(&d.dev_eui);
@@ -124,12 +125,20 @@ impl ClockSyncTable {
     }
 
     /// The device's clock sync package.
-    pub fn of(&self, dev_eui: DevEui) -> ClockSync {
+    pub fn clock_sync(&self, dev_eui: DevEui) -> ClockSync {
         self.devices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&dev_eui)
-            .copied()
-            .unwrap_or(Packages::defaults(0).clock_sync)
+            .map_or(Packages::defaults(0).clock_sync, |p| p.clock_sync)
+    }
+
+    /// Whether an uplink on `f_port` from the device may answer one of its campaign's commands.
+    pub fn answers_on(&self, dev_eui: DevEui, f_port: u8) -> bool {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dev_eui)
+            .is_some_and(|p| p.answer_ports().contains(&f_port))
     }
 }

@@ -19,7 +19,7 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
-use crate::engine::packages::{CampaignLayers, ClockSyncTable, DeviceLayers};
+use crate::engine::packages::{CampaignLayers, RunningPackages, DeviceLayers};
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
@@ -35,7 +35,7 @@ use lorafleet_engine::packages::data_fragments;
 #[derive(Default)]
 pub struct EngineDriver {
     frames: Mutex<HashMap<i64, Arc<Vec<Vec<u8>>>>>,
-    clock_sync: Arc<ClockSyncTable>,
+    running: Arc<RunningPackages>,
 }
 
 fn io(ctx: &DriverContext) -> Io<'_> {
@@ -319,10 +319,10 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
 }
 
 impl EngineDriver {
-    pub fn new(clock_sync: Arc<ClockSyncTable>) -> EngineDriver {
+    pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
         EngineDriver {
             frames: Mutex::default(),
-            clock_sync,
+            running,
         }
     }
 
@@ -388,9 +388,9 @@ impl EngineDriver {
         });
         if finished.is_some() {
             self.forget(c.id);
-            self.clock_sync.forget(devs);
+            self.running.forget(devs);
         } else {
-            self.clock_sync.note(devs);
+            self.running.note(devs);
         }
         PollOutcome {
             devices,
@@ -471,7 +471,7 @@ impl CampaignDriver for EngineDriver {
         let (run, devs, log) = step::start_with(io(ctx), &s, &starts, &own, &layers)
             .await
             .map_err(internal)?;
-        self.clock_sync.note(&devs);
+        self.running.note(&devs);
         let t = target(c);
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
@@ -529,7 +529,7 @@ impl CampaignDriver for EngineDriver {
         let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
-        self.clock_sync.forget(&devs);
+        self.running.forget(&devs);
         match (&run.group, run.group_deleted) {
             (Some(id), false) => ctx
                 .network
@@ -542,23 +542,29 @@ impl CampaignDriver for EngineDriver {
 }
 
 /// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
-/// committed (FPorts 200, 201 and the Version & Status port), instead of waiting for the next
-/// poll; bursts are taken together.
+/// committed (FPorts 200, 201, the Version & Status port, and whatever FPorts a running
+/// campaign's devices answer on), instead of waiting for the next poll; bursts are taken
+/// together.
 pub fn spawn_wakeups(app: &crate::AppState) {
     use tokio::sync::broadcast::error::RecvError;
     let mut uplinks = app.uplinks.subscribe();
     let status_port = app.config.status_protocol.f_port;
+    let running = app.running_packages.clone();
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         loop {
             let relevant = match uplinks.recv().await {
                 Ok(c) => match &c.event.body {
-                    crate::ingest::EventBody::Up(up) => [
-                        lorafleet_engine::ports::MULTICAST_SETUP,
-                        lorafleet_engine::ports::FRAGMENTATION,
-                        status_port,
-                    ]
-                    .contains(&up.f_port.unwrap_or(0)),
+                    crate::ingest::EventBody::Up(up) => {
+                        let port = up.f_port.unwrap_or(0);
+                        [
+                            lorafleet_engine::ports::MULTICAST_SETUP,
+                            lorafleet_engine::ports::FRAGMENTATION,
+                            status_port,
+                        ]
+                        .contains(&port)
+                            || running.answers_on(c.event.dev_eui, port)
+                    }
                     _ => false,
                 },
                 // Missed some, maybe answers among them: one wake-up covers them all.
