@@ -102,6 +102,22 @@ impl Packages {
         self
     }
 
+    /// What the device speaks, in words for the campaign log.
+    pub fn describe(&self) -> String {
+        let c = self.clock_sync;
+        format!(
+            "TS005 v{} on FPort {}, TS004 v{} on FPort {}, TS003 v{} on FPort {}{}, Version & Status on FPort {}",
+            self.multicast_setup.version,
+            self.multicast_setup.f_port,
+            self.fragmentation.version,
+            self.fragmentation.f_port,
+            c.version,
+            c.f_port,
+            if c.enabled { "" } else { " (not answered by lorafleet)" },
+            self.version_status.f_port
+        )
+    }
+
     /// The FPorts the engine reads answers on.
     pub fn answer_ports(&self) -> [u8; 4] {
         [
@@ -709,6 +725,10 @@ mod tests {
         assert!(!p.clock_sync.enabled);
         assert_eq!(p.clock_sync.f_port, 202);
         assert_eq!(p.answer_ports(), [200, 211, 203, 112]);
+        assert_eq!(
+            p.describe(),
+            "TS005 v1 on FPort 200, TS004 v2 on FPort 211, TS003 v1 on FPort 202 (not answered by lorafleet), Version & Status on FPort 112"
+        );
         let json = serde_json::to_value(device).unwrap();
         assert_eq!(
             json,

@@ -237,7 +237,9 @@ fn driver_registry(
     r.register(Arc::new(
         drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
     ));
-    r.register(Arc::new(drivers::engine::EngineDriver::new(running_packages)));
+    r.register(Arc::new(drivers::engine::EngineDriver::new(
+        running_packages,
+    )));
     r
 }
 

@@ -24,7 +24,11 @@ async fn the_models_and_the_devices_limits_shape_the_plan() {
     )
     .unwrap();
     std::fs::write(dir.join("odd.bin"), b"odd").unwrap();
-    std::fs::write(dir.join("odd.bin.toml"), "[device_limits]\nmax_parity = -2\n").unwrap();
+    std::fs::write(
+        dir.join("odd.bin.toml"),
+        "[device_limits]\nmax_parity = -2\n",
+    )
+    .unwrap();
     let t = spawn_app(config).await;
     let r = t.post("/api/firmware/rescan").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -53,11 +57,19 @@ async fn the_models_and_the_devices_limits_shape_the_plan() {
         b
     };
     // The model's 120 bytes instead of DR5's 239.
-    let r = t.post("/api/campaigns").json(&body(json!({}))).send().await.unwrap();
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let c: Value = r.json().await.unwrap();
     assert_eq!(c["settings"]["fragmentation"]["fragment_size"], 120);
-    assert_eq!(c["settings"]["model_device_limits"]["max_fragment_size"], 120);
+    assert_eq!(
+        c["settings"]["model_device_limits"]["max_fragment_size"],
+        120
+    );
     assert_eq!(c["plan"]["fragment_size"], 120);
 
     // One device holds less: its 50 bytes for everyone; 50 parity fragments exceed the
@@ -78,7 +90,12 @@ async fn the_models_and_the_devices_limits_shape_the_plan() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|w| w["message"].as_str().unwrap().starts_with("the device would refuse"))
+        .filter(|w| {
+            w["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the device would refuse")
+        })
         .map(|w| {
             (
                 w["dev_eui"].as_str().unwrap().to_string(),
@@ -100,5 +117,8 @@ async fn the_models_and_the_devices_limits_shape_the_plan() {
         .unwrap();
     assert_eq!(r.status(), 422);
     let e: Value = r.json().await.unwrap();
-    assert_eq!(e["fields"][0]["field"], "device_limits.max_fragment_size", "{e}");
+    assert_eq!(
+        e["fields"][0]["field"], "device_limits.max_fragment_size",
+        "{e}"
+    );
 }

@@ -178,6 +178,10 @@ async fn the_engine_speaks_each_profiles_versions_on_its_ports() {
         !log.contains("could not read the device profile"),
         "the profile was read: {log}"
     );
+    assert!(
+        log.contains("speaks TS005 v2 on FPort 50, TS004 v2 on FPort 51, TS003 v2 on FPort 202 (not answered by lorafleet)"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

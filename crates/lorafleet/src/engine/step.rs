@@ -151,6 +151,10 @@ pub async fn start_with(
         if let Some(w) = warning {
             log.push(line(now, Level::Warning, Some(d.dev_eui), w));
         }
+        if speaks.packages != Packages::defaults(s.status_port) {
+            let says = format!("speaks {}", speaks.packages.describe());
+            log.push(line(now, Level::Info, Some(d.dev_eui), says));
+        }
         let vt = storage::devices::versioning_type(io.db, &d.dev_eui.to_string()).await?;
         let mut dev = Dev::new(
             d.dev_eui,

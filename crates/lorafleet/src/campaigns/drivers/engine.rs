@@ -19,7 +19,7 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
-use crate::engine::packages::{CampaignLayers, RunningPackages, DeviceLayers};
+use crate::engine::packages::{CampaignLayers, DeviceLayers, RunningPackages};
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
