@@ -970,6 +970,23 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a device sends on any FPort, in either version, parsing never panics, and
+        /// a frame on none of its FPorts gives nothing.
+        #[test]
+        fn any_answer_parses_without_panicking(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            port in 1u8..=223,
+            v2 in proptest::bool::ANY,
+        ) {
+            let p = if v2 { v2_everywhere() } else { Packages::defaults(111) };
+            let replies = parse_uplink(port, &data, &p);
+            if !p.answer_ports().contains(&port) {
+                proptest::prop_assert!(replies.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn limits_in_words() {
         let limits = DeviceLimits {
