@@ -520,3 +520,83 @@ async fn stream(
         run.next_fragment += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lorafleet_engine::packages::{DevicePackages, PackagesPatch, VersionedPatch};
+
+    use super::*;
+
+    fn dev(n: u8, fragmentation: Option<(u8, u8)>) -> Dev {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut d = Dev::new(DevEui([n; 8]), [0; 16], None, &settings_for_tests(), now);
+        d.packages = fragmentation.map(|(version, f_port)| DevicePackages {
+            packages: Packages::defaults(111).with(&PackagesPatch {
+                fragmentation: Some(VersionedPatch {
+                    version: Some(version),
+                    f_port: Some(f_port),
+                }),
+                ..Default::default()
+            }),
+            limits: Default::default(),
+            frag_v2: None,
+        });
+        d
+    }
+
+    fn settings_for_tests() -> Settings {
+        let frag = lorafleet_engine::commands::FragSetup::for_image(100, 10, 0, 0, 1, 0, [0; 4])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Settings {
+            group_id: 0,
+            class: lorafleet_engine::MulticastClass::C,
+            dr: 5,
+            frequency: 869_525_000,
+            timeout_exp: 6,
+            unicast_timeout: TimeDelta::seconds(60),
+            attempts: 3,
+            frag,
+            redundancy: 5,
+            frag_status: lorafleet_engine::machine::FragStatusWhen::Never,
+            check: lorafleet_engine::machine::CheckMode::Off,
+            verify: false,
+            reboot_delay: TimeDelta::zero(),
+            status_port: 111,
+        }
+    }
+
+    /// The most common TS004 version and FPort carries the session; a device speaking another
+    /// is refused with what it speaks, and a device without packages counts for nothing.
+    #[test]
+    fn one_session_takes_the_devices_common_fragmentation() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut devs = vec![
+            dev(1, Some((2, 51))),
+            dev(2, Some((1, 201))),
+            dev(3, Some((2, 51))),
+            dev(4, None),
+        ];
+        let mut log = Vec::new();
+        one_fragmentation_session(&mut devs, now, &mut log);
+        assert_eq!(
+            session_fragmentation(&devs),
+            Versioned {
+                version: 2,
+                f_port: 51
+            }
+        );
+        assert_eq!(devs[1].outcome, Some(Outcome::Refused));
+        assert_eq!(
+            devs[1].error.as_deref(),
+            Some("it speaks TS004 v1 on FPort 201, the campaign's multicast session TS004 v2 on FPort 51; update it in a campaign of its own")
+        );
+        assert!(
+            devs[0].outcome.is_none() && devs[2].outcome.is_none() && devs[3].outcome.is_none()
+        );
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            session_fragmentation(&[dev(5, None)]),
+            Packages::defaults(0).fragmentation
+        );
+    }
+}
