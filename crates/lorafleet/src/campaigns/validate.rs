@@ -13,6 +13,9 @@
 //!   size); `redundancy` 10 frames; `session_index` 0, `matrix` 0, `block_ack_delay` 1,
 //!   `descriptor_hex` "00000000"
 //! - `request_frag_status`: `after_session`
+//! - `packages`, `device_overrides`: nothing (each device's profile on the network server, else
+//!   v1 on FPorts 200/201/202/203); `device_limits`: the firmware sidecar's, if any
+//!   (`campaigns::packages` checks them and says how the layers combine)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
