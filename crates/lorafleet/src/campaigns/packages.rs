@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::plan::PlanWarning;
 use super::validate::FieldErrors;
 use super::DriverKind;
+pub use crate::storage::campaigns::DeviceOverride;
 pub use lorafleet_engine::packages::{
     ClockSyncPatch, DeviceLimits, Packages, PackagesPatch, PortPatch, VersionedPatch,
 };
@@ -76,17 +77,6 @@ pub struct DeviceLimitsRequest {
 pub struct DeviceOverrideRequest {
     pub packages: Option<PackagesRequest>,
     pub device_limits: Option<DeviceLimitsRequest>,
-}
-
-/// One device's override as stored: only what was given.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DeviceOverride {
-    #[serde(default, skip_serializing_if = "PackagesPatch::is_empty")]
-    #[schema(value_type = Object)]
-    pub packages: PackagesPatch,
-    #[serde(default, skip_serializing_if = "DeviceLimits::is_empty")]
-    #[schema(value_type = Object)]
-    pub device_limits: DeviceLimits,
 }
 
 /// The campaign's part of these settings, checked.

@@ -8,11 +8,16 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{fmt_time, now, parse_time, Db, Query, Result};
-use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
-use crate::campaigns::validate::Validated;
-use crate::campaigns::{
+
+mod changes;
+mod records;
+
+pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
+pub use records::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
-    CampaignSummary, DeviceKey, DriverKind, FirmwareRef, LogEntry, ProgressPoint, Stage,
+    CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineSettings, FirmwareRef,
+    FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
+    ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
@@ -72,7 +77,7 @@ pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<CampaignRow>> {
 
 pub async fn insert_draft(
     db: &Db,
-    v: &Validated,
+    v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<i64> {
@@ -89,7 +94,7 @@ pub async fn insert_draft(
         .fetch_one(&mut *tx)
         .await?
         .try_get("id")?;
-    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -98,7 +103,7 @@ pub async fn insert_draft(
 pub async fn update_draft(
     db: &Db,
     id: i64,
-    v: &Validated,
+    v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<bool> {
@@ -122,7 +127,7 @@ pub async fn update_draft(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -132,17 +137,17 @@ pub async fn update_draft(
 /// statements cannot drift apart.
 fn bind_draft<'q>(
     query: Query<'q>,
-    v: &'q Validated,
+    v: Draft<'q>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<Query<'q>> {
     Ok(query
-        .bind(&v.name)
+        .bind(v.name)
         .bind(v.driver.as_str())
         .bind(v.firmware_id)
         .bind(request.to_string())
-        .bind(serde_json::to_string(&v.settings)?)
-        .bind(serde_json::to_string(&v.keys)?)
+        .bind(serde_json::to_string(v.settings)?)
+        .bind(serde_json::to_string(v.keys)?)
         .bind(plan.to_string()))
 }
 

@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use super::version_status::{version_dto, VersionDto};
 use super::{Conn, Db, Result};
-use crate::devices::VersionDto;
 
 /// One line of the history, newest first on the device page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -87,7 +87,7 @@ pub async fn of_device(
             at: r.get("at"),
             version: r
                 .get::<Option<i64>, _>("version")
-                .map(|v| crate::devices::version_dto(v, versioning_type)),
+                .map(|v| version_dto(v, versioning_type)),
             slot: r.get("slot"),
             campaign_id: r.get("campaign_id"),
             outcome: r.get("outcome"),

@@ -30,6 +30,7 @@ pub mod devices;
 pub mod downlinks;
 pub mod firmware;
 pub mod firmware_history;
+pub mod integration_events;
 pub mod sessions;
 pub mod tokens;
 pub mod uplinks;
