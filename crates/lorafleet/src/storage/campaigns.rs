@@ -17,7 +17,7 @@ pub use records::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineSettings, FirmwareRef,
     FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
-    ProgressPoint, Stage, UnicastSettings,
+    ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
