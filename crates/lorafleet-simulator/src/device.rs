@@ -16,6 +16,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::class_b;
 use super::radio::{self, Link};
 use super::world::GroupSpec;
 use lorafleet_codec::eui::DevEui;
@@ -177,6 +178,9 @@ pub struct DeviceState {
     pub battery_mv: u16,
     /// Why the last complete image was not installed.
     pub last_error: Option<String>,
+    /// When the device last heard a class B beacon (it keeps its ping slots a while after).
+    #[serde(default)]
+    pub beacon_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +241,7 @@ impl SimDevice {
             outbox: VecDeque::new(),
             battery_mv: rng.gen_range(3300..3650),
             last_error: None,
+            beacon_at_ms: None,
         };
         SimDevice::restore(id, state, rng)
     }
@@ -368,11 +373,16 @@ impl SimDevice {
         self.state.mc_groups.iter().enumerate().find_map(|(i, g)| {
             let g = g.as_ref()?;
             let s = g.session.as_ref()?;
-            let class_ok = match group.class {
-                MulticastClass::C => s.ping_slot_periodicity.is_none(),
-                MulticastClass::B { .. } => s.ping_slot_periodicity.is_some(),
+            let class_ok = match (group.class, s.ping_slot_periodicity) {
+                (MulticastClass::C, None) => true,
+                // Class B: only in the group's ping slots, and only while beacon-locked.
+                (MulticastClass::B { .. }, Some(p)) => {
+                    self.beacon_locked(now_ms) && class_b::is_ping_slot(now_ms, g.mc_addr, p)
+                }
+                _ => false,
             };
-            let end = u64::from(s.start_gps) + (1u64 << s.timeout_exp);
+            let end =
+                u64::from(s.start_gps) + class_b::session_s(s.timeout_exp, s.ping_slot_periodicity);
             let open = u64::from(gps) >= u64::from(s.start_gps) && u64::from(gps) < end;
             (g.mc_addr == group.mc_addr
                 && g.mc_app_s_key == group.mc_app_s_key
@@ -384,6 +394,30 @@ impl SimDevice {
                 && open)
                 .then_some(i as u8)
         })
+    }
+
+    fn beacon_locked(&self, now_ms: i64) -> bool {
+        self.state
+            .beacon_at_ms
+            .is_some_and(|b| b <= now_ms && now_ms - b < class_b::BEACONLESS_MS)
+    }
+
+    /// Whether the device searches beacons now: it has a class B session not yet over.
+    pub fn wants_beacon(&self, now_ms: i64) -> bool {
+        let gps = u64::from(self.device_gps(now_ms));
+        self.state.mc_groups.iter().flatten().any(|g| {
+            g.session.as_ref().is_some_and(|s| {
+                s.ping_slot_periodicity.is_some()
+                    && gps
+                        < u64::from(s.start_gps)
+                            + class_b::session_s(s.timeout_exp, s.ping_slot_periodicity)
+            })
+        })
+    }
+
+    /// A beacon heard: its time keeps the ping slots.
+    pub fn beacon(&mut self, now_ms: i64) {
+        self.state.beacon_at_ms = Some(now_ms);
     }
 
     /// Handles a multicast frame the device listens to (see [`SimDevice::listening_group`]).
@@ -1040,6 +1074,61 @@ mod tests {
 
     fn take_answer(d: &mut SimDevice) -> (u8, Vec<u8>) {
         d.state.outbox.pop_front().expect("an answer")
+    }
+
+    #[test]
+    fn a_class_b_device_hears_its_group_only_in_its_ping_slots_once_beacon_locked() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // 2026-01-01T00:00:00Z.
+        let t0 = 1_767_225_600_000;
+        let mut d = SimDevice::new(Identity::nth(0), t0, &mut rng);
+        d.state.clock_offset_ms = 0;
+        let start_ms = class_b::next_beacon(t0);
+        let addr = [1, 2, 3, 4];
+        d.state.mc_groups[0] = Some(McGroup {
+            mc_addr: addr,
+            mc_key: [1; 16],
+            mc_app_s_key: [2; 16],
+            mc_nwk_s_key: [3; 16],
+            min_f_cnt: 0,
+            max_f_cnt: u32::MAX,
+            session: Some(McSession {
+                ping_slot_periodicity: Some(2),
+                start_gps: unix_to_gps(start_ms / 1000),
+                // Two beacon periods, 256 s.
+                timeout_exp: 1,
+                frequency: 869_525_000,
+                dr: 3,
+            }),
+        });
+        let spec = GroupSpec {
+            name: "g".into(),
+            mc_addr: addr,
+            mc_nwk_s_key: [3; 16],
+            mc_app_s_key: [2; 16],
+            f_cnt: 0,
+            class: MulticastClass::B {
+                ping_slot_periodicity: 2,
+            },
+            dr: 3,
+            frequency: 869_525_000,
+        };
+        let slot = class_b::next_ping_slot(start_ms, addr, 2);
+        assert!(d.wants_beacon(start_ms));
+        assert_eq!(
+            d.listening_group(slot, &spec, 0),
+            None,
+            "no beacon heard yet"
+        );
+        d.beacon(start_ms);
+        assert_eq!(d.listening_group(slot, &spec, 0), Some(0));
+        assert_eq!(d.listening_group(slot + 1, &spec, 0), None, "between slots");
+        // Still open 200 s in (a class B timeout counts beacon periods), closed after 256 s.
+        let late = class_b::next_ping_slot(start_ms + 200_000, addr, 2);
+        assert_eq!(d.listening_group(late, &spec, 0), Some(0));
+        let after = class_b::next_ping_slot(start_ms + 256_000, addr, 2);
+        assert_eq!(d.listening_group(after, &spec, 0), None);
+        assert!(!d.wants_beacon(start_ms + 256_000));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! The crate knows nothing of lorafleet's server: no database, no HTTP. lorafleet's adapter
 //! (`lorafleet::network::simulated`) offers a [`Simulation`] as a network and is its sink.
 
+pub mod class_b;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -107,6 +107,7 @@ async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &
     let group = GroupInfo {
         name: "test".into(),
         application_id: None,
+        gateways: Vec::new(),
     };
     let begun = Instant::now();
     loop {

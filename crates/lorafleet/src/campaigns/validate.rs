@@ -49,6 +49,9 @@ pub struct CampaignRequest {
     pub name: Option<String>,
     pub firmware_id: Option<i64>,
     pub devices: Option<Vec<String>>,
+    /// Instead of `devices`: the device list's filter parameters (`model`, `version`, ...),
+    /// resolved into devices when the draft is saved and again when the campaign starts.
+    pub device_filter: Option<crate::storage::devices::DeviceFilterParams>,
     /// `chirpstack-v4`, `fuota-server-v3` or `engine`.
     pub driver: Option<String>,
     pub keys: Option<KeysRequest>,
@@ -107,6 +110,8 @@ pub struct MulticastRequest {
     pub ping_slot_periodicity: Option<i64>,
     pub group_id: Option<i64>,
     pub timeout_exp: Option<i64>,
+    /// Gateway IDs (EUI-64, hex) to send the multicast frames from; empty or absent: chosen.
+    pub gateways: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -612,8 +617,28 @@ fn multicast(
         group_id,
         timeout_exp: explicit_timeout.unwrap_or(0),
         timeout_exp_auto: explicit_timeout.is_none(),
+        gateways: gateway_ids(mc.gateways.as_deref(), errors),
     };
     (settings, modulation)
+}
+
+/// `multicast.gateways`: ChirpStack's gateway IDs, 16 hex digits each, lower-cased.
+fn gateway_ids(ids: Option<&[String]>, errors: &mut FieldErrors) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids.unwrap_or_default() {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        } else {
+            errors.add(
+                "multicast.gateways",
+                format!("multicast.gateways must hold gateway IDs of 16 hex digits, got {id:?}"),
+            );
+        }
+    }
+    out
 }
 
 fn multicast_class(text: Option<&str>, errors: &mut FieldErrors) -> MulticastClass {
@@ -1530,6 +1555,7 @@ mod tests {
                 group_id: 0,
                 timeout_exp: 0,
                 timeout_exp_auto: true,
+                gateways: vec![],
             }
         );
         assert_eq!(
@@ -1569,6 +1595,7 @@ mod tests {
                 group_id: 3,
                 timeout_exp: 15,
                 timeout_exp_auto: false,
+                gateways: vec![],
             }
         );
         let (s, _, _) = multicast_of(json!({"frequency": 869_525_000.4}), &eu868());

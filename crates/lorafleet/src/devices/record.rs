@@ -121,6 +121,17 @@ pub async fn apply_event(
             let msg = format!("downlink sent by a gateway{fc}");
             device_events::add(conn, &eui, &at, "downlink_sent", &msg).await?;
         }
+        EventBody::DownlinkDropped {
+            queue_item_id,
+            message,
+        } => {
+            if let Some(id) = downlinks::find_by_queue_item(conn, &eui, queue_item_id).await? {
+                downlinks::mark_failed(conn, id, message, &at).await?;
+            }
+            let msg = format!("downlink dropped by the network: {message}");
+            device_events::add(conn, &eui, &at, "downlink_failed", &msg).await?;
+            device_events::prune(conn, &eui, retention.event_history).await?;
+        }
         EventBody::Log { level, message } => {
             let kind = if level == "error" { "error" } else { "log" };
             device_events::add(conn, &eui, &at, kind, message).await?;
@@ -139,6 +150,7 @@ async fn apply_uplink(
 ) -> storage::Result<()> {
     let eui = ev.dev_eui.to_string();
     uplinks::insert(conn, &eui, up).await?;
+    devices::set_link(conn, &eui, &fmt_time(ev.at), up.rssi, up.snr).await?;
     if prune_due(up) {
         uplinks::prune(conn, &eui, retention.uplink_history).await?;
     }

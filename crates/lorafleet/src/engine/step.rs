@@ -65,11 +65,49 @@ pub struct Stepped {
     pub done: bool,
 }
 
+/// Binds the new group to the campaign's gateways; one that cannot be added is said, and the
+/// network then sends from the others.
+async fn bind_gateways(
+    io: Io<'_>,
+    group_id: &str,
+    gateways: &[String],
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    if gateways.is_empty() {
+        return;
+    }
+    let mut bound = Vec::new();
+    for gw in gateways {
+        match io.network.add_multicast_gateway(group_id, gw).await {
+            Ok(()) => bound.push(gw.as_str()),
+            Err(e) => log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("could not bind gateway {gw} to the multicast group: {e}"),
+            )),
+        }
+    }
+    log.push(line(
+        now,
+        Level::Info,
+        None,
+        format!(
+            "multicast group bound to gateway{} {}",
+            if bound.len() == 1 { "" } else { "s" },
+            bound.join(", ")
+        ),
+    ));
+}
+
 /// What the network needs to create the group besides the run's keys.
 #[derive(Debug, Clone, Default)]
 pub struct GroupInfo {
     pub name: String,
     pub application_id: Option<String>,
+    /// Gateways to bind the group to once created (empty: the network's choice).
+    pub gateways: Vec<String>,
 }
 
 /// The device's root key: the campaign's, else the network server's; the error says why
@@ -451,6 +489,7 @@ async fn create_group(
             ));
         }
     }
+    bind_gateways(io, &id, &group.gateways, now, log).await;
     log.push(line(
         now,
         Level::Info,

@@ -151,7 +151,12 @@ pub async fn fuota_profile_problems(
     let mut profiles = HashMap::new();
     let mut lacking: Vec<(ProfilePackages, Vec<String>)> = Vec::new();
     for eui in dev_euis {
-        let p = read(client, eui, &mut profiles).await?;
+        let p = match read(client, eui, &mut profiles).await {
+            Ok(p) => p,
+            // A device ChirpStack does not know is the preflight's own finding, said there.
+            Err(NetworkError::UnknownDevice(_)) => continue,
+            Err(e) => return Err(e),
+        };
         if p.lacks_fuota().is_none() {
             continue;
         }

@@ -14,10 +14,10 @@ mod records;
 
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
 pub use records::{
-    count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
-    CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineSettings, FirmwareRef,
-    FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass, MulticastSettings,
-    ParityMode, ProgressPoint, Stage, UnicastSettings,
+    count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
+    CampaignState, CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineSettings,
+    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
+    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
@@ -522,10 +522,13 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
     for r in rows {
         let id: i64 = r.get("id");
         let st = stages.remove(&id).unwrap_or_default();
+        let state = CampaignState::parse(r.get::<&str, _>("state"));
+        let counts = count_stages(st.iter());
         out.push(CampaignSummary {
             id,
             name: r.get("name"),
-            state: CampaignState::parse(r.get::<&str, _>("state")),
+            state_label: records::state_label(state, &counts),
+            state,
             driver: r
                 .get::<String, _>("driver")
                 .parse()
@@ -537,7 +540,7 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
             completed_at: r.get("completed_at"),
             error: r.get("error"),
             devices: st.len() as u32,
-            counts: count_stages(st.iter()),
+            counts,
         });
     }
     Ok(out)
@@ -582,10 +585,13 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         counts: serde_json::from_str(r.get::<&str, _>("counts_json")).unwrap_or_default(),
     })
     .collect();
+    let counts = count_stages(devices.iter().map(|d| &d.stage));
     Ok(Some(CampaignDto {
         id,
         name: row.name,
+        state_label: records::state_label(row.state, &counts),
         state: row.state,
+        device_count: devices.len() as u32,
         driver: row.driver,
         firmware_id: row.firmware_id,
         firmware,
@@ -598,7 +604,7 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         completed_at: row.completed_at,
         error: row.error,
         last_poll_error: row.last_poll_error,
-        counts: count_stages(devices.iter().map(|d| &d.stage)),
+        counts,
         devices,
         log,
         progress,

@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use lorafleet_codec::eui::DevEui;
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use utoipa::ToSchema;
 
 use super::device_events::DeviceEventDto;
 use super::downlinks::{DownlinkDto, StatusRequestDto};
 use super::firmware_history::HistoryEntry;
-use super::integration_events::{DeviceIdentity, IntegrationEvent};
+use super::integration_events::{DeviceIdentity, EventBody, IntegrationEvent};
 use super::uplinks::UplinkDto;
 use super::version_status::{version_dto, StatusDto, VersionDto};
 use super::{device_events, downlinks, firmware_history, uplinks, version_status};
@@ -46,17 +46,31 @@ pub struct DeviceSummary {
     pub dev_eui: String,
     pub name: String,
     pub application: Option<String>,
+    /// A `model` tag, else the device-profile name, else the reported device description.
+    pub model: Option<String>,
     pub last_seen: Option<String>,
     pub running_version: Option<VersionDto>,
     /// Listed by the network server's API but never heard by lorafleet.
     pub never_seen: bool,
+    /// `online`, `offline` (not heard for the list's `offline_after_s`) or `never_seen`.
+    pub status: String,
+    /// RSSI (dBm) and SNR (dB) of the last uplink.
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    /// Battery level in percent from the last device-status report.
+    pub battery: Option<f64>,
     /// Set when a device that was removed from the list sent again.
     pub reappeared_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceList {
+    /// Devices the filter selects (all pages).
     pub total: i64,
+    /// Pass as `cursor=` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+    /// A device not heard for this long is `offline`.
+    pub offline_after_s: u64,
     pub devices: Vec<DeviceSummary>,
 }
 
@@ -109,9 +123,11 @@ pub async fn upsert(
     // and RETURNING tells whether that just happened.
     sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
-         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10)
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, changed_seq)
+         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10,
+            (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
          ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = COALESCE(?2, devices.name),
             application_id = COALESCE(?3, devices.application_id),
             application_name = COALESCE(?4, devices.application_name),
@@ -150,11 +166,16 @@ pub async fn upsert_heard_batch(
 ) -> Result<Vec<(String, Option<String>)>> {
     let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at) ",
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, rssi, snr,
+            changed_seq) ",
     );
     devices.push_values(events.iter(), |mut row, ev| {
         let at = fmt_time(ev.at);
         let id = &ev.device;
+        let (rssi, snr) = match &ev.body {
+            EventBody::Up(up) => (up.rssi.map(i64::from), up.snr),
+            _ => (None, None),
+        };
         row.push_bind(ev.dev_eui.to_string())
             .push_bind(id.name.clone().unwrap_or_default())
             .push_bind(id.application_id.clone())
@@ -165,13 +186,17 @@ pub async fn upsert_heard_batch(
             .push_bind(id.dev_addr.clone())
             .push_bind(at.clone())
             .push_bind(at.clone())
-            .push_bind(at);
+            .push_bind(at)
+            .push_bind(rssi)
+            .push_bind(snr)
+            .push("(SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks)");
     });
     // `excluded` is the row as proposed: identity fields only overwrite when the event had
     // them, as in upsert. A removed device heard again comes back, and RETURNING names it so
     // the event log can say so.
     devices.push(
         " ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = CASE WHEN excluded.name = '' THEN devices.name ELSE excluded.name END,
             application_id = COALESCE(excluded.application_id, devices.application_id),
             application_name = COALESCE(excluded.application_name, devices.application_name),
@@ -182,12 +207,34 @@ pub async fn upsert_heard_batch(
             first_seen = COALESCE(devices.first_seen, excluded.first_seen),
             last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen
                              THEN excluded.last_seen ELSE devices.last_seen END,
+            rssi = CASE WHEN devices.last_seen IS NULL OR devices.last_seen <= excluded.last_seen
+                        THEN excluded.rssi ELSE devices.rssi END,
+            snr = CASE WHEN devices.last_seen IS NULL OR devices.last_seen <= excluded.last_seen
+                       THEN excluded.snr ELSE devices.snr END,
             reappeared_at = CASE WHEN devices.removed_at IS NOT NULL THEN excluded.last_seen
                                  ELSE devices.reappeared_at END,
             removed_at = NULL
          RETURNING dev_eui, reappeared_at",
     );
     devices.build_query_as().fetch_all(&mut *conn).await
+}
+
+/// The link quality of a device's newest uplink (the one that set its last_seen at `at`).
+pub async fn set_link(
+    conn: &mut Conn,
+    dev_eui: &str,
+    at: &str,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+) -> Result<()> {
+    sqlx::query("UPDATE devices SET rssi = ?, snr = ? WHERE dev_eui = ? AND last_seen = ?")
+        .bind(rssi.map(i64::from))
+        .bind(snr)
+        .bind(dev_eui)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn set_joined(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
@@ -221,17 +268,27 @@ pub async fn set_device_status(
 
 /// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
 pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
-    let mut tx = db.begin().await?;
+    // The write lock up front: each insert also reads (the newest uplink id, the application's
+    // name), and a deferred transaction that reads before it writes fails at once when the
+    // ingest writer commits in between.
+    let mut tx = super::begin_immediate(db).await?;
     let now = super::now();
     let mut added = 0;
     for d in devices {
         let r = sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-                device_profile_name, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'network', ?)
+                device_profile_name, source, created_at, changed_seq)
+             VALUES (?1, ?2, ?3,
+                -- The network's name for the application, else the one its other devices sent.
+                COALESCE(?4, (SELECT o.application_name FROM devices o
+                              WHERE o.application_id = ?3 AND o.removed_at IS NULL
+                                AND o.application_name IS NOT NULL LIMIT 1)),
+                ?5, ?6, 'network', ?7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
+                changed_seq = excluded.changed_seq,
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
                 application_id = COALESCE(devices.application_id, excluded.application_id),
+                application_name = COALESCE(devices.application_name, excluded.application_name),
                 device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
                 device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name)",
         )
@@ -250,78 +307,7 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
     Ok(added)
 }
 
-/// Query of the device list.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub search: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
-    /// `last_seen` (default, newest first), `name` or `dev_eui`.
-    pub sort: String,
-}
-
-/// The search as a LIKE pattern with its wildcards escaped; None for no search.
-fn like_pattern(search: Option<&str>) -> Option<String> {
-    search.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
-        format!(
-            "%{}%",
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    })
-}
-
-fn summary_from_row(r: SqliteRow) -> DeviceSummary {
-    let last_seen: Option<String> = r.get("last_seen");
-    let running: Option<i64> = r.get("running_version");
-    let application: Option<String> = r
-        .get::<Option<String>, _>("application_name")
-        .or(r.get("application_id"));
-    DeviceSummary {
-        dev_eui: r.get("dev_eui"),
-        name: r.get("name"),
-        application,
-        never_seen: last_seen.is_none(),
-        last_seen,
-        running_version: running.map(|v| version_dto(v, r.get("versioning_type"))),
-        reappeared_at: r.get("reappeared_at"),
-    }
-}
-
-pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
-    let pattern = like_pattern(q.search.as_deref());
-    // Two shapes of query, so that the unfiltered list (the common case) can use the partial
-    // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
-    let filter = if pattern.is_some() {
-        "removed_at IS NULL AND (dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
-         OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')"
-    } else {
-        "removed_at IS NULL AND ?1 IS NULL"
-    };
-    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
-        .bind(pattern.as_deref())
-        .fetch_one(db)
-        .await?;
-    let order = match q.sort.as_str() {
-        "name" => "name ASC, dev_eui ASC",
-        "dev_eui" => "dev_eui ASC",
-        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the order.
-        _ => "last_seen DESC",
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,
-                versioning_type, reappeared_at
-         FROM devices WHERE {filter} ORDER BY {order} LIMIT ?2 OFFSET ?3"
-    ))
-    .bind(pattern.as_deref())
-    .bind(q.limit)
-    .bind(q.offset)
-    .fetch_all(db)
-    .await?;
-    let devices = rows.into_iter().map(summary_from_row).collect();
-    Ok(DeviceList { total, devices })
-}
+// The device list lives in `device_list` below (filters, sorts, keyset paging).
 
 /// Devices on the list (not removed), for the metrics gauge.
 pub async fn count_listed(db: &Db) -> Result<i64> {
@@ -439,4 +425,552 @@ pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevi
         }
     }
     Ok(out)
+}
+
+// --- The device list: filters, sort orders and keyset paging.
+//
+// Each sort order is an index over the same expression followed by dev_eui (migration
+// 20261204200700_device_list_scale), so a page at any depth is one index range from the cursor.
+// The name search uses the FTS5 trigram table `devices_search`; PostgreSQL would use a pg_trgm
+// GIN index on the same columns for `ILIKE '%…%'`.
+
+/// What the device list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    LastSeen,
+    Name,
+    DevEui,
+    RunningVersion,
+    Rssi,
+    Snr,
+    Battery,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 7] = [
+        SortKey::LastSeen,
+        SortKey::Name,
+        SortKey::DevEui,
+        SortKey::RunningVersion,
+        SortKey::Rssi,
+        SortKey::Snr,
+        SortKey::Battery,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::LastSeen => "last_seen",
+            SortKey::Name => "name",
+            SortKey::DevEui => "dev_eui",
+            SortKey::RunningVersion => "running_version",
+            SortKey::Rssi => "rssi",
+            SortKey::Snr => "snr",
+            SortKey::Battery => "battery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SortKey> {
+        SortKey::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Newest activity first; everything else smallest first.
+    pub fn default_desc(self) -> bool {
+        self == SortKey::LastSeen
+    }
+
+    /// The sort expression, the one its index is built on. A missing value becomes one below
+    /// every real value, so that it sorts last when descending and keyset comparisons are total.
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::LastSeen => "COALESCE(d.last_seen, '')",
+            SortKey::Name => "d.name",
+            SortKey::DevEui => "d.dev_eui",
+            SortKey::RunningVersion => "COALESCE(d.running_version, -1)",
+            SortKey::Rssi => "COALESCE(d.rssi, -1000000)",
+            SortKey::Snr => "COALESCE(d.snr, -1000000.0)",
+            SortKey::Battery => "COALESCE(d.battery, -1.0)",
+        }
+    }
+
+    /// Pushes the key as it was when a walk started (the newest uplink id was `since`), for a
+    /// device changed after: its last uplink up to `since` tells its last_seen, RSSI and SNR of
+    /// that moment. The other keys rarely change and are read as they are now.
+    fn push_as_of(self, b: &mut QueryBuilder<'_, Sqlite>, since: i64) {
+        let last_up = "FROM uplinks u WHERE u.dev_eui = d.dev_eui AND u.id <= ";
+        let newest = " ORDER BY u.id DESC LIMIT 1)";
+        match self {
+            SortKey::LastSeen => {
+                b.push(format!("COALESCE((SELECT MAX(u.received_at) {last_up}"));
+                b.push_bind(since).push("), '')");
+            }
+            SortKey::Rssi => {
+                b.push(format!("COALESCE((SELECT u.rssi {last_up}"));
+                b.push_bind(since).push(newest).push(", -1000000)");
+            }
+            SortKey::Snr => {
+                b.push(format!("COALESCE((SELECT u.snr {last_up}"));
+                b.push_bind(since).push(newest).push(", -1000000.0)");
+            }
+            _ => {
+                b.push(self.column());
+            }
+        }
+    }
+
+    fn value_from_row(self, r: &SqliteRow) -> SortValue {
+        match self {
+            SortKey::LastSeen | SortKey::Name | SortKey::DevEui => {
+                SortValue::Text(r.get("sort_key"))
+            }
+            SortKey::RunningVersion | SortKey::Rssi => SortValue::Int(r.get("sort_key")),
+            SortKey::Snr | SortKey::Battery => SortValue::Real(r.get("sort_key")),
+        }
+    }
+}
+
+/// A row's position in a sort order (its sort expression's value).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SortValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl SortValue {
+    /// The order SQLite gives the same values (text compares as bytes, as Rust's does).
+    fn cmp(&self, other: &SortValue) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (SortValue::Int(a), SortValue::Int(b)) => a.cmp(b),
+            (SortValue::Real(a), SortValue::Real(b)) => a.total_cmp(b),
+            (SortValue::Int(a), SortValue::Real(b)) => (*a as f64).total_cmp(b),
+            (SortValue::Real(a), SortValue::Int(b)) => a.total_cmp(&(*b as f64)),
+            (SortValue::Text(a), SortValue::Text(b)) => a.cmp(b),
+            (SortValue::Text(_), _) => Ordering::Greater,
+            (_, SortValue::Text(_)) => Ordering::Less,
+        }
+    }
+
+    fn push_bind(&self, b: &mut QueryBuilder<'_, Sqlite>) {
+        match self {
+            SortValue::Int(v) => b.push_bind(*v),
+            SortValue::Real(v) => b.push_bind(*v),
+            SortValue::Text(v) => b.push_bind(v.clone()),
+        };
+    }
+}
+
+/// Where the next page starts: the last row's position, and the walk's start (the newest uplink
+/// id when the first page was read). Devices changed since keep the position they had at the
+/// start for the rest of the walk, so a walk returns every device exactly once while devices
+/// keep sending (in commit order, whatever the times the events carry).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "s")]
+    pub sort: String,
+    #[serde(rename = "d")]
+    pub desc: bool,
+    /// The newest uplink id when the walk started.
+    #[serde(rename = "u")]
+    pub since: i64,
+    #[serde(rename = "k")]
+    pub key: SortValue,
+    #[serde(rename = "e")]
+    pub dev_eui: String,
+}
+
+impl Cursor {
+    /// URL-safe text for `cursor=`.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// The filter parameters of `GET /api/devices`; a campaign's `device_filter` takes the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilterParams {
+    /// Part of the EUI, name, application or DevAddr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// Running version: raw (decimal or 0x hex) or as shown (`1.3.0`, `2025-01-15T00:00:00Z`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Application name or id, case-insensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// A `model` tag, the device-profile name or the reported device description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `key:value`: the device's tag `key` is `value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// RFC 3339: last heard before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_before: Option<String>,
+    /// RFC 3339: last heard after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_after: Option<String>,
+    /// `online`, `offline` or `never_seen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// `status=`: online = heard since `since`, offline = not heard since then, never seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusFilter {
+    Online { since: String },
+    Offline { since: String },
+    NeverSeen,
+}
+
+/// The list's filters, already checked (times in [`fmt_time`]'s format).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceFilter {
+    pub search: Option<String>,
+    /// Raw running versions, any of which matches; None for no version filter.
+    pub versions: Option<Vec<i64>>,
+    /// Application name or id, case-insensitive.
+    pub application: Option<String>,
+    /// The devices' `model` column, case-insensitive.
+    pub model: Option<String>,
+    /// `key:value` pairs, all of which must match.
+    pub tags: Vec<(String, String)>,
+    pub seen_before: Option<String>,
+    pub seen_after: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+/// Query of the device list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: DeviceFilter,
+    pub sort: SortKey,
+    pub desc: bool,
+    pub limit: i64,
+    /// Rows skipped (paging by offset; ignored with a cursor).
+    pub offset: i64,
+    pub cursor: Option<Cursor>,
+    /// A device heard since then is online (each row's `status`).
+    pub online_since: String,
+    pub offline_after_s: u64,
+}
+
+/// The search as an FTS5 phrase (a substring of 3 or more characters for the trigram index).
+fn fts_phrase(search: &str) -> Option<String> {
+    (search.chars().count() >= 3).then(|| format!("\"{}\"", search.replace('"', "\"\"")))
+}
+
+/// The search as a LIKE pattern with its wildcards escaped (searches too short for trigrams).
+fn like_pattern(search: &str) -> String {
+    format!(
+        "%{}%",
+        search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
+/// Appends the filter's conditions (after a WHERE that selects listed devices).
+fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
+    if let Some(search) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(phrase) = fts_phrase(search) {
+            b.push(" AND d.rowid IN (SELECT rowid FROM devices_search WHERE devices_search MATCH ");
+            b.push_bind(phrase).push(")");
+        } else {
+            let p = like_pattern(search);
+            b.push(" AND (d.dev_eui LIKE ");
+            b.push_bind(p.clone()).push(" ESCAPE '\\' OR d.name LIKE ");
+            b.push_bind(p.clone())
+                .push(" ESCAPE '\\' OR d.application_name LIKE ");
+            b.push_bind(p.clone())
+                .push(" ESCAPE '\\' OR d.dev_addr LIKE ");
+            b.push_bind(p).push(" ESCAPE '\\')");
+        }
+    }
+    if let Some(versions) = &f.versions {
+        if versions.is_empty() {
+            // No version matches: a value no version has (a constant false would leave the
+            // INDEXED BY of the moved rows without a plan).
+            b.push(" AND d.running_version = -1");
+        } else {
+            b.push(" AND d.running_version IN (");
+            let mut list = b.separated(", ");
+            for v in versions {
+                list.push_bind(*v);
+            }
+            b.push(")");
+        }
+    }
+    if let Some(app) = &f.application {
+        b.push(" AND (d.application_name = ");
+        b.push_bind(app.clone())
+            .push(" COLLATE NOCASE OR d.application_id = ");
+        b.push_bind(app.clone()).push(" COLLATE NOCASE)");
+    }
+    if let Some(model) = &f.model {
+        b.push(" AND d.model = ").push_bind(model.clone());
+    }
+    for (key, value) in &f.tags {
+        b.push(" AND json_extract(d.tags_json, ");
+        b.push_bind(format!("$.\"{key}\"")).push(") = ");
+        b.push_bind(value.clone());
+    }
+    // Times compare through the last_seen index's expression, '' for never seen, so that each
+    // of these is a range of it.
+    const SEEN: &str = "COALESCE(d.last_seen, '')";
+    if let Some(t) = &f.seen_before {
+        b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
+            .push_bind(t.clone());
+    }
+    if let Some(t) = &f.seen_after {
+        b.push(format!(" AND {SEEN} > ")).push_bind(t.clone());
+    }
+    match &f.status {
+        Some(StatusFilter::Online { since }) => {
+            b.push(format!(" AND {SEEN} >= ")).push_bind(since.clone());
+        }
+        Some(StatusFilter::Offline { since }) => {
+            b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
+                .push_bind(since.clone());
+        }
+        Some(StatusFilter::NeverSeen) => {
+            b.push(format!(" AND {SEEN} = ''"));
+        }
+        None => {}
+    }
+}
+
+const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application_id, d.last_seen,
+    d.running_version, d.versioning_type, d.reappeared_at, d.model, d.rssi, d.snr, d.battery";
+
+/// Pushes "after the cursor" (before it when descending): `key >= k AND (key > k OR dev_eui >
+/// e)`, for the few moved rows (the settled ones take two index seeks instead).
+fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Cursor) {
+    let (cmp, strict) = if desc { ("<=", "<") } else { (">=", ">") };
+    b.push(format!(" AND {key} {cmp} "));
+    c.key.push_bind(b);
+    b.push(format!(" AND ({key} {strict} "));
+    c.key.push_bind(b);
+    b.push(format!(" OR d.dev_eui {strict} "))
+        .push_bind(c.dev_eui.clone())
+        .push(")");
+}
+
+/// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
+/// not changed since the walk started.
+async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<SqliteRow>> {
+    let Some(c) = &q.cursor else {
+        return settled_part(db, q, since, None).await;
+    };
+    // Two index seeks: the rest of the cursor's key (equal key, later DevEUIs), then the keys
+    // after it. One condition for both would scan every row of a key shared by many devices
+    // (an RSSI value, a version) from its first.
+    let mut rows = settled_part(db, q, since, Some((c, true))).await?;
+    if (rows.len() as i64) < q.limit {
+        let rest = settled_part(db, q, since, Some((c, false))).await?;
+        rows.extend(rest);
+        rows.truncate(q.limit.max(0) as usize);
+    }
+    Ok(rows)
+}
+
+/// One index range of [`rows_settled`]: from the start (or offset), the cursor's key after its
+/// DevEUI (`tie`), or the keys after the cursor's.
+async fn settled_part(
+    db: &Db,
+    q: &ListQuery,
+    since: Option<i64>,
+    from: Option<(&Cursor, bool)>,
+) -> Result<Vec<SqliteRow>> {
+    let key = q.sort.column();
+    let mut b = QueryBuilder::new(format!(
+        "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
+    ));
+    push_filter(&mut b, &q.filter);
+    if let Some(since) = since {
+        // Unary plus: never the changed_seq index here (it selects nearly every row).
+        b.push(" AND +d.changed_seq <= ").push_bind(since);
+    }
+    let after = if q.desc { "<" } else { ">" };
+    match from {
+        Some((c, true)) => {
+            b.push(format!(" AND {key} = "));
+            c.key.push_bind(&mut b);
+            b.push(format!(" AND d.dev_eui {after} "))
+                .push_bind(c.dev_eui.clone());
+        }
+        Some((c, false)) => {
+            b.push(format!(" AND {key} {after} "));
+            c.key.push_bind(&mut b);
+        }
+        None => {}
+    }
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    b.push(format!(" ORDER BY {key} {dir}, d.dev_eui {dir} LIMIT "));
+    b.push_bind(q.limit);
+    if from.is_none() {
+        b.push(" OFFSET ").push_bind(q.offset);
+    }
+    b.build().fetch_all(db).await
+}
+
+/// Devices changed since the walk started (few: those that sent during it), at the position
+/// they had then.
+async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<SqliteRow>> {
+    let mut b = QueryBuilder::new(format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
+    q.sort.push_as_of(&mut b, since);
+    // Few rows changed since the walk began: start from them, whatever the filter's indexes
+    // would suggest to the planner (it cannot know how few they are).
+    b.push(" AS sort_key FROM devices d INDEXED BY devices_changed WHERE d.removed_at IS NULL");
+    push_filter(&mut b, &q.filter);
+    b.push(" AND d.changed_seq > ").push_bind(since);
+    b.push(") d WHERE 1");
+    if let Some(c) = &q.cursor {
+        push_after(&mut b, "d.sort_key", q.desc, c);
+    }
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    b.push(format!(
+        " ORDER BY d.sort_key {dir}, d.dev_eui {dir} LIMIT "
+    ));
+    b.push_bind(q.limit);
+    b.build().fetch_all(db).await
+}
+
+/// The newest uplink id: where a walk starts.
+async fn newest_uplink(db: &Db) -> Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(db)
+        .await
+}
+
+/// How many listed devices the filter selects.
+pub async fn count(db: &Db, filter: &DeviceFilter) -> Result<i64> {
+    let mut b = QueryBuilder::new("SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL");
+    push_filter(&mut b, filter);
+    b.build_query_scalar().fetch_one(db).await
+}
+
+/// Every listed device the filter selects, as DevEUIs (a campaign's `device_filter`).
+pub async fn matching(db: &Db, filter: &DeviceFilter) -> Result<Vec<String>> {
+    let mut b = QueryBuilder::new("SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL");
+    push_filter(&mut b, filter);
+    b.push(" ORDER BY d.dev_eui");
+    b.build_query_scalar().fetch_all(db).await
+}
+
+/// The running versions of listed devices with their versioning types, for matching a version
+/// written the way the console shows it.
+pub async fn running_versions(db: &Db) -> Result<Vec<(i64, Option<i64>)>> {
+    sqlx::query_as(
+        "SELECT DISTINCT running_version, versioning_type FROM devices
+         WHERE removed_at IS NULL AND running_version IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await
+}
+
+fn summary_from_row(r: &SqliteRow, q: &ListQuery) -> DeviceSummary {
+    let last_seen: Option<String> = r.get("last_seen");
+    let running: Option<i64> = r.get("running_version");
+    let application: Option<String> = r
+        .get::<Option<String>, _>("application_name")
+        .or(r.get("application_id"));
+    let status = match &last_seen {
+        None => "never_seen",
+        Some(t) if *t >= q.online_since => "online",
+        Some(_) => "offline",
+    };
+    DeviceSummary {
+        dev_eui: r.get("dev_eui"),
+        name: r.get("name"),
+        application,
+        model: r.get("model"),
+        never_seen: last_seen.is_none(),
+        status: status.to_string(),
+        last_seen,
+        running_version: running.map(|v| version_dto(v, r.get("versioning_type"))),
+        rssi: r.get("rssi"),
+        snr: r.get("snr"),
+        battery: r.get("battery"),
+        reappeared_at: r.get("reappeared_at"),
+    }
+}
+
+fn by_position(a: &(SortValue, SqliteRow), b: &(SortValue, SqliteRow)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then_with(|| a.1.get::<String, _>("dev_eui").cmp(&b.1.get("dev_eui")))
+}
+
+/// One page of the list, with the cursor of the next when there may be one.
+pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
+    let total = count(db, &q.filter).await?;
+    // A deep page by offset is read as the index has it (keyset paging is what stays stable).
+    let walk = q.cursor.is_some() || q.offset == 0;
+    let since = match &q.cursor {
+        Some(c) => c.since,
+        None => newest_uplink(db).await?,
+    };
+    let mut rows: Vec<(SortValue, SqliteRow)> = rows_settled(db, q, walk.then_some(since))
+        .await?
+        .into_iter()
+        .map(|r| (q.sort.value_from_row(&r), r))
+        .collect();
+    if walk {
+        for r in rows_moved(db, q, since).await? {
+            rows.push((q.sort.value_from_row(&r), r));
+        }
+        rows.sort_by(|a, b| {
+            let o = by_position(a, b);
+            if q.desc {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        rows.truncate(q.limit.max(0) as usize);
+    }
+    let next_cursor = match rows.last() {
+        Some((key, r)) if rows.len() as i64 == q.limit => Some(
+            Cursor {
+                sort: q.sort.as_str().to_string(),
+                desc: q.desc,
+                since,
+                key: key.clone(),
+                dev_eui: r.get("dev_eui"),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(DeviceList {
+        total,
+        next_cursor,
+        offline_after_s: q.offline_after_s,
+        devices: rows.iter().map(|(_, r)| summary_from_row(r, q)).collect(),
+    })
+}
+
+/// The DevEUIs of the devices heard most recently.
+pub async fn recently_heard(db: &Db, n: i64) -> Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT dev_eui FROM devices WHERE removed_at IS NULL AND last_seen IS NOT NULL
+         ORDER BY COALESCE(last_seen, '') DESC LIMIT ?",
+    )
+    .bind(n)
+    .fetch_all(db)
+    .await
 }

@@ -89,6 +89,21 @@ pub async fn mark_failed(conn: &mut Conn, id: i64, error: &str, at: &str) -> Res
     Ok(())
 }
 
+/// The device's downlink the network knows by this queue item id, if any.
+pub async fn find_by_queue_item(
+    conn: &mut Conn,
+    dev_eui: &str,
+    queue_item_id: &str,
+) -> Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM downlinks WHERE dev_eui = ? AND network_ref = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dev_eui)
+    .bind(queue_item_id)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
 /// Finds the downlink a delivery report is about: by ChirpStack's queue item id, else by the
 /// frame counter, else the oldest one still in flight.
 pub async fn find_for_report(

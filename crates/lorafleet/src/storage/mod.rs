@@ -13,6 +13,10 @@
 //! - `IS` as a null-safe comparison in `devices::upsert` (`IS NOT DISTINCT FROM` elsewhere);
 //! - times as RFC 3339 text compared as text ([`fmt_time`]);
 //! - `LIKE` is case-insensitive for ASCII in SQLite (`ILIKE` on PostgreSQL) in the device search;
+//! - the device search's FTS5 trigram table `devices_search` kept by triggers (PostgreSQL: a
+//!   pg_trgm GIN index on the same columns serves `ILIKE '%…%'`), its rowid join, the virtual
+//!   generated column `devices.model`, `json_extract` for `tag=`, `INDEXED BY` and unary `+` to
+//!   steer the planner between the sort indexes and `devices_changed` (all in `devices`);
 //! - the 32766 bound values per statement that size the ingest batches in `uplinks`;
 //! - booleans stored as 0/1 integers (`campaigns.started`).
 

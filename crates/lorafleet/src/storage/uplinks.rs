@@ -48,7 +48,7 @@ pub fn printable_text(data: &[u8]) -> Option<String> {
     }
 }
 
-/// SQLite allows 32766 bound values per statement; 13 per row here and 11 per device row.
+/// SQLite allows 32766 bound values per statement; 14 per row here and 11 per device row.
 pub const BATCH_ROWS: usize = 1000;
 
 pub async fn insert(conn: &mut Conn, dev_eui: &str, up: &Uplink) -> Result<()> {
@@ -83,7 +83,7 @@ async fn insert_rows<'a>(
 ) -> Result<()> {
     let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
-            gateway_count, confirmed, data, object_json, dedup_key) ",
+            gateway_count, confirmed, data, object_json, dedup_key, gateway_ids) ",
     );
     uplinks.push_values(rows, |mut row, (dev_eui, up)| {
         row.push_bind(dev_eui)
@@ -98,7 +98,11 @@ async fn insert_rows<'a>(
             .push_bind(up.confirmed)
             .push_bind(up.data.clone())
             .push_bind(up.object.as_ref().map(|o| o.to_string()))
-            .push_bind(up.dedup_key.clone());
+            .push_bind(up.dedup_key.clone())
+            .push_bind(
+                (!up.gateway_ids.is_empty())
+                    .then(|| serde_json::Value::from(up.gateway_ids.clone()).to_string()),
+            );
     });
     uplinks.build().execute(&mut *conn).await?;
     Ok(())
@@ -124,6 +128,34 @@ pub async fn known_dedup_keys(
         known.extend(rows);
     }
     Ok(known)
+}
+
+/// The gateways that heard each of `dev_euis` since `since` (from the uplinks' rxInfo, as
+/// stored); devices heard by none are absent.
+pub async fn gateways_heard(
+    db: &Db,
+    dev_euis: &[String],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> {
+    let mut heard: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for chunk in dev_euis.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT dev_eui, gateway_ids FROM uplinks WHERE gateway_ids IS NOT NULL AND received_at >= ",
+        );
+        q.push_bind(fmt_time(since)).push(" AND dev_eui IN (");
+        let mut list = q.separated(", ");
+        for e in chunk {
+            list.push_bind(e.as_str());
+        }
+        q.push(")");
+        let rows: Vec<(String, String)> = q.build_query_as().fetch_all(db).await?;
+        for (dev_eui, ids) in rows {
+            let ids: Vec<String> = serde_json::from_str(&ids).unwrap_or_default();
+            heard.entry(dev_eui).or_default().extend(ids);
+        }
+    }
+    Ok(heard)
 }
 
 /// Deletes all but the newest `keep` uplinks of a device.
@@ -161,10 +193,14 @@ pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>
 }
 
 pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
-    let row = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT 1")
-        .bind(dev_eui)
-        .fetch_optional(db)
-        .await?;
+    // The last application uplink: a frame with only MAC commands (no FPort, or FPort 0) says
+    // nothing about the application, so it does not hide the one before.
+    let row = sqlx::query(
+        "SELECT * FROM uplinks WHERE dev_eui = ? AND f_port > 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dev_eui)
+    .fetch_optional(db)
+    .await?;
     Ok(row.as_ref().map(from_row))
 }
 

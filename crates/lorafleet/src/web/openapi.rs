@@ -47,6 +47,7 @@ impl Modify for Security {
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,
         devices::UplinkDto, devices::StatusDto, devices::VersionDto, version_status::StatusRequestBody,
+        devices::filter::DeviceFilterParams,
     )),
     modifiers(&Security),
     security(("basic" = []), ("bearer" = []))

@@ -195,7 +195,7 @@ function actionButtons(c, ctx, act, showError) {
 function campaignHead(c) {
   return h('div', null,
     h('div', { class: 'crumbs' }, h('a', { href: '#/campaigns' }, 'Campaigns')),
-    h('h1', { testid: 'campaign-title' }, c.name, ' ', stateBadge(c.state)),
+    h('h1', { testid: 'campaign-title' }, c.name, ' ', stateBadge(c.state, c.state_label)),
     h('div', { class: 'muted small' }, `#${c.id} · ${c.driver} · `,
       c.firmware ? h('a', { href: '#/firmware' }, c.firmware.file_name) : `image #${c.firmware_id}`,
       ` · created ${fmtDateTime(c.created_at)}`, c.started_at ? ` · started ${fmtDateTime(c.started_at)}` : '', c.completed_at ? ` · ended ${fmtDateTime(c.completed_at)}` : ''));

@@ -8,6 +8,7 @@ import { fmtBytes } from '../format.js';
 import { queryParam } from '../router.js';
 import { debounce } from '../schedule.js';
 import { planView } from './plan.js';
+import { devicePicker } from './device_picker.js';
 
 /** @typedef {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement} Input */
 
@@ -81,14 +82,14 @@ function keysOf(f) {
  * The request the form stands for (POST /api/campaigns).
  * @param {Inputs} f
  * @param {HTMLSelectElement} firmwareSel
- * @param {Set<string>} selected
+ * @param {{ devices: string[] | null, device_filter: Record<string, string> | null }} target
  */
-function requestOf(f, firmwareSel, selected) {
+function requestOf(f, firmwareSel, target) {
   const freq = strOrNull(f.freq);
   return {
     name: strOrNull(f.name),
     firmware_id: firmwareSel.value ? Number(firmwareSel.value) : undefined,
-    devices: [...selected],
+    ...target,
     driver: f.driver.value,
     keys: keysOf(f),
     multicast: {
@@ -187,42 +188,6 @@ function fieldErrors(onChange) {
   };
 }
 
-/**
- * The device picker: a filter and checkboxes; `selected` holds the chosen DevEUIs.
- * @param {Set<string>} selected
- * @param {() => void} onChange
- */
-function devicePicker(selected, onChange) {
-  /** @type {{ dev_eui: string, name: string | null | undefined }[]} */
-  let devices = [];
-  const filter = h('input', { type: 'search', placeholder: 'Filter devices', class: 'cf-filter', testid: 'device-filter' });
-  const list = h('div', { class: 'cf-devices', id: 'cf-devices', tabindex: '-1', testid: 'device-picker' });
-  const count = h('span', { class: 'muted small', testid: 'device-selected-count' });
-  const visible = () => {
-    const q = filter.value.trim().toLowerCase();
-    return devices.filter((d) => !q || d.dev_eui.includes(q) || (d.name || '').toLowerCase().includes(q));
-  };
-  function render() {
-    count.textContent = `${selected.size} selected`;
-    if (devices.length === 0) { list.replaceChildren(h('p', { class: 'muted' }, 'No devices known yet.')); return; }
-    list.replaceChildren(...visible().slice(0, 500).map((d) => {
-      const box = h('input', { type: 'checkbox', value: d.dev_eui, checked: selected.has(d.dev_eui), testid: 'device-option' });
-      box.addEventListener('change', () => { if (box.checked) selected.add(d.dev_eui); else selected.delete(d.dev_eui); count.textContent = `${selected.size} selected`; onChange(); });
-      return h('label', { class: 'check cf-device', 'data-dev-eui': d.dev_eui }, box, h('span', { class: 'mono' }, d.dev_eui), ' ', h('span', { class: 'muted' }, d.name || ''));
-    }));
-  }
-  filter.addEventListener('input', render);
-  const toolbar = h('div', { class: 'toolbar' }, filter,
-    h('button', { type: 'button', class: 'btn btn-small', testid: 'devices-all', onclick: () => { for (const d of visible()) selected.add(d.dev_eui); render(); onChange(); } }, 'Select shown'),
-    h('button', { type: 'button', class: 'btn btn-small', onclick: () => { selected.clear(); render(); onChange(); } }, 'Clear'),
-    count);
-  return {
-    toolbar, list, render,
-    /** @param {any[]} list */
-    setDevices(list) { devices = list.map((d) => ({ dev_eui: String(d.dev_eui).toLowerCase(), name: d.name })); },
-  };
-}
-
 /** @typedef {[name: string, label: string, el: Input, help?: string]} FieldRow */
 
 /**
@@ -296,7 +261,7 @@ function campaignForm(view, ctx, editId) {
   const firmwareSel = h('select', { id: 'cf-firmware', testid: 'input-cf-firmware' }, h('option', { value: '' }, 'Choose an image…'));
   const schedule = debounce(preview, 350);
   const fe = fieldErrors(schedule);
-  const picker = devicePicker(selected, schedule);
+  const picker = devicePicker(selected, schedule, ctx.signal);
   const save = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'campaign-save' }, editId ? 'Save draft' : 'Create draft');
 
   // Only the engine checks devices before and verifies them after (Version & Status).
@@ -316,13 +281,13 @@ function campaignForm(view, ctx, editId) {
     h('div', { class: 'toolbar' }, save, h('a', { class: 'btn', href: editId ? `#/campaigns/${editId}` : '#/campaigns' }, 'Cancel')));
   // The devices field's error element lives in the picker card.
   fe.errors.devices = /** @type {HTMLElement} */ (form.querySelector('[data-testid="error-devices"]'));
-  fe.inputs.devices = picker.list;
+  fe.inputs.devices = picker.focusTarget;
 
   let seq = 0;
   async function preview() {
     const mine = ++seq;
     try {
-      const r = await api('POST', '/api/campaigns/preview', requestOf(f, firmwareSel, selected), { signal: ctx.signal });
+      const r = await api('POST', '/api/campaigns/preview', requestOf(f, firmwareSel, picker.target()), { signal: ctx.signal });
       if (mine !== seq) return;
       fe.show([]);
       planBox.replaceChildren(planView(r.plan, r.settings));
@@ -343,7 +308,7 @@ function campaignForm(view, ctx, editId) {
     ev.preventDefault();
     schedule.cancel();
     save.disabled = true;
-    const body = requestOf(f, firmwareSel, selected);
+    const body = requestOf(f, firmwareSel, picker.target());
     try {
       const c = editId ? await api('PATCH', `/api/campaigns/${editId}`, body) : await api('POST', '/api/campaigns', body);
       toast(editId ? 'Draft saved' : 'Draft created', 'ok');
@@ -361,29 +326,27 @@ function campaignForm(view, ctx, editId) {
 
   (async () => {
     try {
-      const [fw, devs, existing] = await Promise.all([
+      const [fw, existing] = await Promise.all([
         api('GET', '/api/firmware', undefined, { signal: ctx.signal }),
-        api('GET', '/api/devices?limit=1000&sort=dev_eui', undefined, { signal: ctx.signal }),
         editId ? api('GET', `/api/campaigns/${editId}`, undefined, { signal: ctx.signal }) : Promise.resolve(null),
       ]);
       for (const img of fw.images) firmwareSel.append(h('option', { value: img.id }, `${img.file_name} (${fmtBytes(img.size)})`));
-      picker.setDevices(devs.devices);
       const pre = queryParam('firmware');
       if (pre) firmwareSel.value = pre;
       if (existing) {
         const req = existing.request || {};
         fill(f, req);
-        for (const d of req.devices || []) selected.add(String(d).toLowerCase());
+        picker.fill(req);
         if (req.firmware_id) firmwareSel.value = String(req.firmware_id);
       }
       showEngine();
       picker.render();
-      if (firmwareSel.value && selected.size) preview();
+      if (firmwareSel.value && picker.hasTarget()) preview();
     } catch (e) {
       if (!isAbort(e)) fe.general.replaceChildren(errorBox(messageOf(e)));
     }
   })();
-  return { destroy() { schedule.cancel(); } };
+  return { destroy() { schedule.cancel(); picker.cancel(); } };
 }
 
 /** @type {import('../types.js').Page} */

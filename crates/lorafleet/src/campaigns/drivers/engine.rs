@@ -375,6 +375,35 @@ impl EngineDriver {
     }
 
     /// Airtime of one fragment frame at the campaign's DR, for pacing the steps.
+    /// The gateways to bind the group to, read only while the group is still to be made (the
+    /// uplinks up to that moment count).
+    async fn gateways(
+        &self,
+        ctx: &DriverContext,
+        c: &Campaign,
+        run: &Run,
+    ) -> Result<Vec<String>, DriverError> {
+        if run.group.is_some()
+            || !crate::campaigns::gateways::applies(
+                &ctx.config,
+                c.driver,
+                &c.settings.multicast.gateways,
+            )
+        {
+            return Ok(Vec::new());
+        }
+        let devices: Vec<String> = c.devices.iter().map(|d| d.dev_eui.clone()).collect();
+        let choice = crate::campaigns::gateways::for_campaign(
+            &ctx.db,
+            &devices,
+            &c.settings.multicast.gateways,
+            ctx.now(),
+        )
+        .await
+        .map_err(|e| DriverError::Invalid(format!("reading the devices' gateways: {e}")))?;
+        Ok(choice.gateways)
+    }
+
     fn fragment_airtime(ctx: &DriverContext, s: &Settings) -> TimeDelta {
         let ms = crate::config::parse_region(&ctx.config.network.region)
             .map(|r| lrwn::region::get(r, false, false))
@@ -525,6 +554,7 @@ impl CampaignDriver for EngineDriver {
         let group = GroupInfo {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
+            gateways: self.gateways(ctx, c, &run).await?,
         };
         let stepped = step::step(
             io(ctx),

@@ -208,6 +208,10 @@ pub struct MulticastSettings {
     pub timeout_exp: u8,
     /// The exponent was computed from the plan rather than given.
     pub timeout_exp_auto: bool,
+    /// Gateway IDs to bind the multicast group to; empty: the fewest that heard every device
+    /// recently (ChirpStack v4 with lorafleet's engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -403,9 +407,15 @@ pub struct CampaignDto {
     pub id: i64,
     pub name: String,
     pub state: CampaignState,
+    /// The state as the operator reads it: "completed with failures" for a completed campaign
+    /// with failed devices, else the state's name.
+    pub state_label: String,
     pub driver: DriverKind,
     pub firmware_id: i64,
     pub firmware: Option<FirmwareRef>,
+    /// The devices the campaign targets; for a draft with a `device_filter`, the devices the
+    /// filter selects now (resolved again at start).
+    pub device_count: u32,
     pub settings: CampaignSettings,
     /// Which key material was given (never the keys themselves).
     #[schema(value_type = Object)]
@@ -443,6 +453,8 @@ pub struct CampaignSummary {
     pub id: i64,
     pub name: String,
     pub state: CampaignState,
+    /// See [`CampaignDto::state_label`].
+    pub state_label: String,
     pub driver: DriverKind,
     pub firmware_id: i64,
     pub firmware_file_name: Option<String>,
@@ -453,6 +465,16 @@ pub struct CampaignSummary {
     pub devices: u32,
     #[schema(value_type = Object)]
     pub counts: BTreeMap<String, u32>,
+}
+
+/// "completed with failures" when a completed campaign has failed devices, else the state.
+pub fn state_label(state: CampaignState, counts: &BTreeMap<String, u32>) -> String {
+    let failed = counts.get(Stage::Failed.as_str()).copied().unwrap_or(0);
+    if state == CampaignState::Completed && failed > 0 {
+        "completed with failures".to_string()
+    } else {
+        state.as_str().to_string()
+    }
 }
 
 pub fn count_stages<'a>(stages: impl Iterator<Item = &'a Stage>) -> BTreeMap<String, u32> {
