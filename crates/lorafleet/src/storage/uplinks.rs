@@ -230,25 +230,23 @@ pub struct StoredUplink {
     pub data: Vec<u8>,
 }
 
-/// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`.
-pub async fn since(
-    db: &Db,
-    cursor: i64,
-    f_ports: [u8; 4],
-    limit: i64,
-) -> Result<Vec<StoredUplink>> {
-    let rows = sqlx::query(
+/// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`
+/// (any set of FPorts: each engine device may answer on its own).
+pub async fn since(db: &Db, cursor: i64, f_ports: &[u8], limit: i64) -> Result<Vec<StoredUplink>> {
+    // FPorts are bytes, so the list is at most 256 placeholders.
+    let marks = vec!["?"; f_ports.len().max(1)].join(", ");
+    let sql = format!(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > ? AND f_port IN (?, ?, ?, ?) ORDER BY id LIMIT ?",
-    )
-    .bind(cursor)
-    .bind(i64::from(f_ports[0]))
-    .bind(i64::from(f_ports[1]))
-    .bind(i64::from(f_ports[2]))
-    .bind(i64::from(f_ports[3]))
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+         WHERE id > ? AND f_port IN ({marks}) ORDER BY id LIMIT ?"
+    );
+    let mut query = sqlx::query(&sql).bind(cursor);
+    if f_ports.is_empty() {
+        query = query.bind(-1i64);
+    }
+    for p in f_ports {
+        query = query.bind(i64::from(*p));
+    }
+    let rows = query.bind(limit).fetch_all(db).await?;
     Ok(rows
         .iter()
         .map(|r| StoredUplink {
