@@ -929,12 +929,16 @@ mod tests {
         p.multicast_setup.f_port = 201;
         assert_eq!(
             parse_uplink(200, &[0x01, 0x05, 0x00, 0x07, 0x00], &p),
-            vec![Reply::FragStatus {
-                index: 0,
-                received: 5,
-                missing: 7,
-                not_enough_memory: false
-            }]
+            // The answer's bytes as received (kept for the device row), then its reading.
+            vec![
+                Reply::FragStatusRaw(vec![0x01, 0x05, 0x00, 0x07, 0x00]),
+                Reply::FragStatus {
+                    index: 0,
+                    received: 5,
+                    missing: 7,
+                    not_enough_memory: false
+                }
+            ]
         );
         assert_eq!(
             parse_uplink(201, &[0x02, 0x00], &p),
