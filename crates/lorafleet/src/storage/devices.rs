@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use super::Cols;
 
 use super::{device_events, downlinks, firmware_history, uplinks, version_status};
-use super::{fmt_time, Conn, Db, Result};
+use super::{time, Conn, Db, Result, Time};
 use crate::campaigns::validate::KnownDevice;
 use crate::devices::version_dto;
 use crate::devices::{DevEui, DeviceDetail, DeviceList, DeviceSummary};
@@ -30,28 +29,28 @@ pub async fn upsert(
     at: &str,
     seen: bool,
 ) -> Result<bool> {
-    let seen_at = if seen { Some(at) } else { None };
+    let seen_at = if seen { Some(time(at)) } else { None };
     // One statement on the hot path: a removed device that is heard again is brought back here,
     // and RETURNING tells whether that just happened.
-    sqlx::query_scalar(
+    on!(&mut *conn, c => sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
             device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
-         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10)
+         VALUES ($1, COALESCE($2, ''), $3, $4, $5, $6, COALESCE($7, '{}'), $8, $9, $9, $10)
          ON CONFLICT(dev_eui) DO UPDATE SET
-            name = COALESCE(?2, devices.name),
-            application_id = COALESCE(?3, devices.application_id),
-            application_name = COALESCE(?4, devices.application_name),
-            device_profile_id = COALESCE(?5, devices.device_profile_id),
-            device_profile_name = COALESCE(?6, devices.device_profile_name),
-            tags_json = COALESCE(?7, devices.tags_json),
-            dev_addr = COALESCE(?8, devices.dev_addr),
-            first_seen = COALESCE(devices.first_seen, ?9),
-            last_seen = CASE WHEN ?9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < ?9)
-                             THEN ?9 ELSE devices.last_seen END,
-            reappeared_at = CASE WHEN ?9 IS NOT NULL AND devices.removed_at IS NOT NULL
-                                 THEN ?9 ELSE devices.reappeared_at END,
-            removed_at = CASE WHEN ?9 IS NOT NULL THEN NULL ELSE devices.removed_at END
-         RETURNING (?9 IS NOT NULL AND reappeared_at IS ?9)",
+            name = COALESCE($2, devices.name),
+            application_id = COALESCE($3, devices.application_id),
+            application_name = COALESCE($4, devices.application_name),
+            device_profile_id = COALESCE($5, devices.device_profile_id),
+            device_profile_name = COALESCE($6, devices.device_profile_name),
+            tags_json = COALESCE($7, devices.tags_json),
+            dev_addr = COALESCE($8, devices.dev_addr),
+            first_seen = COALESCE(devices.first_seen, $9),
+            last_seen = CASE WHEN $9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < $9)
+                             THEN $9 ELSE devices.last_seen END,
+            reappeared_at = CASE WHEN $9 IS NOT NULL AND devices.removed_at IS NOT NULL
+                                 THEN $9 ELSE devices.reappeared_at END,
+            removed_at = CASE WHEN $9 IS NOT NULL THEN NULL ELSE devices.removed_at END
+         RETURNING ($9 IS NOT NULL AND reappeared_at IS NOT DISTINCT FROM $9)",
     )
     .bind(dev_eui)
     .bind(id.name.as_deref())
@@ -62,9 +61,8 @@ pub async fn upsert(
     .bind(tags_json(id))
     .bind(id.dev_addr.as_deref())
     .bind(seen_at)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await
+    .bind(time(at))
+    .fetch_one(c).await)
 }
 
 /// [`upsert`] for up to [`uplinks::BATCH_ROWS`] heard devices (uplinks) in one multi-row
@@ -74,12 +72,13 @@ pub async fn upsert_heard_batch(
     conn: &mut Conn,
     events: &[&IntegrationEvent],
 ) -> Result<Vec<(String, Option<String>)>> {
-    let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    on!(conn, c, DB => {
+    let mut devices = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
             device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at) ",
     );
     devices.push_values(events.iter(), |mut row, ev| {
-        let at = fmt_time(ev.at);
+        let at = Time::from(ev.at);
         let id = &ev.device;
         row.push_bind(ev.dev_eui.to_string())
             .push_bind(id.name.clone().unwrap_or_default())
@@ -113,15 +112,21 @@ pub async fn upsert_heard_batch(
             removed_at = NULL
          RETURNING dev_eui, reappeared_at",
     );
-    devices.build_query_as().fetch_all(&mut *conn).await
+    Ok(devices
+        .build()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| (r.get("dev_eui"), r.get("reappeared_at")))
+        .collect())
+    })
 }
 
 pub async fn set_joined(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
-    sqlx::query("UPDATE devices SET joined_at = ? WHERE dev_eui = ?")
-        .bind(at)
+    on!(&mut *conn, c => sqlx::query("UPDATE devices SET joined_at = $1 WHERE dev_eui = $2")
+        .bind(time(at))
         .bind(dev_eui)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -133,28 +138,27 @@ pub async fn set_device_status(
     battery: Option<f64>,
     margin: Option<i32>,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE devices SET battery = ?, margin = ?, device_status_at = ? WHERE dev_eui = ?",
+    on!(&mut *conn, c => sqlx::query(
+        "UPDATE devices SET battery = $1, margin = $2, device_status_at = $3 WHERE dev_eui = $4",
     )
     .bind(battery)
     .bind(margin.map(i64::from))
-    .bind(at)
+    .bind(time(at))
     .bind(dev_eui)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
 pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
-    let mut tx = db.begin().await?;
+    let mut tx = super::begin(db).await?;
     let now = super::now();
     let mut added = 0;
     for d in devices {
-        let r = sqlx::query(
+        let r = on!(&mut *tx, c => sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
                 device_profile_name, source, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'network', ?)
+             VALUES ($1, $2, $3, $4, $5, $6, 'network', $7)
              ON CONFLICT(dev_eui) DO UPDATE SET
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
                 application_id = COALESCE(devices.application_id, excluded.application_id),
@@ -167,10 +171,9 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
         .bind(d.application_name.as_deref())
         .bind(d.device_profile_id.as_deref())
         .bind(d.device_profile_name.as_deref())
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        added += r.rows_affected() as usize;
+        .bind(time(&now))
+        .execute(c).await.map(|r| r.rows_affected()))?;
+        added += r as usize;
     }
     tx.commit().await?;
     Ok(added)
@@ -198,11 +201,11 @@ fn like_pattern(search: Option<&str>) -> Option<String> {
     })
 }
 
-fn summary_from_row(r: SqliteRow) -> DeviceSummary {
+fn summary_from_row(r: &impl Cols) -> DeviceSummary {
     let last_seen: Option<String> = r.get("last_seen");
     let running: Option<i64> = r.get("running_version");
     let application: Option<String> = r
-        .get::<Option<String>, _>("application_name")
+        .get::<Option<String>>("application_name")
         .or(r.get("application_id"));
     DeviceSummary {
         dev_eui: r.get("dev_eui"),
@@ -219,73 +222,84 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     let pattern = like_pattern(q.search.as_deref());
     // Two shapes of query, so that the unfiltered list (the common case) can use the partial
     // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
+    // Case-insensitive on both: SQLite's LIKE is (for ASCII), PostgreSQL's is not.
+    let like = if db.is_postgres() { "ILIKE" } else { "LIKE" };
     let filter = if pattern.is_some() {
-        "removed_at IS NULL AND (dev_eui LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'
-         OR application_name LIKE ?1 ESCAPE '\\' OR dev_addr LIKE ?1 ESCAPE '\\')"
+        format!(
+            "removed_at IS NULL AND (dev_eui {like} $1 ESCAPE '\\' OR name {like} $1 ESCAPE '\\'
+             OR application_name {like} $1 ESCAPE '\\' OR dev_addr {like} $1 ESCAPE '\\')"
+        )
     } else {
-        "removed_at IS NULL AND ?1 IS NULL"
+        "removed_at IS NULL AND $1 IS NULL".to_string()
     };
-    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
+    let total: i64 = on!(db, c => sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
         .bind(pattern.as_deref())
-        .fetch_one(db)
-        .await?;
+        .fetch_one(c).await)?;
     let order = match q.sort.as_str() {
         "name" => "name ASC, dev_eui ASC",
         "dev_eui" => "dev_eui ASC",
-        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the order.
+        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the
+        // order; PostgreSQL sorts NULL highest, and its index is built NULLS LAST to match.
+        _ if db.is_postgres() => "last_seen DESC NULLS LAST",
         _ => "last_seen DESC",
     };
-    let rows = sqlx::query(&format!(
+    let rows = on!(db, c => sqlx::query(&format!(
         "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,
                 versioning_type, reappeared_at
-         FROM devices WHERE {filter} ORDER BY {order} LIMIT ?2 OFFSET ?3"
+         FROM devices WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
     ))
     .bind(pattern.as_deref())
     .bind(q.limit)
     .bind(q.offset)
-    .fetch_all(db)
-    .await?;
-    let devices = rows.into_iter().map(summary_from_row).collect();
+    .fetch_all(c).await?
+    .iter()
+    .map(summary_from_row)
+    .collect());
+    let devices = rows;
     Ok(DeviceList { total, devices })
 }
 
 /// Devices on the list (not removed), for the metrics gauge.
 pub async fn count_listed(db: &Db) -> Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
-        .fetch_one(db)
-        .await
+    on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
+        .fetch_one(c).await)
 }
 
 pub async fn exists(db: &Db, dev_eui: DevEui) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE dev_eui = ?")
+    let n: i64 = on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE dev_eui = $1")
         .bind(dev_eui.to_string())
-        .fetch_one(db)
-        .await?;
+        .fetch_one(c).await)?;
     Ok(n > 0)
 }
 
 /// Everything the device page shows, or None for an unknown device.
 pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
     let eui = dev_eui.to_string();
-    let Some(r) = sqlx::query("SELECT * FROM devices WHERE dev_eui = ?")
-        .bind(&eui)
-        .fetch_optional(db)
-        .await?
-    else {
-        return Ok(None);
-    };
+    on!(db, c => {
+        let Some(r) = sqlx::query("SELECT * FROM devices WHERE dev_eui = $1")
+            .bind(&eui)
+            .fetch_optional(c)
+            .await?
+        else {
+            return Ok(None);
+        };
+        detail_from_row(db, &r, eui).await.map(Some)
+    })
+}
+
+async fn detail_from_row(db: &Db, r: &(impl Cols + Sync), eui: String) -> Result<DeviceDetail> {
     let vt: Option<i64> = r.get("versioning_type");
     let (status_requests, downlinks) = downlinks::recent(db, &eui, 50).await?;
     let last_seen: Option<String> = r.get("last_seen");
     let tags: String = r.get("tags_json");
-    Ok(Some(DeviceDetail {
+    Ok(DeviceDetail {
         name: r.get("name"),
         application: r
-            .get::<Option<String>, _>("application_name")
+            .get::<Option<String>>("application_name")
             .or(r.get("application_id")),
         application_id: r.get("application_id"),
         device_profile: r
-            .get::<Option<String>, _>("device_profile_name")
+            .get::<Option<String>>("device_profile_name")
             .or(r.get("device_profile_id")),
         device_profile_id: r.get("device_profile_id"),
         tags: serde_json::from_str(&tags).unwrap_or(serde_json::json!({})),
@@ -298,13 +312,13 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
         battery: r.get("battery"),
         margin: r.get("margin"),
         last_uplink: uplinks::last(db, &eui).await?,
-        status: version_status::from_device_row(&r),
+        status: version_status::from_device_row(r),
         status_requests,
         downlinks,
         events: device_events::recent(db, &eui, 100).await?,
         firmware_history: firmware_history::of_device(db, &eui, vt).await?,
         dev_eui: eui,
-    }))
+    })
 }
 
 /// Hides a device from the list, with a log line saying by whom; false when it was not listed.
@@ -312,12 +326,11 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
     let eui = dev_eui.to_string();
     let now = super::now();
     let mut tx = db.begin().await?;
-    let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
-        .bind(&now)
+    let n = on!(&mut *tx, c => sqlx::query("UPDATE devices SET removed_at = $1, reappeared_at = NULL WHERE dev_eui = $2 AND removed_at IS NULL")
+        .bind(time(&now))
         .bind(&eui)
-        .execute(&mut *tx)
-        .await?;
-    if r.rows_affected() > 0 {
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    if n > 0 {
         device_events::add(
             &mut tx,
             &eui,
@@ -328,16 +341,15 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
         .await?;
     }
     tx.commit().await?;
-    Ok(r.rows_affected() > 0)
+    Ok(n > 0)
 }
 
 /// The versioning type a device reported in PackageVersionAns, if it did.
 pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
+        on!(db, c => sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
-            .fetch_optional(db)
-            .await?
+            .fetch_optional(c).await)?
             .flatten(),
     )
 }
@@ -346,22 +358,20 @@ pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
 pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevice>> {
     let mut out = HashMap::new();
     for eui in euis {
-        let row = sqlx::query(
-            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = ?",
+        let row = on!(db, c => sqlx::query(
+            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = $1",
         )
         .bind(eui)
-        .fetch_optional(db)
-        .await?;
-        if let Some(r) = row {
-            out.insert(
-                eui.clone(),
-                KnownDevice {
-                    dev_eui: r.get("dev_eui"),
-                    application_id: r.get("application_id"),
-                    device_profile_id: r.get("device_profile_id"),
-                    slot_size: r.get("slot_size"),
-                },
-            );
+        .fetch_optional(c)
+        .await?
+        .map(|r| KnownDevice {
+            dev_eui: r.get("dev_eui"),
+            application_id: r.get("application_id"),
+            device_profile_id: r.get("device_profile_id"),
+            slot_size: r.get("slot_size"),
+        }));
+        if let Some(known) = row {
+            out.insert(eui.clone(), known);
         }
     }
     Ok(out)

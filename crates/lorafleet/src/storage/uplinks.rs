@@ -1,10 +1,9 @@
 //! Uplinks (`uplinks`): what each device sent, the newest kept per device, and the engine's
 //! answers read back past a cursor.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use super::Cols;
 
-use super::{fmt_time, Conn, Db, Result};
+use super::{Conn, Db, Result, Time};
 use crate::devices::{printable_text, UplinkDto};
 use crate::ingest::{EventBody, IntegrationEvent, Uplink};
 
@@ -41,13 +40,14 @@ async fn insert_rows<'a>(
     conn: &mut Conn,
     rows: impl Iterator<Item = (String, &'a Uplink)>,
 ) -> Result<()> {
-    let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    on!(conn, c, DB => {
+    let mut uplinks = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
             gateway_count, confirmed, data, object_json, dedup_key) ",
     );
     uplinks.push_values(rows, |mut row, (dev_eui, up)| {
         row.push_bind(dev_eui)
-            .push_bind(fmt_time(up.received_at))
+            .push_bind(Time::from(up.received_at))
             .push_bind(up.f_cnt.map(|v| v as i64))
             .push_bind(up.f_port.map(|v| v as i64))
             .push_bind(up.dr.map(|v| v as i64))
@@ -60,7 +60,8 @@ async fn insert_rows<'a>(
             .push_bind(up.object.as_ref().map(|o| o.to_string()))
             .push_bind(up.dedup_key.clone());
     });
-    uplinks.build().execute(&mut *conn).await?;
+    uplinks.build().execute(c).await.map(|done| done.rows_affected())
+    })?;
     Ok(())
 }
 
@@ -72,15 +73,17 @@ pub async fn known_dedup_keys(
 ) -> Result<std::collections::HashSet<String>> {
     let mut known = std::collections::HashSet::new();
     for chunk in keys.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
-        );
-        let mut list = q.separated(", ");
-        for k in chunk {
-            list.push_bind(*k);
-        }
-        q.push(")");
-        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        let rows: Vec<String> = on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
+            );
+            let mut list = q.separated(", ");
+            for k in chunk {
+                list.push_bind(*k);
+            }
+            q.push(")");
+            q.build_query_scalar().fetch_all(c).await
+        })?;
         known.extend(rows);
     }
     Ok(known)
@@ -91,7 +94,7 @@ pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
     super::keep_newest(conn, "uplinks", dev_eui, keep).await
 }
 
-fn from_row(r: &SqliteRow) -> UplinkDto {
+fn from_row(r: &impl Cols) -> UplinkDto {
     let data: Vec<u8> = r.get("data");
     let object: Option<String> = r.get("object_json");
     UplinkDto {
@@ -112,36 +115,40 @@ fn from_row(r: &SqliteRow) -> UplinkDto {
 
 /// A device's newest uplinks, newest first.
 pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>> {
-    let rows = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+    let rows = on!(db, c => sqlx::query("SELECT * FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
-        .fetch_all(db)
-        .await?;
-    Ok(rows.iter().map(from_row).collect())
+        .fetch_all(c).await?
+        .iter()
+        .map(from_row)
+        .collect());
+    Ok(rows)
 }
 
 pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
-    let row = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT 1")
+    let row = on!(db, c => sqlx::query("SELECT * FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT 1")
         .bind(dev_eui)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.as_ref().map(from_row))
+        .fetch_optional(c).await?
+        .as_ref()
+        .map(from_row));
+    Ok(row)
 }
 
 /// Reception times of a device's newest uplinks as stored, newest first.
 pub async fn received_times(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<String>> {
-    sqlx::query_scalar("SELECT received_at FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+    Ok(on!(db, c => sqlx::query("SELECT received_at FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
-        .fetch_all(db)
-        .await
+        .fetch_all(c).await?
+        .iter()
+        .map(|r| r.get("received_at"))
+        .collect()))
 }
 
 /// The id of the newest uplink stored (0 when there is none): where an answer cursor starts.
 pub async fn max_id(db: &Db) -> Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
-        .fetch_one(db)
-        .await
+    on!(db, c => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(c).await)
 }
 
 /// An uplink read back past a cursor.
@@ -161,25 +168,24 @@ pub async fn since(
     f_ports: [u8; 3],
     limit: i64,
 ) -> Result<Vec<StoredUplink>> {
-    let rows = sqlx::query(
+    let rows = on!(db, c => sqlx::query(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > ? AND f_port IN (?, ?, ?) ORDER BY id LIMIT ?",
+         WHERE id > $1 AND f_port IN ($2, $3, $4) ORDER BY id LIMIT $5",
     )
     .bind(cursor)
     .bind(i64::from(f_ports[0]))
     .bind(i64::from(f_ports[1]))
     .bind(i64::from(f_ports[2]))
     .bind(limit)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredUplink {
-            id: r.get("id"),
-            dev_eui: r.get("dev_eui"),
-            received_at: r.get("received_at"),
-            f_port: r.get("f_port"),
-            data: r.get("data"),
-        })
-        .collect())
+    .fetch_all(c).await?
+    .iter()
+    .map(|r| StoredUplink {
+        id: r.get("id"),
+        dev_eui: r.get("dev_eui"),
+        received_at: r.get("received_at"),
+        f_port: r.get("f_port"),
+        data: r.get("data"),
+    })
+    .collect());
+    Ok(rows)
 }

@@ -2,10 +2,9 @@
 //! reported): the change set an answer makes, written inside the ingest writer's transaction,
 //! and the fields as the device page shows them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use super::Cols;
 
-use super::{downlinks, firmware_history, Conn, Result};
+use super::{downlinks, firmware_history, time, Conn, Result};
 use crate::devices::version_dto;
 use crate::devices::{PackageDto, ReportedAt, RunningDto, StatusDto, StoredDto};
 
@@ -75,10 +74,9 @@ pub struct ChangeSet {
 /// Reads what [`Known`] holds for a device (defaults for an unknown one).
 pub async fn known(conn: &mut Conn, dev_eui: &str) -> Result<Known> {
     let row: Option<(Option<i64>, Option<i64>)> =
-        sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = ?")
+        on!(&mut *conn, c => sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(c).await)?;
     Ok(
         row.map_or(Known::default(), |(versioning_type, running_version)| {
             Known {
@@ -114,18 +112,19 @@ pub async fn write(conn: &mut Conn, dev_eui: &str, at: &str, changes: &ChangeSet
 }
 
 async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) -> Result<()> {
-    let q = match r {
+    // The statement is built per backend: the match is inside the body `on!` expands twice.
+    on!(conn, c => { let q = match r {
         Reported::Package {
             identifier,
             version,
             versioning_type,
             nb_slots,
-        } => sqlx::query("UPDATE devices SET pkg_identifier = ?, pkg_version = ?, versioning_type = ?, nb_slots = ?, pkg_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET pkg_identifier = $1, pkg_version = $2, versioning_type = $3, nb_slots = $4, pkg_reported_at = $5 WHERE dev_eui = $6")
             .bind(i64::from(*identifier))
             .bind(i64::from(*version))
             .bind(i64::from(*versioning_type))
             .bind(i64::from(*nb_slots)),
-        Reported::Running { slot, version } => sqlx::query("UPDATE devices SET running_slot = ?, running_version = ?, running_reported_at = ? WHERE dev_eui = ?")
+        Reported::Running { slot, version } => sqlx::query("UPDATE devices SET running_slot = $1, running_version = $2, running_reported_at = $3 WHERE dev_eui = $4")
             .bind(i64::from(*slot))
             .bind(i64::from(*version)),
         Reported::Stored(slots) => {
@@ -133,27 +132,27 @@ async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) 
                 .iter()
                 .map(|(slot, version)| serde_json::json!({"slot": slot, "version": version}))
                 .collect();
-            sqlx::query("UPDATE devices SET stored_json = ?, stored_reported_at = ? WHERE dev_eui = ?")
+            sqlx::query("UPDATE devices SET stored_json = $1, stored_reported_at = $2 WHERE dev_eui = $3")
                 .bind(serde_json::Value::Array(stored).to_string())
         }
         Reported::Space {
             heap_available,
             slot_size,
-        } => sqlx::query("UPDATE devices SET heap_available = ?, slot_size = ?, space_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET heap_available = $1, slot_size = $2, space_reported_at = $3 WHERE dev_eui = $4")
             .bind(heap_available.map(i64::from))
             .bind(i64::from(*slot_size)),
         Reported::Uptime { seconds } => {
-            sqlx::query("UPDATE devices SET uptime_s = ?, uptime_reported_at = ? WHERE dev_eui = ?")
+            sqlx::query("UPDATE devices SET uptime_s = $1, uptime_reported_at = $2 WHERE dev_eui = $3")
                 .bind(i64::from(*seconds))
         }
         Reported::Description {
             manufacturer_id,
             device_id,
-        } => sqlx::query("UPDATE devices SET manufacturer_id = COALESCE(?, manufacturer_id), device_id = COALESCE(?, device_id), description_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET manufacturer_id = COALESCE($1, manufacturer_id), device_id = COALESCE($2, device_id), description_reported_at = $3 WHERE dev_eui = $4")
             .bind(manufacturer_id.clone())
             .bind(device_id.clone()),
     };
-    q.bind(at).bind(dev_eui).execute(&mut *conn).await?;
+    q.bind(time(at)).bind(dev_eui).execute(c).await.map(|done| done.rows_affected()) })?;
     Ok(())
 }
 
@@ -172,23 +171,23 @@ fn stored_from_json(json: Option<String>, vt: Option<i64>) -> Option<Vec<StoredD
 }
 
 /// The Version & Status fields of a `devices` row as the device page shows them.
-pub fn from_device_row(r: &SqliteRow) -> StatusDto {
+pub fn from_device_row(r: &impl Cols) -> StatusDto {
     let vt: Option<i64> = r.get("versioning_type");
     let package = match (
-        r.get::<Option<i64>, _>("pkg_identifier"),
-        r.get::<Option<i64>, _>("pkg_version"),
+        r.get::<Option<i64>>("pkg_identifier"),
+        r.get::<Option<i64>>("pkg_version"),
     ) {
         (Some(identifier), Some(version)) => Some(PackageDto {
             identifier,
             version,
             versioning_type: vt.unwrap_or(0),
-            slots: r.get::<Option<i64>, _>("nb_slots").unwrap_or(3),
+            slots: r.get::<Option<i64>>("nb_slots").unwrap_or(3),
         }),
         _ => None,
     };
     let running = match (
-        r.get::<Option<i64>, _>("running_slot"),
-        r.get::<Option<i64>, _>("running_version"),
+        r.get::<Option<i64>>("running_slot"),
+        r.get::<Option<i64>>("running_version"),
     ) {
         (Some(slot), Some(v)) => Some(RunningDto {
             slot,
