@@ -69,7 +69,7 @@ async fn huge_user_names_and_passwords_are_refused_before_hashing() {
         rss_mib()
     );
     assert_eq!(
-        t.app.throttle.records(),
+        t.app.throttle.records(&t.app.db).await.unwrap(),
         (0, 0),
         "nothing recorded per name"
     );
@@ -311,6 +311,7 @@ async fn changing_a_password_with_the_command_line_ends_sessions_and_cached_basi
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
         .args(["user", "set-password", "admin"])
         .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
+        .env("LORAFLEET__SERVER__DATABASE_URL", &t.app.config.server.database_url)
         .env("LORAFLEET__NETWORK__KIND", "none")
         .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
         .stdin(std::process::Stdio::piped())
@@ -583,6 +584,7 @@ async fn the_command_line_creates_scoped_tokens() {
         std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
             .args(["token", "create", "--name", "cli", "--scope", scope])
             .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
+            .env("LORAFLEET__SERVER__DATABASE_URL", &t.app.config.server.database_url)
             .env("LORAFLEET__NETWORK__KIND", "none")
             .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
             .output()

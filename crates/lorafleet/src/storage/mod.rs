@@ -100,6 +100,7 @@ pub mod devices;
 pub mod downlinks;
 pub mod firmware;
 pub mod firmware_history;
+pub mod login_failures;
 pub mod sessions;
 pub mod tokens;
 pub mod uplinks;
