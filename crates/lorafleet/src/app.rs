@@ -119,7 +119,7 @@ impl App {
                 let path = if config.server.database_url.is_empty() {
                     config.server.data_dir.join("lorafleet.db")
                 } else {
-                    config.server.database_url.clone().into()
+                    storage::redact(&config.server.database_url).into()
                 };
                 anyhow::anyhow!(crate::server::data_dir::explain_database(&path, &e))
             })?;

@@ -166,8 +166,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, network = app.network.kind().as_str(), "lorafleet listening");
     // With `server.bind` on port 0 (tests, scripts) the port is only known now: say it on
     // stdout and in the data dir, for whoever started lorafleet.
-    println!("listening on http://{address}");
+    // The file first: whoever read the line may look for the file at once.
     let _address_file = AddressFile::write(&app.config.server.data_dir, address)?;
+    println!("listening on http://{address}");
 
     // Only the server holding the data dir's lock may do this: a CLI command running beside it
     // would delete the uploads it is receiving.

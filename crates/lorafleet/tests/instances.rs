@@ -67,7 +67,7 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_a_new_password_en
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 204);
     assert_eq!(with_cookie(&b, &cookie).await, 401, "ended on b too");
     assert_eq!(with_cookie(&a, &cookie).await, 401);
     assert_eq!(with_basic(&b, PASSWORD).await, 401, "b's cache knows the old hash");

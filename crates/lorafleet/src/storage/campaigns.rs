@@ -4,9 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use super::Cols;
-
-use super::{now, parse_time, time, time_now, Binds, Conn, Db, Result, Time};
+use super::{now, parse_time, time, time_now, Binds, Cols, Conn, Db, Result, Time};
 use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
 use crate::campaigns::validate::Validated;
 use crate::campaigns::{
@@ -51,7 +49,7 @@ fn row_to_campaign(r: &impl Cols) -> anyhow::Result<CampaignRow> {
         driver_state: r
             .get::<Option<String>>("driver_state_json")
             .and_then(|s| serde_json::from_str(&s).ok()),
-        started: r.get::<i64>("started") != 0,
+        started: r.get("started"),
         poll_failures: r.get("poll_failures"),
         last_poll_error: r.get("last_poll_error"),
         error: r.get("error"),
@@ -515,7 +513,6 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
 }
 
 fn summary_from_row(r: &impl Cols) -> CampaignSummary {
-    {
         CampaignSummary {
             id: r.get("id"),
             name: r.get("name"),
@@ -533,7 +530,6 @@ fn summary_from_row(r: &impl Cols) -> CampaignSummary {
             devices: 0,
             counts: count_stages(std::iter::empty()),
         }
-    }
 }
 
 pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {

@@ -1,8 +1,6 @@
 //! The device log (`device_events`): one line per thing that happened to a device, newest kept.
 
-use super::Cols;
-
-use super::{time, Conn, Db, Result};
+use super::{time, Cols, Conn, Db, Result};
 use crate::devices::DeviceEventDto;
 
 pub async fn add(

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::Cols;
-
-use super::{device_events, downlinks, firmware_history, uplinks, version_status};
+use super::{device_events, downlinks, firmware_history, uplinks, version_status, Cols};
 use super::{time, Conn, Db, Result, Time};
 use crate::campaigns::validate::KnownDevice;
 use crate::devices::version_dto;

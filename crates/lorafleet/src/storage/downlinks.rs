@@ -1,9 +1,7 @@
 //! Downlinks (`downlinks`): every frame lorafleet asked the network to send, from `requested`
 //! through `enqueued`, `sent`, `acknowledged` or `failed` to `answered`.
 
-use super::Cols;
-
-use super::{time, Conn, Db, Result};
+use super::{time, Cols, Conn, Db, Result};
 use crate::devices::{DevEui, DownlinkDto, StatusRequestDto};
 
 /// Records a downlink about to be asked of the network; returns its id.
@@ -177,7 +175,7 @@ pub async fn recent(
         .bind(limit)
         .fetch_all(c).await?
         .iter()
-        .map(|d| downlink_from_row(d))
+        .map(downlink_from_row)
         .collect::<Vec<_>>());
     let mut status_requests = Vec::new();
     let mut downlinks = Vec::new();
@@ -189,7 +187,6 @@ pub async fn recent(
 }
 
 fn downlink_from_row(d: &impl Cols) -> (Option<StatusRequestDto>, DownlinkDto) {
-    {
         let data: Vec<u8> = d.get("data");
         let state: String = d.get("state");
         let command: Option<String> = d.get("status_command");
@@ -207,6 +204,5 @@ fn downlink_from_row(d: &impl Cols) -> (Option<StatusRequestDto>, DownlinkDto) {
             updated_at: d.get("updated_at"),
             error: d.get("error"),
         })
-    }
 }
 

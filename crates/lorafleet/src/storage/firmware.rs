@@ -1,8 +1,6 @@
 //! Firmware images (`firmware_images`): the library's rows, next to the queries that read them.
 
-use super::Cols;
-
-use super::{time_now, Binds, Db, Result};
+use super::{time_now, Binds, Cols, Db, Result};
 use crate::firmware::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
 
 /// What indexing a file found out, ready to be stored.

@@ -36,6 +36,14 @@
 //! `SqliteRow` and a `PgRow` are different types), with helpers taking `&impl Cols`.
 //! `on!(x, c, DB => ...)` also names the backend's sqlx type, for `sqlx::QueryBuilder::<DB>`.
 //!
+//! Porting a function written for SQLite alone: `?` becomes `$1`, `$2`, ...; wrap each sqlx
+//! call in `on!` with `c` as its executor (`.execute(c).await.map(|r| r.rows_affected())`:
+//! the two backends' query results differ); bind times with [`time`] / [`Time::from`] /
+//! [`time_now`] instead of text; read rows in the body, with `r.get::<T>("col")` (one type
+//! argument) or a helper taking `&impl Cols` instead of `&SqliteRow`; take `&mut Conn` where
+//! a `&mut sqlx::Transaction` was taken and pass `&mut *tx`; `db.begin()`, `tx.commit()` and
+//! `db.acquire()` keep working. Then add the schema change to both migration folders.
+//!
 //! # Times
 //! PostgreSQL stores `timestamptz`. SQLite has no time type: it stores RFC 3339 UTC text with
 //! milliseconds ([`fmt_time`]), always in that one format, so text order is time order and
@@ -439,6 +447,12 @@ pub async fn connect(url: &str) -> anyhow::Result<Db> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         return connect_postgres(url).await;
     }
+    if !url.starts_with("sqlite:") {
+        anyhow::bail!(
+            "server.database_url {:?}: expected sqlite://<file> or postgres://<user>@<host>/<database>",
+            redact(url)
+        );
+    }
     let options = SqliteConnectOptions::from_str(url)
         .with_context(|| format!("database url {url:?}"))?
         .create_if_missing(true)
@@ -651,4 +665,36 @@ pub async fn ping(db: &Db) -> Result<()> {
         .fetch_one(c)
         .await
         .map(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_in_messages_hide_the_password() {
+        assert_eq!(
+            redact("postgres://lorafleet:secret@db:5432/lorafleet"),
+            "postgres://lorafleet:***@db:5432/lorafleet"
+        );
+        assert_eq!(redact("sqlite:///data/lorafleet.db"), "sqlite:///data/lorafleet.db");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_database_kind_is_refused_naming_the_key() {
+        let e = connect("mysql://root:pw@localhost/x").await.unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("server.database_url"), "{text}");
+        assert!(!text.contains("pw@"), "{text}");
+    }
+
+    /// Text order is time order for the SQLite format, which the SQL comparisons rely on.
+    #[test]
+    fn stored_times_sort_as_text_in_time_order() {
+        let a = DateTime::parse_from_rfc3339("2026-12-04T09:59:59.999Z").unwrap();
+        let b = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z").unwrap();
+        let (a, b) = (fmt_time(a.with_timezone(&Utc)), fmt_time(b.with_timezone(&Utc)));
+        assert!(a < b, "{a} {b}");
+        assert_eq!(b, "2026-12-04T10:00:00.000Z");
+    }
 }

@@ -1,9 +1,7 @@
 //! Uplinks (`uplinks`): what each device sent, the newest kept per device, and the engine's
 //! answers read back past a cursor.
 
-use super::Cols;
-
-use super::{Conn, Db, Result, Time};
+use super::{Cols, Conn, Db, Result, Time};
 use crate::devices::{printable_text, UplinkDto};
 use crate::ingest::{EventBody, IntegrationEvent, Uplink};
 

@@ -2,9 +2,7 @@
 //! reported): the change set an answer makes, written inside the ingest writer's transaction,
 //! and the fields as the device page shows them.
 
-use super::Cols;
-
-use super::{downlinks, firmware_history, time, Conn, Result};
+use super::{downlinks, firmware_history, time, Cols, Conn, Result};
 use crate::devices::version_dto;
 use crate::devices::{PackageDto, ReportedAt, RunningDto, StatusDto, StoredDto};
 
