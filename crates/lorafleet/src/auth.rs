@@ -1,6 +1,7 @@
 //! Users (argon2id password hashes), API tokens with scopes, browser sessions, and what keeps
 //! login from being used to wear the server down: input limits, a bounded hashing pool and
-//! bounded per-client back-off. The SQL lives in `storage::{users, sessions, tokens}`.
+//! bounded per-client back-off (counted in the database, so instances on one database agree).
+//! The SQL lives in `storage::{users, sessions, tokens, login_failures}`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -427,9 +428,7 @@ impl LoginThrottle {
             .and_then(|(c, last)| backoff(c, self.max_failures, elapsed(&last)));
         let by_address = get(db, Kind::Address, &Self::address(ip), Self::since())
             .await?
-            .and_then(|(c, last)| {
-                backoff(c, self.max_failures.saturating_mul(4), elapsed(&last))
-            });
+            .and_then(|(c, last)| backoff(c, self.max_failures.saturating_mul(4), elapsed(&last)));
         Ok(by_name.max(by_address))
     }
 
@@ -438,7 +437,15 @@ impl LoginThrottle {
         let now = chrono::Utc::now();
         let name = Self::name_key(username, ip);
         fail(db, Kind::Name, &name, now, Self::since(), self.capacity).await?;
-        fail(db, Kind::Address, &Self::address(ip), now, Self::since(), self.capacity).await
+        fail(
+            db,
+            Kind::Address,
+            &Self::address(ip),
+            now,
+            Self::since(),
+            self.capacity,
+        )
+        .await
     }
 
     /// Clears the name's record. The address's record stays: one account an attacker owns
@@ -721,10 +728,17 @@ mod tests {
         let admin: Option<IpAddr> = "192.0.2.2".parse().ok();
         for i in 0..8 {
             let name = format!("u{i}");
-            assert!(t.wait(&db, &name, attacker).await.unwrap().is_none(), "attempt {i}");
+            assert!(
+                t.wait(&db, &name, attacker).await.unwrap().is_none(),
+                "attempt {i}"
+            );
             t.failed(&db, &name, attacker).await.unwrap();
         }
-        assert!(t.wait(&db, "never-tried", attacker).await.unwrap().is_some());
+        assert!(t
+            .wait(&db, "never-tried", attacker)
+            .await
+            .unwrap()
+            .is_some());
         assert!(t.wait(&db, "admin", admin).await.unwrap().is_none());
     }
 
@@ -738,8 +752,16 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(t.wait(&db, "admin", ip("2001:db8:1:2:ffff::1")).await.unwrap().is_some());
-        assert!(t.wait(&db, "admin", ip("2001:db8:1:3::1")).await.unwrap().is_none());
+        assert!(t
+            .wait(&db, "admin", ip("2001:db8:1:2:ffff::1"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(t
+            .wait(&db, "admin", ip("2001:db8:1:3::1"))
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
     }
 
@@ -764,7 +786,10 @@ mod tests {
     fn backoff_doubles_and_runs_out() {
         assert_eq!(backoff(1, 2, Duration::ZERO), None);
         assert_eq!(backoff(2, 2, Duration::ZERO), Some(Duration::from_secs(1)));
-        assert_eq!(backoff(4, 2, Duration::from_secs(1)), Some(Duration::from_secs(3)));
+        assert_eq!(
+            backoff(4, 2, Duration::from_secs(1)),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(backoff(4, 2, Duration::from_secs(4)), None);
         assert_eq!(backoff(99, 2, Duration::ZERO), Some(FAILURE_MEMORY));
     }

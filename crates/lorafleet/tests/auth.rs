@@ -87,7 +87,8 @@ async fn api_tokens_work_and_are_stored_hashed() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
-    let stored: Vec<String> = crate::on_db!(&t.app.db, p => sqlx::query_scalar("SELECT token_sha256 FROM api_tokens")
+    let stored: Vec<String> =
+        crate::on_db!(&t.app.db, p => sqlx::query_scalar("SELECT token_sha256 FROM api_tokens")
         .fetch_all(p).await)
         .unwrap();
     assert_eq!(stored.len(), 1);

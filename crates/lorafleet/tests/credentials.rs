@@ -311,7 +311,10 @@ async fn changing_a_password_with_the_command_line_ends_sessions_and_cached_basi
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
         .args(["user", "set-password", "admin"])
         .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
-        .env("LORAFLEET__SERVER__DATABASE_URL", &t.app.config.server.database_url)
+        .env(
+            "LORAFLEET__SERVER__DATABASE_URL",
+            &t.app.config.server.database_url,
+        )
         .env("LORAFLEET__NETWORK__KIND", "none")
         .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
         .stdin(std::process::Stdio::piped())
@@ -461,7 +464,7 @@ async fn ingest_with(t: &TestApp, token: &str) -> u16 {
 async fn settings(t: &TestApp) -> Vec<(String, String)> {
     crate::on_db!(&t.app.db, p => sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
         .fetch_all(p).await)
-        .unwrap()
+    .unwrap()
 }
 
 /// Serves an app built by the test itself, the way `spawn` does.
@@ -487,7 +490,8 @@ async fn the_generated_integration_token_is_stored_hashed() {
     let (app, first) = lorafleet::App::build(config.config.clone()).await.unwrap();
     let token = first.integration_token.expect("generated and shown once");
     assert!(first.integration_token_generated);
-    let stored: Vec<(String, String)> = crate::on_db!(&app.db, p => sqlx::query_as("SELECT key, value FROM settings")
+    let stored: Vec<(String, String)> =
+        crate::on_db!(&app.db, p => sqlx::query_as("SELECT key, value FROM settings")
         .fetch_all(p).await)
         .unwrap();
     assert_eq!(
@@ -524,7 +528,7 @@ async fn a_plain_integration_token_from_an_older_release_keeps_working_hashed() 
     let t = spawn(|c| c.integration.token.clear(), None).await;
     crate::on_db!(&t.app.db, p => sqlx::query("DELETE FROM settings")
         .execute(p).await.map(|_| ()))
-        .unwrap();
+    .unwrap();
     crate::on_db!(&t.app.db, p => sqlx::query(
         "INSERT INTO settings (key, value) VALUES ('integration_token', 'old-plain-token')",
     )
@@ -584,7 +588,10 @@ async fn the_command_line_creates_scoped_tokens() {
         std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
             .args(["token", "create", "--name", "cli", "--scope", scope])
             .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
-            .env("LORAFLEET__SERVER__DATABASE_URL", &t.app.config.server.database_url)
+            .env(
+                "LORAFLEET__SERVER__DATABASE_URL",
+                &t.app.config.server.database_url,
+            )
             .env("LORAFLEET__NETWORK__KIND", "none")
             .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
             .output()

@@ -504,7 +504,7 @@ async fn a_restart_resumes_polling_without_creating_again() {
     }
     crate::on_db!(&again.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL")
         .execute(p).await.map(|_| ()))
-        .unwrap();
+    .unwrap();
     lorafleet::campaigns::runner::run_due(&again).await.unwrap();
     assert_eq!(
         fake.created.lock().unwrap().len(),

@@ -3,6 +3,7 @@
 //! ends sessions and cached Basic credentials on both, and failed logins counted by one slow
 //! down guesses at the other. Needs `LORAFLEET_TEST_POSTGRES_URL` (scripts/test sets it; without
 //! it the test says so and passes only outside CI, where the variable is never missing).
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
 mod common;
 
@@ -56,7 +57,11 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_a_new_password_en
         return;
     };
     let cookie = cookie_of(&a, PASSWORD).await;
-    assert_eq!(with_cookie(&b, &cookie).await, 200, "the session is the database's");
+    assert_eq!(
+        with_cookie(&b, &cookie).await,
+        200,
+        "the session is the database's"
+    );
     assert_eq!(with_basic(&a, PASSWORD).await, 200, "cached on a");
     assert_eq!(with_basic(&b, PASSWORD).await, 200, "cached on b");
     let r = a
@@ -70,7 +75,11 @@ async fn a_session_made_on_one_instance_works_on_the_other_and_a_new_password_en
     assert_eq!(r.status(), 204);
     assert_eq!(with_cookie(&b, &cookie).await, 401, "ended on b too");
     assert_eq!(with_cookie(&a, &cookie).await, 401);
-    assert_eq!(with_basic(&b, PASSWORD).await, 401, "b's cache knows the old hash");
+    assert_eq!(
+        with_basic(&b, PASSWORD).await,
+        401,
+        "b's cache knows the old hash"
+    );
     assert_eq!(with_basic(&b, "a-new-password-456").await, 200);
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
 use super::{now, parse_time, time, time_now, Binds, Cols, Conn, Db, Result, Time};
 use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
 use crate::campaigns::validate::Validated;
@@ -11,6 +10,7 @@ use crate::campaigns::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DriverKind, FirmwareRef, LogEntry, ProgressPoint, Stage,
 };
+use chrono::{DateTime, Utc};
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
 #[derive(Debug, Clone)]
@@ -402,8 +402,7 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 
 /// Appends the current devices-per-stage counts to the history when they changed.
 pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
-    let stages: Vec<String> =
-        on!(db, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
+    let stages: Vec<String> = on!(db, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
             .bind(id)
             .fetch_all(c).await)?;
     let parsed: Vec<Stage> = stages.iter().map(|s| Stage::parse(s)).collect();
@@ -495,8 +494,7 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
     .iter()
     .map(summary_from_row)
     .collect::<Vec<_>>());
-    let stage_rows: Vec<(i64, String)> =
-        on!(db, c => sqlx::query_as("SELECT campaign_id, stage FROM campaign_devices")
+    let stage_rows: Vec<(i64, String)> = on!(db, c => sqlx::query_as("SELECT campaign_id, stage FROM campaign_devices")
             .fetch_all(c).await)?;
     let mut stages: HashMap<i64, Vec<Stage>> = HashMap::new();
     for (id, s) in stage_rows {
@@ -513,23 +511,23 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
 }
 
 fn summary_from_row(r: &impl Cols) -> CampaignSummary {
-        CampaignSummary {
-            id: r.get("id"),
-            name: r.get("name"),
-            state: CampaignState::parse(&r.get::<String>("state")),
-            driver: r
-                .get::<String>("driver")
-                .parse()
-                .unwrap_or(DriverKind::FuotaServerV3),
-            firmware_id: r.get("firmware_id"),
-            firmware_file_name: r.get("file_name"),
-            created_at: r.get("created_at"),
-            started_at: r.get("started_at"),
-            completed_at: r.get("completed_at"),
-            error: r.get("error"),
-            devices: 0,
-            counts: count_stages(std::iter::empty()),
-        }
+    CampaignSummary {
+        id: r.get("id"),
+        name: r.get("name"),
+        state: CampaignState::parse(&r.get::<String>("state")),
+        driver: r
+            .get::<String>("driver")
+            .parse()
+            .unwrap_or(DriverKind::FuotaServerV3),
+        firmware_id: r.get("firmware_id"),
+        firmware_file_name: r.get("file_name"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        completed_at: r.get("completed_at"),
+        error: r.get("error"),
+        devices: 0,
+        counts: count_stages(std::iter::empty()),
+    }
 }
 
 pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {

@@ -348,7 +348,7 @@ pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
         on!(db, c => sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
             .fetch_optional(c).await)?
-            .flatten(),
+        .flatten(),
     )
 }
 

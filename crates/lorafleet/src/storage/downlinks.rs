@@ -187,13 +187,15 @@ pub async fn recent(
 }
 
 fn downlink_from_row(d: &impl Cols) -> (Option<StatusRequestDto>, DownlinkDto) {
-        let data: Vec<u8> = d.get("data");
-        let state: String = d.get("state");
-        let command: Option<String> = d.get("status_command");
-        let status = command
-            .as_ref()
-            .map(|command| status_request(d, command, &state));
-        (status, DownlinkDto {
+    let data: Vec<u8> = d.get("data");
+    let state: String = d.get("state");
+    let command: Option<String> = d.get("status_command");
+    let status = command
+        .as_ref()
+        .map(|command| status_request(d, command, &state));
+    (
+        status,
+        DownlinkDto {
             id: d.get("id"),
             f_port: d.get("f_port"),
             data_hex: hex::encode(&data),
@@ -203,6 +205,6 @@ fn downlink_from_row(d: &impl Cols) -> (Option<StatusRequestDto>, DownlinkDto) {
             requested_at: d.get("requested_at"),
             updated_at: d.get("updated_at"),
             error: d.get("error"),
-        })
+        },
+    )
 }
-

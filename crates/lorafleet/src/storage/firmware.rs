@@ -27,9 +27,7 @@ fn from_row(r: &impl Cols) -> FirmwareImage {
         .map(|v| TrailerInfo {
             version: v as u32,
             version_time: lorafleet_codec::time::rfc3339_from_unix(v),
-            kind: r
-                .get::<Option<String>>("trailer_kind")
-                .unwrap_or_default(),
+            kind: r.get::<Option<String>>("trailer_kind").unwrap_or_default(),
             old_firmware_size: r.get::<Option<i64>>("trailer_old_size").unwrap_or(0) as u32,
             manufacturer_uuid: r
                 .get::<Option<String>>("trailer_manufacturer_uuid")
@@ -37,9 +35,7 @@ fn from_row(r: &impl Cols) -> FirmwareImage {
             device_class_uuid: r
                 .get::<Option<String>>("trailer_device_class_uuid")
                 .unwrap_or_default(),
-            signature_length: r
-                .get::<Option<i64>>("trailer_signature_len")
-                .unwrap_or(0) as usize,
+            signature_length: r.get::<Option<i64>>("trailer_signature_len").unwrap_or(0) as usize,
         });
     FirmwareImage {
         id: r.get("id"),
@@ -66,8 +62,7 @@ fn from_row(r: &impl Cols) -> FirmwareImage {
 }
 
 async fn with_campaigns(db: &Db, mut images: Vec<FirmwareImage>) -> Result<Vec<FirmwareImage>> {
-    let rows: Vec<(i64, i64)> =
-        on!(db, c => sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
+    let rows: Vec<(i64, i64)> = on!(db, c => sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
             .fetch_all(c).await)?;
     for image in &mut images {
         image.running_campaigns = rows

@@ -1,8 +1,8 @@
 //! A device's firmware history (`firmware_history`): every change of the running version it
 //! reported and every engine campaign that updated (or tried to update) it.
 
-use serde::Serialize;
 use super::Cols;
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{time, Conn, Db, Result};

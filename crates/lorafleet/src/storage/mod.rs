@@ -243,7 +243,14 @@ macro_rules! plain_col {
         }
     )*};
 }
-plain_col!(f64, Option<f64>, bool, Option<bool>, Vec<u8>, Option<Vec<u8>>);
+plain_col!(
+    f64,
+    Option<f64>,
+    bool,
+    Option<bool>,
+    Vec<u8>,
+    Option<Vec<u8>>
+);
 
 impl Col for Option<String> {
     fn sqlite(r: &SqliteRow, name: &str) -> Self {
@@ -321,7 +328,10 @@ impl Type<Postgres> for Time {
     }
 }
 impl Encode<'_, Postgres> for Time {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> std::result::Result<IsNull, BoxDynError> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut PgArgumentBuffer,
+    ) -> std::result::Result<IsNull, BoxDynError> {
         let t = parse_time(&self.0).ok_or_else(|| format!("not an RFC 3339 time: {:?}", self.0))?;
         <DateTime<Utc> as Encode<'_, Postgres>>::encode_by_ref(&t, buf)
     }
@@ -542,10 +552,12 @@ pub fn now() -> String {
 }
 
 pub async fn get_setting(db: &Db, key: &str) -> anyhow::Result<Option<String>> {
-    Ok(on!(db, c => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+    Ok(
+        on!(db, c => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
         .bind(key)
         .fetch_optional(c)
-        .await)?)
+        .await)?,
+    )
 }
 
 pub async fn set_setting(db: &Db, key: &str, value: &str) -> anyhow::Result<()> {
@@ -677,7 +689,10 @@ mod tests {
             redact("postgres://lorafleet:secret@db:5432/lorafleet"),
             "postgres://lorafleet:***@db:5432/lorafleet"
         );
-        assert_eq!(redact("sqlite:///data/lorafleet.db"), "sqlite:///data/lorafleet.db");
+        assert_eq!(
+            redact("sqlite:///data/lorafleet.db"),
+            "sqlite:///data/lorafleet.db"
+        );
     }
 
     #[tokio::test]
@@ -693,7 +708,10 @@ mod tests {
     fn stored_times_sort_as_text_in_time_order() {
         let a = DateTime::parse_from_rfc3339("2026-12-04T09:59:59.999Z").unwrap();
         let b = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z").unwrap();
-        let (a, b) = (fmt_time(a.with_timezone(&Utc)), fmt_time(b.with_timezone(&Utc)));
+        let (a, b) = (
+            fmt_time(a.with_timezone(&Utc)),
+            fmt_time(b.with_timezone(&Utc)),
+        );
         assert!(a < b, "{a} {b}");
         assert_eq!(b, "2026-12-04T10:00:00.000Z");
     }

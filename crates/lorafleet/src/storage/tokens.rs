@@ -129,11 +129,7 @@ pub async fn set_integration_sha256(db: &Db, sha256: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn set(
-    tx: &mut Conn,
-    key: &str,
-    value: &str,
-) -> anyhow::Result<()> {
+async fn set(tx: &mut Conn, key: &str, value: &str) -> anyhow::Result<()> {
     on!(&mut *tx, c => sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(key)
         .bind(value)

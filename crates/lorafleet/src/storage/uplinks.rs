@@ -134,13 +134,15 @@ pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
 
 /// Reception times of a device's newest uplinks as stored, newest first.
 pub async fn received_times(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<String>> {
-    Ok(on!(db, c => sqlx::query("SELECT received_at FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
+    Ok(
+        on!(db, c => sqlx::query("SELECT received_at FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
         .fetch_all(c).await?
         .iter()
         .map(|r| r.get("received_at"))
-        .collect()))
+        .collect()),
+    )
 }
 
 /// The id of the newest uplink stored (0 when there is none): where an answer cursor starts.

@@ -79,8 +79,7 @@ pub async fn set_access(
     let Some(id) = id else {
         return Ok(AccessChange::NoSuchUser);
     };
-    let admins: i64 =
-        on!(&mut *tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
+    let admins: i64 = on!(&mut *tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
             .fetch_one(c).await)?;
     if admins == 0 {
         return Ok(AccessChange::LastAdmin);
@@ -92,10 +91,7 @@ pub async fn set_access(
     Ok(AccessChange::Done)
 }
 
-async fn end_sessions(
-    tx: &mut Conn,
-    user_id: i64,
-) -> anyhow::Result<()> {
+async fn end_sessions(tx: &mut Conn, user_id: i64) -> anyhow::Result<()> {
     on!(&mut *tx, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(c).await.map(|r| r.rows_affected()))?;
@@ -103,13 +99,14 @@ async fn end_sessions(
 }
 
 pub async fn count(db: &Db) -> anyhow::Result<i64> {
-    Ok(on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(c).await)?)
+    Ok(
+        on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(c).await)?,
+    )
 }
 
 pub async fn find(db: &Db, username: &str) -> anyhow::Result<Option<UserAuth>> {
-    let row: Option<(i64, String, String, bool)> =
-        on!(db, c => sqlx::query_as("SELECT id, password_hash, role, disabled FROM users WHERE username = $1")
+    let row: Option<(i64, String, String, bool)> = on!(db, c => sqlx::query_as("SELECT id, password_hash, role, disabled FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(c).await)?;
     Ok(row.map(|(id, password_hash, role, disabled)| UserAuth {
@@ -140,7 +137,8 @@ pub struct UserInfo {
 }
 
 pub async fn list(db: &Db) -> anyhow::Result<Vec<UserInfo>> {
-    Ok(on!(db, c => sqlx::query("SELECT username, role, disabled, created_at FROM users ORDER BY username")
+    Ok(
+        on!(db, c => sqlx::query("SELECT username, role, disabled, created_at FROM users ORDER BY username")
         .fetch_all(c)
         .await?
         .iter()
@@ -150,5 +148,6 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<UserInfo>> {
             disabled: r.get("disabled"),
             created_at: r.get("created_at"),
         })
-        .collect()))
+        .collect()),
+    )
 }

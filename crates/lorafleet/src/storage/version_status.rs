@@ -71,8 +71,7 @@ pub struct ChangeSet {
 
 /// Reads what [`Known`] holds for a device (defaults for an unknown one).
 pub async fn known(conn: &mut Conn, dev_eui: &str) -> Result<Known> {
-    let row: Option<(Option<i64>, Option<i64>)> =
-        on!(&mut *conn, c => sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = $1")
+    let row: Option<(Option<i64>, Option<i64>)> = on!(&mut *conn, c => sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
             .fetch_optional(c).await)?;
     Ok(

@@ -50,7 +50,11 @@ pub fn test_config() -> TestConfig {
     config.network.kind = lorafleet::config::NetworkKind::None;
     if postgres::backend_is_postgres() {
         config.server.database_url = postgres::fresh_database().unwrap_or_else(|| {
-            panic!("{} is postgres but {} is not set", postgres::BACKEND_VAR, postgres::URL_VAR)
+            panic!(
+                "{} is postgres but {} is not set",
+                postgres::BACKEND_VAR,
+                postgres::URL_VAR
+            )
         });
     }
     TestConfig {

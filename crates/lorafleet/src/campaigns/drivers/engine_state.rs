@@ -24,9 +24,9 @@ pub fn load(stored: Value) -> Result<Run, String> {
     let (version, run) = match stored.get("state_version") {
         None => (0, stored),
         Some(v) => {
-            let version = v
-                .as_u64()
-                .ok_or_else(|| format!("the engine's campaign state has a state_version of {v}, not a number"))?;
+            let version = v.as_u64().ok_or_else(|| {
+                format!("the engine's campaign state has a state_version of {v}, not a number")
+            })?;
             let run = stored
                 .get("run")
                 .cloned()
@@ -93,7 +93,10 @@ mod tests {
         saved["state_version"] = json!(STATE_VERSION + 1);
         let why = load(saved).unwrap_err();
         assert!(why.contains("newer lorafleet"), "{why}");
-        assert!(why.contains(&format!("state version {}", STATE_VERSION + 1)), "{why}");
+        assert!(
+            why.contains(&format!("state version {}", STATE_VERSION + 1)),
+            "{why}"
+        );
     }
 
     #[test]
