@@ -28,6 +28,8 @@ const HASH_QUEUE: usize = 8;
 pub struct App {
     pub config: Config,
     pub db: Db,
+    /// Where campaigns get their image bytes (the database, by default).
+    pub images: Arc<dyn crate::firmware::store::ImageStore>,
     pub network: Arc<dyn Network>,
     pub writer: Writer,
     pub changes: broadcast::Sender<Change>,
@@ -162,6 +164,7 @@ impl App {
                 .collect(),
             metrics: crate::metrics::handle(),
             config,
+            images: Arc::new(crate::firmware::store::DatabaseStore::new(db.clone())),
             db,
             network,
             writer,

@@ -5,6 +5,7 @@
 //! [`library`] reads files (scan, upload, hashing), [`store`] keeps the index in the database.
 
 pub mod library;
+pub mod store;
 
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 use serde::{Deserialize, Serialize};

@@ -107,6 +107,7 @@ pub mod device_events;
 pub mod devices;
 pub mod downlinks;
 pub mod firmware;
+pub mod firmware_blobs;
 pub mod firmware_history;
 pub mod login_failures;
 pub mod sessions;
