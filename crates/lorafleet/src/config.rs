@@ -181,6 +181,61 @@ impl Default for MqttConfig {
     }
 }
 
+/// Where the broker is and whether to speak TLS, from `integration.mqtt.server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl Broker {
+    pub fn parse(url: &str) -> Result<Broker, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url:?} is not a URL like tcp://host:1883"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "tcp" | "mqtt" => false,
+            "ssl" | "tls" | "mqtts" => true,
+            other => {
+                return Err(format!(
+                    "scheme {other:?} is not tcp://, mqtt://, ssl://, tls:// or mqtts://"
+                ))
+            }
+        };
+        let rest = rest.trim_end_matches('/');
+        let default_port = if tls { 8883 } else { 1883 };
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("port {p:?} is not a number 1..65535"))
+        };
+        // An IPv6 address is written in brackets: [::1]:1883.
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed '['"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, port(p)?),
+                None if after.is_empty() => (host, default_port),
+                None => return Err(format!("{url:?}: unexpected {after:?} after the address")),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, port(p)?),
+                None => (rest, default_port),
+            }
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("{url:?} names no host"));
+        }
+        Ok(Broker {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkKind {
@@ -442,8 +497,7 @@ impl Config {
         if !m.enabled {
             return Ok(());
         }
-        crate::ingest::mqtt::Broker::parse(&m.server)
-            .map_err(|e| anyhow::anyhow!("integration.mqtt.server: {e}"))?;
+        Broker::parse(&m.server).map_err(|e| anyhow::anyhow!("integration.mqtt.server: {e}"))?;
         if m.qos > 2 {
             bail!("integration.mqtt.qos must be 0, 1 or 2, got {}", m.qos);
         }

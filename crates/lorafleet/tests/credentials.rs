@@ -308,25 +308,12 @@ async fn changing_a_password_with_the_command_line_ends_sessions_and_cached_basi
     let cookie = session_of(&t, PASSWORD).await;
     assert_eq!(status_with_basic(&t, PASSWORD).await, 200, "now cached");
     // Another process, as an operator would run it next to the server.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
-        .args(["user", "set-password", "admin"])
-        .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
-        .env(
-            "LORAFLEET__SERVER__DATABASE_URL",
-            &t.app.config.server.database_url,
-        )
-        .env("LORAFLEET__NETWORK__KIND", "none")
-        .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"cli-password-789\n").unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    let out = cli(
+        &t.app.config,
+        &["user", "set-password", "admin"],
+        "cli-password-789\n",
+    );
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(status_with_cookie(&t, &cookie).await, 401);
     assert_eq!(status_with_basic(&t, PASSWORD).await, 401);
     assert_eq!(status_with_basic(&t, "cli-password-789").await, 200);
@@ -584,24 +571,18 @@ async fn secure_cookies_setting_forces_or_drops_the_secure_flag() {
 #[tokio::test]
 async fn the_command_line_creates_scoped_tokens() {
     let t = spawn(|_| {}, None).await;
-    let cli = |scope: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"))
-            .args(["token", "create", "--name", "cli", "--scope", scope])
-            .env("LORAFLEET__SERVER__DATA_DIR", &t.app.config.server.data_dir)
-            .env(
-                "LORAFLEET__SERVER__DATABASE_URL",
-                &t.app.config.server.database_url,
-            )
-            .env("LORAFLEET__NETWORK__KIND", "none")
-            .env("LORAFLEET__INTEGRATION__TOKEN", INTEGRATION_TOKEN)
-            .output()
-            .unwrap()
+    let create = |scope: &str| {
+        cli(
+            &t.app.config,
+            &["token", "create", "--name", "cli", "--scope", scope],
+            "",
+        )
     };
-    let refused = cli("root");
+    let refused = create("root");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--scope"));
-    let out = cli("read");
-    assert!(out.status.success());
+    let out = create("read");
+    assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let r = with_token(&t, reqwest::Method::GET, "/api/devices", &token, json!({})).await;
     assert_eq!(r.status(), 200);

@@ -32,7 +32,9 @@ async fn search_is_case_insensitive_and_literal_and_never_seen_devices_come_last
     .map(|_| ()))
     .unwrap();
 
-    let upper = t.get_json("/api/devices?search=DEVICE%2000000000000000A1").await;
+    let upper = t
+        .get_json("/api/devices?search=DEVICE%2000000000000000A1")
+        .await;
     assert_eq!(euis(&upper), ["00000000000000a1"], "{upper}");
     let lower = t.get_json("/api/devices?search=shelf").await;
     assert_eq!(euis(&lower), ["00000000000000c3"], "{lower}");

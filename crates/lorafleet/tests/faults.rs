@@ -4,130 +4,54 @@
 // A test or a tool: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{run_binary_to_exit, spawn_binary, test_config, TestBinary, TestConfig};
+use common::{INTEGRATION_TOKEN as TOKEN, PASSWORD};
+use lorafleet::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PASSWORD: &str = "fault-test-password";
-const TOKEN: &str = "fault-test-token";
+/// The binary on the test configuration changed by `configure` (a tmpfs data dir, timeouts).
+async fn start(configure: impl FnOnce(&mut Config)) -> TestBinary {
+    spawn_binary(test_config().with(configure)).await
+}
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// The test configuration on a data dir of the test's choosing.
+fn on_data_dir(data_dir: &Path) -> TestConfig {
+    let data_dir = data_dir.to_path_buf();
+    test_config().with(|c| c.server.data_dir = data_dir)
+}
+
+async fn connect(server: &TestBinary) -> TcpStream {
+    TcpStream::connect(server.address()).await.unwrap()
+}
+
+async fn ingest(
+    server: &TestBinary,
+    http: &reqwest::Client,
+    eui: &str,
+    f_cnt: u32,
+) -> reqwest::Response {
+    http.post(server.url("/api/integrations/chirpstack?event=up"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(uplink(eui, f_cnt))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
-/// The binary, running on its own port and data dir; killed when dropped.
-struct Server {
-    child: tokio::process::Child,
-    port: u16,
-    base: String,
-    stderr: PathBuf,
-    _logs: tempfile::TempDir,
-}
-
-fn command(
-    data_dir: &Path,
-    port: u16,
-    env: &[(&str, &str)],
-) -> (tokio::process::Command, PathBuf, tempfile::TempDir) {
-    let logs = tempfile::tempdir().unwrap();
-    let stderr = logs.path().join("stderr");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"));
-    cmd.arg("serve")
-        .env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("LORAFLEET__SERVER__DATA_DIR", data_dir)
-        .env("LORAFLEET__NETWORK__KIND", "none")
-        .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
-        .env("LORAFLEET__INTEGRATION__TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    (cmd, stderr, logs)
-}
-
-async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let (mut cmd, stderr, logs) = command(data_dir, port, env);
-    let child = cmd.spawn().unwrap();
-    let server = Server {
-        child,
-        port,
-        base: format!("http://127.0.0.1:{port}"),
-        stderr,
-        _logs: logs,
-    };
-    let http = reqwest::Client::new();
-    // A bound for a wedged start, not a speed target: a loaded 2-core machine is slow to start
-    // twenty simulated devices.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while http.get(server.url("/health")).send().await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not start: {}",
-            server.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    server
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().unwrap();
-        let ok = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(limit, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the server did not exit within {limit:?}"))
-            .unwrap()
-    }
-
-    async fn connect(&self) -> TcpStream {
-        TcpStream::connect(("127.0.0.1", self.port)).await.unwrap()
-    }
-
-    async fn ingest(&self, http: &reqwest::Client, eui: &str, f_cnt: u32) -> reqwest::Response {
-        http.post(self.url("/api/integrations/chirpstack?event=up"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(uplink(eui, f_cnt))
-            .timeout(Duration::from_secs(20))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Waits until the listener refuses connections: the server stopped accepting.
-    async fn wait_not_accepting(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-            assert!(Instant::now() < deadline, "the server kept accepting");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+/// Waits until the listener refuses connections: the server stopped accepting.
+async fn wait_not_accepting(server: &TestBinary) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(server.address()).await.is_ok() {
+        assert!(Instant::now() < deadline, "the server kept accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -309,11 +233,10 @@ async fn a_full_disk_refuses_ingest_with_503_and_both_recover_when_space_is_free
     let Some(fs) = Tmpfs::mount("size=6m") else {
         return;
     };
-    let data = fs.path().join("data");
-    let server = start(&data, &[]).await;
+    let server = spawn_binary(on_data_dir(&fs.path().join("data"))).await;
     let http = reqwest::Client::new();
     assert_eq!(
-        server.ingest(&http, "0102030405060708", 1).await.status(),
+        ingest(&server, &http, "0102030405060708", 1).await.status(),
         200
     );
 
@@ -323,7 +246,7 @@ async fn a_full_disk_refuses_ingest_with_503_and_both_recover_when_space_is_free
     let mut refused = None;
     for i in 0..3000u32 {
         let eui = format!("aa{:014x}", i);
-        let r = server.ingest(&http, &eui, i).await;
+        let r = ingest(&server, &http, &eui, i).await;
         if r.status() != 200 {
             refused = Some((r.status().as_u16(), r.text().await.unwrap()));
             break;
@@ -343,7 +266,7 @@ async fn a_full_disk_refuses_ingest_with_503_and_both_recover_when_space_is_free
 
     std::fs::remove_file(filler).unwrap();
     // The very next event is stored: the writer recovered by itself, no restart.
-    let r = server.ingest(&http, "0102030405060708", 2).await;
+    let r = ingest(&server, &http, "0102030405060708", 2).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let health = http.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -363,29 +286,20 @@ async fn a_full_disk_refuses_ingest_with_503_and_both_recover_when_space_is_free
 
 #[tokio::test]
 async fn a_second_instance_on_the_same_data_dir_exits_1_naming_the_dir_and_the_pid() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = start(dir.path(), &[]).await;
-    let (mut cmd, stderr, _logs) = command(dir.path(), free_port(), &[]);
-    let status = tokio::time::timeout(Duration::from_secs(30), cmd.status())
-        .await
-        .expect("the second instance exited")
-        .unwrap();
-    assert_eq!(status.code(), Some(1));
-    let text = std::fs::read_to_string(stderr).unwrap();
-    assert!(text.contains(&dir.path().display().to_string()), "{text}");
-    assert!(
-        text.contains(&format!("PID {}", first.child.id().unwrap())),
-        "{text}"
-    );
+    let first = start(|_| {}).await;
+    let dir = first.data_dir();
+    let (status, text) = run_binary_to_exit(&on_data_dir(dir), Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert!(text.contains(&format!("PID {}", first.pid())), "{text}");
 }
 
 #[tokio::test]
 async fn idle_sockets_beyond_the_connection_cap_do_not_keep_health_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("LORAFLEET__SERVER__MAX_CONNECTIONS", "50")]).await;
+    let server = start(|c| c.server.max_connections = 50).await;
     let mut idle = Vec::new();
     for _ in 0..120 {
-        idle.push(server.connect().await);
+        idle.push(connect(&server).await);
     }
     let health = reqwest::Client::new()
         .get(server.url("/health"))
@@ -411,11 +325,10 @@ async fn idle_sockets_beyond_the_connection_cap_do_not_keep_health_out() {
 async fn eleven_hundred_idle_sockets_do_not_make_health_time_out() {
     // The test itself holds 1,100 sockets too.
     let _ = rlimit::increase_nofile_limit(8192);
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
+    let server = start(|_| {}).await;
     let mut idle = Vec::new();
     for _ in 0..1100 {
-        idle.push(server.connect().await);
+        idle.push(connect(&server).await);
     }
     let started = Instant::now();
     let health = reqwest::Client::new()
@@ -434,9 +347,8 @@ async fn eleven_hundred_idle_sockets_do_not_make_health_time_out() {
 
 #[tokio::test]
 async fn a_client_that_does_not_finish_its_headers_is_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("LORAFLEET__SERVER__HEADER_TIMEOUT_S", "1")]).await;
-    let mut slow = server.connect().await;
+    let server = start(|c| c.server.header_timeout_s = 1).await;
+    let mut slow = connect(&server).await;
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
@@ -450,9 +362,8 @@ async fn a_client_that_does_not_finish_its_headers_is_disconnected() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("LORAFLEET__SERVER__IDLE_TIMEOUT_S", "1")]).await;
-    let mut conn = server.connect().await;
+    let server = start(|c| c.server.idle_timeout_s = 1).await;
+    let mut conn = connect(&server).await;
     conn.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
@@ -467,9 +378,8 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 #[tokio::test]
 async fn a_huge_declared_login_body_is_refused_with_413_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
-    let mut conn = server.connect().await;
+    let server = start(|_| {}).await;
+    let mut conn = connect(&server).await;
     conn.write_all(
         b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{",
     )
@@ -484,19 +394,14 @@ async fn a_huge_declared_login_body_is_refused_with_413_at_once() {
 
 #[tokio::test]
 async fn sigterm_exits_within_the_shutdown_timeout_despite_a_half_sent_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = start(
-        dir.path(),
-        &[("LORAFLEET__SERVER__SHUTDOWN_TIMEOUT_S", "2")],
-    )
-    .await;
-    let mut half = server.connect().await;
+    let mut server = start(|c| c.server.shutdown_timeout_s = 2).await;
+    let mut half = connect(&server).await;
     half.write_all(
         b"POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
     )
     .await
     .unwrap();
-    let mut half_headers = server.connect().await;
+    let mut half_headers = connect(&server).await;
     half_headers
         .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
@@ -516,20 +421,20 @@ async fn sigterm_exits_within_the_shutdown_timeout_despite_a_half_sent_request()
 
 #[tokio::test]
 async fn sigterm_lets_an_upload_in_flight_finish_and_the_image_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), &[]).await;
+    let mut server = start(|_| {}).await;
+    let data = server.data_dir().to_path_buf();
     let (head, image, tail) = upload_parts("inflight.bin", 64 * 1024);
-    let mut conn = server.connect().await;
+    let mut conn = connect(&server).await;
     conn.write_all(&head).await.unwrap();
     conn.write_all(&image[..1000]).await.unwrap();
     wait_until(
         "the upload is being received",
         Duration::from_secs(10),
-        || !part_files(dir.path()).is_empty(),
+        || !part_files(&data).is_empty(),
     )
     .await;
     server.signal("-TERM");
-    server.wait_not_accepting().await;
+    wait_not_accepting(&server).await;
     conn.write_all(&image[1000..]).await.unwrap();
     conn.write_all(&tail).await.unwrap();
     let answer = read_response(&mut conn, Duration::from_secs(10)).await;
@@ -537,7 +442,7 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_the_image_is_kept() {
     let status = server.exit_within(Duration::from_secs(12)).await;
     assert!(status.success(), "{status:?}");
 
-    let server = start(dir.path(), &[]).await;
+    server.restart().await;
     let list: serde_json::Value = reqwest::Client::new()
         .get(server.url("/api/firmware"))
         .basic_auth("admin", Some(PASSWORD))
@@ -553,17 +458,13 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_the_image_is_kept() {
 
 #[tokio::test]
 async fn a_slow_upload_that_keeps_progressing_outlives_the_request_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(
-        dir.path(),
-        &[
-            ("LORAFLEET__SERVER__REQUEST_TIMEOUT_S", "1"),
-            ("LORAFLEET__SERVER__IDLE_TIMEOUT_S", "2"),
-        ],
-    )
+    let server = start(|c| {
+        c.server.request_timeout_s = 1;
+        c.server.idle_timeout_s = 2;
+    })
     .await;
     let (head, image, tail) = upload_parts("slow.bin", 10 * 1024);
-    let mut conn = server.connect().await;
+    let mut conn = connect(&server).await;
     conn.write_all(&head).await.unwrap();
     let started = Instant::now();
     // Paced, not waited on: ten pieces 300 ms apart take three times the request timeout.
@@ -579,28 +480,28 @@ async fn a_slow_upload_that_keeps_progressing_outlives_the_request_timeout() {
 
 #[tokio::test]
 async fn an_aborted_or_stalled_upload_leaves_no_part_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[("LORAFLEET__SERVER__IDLE_TIMEOUT_S", "1")]).await;
+    let server = start(|c| c.server.idle_timeout_s = 1).await;
+    let data = server.data_dir().to_path_buf();
     let (head, image, _) = upload_parts("aborted.bin", 64 * 1024);
-    let mut aborted = server.connect().await;
+    let mut aborted = connect(&server).await;
     aborted.write_all(&head).await.unwrap();
     aborted.write_all(&image[..4096]).await.unwrap();
     wait_until(
         "the upload is being received",
         Duration::from_secs(10),
-        || !part_files(dir.path()).is_empty(),
+        || !part_files(&data).is_empty(),
     )
     .await;
     drop(aborted);
     wait_until(
         "the aborted upload's .part is removed",
         Duration::from_secs(10),
-        || part_files(dir.path()).is_empty(),
+        || part_files(&data).is_empty(),
     )
     .await;
 
     // A client that stops sending is cut by the idle timeout, with the same clean-up.
-    let mut stalled = server.connect().await;
+    let mut stalled = connect(&server).await;
     stalled.write_all(&head).await.unwrap();
     stalled.write_all(&image[..4096]).await.unwrap();
     assert!(read_to_close(&mut stalled, Duration::from_secs(10))
@@ -609,34 +510,30 @@ async fn an_aborted_or_stalled_upload_leaves_no_part_file() {
     wait_until(
         "the stalled upload's .part is removed",
         Duration::from_secs(10),
-        || part_files(dir.path()).is_empty(),
+        || part_files(&data).is_empty(),
     )
     .await;
 }
 
 #[tokio::test]
 async fn part_files_left_by_a_killed_run_are_removed_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("firmware")).unwrap();
-    std::fs::write(dir.path().join("firmware/.upload-left.part"), b"half").unwrap();
-    std::fs::write(dir.path().join("firmware/kept.bin"), b"image").unwrap();
-    let _server = start(dir.path(), &[]).await;
+    let config = test_config();
+    let data = config.server.data_dir.clone();
+    std::fs::create_dir_all(data.join("firmware")).unwrap();
+    std::fs::write(data.join("firmware/.upload-left.part"), b"half").unwrap();
+    std::fs::write(data.join("firmware/kept.bin"), b"image").unwrap();
+    let _server = spawn_binary(config).await;
     wait_until(
         "the stale .part is removed",
         Duration::from_secs(10),
-        || part_files(dir.path()).is_empty(),
+        || part_files(&data).is_empty(),
     )
     .await;
-    assert!(dir.path().join("firmware/kept.bin").exists());
+    assert!(data.join("firmware/kept.bin").exists());
 }
 
 async fn start_failure(data_dir: &Path) -> String {
-    let (mut cmd, stderr, _logs) = command(data_dir, free_port(), &[]);
-    let status = tokio::time::timeout(Duration::from_secs(30), cmd.status())
-        .await
-        .expect("the server exited")
-        .unwrap();
-    let text = std::fs::read_to_string(stderr).unwrap();
+    let (status, text) = run_binary_to_exit(&on_data_dir(data_dir), Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(1), "{text}");
     text
 }
@@ -669,7 +566,7 @@ async fn a_full_disk_at_start_is_named_with_what_to_do() {
 }
 
 async fn post_event(
-    server: &Server,
+    server: &TestBinary,
     http: &reqwest::Client,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
@@ -684,7 +581,7 @@ async fn post_event(
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn get_json(server: &Server, http: &reqwest::Client, path: &str) -> serde_json::Value {
+async fn get_json(server: &TestBinary, http: &reqwest::Client, path: &str) -> serde_json::Value {
     http.get(server.url(path))
         .basic_auth("admin", Some(PASSWORD))
         .send()
@@ -697,8 +594,7 @@ async fn get_json(server: &Server, http: &reqwest::Client, path: &str) -> serde_
 
 #[tokio::test]
 async fn a_repeated_uplink_is_acknowledged_and_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
+    let server = start(|_| {}).await;
     let http = reqwest::Client::new();
     let v4: serde_json::Value = serde_json::from_slice(&uplink("0102030405060708", 7)).unwrap();
     for _ in 0..3 {
@@ -732,8 +628,7 @@ async fn a_repeated_uplink_is_acknowledged_and_stored_once() {
 
 #[tokio::test]
 async fn an_implausible_event_time_becomes_the_reception_time_with_a_device_log_note() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
+    let server = start(|_| {}).await;
     let http = reqwest::Client::new();
     for (eui, time) in [
         ("0a0a0a0a0a0a0a01", "1970-01-01T00:00:00Z"),
@@ -771,8 +666,7 @@ async fn an_implausible_event_time_becomes_the_reception_time_with_a_device_log_
 
 #[tokio::test]
 async fn long_device_names_and_big_tag_maps_are_refused_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &[]).await;
+    let server = start(|_| {}).await;
     let http = reqwest::Client::new();
     let base: serde_json::Value = serde_json::from_slice(&uplink("0b0b0b0b0b0b0b0b", 1)).unwrap();
     let mut long = base.clone();
@@ -810,12 +704,17 @@ async fn long_device_names_and_big_tag_maps_are_refused_naming_the_field() {
     assert_eq!(list["devices"].as_array().unwrap().len(), 1, "{list}");
 }
 
-async fn health(server: &Server, http: &reqwest::Client) -> (u16, serde_json::Value) {
+async fn health(server: &TestBinary, http: &reqwest::Client) -> (u16, serde_json::Value) {
     let r = http.get(server.url("/health")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn wait_for_health(server: &Server, http: &reqwest::Client, status: u16, limit: Duration) {
+async fn wait_for_health(
+    server: &TestBinary,
+    http: &reqwest::Client,
+    status: u16,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     loop {
         let (got, body) = health(server, http).await;
@@ -835,17 +734,13 @@ async fn the_simulated_networks_writes_recover_from_a_full_disk_too() {
     let Some(fs) = Tmpfs::mount("size=8m") else {
         return;
     };
-    let data = fs.path().join("data");
-    let server = start(
-        &data,
-        &[
-            ("LORAFLEET__NETWORK__KIND", "simulated"),
-            ("LORAFLEET__NETWORK__SIMULATED__DEVICES", "20"),
-            ("LORAFLEET__NETWORK__SIMULATED__TIME_SCALE", "1000"),
-            ("LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S", "30"),
-        ],
-    )
-    .await;
+    let config = on_data_dir(&fs.path().join("data")).with(|c| {
+        c.network.kind = lorafleet::config::NetworkKind::Simulated;
+        c.network.simulated.devices = 20;
+        c.network.simulated.time_scale = 1000.0;
+        c.network.simulated.uplink_interval_s = 30;
+    });
+    let server = spawn_binary(config).await;
     let http = reqwest::Client::new();
     let filler = fill(fs.path());
     // The simulation's uplinks are its only writes; one of them fails once the WAL needs room.

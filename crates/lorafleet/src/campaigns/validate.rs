@@ -30,6 +30,8 @@ use super::{
 use crate::config::Config;
 use crate::devices::DevEui;
 use crate::firmware::FirmwareImage;
+pub use crate::storage::campaigns::Draft;
+pub use crate::storage::devices::KnownDevice;
 use lorafleet_engine::keys::parse_key;
 
 /// The body of `POST /api/campaigns` (and of `PATCH`, merged into the stored one).
@@ -144,15 +146,6 @@ impl FieldErrors {
     }
 }
 
-/// A device of the inventory, as validation and the plan need it.
-#[derive(Debug, Clone)]
-pub struct KnownDevice {
-    pub dev_eui: String,
-    pub application_id: Option<String>,
-    pub device_profile_id: Option<String>,
-    pub slot_size: Option<i64>,
-}
-
 /// What validation reads besides the request.
 pub struct Context<'a> {
     pub config: &'a Config,
@@ -173,6 +166,20 @@ pub struct Validated {
     pub settings: CampaignSettings,
     pub keys: CampaignKeys,
     pub plan: Plan,
+}
+
+impl Validated {
+    /// What of it the draft's row and devices store.
+    pub fn draft(&self) -> Draft<'_> {
+        Draft {
+            name: &self.name,
+            firmware_id: self.firmware_id,
+            driver: self.driver,
+            devices: &self.devices,
+            settings: &self.settings,
+            keys: &self.keys,
+        }
+    }
 }
 
 fn in_range(

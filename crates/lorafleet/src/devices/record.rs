@@ -3,7 +3,7 @@
 //! in [`crate::storage`]; this module decides which ones an event needs and what the log says.
 
 use super::DevEui;
-use crate::ingest::{EventBody, IntegrationEvent, Uplink};
+use crate::storage::integration_events::{EventBody, IntegrationEvent, Uplink};
 use crate::storage::{self, device_events, devices, downlinks, fmt_time, uplinks, Conn, Db};
 
 /// Limits of what is kept per device.

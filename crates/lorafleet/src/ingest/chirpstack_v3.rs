@@ -10,8 +10,8 @@ use prost::Message;
 use serde::Deserialize;
 
 use super::{
-    best_signal, dr, f_port, DeviceIdentity, Encoding, EventBody, IngestError, IntegrationEvent,
-    Uplink,
+    best_signal, dr, f_port, DeviceIdentity, Encoding, EventBody, Frame, IngestError,
+    IntegrationEvent, Uplink,
 };
 use crate::devices::DevEui;
 
@@ -201,16 +201,12 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
             })
         }
         "join" => EventBody::Join,
-        "status" => EventBody::DeviceStatus {
-            battery: if e.battery_level_unavailable || e.external_power_source {
-                None
-            } else {
-                super::check_status(e.battery_level, e.margin, "batteryLevel")?;
-                e.battery_level
-            },
-            external_power: e.external_power_source,
-            margin: e.margin,
-        },
+        "status" => super::device_status(
+            e.battery_level,
+            e.battery_level_unavailable,
+            e.external_power_source,
+            e.margin,
+        )?,
         "ack" => EventBody::Ack {
             acknowledged: e.acknowledged,
             f_cnt: Some(e.f_cnt),
@@ -308,7 +304,6 @@ fn pb_uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, Inges
         &up.dev_addr,
     )?;
     let at = pb_time(up.published_at);
-    let (rssi, snr, gateway_count) = best_signal(up.rx_info.iter().map(|r| (r.rssi, r.lora_snr)));
     let object = if up.object_json.is_empty() {
         None
     } else {
@@ -319,136 +314,93 @@ fn pb_uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, Inges
             })?,
         )
     };
+    let dedup_key = up
+        .published_at
+        .as_ref()
+        .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at));
+    let frame = Frame {
+        at,
+        f_cnt: up.f_cnt,
+        f_port: up.f_port,
+        dr: up.dr,
+        frequency: up.tx_info.map(|t| t.frequency),
+        confirmed: up.confirmed_uplink,
+        data: up.data,
+    };
+    let gateways = up.rx_info.iter().map(|r| (r.rssi, r.lora_snr));
+    let uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
     Ok(IntegrationEvent {
         dev_eui,
         at,
         device,
-        body: EventBody::Up(Uplink {
-            received_at: at,
-            f_cnt: Some(up.f_cnt),
-            f_port: f_port(up.f_port, FORMAT, event)?,
-            dr: dr(up.dr, FORMAT, event)?,
-            frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
-            rssi,
-            snr,
-            gateway_count,
-            confirmed: up.confirmed_uplink,
-            data: up.data,
-            object,
-            dedup_key: up
-                .published_at
-                .as_ref()
-                .map(|_| v3_dedup_key(dev_eui, up.f_cnt, at)),
-        }),
+        body: EventBody::Up(uplink),
     })
+}
+
+/// A v3 event message about a device with `body`: every such message names the device (the
+/// same fields in each) and the time it was published. `$m` is the message; `body` may use the
+/// fields the identity does not take.
+macro_rules! pb_event {
+    ($m:ident, dev_addr: $dev_addr:expr, $body:expr) => {{
+        let (dev_eui, device) = pb_identity(
+            $m.application_id,
+            $m.application_name,
+            $m.device_name,
+            &$m.dev_eui,
+            $m.tags,
+            $dev_addr,
+        )?;
+        Ok(IntegrationEvent {
+            dev_eui,
+            at: pb_time($m.published_at),
+            device,
+            body: $body,
+        })
+    }};
 }
 
 /// A join.
 fn pb_join(j: pb::JoinEvent) -> Result<IntegrationEvent, IngestError> {
-    let (dev_eui, device) = pb_identity(
-        j.application_id,
-        j.application_name,
-        j.device_name,
-        &j.dev_eui,
-        j.tags,
-        &j.dev_addr,
-    )?;
-    Ok(IntegrationEvent {
-        dev_eui,
-        at: pb_time(j.published_at),
-        device,
-        body: EventBody::Join,
-    })
+    pb_event!(j, dev_addr: &j.dev_addr, EventBody::Join)
 }
 
 /// The device's battery and link margin; a battery level the device did not give is none.
 fn pb_device_status(s: pb::StatusEvent) -> Result<IntegrationEvent, IngestError> {
-    let (dev_eui, device) = pb_identity(
-        s.application_id,
-        s.application_name,
-        s.device_name,
-        &s.dev_eui,
-        s.tags,
-        &[],
+    let body = super::device_status(
+        Some(f64::from(s.battery_level)),
+        s.battery_level_unavailable,
+        s.external_power_source,
+        Some(s.margin),
     )?;
-    Ok(IntegrationEvent {
-        dev_eui,
-        at: pb_time(s.published_at),
-        device,
-        body: EventBody::DeviceStatus {
-            battery: if s.battery_level_unavailable || s.external_power_source {
-                None
-            } else {
-                Some(s.battery_level as f64)
-            },
-            external_power: s.external_power_source,
-            margin: Some(s.margin),
-        },
-    })
+    pb_event!(s, dev_addr: &[], body)
 }
 
 /// The device's acknowledgement (or not) of a confirmed downlink.
 fn pb_ack(a: pb::AckEvent) -> Result<IntegrationEvent, IngestError> {
-    let (dev_eui, device) = pb_identity(
-        a.application_id,
-        a.application_name,
-        a.device_name,
-        &a.dev_eui,
-        a.tags,
-        &[],
-    )?;
-    Ok(IntegrationEvent {
-        dev_eui,
-        at: pb_time(a.published_at),
-        device,
-        body: EventBody::Ack {
-            acknowledged: a.acknowledged,
-            f_cnt: Some(a.f_cnt),
-            queue_item_id: None,
-        },
-    })
+    let body = EventBody::Ack {
+        acknowledged: a.acknowledged,
+        f_cnt: Some(a.f_cnt),
+        queue_item_id: None,
+    };
+    pb_event!(a, dev_addr: &[], body)
 }
 
 /// A gateway's acknowledgement that a downlink went out.
 fn pb_tx_ack(t: pb::TxAckEvent) -> Result<IntegrationEvent, IngestError> {
-    let (dev_eui, device) = pb_identity(
-        t.application_id,
-        t.application_name,
-        t.device_name,
-        &t.dev_eui,
-        t.tags,
-        &[],
-    )?;
-    Ok(IntegrationEvent {
-        dev_eui,
-        at: pb_time(t.published_at),
-        device,
-        body: EventBody::TxAck {
-            f_cnt: Some(t.f_cnt),
-            queue_item_id: None,
-        },
-    })
+    let body = EventBody::TxAck {
+        f_cnt: Some(t.f_cnt),
+        queue_item_id: None,
+    };
+    pb_event!(t, dev_addr: &[], body)
 }
 
 /// An error ChirpStack reports for the device, recorded as an error-level log line.
 fn pb_error(e: pb::ErrorEvent) -> Result<IntegrationEvent, IngestError> {
-    let (dev_eui, device) = pb_identity(
-        e.application_id,
-        e.application_name,
-        e.device_name,
-        &e.dev_eui,
-        e.tags,
-        &[],
-    )?;
-    Ok(IntegrationEvent {
-        dev_eui,
-        at: pb_time(e.published_at),
-        device,
-        body: EventBody::Log {
-            level: "error".into(),
-            message: e.error,
-        },
-    })
+    let body = EventBody::Log {
+        level: "error".into(),
+        message: e.error,
+    };
+    pb_event!(e, dev_addr: &[], body)
 }
 
 /// Decodes one v3 event of a type lorafleet records.

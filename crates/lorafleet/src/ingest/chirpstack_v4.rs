@@ -8,10 +8,7 @@ use chirpstack_api::integration as pb;
 use chirpstack_api::prost::Message;
 use chrono::{DateTime, Utc};
 
-use super::{
-    best_signal, dr, f_port, DeviceIdentity, Encoding, EventBody, IngestError, IntegrationEvent,
-    Uplink,
-};
+use super::{DeviceIdentity, Encoding, EventBody, Frame, IngestError, IntegrationEvent};
 use crate::devices::DevEui;
 
 const FORMAT: &str = "ChirpStack v4";
@@ -137,8 +134,6 @@ pub fn decode(
 /// id makes repeats of one uplink recognisable.
 fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestError> {
     let (dev_eui, device) = identity(up.device_info, Some(up.dev_addr))?;
-    let (rssi, snr, gateway_count) =
-        best_signal(up.rx_info.iter().map(|rx| (rx.rssi, rx.snr as f64)));
     let object = match up.object {
         Some(o) => Some(serde_json::to_value(o).map_err(|e| IngestError::Field {
             field: "object".into(),
@@ -147,24 +142,23 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
         None => None,
     };
     let at = time(up.time);
+    let frame = Frame {
+        at,
+        f_cnt: up.f_cnt,
+        f_port: up.f_port,
+        dr: up.dr,
+        frequency: up.tx_info.map(|t| t.frequency),
+        confirmed: up.confirmed,
+        data: up.data,
+    };
+    let gateways = up.rx_info.iter().map(|rx| (rx.rssi, f64::from(rx.snr)));
+    let dedup_key = non_empty(up.deduplication_id).map(|id| format!("v4:{id}"));
+    let uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
     Ok(IntegrationEvent {
         dev_eui,
         at,
         device,
-        body: EventBody::Up(Uplink {
-            received_at: at,
-            f_cnt: Some(up.f_cnt),
-            f_port: f_port(up.f_port, FORMAT, event)?,
-            dr: dr(up.dr, FORMAT, event)?,
-            frequency: up.tx_info.map(|t| t.frequency).filter(|f| *f > 0),
-            rssi,
-            snr,
-            gateway_count,
-            confirmed: up.confirmed,
-            data: up.data,
-            object,
-            dedup_key: non_empty(up.deduplication_id).map(|id| format!("v4:{id}")),
-        }),
+        body: EventBody::Up(uplink),
     })
 }
 
@@ -172,23 +166,16 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
 /// not give (or has no use for on external power) is none.
 fn device_status(st: pb::StatusEvent) -> Result<IntegrationEvent, IngestError> {
     let (dev_eui, device) = identity(st.device_info, None)?;
-    if !st.battery_level_unavailable && !st.external_power_source {
-        super::check_status(Some(st.battery_level as f64), None, "batteryLevel")?;
-    }
-    super::check_status(None, Some(st.margin), "batteryLevel")?;
     Ok(IntegrationEvent {
         dev_eui,
         at: time(st.time),
         device,
-        body: EventBody::DeviceStatus {
-            battery: if st.battery_level_unavailable || st.external_power_source {
-                None
-            } else {
-                Some(st.battery_level as f64)
-            },
-            external_power: st.external_power_source,
-            margin: Some(st.margin),
-        },
+        body: super::device_status(
+            Some(f64::from(st.battery_level)),
+            st.battery_level_unavailable,
+            st.external_power_source,
+            Some(st.margin),
+        )?,
     })
 }
 

@@ -7,97 +7,10 @@ pub mod mqtt;
 pub mod plausible;
 pub mod writer;
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 use crate::config::{ChirpstackVersion, NetworkKind};
-use crate::devices::DevEui;
-
-/// Who the event is about, as far as the event says.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeviceIdentity {
-    pub name: Option<String>,
-    pub application_id: Option<String>,
-    pub application_name: Option<String>,
-    pub device_profile_id: Option<String>,
-    pub device_profile_name: Option<String>,
-    pub tags: Option<BTreeMap<String, String>>,
-    pub dev_addr: Option<String>,
-}
-
-/// One received uplink frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Uplink {
-    pub received_at: DateTime<Utc>,
-    pub f_cnt: Option<u32>,
-    pub f_port: Option<u8>,
-    pub dr: Option<u8>,
-    pub frequency: Option<u32>,
-    /// Best RSSI and SNR over the gateways that heard the frame.
-    pub rssi: Option<i32>,
-    pub snr: Option<f64>,
-    pub gateway_count: u32,
-    pub confirmed: bool,
-    pub data: Vec<u8>,
-    /// ChirpStack's payload codec output.
-    pub object: Option<serde_json::Value>,
-    /// What makes a repeat of this uplink recognisable (v4's deduplicationId; v3's DevEUI, FCnt
-    /// and time), so a repeated post is acknowledged and stored once.
-    pub dedup_key: Option<String>,
-}
-
-/// What happened.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventBody {
-    Up(Uplink),
-    Join,
-    /// ChirpStack's device status (battery, link margin); `event=status` on the wire.
-    DeviceStatus {
-        /// Battery level in percent; None when the device cannot measure it.
-        battery: Option<f64>,
-        external_power: bool,
-        margin: Option<i32>,
-    },
-    /// A confirmed downlink was (or was not) acknowledged by the device.
-    Ack {
-        acknowledged: bool,
-        f_cnt: Option<u32>,
-        queue_item_id: Option<String>,
-    },
-    /// A downlink was sent by a gateway.
-    TxAck {
-        f_cnt: Option<u32>,
-        queue_item_id: Option<String>,
-    },
-    /// A log or error event for the device.
-    Log {
-        level: String,
-        message: String,
-    },
-}
-
-impl EventBody {
-    /// The event's name on the wire (`?event=` and the MQTT topic), for messages to people.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            EventBody::Up(_) => "up",
-            EventBody::Join => "join",
-            EventBody::DeviceStatus { .. } => "status",
-            EventBody::Ack { .. } => "ack",
-            EventBody::TxAck { .. } => "txack",
-            EventBody::Log { .. } => "log",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct IntegrationEvent {
-    pub dev_eui: DevEui,
-    pub at: DateTime<Utc>,
-    pub device: DeviceIdentity,
-    pub body: EventBody,
-}
+pub use crate::storage::integration_events::{DeviceIdentity, EventBody, IntegrationEvent, Uplink};
 
 /// Why a body was refused; the text goes back to ChirpStack (and its logs) in a 400.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -202,6 +115,24 @@ pub(crate) fn check_status(
     Ok(())
 }
 
+/// ChirpStack's device status, the same fields in both generations: the battery level is none
+/// when the device cannot measure it or runs on external power, and what is given is checked
+/// for range.
+pub(crate) fn device_status(
+    battery_level: Option<f64>,
+    battery_unavailable: bool,
+    external_power: bool,
+    margin: Option<i32>,
+) -> Result<EventBody, IngestError> {
+    let battery = battery_level.filter(|_| !battery_unavailable && !external_power);
+    check_status(battery, margin, "batteryLevel")?;
+    Ok(EventBody::DeviceStatus {
+        battery,
+        external_power,
+        margin,
+    })
+}
+
 /// How a body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -282,6 +213,47 @@ fn sniff_json(body: &[u8]) -> ChirpstackVersion {
             ChirpstackVersion::V3
         }
         _ => ChirpstackVersion::V4,
+    }
+}
+
+/// An uplink frame as both generations' Protobuf messages give it (the same fields).
+pub(crate) struct Frame {
+    pub at: DateTime<Utc>,
+    pub f_cnt: u32,
+    pub f_port: u32,
+    pub dr: u32,
+    /// Hz; 0 or none when the message did not say.
+    pub frequency: Option<u32>,
+    pub confirmed: bool,
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    /// The uplink, with the best signal of the `gateways` that heard it (RSSI, SNR each);
+    /// FPort and DR checked for range.
+    pub(crate) fn into_uplink(
+        self,
+        gateways: impl Iterator<Item = (i32, f64)>,
+        object: Option<serde_json::Value>,
+        dedup_key: Option<String>,
+        format: &'static str,
+        event: &str,
+    ) -> Result<Uplink, IngestError> {
+        let (rssi, snr, gateway_count) = best_signal(gateways);
+        Ok(Uplink {
+            received_at: self.at,
+            f_cnt: Some(self.f_cnt),
+            f_port: f_port(self.f_port, format, event)?,
+            dr: dr(self.dr, format, event)?,
+            frequency: self.frequency.filter(|f| *f > 0),
+            rssi,
+            snr,
+            gateway_count,
+            confirmed: self.confirmed,
+            data: self.data,
+            object,
+            dedup_key,
+        })
     }
 }
 

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, NetworkKind};
 use crate::devices::DevEui;
+// The device list is stored by the inventory; its type lives next to those queries.
+pub use crate::storage::devices::RemoteDevice;
 
 /// A downlink lorafleet wants a device to receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,18 +30,6 @@ pub struct Enqueued {
     /// The network's own reference: v4 queue item id, v3 frame counter.
     pub network_ref: Option<String>,
     pub f_cnt: Option<u32>,
-}
-
-/// A device the network server knows, listed through its API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteDevice {
-    pub dev_eui: DevEui,
-    pub name: String,
-    pub application_id: String,
-    pub application_name: Option<String>,
-    pub device_profile_id: Option<String>,
-    pub device_profile_name: Option<String>,
-    pub last_seen: Option<DateTime<Utc>>,
 }
 
 impl RemoteDevice {

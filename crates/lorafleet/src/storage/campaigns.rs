@@ -3,14 +3,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{now, parse_time, time, time_now, Binds, Cols, Conn, Db, Result, Time};
-use crate::campaigns::drivers::{DeviceReport, LogLine, PollOutcome};
-use crate::campaigns::validate::Validated;
-use crate::campaigns::{
-    count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
-    CampaignSummary, DeviceKey, DriverKind, FirmwareRef, LogEntry, ProgressPoint, Stage,
-};
 use chrono::{DateTime, Utc};
+
+use super::{now, parse_time, time, time_now, Binds, Cols, Conn, Db, Result, Time};
+
+mod changes;
+mod records;
+
+pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
+pub use records::{
+    count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
+    CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef, FragStatusRequest,
+    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ProgressPoint, Stage,
+    UnicastSettings,
+};
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
 #[derive(Debug, Clone)]
@@ -70,7 +76,7 @@ pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<CampaignRow>> {
 
 pub async fn insert_draft(
     db: &Db,
-    v: &Validated,
+    v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<i64> {
@@ -89,7 +95,7 @@ pub async fn insert_draft(
         .await?
         .get::<i64>("id")
     });
-    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -98,7 +104,7 @@ pub async fn insert_draft(
 pub async fn update_draft(
     db: &Db,
     id: i64,
-    v: &Validated,
+    v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<bool> {
@@ -123,7 +129,7 @@ pub async fn update_draft(
     on!(&mut *tx, c => sqlx::query("DELETE FROM campaign_devices WHERE campaign_id = $1")
         .bind(id)
         .execute(c).await.map(|r| r.rows_affected()))?;
-    insert_pending_devices(&mut tx, id, &v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -133,17 +139,17 @@ pub async fn update_draft(
 /// statements cannot drift apart.
 fn bind_draft<'q, Q: Binds<'q>>(
     query: Q,
-    v: &'q Validated,
+    v: Draft<'q>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
 ) -> anyhow::Result<Q> {
     Ok(query
-        .bind(&v.name)
+        .bind(v.name)
         .bind(v.driver.as_str())
         .bind(v.firmware_id)
         .bind(request.to_string())
-        .bind(serde_json::to_string(&v.settings)?)
-        .bind(serde_json::to_string(&v.keys)?)
+        .bind(serde_json::to_string(v.settings)?)
+        .bind(serde_json::to_string(v.keys)?)
         .bind(plan.to_string()))
 }
 

@@ -1,7 +1,17 @@
 //! The device log (`device_events`): one line per thing that happened to a device, newest kept.
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use super::{time, Cols, Conn, Db, Result};
-use crate::devices::DeviceEventDto;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceEventDto {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub message: String,
+}
 
 pub async fn add(
     conn: &mut Conn,

@@ -3,13 +3,88 @@
 
 use std::collections::HashMap;
 
-use super::{device_events, downlinks, firmware_history, uplinks, version_status, Cols};
-use super::{time, Conn, Db, Result, Time};
-use crate::campaigns::validate::KnownDevice;
-use crate::devices::version_dto;
-use crate::devices::{DevEui, DeviceDetail, DeviceList, DeviceSummary};
-use crate::ingest::{DeviceIdentity, IntegrationEvent};
-use crate::network::RemoteDevice;
+use chrono::{DateTime, Utc};
+use lorafleet_codec::eui::DevEui;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::device_events::DeviceEventDto;
+use super::downlinks::{DownlinkDto, StatusRequestDto};
+use super::firmware_history::HistoryEntry;
+use super::integration_events::{DeviceIdentity, IntegrationEvent};
+use super::uplinks::UplinkDto;
+use super::version_status::{version_dto, StatusDto, VersionDto};
+use super::{device_events, downlinks, firmware_history, uplinks, version_status};
+use super::{time, Cols, Conn, Db, Result, Time};
+
+/// A device the network server knows, listed through its API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteDevice {
+    pub dev_eui: DevEui,
+    pub name: String,
+    pub application_id: String,
+    pub application_name: Option<String>,
+    pub device_profile_id: Option<String>,
+    pub device_profile_name: Option<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// A device of the inventory, as campaign validation and the plan need it.
+#[derive(Debug, Clone)]
+pub struct KnownDevice {
+    pub dev_eui: String,
+    pub application_id: Option<String>,
+    pub device_profile_id: Option<String>,
+    pub slot_size: Option<i64>,
+}
+
+/// One row of the device list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    pub last_seen: Option<String>,
+    pub running_version: Option<VersionDto>,
+    /// Listed by the network server's API but never heard by lorafleet.
+    pub never_seen: bool,
+    /// Set when a device that was removed from the list sent again.
+    pub reappeared_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceList {
+    pub total: i64,
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// Everything the device page shows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    pub dev_eui: String,
+    pub name: String,
+    pub application: Option<String>,
+    pub application_id: Option<String>,
+    pub device_profile: Option<String>,
+    pub device_profile_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub tags: serde_json::Value,
+    pub dev_addr: Option<String>,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    pub joined_at: Option<String>,
+    pub never_seen: bool,
+    pub reappeared_at: Option<String>,
+    pub battery: Option<f64>,
+    pub margin: Option<i64>,
+    pub last_uplink: Option<UplinkDto>,
+    pub status: StatusDto,
+    pub status_requests: Vec<StatusRequestDto>,
+    pub downlinks: Vec<DownlinkDto>,
+    pub events: Vec<DeviceEventDto>,
+    /// Running versions over time and the campaigns that updated the device.
+    pub firmware_history: Vec<HistoryEntry>,
+}
 
 fn tags_json(id: &DeviceIdentity) -> Option<String> {
     id.tags

@@ -1,8 +1,37 @@
 //! Downlinks (`downlinks`): every frame lorafleet asked the network to send, from `requested`
 //! through `enqueued`, `sent`, `acknowledged` or `failed` to `answered`.
 
+use lorafleet_codec::eui::DevEui;
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use super::{time, Cols, Conn, Db, Result};
-use crate::devices::{DevEui, DownlinkDto, StatusRequestDto};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusRequestDto {
+    pub id: i64,
+    pub command: String,
+    pub payload_hex: String,
+    /// `pending` until the device answers (or, for erase_slot, the network delivered it),
+    /// then `answered`; `failed` when the network refused it.
+    pub state: String,
+    pub requested_at: String,
+    pub answered_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DownlinkDto {
+    pub id: i64,
+    pub f_port: i64,
+    pub data_hex: String,
+    pub confirmed: bool,
+    pub status_command: Option<String>,
+    pub state: String,
+    pub requested_at: String,
+    pub updated_at: String,
+    pub error: Option<String>,
+}
 
 /// Records a downlink about to be asked of the network; returns its id.
 pub async fn insert_request(

@@ -1,7 +1,101 @@
 //! Firmware images (`firmware_images`): the library's rows, next to the queries that read them.
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::{time_now, Binds, Cols, Db, Result};
-use crate::firmware::{FirmwareImage, Metadata, TrailerInfo, METADATA_FIELDS};
+
+/// What the signed-package trailer says about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrailerInfo {
+    /// The version field as stored (typically a Unix build time).
+    pub version: u32,
+    /// The version read as a Unix time, RFC 3339.
+    pub version_time: String,
+    /// `full`, `jdiff` or `ddelta`.
+    pub kind: String,
+    /// Size of the firmware a delta applies to (0 for a full image).
+    pub old_firmware_size: u32,
+    pub manufacturer_uuid: String,
+    pub device_class_uuid: String,
+    pub signature_length: usize,
+}
+
+/// Operator metadata of an image: what the trailer cannot say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// What the image is for (device type, board, ...).
+    pub target: Option<String>,
+    /// The version a delta applies to.
+    pub from_version: Option<String>,
+    /// The version the devices run after the update.
+    pub to_version: Option<String>,
+    /// How the body is compressed, if at all.
+    pub compression: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// The metadata field names, in the order the API lists them.
+pub const METADATA_FIELDS: [&str; 5] = [
+    "target",
+    "from_version",
+    "to_version",
+    "compression",
+    "notes",
+];
+
+impl Metadata {
+    pub fn get(&self, field: &str) -> Option<&String> {
+        match field {
+            "target" => self.target.as_ref(),
+            "from_version" => self.from_version.as_ref(),
+            "to_version" => self.to_version.as_ref(),
+            "compression" => self.compression.as_ref(),
+            "notes" => self.notes.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn set(&mut self, field: &str, value: Option<String>) {
+        // Empty text means "not set", so clearing a field in a form removes it.
+        let value = value.filter(|v| !v.trim().is_empty());
+        match field {
+            "target" => self.target = value,
+            "from_version" => self.from_version = value,
+            "to_version" => self.to_version = value,
+            "compression" => self.compression = value,
+            "notes" => self.notes = value,
+            _ => {}
+        }
+    }
+}
+
+/// One image of the library as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FirmwareImage {
+    pub id: i64,
+    pub file_name: String,
+    /// `dir` (found in firmware.dir) or `upload`.
+    pub source: String,
+    pub size: i64,
+    pub sha256: String,
+    pub added_at: String,
+    /// Set when the file has gone from disk since it was indexed.
+    pub missing_at: Option<String>,
+    pub deleted_at: Option<String>,
+    pub trailer: Option<TrailerInfo>,
+    /// Why a trailer-looking tail could not be read.
+    pub trailer_error: Option<String>,
+    #[serde(flatten)]
+    pub metadata: Metadata,
+    /// Metadata fields edited through the API (a rescan keeps them).
+    pub edited: Vec<String>,
+    /// Campaigns that use the image and are running now.
+    pub running_campaigns: Vec<i64>,
+    #[serde(skip)]
+    pub path: String,
+}
 
 /// What indexing a file found out, ready to be stored.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use super::Cols;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::version_status::{version_dto, VersionDto};
 use super::{time, Conn, Db, Result};
-use crate::devices::VersionDto;
 
 /// One line of the history, newest first on the device page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -83,7 +83,7 @@ pub async fn of_device(
             at: r.get("at"),
             version: r
                 .get::<Option<i64>>("version")
-                .map(|v| crate::devices::version_dto(v, versioning_type)),
+                .map(|v| version_dto(v, versioning_type)),
             slot: r.get("slot"),
             campaign_id: r.get("campaign_id"),
             outcome: r.get("outcome"),

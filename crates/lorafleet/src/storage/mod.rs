@@ -109,6 +109,7 @@ pub mod downlinks;
 pub mod firmware;
 pub mod firmware_blobs;
 pub mod firmware_history;
+pub mod integration_events;
 pub mod login_failures;
 pub mod sessions;
 pub mod tokens;

@@ -1,9 +1,50 @@
 //! Uplinks (`uplinks`): what each device sent, the newest kept per device, and the engine's
 //! answers read back past a cursor.
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::integration_events::{EventBody, IntegrationEvent, Uplink};
 use super::{Cols, Conn, Db, Result, Time};
-use crate::devices::{printable_text, UplinkDto};
-use crate::ingest::{EventBody, IntegrationEvent, Uplink};
+
+/// One uplink as the console shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UplinkDto {
+    pub received_at: String,
+    pub f_port: Option<i64>,
+    pub f_cnt: Option<i64>,
+    pub dr: Option<i64>,
+    pub frequency: Option<i64>,
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    pub gateway_count: i64,
+    pub confirmed: bool,
+    pub data_hex: String,
+    /// The payload as text, only when it is printable UTF-8.
+    pub data_text: Option<String>,
+    #[schema(value_type = Object)]
+    pub object: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UplinkList {
+    pub uplinks: Vec<UplinkDto>,
+}
+
+/// The payload as text when it is printable UTF-8 (tabs and line breaks allowed), else None.
+pub fn printable_text(data: &[u8]) -> Option<String> {
+    if data.is_empty() {
+        return None;
+    }
+    let s = std::str::from_utf8(data).ok()?;
+    if s.chars()
+        .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
+    {
+        Some(s.to_string())
+    } else {
+        None
+    }
+}
 
 /// SQLite allows 32766 bound values per statement; 13 per row here and 11 per device row.
 pub const BATCH_ROWS: usize = 1000;
@@ -188,4 +229,21 @@ pub async fn since(
     })
     .collect());
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_printable_utf8_is_text() {
+        assert_eq!(printable_text(b"hello\n"), Some("hello\n".into()));
+        assert_eq!(printable_text(&[0x01, 0x02]), None);
+        assert_eq!(printable_text(&[0xff, 0xfe]), None);
+        assert_eq!(printable_text(b""), None);
+        assert_eq!(
+            printable_text("température".as_bytes()),
+            Some("température".into())
+        );
+    }
 }

@@ -2,9 +2,73 @@
 //! reported): the change set an answer makes, written inside the ingest writer's transaction,
 //! and the fields as the device page shows them.
 
+use lorafleet_codec::version_status::{self as codec, VersioningType};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use super::{downlinks, firmware_history, time, Cols, Conn, Result};
-use crate::devices::version_dto;
-use crate::devices::{PackageDto, ReportedAt, RunningDto, StatusDto, StoredDto};
+
+/// A firmware version as a device reported it: the raw value and its rendering by the device's
+/// versioning type (raw hex until the type is known).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct VersionDto {
+    pub raw: u32,
+    pub display: String,
+}
+
+/// Renders a version by the device's versioning type, if known.
+pub fn version_dto(raw: i64, versioning_type: Option<i64>) -> VersionDto {
+    let raw = raw as u32;
+    let vt = versioning_type.map(|t| VersioningType::from_nibble(t as u8));
+    VersionDto {
+        raw,
+        display: codec::render_version(raw, vt),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackageDto {
+    pub identifier: i64,
+    pub version: i64,
+    pub versioning_type: i64,
+    pub slots: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunningDto {
+    pub slot: i64,
+    pub version: VersionDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredDto {
+    pub slot: i64,
+    pub version: VersionDto,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ReportedAt {
+    pub package: Option<String>,
+    pub running: Option<String>,
+    pub stored: Option<String>,
+    pub space: Option<String>,
+    pub uptime: Option<String>,
+    pub description: Option<String>,
+}
+
+/// What the device said through the Version & Status package; null until it said it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusDto {
+    pub package: Option<PackageDto>,
+    pub running: Option<RunningDto>,
+    pub stored: Option<Vec<StoredDto>>,
+    pub heap_available: Option<i64>,
+    pub slot_size: Option<i64>,
+    pub uptime_s: Option<i64>,
+    pub manufacturer_id: Option<String>,
+    pub device_id: Option<String>,
+    pub reported_at: ReportedAt,
+}
 
 /// What earlier answers left in the device's record that reading a new answer depends on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

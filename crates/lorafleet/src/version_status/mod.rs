@@ -5,7 +5,7 @@ use lorafleet_codec::version_status::{self, Answer, HeapAvailable, Request};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::devices::version_dto;
+use crate::storage::version_status::version_dto;
 use crate::storage::version_status::{AnswerChange, ChangeSet, Known, Reported, VersionChange};
 
 /// The body of `POST /api/devices/{dev_eui}/status-requests`.

@@ -210,7 +210,7 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match store::insert_draft(&app.db, &v, &without_keys(&body), &plan).await {
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan).await {
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
@@ -347,7 +347,7 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, &v, &without_keys(&body), &plan).await {
+    match store::update_draft(&app.db, id, v.draft(), &without_keys(&body), &plan).await {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(

@@ -4,14 +4,18 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Output, Stdio};
 use std::time::Duration;
+
+use lorafleet::config::Config;
 
 use super::TestConfig;
 
 /// What lorafleet prints once it is bound; the rest of the line is the base URL.
 const LISTENING: &str = "listening on ";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A bound for a wedged start, not a speed target: a loaded 2-core machine once took over 30 s
+/// to start twenty simulated devices.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct TestBinary {
     /// `http://127.0.0.1:PORT` as the running process reported it (a restart changes it).
@@ -23,7 +27,7 @@ pub struct TestBinary {
 }
 
 /// Starts `lorafleet serve` and waits until it reports its address; panics with its output if
-/// it exits first or says nothing within 30 s.
+/// it exits first or says nothing within `START_TIMEOUT`.
 pub async fn spawn_binary(config: TestConfig) -> TestBinary {
     match try_spawn_binary(config).await {
         Ok(binary) => binary,
@@ -57,9 +61,80 @@ pub async fn try_spawn_binary(config: TestConfig) -> Result<TestBinary, String> 
     }
 }
 
+/// Starts `lorafleet serve` for a start that must fail and waits up to `limit` for it to exit:
+/// its exit status and output. Panics if it reports an address instead, or outlives `limit`.
+pub async fn run_binary_to_exit(config: &TestConfig, limit: Duration) -> (ExitStatus, String) {
+    let (mut child, address) = launch(config, 1);
+    let status = tokio::time::timeout(limit, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("lorafleet still ran after {limit:?}"))
+        .unwrap();
+    // The output is complete once the copy of its stdout ends (the sender is dropped then).
+    let reported = address.await;
+    let output = std::fs::read_to_string(log_path(config, 1)).unwrap_or_default();
+    assert!(
+        reported.is_err(),
+        "lorafleet started instead of failing; its output:\n{output}"
+    );
+    (status, output)
+}
+
+/// Runs a `lorafleet` command (`user`, `token`, ...) to its end, as an operator would next to
+/// the server of `config`: on its configuration (written to a file beside its data dir, so
+/// nothing comes from the caller's shell), with `stdin` as its input.
+pub fn cli(config: &Config, args: &[&str], stdin: &str) -> Output {
+    let root = config
+        .server
+        .data_dir
+        .parent()
+        .expect("the test's data dir is in its temporary directory");
+    let config_file = root.join("lorafleet-cli.toml");
+    std::fs::write(&config_file, toml::to_string(config).unwrap()).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lorafleet"));
+    command
+        .arg("--config")
+        .arg(&config_file)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("LORAFLEET")) {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
 impl TestBinary {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `127.0.0.1:PORT`, for tests that speak TCP themselves.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`) to the process, as an operator's `kill` would.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill {signal} {}", self.pid());
+    }
+
+    /// Waits for the process to exit; panics (its output printed) if it outlives `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("lorafleet did not exit within {limit:?}"))
+            .unwrap()
     }
 
     pub fn pid(&self) -> u32 {

@@ -18,7 +18,7 @@ use lorafleet::{App, AppState};
 
 // Not every test file starts the binary.
 #[allow(unused_imports)]
-pub use binary::{spawn_binary, try_spawn_binary, TestBinary};
+pub use binary::{cli, run_binary_to_exit, spawn_binary, try_spawn_binary, TestBinary};
 
 pub const PASSWORD: &str = "test-password-123";
 pub const INTEGRATION_TOKEN: &str = "integration-token";

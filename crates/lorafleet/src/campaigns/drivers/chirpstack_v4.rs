@@ -8,7 +8,6 @@
 //! shown as one campaign.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chirpstack_api::api;
@@ -102,31 +101,14 @@ impl ChirpstackV4Driver {
     }
 
     fn map_status(&self, status: tonic::Status) -> DriverError {
-        use tonic::Code;
-        let unreachable = match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
-            Code::Unknown => status.message().contains("transport error"),
-            _ => false,
+        let hint = match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                " (check network.chirpstack_v4.api_token)"
+            }
+            _ => "",
         };
-        if unreachable {
-            DriverError::Unavailable(format!(
-                "cannot reach ChirpStack at {}: {}",
-                self.client.as_ref().map_or("?", |c| c.url()),
-                status.message()
-            ))
-        } else {
-            let hint = match status.code() {
-                Code::Unauthenticated | Code::PermissionDenied => {
-                    " (check network.chirpstack_v4.api_token)"
-                }
-                _ => "",
-            };
-            DriverError::Refused(format!(
-                "ChirpStack answered {:?}: {}{hint}",
-                status.code(),
-                status.message()
-            ))
-        }
+        let url = self.client.as_ref().map_or("?", |c| c.url());
+        super::grpc_error("ChirpStack", url, &status, hint)
     }
 
     /// Devices grouped by the (application, device profile) their deployment needs; devices
@@ -417,18 +399,11 @@ impl CampaignDriver for ChirpstackV4Driver {
                 }
             }
         }
-        Ok(PollOutcome {
-            driver_state: Some(
-                serde_json::to_value(State {
-                    deployments: created,
-                })
-                .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?,
-            ),
-            log,
-            forget_keys: true,
-            next_poll: Some(Duration::from_secs(1)),
-            ..Default::default()
+        let state = serde_json::to_value(State {
+            deployments: created,
         })
+        .map_err(|e| DriverError::Invalid(format!("driver state: {e}")))?;
+        Ok(PollOutcome::started(state, log))
     }
 
     async fn poll(

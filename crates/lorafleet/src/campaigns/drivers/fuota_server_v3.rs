@@ -39,24 +39,7 @@ pub struct FuotaServerV3Driver {
 
 /// Turns a gRPC status into a driver error, keeping the service's own message.
 pub fn map_status(url: &str, status: tonic::Status) -> DriverError {
-    use tonic::Code;
-    let unreachable = match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
-        Code::Unknown => status.message().contains("transport error"),
-        _ => false,
-    };
-    if unreachable {
-        DriverError::Unavailable(format!(
-            "cannot reach the FUOTA service at {url}: {}",
-            status.message()
-        ))
-    } else {
-        DriverError::Refused(format!(
-            "the FUOTA service answered {:?}: {}",
-            status.code(),
-            status.message()
-        ))
-    }
+    super::grpc_error("the FUOTA service", url, &status, "")
 }
 
 /// Builds the deployment exactly as the server expects it (enum numbering is v3's own).
@@ -300,13 +283,10 @@ impl CampaignDriver for FuotaServerV3Driver {
             self.application_id
         ));
         log.from_service = false;
-        Ok(PollOutcome {
-            driver_state: Some(serde_json::json!({ "deployment_id": id })),
-            log: vec![log],
-            forget_keys: true,
-            next_poll: Some(Duration::from_secs(1)),
-            ..Default::default()
-        })
+        Ok(PollOutcome::started(
+            serde_json::json!({ "deployment_id": id }),
+            vec![log],
+        ))
     }
 
     async fn poll(

@@ -43,7 +43,6 @@ pub mod engine_state;
 pub mod fuota_server_v3;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -56,6 +55,9 @@ use crate::firmware::FirmwareImage;
 use crate::ingest::writer::{Change, CommittedUplink};
 use crate::network::Network;
 use crate::storage::Db;
+
+// What a driver reports is what the runner stores: the types live next to their queries.
+pub use crate::storage::campaigns::{DeviceReport, Finished, LogLevel, LogLine, PollOutcome};
 
 /// What every driver call may use.
 #[derive(Clone)]
@@ -106,116 +108,6 @@ pub struct Campaign {
     /// Device inventory facts a driver may need (application, device profile).
     pub inventory: Vec<super::validate::KnownDevice>,
     pub started_at: Option<DateTime<Utc>>,
-}
-
-/// What a driver learnt about one device. `None` fields leave the stored value unchanged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceReport {
-    pub dev_eui: String,
-    pub stage: Stage,
-    pub mc_group_setup_at: Option<DateTime<Utc>>,
-    pub frag_session_setup_at: Option<DateTime<Utc>>,
-    pub mc_session_setup_at: Option<DateTime<Utc>>,
-    pub frag_status_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    /// Set to show why the device failed (or what went wrong at its current step).
-    pub error: Option<String>,
-    pub attempts: Option<u32>,
-    pub next_action_at: Option<DateTime<Utc>>,
-    pub driver_json: Option<serde_json::Value>,
-}
-
-impl DeviceReport {
-    pub fn new(dev_eui: impl Into<String>, stage: Stage) -> Self {
-        Self {
-            dev_eui: dev_eui.into(),
-            stage,
-            mc_group_setup_at: None,
-            frag_session_setup_at: None,
-            mc_session_setup_at: None,
-            frag_status_at: None,
-            completed_at: None,
-            error: None,
-            attempts: None,
-            next_action_at: None,
-            driver_json: None,
-        }
-    }
-}
-
-/// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Info,
-    Warning,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Info => "info",
-            LogLevel::Warning => "warning",
-            LogLevel::Error => "error",
-        }
-    }
-}
-
-/// A line for the campaign's log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogLine {
-    pub at: DateTime<Utc>,
-    pub level: LogLevel,
-    /// True for lines that come from the FUOTA service's own log.
-    pub from_service: bool,
-    pub dev_eui: Option<String>,
-    pub message: String,
-    /// Lines with a key are stored once per campaign: a driver may return the service's whole
-    /// log on every poll. Lines without a key are always stored.
-    pub dedup_key: Option<String>,
-}
-
-impl LogLine {
-    pub fn info(message: impl Into<String>) -> Self {
-        Self {
-            at: Utc::now(),
-            level: LogLevel::Info,
-            from_service: false,
-            dev_eui: None,
-            message: message.into(),
-            dedup_key: None,
-        }
-    }
-
-    pub fn warning(message: impl Into<String>) -> Self {
-        Self {
-            level: LogLevel::Warning,
-            ..Self::info(message)
-        }
-    }
-}
-
-/// How a campaign ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finished {
-    /// Every device reached a final stage and at least one completed.
-    Completed,
-    /// The campaign could not go on, or no device completed.
-    Failed(String),
-}
-
-/// What a `start` or `poll` found out.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PollOutcome {
-    pub devices: Vec<DeviceReport>,
-    pub log: Vec<LogLine>,
-    /// Replaces the stored driver state when set.
-    pub driver_state: Option<serde_json::Value>,
-    pub finished: Option<Finished>,
-    /// Poll again after this long instead of `fuota.poll_interval_s`.
-    pub next_poll: Option<Duration>,
-    /// The key material is no longer needed: the runner wipes it from the database.
-    pub forget_keys: bool,
 }
 
 /// Why a driver call did not work.
@@ -281,6 +173,30 @@ impl DriverRegistry {
 
     pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn CampaignDriver>> {
         self.drivers.iter().find(|d| d.kind() == kind).cloned()
+    }
+}
+
+/// A gRPC status from a FUOTA service (`name` at `url`) as a driver error: unreachable (the
+/// runner tries again later) or a refusal with the service's own message and `hint`, what the
+/// operator should check.
+pub fn grpc_error(name: &str, url: &str, status: &tonic::Status, hint: &str) -> DriverError {
+    use tonic::Code;
+    let unreachable = match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => true,
+        Code::Unknown => status.message().contains("transport error"),
+        _ => false,
+    };
+    if unreachable {
+        DriverError::Unavailable(format!(
+            "cannot reach {name} at {url}: {}",
+            status.message()
+        ))
+    } else {
+        DriverError::Refused(format!(
+            "{name} answered {:?}: {}{hint}",
+            status.code(),
+            status.message()
+        ))
     }
 }
 

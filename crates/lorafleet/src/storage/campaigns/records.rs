@@ -1,0 +1,412 @@
+//! What a campaign is, as stored and shown: its settings after validation, its state, each
+//! device's stage and times, its log and progress history, and the rows of the campaign list.
+//! `campaigns/` (validation, plan, runner, drivers) re-exports them under its own names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use lorafleet_engine::keys::RootKey;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Which FUOTA service carries a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    /// ChirpStack >= 4.12's built-in `api.FuotaService`.
+    ChirpstackV4,
+    /// chirpstack-fuota-server v3 (`fuota.FUOTAServerService`).
+    FuotaServerV3,
+    /// lorafleet's own TS003/TS004/TS005 engine (issue 4).
+    Engine,
+}
+
+impl DriverKind {
+    pub const ALL: [DriverKind; 3] = [
+        DriverKind::ChirpstackV4,
+        DriverKind::FuotaServerV3,
+        DriverKind::Engine,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::ChirpstackV4 => "chirpstack-v4",
+            DriverKind::FuotaServerV3 => "fuota-server-v3",
+            DriverKind::Engine => "engine",
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DriverKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DriverKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("driver must be \"chirpstack-v4\", \"fuota-server-v3\" or \"engine\", got {s:?}")
+            })
+    }
+}
+
+/// Where a campaign is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignState {
+    Draft,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::Draft => "draft",
+            CampaignState::Running => "running",
+            CampaignState::Completed => "completed",
+            CampaignState::Failed => "failed",
+            CampaignState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> CampaignState {
+        match s {
+            "running" => CampaignState::Running,
+            "completed" => CampaignState::Completed,
+            "failed" => CampaignState::Failed,
+            "cancelled" => CampaignState::Cancelled,
+            _ => CampaignState::Draft,
+        }
+    }
+
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            CampaignState::Completed | CampaignState::Failed | CampaignState::Cancelled
+        )
+    }
+}
+
+/// The step a device is in: what the campaign is waiting for from it. The order is the order
+/// of the FUOTA packages' steps, so "further along" compares with `<`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Not started yet.
+    Pending,
+    /// Engine: waiting for the Version & Status answers checked before the update.
+    Check,
+    /// Waiting for McGroupSetupAns (TS005).
+    McGroupSetup,
+    /// Waiting for FragSessionSetupAns (TS004).
+    FragSessionSetup,
+    /// Waiting for McClassC/BSessionAns (TS005).
+    McSessionSetup,
+    /// In the multicast session: fragments are being sent.
+    Fragments,
+    /// Waiting for FragSessionStatusAns (TS004).
+    FragStatus,
+    /// Engine: waiting for the reboot, then for VersionRunningAns with the new version.
+    Verify,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 11] = [
+        Stage::Pending,
+        Stage::Check,
+        Stage::McGroupSetup,
+        Stage::FragSessionSetup,
+        Stage::McSessionSetup,
+        Stage::Fragments,
+        Stage::FragStatus,
+        Stage::Verify,
+        Stage::Completed,
+        Stage::Failed,
+        Stage::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Check => "check",
+            Stage::McGroupSetup => "mc_group_setup",
+            Stage::FragSessionSetup => "frag_session_setup",
+            Stage::McSessionSetup => "mc_session_setup",
+            Stage::Fragments => "fragments",
+            Stage::FragStatus => "frag_status",
+            Stage::Verify => "verify",
+            Stage::Completed => "completed",
+            Stage::Failed => "failed",
+            Stage::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Stage {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .unwrap_or(Stage::Pending)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Completed | Stage::Failed | Stage::Cancelled)
+    }
+}
+
+/// Multicast class of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum MulticastClass {
+    B,
+    C,
+}
+
+/// When the FUOTA service asks devices for their fragmentation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FragStatusRequest {
+    None,
+    AfterEnqueue,
+    AfterSession,
+}
+
+impl FragStatusRequest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FragStatusRequest::None => "none",
+            FragStatusRequest::AfterEnqueue => "after_enqueue",
+            FragStatusRequest::AfterSession => "after_session",
+        }
+    }
+}
+
+/// Multicast settings, every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MulticastSettings {
+    pub class: MulticastClass,
+    pub dr: u8,
+    /// Hz.
+    pub frequency: u32,
+    /// Class B: one ping slot every 2^n seconds (0..7).
+    pub ping_slot_periodicity: u8,
+    pub group_id: u8,
+    /// Session length: Class C 2^n seconds, Class B 2^n beacon periods (0..15).
+    pub timeout_exp: u8,
+    /// The exponent was computed from the plan rather than given.
+    pub timeout_exp_auto: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnicastSettings {
+    /// How long to wait for a device's answer before retrying (its uplink interval at least).
+    pub timeout_s: u32,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FragmentationSettings {
+    pub fragment_size: u8,
+    /// The size was the largest the DR allows rather than given.
+    pub fragment_size_auto: bool,
+    /// Parity fragments sent after the data fragments.
+    pub redundancy: u32,
+    /// The percentage it was derived from, when given that way.
+    pub redundancy_percent: Option<u32>,
+    pub session_index: u8,
+    pub matrix: u8,
+    pub block_ack_delay: u8,
+    /// 4 bytes, hex.
+    pub descriptor_hex: String,
+}
+
+/// A campaign's settings after validation: every value present and within its field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CampaignSettings {
+    /// `1.0` (McRootKey from GenAppKey) or `1.1` (from AppKey).
+    pub lorawan_version: String,
+    pub multicast: MulticastSettings,
+    pub unicast: UnicastSettings,
+    pub fragmentation: FragmentationSettings,
+    pub request_frag_status: FragStatusRequest,
+    /// What only lorafleet's engine does (absent in campaigns stored before it existed).
+    #[serde(default)]
+    pub engine: EngineSettings,
+}
+
+/// The engine's check before and verification after an update (Version & Status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EngineSettings {
+    /// `refuse` (leave out a device whose slot is too small or that runs another version than
+    /// the delta's from_version), `warn` (update it anyway) or `off` (devices without Version &
+    /// Status).
+    #[schema(value_type = String)]
+    pub check: lorafleet_engine::machine::CheckMode,
+    /// Ask VersionRunning after the session; `verified` only when the device reports the new
+    /// version.
+    pub verify: bool,
+    /// Seconds after the session before the devices are asked for their version.
+    pub reboot_delay_s: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            check: lorafleet_engine::machine::CheckMode::Refuse,
+            verify: true,
+            reboot_delay_s: 60,
+        }
+    }
+}
+
+impl CampaignSettings {
+    pub fn descriptor(&self) -> [u8; 4] {
+        let mut d = [0u8; 4];
+        let _ = hex::decode_to_slice(&self.fragmentation.descriptor_hex, &mut d);
+        d
+    }
+}
+
+/// Key material given with a campaign (kept until the driver no longer needs it; never shown).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignKeys {
+    pub gen_app_key: Option<[u8; 16]>,
+    pub per_device: BTreeMap<String, DeviceKey>,
+}
+
+/// A device's own key: the engine's [`RootKey`], stored under the same names.
+pub use lorafleet_engine::keys::RootKey as DeviceKey;
+
+impl CampaignKeys {
+    /// Where one device's McRootKey comes from: its own key if given, else the campaign's
+    /// GenAppKey. `None` when there is nothing to derive it from.
+    pub fn root_key(&self, dev_eui: &str, lorawan_version: &str) -> Option<RootKey> {
+        match self.per_device.get(dev_eui) {
+            Some(k) => Some(*k),
+            None if lorawan_version == "1.0" => self.gen_app_key.map(RootKey::GenAppKey),
+            // A LoRaWAN 1.1 device's McRootKey comes from its own AppKey, never a shared key.
+            None => None,
+        }
+    }
+}
+
+/// Per-device progress, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CampaignDevice {
+    pub dev_eui: String,
+    pub stage: Stage,
+    pub mc_group_setup_at: Option<String>,
+    pub frag_session_setup_at: Option<String>,
+    pub mc_session_setup_at: Option<String>,
+    pub frag_status_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+    /// Attempts of the current step (drivers that retry themselves).
+    pub attempts: u32,
+    /// When the driver means to act on this device next.
+    pub next_action_at: Option<String>,
+    /// Engine: how the update ended, `verified`, `completed` (not verified), `not_updated`,
+    /// `unreachable` or `refused`; the error says why.
+    pub outcome: Option<String>,
+    /// Driver-private state.
+    #[serde(skip)]
+    pub driver_json: Option<serde_json::Value>,
+}
+
+/// One line of a campaign's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    pub at: String,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    /// `lorafleet` or `service` (the FUOTA service's own log).
+    pub source: String,
+    pub dev_eui: Option<String>,
+    pub message: String,
+}
+
+/// Devices per stage at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProgressPoint {
+    pub at: String,
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u32>,
+}
+
+/// A campaign as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignDto {
+    pub id: i64,
+    pub name: String,
+    pub state: CampaignState,
+    pub driver: DriverKind,
+    pub firmware_id: i64,
+    pub firmware: Option<FirmwareRef>,
+    pub settings: CampaignSettings,
+    /// Which key material was given (never the keys themselves).
+    #[schema(value_type = Object)]
+    pub keys: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub plan: serde_json::Value,
+    /// The request as sent (without keys), for editing a draft.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+    /// The last error reaching the service, while polling retries.
+    pub last_poll_error: Option<String>,
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u32>,
+    pub devices: Vec<CampaignDevice>,
+    pub log: Vec<LogEntry>,
+    pub progress: Vec<ProgressPoint>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FirmwareRef {
+    pub id: i64,
+    pub file_name: String,
+    pub size: i64,
+    pub sha256: String,
+    pub deleted: bool,
+}
+
+/// One row of the campaign list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignSummary {
+    pub id: i64,
+    pub name: String,
+    pub state: CampaignState,
+    pub driver: DriverKind,
+    pub firmware_id: i64,
+    pub firmware_file_name: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+    pub devices: u32,
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u32>,
+}
+
+pub fn count_stages<'a>(stages: impl Iterator<Item = &'a Stage>) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for s in stages {
+        *counts.entry(s.as_str().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
