@@ -2,6 +2,7 @@
 //! answers mean. The server feeds it the clock and the devices' answers and carries out the
 //! actions it returns; the simulated devices use the same commands and keys from the other end.
 //!
+//! - [`adaptive`]: adaptive parity, sent in groups while a device still needs it.
 //! - [`machine`]: the campaign state machine ([`machine::Run`], one [`machine::Dev`] per device).
 //! - [`commands`]: TS005 / TS004 / Version & Status requests and the parsing of answers.
 //! - [`keys`]: the one TS005 key derivation, server and device side.
@@ -9,6 +10,7 @@
 //! - [`airtime`]: how long a frame occupies the air.
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod airtime;
 pub mod clock_sync;
 pub mod commands;

@@ -18,10 +18,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use lorafleet_codec::version_status::{render_version, VersioningType};
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::{AdaptiveParity, AdaptiveState, Report};
 use crate::commands::{self, FragSetup, MulticastClass, Reply, SessionReq};
 use crate::keys;
 use crate::ports;
 use lorafleet_codec::eui::DevEui;
+use lorafleet_codec::frag_status::Reading;
 
 /// How long after the session start the first fragment goes out.
 pub const STREAM_START_DELAY: TimeDelta = TimeDelta::seconds(2);
@@ -68,6 +70,8 @@ pub struct Settings {
     pub verify: bool,
     pub reboot_delay: TimeDelta,
     pub status_port: u8,
+    /// Adaptive parity (`fragmentation.parity: "adaptive"`); `None` sends all `redundancy`.
+    pub adaptive: Option<AdaptiveParity>,
 }
 
 /// Which part of the settings makes a command that cannot be encoded.
@@ -301,6 +305,12 @@ pub struct Dev {
     pub mc_session_setup_at: Option<DateTime<Utc>>,
     pub frag_status_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// How the device's stack fills FragSessionStatusAns (`None`: as TS004 says, a count).
+    #[serde(default)]
+    pub frag_reading: Option<Reading>,
+    /// Its last answer to an adaptive-parity status request, with the estimate from it.
+    #[serde(default)]
+    pub adaptive: Option<Report>,
 }
 
 mod hex_key {
@@ -349,6 +359,8 @@ impl Dev {
             mc_session_setup_at: None,
             frag_status_at: None,
             completed_at: None,
+            frag_reading: None,
+            adaptive: None,
         }
     }
 
@@ -398,6 +410,7 @@ impl Settings {
             verify: false,
             reboot_delay: TimeDelta::zero(),
             status_port: 0,
+            adaptive: None,
         }
     }
 }
@@ -427,6 +440,12 @@ pub enum Action {
     CreateGroup { members: Vec<DevEui> },
     /// Delete the multicast group (the session ended and the last fragment was sent).
     DeleteGroup,
+    /// Send a command to the multicast group, after the fragments queued before it.
+    Multicast {
+        f_port: u8,
+        data: Vec<u8>,
+        what: &'static str,
+    },
     Log {
         level: Level,
         dev_eui: Option<DevEui>,
@@ -463,6 +482,9 @@ pub struct Run {
     pub uplink_cursor: i64,
     /// Why the campaign ended without any device updated.
     pub failure: Option<String>,
+    /// Adaptive parity's rounds (unused with fixed parity).
+    #[serde(default)]
+    pub adaptive: AdaptiveState,
 }
 
 impl Run {
@@ -480,6 +502,7 @@ impl Run {
             verify_at: None,
             uplink_cursor: 0,
             failure: None,
+            adaptive: AdaptiveState::default(),
         }
     }
 
@@ -728,6 +751,18 @@ impl Run {
                 d.frag_status_at = Some(at);
                 self.frag_status_answered(d, not_enough_memory, s, at, out);
             }
+            (
+                Step::InSession,
+                Reply::FragStatus {
+                    index,
+                    received,
+                    missing,
+                    not_enough_memory,
+                },
+            ) if index == s.frag.index && s.adaptive.is_some() => {
+                let answer = (index, received, missing, not_enough_memory);
+                crate::adaptive::answered(self, d, answer, s, at);
+            }
             (Step::Verify, Reply::VersionRunning { version }) => {
                 self.version_answered(d, version, s, t, at, out);
             }
@@ -788,7 +823,10 @@ impl Run {
                 self.go(d, Step::FragStatus, s, at, out);
             }
             Some(false) => {
-                let e = format!("still runs {} after the update", d.version_text(version));
+                let mut e = format!("still runs {} after the update", d.version_text(version));
+                if let Some(r) = &d.adaptive {
+                    e = format!("{e}; {}", r.describe());
+                }
                 Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
             }
         }
@@ -1027,6 +1065,7 @@ impl Run {
         now: DateTime<Utc>,
         out: &mut Vec<Action>,
     ) {
+        self.tick_adaptive(devs, s, now, out);
         let Some(sent) = self.fragments_sent_at else {
             return;
         };
@@ -1035,7 +1074,13 @@ impl Run {
                 self.go(d, Step::FragStatus, s, now, out);
             }
         }
-        let end = self.session_end(s).unwrap_or(sent).max(sent);
+        // Issue 8 item 7: once no device can gain from the rest of the session, the campaign
+        // moves on instead of waiting for the session's timeout.
+        let end = if s.adaptive.is_some() || !devs.iter().any(|d| d.step == Step::InSession) {
+            sent
+        } else {
+            self.session_end(s).unwrap_or(sent).max(sent)
+        };
         if now < end {
             return;
         }
@@ -1045,7 +1090,8 @@ impl Run {
             out.push(Action::DeleteGroup);
         }
         for d in devs.iter_mut().filter(|d| d.step == Step::InSession) {
-            if s.frag_status == FragStatusWhen::AfterSession {
+            // Adaptive parity heard from the devices already (a device's report names it).
+            if s.frag_status == FragStatusWhen::AfterSession && s.adaptive.is_none() {
                 self.go(d, Step::FragStatus, s, now, out);
             } else {
                 self.after_session(d, s, now, out);
@@ -1114,6 +1160,7 @@ mod tests {
             verify: true,
             reboot_delay: TimeDelta::seconds(30),
             status_port: 111,
+            adaptive: None,
         }
     }
 

@@ -999,14 +999,12 @@ fn group_mask_bits(mask: &[bool; 4]) -> u8 {
         .fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
-/// TS004: answers to a multicast status request are spread over a random delay of
-/// 2^(BlockAckDelay+4)..2^(BlockAckDelay+5) s so they do not collide.
+/// TS004: answers to a multicast status request are spread over a random delay so they do
+/// not collide; every stack draws it from 0..2^(BlockAckDelay+4) s (LoRaMac-node:
+/// `randr(0, 1000)` x 2^(BlockAckDelay+4) ms), which is what the engine's status wait assumes.
 fn status_answer_delay(group: Option<u8>, block_ack_delay: u8, rng: &mut impl Rng) -> i64 {
     match group {
-        Some(_) => {
-            let lo = 1000i64 << (block_ack_delay + 4);
-            rng.gen_range(lo..2 * lo)
-        }
+        Some(_) => rng.gen_range(0..=1000i64 << (block_ack_delay.min(7) + 4)),
         None => answer_delay(rng),
     }
 }
@@ -1246,6 +1244,93 @@ mod tests {
         }
     }
 
+    /// Adaptive parity's multicast FragSessionStatusReq with Participants clear: a device still
+    /// missing fragments answers with how many (after the spread BlockAckDelay gives), one that
+    /// rebuilt its image stays silent; with Participants set both answer.
+    #[test]
+    fn multicast_status_request_is_answered_only_while_fragments_are_missing() {
+        use fragmentation::v1::*;
+        let r = region();
+        let c = ctx(r.as_ref(), 64 * 1024);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        let (nb, size) = (10usize, 8usize);
+        let image = vec![0x5a; nb * size];
+        let setup = Payload::FragSessionSetupReq(FragSessionSetupReqPayload {
+            frag_session: FragSessionSetuReqPayloadFragSession {
+                mc_group_bit_mask: [true, false, false, false],
+                frag_index: 0,
+            },
+            nb_frag: nb as u16,
+            frag_size: size as u8,
+            control: FragSessionSetuReqPayloadControl {
+                block_ack_delay: 1,
+                fragmentation_matrix: 0,
+            },
+            padding: 0,
+            descriptor: [0; 4],
+        });
+        d.on_unicast(
+            &c,
+            0,
+            ports::FRAGMENTATION,
+            &setup.to_vec().unwrap(),
+            &mut rng,
+        );
+        take_answer(&mut d);
+        let frames: Vec<Vec<u8>> = encode(&image, size, 10)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(k, data)| {
+                let index_and_n = DataFragmentPayloadIndexAndN {
+                    n: k as u16 + 1,
+                    frag_index: 0,
+                };
+                Payload::DataFragment(DataFragmentPayload { index_and_n, data })
+                    .to_vec()
+                    .unwrap()
+            })
+            .collect();
+        let status = |participants| {
+            Payload::FragSessionStatusReq(FragSessionStatusReqPayload {
+                participants,
+                frag_index: 0,
+            })
+            .to_vec()
+            .unwrap()
+        };
+        // Fragments 1 and 2 lost: 8 received, 2 missing.
+        for f in &frames[2..nb] {
+            d.on_multicast(&c, 1000, 0, ports::FRAGMENTATION, f, &mut rng);
+        }
+        let fx = d.on_multicast(&c, 2000, 0, ports::FRAGMENTATION, &status(false), &mut rng);
+        let [Effect::Wake { delay_ms }] = fx[..] else {
+            panic!("{fx:?}");
+        };
+        assert!(
+            (0..=32_000).contains(&delay_ms),
+            "BlockAckDelay 1: {delay_ms}"
+        );
+        assert_eq!(
+            take_answer(&mut d),
+            (ports::FRAGMENTATION, vec![0x01, 8, 0, 2, 0])
+        );
+        // Parity until the image is rebuilt; then the same request gets no answer...
+        for f in &frames[nb..] {
+            d.on_multicast(&c, 3000, 0, ports::FRAGMENTATION, f, &mut rng);
+        }
+        assert_eq!(d.session_progress(0).map(|p| p.1), Some(nb));
+        assert!(d
+            .on_multicast(&c, 4000, 0, ports::FRAGMENTATION, &status(false), &mut rng)
+            .is_empty());
+        assert!(d.state.outbox.is_empty());
+        // ...but asking every participant does.
+        d.on_multicast(&c, 5000, 0, ports::FRAGMENTATION, &status(true), &mut rng);
+        let (_, ans) = take_answer(&mut d);
+        assert_eq!(ans[3], 0, "nothing missing: {ans:02x?}");
+    }
+
     #[test]
     fn multicast_fragments_count_only_for_their_groups_session() {
         let s = frag_session(group_mask_bits(&[false, true, false, true]), 0);
@@ -1265,9 +1350,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         for _ in 0..200 {
             let d = status_answer_delay(Some(0), 0, &mut rng);
-            assert!((16_000..32_000).contains(&d), "{d}");
+            assert!((0..=16_000).contains(&d), "{d}");
             let d = status_answer_delay(Some(2), 3, &mut rng);
-            assert!((128_000..256_000).contains(&d), "{d}");
+            assert!((0..=128_000).contains(&d), "{d}");
             let d = status_answer_delay(None, 3, &mut rng);
             assert!((1_000..4_000).contains(&d), "{d}");
         }

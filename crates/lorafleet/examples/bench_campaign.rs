@@ -12,7 +12,8 @@
 //! Knobs (environment): BENCH_CAMPAIGN_DEVICES (1000), BENCH_CAMPAIGN_LOSS (0.1),
 //! BENCH_CAMPAIGN_TIME_SCALE (1000), BENCH_CAMPAIGN_IMAGE_KIB (100),
 //! BENCH_CAMPAIGN_REDUNDANCY_PERCENT (25), BENCH_CAMPAIGN_UPLINK_INTERVAL_S (30),
-//! BENCH_CAMPAIGN_TIMEOUT_S (900), BENCH_CAMPAIGN_KEEP=1 keeps the temporary directory (with
+//! BENCH_CAMPAIGN_TIMEOUT_S (900), BENCH_CAMPAIGN_PARITY (`fixed`, or `adaptive`: issue 8's
+//! parity in groups while a device needs it, up to the redundancy), BENCH_CAMPAIGN_KEEP=1 keeps the temporary directory (with
 //! the server's log) and prints where it is.
 // A test or a tool: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
@@ -237,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
     let uplink_interval_s: u64 = knob("BENCH_CAMPAIGN_UPLINK_INTERVAL_S", 30);
     let timeout = Duration::from_secs(knob("BENCH_CAMPAIGN_TIMEOUT_S", 900));
     let keep = std::env::var("BENCH_CAMPAIGN_KEEP").is_ok_and(|v| v == "1");
+    let parity = std::env::var("BENCH_CAMPAIGN_PARITY").unwrap_or_else(|_| "fixed".into());
 
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
@@ -254,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
         load_average()
     );
     println!(
-        "simulated network: {devices} devices, loss {loss}, time_scale {time_scale}, uplink every {uplink_interval_s} s (simulated); image {image_kib} KiB, redundancy {redundancy_percent} %"
+        "simulated network: {devices} devices, loss {loss}, time_scale {time_scale}, uplink every {uplink_interval_s} s (simulated); image {image_kib} KiB, redundancy {redundancy_percent} %, parity {parity}"
     );
     let mut child = tokio::process::Command::new(&bin)
         .arg("serve")
@@ -343,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
         "driver": "engine",
         "multicast": {"class": "C", "dr": 5, "frequency": 869_525_000},
         "unicast": {"timeout_s": 60, "attempts": 8},
-        "fragmentation": {"redundancy_percent": redundancy_percent},
+        "fragmentation": {"redundancy_percent": redundancy_percent, "parity": parity},
     });
     let (status, draft) = api.post("/api/campaigns", &request).await?;
     anyhow::ensure!(status == 201, "creating the campaign: {status} {draft}");
@@ -495,9 +497,34 @@ async fn main() -> anyhow::Result<()> {
             / hz
             / wall.as_secs_f64()
     );
+    let cpu_s = (cpu_after.0 + cpu_after.1 - cpu_before.0 - cpu_before.1) as f64 / hz;
+    println!(
+        "server CPU per device: {:.1} ms; peak RSS per device: {:.0} KiB",
+        cpu_s * 1000.0 / f64::from(devices.max(1)),
+        peak_kib as f64 / f64::from(devices.max(1))
+    );
     println!(
         "load average (1 / 5 / 15 min) at the end: {load_end}; highest 1-min value seen during the run {max_load:.2}"
     );
+    // The phases on the wall clock (seconds after the start), to set the simulated duration
+    // against its parts: setup, fragments, the stop of adaptive parity, verification.
+    let begun = c["started_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    println!("general log:");
+    for l in c["log"].as_array().cloned().unwrap_or_default() {
+        if !l["dev_eui"].is_null() {
+            continue;
+        }
+        let at = l["at"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+        let after = match (begun, at) {
+            (Some(b), Some(a)) => format!("{:>8.1} s", (a - b).num_milliseconds() as f64 / 1e3),
+            _ => "       ?".into(),
+        };
+        println!("  {after}  {}", l["message"].as_str().unwrap_or(""));
+    }
     if state != "completed" {
         println!("general log (last 20 lines):");
         for m in report.iter().rev().take(20).rev() {

@@ -165,8 +165,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, network = app.network.kind().as_str(), "lorafleet listening");
     // With `server.bind` on port 0 (tests, scripts) the port is only known now: say it on
-    // stdout and in the data dir, for whoever started lorafleet.
-    // The file first: whoever read the line may look for the file at once.
+    // stdout and in the data dir, for whoever started lorafleet. The file first: whoever reads
+    // the line may look for the file at once.
     let _address_file = AddressFile::write(&app.config.server.data_dir, address)?;
     println!("listening on http://{address}");
 

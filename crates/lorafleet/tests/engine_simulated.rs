@@ -16,6 +16,7 @@ use lorafleet::network::simulated::Simulated;
 use lorafleet::network::MulticastClass;
 use lorafleet::App;
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
+use lorafleet_engine::adaptive::{AdaptiveParity, Stop};
 use lorafleet_engine::airtime;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{CheckMode, Dev, FragStatusWhen, Outcome, Run, Settings, Target};
@@ -66,6 +67,7 @@ fn settings(image_len: usize, redundancy_percent: usize) -> Settings {
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        adaptive: None,
     }
 }
 
@@ -189,6 +191,118 @@ async fn fifty_devices_at_ten_percent_loss_are_all_verified() {
         "{:#?}",
         done.log
     );
+}
+
+/// Issue 8 items 5 and 7: adaptive parity on the simulated network. Parity goes out in groups
+/// with a multicast FragSessionStatusReq between them; a device that loses most multicast
+/// frames keeps asking until the redundancy is used up and is then named with what it
+/// reported, every other device is verified, and the campaign does not wait for the session's
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 20, 0.1);
+    let weak = "4c4653494d000003";
+    c.network.simulated.overrides.insert(
+        weak.into(),
+        SimulatedDeviceOverride {
+            multicast_loss: Some(0.7),
+            ..Default::default()
+        },
+    );
+    let (app, sim) = fleet(c).await;
+    let image = image(16 * 1024);
+    let mut s = settings(image.len(), 100);
+    s.timeout_exp = 11; // 2,048 s: far more than the fragments need
+    s.redundancy = usize::from(s.frag.nb_frag) / 2;
+    s.adaptive = Some(AdaptiveParity {
+        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
+    });
+    let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
+    let general: Vec<_> = done
+        .log
+        .iter()
+        .filter(|l| l.dev_eui.is_none())
+        .map(|l| (l.at, &l.message))
+        .collect();
+    for d in &done.devs {
+        if d.dev_eui.to_string() == weak {
+            assert_eq!(d.outcome, Some(Outcome::NotUpdated), "{general:#?}");
+        } else {
+            assert_eq!(
+                d.outcome,
+                Some(Outcome::Verified),
+                "{:?}\n{general:#?}",
+                d.error
+            );
+        }
+    }
+    let m = usize::from(s.frag.nb_frag);
+    let sent = done.run.adaptive.limit;
+    assert!(done.run.adaptive.rounds >= 2, "{general:#?}");
+    assert_eq!(sent, m + s.redundancy, "{general:#?}");
+    // The weak device (70 % multicast loss) cannot get there within the cap, which stops the
+    // rounds, and it is named with its report.
+    assert_eq!(done.run.adaptive.stopped, Some(Stop::RedundancyCap));
+    assert!(
+        done.log.iter().any(
+            |l| l.dev_eui.map(|e| e.to_string()).as_deref() == Some(weak)
+                && l.message
+                    .contains("did not complete when adaptive parity stopped")
+        ),
+        "{general:#?}"
+    );
+    let end = done.run.session_end(&s).unwrap();
+    let sent_at = done.run.fragments_sent_at.unwrap();
+    assert!(
+        done.run.verify_at.unwrap() < end,
+        "moved on at {sent_at} + the reboot delay, not at the session's end {end}"
+    );
+    assert!(done.run.group_deleted);
+}
+
+/// Adaptive parity with every device reachable: it stops before the redundancy allowed, on
+/// the devices' answers, and every device is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_parity_stops_early_with_every_device_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, sim) = fleet(config(dir.path(), 20, 0.1)).await;
+    let image = image(16 * 1024);
+    let mut s = settings(image.len(), 60);
+    s.timeout_exp = 11;
+    s.adaptive = Some(AdaptiveParity {
+        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
+    });
+    let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
+    let general: Vec<_> = done
+        .log
+        .iter()
+        .filter(|l| l.dev_eui.is_none())
+        .map(|l| (l.at, &l.message))
+        .collect();
+    for d in &done.devs {
+        assert_eq!(
+            d.outcome,
+            Some(Outcome::Verified),
+            "{:?}\n{general:#?}",
+            d.error
+        );
+    }
+    assert_eq!(
+        done.run.adaptive.stopped,
+        Some(Stop::NoneNeedMore),
+        "{general:#?}"
+    );
+    let m = usize::from(s.frag.nb_frag);
+    assert!(
+        done.run.adaptive.limit < m + s.redundancy,
+        "stopped early: {} of {}",
+        done.run.adaptive.limit,
+        m + s.redundancy
+    );
+    assert!(done.run.verify_at.unwrap() < done.run.session_end(&s).unwrap());
 }
 
 /// A device that loses 70 % of the multicast frames cannot rebuild the image; it is reported

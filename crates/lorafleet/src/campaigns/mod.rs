@@ -22,8 +22,8 @@ pub mod validate;
 pub use crate::storage::campaigns::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef, FragStatusRequest,
-    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ProgressPoint, Stage,
-    UnicastSettings,
+    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ParityMode, ProgressPoint,
+    Stage, UnicastSettings,
 };
 
 /// Median seconds between consecutive uplinks of the given devices (the first 200), from the

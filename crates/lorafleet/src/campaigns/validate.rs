@@ -13,6 +13,8 @@
 //!   size); `redundancy` 10 frames; `session_index` 0, `matrix` 0, `block_ack_delay` 1,
 //!   `descriptor_hex` "00000000"
 //! - `request_frag_status`: `after_session`
+//! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` 5 % of M (at least 1) and
+//!   `status_wait_s` the longest answer delay BlockAckDelay allows plus 10 %
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -25,7 +27,7 @@ use super::plan::{self, Plan, PlanDevice, PlanInput};
 use super::region::{Modulation, RegionInfo};
 use super::{
     CampaignKeys, CampaignSettings, DeviceKey, DriverKind, EngineSettings, FragStatusRequest,
-    FragmentationSettings, MulticastClass, MulticastSettings, UnicastSettings,
+    FragmentationSettings, MulticastClass, MulticastSettings, ParityMode, UnicastSettings,
 };
 use crate::config::Config;
 use crate::devices::DevEui;
@@ -116,6 +118,12 @@ pub struct FragmentationRequest {
     pub matrix: Option<i64>,
     pub block_ack_delay: Option<i64>,
     pub descriptor_hex: Option<String>,
+    /// `"fixed"` (default) or `"adaptive"`.
+    pub parity: Option<String>,
+    /// Adaptive parity: parity fragments per group (default 5 % of the data fragments).
+    pub parity_group: Option<i64>,
+    /// Adaptive parity: seconds to wait for status answers (default from `block_ack_delay`).
+    pub status_wait_s: Option<f64>,
 }
 
 /// One problem with a request, naming its field (`multicast.dr`, `keys.per_device.<eui>`, ...).
@@ -733,13 +741,74 @@ fn fragmentation(
         matrix,
         block_ack_delay,
         descriptor_hex: descriptor_hex(fr.descriptor_hex.as_deref(), errors),
+        parity: ParityMode::Fixed,
+        parity_group: None,
+        status_wait_s: None,
     };
+    let settings = adaptive_parity(fr, settings, driver, errors);
     Fragments {
         settings,
         size,
         max_fragment,
         data_fragments: m,
     }
+}
+
+// --- adaptive parity (issue 8 item 5)
+
+/// `fragmentation.parity`, `parity_group` and `status_wait_s`: checked, kept as given (their
+/// defaults depend on M and BlockAckDelay, filled in where the engine starts).
+fn adaptive_parity(
+    fr: &FragmentationRequest,
+    mut settings: FragmentationSettings,
+    driver: DriverKind,
+    errors: &mut FieldErrors,
+) -> FragmentationSettings {
+    settings.parity = match fr.parity.as_deref() {
+        None | Some("fixed") => ParityMode::Fixed,
+        Some("adaptive") => ParityMode::Adaptive,
+        Some(other) => {
+            errors.add(
+                "fragmentation.parity",
+                format!("fragmentation.parity must be \"fixed\" or \"adaptive\", got {other:?}"),
+            );
+            ParityMode::Fixed
+        }
+    };
+    if settings.parity == ParityMode::Adaptive && driver != DriverKind::Engine {
+        errors.add(
+            "fragmentation.parity",
+            "adaptive parity needs lorafleet's engine (\"driver\": \"engine\"): other FUOTA services send every parity fragment",
+        );
+    }
+    settings.parity_group = match fr.parity_group {
+        None => None,
+        Some(g) if (1..=i64::from(lorafleet_codec::fragmentation::MAX_N)).contains(&g) => {
+            Some(g as u32)
+        }
+        Some(g) => {
+            errors.add(
+                "fragmentation.parity_group",
+                format!(
+                    "fragmentation.parity_group must be 1..{} parity fragments, got {g}",
+                    lorafleet_codec::fragmentation::MAX_N
+                ),
+            );
+            None
+        }
+    };
+    settings.status_wait_s = match fr.status_wait_s {
+        None => None,
+        Some(w) if w.is_finite() && (0.0..=86_400.0).contains(&w) => Some(w),
+        Some(w) => {
+            errors.add(
+                "fragmentation.status_wait_s",
+                format!("fragmentation.status_wait_s must be 0..86400 seconds, got {w}"),
+            );
+            None
+        }
+    };
+    settings
 }
 
 /// The DR's maximum payload; unknown when the DR was refused already.
@@ -1538,6 +1607,9 @@ mod tests {
                 matrix: 0,
                 block_ack_delay: 1,
                 descriptor_hex: "00000000".into(),
+                parity: ParityMode::Fixed,
+                parity_group: None,
+                status_wait_s: None,
             }
         );
         assert_eq!(
@@ -1808,6 +1880,51 @@ mod tests {
             list(&errors),
             one("multicast.timeout_exp", "sending 980 fragments takes about 274040 s, longer than the longest session TS005 can announce (2^15 s, about 9 h); use a faster DR, larger fragments or less redundancy")
         );
+    }
+
+    /// Issue 8 item 5's settings: kept as given, defaults left to the engine (they follow M
+    /// and BlockAckDelay), each refusal naming its field.
+    #[test]
+    fn adaptive_parity_settings() {
+        let base = json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY}, "driver": "engine"});
+        let v = validate_json(base.clone()).unwrap();
+        assert_eq!(v.settings.fragmentation.parity, ParityMode::Fixed);
+        let mut adaptive = base.clone();
+        adaptive["fragmentation"] =
+            json!({"parity": "adaptive", "parity_group": 4, "status_wait_s": 20.5});
+        let f = validate_json(adaptive).unwrap().settings.fragmentation;
+        assert_eq!(
+            (f.parity, f.parity_group, f.status_wait_s),
+            (ParityMode::Adaptive, Some(4), Some(20.5))
+        );
+        let cases = [
+            (
+                json!({"parity": "sometimes"}),
+                "fragmentation.parity",
+                "fragmentation.parity must be \"fixed\" or \"adaptive\", got \"sometimes\"",
+            ),
+            (
+                json!({"parity": "adaptive", "parity_group": 0}),
+                "fragmentation.parity_group",
+                "fragmentation.parity_group must be 1..16383 parity fragments, got 0",
+            ),
+            (
+                json!({"parity": "adaptive", "status_wait_s": -1}),
+                "fragmentation.status_wait_s",
+                "fragmentation.status_wait_s must be 0..86400 seconds, got -1",
+            ),
+        ];
+        for (fragmentation, field, message) in cases {
+            let mut r = base.clone();
+            r["fragmentation"] = fragmentation.clone();
+            let errors = validate_json(r).unwrap_err();
+            assert_eq!(list(&errors), one(field, message), "{fragmentation}");
+        }
+        let mut other_driver = base;
+        other_driver["driver"] = json!("fuota-server-v3");
+        other_driver["fragmentation"] = json!({"parity": "adaptive"});
+        let errors = validate_json(other_driver).unwrap_err();
+        assert!(errors.has("fragmentation.parity"), "{errors:?}");
     }
 
     #[test]

@@ -262,6 +262,9 @@ pub async fn step(
                 create_group(io, run, s, group, &members, now, &mut log).await
             }
             Action::DeleteGroup => delete_group(io, run, now, &mut log).await,
+            Action::Multicast { f_port, data, what } => {
+                multicast(io, run, f_port, &data, what, now, &mut log).await
+            }
             Action::Log {
                 level,
                 dev_eui,
@@ -365,6 +368,26 @@ async fn create_group(
     run.group = Some(id);
 }
 
+/// Sends one command to the campaign's multicast group (adaptive parity's status requests).
+async fn multicast(
+    io: Io<'_>,
+    run: &Run,
+    f_port: u8,
+    data: &[u8],
+    what: &str,
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    let Some(group) = run.group.as_deref() else {
+        return;
+    };
+    let (level, message) = match io.network.enqueue_multicast(group, f_port, data).await {
+        Ok(_) => (Level::Info, format!("{what} sent")),
+        Err(e) => (Level::Warning, format!("could not queue {what}: {e}")),
+    };
+    log.push(line(now, level, None, message));
+}
+
 /// Keeps up to [`WINDOW`] fragments queued, in order; notes when the network sent the last.
 async fn stream(
     io: Io<'_>,
@@ -390,7 +413,7 @@ async fn stream(
         }
     };
     let ended = run.session_end(s).is_some_and(|end| now >= end);
-    if ended && run.next_fragment < frames.len() {
+    if ended && run.next_fragment < run.sendable(s, frames.len()) {
         log.push(line(
             now,
             Level::Warning,
@@ -403,20 +426,28 @@ async fn stream(
         ));
         run.next_fragment = frames.len();
     }
-    if run.next_fragment >= frames.len() {
+    let sendable = run.sendable(s, frames.len());
+    if run.next_fragment >= sendable {
         if queued == 0 {
-            run.fragments_sent_at = Some(now);
-            log.push(line(
-                now,
-                Level::Info,
-                None,
-                format!("all {} fragments sent", frames.len()),
-            ));
+            run.sent_all_sendable(s, now);
+            if run.fragments_sent_at == Some(now) {
+                log.push(line(
+                    now,
+                    Level::Info,
+                    None,
+                    format!("all {} fragments sent", run.next_fragment),
+                ));
+            }
         }
         return;
     }
     let room = WINDOW.saturating_sub(queued);
-    for frame in frames.iter().skip(run.next_fragment).take(room) {
+    let allowed = sendable - run.next_fragment;
+    for frame in frames
+        .iter()
+        .skip(run.next_fragment)
+        .take(room.min(allowed))
+    {
         if let Err(e) = io
             .network
             .enqueue_multicast(&group, ports::FRAGMENTATION, frame)

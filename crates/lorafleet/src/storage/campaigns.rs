@@ -14,8 +14,8 @@ pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome}
 pub use records::{
     count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
     CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef, FragStatusRequest,
-    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ProgressPoint, Stage,
-    UnicastSettings,
+    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ParityMode, ProgressPoint,
+    Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).

@@ -47,6 +47,7 @@ function formInputs() {
     matrix: num('cf-matrix', '0'),
     blockAck: num('cf-block-ack', '1'),
     descriptor: text('cf-descriptor', '00000000'),
+    parity: select('cf-parity', [['fixed', 'Fixed: every parity fragment'], ['adaptive', 'Adaptive: while a device still needs them']], 'fixed'),
     status: select('cf-status', [['after_session', 'After the session'], ['after_enqueue', 'After the fragments are queued'], ['none', 'Do not ask']], 'after_session'),
     check: select('cf-check', [['refuse', 'Leave out devices that do not fit'], ['warn', 'Warn and update anyway'], ['off', 'No check (no Version & Status)']], 'refuse'),
     verify: select('cf-verify', [['true', 'Ask each device for its version'], ['false', 'Do not verify']], 'true'),
@@ -99,6 +100,7 @@ function requestOf(f, firmwareSel, selected) {
       fragment_size: f.fragSize.value.trim() === '' ? null : Number(f.fragSize.value),
       redundancy: intOrNull(f.redundancy), session_index: intOrNull(f.sessionIndex), matrix: intOrNull(f.matrix),
       block_ack_delay: intOrNull(f.blockAck), descriptor_hex: strOrNull(f.descriptor),
+      parity: f.parity.value,
     },
     request_frag_status: f.status.value,
     engine: f.driver.value === 'engine'
@@ -126,6 +128,7 @@ function fill(f, req) {
   const fr = req.fragmentation || {};
   set(f.fragSize, fr.fragment_size); set(f.redundancy, fr.redundancy); set(f.sessionIndex, fr.session_index);
   set(f.matrix, fr.matrix); set(f.blockAck, fr.block_ack_delay); set(f.descriptor, fr.descriptor_hex);
+  if (fr.parity) f.parity.value = fr.parity;
   if (req.request_frag_status) f.status.value = req.request_frag_status;
   const en = req.engine || {};
   if (en.check) f.check.value = en.check;
@@ -269,6 +272,7 @@ function formCards(f, fe, firmwareSel, picker, engineCard) {
     gridCard(fe, 'Fragmentation', [
       ['fragmentation.fragment_size', 'Fragment size (bytes)', f.fragSize],
       ['fragmentation.redundancy', 'Redundancy (parity fragments)', f.redundancy],
+      ['fragmentation.parity', 'Parity', f.parity, 'Adaptive (lorafleet\'s engine): parity in groups with a status request between them, stopping once no device needs more; the redundancy is then the most it sends.'],
       ['fragmentation.session_index', 'Session index', f.sessionIndex],
       ['fragmentation.matrix', 'Matrix', f.matrix],
       ['fragmentation.block_ack_delay', 'Block ack delay', f.blockAck],

@@ -23,6 +23,7 @@ use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, St
 use crate::engine::Io;
 use crate::network::MulticastClass;
 use crate::storage::firmware_history;
+use lorafleet_engine::adaptive::AdaptiveParity;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{
     Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
@@ -125,6 +126,27 @@ fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverE
         verify: s.engine.verify,
         reboot_delay: TimeDelta::seconds(i64::from(s.engine.reboot_delay_s)),
         status_port,
+        adaptive: adaptive_parity(&s.fragmentation, &frag),
+    })
+}
+
+/// The engine's adaptive-parity settings, defaults filled in from M and BlockAckDelay.
+fn adaptive_parity(
+    f: &campaigns::FragmentationSettings,
+    frag: &FragSetup,
+) -> Option<AdaptiveParity> {
+    if f.parity != campaigns::ParityMode::Adaptive {
+        return None;
+    }
+    Some(AdaptiveParity {
+        group: f.parity_group.map_or_else(
+            || AdaptiveParity::default_group(usize::from(frag.nb_frag)),
+            |g| g as usize,
+        ),
+        status_wait: f.status_wait_s.map_or_else(
+            || AdaptiveParity::default_status_wait(frag.block_ack_delay),
+            |w| TimeDelta::milliseconds((w * 1000.0) as i64),
+        ),
     })
 }
 

@@ -70,6 +70,7 @@ mod tests {
             verify_at: None,
             uplink_cursor: 42,
             failure: None,
+            adaptive: Default::default(),
         }
     }
 

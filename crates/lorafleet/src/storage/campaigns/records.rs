@@ -230,6 +230,29 @@ pub struct FragmentationSettings {
     pub block_ack_delay: u8,
     /// 4 bytes, hex.
     pub descriptor_hex: String,
+    /// `fixed`: all `redundancy` parity fragments; `adaptive`: in groups, while a device
+    /// still needs them (engine only).
+    #[serde(default)]
+    pub parity: ParityMode,
+    /// Adaptive parity: parity fragments per group; `None` for 5 % of M (at least 1).
+    #[serde(default)]
+    pub parity_group: Option<u32>,
+    /// Adaptive parity: seconds to collect status answers after each request; `None` for
+    /// the answer delay BlockAckDelay gives the devices plus 10 %.
+    #[serde(default)]
+    pub status_wait_s: Option<f64>,
+}
+
+/// How parity fragments are sent (`fragmentation.parity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParityMode {
+    /// Every one of `redundancy`, after the data fragments.
+    #[default]
+    Fixed,
+    /// In groups of `parity_group`, with a multicast FragSessionStatusReq between them,
+    /// while any answer says more is needed (up to `redundancy` and the session's end).
+    Adaptive,
 }
 
 /// A campaign's settings after validation: every value present and within its field.
