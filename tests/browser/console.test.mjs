@@ -271,6 +271,18 @@ test('console: login, escaped device list, Version & Status request and live ans
     await page.getByTestId('status-running').filter({ hasText: '0x00010203' }).waitFor();
     await page.locator('[data-testid="request-state-version_running"][data-state="answered"]').waitFor();
 
+    step.name = 'press the Firmware Management "Device version" beside them';
+    const seenFm = fakeAs.requests.length;
+    await page.getByTestId('fm-button-dev_version').click();
+    const [fmItem] = await waitForQueued(seenFm, 1);
+    assert.equal(Number(fmItem.fPort), 203);
+    assert.equal(fmItem.data, b64([0x01]));
+    await page.getByTestId('fm-sent').filter({ hasText: 'FPort 203' }).waitFor();
+
+    step.name = 'receive DevVersionAns and see it in the Firmware Management record';
+    await injectUplink({ fPort: 203, bytes: [0x01, 0x00, 0x03, 0x01, 0x00, 0x07, 0x00, 0x00, 0x00] });
+    await page.getByTestId('fm-firmware').filter({ hasText: '00030100' }).waitFor();
+
     step.name = 'receive PackageVersionAns: versions now render as major.minor.patch';
     await injectUplink({ fPort: 111, bytes: [0x00, 0x0a, 0x01, 0x13] });
     await page.getByTestId('status-running-version').filter({ hasText: '1.2.3' }).waitFor();

@@ -417,6 +417,10 @@ mod tests {
             verify: true,
             reboot_delay: TimeDelta::seconds(30),
             status_port: 111,
+            check_method: crate::machine::Method::VersionStatus,
+            verify_method: crate::machine::Method::VersionStatus,
+            fm_port: 203,
+            reboot_with: crate::machine::RebootWith::RebootTime,
             adaptive: Some(AdaptiveParity {
                 group: 5,
                 status_wait: AdaptiveParity::default_status_wait(1),

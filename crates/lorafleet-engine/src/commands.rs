@@ -254,6 +254,11 @@ pub enum Reply {
     VersioningType {
         nibble: u8,
     },
+    /// FragSessionStatusAns exactly as received (CID included), ahead of its [`Reply::FragStatus`]:
+    /// the engine keeps the bytes and reads them in the device's stack's reading.
+    FragStatusRaw(Vec<u8>),
+    /// A Firmware Management (TS006) answer.
+    FirmwareManagement(lorafleet_codec::firmware_management::Answer),
     /// Anything else on the engine's ports (package versions, delete answers, ...).
     Other(String),
 }
@@ -369,6 +374,9 @@ pub fn parse_uplink(f_port: u8, data: &[u8], status_port: u8) -> Vec<Reply> {
         },
         _ => return Vec::new(),
     };
+    if matches!(reply, Reply::FragStatus { .. }) {
+        return vec![Reply::FragStatusRaw(data.to_vec()), reply];
+    }
     vec![reply]
 }
 
@@ -495,12 +503,15 @@ mod tests {
         let r = parse_uplink(201, &[0x01, 0x05, 0x00, 0x07, 0x00], 111);
         assert_eq!(
             r,
-            vec![Reply::FragStatus {
-                index: 0,
-                received: 5,
-                missing: 7,
-                not_enough_memory: false
-            }]
+            vec![
+                Reply::FragStatusRaw(vec![0x01, 0x05, 0x00, 0x07, 0x00]),
+                Reply::FragStatus {
+                    index: 0,
+                    received: 5,
+                    missing: 7,
+                    not_enough_memory: false
+                }
+            ]
         );
         let r = parse_uplink(111, &[0x01, 0x00, 0x00, 0x03, 0x01, 0x00], 111);
         assert_eq!(

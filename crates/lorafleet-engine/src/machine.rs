@@ -23,7 +23,10 @@ use crate::commands::{self, FragSetup, MulticastClass, Reply, SessionReq};
 use crate::keys;
 use crate::ports;
 use lorafleet_codec::eui::DevEui;
-use lorafleet_codec::frag_status::Reading;
+use lorafleet_codec::frag_status::{FragStatus, Reading};
+
+mod verification;
+pub use verification::{parse_firmware_management, FmReport, Method, RebootWith};
 
 /// How long after the session start the first fragment goes out.
 pub const STREAM_START_DELAY: TimeDelta = TimeDelta::seconds(2);
@@ -70,6 +73,14 @@ pub struct Settings {
     pub verify: bool,
     pub reboot_delay: TimeDelta,
     pub status_port: u8,
+    /// How the check before the update asks the version (what `check` does with a mismatch).
+    pub check_method: Method,
+    /// How the verification after the update asks the version (when `verify` is on).
+    pub verify_method: Method,
+    /// FPort of Firmware Management (TS006).
+    pub fm_port: u8,
+    /// How Firmware Management devices are told to reboot into the new image.
+    pub reboot_with: RebootWith,
     /// Adaptive parity (`fragmentation.parity: "adaptive"`); `None` sends all `redundancy`.
     pub adaptive: Option<AdaptiveParity>,
 }
@@ -156,10 +167,11 @@ impl Settings {
 
     /// Unicast steps before the session: the check (if any), McGroupSetup, FragSessionSetup.
     fn setup_steps(&self) -> i32 {
-        if self.check == CheckMode::Off {
-            2
-        } else {
-            3
+        match (self.check, self.check_method) {
+            (CheckMode::Off, _) | (_, Method::None) => 2,
+            // Version & Status first, then Firmware Management: two checks' worth of retries.
+            (_, Method::Auto) => 4,
+            _ => 3,
         }
     }
 
@@ -225,6 +237,10 @@ pub enum Step {
     /// In the multicast session, receiving fragments.
     InSession,
     FragStatus,
+    /// Firmware Management: DevUpgradeImageReq, the received image's status.
+    ImageStatus,
+    /// Firmware Management: DevRebootTimeReq or DevRebootCountdownReq.
+    Reboot,
     /// Waiting for the reboot delay to pass.
     RebootWait,
     Verify,
@@ -240,6 +256,8 @@ impl Step {
                 | Step::FragSessionSetup
                 | Step::McSessionSetup
                 | Step::FragStatus
+                | Step::ImageStatus
+                | Step::Reboot
                 | Step::Verify
         )
     }
@@ -252,6 +270,8 @@ impl Step {
             Step::McSessionSetup => "the multicast session request",
             Step::FragStatus => "FragSessionStatusReq",
             Step::Verify => "VersionRunningReq",
+            Step::ImageStatus => "DevUpgradeImageReq",
+            Step::Reboot => "the reboot request (DevRebootTimeReq / DevRebootCountdownReq)",
             _ => "",
         }
     }
@@ -271,6 +291,9 @@ pub enum Outcome {
     Unreachable,
     /// The check before the campaign left it out.
     Refused,
+    /// The fragments went out and the device took part, but it answers no version method:
+    /// neither success nor failure ("fragments delivered, version not verifiable").
+    DeliveredUnverified,
 }
 
 impl Outcome {
@@ -305,6 +328,22 @@ pub struct Dev {
     pub mc_session_setup_at: Option<DateTime<Utc>>,
     pub frag_status_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The method of the check or verification being asked now (auto tries one after the
+    /// other); fields below default for devices stored before Firmware Management.
+    #[serde(default)]
+    pub trying: Option<Method>,
+    /// The method whose answer the check used (`none`: the device answered neither).
+    #[serde(default)]
+    pub check_method_used: Option<Method>,
+    /// The method whose answer the verification used (`none`: not verifiable).
+    #[serde(default)]
+    pub verify_method_used: Option<Method>,
+    /// The last FragSessionStatusAns exactly as received, with the reading it was taken in.
+    #[serde(default)]
+    pub frag_status_report: Option<FragStatus>,
+    /// Firmware Management: what the device reported (versions as 8 hex digits, as sent).
+    #[serde(default)]
+    pub fm: verification::FmReport,
     /// How the device's stack fills FragSessionStatusAns (`None`: as TS004 says, a count).
     #[serde(default)]
     pub frag_reading: Option<Reading>,
@@ -337,9 +376,10 @@ impl Dev {
         s: &Settings,
         now: DateTime<Utc>,
     ) -> Dev {
+        let first = s.check_method.first();
         Dev {
             dev_eui,
-            step: if s.check == CheckMode::Off {
+            step: if s.check == CheckMode::Off || first.is_none() {
                 Step::McGroupSetup
             } else {
                 Step::Check
@@ -359,6 +399,11 @@ impl Dev {
             mc_session_setup_at: None,
             frag_status_at: None,
             completed_at: None,
+            trying: first.filter(|_| s.check != CheckMode::Off),
+            check_method_used: None,
+            verify_method_used: None,
+            frag_status_report: None,
+            fm: verification::FmReport::default(),
             frag_reading: None,
             adaptive: None,
         }
@@ -410,6 +455,10 @@ impl Settings {
             verify: false,
             reboot_delay: TimeDelta::zero(),
             status_port: 0,
+            check_method: Method::None,
+            verify_method: Method::None,
+            fm_port: lorafleet_codec::firmware_management::DEFAULT_F_PORT,
+            reboot_with: RebootWith::RebootTime,
             adaptive: None,
         }
     }
@@ -550,6 +599,9 @@ impl Run {
 
     /// The command a device's step sends: its FPort, its bytes and its name in the log.
     fn request(&self, d: &Dev, s: &Settings, now: DateTime<Utc>) -> Option<Request> {
+        if let Some(r) = self.fm_request(d, s, now) {
+            return Some(r);
+        }
         Some(match d.step {
             Step::Check => (
                 s.status_port,
@@ -646,6 +698,16 @@ impl Run {
         let (level, message) = match (&error, outcome) {
             (_, Outcome::Verified) => (Level::Info, "verified: runs the new firmware".to_string()),
             (_, Outcome::Completed) => (Level::Info, "completed".to_string()),
+            (_, Outcome::DeliveredUnverified) => (
+                Level::Warning,
+                format!(
+                    "fragments delivered, version not verifiable{}",
+                    error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            ),
             (Some(e), _) => (Level::Error, e.clone()),
             (None, o) => (Level::Error, format!("{o:?}")),
         };
@@ -661,6 +723,9 @@ impl Run {
     fn after_session(&self, d: &mut Dev, s: &Settings, now: DateTime<Utc>, out: &mut Vec<Action>) {
         if !s.verify {
             Self::finish(d, Outcome::Completed, None, now, out);
+            return;
+        }
+        if self.verify_by_method(d, s, now, out) {
             return;
         }
         // Before the session ended (status asked after the last fragment), the device can
@@ -687,15 +752,20 @@ impl Run {
         at: DateTime<Utc>,
         out: &mut Vec<Action>,
     ) {
+        let Some(reply) = self.reply_by_method(d, reply, s, t, at, out) else {
+            return;
+        };
         match (d.step, reply) {
             (_, Reply::VersioningType { nibble }) => d.versioning_type = Some(nibble),
             (Step::Check, Reply::VersionRunning { version }) => {
+                d.check_method_used = Some(Method::VersionStatus);
                 d.running_version = Some(version);
                 if d.slot_size.is_some() {
                     self.checked(d, s, t, at, out);
                 }
             }
             (Step::Check, Reply::SpaceStatus { slot_size, .. }) => {
+                d.check_method_used = Some(Method::VersionStatus);
                 d.slot_size = Some(slot_size);
                 if d.running_version.is_some() {
                     self.checked(d, s, t, at, out);
@@ -764,6 +834,7 @@ impl Run {
                 crate::adaptive::answered(self, d, answer, s, at);
             }
             (Step::Verify, Reply::VersionRunning { version }) => {
+                d.verify_method_used = Some(Method::VersionStatus);
                 self.version_answered(d, version, s, t, at, out);
             }
             _ => {}
@@ -781,14 +852,23 @@ impl Run {
         out: &mut Vec<Action>,
     ) {
         let (received, missing) = d.frag_status.unwrap_or_default();
+        if !d.diagnosing && self.status_is_only_a_report(d, not_enough_memory, s, at, out) {
+            return;
+        }
         if not_enough_memory {
             let e = "FragSessionStatusAns: not enough memory for the decoding matrix".to_string();
             Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
         } else if missing > 0 {
-            let e = format!(
-                "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
-                usize::from(s.frag.nb_frag) + s.redundancy
-            );
+            let e = match d.frag_status_report.as_ref().map(|r| r.reading) {
+                Some(lorafleet_codec::frag_status::Reading::HighestN) => format!(
+                    "lacked fragments: its last fragment was N = {received} of the {} sent and it lost {missing} data fragments",
+                    usize::from(s.frag.nb_frag) + s.redundancy
+                ),
+                _ => format!(
+                    "lacked fragments: received {received} of the {} sent, {missing} more needed to rebuild the image",
+                    usize::from(s.frag.nb_frag) + s.redundancy
+                ),
+            };
             Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
         } else if d.diagnosing {
             let running = d
@@ -892,9 +972,12 @@ impl Run {
     ) {
         let unanswered = format!(
             "no answer to {} after {} attempts",
-            d.step.command(),
+            self.command_of(d),
             d.attempts
         );
+        if self.gave_up_on_method(d, s, &unanswered, now, out) {
+            return;
+        }
         match d.step {
             Step::Check if s.check == CheckMode::Warn => {
                 out.push(Action::Log {
@@ -991,7 +1074,7 @@ impl Run {
         {
             let e = format!(
                 "the setup deadline passed while waiting for the answer to {} (attempt {} of {})",
-                d.step.command(),
+                self.command_of(d),
                 d.attempts,
                 s.attempts
             );
@@ -1110,18 +1193,20 @@ impl Run {
             level: Level::Info,
             dev_eui: None,
             message: format!(
-                "report: {} verified, {} completed without verification, {} not updated, {} unreachable, {} refused",
+                "report: {} verified, {} completed without verification, {} delivered (version not verifiable), {} not updated, {} unreachable, {} refused",
                 count(Outcome::Verified),
                 count(Outcome::Completed),
+                count(Outcome::DeliveredUnverified),
                 count(Outcome::NotUpdated),
                 count(Outcome::Unreachable),
                 count(Outcome::Refused)
             ),
         });
-        if !devs
-            .iter()
-            .any(|d| d.outcome.is_some_and(Outcome::succeeded))
-        {
+        // Delivered but unverifiable devices are no failure of the campaign either.
+        if !devs.iter().any(|d| {
+            d.outcome
+                .is_some_and(|o| o.succeeded() || o == Outcome::DeliveredUnverified)
+        }) {
             self.failure = Some("no device was updated".into());
         }
     }
@@ -1160,6 +1245,10 @@ mod tests {
             verify: true,
             reboot_delay: TimeDelta::seconds(30),
             status_port: 111,
+            check_method: Method::VersionStatus,
+            verify_method: Method::VersionStatus,
+            fm_port: 203,
+            reboot_with: RebootWith::RebootTime,
             adaptive: None,
         }
     }
@@ -1707,7 +1796,7 @@ mod tests {
             vec![Action::Log {
                 level: Level::Info,
                 dev_eui: None,
-                message: "report: 0 verified, 0 completed without verification, 1 not updated, 0 unreachable, 0 refused".into()
+                message: "report: 0 verified, 0 completed without verification, 0 delivered (version not verifiable), 1 not updated, 0 unreachable, 0 refused".into()
             }]
         );
     }

@@ -89,6 +89,10 @@ fn settings(m: usize, redundancy: usize, adaptive: bool) -> Settings {
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        check_method: lorafleet_engine::machine::Method::VersionStatus,
+        verify_method: lorafleet_engine::machine::Method::VersionStatus,
+        fm_port: 203,
+        reboot_with: lorafleet_engine::machine::RebootWith::RebootTime,
     }
 }
 
@@ -98,6 +102,7 @@ fn ctx(region: &dyn lrwn::region::Region) -> Ctx<'_> {
         status_port: 111,
         reboot_delay_ms: 30_000,
         slot_size: 1 << 20,
+        stack: lorafleet_simulator::stacks::Stack::LorafleetDemo,
     }
 }
 

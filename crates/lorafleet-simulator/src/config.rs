@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stacks::Stack;
 use lorafleet_codec::eui::DevEui;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -23,6 +24,10 @@ pub struct SimulatedConfig {
     pub reboot_delay_s: u64,
     /// Per-device settings, keyed by DevEUI.
     pub overrides: BTreeMap<String, SimulatedDeviceOverride>,
+    /// The fleet's device implementations by share, e.g. `{"lorafleet-demo": 0.5,
+    /// "loramac-node": 0.3, "firmware-management-only": 0.2}` (see `stacks`); empty: every
+    /// device is a demo device.
+    pub stacks: BTreeMap<String, f64>,
 }
 
 impl Default for SimulatedConfig {
@@ -36,6 +41,7 @@ impl Default for SimulatedConfig {
             slot_size: 256 * 1024,
             reboot_delay_s: 10,
             overrides: BTreeMap::new(),
+            stacks: BTreeMap::new(),
         }
     }
 }
@@ -54,6 +60,9 @@ pub struct SimulatedDeviceOverride {
     /// Firmware slot size in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slot_size: Option<u32>,
+    /// The device's implementation (a name of `stacks`), whatever the shares give it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
 }
 
 impl SimulatedConfig {
@@ -68,7 +77,14 @@ impl SimulatedConfig {
         if self.uplink_interval_s == 0 {
             return Err("uplink_interval_s must be at least 1".into());
         }
+        self.stack_shares()?;
         for (eui, o) in &self.overrides {
+            if let Some(s) = o.stack.as_deref().filter(|s| Stack::parse(s).is_none()) {
+                return Err(format!(
+                    "overrides.{eui}.stack: {s:?} is not a device stack ({})",
+                    stack_names()
+                ));
+            }
             if eui.parse::<DevEui>().is_err() {
                 return Err(format!(
                     "overrides: {eui:?} is not a DevEUI (16 hex digits)"
@@ -83,6 +99,44 @@ impl SimulatedConfig {
             }
         }
         Ok(())
+    }
+}
+
+fn stack_names() -> String {
+    Stack::ALL.map(Stack::name).join(", ")
+}
+
+impl SimulatedConfig {
+    /// `stacks` as (stack, share), in the order of [`Stack::ALL`]; the error names the key.
+    pub fn stack_shares(&self) -> Result<Vec<(Stack, f64)>, String> {
+        let mut out = Vec::new();
+        for (name, &share) in &self.stacks {
+            let stack = Stack::parse(name).ok_or_else(|| {
+                format!("stacks: {name:?} is not a device stack ({})", stack_names())
+            })?;
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("stacks.{name} must be between 0.0 and 1.0"));
+            }
+            out.push((stack, share));
+        }
+        if !out.is_empty() && out.iter().all(|(_, s)| *s == 0.0) {
+            return Err("stacks: at least one share must be above 0".into());
+        }
+        out.sort_by_key(|(s, _)| *s);
+        Ok(out)
+    }
+
+    /// Device `n`'s stack: its override, else its share of the fleet.
+    pub fn stack_of(&self, n: u32, dev_eui: &str) -> Stack {
+        if let Some(s) = self
+            .overrides
+            .get(dev_eui)
+            .and_then(|o| o.stack.as_deref())
+            .and_then(Stack::parse)
+        {
+            return s;
+        }
+        crate::stacks::stack_of(n, self.devices, &self.stack_shares().unwrap_or_default())
     }
 }
 
@@ -127,6 +181,51 @@ mod tests {
                 c.overrides.insert("4c4653494d000001".into(), o);
             }),
             "overrides.4c4653494d000001.multicast_loss must be between 0.0 and 1.0"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.stacks.insert("lbm".into(), 1.0);
+            }),
+            "stacks: \"lbm\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only)"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.stacks.insert("loramac-node".into(), 1.5);
+            }),
+            "stacks.loramac-node must be between 0.0 and 1.0"
+        );
+        assert_eq!(
+            bad(|c| {
+                let o = SimulatedDeviceOverride {
+                    stack: Some("st".into()),
+                    ..Default::default()
+                };
+                c.overrides.insert("4c4653494d000001".into(), o);
+            }),
+            "overrides.4c4653494d000001.stack: \"st\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only)"
+        );
+    }
+
+    #[test]
+    fn a_device_override_picks_its_stack() {
+        let mut c = SimulatedConfig {
+            devices: 4,
+            ..Default::default()
+        };
+        c.stacks.insert("loramac-node".into(), 1.0);
+        assert_eq!(c.stack_of(0, "4c4653494d000001"), Stack::LoramacNode);
+        let o = SimulatedDeviceOverride {
+            stack: Some("firmware-management-only".into()),
+            ..Default::default()
+        };
+        c.overrides.insert("4c4653494d000001".into(), o);
+        assert_eq!(
+            c.stack_of(0, "4c4653494d000001"),
+            Stack::FirmwareManagementOnly
+        );
+        assert_eq!(
+            SimulatedConfig::default().stack_of(0, "x"),
+            Stack::LorafleetDemo
         );
     }
 }

@@ -16,7 +16,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::class_b;
 use super::radio::{self, Link};
+use super::stacks::Stack;
 use super::world::GroupSpec;
 use lorafleet_codec::eui::DevEui;
 use lorafleet_engine::MulticastClass;
@@ -153,6 +155,13 @@ pub struct FragSession {
     pub received: u32,
     /// The image was rebuilt; the record stays (in flash) so status requests still get an answer.
     pub done: bool,
+    /// N of the last fragment the decoder was fed, dropped ones too (LoRaMac-node's
+    /// NbFragReceived); it stops growing once the image is rebuilt.
+    #[serde(default)]
+    pub last_n: u16,
+    /// Data fragments (N <= NbFrag) accepted, for LoRaMac-node's lost count.
+    #[serde(default)]
+    pub data_received: u32,
 }
 
 /// Everything a device remembers across a restart of lorafleet.
@@ -177,6 +186,12 @@ pub struct DeviceState {
     pub battery_mv: u16,
     /// Why the last complete image was not installed.
     pub last_error: Option<String>,
+    /// When the device last heard a class B beacon (it keeps its ping slots a while after).
+    #[serde(default)]
+    pub beacon_at_ms: Option<i64>,
+    /// Stacks that reboot only when told to: the slot holding a rebuilt, valid image.
+    #[serde(default)]
+    pub upgrade_image: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +219,8 @@ pub struct Ctx<'a> {
     pub status_port: u8,
     pub reboot_delay_ms: i64,
     pub slot_size: u32,
+    /// The device's implementation: which packages it answers and how.
+    pub stack: Stack,
 }
 
 /// A virtual device: identity, remembered state, and the fragment decoders in RAM.
@@ -237,6 +254,8 @@ impl SimDevice {
             outbox: VecDeque::new(),
             battery_mv: rng.gen_range(3300..3650),
             last_error: None,
+            beacon_at_ms: None,
+            upgrade_image: None,
         };
         SimDevice::restore(id, state, rng)
     }
@@ -267,6 +286,8 @@ impl SimDevice {
         dev.state.frag_sessions.iter_mut().flatten().for_each(|s| {
             if !s.done {
                 s.received = 0;
+                s.last_n = 0;
+                s.data_received = 0;
             }
         });
         dev
@@ -296,7 +317,7 @@ impl SimDevice {
         u32::try_from((now_ms - self.state.booted_at_ms).max(0) / 1000).unwrap_or(u32::MAX)
     }
 
-    fn device_gps(&self, now_ms: i64) -> u32 {
+    pub(crate) fn device_gps(&self, now_ms: i64) -> u32 {
         unix_to_gps((now_ms + self.state.clock_offset_ms).div_euclid(1000))
     }
 
@@ -368,11 +389,16 @@ impl SimDevice {
         self.state.mc_groups.iter().enumerate().find_map(|(i, g)| {
             let g = g.as_ref()?;
             let s = g.session.as_ref()?;
-            let class_ok = match group.class {
-                MulticastClass::C => s.ping_slot_periodicity.is_none(),
-                MulticastClass::B { .. } => s.ping_slot_periodicity.is_some(),
+            let class_ok = match (group.class, s.ping_slot_periodicity) {
+                (MulticastClass::C, None) => true,
+                // Class B: only in the group's ping slots, and only while beacon-locked.
+                (MulticastClass::B { .. }, Some(p)) => {
+                    self.beacon_locked(now_ms) && class_b::is_ping_slot(now_ms, g.mc_addr, p)
+                }
+                _ => false,
             };
-            let end = u64::from(s.start_gps) + (1u64 << s.timeout_exp);
+            let end =
+                u64::from(s.start_gps) + class_b::session_s(s.timeout_exp, s.ping_slot_periodicity);
             let open = u64::from(gps) >= u64::from(s.start_gps) && u64::from(gps) < end;
             (g.mc_addr == group.mc_addr
                 && g.mc_app_s_key == group.mc_app_s_key
@@ -384,6 +410,30 @@ impl SimDevice {
                 && open)
                 .then_some(i as u8)
         })
+    }
+
+    fn beacon_locked(&self, now_ms: i64) -> bool {
+        self.state
+            .beacon_at_ms
+            .is_some_and(|b| b <= now_ms && now_ms - b < class_b::BEACONLESS_MS)
+    }
+
+    /// Whether the device searches beacons now: it has a class B session not yet over.
+    pub fn wants_beacon(&self, now_ms: i64) -> bool {
+        let gps = u64::from(self.device_gps(now_ms));
+        self.state.mc_groups.iter().flatten().any(|g| {
+            g.session.as_ref().is_some_and(|s| {
+                s.ping_slot_periodicity.is_some()
+                    && gps
+                        < u64::from(s.start_gps)
+                            + class_b::session_s(s.timeout_exp, s.ping_slot_periodicity)
+            })
+        })
+    }
+
+    /// A beacon heard: its time keeps the ping slots.
+    pub fn beacon(&mut self, now_ms: i64) {
+        self.state.beacon_at_ms = Some(now_ms);
     }
 
     /// Handles a multicast frame the device listens to (see [`SimDevice::listening_group`]).
@@ -410,7 +460,18 @@ impl SimDevice {
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let answer = if f_port == ctx.status_port {
+            if !ctx.stack.speaks_version_status() {
+                return effects;
+            }
             self.version_status(ctx, now_ms, data)
+        } else if f_port == lorafleet_codec::firmware_management::DEFAULT_F_PORT {
+            // LoRa Basics Modem ignores Firmware Management in multicast windows.
+            if !ctx.stack.speaks_firmware_management() || group.is_some() {
+                return effects;
+            }
+            let (answer, fx) = self.firmware_management(now_ms, data);
+            effects.extend(fx);
+            answer
         } else {
             match f_port {
                 ports::CLOCK_SYNC => self.clock_sync(now_ms, data),
@@ -722,7 +783,8 @@ impl SimDevice {
                 Payload::FragSessionDeleteAns(self.frag_session_delete(&r, &mut effects)),
                 answer_delay(rng),
             ),
-            Payload::FragSessionStatusReq(r) => match self.frag_session_status(&r, group, rng) {
+            Payload::FragSessionStatusReq(r) => match self.frag_session_status(ctx, &r, group, rng)
+            {
                 Some((ans, delay_ms)) => (Payload::FragSessionStatusAns(ans), delay_ms),
                 None => return effects,
             },
@@ -770,6 +832,13 @@ impl SimDevice {
         if image.saturating_sub(u64::from(r.padding)) > u64::from(ctx.slot_size) {
             ans.not_enough_memory = true;
         }
+        if ctx
+            .stack
+            .max_fragment_size()
+            .is_some_and(|m| r.frag_size > m)
+        {
+            ans.not_enough_memory = true;
+        }
         let decoder = FragmentDecoder::new(
             usize::from(r.nb_frag),
             usize::from(r.frag_size),
@@ -789,6 +858,8 @@ impl SimDevice {
                 block_ack_delay: r.control.block_ack_delay,
                 received: 0,
                 done: false,
+                last_n: 0,
+                data_received: 0,
             });
             self.decoders[usize::from(index)] = Some(decoder);
             effects.push(Effect::FragSessionReset { index });
@@ -818,6 +889,7 @@ impl SimDevice {
     /// and this one misses none).
     fn frag_session_status(
         &self,
+        ctx: &Ctx,
         r: &fragmentation::v1::FragSessionStatusReqPayload,
         group: Option<u8>,
         rng: &mut impl Rng,
@@ -825,6 +897,10 @@ impl SimDevice {
         use fragmentation::v1::*;
         let index = r.frag_index;
         let s = self.state.frag_sessions[usize::from(index)].as_ref()?;
+        if ctx.stack.status_reading() == lorafleet_codec::frag_status::Reading::HighestN {
+            let ans = highest_n_status(s, index, r.participants)?;
+            return Some((ans, status_answer_delay(group, s.block_ack_delay, rng)));
+        }
         let missing = match &self.decoders[usize::from(index)] {
             Some(d) => d.nb_fragments().saturating_sub(d.rank()),
             None if s.done => 0,
@@ -858,6 +934,10 @@ impl SimDevice {
         let Some(decoder) = self.decoders[i].as_mut() else {
             return Vec::new();
         };
+        if let Some(s) = self.state.frag_sessions[i].as_mut() {
+            // Set even when the decoder then drops the fragment, as LoRaMac-node does.
+            s.last_n = n;
+        }
         let progress = match decoder.push(u32::from(n), data) {
             Ok(p) => p,
             Err(_) => return Vec::new(),
@@ -866,6 +946,9 @@ impl SimDevice {
         if !matches!(progress, Progress::Ignored { .. }) {
             if let Some(s) = self.state.frag_sessions[i].as_mut() {
                 s.received += 1;
+                if n <= s.nb_frag {
+                    s.data_received += 1;
+                }
             }
             effects.push(Effect::Fragment {
                 index,
@@ -895,6 +978,12 @@ impl SimDevice {
             Ok(Some(trailer)) => {
                 let slot = self.free_slot();
                 self.state.slots[slot] = Some(trailer.version);
+                if !ctx.stack.reboots_by_itself() {
+                    // Runs it only when told to (Firmware Management).
+                    self.state.upgrade_image = Some(slot as u8);
+                    self.state.last_error = None;
+                    return Vec::new();
+                }
                 let at_ms = now_ms + ctx.reboot_delay_ms;
                 self.state.reboot = Some(PendingReboot {
                     at_ms,
@@ -930,6 +1019,7 @@ impl SimDevice {
         if let Some(r) = self.state.reboot.take() {
             self.state.running_slot = r.slot;
         }
+        self.state.upgrade_image = None;
         self.state.booted_at_ms = now_ms;
         self.state.mc_groups = Default::default();
         for (s, d) in self
@@ -1009,6 +1099,32 @@ fn status_answer_delay(group: Option<u8>, block_ack_delay: u8, rng: &mut impl Rn
     }
 }
 
+/// LoRaMac-node's FragSessionStatusAns: NbFragReceived the last N seen, MissingFrag the data
+/// fragments lost (a byte, modulo 256, as its 16-bit counter is truncated), and an answer
+/// whenever any data fragment was lost, even once the image is rebuilt.
+fn highest_n_status(
+    s: &FragSession,
+    index: u8,
+    participants: bool,
+) -> Option<fragmentation::v1::FragSessionStatusAnsPayload> {
+    use fragmentation::v1::*;
+    let seen_data = u32::from(s.last_n.min(s.nb_frag));
+    let lost = seen_data.saturating_sub(s.data_received);
+    if !participants && lost == 0 {
+        return None;
+    }
+    Some(FragSessionStatusAnsPayload {
+        received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
+            nb_frag_received: s.last_n.min(0x3fff),
+            frag_index: index,
+        },
+        missing_frag: (lost % 256) as u8,
+        status: FragSessionStatusAnsPayloadStatus {
+            not_enough_matrix_memory: false,
+        },
+    })
+}
+
 /// What a ChirpStack payload codec would decode from a telemetry uplink.
 pub fn telemetry_object(data: &[u8]) -> Option<serde_json::Value> {
     let [t0, t1, rh, b0, b1] = <[u8; 5]>::try_from(data).ok()?;
@@ -1035,11 +1151,67 @@ mod tests {
             status_port: 111,
             reboot_delay_ms: 10_000,
             slot_size,
+            stack: Stack::LorafleetDemo,
         }
     }
 
     fn take_answer(d: &mut SimDevice) -> (u8, Vec<u8>) {
         d.state.outbox.pop_front().expect("an answer")
+    }
+
+    #[test]
+    fn a_class_b_device_hears_its_group_only_in_its_ping_slots_once_beacon_locked() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // 2026-01-01T00:00:00Z.
+        let t0 = 1_767_225_600_000;
+        let mut d = SimDevice::new(Identity::nth(0), t0, &mut rng);
+        d.state.clock_offset_ms = 0;
+        let start_ms = class_b::next_beacon(t0);
+        let addr = [1, 2, 3, 4];
+        d.state.mc_groups[0] = Some(McGroup {
+            mc_addr: addr,
+            mc_key: [1; 16],
+            mc_app_s_key: [2; 16],
+            mc_nwk_s_key: [3; 16],
+            min_f_cnt: 0,
+            max_f_cnt: u32::MAX,
+            session: Some(McSession {
+                ping_slot_periodicity: Some(2),
+                start_gps: unix_to_gps(start_ms / 1000),
+                // Two beacon periods, 256 s.
+                timeout_exp: 1,
+                frequency: 869_525_000,
+                dr: 3,
+            }),
+        });
+        let spec = GroupSpec {
+            name: "g".into(),
+            mc_addr: addr,
+            mc_nwk_s_key: [3; 16],
+            mc_app_s_key: [2; 16],
+            f_cnt: 0,
+            class: MulticastClass::B {
+                ping_slot_periodicity: 2,
+            },
+            dr: 3,
+            frequency: 869_525_000,
+        };
+        let slot = class_b::next_ping_slot(start_ms, addr, 2);
+        assert!(d.wants_beacon(start_ms));
+        assert_eq!(
+            d.listening_group(slot, &spec, 0),
+            None,
+            "no beacon heard yet"
+        );
+        d.beacon(start_ms);
+        assert_eq!(d.listening_group(slot, &spec, 0), Some(0));
+        assert_eq!(d.listening_group(slot + 1, &spec, 0), None, "between slots");
+        // Still open 200 s in (a class B timeout counts beacon periods), closed after 256 s.
+        let late = class_b::next_ping_slot(start_ms + 200_000, addr, 2);
+        assert_eq!(d.listening_group(late, &spec, 0), Some(0));
+        let after = class_b::next_ping_slot(start_ms + 256_000, addr, 2);
+        assert_eq!(d.listening_group(after, &spec, 0), None);
+        assert!(!d.wants_beacon(start_ms + 256_000));
     }
 
     #[test]
@@ -1241,7 +1413,115 @@ mod tests {
             block_ack_delay,
             received: 0,
             done: false,
+            last_n: 0,
+            data_received: 0,
         }
+    }
+
+    /// A signed 1.3.0 package cut into `frag_size` fragments: the setup request and every
+    /// DataFragment frame with `redundancy` parity fragments, in sending order.
+    fn session_frames(frag_size: usize, redundancy: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let body: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let package = firmware_trailer::build(
+            &body,
+            &SignedTrailer {
+                signature: super::super::demo::PLACEHOLDER_SIGNATURE.to_vec(),
+                manufacturer_uuid: MANUFACTURER_UUID,
+                device_class_uuid: MODELS[0].device_class_uuid,
+                version: 0x0001_0300,
+                kind: PackageKind::Full,
+                old_firmware_size: 0,
+            },
+        );
+        let nb = package.len().div_ceil(frag_size);
+        let mut padded = package.clone();
+        padded.resize(nb * frag_size, 0);
+        let setup = lorafleet_engine::commands::FragSetup::for_image(
+            package.len(),
+            frag_size as u8,
+            0,
+            0,
+            0,
+            0,
+            [0; 4],
+        )
+        .unwrap();
+        let frames =
+            lorafleet_engine::commands::data_fragments(&package, &setup, redundancy).unwrap();
+        (
+            lorafleet_engine::commands::frag_session_setup_req(&setup).unwrap(),
+            frames,
+        )
+    }
+
+    /// A LoRaMac-node-like device: silent on Version & Status, 50-byte fragments at most,
+    /// the highest-N status reading, and a reboot only when Firmware Management asks.
+    #[test]
+    fn a_loramac_node_device_keeps_to_what_it_claims() {
+        let r = region();
+        let c = Ctx {
+            stack: Stack::LoramacNode,
+            ..ctx(r.as_ref(), 64 * 1024)
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        d.state.clock_synced = true;
+        let vs = Request::VersionRunning.to_vec().unwrap();
+        assert!(d.on_unicast(&c, 0, 111, &vs, &mut rng).is_empty());
+        assert!(d.state.outbox.is_empty(), "no Version & Status");
+        let (too_big, _) = session_frames(51, 0);
+        d.on_unicast(&c, 0, ports::FRAGMENTATION, &too_big, &mut rng);
+        assert_eq!(
+            take_answer(&mut d),
+            (201, vec![0x02, 0x02]),
+            "not enough memory"
+        );
+        let (setup, frames) = session_frames(50, 12);
+        d.on_unicast(&c, 0, ports::FRAGMENTATION, &setup, &mut rng);
+        assert_eq!(take_answer(&mut d), (201, vec![0x02, 0x00]));
+        // 23 data fragments; 3 are lost, then parity rebuilds the image.
+        for (k, f) in frames.iter().enumerate() {
+            if [2, 5, 9].contains(&k) {
+                continue;
+            }
+            let fx = d.on_unicast(&c, 1000, ports::FRAGMENTATION, f, &mut rng);
+            assert!(!fx.iter().any(|e| matches!(e, Effect::Reboot { .. })));
+        }
+        assert!(
+            d.state.frag_sessions[0].as_ref().unwrap().done,
+            "{:?} {:?} {}",
+            d.session_progress(0),
+            d.state.last_error,
+            frames.len()
+        );
+        let last_n = d.state.frag_sessions[0].as_ref().unwrap().last_n;
+        assert!(last_n > 23 && last_n < 35, "frozen at completion: {last_n}");
+        let status = lorafleet_engine::commands::frag_session_status_req(0, false).unwrap();
+        d.on_unicast(&c, 2000, ports::FRAGMENTATION, &status, &mut rng);
+        let [lo, hi] = last_n.to_le_bytes();
+        assert_eq!(take_answer(&mut d), (201, vec![0x01, lo, hi, 3, 0x00]));
+        let fm_req = |r: lorafleet_codec::firmware_management::Request| r.to_vec().unwrap();
+        use lorafleet_codec::firmware_management::{RebootCountdown, Request as Fm};
+        d.on_unicast(&c, 3000, 203, &fm_req(Fm::DevUpgradeImage), &mut rng);
+        assert_eq!(
+            take_answer(&mut d),
+            (203, vec![0x04, 0x03, 0x00, 0x03, 0x01, 0x00])
+        );
+        let countdown = fm_req(Fm::DevRebootCountdown(RebootCountdown::After {
+            seconds: 60,
+        }));
+        let fx = d.on_unicast(&c, 4000, 203, &countdown, &mut rng);
+        assert!(fx.contains(&Effect::Reboot { at_ms: 64_000 }));
+        assert_eq!(take_answer(&mut d), (203, vec![0x03, 60, 0, 0]));
+        d.reboot(64_000);
+        d.on_unicast(&c, 70_000, 203, &fm_req(Fm::DevVersion), &mut rng);
+        assert_eq!(
+            take_answer(&mut d),
+            (
+                203,
+                vec![0x01, 0x00, 0x03, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00]
+            )
+        );
     }
 
     /// Adaptive parity's multicast FragSessionStatusReq with Participants clear: a device still

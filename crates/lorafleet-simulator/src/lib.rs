@@ -11,13 +11,16 @@
 //! The crate knows nothing of lorafleet's server: no database, no HTTP. lorafleet's adapter
 //! (`lorafleet::network::simulated`) offers a [`Simulation`] as a network and is its sink.
 
+pub mod class_b;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod firmware_management;
 pub mod radio;
 pub mod simulation;
+pub mod stacks;
 pub mod store;
 pub mod world;
 

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::class_b;
 use super::config::SimulatedConfig;
 use super::device::{telemetry_object, Ctx, DeviceState, Effect, Identity, SimDevice};
 use super::events::{FleetDevice, SimEvent, SimEventBody, SimUplink};
@@ -164,6 +165,8 @@ enum What {
     Reboot(usize),
     DevStatus(usize),
     Multicast(String),
+    /// The gateways' class B beacon (every 128 s of GPS time).
+    Beacon,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +193,7 @@ struct DeviceSetup {
     loss: f64,
     multicast_loss: f64,
     slot_size: u32,
+    stack: crate::stacks::Stack,
 }
 
 /// What the store appends to the reception log: enough to rebuild every device's decoders
@@ -295,6 +299,7 @@ impl World {
                 loss,
                 multicast_loss: o.multicast_loss.unwrap_or(loss),
                 slot_size: o.slot_size.unwrap_or(config.slot_size),
+                stack: config.stack_of(n, &id.dev_eui.to_string()),
             });
             let i = w.devices.len();
             w.index.insert(id.dev_eui, i);
@@ -336,6 +341,7 @@ impl World {
         for (id, free_at) in busy {
             w.schedule(now_ms.max(free_at), What::Multicast(id));
         }
+        w.schedule(class_b::next_beacon(now_ms), What::Beacon);
         w
     }
 
@@ -396,6 +402,7 @@ impl World {
             status_port: self.status_port,
             reboot_delay_ms: self.reboot_delay_ms,
             slot_size,
+            stack: self.setups[i].stack,
         };
         self.devices[i].replay_fragment(index, n, data, &ctx, now_ms);
     }
@@ -449,6 +456,31 @@ impl World {
                 }
             }
             What::Multicast(id) => self.multicast_tx(at, &id),
+            What::Beacon => {
+                self.schedule(at + class_b::BEACON_PERIOD_MS, What::Beacon);
+                self.beacon(at);
+            }
+        }
+    }
+
+    /// Devices waiting in a class B session hear the beacon, each with its own loss draw.
+    fn beacon(&mut self, at: i64) {
+        if !self
+            .net
+            .groups
+            .values()
+            .any(|g| g.class_b_periodicity.is_some())
+        {
+            return;
+        }
+        for i in 0..self.devices.len() {
+            if !self.devices[i].wants_beacon(at)
+                || self.rng.gen::<f64>() < self.setups[i].multicast_loss
+            {
+                continue;
+            }
+            self.devices[i].beacon(at);
+            self.dirty.insert(i);
         }
     }
 
@@ -517,6 +549,7 @@ impl World {
                 status_port: self.status_port,
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
+                stack: self.setups[i].stack,
             };
             let effects =
                 self.devices[i].on_unicast(&ctx, tx, item.f_port, &item.data, &mut self.rng);
@@ -582,6 +615,14 @@ impl World {
             self.schedule(not_before, What::Multicast(id.to_string()));
             return;
         }
+        // A class B group is heard only in its ping slots, so the network sends in them.
+        if let Some(p) = g.class_b_periodicity {
+            let slot = class_b::next_ping_slot(at, g.mc_addr, p);
+            if slot != at {
+                self.schedule(slot, What::Multicast(id.to_string()));
+                return;
+            }
+        }
         let Some(McFrame {
             f_cnt,
             f_port,
@@ -594,11 +635,8 @@ impl World {
         self.net_dirty = true;
         let airtime =
             lorafleet_engine::airtime::airtime_ms(self.region.as_ref(), g.dr, data.len(), false);
-        let spacing = match g.class_b_periodicity {
-            // One frame per ping slot: every 2^periodicity seconds.
-            Some(p) => (1000i64 << p.min(7)).max(airtime.ceil() as i64),
-            None => airtime.ceil() as i64,
-        };
+        // Class B: the next frame waits for the next ping slot after this one (above).
+        let spacing = (airtime.ceil() as i64).max(1);
         g.free_at_ms = at + spacing;
         let more = !g.queue.is_empty();
         let spec = g.spec();
@@ -621,6 +659,7 @@ impl World {
                 status_port: self.status_port,
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
+                stack: self.setups[i].stack,
             };
             let effects =
                 self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);

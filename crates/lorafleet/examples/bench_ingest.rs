@@ -30,17 +30,20 @@ fn uplink(eui: u64, f_cnt: u32) -> String {
         "time": chrono::Utc::now().to_rfc3339(),
         "deviceInfo": {
             "tenantId": "t", "tenantName": "bench", "applicationId": "a1", "applicationName": "bench-app",
-            "deviceProfileId": "p1", "deviceProfileName": "class-a",
+            "deviceProfileId": "p1", "deviceProfileName": MODELS[(eui % 4) as usize],
             "deviceName": format!("bench-{eui:016x}"), "devEui": format!("{eui:016x}"), "tags": {}
         },
         "devAddr": "01020304", "adr": true, "dr": 5, "fCnt": f_cnt, "fPort": 2, "confirmed": false,
         "data": base64::engine::general_purpose::STANDARD.encode([1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
         "object": {"temperature": 21.5, "humidity": 40},
-        "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -57, "snr": 9.5}],
+        "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -57 - (eui % 60) as i64, "snr": 9.5 - (eui % 20) as f64}],
         "txInfo": {"frequency": 868100000}
     })
     .to_string()
 }
+
+/// Device profiles of the bench fleet, one in four each: what `model=` filters by.
+const MODELS: [&str; 4] = ["meter", "tracker", "sensor", "valve"];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -199,38 +202,120 @@ async fn main() -> anyhow::Result<()> {
         "filled {list_devices} devices in {:.1} s",
         fill_elapsed.as_secs_f64()
     );
-    let mut list_lat = Vec::new();
-    for i in 0..200 {
-        let path = match i % 4 {
-            0 => "/api/devices".to_string(),
-            1 => format!("/api/devices?offset={}", (i * 997) % 90_000),
-            2 => "/api/devices?search=bench-70b3d5000001".to_string(),
-            _ => "/api/devices?limit=100".to_string(),
-        };
-        let t0 = Instant::now();
-        let r = http
-            .get(format!("{base}{path}"))
-            .basic_auth("admin", Some(PASSWORD))
-            .send()
-            .await?;
-        let body: serde_json::Value = r.json().await?;
-        list_lat.push(t0.elapsed());
-        if i == 0 {
-            println!("device list total: {}", body["total"]);
-        }
-    }
-    list_lat.sort();
-    println!(
-        "GET /api/devices with {list_devices} devices: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
-        percentile(&list_lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&list_lat, 0.9).as_secs_f64() * 1e3,
-        percentile(&list_lat, 0.99).as_secs_f64() * 1e3
-    );
+    list_bench(&http, &base, list_devices).await?;
     println!(
         "server memory with {list_devices} devices: RSS {} MiB, peak {} MiB",
         rss_kib(pid, "VmRSS:") / 1024,
         rss_kib(pid, "VmHWM:") / 1024
     );
     child.kill().await.ok();
+    Ok(())
+}
+
+/// `GET /api/devices` by kind of request: the first page, pages deep in the list by cursor (and,
+/// for comparison, by offset), a filter, a filter deep down, the name search. Each 60 times.
+async fn list_bench(http: &reqwest::Client, base: &str, devices: u64) -> anyhow::Result<()> {
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let t0 = Instant::now();
+            let r = http
+                .get(url)
+                .basic_auth("admin", Some(PASSWORD))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
+            let body: serde_json::Value = r.json().await?;
+            Ok::<_, anyhow::Error>((t0.elapsed(), body))
+        }
+    };
+    // A cursor deep in a list: the next_cursor of a one-row page at that offset.
+    let cursor_at = |query: String| async move {
+        let (_, body) = get(format!("/api/devices?{query}&limit=1")).await?;
+        Ok::<_, anyhow::Error>(body["next_cursor"].as_str().unwrap_or_default().to_string())
+    };
+    let half = devices / 2;
+    let near_end = devices.saturating_sub(100);
+    let kinds = [
+        ("first page (last seen)", "/api/devices".to_string()),
+        (
+            "first page, limit=100",
+            "/api/devices?limit=100".to_string(),
+        ),
+        (
+            "cursor at half (last seen)",
+            format!(
+                "/api/devices?cursor={}",
+                cursor_at(format!("offset={half}")).await?
+            ),
+        ),
+        (
+            "cursor near the end (last seen)",
+            format!(
+                "/api/devices?cursor={}",
+                cursor_at(format!("offset={near_end}")).await?
+            ),
+        ),
+        (
+            "cursor at half, sort=rssi",
+            format!(
+                "/api/devices?sort=rssi&cursor={}",
+                cursor_at(format!("sort=rssi&offset={half}")).await?
+            ),
+        ),
+        (
+            "cursor at half, sort=name desc",
+            format!(
+                "/api/devices?sort=name&order=desc&cursor={}",
+                cursor_at(format!("sort=name&order=desc&offset={half}")).await?
+            ),
+        ),
+        (
+            "offset at half (legacy)",
+            format!("/api/devices?offset={half}"),
+        ),
+        (
+            "filter model=tracker",
+            "/api/devices?model=tracker".to_string(),
+        ),
+        (
+            "filter model=tracker, cursor at 1/8",
+            format!(
+                "/api/devices?model=tracker&cursor={}",
+                cursor_at(format!("model=tracker&offset={}", devices / 8)).await?
+            ),
+        ),
+        (
+            "filter status=online",
+            "/api/devices?status=online".to_string(),
+        ),
+        (
+            "name search (trigram index)",
+            "/api/devices?search=bench-70b3d50000000123".to_string(),
+        ),
+        (
+            "name search, many matches",
+            "/api/devices?search=70b3d5000001".to_string(),
+        ),
+    ];
+    println!("GET /api/devices with {devices} devices, 60 requests each:");
+    println!("| request | p50 | p90 | total |");
+    println!("|---|---|---|---|");
+    for (name, path) in kinds {
+        let mut lat = Vec::new();
+        let mut total = serde_json::Value::Null;
+        for _ in 0..60 {
+            let (t, body) = get(path.clone()).await?;
+            lat.push(t);
+            total = body["total"].clone();
+        }
+        lat.sort();
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {total} |",
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.9).as_secs_f64() * 1e3
+        );
+    }
     Ok(())
 }

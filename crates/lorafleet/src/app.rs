@@ -214,7 +214,12 @@ impl App {
     /// that have not sent since lorafleet started are there too.
     pub async fn sync_network_devices(&self) -> anyhow::Result<usize> {
         let devices = self.network.list_devices().await?;
-        let n = crate::storage::devices::merge_remote(&self.db, &devices).await?;
+        let n = crate::storage::devices::merge_remote(
+            &self.db,
+            &devices,
+            &crate::storage::fmt_time(self.network.now()),
+        )
+        .await?;
         Ok(n)
     }
 }

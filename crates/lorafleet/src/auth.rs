@@ -273,11 +273,12 @@ pub async fn delete_api_token(db: &Db, id: i64) -> anyhow::Result<bool> {
     storage::tokens::delete(db, id).await
 }
 
-/// The token ChirpStack's integration sends: as configured, or generated and kept as a hash.
-#[derive(Debug, Clone)]
+/// The token ChirpStack's integration sends: as configured, or generated and kept as a hash
+/// (which an admin can rotate while the server runs, hence the lock).
+#[derive(Debug)]
 pub enum IntegrationToken {
     Configured(String),
-    Sha256(String),
+    Sha256(std::sync::RwLock<String>),
 }
 
 impl IntegrationToken {
@@ -285,9 +286,33 @@ impl IntegrationToken {
         match self {
             IntegrationToken::Configured(t) => constant_time_eq(given.as_bytes(), t.as_bytes()),
             IntegrationToken::Sha256(h) => {
+                let h = h.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 constant_time_eq(sha256_hex(given).as_bytes(), h.as_bytes())
             }
         }
+    }
+
+    /// `configured` (integration.token: only the configuration can change it) or `generated`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            IntegrationToken::Configured(_) => "configured",
+            IntegrationToken::Sha256(_) => "generated",
+        }
+    }
+
+    /// Replaces a generated token by a new one, stored before the old one stops working, and
+    /// returns it (the one time it is shown). `None` for a configured token.
+    pub async fn rotate(&self, db: &Db) -> anyhow::Result<Option<String>> {
+        let IntegrationToken::Sha256(current) = self else {
+            return Ok(None);
+        };
+        let t = random_secret();
+        let h = sha256_hex(&t);
+        storage::tokens::set_integration_sha256(db, &h).await?;
+        *current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+        Ok(Some(t))
     }
 }
 
@@ -301,12 +326,12 @@ pub async fn integration_token(
         return Ok((IntegrationToken::Configured(configured.to_string()), None));
     }
     if let Some(h) = storage::tokens::integration_sha256(db, sha256_hex).await? {
-        return Ok((IntegrationToken::Sha256(h), None));
+        return Ok((IntegrationToken::Sha256(h.into()), None));
     }
     let t = random_secret();
     let h = sha256_hex(&t);
     storage::tokens::set_integration_sha256(db, &h).await?;
-    Ok((IntegrationToken::Sha256(h), Some(t)))
+    Ok((IntegrationToken::Sha256(h.into()), Some(t)))
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

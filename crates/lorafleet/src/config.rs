@@ -320,6 +320,9 @@ pub struct DevicesConfig {
     pub uplink_history: u32,
     /// Device events kept per device.
     pub event_history: u32,
+    /// A device not heard for this many seconds is offline in the device list; unset: three
+    /// times the uplink interval observed on the fleet, or an hour before there is one.
+    pub offline_after_s: Option<u64>,
 }
 
 impl Default for DevicesConfig {
@@ -327,6 +330,7 @@ impl Default for DevicesConfig {
         Self {
             uplink_history: 100,
             event_history: 500,
+            offline_after_s: None,
         }
     }
 }
@@ -380,13 +384,27 @@ impl Default for FuotaConfig {
 }
 
 /// Fallbacks for ChirpStack v4 deployments when a device's own record lacks them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct FuotaChirpstackV4Config {
     /// Application UUID deployments are created in (default: the devices' application).
     pub application_id: String,
     /// Device-profile UUID (default: the devices' profile).
     pub device_profile_id: String,
+    /// Seconds past its run time after which a deployment job ChirpStack has not run again
+    /// counts as stalled: the devices still in it fail with the job's message.
+    pub stall_after_s: u64,
+}
+
+impl Default for FuotaChirpstackV4Config {
+    fn default() -> Self {
+        Self {
+            application_id: String::new(),
+            device_profile_id: String::new(),
+            // ChirpStack's scheduler looks every second; a quarter of an hour is no hiccup.
+            stall_after_s: 900,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

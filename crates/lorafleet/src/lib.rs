@@ -14,6 +14,7 @@ pub mod config;
 pub mod devices;
 pub mod engine;
 pub mod firmware;
+pub mod firmware_management;
 pub mod ingest;
 pub mod metrics;
 pub mod network;

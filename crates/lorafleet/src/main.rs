@@ -70,7 +70,17 @@ fn init_logging(config: &Config) {
     if config.log.format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        builder.with_timer(SecondsUtc).init();
+    }
+}
+
+/// Text logs are read by people: RFC 3339 UTC to the second, not to the microsecond.
+struct SecondsUtc;
+
+impl tracing_subscriber::fmt::time::FormatTime for SecondsUtc {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        write!(w, "{now}")
     }
 }
 

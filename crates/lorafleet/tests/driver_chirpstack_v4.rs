@@ -30,6 +30,10 @@ struct Fake {
     completed: Mutex<Vec<String>>,
     devices: Mutex<HashMap<String, Vec<api::FuotaDeploymentDeviceListItem>>>,
     jobs: Mutex<HashMap<String, Vec<api::FuotaDeploymentJob>>>,
+    /// (deployment, gateway ids) of every AddGateways.
+    gateways: Mutex<Vec<(String, Vec<String>)>>,
+    /// (application, device profile) per DevEUI, answered by DeviceService.Get.
+    registered: Mutex<HashMap<String, (String, String)>>,
     bad_auth: Mutex<u32>,
 }
 
@@ -91,9 +95,32 @@ service! { DeviceService for Svc {
             updated_at: None,
         }))
     }
+    async fn get(
+        &self,
+        r: Request<api::GetDeviceRequest>,
+    ) -> Result<Response<api::GetDeviceResponse>, Status> {
+        self.check(&r)?;
+        let eui = r.get_ref().dev_eui.clone();
+        let (application_id, device_profile_id) = self
+            .0
+            .registered
+            .lock()
+            .unwrap()
+            .get(&eui)
+            .cloned()
+            .ok_or_else(|| Status::not_found("Object does not exist"))?;
+        Ok(Response::new(api::GetDeviceResponse {
+            device: Some(api::Device {
+                dev_eui: eui,
+                application_id,
+                device_profile_id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
     } unimplemented {
         create(CreateDeviceRequest) -> ();
-        get(GetDeviceRequest) -> api::GetDeviceResponse;
         update(UpdateDeviceRequest) -> ();
         delete(DeleteDeviceRequest) -> ();
         list(ListDevicesRequest) -> api::ListDevicesResponse;
@@ -138,6 +165,19 @@ service! { FuotaService for Svc {
             .lock()
             .unwrap()
             .push((r.fuota_deployment_id, r.dev_euis));
+        Ok(Response::new(()))
+    }
+    async fn add_gateways(
+        &self,
+        r: Request<api::AddGatewaysToFuotaDeploymentRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.check(&r)?;
+        let r = r.into_inner();
+        self.0
+            .gateways
+            .lock()
+            .unwrap()
+            .push((r.fuota_deployment_id, r.gateway_ids));
         Ok(Response::new(()))
     }
     async fn start_deployment(
@@ -215,7 +255,6 @@ service! { FuotaService for Svc {
         update_deployment(UpdateFuotaDeploymentRequest) -> ();
         list_deployments(ListFuotaDeploymentsRequest) -> api::ListFuotaDeploymentsResponse;
         remove_devices(RemoveDevicesFromFuotaDeploymentRequest) -> ();
-        add_gateways(AddGatewaysToFuotaDeploymentRequest) -> ();
         list_gateways(ListFuotaDeploymentGatewaysRequest) -> api::ListFuotaDeploymentGatewaysResponse;
         remove_gateways(RemoveGatewaysFromFuotaDeploymentRequest) -> ();
     }
@@ -258,6 +297,25 @@ async fn app_with(url: &str) -> (TestApp, i64) {
     (t, img["id"].as_i64().unwrap())
 }
 
+/// Registers a device in the fake ChirpStack under application `app-1`.
+fn register(fake: &Fake, eui: &str, profile: &str) {
+    fake.registered
+        .lock()
+        .unwrap()
+        .insert(eui.into(), ("app-1".into(), profile.into()));
+}
+
+fn job(name: &str, created: i64, attempts: u32, completed: Option<i64>) -> api::FuotaDeploymentJob {
+    api::FuotaDeploymentJob {
+        job: name.into(),
+        created_at: ts(created),
+        completed_at: completed.and_then(ts),
+        max_retry_count: 4,
+        attempt_count: attempts,
+        ..Default::default()
+    }
+}
+
 async fn step(t: &TestApp) {
     crate::on_db!(&t.app.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
         .execute(p).await.map(|_| ()))
@@ -288,6 +346,8 @@ fn body(fw: i64) -> Value {
 async fn keys_checked_deployments_per_profile_and_status_mapping() {
     let (fake, url) = start_fake().await;
     let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-b");
     fake.keys
         .lock()
         .unwrap()
@@ -401,16 +461,13 @@ async fn keys_checked_deployments_per_profile_and_status_mapping() {
                 ..Default::default()
             }],
         );
+        // ChirpStack creates ENQUEUE when the session is set up; it runs at the session start.
         fake.jobs.lock().unwrap().insert(
             "dep-1".into(),
-            vec![api::FuotaDeploymentJob {
-                job: "MC_SESSION".into(),
-                created_at: ts(25),
-                completed_at: ts(30),
-                max_retry_count: 4,
-                attempt_count: 1,
-                ..Default::default()
-            }],
+            vec![
+                job("MC_SESSION", 25, 1, Some(30)),
+                job("ENQUEUE", 30, 0, None),
+            ],
         );
         fake.jobs.lock().unwrap().insert(
             "dep-2".into(),
@@ -427,6 +484,12 @@ async fn keys_checked_deployments_per_profile_and_status_mapping() {
     step(&t).await;
     let c = t.get_json(&format!("/api/campaigns/{id}")).await;
     assert_eq!(c["state"], "running");
+    // Set up, but before the session start: no fragment is on air yet.
+    assert_eq!(device_of(&c, A)["stage"], "mc_session_setup");
+    fake.jobs.lock().unwrap().get_mut("dep-1").unwrap()[1].attempt_count = 1;
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "running");
     assert_eq!(device_of(&c, A)["stage"], "fragments");
     assert!(device_of(&c, A)["mc_session_setup_at"].is_string());
     assert_eq!(device_of(&c, B)["stage"], "failed");
@@ -436,6 +499,25 @@ async fn keys_checked_deployments_per_profile_and_status_mapping() {
         log.contains("job MC_GROUP_SETUP: attempt 5/5, error: Device did not respond"),
         "{log}"
     );
+
+    // The fragments are enqueued; FRAG_STATUS exists from then on but runs at the session end.
+    {
+        let mut jobs = fake.jobs.lock().unwrap();
+        let dep1 = jobs.get_mut("dep-1").unwrap();
+        dep1[1].completed_at = ts(31);
+        dep1.push(job("FRAG_STATUS", 31, 0, None));
+    }
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(
+        device_of(&c, A)["stage"],
+        "fragments",
+        "fragments still on air"
+    );
+    fake.jobs.lock().unwrap().get_mut("dep-1").unwrap()[2].attempt_count = 1;
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(device_of(&c, A)["stage"], "frag_status");
 
     // ChirpStack completes A and ends both deployments.
     {
@@ -463,6 +545,8 @@ async fn keys_checked_deployments_per_profile_and_status_mapping() {
 async fn cancel_deletes_the_deployments() {
     let (fake, url) = start_fake().await;
     let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-b");
     for eui in [A, B] {
         fake.keys
             .lock()
@@ -520,7 +604,7 @@ async fn cancel_deletes_the_deployments() {
 
 #[tokio::test]
 async fn unauthenticated_is_a_refusal_with_a_hint() {
-    let (_fake, url) = start_fake().await;
+    let (fake, url) = start_fake().await;
     let mut config = test_config();
     config.network.chirpstack_v4.api_url = url;
     config.network.chirpstack_v4.api_token = "wrong".into();
@@ -528,6 +612,8 @@ async fn unauthenticated_is_a_refusal_with_a_hint() {
     let (_, img) = t.upload("fw.bin", FIXTURE).await;
     t.add_device(A, Some("p"), None).await;
     t.add_device(B, Some("p"), None).await;
+    register(&fake, A, "p");
+    register(&fake, B, "p");
     let r = t
         .post("/api/campaigns")
         .json(&body(img["id"].as_i64().unwrap()))
@@ -547,4 +633,210 @@ async fn unauthenticated_is_a_refusal_with_a_hint() {
         msg.contains("bad token") && msg.contains("api_token"),
         "{msg}"
     );
+}
+
+/// Starts a campaign over A and B whose keys ChirpStack holds; returns its id.
+async fn started(fake: &Fake, t: &TestApp, fw: i64) -> i64 {
+    for eui in [A, B] {
+        fake.keys
+            .lock()
+            .unwrap()
+            .insert(eui.into(), "0302030405060708090a0b0c0d0e0f10".into());
+    }
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(fw))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let r = t
+        .post(&format!("/api/campaigns/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    step(t).await;
+    id
+}
+
+#[tokio::test]
+async fn the_profile_is_chirpstacks_not_the_last_uplinks() {
+    let (fake, url) = start_fake().await;
+    // lorafleet's inventory says profile-a and profile-b (B's last uplink is from before it
+    // moved); ChirpStack holds both on profile-a.
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-a");
+    let id = started(&fake, &t, fw).await;
+    let created = fake.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1, "one deployment: ChirpStack's profile");
+    assert_eq!(created[0].device_profile_id, "profile-a");
+    assert_eq!(
+        *fake.added.lock().unwrap(),
+        vec![("dep-1".to_string(), vec![A.to_string(), B.to_string()])]
+    );
+    assert_eq!(
+        t.get_json(&format!("/api/campaigns/{id}")).await["state"],
+        "running"
+    );
+}
+
+#[tokio::test]
+async fn a_device_chirpstack_does_not_know_is_refused_before_start() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    fake.keys
+        .lock()
+        .unwrap()
+        .insert(A.into(), "0302030405060708090a0b0c0d0e0f10".into());
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(fw))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let r = t
+        .post(&format!("/api/campaigns/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let e = r.text().await.unwrap();
+    assert!(e.contains(&format!("ChirpStack has no device {B}")), "{e}");
+    assert!(fake.created.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_chirpstack_gave_up_on_fails_the_campaign_with_its_message() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-a");
+    let id = started(&fake, &t, fw).await;
+    // What ChirpStack 4.19 does on a profile without TS005: the first job errors, is tried
+    // again, then completed with no next job; the deployment is never marked completed.
+    let mut create = job("CREATE_MC_GROUP", 1, 1, Some(2));
+    create.max_retry_count = 0;
+    create.error_msg = "Error: Device-profile does not support TS005".into();
+    fake.jobs
+        .lock()
+        .unwrap()
+        .insert("dep-1".into(), vec![create]);
+    fake.devices.lock().unwrap().insert(
+        "dep-1".into(),
+        [A, B]
+            .iter()
+            .map(|e| api::FuotaDeploymentDeviceListItem {
+                fuota_deployment_id: "dep-1".into(),
+                dev_eui: (*e).into(),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "failed", "{c}");
+    let why = "ChirpStack stopped the deployment at job CREATE_MC_GROUP: Device-profile does not support TS005";
+    assert_eq!(c["error"], why, "{c}");
+    for eui in [A, B] {
+        assert_eq!(device_of(&c, eui)["stage"], "failed");
+        assert_eq!(device_of(&c, eui)["error"], why);
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_job_fails_the_devices_still_waiting_for_it() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-a");
+    let id = started(&fake, &t, fw).await;
+    let now = chrono::Utc::now().timestamp() - 1_780_000_000;
+    let mut setup = job("MC_GROUP_SETUP", now - 7200, 2, None);
+    // Due an hour ago and never run again (900 s is the default allowance).
+    setup.scheduler_run_after = ts(now - 3600);
+    setup.error_msg = "Error: connection to Redis lost".into();
+    fake.jobs.lock().unwrap().insert(
+        "dep-1".into(),
+        vec![
+            job("ADD_GWS_TO_MC_GROUP", now - 7300, 1, Some(now - 7200)),
+            setup.clone(),
+        ],
+    );
+    let device = |eui: &str| api::FuotaDeploymentDeviceListItem {
+        fuota_deployment_id: "dep-1".into(),
+        dev_eui: eui.into(),
+        ..Default::default()
+    };
+    fake.devices.lock().unwrap().insert(
+        "dep-1".into(),
+        vec![
+            api::FuotaDeploymentDeviceListItem {
+                mc_group_setup_completed_at: ts(now - 7000),
+                ..device(A)
+            },
+            device(B),
+        ],
+    );
+    // Due a minute ago: ChirpStack may just be busy.
+    {
+        let mut jobs = fake.jobs.lock().unwrap();
+        jobs.get_mut("dep-1").unwrap()[1].scheduler_run_after = ts(now - 60);
+    }
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "running", "{c}");
+    assert_eq!(device_of(&c, A)["stage"], "mc_group_setup");
+    assert_eq!(device_of(&c, B)["stage"], "mc_group_setup");
+
+    fake.jobs.lock().unwrap().get_mut("dep-1").unwrap()[1] = setup;
+    step(&t).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "failed", "{c}");
+    let error = c["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("ChirpStack has not run job MC_GROUP_SETUP since it was due at")
+            && error.ends_with("(attempt 2/5): connection to Redis lost"),
+        "{error}"
+    );
+    assert_eq!(device_of(&c, B)["error"], error);
+}
+
+#[tokio::test]
+async fn given_gateways_are_added_to_the_deployment_before_it_starts() {
+    let (fake, url) = start_fake().await;
+    let (t, fw) = app_with(&url).await;
+    register(&fake, A, "profile-a");
+    register(&fake, B, "profile-a");
+    for eui in [A, B] {
+        fake.keys
+            .lock()
+            .unwrap()
+            .insert(eui.into(), "0302030405060708090a0b0c0d0e0f10".into());
+    }
+    let mut b = body(fw);
+    b["multicast"]["gateways"] = json!(["0016C001FF10D3F6"]);
+    let r = t.post("/api/campaigns").json(&b).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(
+        c["plan"]["gateways"],
+        json!({"gateways": ["0016c001ff10d3f6"], "explicit": true, "unheard": [A, B]})
+    );
+    let id = c["id"].as_i64().unwrap();
+    let r = t
+        .post(&format!("/api/campaigns/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    step(&t).await;
+    assert_eq!(
+        *fake.gateways.lock().unwrap(),
+        vec![("dep-1".to_string(), vec!["0016c001ff10d3f6".to_string()])]
+    );
+    assert_eq!(*fake.started.lock().unwrap(), vec!["dep-1"]);
 }

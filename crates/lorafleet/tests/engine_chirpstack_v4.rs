@@ -40,6 +40,8 @@ struct Fake {
     unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
     groups: Mutex<Vec<api::MulticastGroup>>,
     members: Mutex<Vec<(String, String)>>,
+    /// (group id, gateway id) of every AddGateway.
+    gateways: Mutex<Vec<(String, String)>>,
     multicast: Mutex<Vec<McEnqueue>>,
     deleted: Mutex<Vec<(String, DateTime<Utc>)>>,
 }
@@ -144,6 +146,15 @@ service! { MulticastGroupService for Svc {
         self.0.members.lock().unwrap().push((r.multicast_group_id, r.dev_eui));
         Ok(Response::new(()))
     }
+    async fn add_gateway(
+        &self,
+        r: Request<api::AddGatewayToMulticastGroupRequest>,
+    ) -> Result<Response<()>, Status> {
+        authorized(&r)?;
+        let r = r.into_inner();
+        self.0.gateways.lock().unwrap().push((r.multicast_group_id, r.gateway_id));
+        Ok(Response::new(()))
+    }
     async fn enqueue(
         &self,
         r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
@@ -177,7 +188,6 @@ service! { MulticastGroupService for Svc {
         update(UpdateMulticastGroupRequest) -> ();
         list(ListMulticastGroupsRequest) -> api::ListMulticastGroupsResponse;
         remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
-        add_gateway(AddGatewayToMulticastGroupRequest) -> ();
         remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
         flush_queue(FlushMulticastGroupQueueRequest) -> ();
     }
@@ -281,6 +291,11 @@ async fn exact_commands_per_port_and_multicast_keys() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let c: Value = r.json().await.unwrap();
     let id = c["id"].as_i64().unwrap();
+    // No uplink yet: no gateway known to reach the device, and the plan says so.
+    assert_eq!(
+        c["plan"]["gateways"],
+        json!({"gateways": [], "explicit": false, "unheard": [DEV]})
+    );
     let r = t
         .post(&format!("/api/campaigns/{id}/start"))
         .send()
@@ -351,6 +366,11 @@ async fn exact_commands_per_port_and_multicast_keys() {
     assert_eq!(
         *fake.members.lock().unwrap(),
         vec![("mc-1".to_string(), DEV.to_string())]
+    );
+    // Bound to the one gateway that heard the device's answers (their rxInfo).
+    assert_eq!(
+        *fake.gateways.lock().unwrap(),
+        vec![("mc-1".to_string(), "0016c001ff10d3f6".to_string())]
     );
     assert_eq!(port, 200);
     assert_eq!(req.len(), 11);
@@ -442,4 +462,99 @@ async fn exact_commands_per_port_and_multicast_keys() {
         6,
         "no other command was sent"
     );
+}
+
+/// An uplink of `dev_eui` heard by `gateways`, through ChirpStack's HTTP integration.
+async fn heard_by(t: &TestApp, dev_eui: &str, gateways: &[&str], f_cnt: u32) {
+    let rx: Vec<Value> = gateways
+        .iter()
+        .map(|g| json!({"gatewayId": g, "rssi": -90, "snr": 3.0}))
+        .collect();
+    let body = json!({
+        "deduplicationId": format!("dedup-{dev_eui}-{f_cnt}"),
+        "time": Utc::now().to_rfc3339(),
+        "deviceInfo": {"applicationId": "app-1", "deviceProfileId": "profile-1", "devEui": dev_eui, "deviceName": "dev"},
+        "fCnt": f_cnt,
+        "fPort": 1,
+        "data": "AQ==",
+        "rxInfo": rx,
+    });
+    let r = t
+        .http
+        .post(t.url("/api/integrations/chirpstack?event=up"))
+        .bearer_auth("integration-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn the_plan_shows_the_fewest_gateways_that_heard_every_device_or_the_given_list() {
+    let (_fake, url) = start_fake().await;
+    let mut config = test_config();
+    config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
+    config.network.chirpstack_v4.api_url = url;
+    config.network.chirpstack_v4.api_token = TOKEN.into();
+    let network = ChirpstackV4::new(&config.network.chirpstack_v4, Duration::from_secs(2))
+        .unwrap()
+        .with_region("EU868")
+        .unwrap();
+    let t = spawn_app(config.with_network(Arc::new(network))).await;
+    let (_, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    let (a, b, c, d) = (
+        "0102030405060708",
+        "1112131415161718",
+        "2122232425262728",
+        "3132333435363738",
+    );
+    // aa (the roof) hears a and b; bb (the cellar) only c; cc (the yard) a, c and d: aa and
+    // cc reach all four, no single gateway does, and no other pair.
+    heard_by(&t, a, &["00000000000000aa", "00000000000000cc"], 1).await;
+    heard_by(&t, b, &["00000000000000aa"], 1).await;
+    heard_by(&t, c, &["00000000000000bb"], 1).await;
+    heard_by(&t, c, &["00000000000000cc"], 2).await;
+    heard_by(&t, d, &["00000000000000cc"], 1).await;
+    let body = |gateways: Value| {
+        json!({
+            "name": "gateways", "firmware_id": img["id"], "devices": [a, b, c, d], "driver": "engine",
+            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "gateways": gateways},
+        })
+    };
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(json!([])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let plan = &r.json::<Value>().await.unwrap()["plan"];
+    assert_eq!(
+        plan["gateways"],
+        json!({"gateways": ["00000000000000aa", "00000000000000cc"], "explicit": false, "unheard": []})
+    );
+
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(json!(["00000000000000BB"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let plan = &r.json::<Value>().await.unwrap()["plan"];
+    assert_eq!(
+        plan["gateways"],
+        json!({"gateways": ["00000000000000bb"], "explicit": true, "unheard": []})
+    );
+
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(json!(["roof"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let e = r.text().await.unwrap();
+    assert!(e.contains("multicast.gateways"), "{e}");
 }

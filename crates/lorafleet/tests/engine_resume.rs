@@ -144,6 +144,16 @@ async fn a_campaign_survives_kill_9_and_completes() {
     for d in c["devices"].as_array().unwrap() {
         assert_eq!(d["outcome"], "verified", "{d}");
         assert_eq!(d["stage"], "completed", "{d}");
+        // The demo devices speak Version & Status, which `auto` asks first; their status
+        // answer after the session is kept as received, in the specification's reading.
+        assert_eq!(d["check_method_used"], "version_status", "{d}");
+        assert_eq!(d["verify_method_used"], "version_status", "{d}");
+        assert_eq!(d["frag_status"]["reading"], "count", "{d}");
+        assert_eq!(
+            d["frag_status"]["raw_hex"].as_str().unwrap().len(),
+            10,
+            "{d}"
+        );
     }
     let log: Vec<&str> = c["log"]
         .as_array()

@@ -19,7 +19,9 @@ use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 use lorafleet_engine::adaptive::{AdaptiveParity, Stop};
 use lorafleet_engine::airtime;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
-use lorafleet_engine::machine::{CheckMode, Dev, FragStatusWhen, Outcome, Run, Settings, Target};
+use lorafleet_engine::machine::{
+    CheckMode, Dev, FragStatusWhen, Method, Outcome, RebootWith, Run, Settings, Target,
+};
 
 const NEW_VERSION: u32 = 0x0001_0300;
 const FRAGMENT_SIZE: u8 = 200;
@@ -67,6 +69,10 @@ fn settings(image_len: usize, redundancy_percent: usize) -> Settings {
         verify: true,
         reboot_delay: TimeDelta::seconds(30),
         status_port: 111,
+        check_method: Method::Auto,
+        verify_method: Method::Auto,
+        fm_port: 203,
+        reboot_with: RebootWith::RebootTime,
         adaptive: None,
     }
 }
@@ -107,6 +113,7 @@ async fn campaign(app: &lorafleet::AppState, s: &Settings, image: &[u8], euis: &
     let group = GroupInfo {
         name: "test".into(),
         application_id: None,
+        gateways: Vec::new(),
     };
     let begun = Instant::now();
     loop {

@@ -3,7 +3,7 @@
 
 /** The signed-in session and what /api/info said. */
 export const state = {
-  /** @type {{ username: string, csrf_token?: string } | null} */
+  /** @type {{ username: string, csrf_token?: string, scope?: string } | null} */
   session: null,
   /** @type {any} */
   info: null,

@@ -22,6 +22,34 @@ export function fmtDateTime(t) {
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+/** @param {Date} d  the browser's short name of its time zone at d ("CET", "UTC", "GMT+2") */
+function zoneName(d) {
+  try {
+    const part = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' }).formatToParts(d).find((p) => p.type === 'timeZoneName');
+    return part ? part.value : '';
+  } catch { return ''; }
+}
+
+/**
+ * Local time with its zone, for times people read: 2024-05-01 13:37:05 CEST
+ * @param {string | null | undefined} t
+ */
+export function fmtZoned(t) {
+  const d = parseTime(t);
+  if (!d) return '—';
+  const zone = zoneName(d);
+  return zone ? `${fmtDateTime(t)} ${zone}` : fmtDateTime(t);
+}
+
+/**
+ * UTC, RFC 3339 to the second (what the hover of a local time shows): 2024-05-01T11:37:05Z
+ * @param {string | null | undefined} t
+ */
+export function fmtUtc(t) {
+  const d = parseTime(t);
+  return d ? d.toISOString().replace(/\.\d{3}Z$/, 'Z') : '—';
+}
+
 /**
  * "3 d 4 h", "4 h 12 min", "12 min 5 s", "45 s"
  * @param {number | null | undefined} totalSeconds

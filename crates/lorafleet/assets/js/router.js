@@ -77,7 +77,36 @@ function notFound(view) {
     h('p', null, h('a', { href: '#/devices' }, 'Go to devices'))));
 }
 
+/**
+ * Moves focus to the page's heading, so a screen reader announces the new page and the next
+ * Tab starts in it. Pages that load first show their h1 a moment later: wait for it (2 s).
+ */
+export function focusHeading() {
+  const view = router.view;
+  if (!view) return;
+  const focus = () => {
+    const h1 = view.querySelector('h1');
+    if (!h1) return false;
+    if (!h1.hasAttribute('tabindex')) h1.setAttribute('tabindex', '-1');
+    h1.focus({ preventScroll: true });
+    return true;
+  };
+  if (focus()) return;
+  const obs = new MutationObserver(() => { if (focus()) obs.disconnect(); });
+  obs.observe(view, { childList: true, subtree: true });
+  setTimeout(() => obs.disconnect(), 2000);
+}
+
+/** Whether focus is where the user put it on the new page (a field), not on what was left. */
+const focusTaken = () => {
+  const a = document.activeElement;
+  return Boolean(a && a !== document.body && router.view && router.view.contains(a));
+};
+
 export const router = {
+  /** Whether a page was shown before: the first one keeps the browser's own focus. */
+  shown: false,
+
   /** @type {import('./types.js').PageHandle | null} what the page function returned */
   current: null,
   /** @type {AbortController | null} */
@@ -107,7 +136,7 @@ export const router = {
     window.scrollTo(0, 0);
     markNav(path);
     const m = matchRoute(path);
-    if (!m) { notFound(view); return; }
+    if (!m) { notFound(view); focusHeading(); return; }
     this.controller = new AbortController();
     /** @type {import('./types.js').PageCtx} */
     const ctx = {
@@ -123,6 +152,8 @@ export const router = {
       console.error(e);
       view.append(errorBox('This page failed to render: ' + (e instanceof Error ? e.message : String(e))));
     }
+    if (this.shown && !focusTaken()) focusHeading();
+    this.shown = true;
   },
 };
 

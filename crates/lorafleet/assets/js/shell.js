@@ -3,7 +3,8 @@
 import { api, messageOf, setUnauthorizedHandler, state, statusOf } from './api.js';
 import { setNetClock } from './clock.js';
 import { h, errorBox, logo } from './dom.js';
-import { currentPath, router, routes } from './router.js';
+import { ROLE_OF, scope } from './access.js';
+import { currentPath, focusHeading, router, routes } from './router.js';
 import { startStream, stopStream } from './stream.js';
 
 const appRoot = () => /** @type {HTMLElement} */ (document.getElementById('app'));
@@ -55,7 +56,7 @@ function renderLogin(notice) {
   const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block', testid: 'login-submit' }, 'Sign in');
   const error = h('p', { class: 'form-error', role: 'alert', testid: 'login-error' });
   const form = h('form', { class: 'login-card', novalidate: true },
-    h('div', { class: 'login-brand' }, logo(), h('span', null, 'lorafleet')),
+    h('h1', { class: 'login-brand' }, logo(), h('span', null, 'lorafleet')),
     h('p', { class: 'login-sub' }, 'Sign in to manage your LoRaWAN fleet'),
     notice ? h('p', { class: 'alert alert-info', testid: 'login-notice' }, notice) : null,
     h('label', { for: 'login-username' }, 'Username'), username,
@@ -87,6 +88,14 @@ async function enterApp() {
   router.render();
 }
 
+/** Skips the top bar: focuses the page's heading (a hash link would be taken for a route). */
+function skipLink() {
+  return h('a', {
+    class: 'skip-link', href: '#view', testid: 'skip-link',
+    onclick: (/** @type {Event} */ ev) => { ev.preventDefault(); focusHeading(); },
+  }, 'Skip to content');
+}
+
 function topBar() {
   const session = state.session || { username: '' };
   const nav = h('nav', { class: 'nav', 'aria-label': 'Main' },
@@ -99,7 +108,7 @@ function topBar() {
     nav,
     h('div', { class: 'topbar-right' },
       liveDot,
-      h('span', { class: 'user', testid: 'current-user', title: 'Signed in user' }, session.username),
+      h('span', { class: 'user', testid: 'current-user', title: `Signed in user, role ${ROLE_OF[scope()]}` }, session.username),
       h('button', { type: 'button', class: 'btn btn-ghost btn-small', testid: 'logout', onclick: logout }, 'Log out')));
 }
 
@@ -107,12 +116,12 @@ function topBar() {
 function networkBanner(net) {
   if (net.simulated === true) {
     const scale = Number(net.time_scale) || 1;
-    return h('div', { class: 'sim-banner', role: 'status', testid: 'simulated-banner' },
+    return h('div', { class: 'sim-banner', testid: 'simulated-banner' },
       'Simulated network — devices are virtual' +
-      (scale !== 1 ? `; simulated time runs ×${scale}` : ''));
+      (scale !== 1 ? `; fleet times are simulated time, which runs ×${scale} real time` : ''));
   }
   if (net.kind === 'none') {
-    return h('div', { class: 'sim-banner net-none-banner', role: 'status', testid: 'network-banner' },
+    return h('div', { class: 'sim-banner net-none-banner', testid: 'network-banner' },
       'No network server configured — uplinks are received, but requests and downlinks cannot be sent');
   }
   return null;
@@ -121,12 +130,13 @@ function networkBanner(net) {
 function renderShell() {
   const info = state.info || {};
   const net = info.network || {};
-  const view = h('main', { class: 'view', id: 'view' });
+  const view = h('main', { class: 'view', id: 'view', tabindex: '-1' });
   const footerBits = ['lorafleet'];
   if (info.version) footerBits.push(`v${info.version}`);
   if (net.kind) footerBits.push(`network: ${net.kind}${net.region ? ` (${net.region})` : ''}`);
   const footer = h('footer', { class: 'footer', testid: 'footer' }, footerBits.join(' · '));
-  appRoot().replaceChildren(topBar(), networkBanner(net) || '', view, footer);
+  document.body.setAttribute('data-scope', scope());
+  appRoot().replaceChildren(skipLink(), topBar(), networkBanner(net) || '', view, footer);
   router.view = view;
 }
 
@@ -139,7 +149,7 @@ export async function boot() {
     if (statusOf(e) === 401) { renderLogin(); return; }
     appRoot().replaceChildren(h('main', { class: 'login-page' },
       h('div', { class: 'login-card' },
-        h('div', { class: 'login-brand' }, logo(), h('span', null, 'lorafleet')),
+        h('h1', { class: 'login-brand' }, logo(), h('span', null, 'lorafleet')),
         errorBox(messageOf(e) || 'The server could not be reached.', () => boot()))));
   }
 }

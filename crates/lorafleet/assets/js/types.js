@@ -32,16 +32,22 @@
  * @property {Version} [running_version]
  * @property {string | null} [last_seen]
  * @property {boolean} [never_seen]
+ * @property {string} [status]   online | offline | never_seen
+ * @property {string | null} [model]
+ * @property {number | null} [rssi]
+ * @property {number | null} [snr]
+ * @property {number | null} [battery]
  * @property {string | null} [reappeared_at]
  */
 
-/** @typedef {{ devices: DeviceSummary[], total: number }} DeviceList */
+/** @typedef {{ devices: DeviceSummary[], total: number, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
 
 /**
  * @typedef {object} StatusRequest
  * @property {string | number} [id]
  * @property {string} command
  * @property {string} state
+ * @property {string} [state_label]   "completed with failures" when failed devices remain
  * @property {string} [requested_at]
  * @property {string | null} [answered_at]
  * @property {string | null} [payload_hex]
@@ -82,6 +88,10 @@
  * @property {string | null} [mc_session_setup_at]
  * @property {string | null} [frag_status_at]
  * @property {string | null} [completed_at]
+ * @property {string | null} [check_method_used]  version_status | firmware_management | none
+ * @property {string | null} [verify_method_used]
+ * @property {{ raw_hex: string, fields: Record<string, unknown>, reading: string } | null} [frag_status]
+ * @property {Record<string, unknown> | null} [firmware_management]
  */
 
 /**
@@ -89,6 +99,7 @@
  * @property {number} id
  * @property {string} name
  * @property {string} state
+ * @property {string} [state_label]   "completed with failures" when failed devices remain
  * @property {string} driver
  * @property {number} firmware_id
  * @property {{ file_name: string } | null} [firmware]

@@ -12,6 +12,7 @@
 //! ([`drivers::engine`]).
 
 pub mod drivers;
+pub mod gateways;
 pub mod plan;
 pub mod region;
 pub mod runner;
@@ -20,10 +21,10 @@ pub mod validate;
 // The campaign's types live next to their queries in storage (which names nothing of this
 // folder); these are the names the rest of the server knows them by.
 pub use crate::storage::campaigns::{
-    count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
-    CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef, FragStatusRequest,
-    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ParityMode, ProgressPoint,
-    Stage, UnicastSettings,
+    count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
+    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
+    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
+    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// Median seconds between consecutive uplinks of the given devices (the first 200), from the
@@ -51,4 +52,28 @@ pub async fn observed_uplink_interval(
     }
     gaps.sort_by(f64::total_cmp);
     Ok(Some(gaps[gaps.len() / 2]))
+}
+
+#[cfg(test)]
+mod state_label_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn a_completed_campaign_with_failed_devices_says_so() {
+        let counts = |failed: u32| {
+            BTreeMap::from([("completed".to_string(), 3), ("failed".to_string(), failed)])
+        };
+        assert_eq!(
+            state_label(CampaignState::Completed, &counts(1)),
+            "completed with failures"
+        );
+        assert_eq!(
+            state_label(CampaignState::Completed, &counts(0)),
+            "completed"
+        );
+        assert_eq!(state_label(CampaignState::Running, &counts(1)), "running");
+        assert_eq!(state_label(CampaignState::Failed, &counts(1)), "failed");
+    }
 }

@@ -197,6 +197,9 @@ pub struct Plan {
     pub worst_case_duration_s: f64,
     pub warnings: Vec<PlanWarning>,
     pub redundancy_advice: Option<RedundancyAdvice>,
+    /// The gateways the multicast group will be bound to (lorafleet's engine on ChirpStack v4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<super::gateways::GatewayChoice>,
 }
 
 /// A device as the plan sees it.
@@ -322,6 +325,7 @@ pub fn compute(input: &PlanInput) -> Plan {
         worst_case_duration_s: round(worst, 1),
         warnings,
         redundancy_advice: None,
+        gateways: None,
     }
 }
 

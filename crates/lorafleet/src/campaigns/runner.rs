@@ -104,7 +104,14 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
     })
 }
 
-async fn log(app: &App, id: i64, line: LogLine) {
+/// Now on the network's clock: what a campaign's times are stamped with, like the devices'
+/// (the runner's own scheduling, `next_poll_at`, stays on the real clock it sleeps on).
+fn net_now(app: &App) -> String {
+    crate::storage::fmt_time(app.network.now())
+}
+
+async fn log(app: &App, id: i64, mut line: LogLine) {
+    line.at = app.network.now();
     if let Err(e) = store::add_log(&app.db, id, &line).await {
         tracing::warn!(campaign = id, error = %e, "writing the campaign log");
     }
@@ -126,9 +133,10 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
         CampaignState::Failed,
         Some(message),
         Stage::Failed,
+        &net_now(app),
     )
     .await?;
-    store::record_progress(&app.db, id).await?;
+    store::record_progress(&app.db, id, &net_now(app)).await?;
     let _ = app.changes.send(Change::Campaign(id));
     Ok(())
 }
@@ -167,13 +175,21 @@ async fn process(app: &App, id: i64) -> anyhow::Result<()> {
             if row.last_poll_error.is_some() {
                 log(app, id, LogLine::info("the FUOTA service answers again")).await;
             }
-            store::apply_outcome(&app.db, id, &outcome).await?;
+            store::apply_outcome(&app.db, id, &outcome, &net_now(app)).await?;
             match &outcome.finished {
                 Some(Finished::Completed) => {
                     log(app, id, LogLine::info("campaign completed")).await;
-                    store::finish(&app.db, id, CampaignState::Completed, None, Stage::Failed)
-                        .await?;
-                    store::record_progress(&app.db, id).await?;
+                    let at = net_now(app);
+                    store::finish(
+                        &app.db,
+                        id,
+                        CampaignState::Completed,
+                        None,
+                        Stage::Failed,
+                        &at,
+                    )
+                    .await?;
+                    store::record_progress(&app.db, id, &at).await?;
                 }
                 Some(Finished::Failed(msg)) => return fail(app, id, msg).await,
                 None => {
@@ -264,13 +280,13 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
         Err(DriverError::Unavailable(m)) => return Err(StartError::Unavailable(m)),
         Err(e) => return Err(StartError::Refused(e.to_string())),
     }
-    if !store::set_running(&app.db, id)
+    if !store::set_running(&app.db, id, &net_now(app))
         .await
         .map_err(|e| StartError::Other(e.into()))?
     {
         return Err(StartError::NotDraft(CampaignState::Running));
     }
-    store::record_progress(&app.db, id)
+    store::record_progress(&app.db, id, &net_now(app))
         .await
         .map_err(|e| StartError::Other(e.into()))?;
     log(app, id, LogLine::info("start requested")).await;
@@ -315,9 +331,10 @@ pub async fn cancel(app: &App, id: i64) -> anyhow::Result<bool> {
         CampaignState::Cancelled,
         None,
         Stage::Cancelled,
+        &net_now(app),
     )
     .await?;
-    store::record_progress(&app.db, id).await?;
+    store::record_progress(&app.db, id, &net_now(app)).await?;
     let _ = app.changes.send(Change::Campaign(id));
     Ok(true)
 }

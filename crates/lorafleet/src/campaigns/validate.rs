@@ -43,6 +43,9 @@ pub struct CampaignRequest {
     pub name: Option<String>,
     pub firmware_id: Option<i64>,
     pub devices: Option<Vec<String>>,
+    /// Instead of `devices`: the device list's filter parameters (`model`, `version`, ...),
+    /// resolved into devices when the draft is saved and again when the campaign starts.
+    pub device_filter: Option<crate::storage::devices::DeviceFilterParams>,
     /// `chirpstack-v4`, `fuota-server-v3` or `engine`.
     pub driver: Option<String>,
     pub keys: Option<KeysRequest>,
@@ -64,6 +67,12 @@ pub struct EngineRequest {
     pub verify: Option<bool>,
     /// Default 60.
     pub reboot_delay_s: Option<i64>,
+    /// `version_status`, `firmware_management`, `auto` (default) or `none`.
+    pub check_method: Option<String>,
+    /// `version_status`, `firmware_management`, `auto` (default) or `none`.
+    pub verify_method: Option<String>,
+    /// `reboot_time` (default) or `reboot_countdown`.
+    pub reboot_with: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -95,6 +104,8 @@ pub struct MulticastRequest {
     pub ping_slot_periodicity: Option<i64>,
     pub group_id: Option<i64>,
     pub timeout_exp: Option<i64>,
+    /// Gateway IDs (EUI-64, hex) to send the multicast frames from; empty or absent: chosen.
+    pub gateways: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -575,8 +586,28 @@ fn multicast(
         group_id,
         timeout_exp: explicit_timeout.unwrap_or(0),
         timeout_exp_auto: explicit_timeout.is_none(),
+        gateways: gateway_ids(mc.gateways.as_deref(), errors),
     };
     (settings, modulation)
+}
+
+/// `multicast.gateways`: ChirpStack's gateway IDs, 16 hex digits each, lower-cased.
+fn gateway_ids(ids: Option<&[String]>, errors: &mut FieldErrors) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids.unwrap_or_default() {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        } else {
+            errors.add(
+                "multicast.gateways",
+                format!("multicast.gateways must hold gateway IDs of 16 hex digits, got {id:?}"),
+            );
+        }
+    }
+    out
 }
 
 fn multicast_class(text: Option<&str>, errors: &mut FieldErrors) -> MulticastClass {
@@ -1065,6 +1096,20 @@ fn engine(er: &EngineRequest, errors: &mut FieldErrors) -> EngineSettings {
     if let Some(v) = er.verify {
         engine.verify = v;
     }
+    engine.check_method = method(er.check_method.as_deref(), "engine.check_method", errors);
+    engine.verify_method = method(er.verify_method.as_deref(), "engine.verify_method", errors);
+    match er.reboot_with.as_deref() {
+        None | Some("reboot_time") => {}
+        Some("reboot_countdown") => {
+            engine.reboot_with = lorafleet_engine::machine::RebootWith::RebootCountdown
+        }
+        Some(o) => errors.add(
+            "engine.reboot_with",
+            format!(
+                "engine.reboot_with must be \"reboot_time\" or \"reboot_countdown\", got {o:?}"
+            ),
+        ),
+    }
     engine.reboot_delay_s = in_range(
         errors,
         "engine.reboot_delay_s",
@@ -1075,6 +1120,28 @@ fn engine(er: &EngineRequest, errors: &mut FieldErrors) -> EngineSettings {
         " seconds",
     ) as u32;
     engine
+}
+
+/// `engine.check_method` / `engine.verify_method`.
+fn method(
+    text: Option<&str>,
+    field: &str,
+    errors: &mut FieldErrors,
+) -> lorafleet_engine::machine::Method {
+    use lorafleet_engine::machine::Method;
+    match text {
+        None | Some("auto") => Method::Auto,
+        Some("version_status") => Method::VersionStatus,
+        Some("firmware_management") => Method::FirmwareManagement,
+        Some("none") => Method::None,
+        Some(o) => {
+            errors.add(
+                field,
+                format!("{field} must be \"version_status\", \"firmware_management\", \"auto\" or \"none\", got {o:?}"),
+            );
+            Method::Auto
+        }
+    }
 }
 
 // --- the session, from the sections together
@@ -1477,6 +1544,7 @@ mod tests {
                 group_id: 0,
                 timeout_exp: 0,
                 timeout_exp_auto: true,
+                gateways: vec![],
             }
         );
         assert_eq!(
@@ -1516,6 +1584,7 @@ mod tests {
                 group_id: 3,
                 timeout_exp: 15,
                 timeout_exp_auto: false,
+                gateways: vec![],
             }
         );
         let (s, _, _) = multicast_of(json!({"frequency": 869_525_000.4}), &eu868());
@@ -1781,6 +1850,50 @@ mod tests {
     }
 
     #[test]
+    fn engine_methods() {
+        use lorafleet_engine::machine::{Method, RebootWith};
+        let mut errors = FieldErrors::default();
+        let e = engine(&from(json!({})), &mut errors);
+        assert_eq!(
+            (e.check_method, e.verify_method, e.reboot_with),
+            (Method::Auto, Method::Auto, RebootWith::RebootTime)
+        );
+        let e = engine(
+            &from(
+                json!({"check_method": "firmware_management", "verify_method": "none", "reboot_with": "reboot_countdown"}),
+            ),
+            &mut errors,
+        );
+        assert_eq!(
+            (e.check_method, e.verify_method, e.reboot_with),
+            (
+                Method::FirmwareManagement,
+                Method::None,
+                RebootWith::RebootCountdown
+            )
+        );
+        let e = engine(
+            &from(json!({"check_method": "version_status"})),
+            &mut errors,
+        );
+        assert_eq!(e.check_method, Method::VersionStatus);
+        assert!(errors.is_empty());
+        engine(
+            &from(json!({"verify_method": "fmp", "reboot_with": "now"})),
+            &mut errors,
+        );
+        let mut want = one(
+            "engine.verify_method",
+            "engine.verify_method must be \"version_status\", \"firmware_management\", \"auto\" or \"none\", got \"fmp\"",
+        );
+        want.extend(one(
+            "engine.reboot_with",
+            "engine.reboot_with must be \"reboot_time\" or \"reboot_countdown\", got \"now\"",
+        ));
+        assert_eq!(list(&errors), want);
+    }
+
+    #[test]
     fn engine_settings() {
         let cases = [
             (json!({}), (CheckMode::Refuse, true, 60), vec![]),
@@ -1824,7 +1937,8 @@ mod tests {
                 EngineSettings {
                     check,
                     verify,
-                    reboot_delay_s
+                    reboot_delay_s,
+                    ..EngineSettings::default()
                 },
                 "{request}"
             );

@@ -4,6 +4,7 @@
 //! The types live in [`crate::storage`] next to the queries that fill them (so storage never
 //! reaches up into this folder); they are re-exported here under the names callers know.
 
+pub mod filter;
 pub mod record;
 
 pub use crate::storage::device_events::DeviceEventDto;

@@ -16,9 +16,12 @@ pub struct Retention {
 
 const REAPPEARED: &str = "device sent again after it was removed from the list";
 
-/// True for an uplink that only needs storing: no Version & Status answer to decode.
+/// True for an uplink that only needs storing: no Version & Status or Firmware Management
+/// answer to decode.
 pub fn is_plain_uplink(ev: &IntegrationEvent, retention: Retention) -> bool {
-    matches!(&ev.body, EventBody::Up(up) if up.f_port != Some(retention.status_f_port))
+    matches!(&ev.body, EventBody::Up(up)
+        if up.f_port != Some(retention.status_f_port)
+            && up.f_port != Some(crate::firmware_management::F_PORT))
 }
 
 /// Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap at
@@ -121,6 +124,17 @@ pub async fn apply_event(
             let msg = format!("downlink sent by a gateway{fc}");
             device_events::add(conn, &eui, &at, "downlink_sent", &msg).await?;
         }
+        EventBody::DownlinkDropped {
+            queue_item_id,
+            message,
+        } => {
+            if let Some(id) = downlinks::find_by_queue_item(conn, &eui, queue_item_id).await? {
+                downlinks::mark_failed(conn, id, message, &at).await?;
+            }
+            let msg = format!("downlink dropped by the network: {message}");
+            device_events::add(conn, &eui, &at, "downlink_failed", &msg).await?;
+            device_events::prune(conn, &eui, retention.event_history).await?;
+        }
         EventBody::Log { level, message } => {
             let kind = if level == "error" { "error" } else { "log" };
             device_events::add(conn, &eui, &at, kind, message).await?;
@@ -139,6 +153,7 @@ async fn apply_uplink(
 ) -> storage::Result<()> {
     let eui = ev.dev_eui.to_string();
     uplinks::insert(conn, &eui, up).await?;
+    devices::set_link(conn, &eui, &fmt_time(ev.at), up.rssi, up.snr).await?;
     if prune_due(up) {
         uplinks::prune(conn, &eui, retention.uplink_history).await?;
     }
@@ -148,6 +163,16 @@ async fn apply_uplink(
         let changes = crate::version_status::interpret(&up.data, known);
         storage::version_status::write(conn, &eui, &at, &changes).await?;
         for (kind, message) in &changes.log {
+            device_events::add(conn, &eui, &at, kind, message).await?;
+        }
+        device_events::prune(conn, &eui, retention.event_history).await?;
+    }
+    if up.f_port == Some(crate::firmware_management::F_PORT) {
+        let at = fmt_time(ev.at);
+        let before = storage::firmware_management::read(conn, &eui).await?;
+        let (record, log) = crate::firmware_management::interpret(&up.data, &at, before);
+        storage::firmware_management::write(conn, &eui, &record).await?;
+        for (kind, message) in &log {
             device_events::add(conn, &eui, &at, kind, message).await?;
         }
         device_events::prune(conn, &eui, retention.event_history).await?;
@@ -185,7 +210,8 @@ async fn apply_ack(
     device_events::add(conn, eui, at, kind, msg).await
 }
 
-/// Records a downlink lorafleet is about to ask the network for; returns its id.
+/// Records a downlink lorafleet is about to ask the network for, at `at` on the network's
+/// clock (the clock of the answers it will be shown beside); returns its id.
 pub async fn record_downlink_request(
     db: &Db,
     dev_eui: DevEui,
@@ -193,9 +219,19 @@ pub async fn record_downlink_request(
     data: &[u8],
     confirmed: bool,
     status_command: Option<&str>,
+    at: &str,
 ) -> storage::Result<i64> {
     let mut conn = storage::acquire(db).await?;
-    downlinks::insert_request(&mut conn, dev_eui, f_port, data, confirmed, status_command).await
+    downlinks::insert_request(
+        &mut conn,
+        dev_eui,
+        f_port,
+        data,
+        confirmed,
+        status_command,
+        at,
+    )
+    .await
 }
 
 /// Stores what the network answered to a downlink request, with an event-log line.
@@ -205,9 +241,10 @@ pub async fn record_downlink_outcome(
     dev_eui: DevEui,
     outcome: Result<(Option<String>, Option<u32>), String>,
     what: &str,
+    at: &str,
 ) -> storage::Result<()> {
     let mut tx = storage::begin(db).await?;
-    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what).await?;
+    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what, at).await?;
     storage::commit(tx).await
 }
 
@@ -218,19 +255,19 @@ pub async fn apply_downlink_outcome(
     dev_eui: DevEui,
     outcome: Result<(Option<String>, Option<u32>), String>,
     what: &str,
+    now: &str,
 ) -> storage::Result<()> {
-    let now = storage::now();
     let eui = dev_eui.to_string();
     match outcome {
         Ok((network_ref, f_cnt)) => {
-            downlinks::mark_enqueued(conn, id, network_ref, f_cnt, &now).await?;
+            downlinks::mark_enqueued(conn, id, network_ref, f_cnt, now).await?;
             let msg = format!("{what} enqueued");
-            device_events::add(conn, &eui, &now, "downlink_enqueued", &msg).await
+            device_events::add(conn, &eui, now, "downlink_enqueued", &msg).await
         }
         Err(e) => {
-            downlinks::mark_failed(conn, id, &e, &now).await?;
+            downlinks::mark_failed(conn, id, &e, now).await?;
             let msg = format!("{what} failed: {e}");
-            device_events::add(conn, &eui, &now, "downlink_failed", &msg).await
+            device_events::add(conn, &eui, now, "downlink_failed", &msg).await
         }
     }
 }

@@ -31,6 +31,7 @@ pub async fn send_unicast(io: Io<'_>, downlink: &Downlink, what: &str) -> anyhow
         &downlink.data,
         downlink.confirmed,
         None,
+        &storage::fmt_time(io.network.now()),
     )
     .await?;
     let result = io.network.enqueue(downlink).await;
@@ -38,7 +39,8 @@ pub async fn send_unicast(io: Io<'_>, downlink: &Downlink, what: &str) -> anyhow
         Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
         Err(e) => Err(e.to_string()),
     };
-    store::record_downlink_outcome(io.db, id, downlink.dev_eui, outcome, what).await?;
+    let at = storage::fmt_time(io.network.now());
+    store::record_downlink_outcome(io.db, id, downlink.dev_eui, outcome, what, &at).await?;
     let _ = io.changes.send(Change::Device(downlink.dev_eui));
     Ok(result?)
 }
@@ -54,6 +56,7 @@ pub async fn send_unicasts(
         return Ok(Vec::new());
     }
     let mut ids = Vec::with_capacity(batch.len());
+    let requested = storage::fmt_time(io.network.now());
     let mut tx = storage::begin(io.db).await?;
     for (d, _) in batch {
         ids.push(
@@ -64,6 +67,7 @@ pub async fn send_unicasts(
                 &d.data,
                 d.confirmed,
                 None,
+                &requested,
             )
             .await?,
         );
@@ -73,13 +77,14 @@ pub async fn send_unicasts(
     for (d, _) in batch {
         results.push(io.network.enqueue(d).await);
     }
+    let answered = storage::fmt_time(io.network.now());
     let mut tx = storage::begin(io.db).await?;
     for ((id, (d, what)), result) in ids.iter().zip(batch).zip(&results) {
         let outcome = match result {
             Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
             Err(e) => Err(e.to_string()),
         };
-        store::apply_downlink_outcome(&mut tx, *id, d.dev_eui, outcome, what).await?;
+        store::apply_downlink_outcome(&mut tx, *id, d.dev_eui, outcome, what, &answered).await?;
     }
     storage::commit(tx).await?;
     for (d, _) in batch {

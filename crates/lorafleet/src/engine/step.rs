@@ -14,7 +14,7 @@ use rand::Rng;
 
 use lorafleet_engine::commands::{parse_uplink, Reply};
 use lorafleet_engine::keys::{self, RootKey};
-use lorafleet_engine::machine::{Action, Dev, Level, Phase, Run, Settings, Step, Target};
+use lorafleet_engine::machine::{Action, Dev, Level, Method, Phase, Run, Settings, Step, Target};
 use lorafleet_engine::ports;
 
 use super::{send_unicasts, Io};
@@ -63,11 +63,49 @@ pub struct Stepped {
     pub done: bool,
 }
 
+/// Binds the new group to the campaign's gateways; one that cannot be added is said, and the
+/// network then sends from the others.
+async fn bind_gateways(
+    io: Io<'_>,
+    group_id: &str,
+    gateways: &[String],
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    if gateways.is_empty() {
+        return;
+    }
+    let mut bound = Vec::new();
+    for gw in gateways {
+        match io.network.add_multicast_gateway(group_id, gw).await {
+            Ok(()) => bound.push(gw.as_str()),
+            Err(e) => log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("could not bind gateway {gw} to the multicast group: {e}"),
+            )),
+        }
+    }
+    log.push(line(
+        now,
+        Level::Info,
+        None,
+        format!(
+            "multicast group bound to gateway{} {}",
+            if bound.len() == 1 { "" } else { "s" },
+            bound.join(", ")
+        ),
+    ));
+}
+
 /// What the network needs to create the group besides the run's keys.
 #[derive(Debug, Clone, Default)]
 pub struct GroupInfo {
     pub name: String,
     pub application_id: Option<String>,
+    /// Gateways to bind the group to once created (empty: the network's choice).
+    pub gateways: Vec<String>,
 }
 
 /// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
@@ -114,14 +152,24 @@ pub async fn start(
                 continue;
             }
         };
-        let vt = storage::devices::versioning_type(io.db, &d.dev_eui.to_string()).await?;
-        devs.push(Dev::new(
+        let eui = d.dev_eui.to_string();
+        let vt = storage::devices::versioning_type(io.db, &eui).await?;
+        let mut dev = Dev::new(
             d.dev_eui,
             keys::encrypted_mc_key(root, mc_key),
             vt.and_then(|v| u8::try_from(v).ok()),
             s,
             now,
-        ));
+        );
+        // `auto` remembers across campaigns too: a device known to answer only Firmware
+        // Management is not first given a Version & Status check's worth of retries.
+        if dev.step == Step::Check
+            && s.check_method == Method::Auto
+            && storage::firmware_management::answers_only_firmware_management(io.db, &eui).await?
+        {
+            dev.trying = Some(Method::FirmwareManagement);
+        }
+        devs.push(dev);
     }
     log.push(line(
         now,
@@ -158,7 +206,13 @@ async fn replies(
         .enumerate()
         .map(|(i, d)| (d.dev_eui.to_string(), i))
         .collect();
-    let ports = [ports::MULTICAST_SETUP, ports::FRAGMENTATION, status_port];
+    let fm_port = lorafleet_codec::firmware_management::DEFAULT_F_PORT;
+    let ports = [
+        ports::MULTICAST_SETUP,
+        ports::FRAGMENTATION,
+        status_port,
+        fm_port,
+    ];
     let rows = storage::uplinks::since(io.db, run.uplink_cursor, ports, 20_000).await?;
     let mut out = Vec::new();
     for row in rows {
@@ -170,7 +224,12 @@ async fn replies(
             continue;
         };
         let port = u8::try_from(row.f_port).unwrap_or(0);
-        for reply in parse_uplink(port, &row.data, status_port) {
+        let replies = if port == fm_port && port != status_port {
+            lorafleet_engine::machine::parse_firmware_management(&row.data)
+        } else {
+            parse_uplink(port, &row.data, status_port)
+        };
+        for reply in replies {
             out.push((i, at, reply));
         }
     }
@@ -356,6 +415,7 @@ async fn create_group(
             ));
         }
     }
+    bind_gateways(io, &id, &group.gateways, now, log).await;
     log.push(line(
         now,
         Level::Info,

@@ -6,6 +6,7 @@
 
 pub mod library;
 pub mod store;
+pub mod spelling;
 
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 
@@ -43,6 +44,20 @@ pub fn detect_trailer(tail: &[u8]) -> Result<Option<TrailerInfo>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The values `versioning` takes.
+pub const VERSIONINGS: [&str; 4] = ["semver", "gps_time", "unix_time", "raw"];
+
+/// Why a metadata value is refused (only `versioning` has a fixed set of values).
+pub fn check_metadata(field: &str, value: &str) -> Result<(), String> {
+    if field == "versioning" && !VERSIONINGS.contains(&value) {
+        return Err(format!(
+            "versioning must be one of {}, got {value:?}",
+            VERSIONINGS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a sidecar `<file>.toml`. Versions may be written as numbers; they are kept as text.
 pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -60,6 +75,7 @@ pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
             toml::Value::Float(f) => f.to_string(),
             other => return Err(format!("{key} must be text, got a {}", other.type_str())),
         };
+        check_metadata(&key, &text)?;
         meta.set(&key, Some(text));
     }
     Ok(meta)

@@ -194,6 +194,7 @@ fn decode_json(event: &str, body: &[u8]) -> Result<IntegrationEvent, IngestError
                 rssi,
                 snr,
                 gateway_count,
+                gateway_ids: Vec::new(),
                 confirmed: e.confirmed_uplink,
                 data,
                 object,

@@ -153,7 +153,15 @@ fn uplink(up: pb::UplinkEvent, event: &str) -> Result<IntegrationEvent, IngestEr
     };
     let gateways = up.rx_info.iter().map(|rx| (rx.rssi, f64::from(rx.snr)));
     let dedup_key = non_empty(up.deduplication_id).map(|id| format!("v4:{id}"));
-    let uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
+    let mut uplink = frame.into_uplink(gateways, object, dedup_key, FORMAT, event)?;
+    let mut gateway_ids: Vec<String> = up
+        .rx_info
+        .iter()
+        .filter_map(|rx| non_empty(rx.gateway_id.to_ascii_lowercase()))
+        .collect();
+    gateway_ids.sort();
+    gateway_ids.dedup();
+    uplink.gateway_ids = gateway_ids;
     Ok(IntegrationEvent {
         dev_eui,
         at,
@@ -188,12 +196,25 @@ fn log(log: pb::LogEvent) -> Result<IntegrationEvent, IngestError> {
     let code = pb::LogCode::try_from(log.code)
         .map(|c| c.as_str_name().to_string())
         .unwrap_or_default();
+    // An error that names a queue item is ChirpStack discarding it (too large for the data
+    // rate, frame counter, expired): the downlink will never be sent.
+    let dropped = (level == "error")
+        .then(|| log.context.get("queue_item_id").cloned())
+        .flatten()
+        .filter(|id| !id.is_empty());
     let message = log_message(&code, log.description, log.context);
+    let body = match dropped {
+        Some(queue_item_id) => EventBody::DownlinkDropped {
+            queue_item_id,
+            message,
+        },
+        None => EventBody::Log { level, message },
+    };
     Ok(IntegrationEvent {
         dev_eui,
         at: time(log.time),
         device,
-        body: EventBody::Log { level, message },
+        body,
     })
 }
 

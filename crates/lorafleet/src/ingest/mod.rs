@@ -249,6 +249,8 @@ impl Frame {
             rssi,
             snr,
             gateway_count,
+            // Named by the decoders that know them (v4's rxInfo).
+            gateway_ids: Vec::new(),
             confirmed: self.confirmed,
             data: self.data,
             object,

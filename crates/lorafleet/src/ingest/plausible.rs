@@ -107,6 +107,7 @@ mod tests {
                 rssi: None,
                 snr: None,
                 gateway_count: 1,
+                gateway_ids: Vec::new(),
                 confirmed: false,
                 data: vec![],
                 object: None,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chirpstack_api::api;
+use chirpstack_api::api::application_service_client::ApplicationServiceClient;
 use chirpstack_api::api::device_service_client::DeviceServiceClient;
 use chirpstack_api::api::multicast_group_service_client::MulticastGroupServiceClient;
 
@@ -163,6 +164,8 @@ impl Network for ChirpstackV4 {
         let mut client = DeviceServiceClient::new(self.client.channel());
         let mut out = Vec::new();
         for application_id in &self.application_ids {
+            let application_name = self.application_name(application_id).await;
+            let first = out.len();
             let mut offset = 0u32;
             loop {
                 let request = self.request(api::ListDevicesRequest {
@@ -191,6 +194,9 @@ impl Network for ChirpstackV4 {
                 if got == 0 || offset >= page.total_count {
                     break;
                 }
+            }
+            for d in &mut out[first..] {
+                d.application_name.clone_from(&application_name);
             }
         }
         Ok(out)
@@ -274,6 +280,23 @@ impl Network for ChirpstackV4 {
         Ok(())
     }
 
+    async fn add_multicast_gateway(
+        &self,
+        group_id: &str,
+        gateway_id: &str,
+    ) -> Result<(), NetworkError> {
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
+        let request = self.request(api::AddGatewayToMulticastGroupRequest {
+            multicast_group_id: group_id.to_string(),
+            gateway_id: gateway_id.to_string(),
+        });
+        client
+            .add_gateway(request)
+            .await
+            .map_err(|s| self.map_status(s))?;
+        Ok(())
+    }
+
     async fn enqueue_multicast(
         &self,
         group_id: &str,
@@ -328,4 +351,20 @@ fn parse_key(hex_text: &str) -> Option<[u8; 16]> {
     let mut key = [0u8; 16];
     hex::decode_to_slice(hex_text.trim(), &mut key).ok()?;
     (key != [0u8; 16]).then_some(key)
+}
+
+impl ChirpstackV4 {
+    /// The application's name, so that devices listed before their first uplink show it; None
+    /// when the API key may not read applications (the device list still works).
+    async fn application_name(&self, application_id: &str) -> Option<String> {
+        let mut client = ApplicationServiceClient::new(self.client.channel());
+        let request = self.request(api::GetApplicationRequest {
+            id: application_id.to_string(),
+        });
+        let response = client.get(request).await.ok()?.into_inner();
+        response
+            .application
+            .map(|a| a.name)
+            .filter(|n| !n.is_empty())
+    }
 }

@@ -149,6 +149,16 @@ pub trait Network: Send + Sync + 'static {
         Err(not_supported(self.kind(), "multicast groups"))
     }
 
+    /// Binds a multicast group to a gateway: the network sends the group's frames from its
+    /// gateways only.
+    async fn add_multicast_gateway(
+        &self,
+        _group_id: &str,
+        _gateway_id: &str,
+    ) -> Result<(), NetworkError> {
+        Err(not_supported(self.kind(), "multicast gateways"))
+    }
+
     /// Queues a frame for a multicast group; returns its frame counter.
     async fn enqueue_multicast(
         &self,

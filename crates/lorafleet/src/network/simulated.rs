@@ -100,6 +100,7 @@ fn integration_event(e: SimEvent) -> IntegrationEvent {
             rssi: Some(u.rssi),
             snr: Some(u.snr),
             gateway_count: u.gateway_count,
+            gateway_ids: Vec::new(),
             confirmed: false,
             data: u.data,
             object: u.object,
@@ -137,7 +138,8 @@ fn identity(d: &FleetDevice) -> DeviceIdentity {
         device_profile_name: Some(format!("Simulated {}", d.model)),
         tags: Some(BTreeMap::from([
             ("simulated".to_string(), "true".to_string()),
-            ("model".to_string(), d.model.to_string()),
+            // The operator's name for the model, the one `model=` filters by.
+            ("model".to_string(), format!("sim-{}", d.model)),
         ])),
         dev_addr: Some(hex::encode(d.dev_addr)),
     }

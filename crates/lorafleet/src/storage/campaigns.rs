@@ -5,17 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 
-use super::{now, parse_time, time, time_now, Binds, Cols, Conn, Db, Result, Time};
+use super::{now, parse_time, time, Binds, Cols, Conn, Db, Result, Time};
 
 mod changes;
 mod records;
 
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
 pub use records::{
-    count_stages, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings, CampaignState,
-    CampaignSummary, DeviceKey, DriverKind, EngineSettings, FirmwareRef, FragStatusRequest,
-    FragmentationSettings, LogEntry, MulticastClass, MulticastSettings, ParityMode, ProgressPoint,
-    Stage, UnicastSettings,
+    count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
+    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
+    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
+    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
@@ -79,9 +79,9 @@ pub async fn insert_draft(
     v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
+    at: &str,
 ) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
-    let at = now();
     let id: i64 = on!(&mut *tx, c => {
     let query = sqlx::query(
         "INSERT INTO campaigns (name, state, driver, firmware_id, request_json, settings_json,
@@ -89,13 +89,13 @@ pub async fn insert_draft(
          VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     );
     bind_draft(query, v, request, plan)?
-        .bind(time(&at))
-        .bind(time(&at))
+        .bind(time(at))
+        .bind(time(at))
         .fetch_one(c)
         .await?
         .get::<i64>("id")
     });
-    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -107,9 +107,9 @@ pub async fn update_draft(
     v: Draft<'_>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
+    at: &str,
 ) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
-    let at = now();
     let n = on!(&mut *tx, c => {
     let query = sqlx::query(
         "UPDATE campaigns SET name = $1, driver = $2, firmware_id = $3, request_json = $4,
@@ -117,7 +117,7 @@ pub async fn update_draft(
          WHERE id = $9 AND state = 'draft'",
     );
     bind_draft(query, v, request, plan)?
-        .bind(time(&at))
+        .bind(time(at))
         .bind(id)
         .execute(c)
         .await?
@@ -129,7 +129,7 @@ pub async fn update_draft(
     on!(&mut *tx, c => sqlx::query("DELETE FROM campaign_devices WHERE campaign_id = $1")
         .bind(id)
         .execute(c).await.map(|r| r.rows_affected()))?;
-    insert_pending_devices(&mut tx, id, v.devices, &at).await?;
+    insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -207,6 +207,7 @@ fn device_from_row(r: &impl Cols) -> CampaignDevice {
         error: r.get("error"),
         attempts: r.get::<i64>("attempts") as u32,
         next_action_at: r.get("next_action_at"),
+        engine: EngineDeviceReport::from_driver_json(driver_json.as_ref()),
         driver_json,
     }
 }
@@ -221,22 +222,23 @@ pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
     Ok(rows)
 }
 
-/// Marks a draft running with every device at its first step; false if it was not a draft.
-pub async fn set_running(db: &Db, id: i64) -> Result<bool> {
-    let at = now();
+/// Marks a draft running at `at` (the network's clock) with every device at its first step;
+/// false if it was not a draft. The first poll is due now on the runner's own (real) clock.
+pub async fn set_running(db: &Db, id: i64, at: &str) -> Result<bool> {
+    let poll_now = now();
     let mut tx = db.begin().await?;
     let n = on!(&mut *tx, c => sqlx::query(
         "UPDATE campaigns SET state = 'running', started_at = $1, updated_at = $2, next_poll_at = $3,
             error = NULL WHERE id = $4 AND state = 'draft'",
     )
-    .bind(time(&at))
-    .bind(time(&at))
-    .bind(time(&at))
+    .bind(time(at))
+    .bind(time(at))
+    .bind(time(&poll_now))
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;
     if n == 1 {
         on!(&mut *tx, c => sqlx::query("UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = $1 WHERE campaign_id = $2")
-            .bind(time(&at))
+            .bind(time(at))
             .bind(id)
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
@@ -251,16 +253,16 @@ pub async fn finish(
     state: CampaignState,
     error: Option<&str>,
     device_stage: Stage,
+    at: &str,
 ) -> Result<()> {
-    let at = now();
     let mut tx = db.begin().await?;
     on!(&mut *tx, c => sqlx::query(
         "UPDATE campaigns SET state = $1, completed_at = $2, updated_at = $3, error = COALESCE($4, error),
             next_poll_at = NULL, keys_json = '{}' WHERE id = $5",
     )
     .bind(state.as_str())
-    .bind(time(&at))
-    .bind(time(&at))
+    .bind(time(at))
+    .bind(time(at))
     .bind(error)
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;
@@ -269,7 +271,7 @@ pub async fn finish(
          WHERE campaign_id = $3 AND stage NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(device_stage.as_str())
-    .bind(time(&at))
+    .bind(time(at))
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;
     tx.commit().await?;
@@ -322,7 +324,12 @@ pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
 }
 
 /// Stores what a driver reported; true when anything the console shows changed.
-pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::Result<bool> {
+pub async fn apply_outcome(
+    db: &Db,
+    id: i64,
+    outcome: &PollOutcome,
+    at: &str,
+) -> anyhow::Result<bool> {
     let mut changed = false;
     let current: HashMap<String, CampaignDevice> = devices(db, id)
         .await?
@@ -364,7 +371,7 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
         .bind(report.attempts.map(i64::from))
         .bind(t(report.next_action_at))
         .bind(report.driver_json.as_ref().map(|v| v.to_string()))
-        .bind(time_now())
+        .bind(time(at))
         .bind(id)
         .bind(&report.dev_eui)
         .execute(c).await.map(|r| r.rows_affected()))?;
@@ -385,7 +392,7 @@ pub async fn apply_outcome(db: &Db, id: i64, outcome: &PollOutcome) -> anyhow::R
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if changed {
-        record_progress(db, id).await?;
+        record_progress(db, id, at).await?;
     }
     Ok(changed)
 }
@@ -407,7 +414,7 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 }
 
 /// Appends the current devices-per-stage counts to the history when they changed.
-pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
+pub async fn record_progress(db: &Db, id: i64, at: &str) -> Result<()> {
     let stages: Vec<String> = on!(db, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
             .bind(id)
             .fetch_all(c).await)?;
@@ -423,7 +430,7 @@ pub async fn record_progress(db: &Db, id: i64) -> Result<()> {
             "INSERT INTO campaign_progress (campaign_id, at, counts_json) VALUES ($1, $2, $3)",
         )
         .bind(id)
-        .bind(time_now())
+        .bind(time(at))
         .bind(counts)
         .execute(c).await.map(|r| r.rows_affected()))?;
     }
@@ -511,6 +518,7 @@ pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
         let st = stages.remove(&summary.id).unwrap_or_default();
         summary.devices = st.len() as u32;
         summary.counts = count_stages(st.iter());
+        summary.state_label = records::state_label(summary.state, &summary.counts);
         out.push(summary);
     }
     Ok(out)
@@ -533,6 +541,7 @@ fn summary_from_row(r: &impl Cols) -> CampaignSummary {
         error: r.get("error"),
         devices: 0,
         counts: count_stages(std::iter::empty()),
+        state_label: String::new(),
     }
 }
 
@@ -573,10 +582,13 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         counts: serde_json::from_str(&r.get::<String>("counts_json")).unwrap_or_default(),
     })
     .collect());
+    let counts = count_stages(devices.iter().map(|d| &d.stage));
     Ok(Some(CampaignDto {
         id,
         name: row.name,
+        state_label: records::state_label(row.state, &counts),
         state: row.state,
+        device_count: devices.len() as u32,
         driver: row.driver,
         firmware_id: row.firmware_id,
         firmware,
@@ -589,7 +601,7 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         completed_at: row.completed_at,
         error: row.error,
         last_poll_error: row.last_poll_error,
-        counts: count_stages(devices.iter().map(|d| &d.stage)),
+        counts,
         devices,
         log,
         progress,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::device_events::DeviceEventDto;
 use super::downlinks::{DownlinkDto, StatusRequestDto};
 use super::firmware_history::HistoryEntry;
-use super::integration_events::{DeviceIdentity, IntegrationEvent};
+use super::integration_events::{DeviceIdentity, EventBody, IntegrationEvent};
 use super::uplinks::UplinkDto;
 use super::version_status::{version_dto, StatusDto, VersionDto};
 use super::{device_events, downlinks, firmware_history, uplinks, version_status};
@@ -44,17 +44,31 @@ pub struct DeviceSummary {
     pub dev_eui: String,
     pub name: String,
     pub application: Option<String>,
+    /// A `model` tag, else the device-profile name, else the reported device description.
+    pub model: Option<String>,
     pub last_seen: Option<String>,
     pub running_version: Option<VersionDto>,
     /// Listed by the network server's API but never heard by lorafleet.
     pub never_seen: bool,
+    /// `online`, `offline` (not heard for the list's `offline_after_s`) or `never_seen`.
+    pub status: String,
+    /// RSSI (dBm) and SNR (dB) of the last uplink.
+    pub rssi: Option<i64>,
+    pub snr: Option<f64>,
+    /// Battery level in percent from the last device-status report.
+    pub battery: Option<f64>,
     /// Set when a device that was removed from the list sent again.
     pub reappeared_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceList {
+    /// Devices the filter selects (all pages).
     pub total: i64,
+    /// Pass as `cursor=` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+    /// A device not heard for this long is `offline`.
+    pub offline_after_s: u64,
     pub devices: Vec<DeviceSummary>,
 }
 
@@ -84,6 +98,11 @@ pub struct DeviceDetail {
     pub events: Vec<DeviceEventDto>,
     /// Running versions over time and the campaigns that updated the device.
     pub firmware_history: Vec<HistoryEntry>,
+    /// What the device reported through Firmware Management (TS006): `firmware_version`,
+    /// `hardware_version`, `image` (`status`: absent, corrupt, incompatible or valid, with its
+    /// `version`), `reboot`, each with the time (`at`) it was reported.
+    #[schema(value_type = Option<Object>)]
+    pub firmware_management: Option<serde_json::Value>,
 }
 
 fn tags_json(id: &DeviceIdentity) -> Option<String> {
@@ -107,9 +126,11 @@ pub async fn upsert(
     // and RETURNING tells whether that just happened.
     on!(&mut *conn, c => sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at)
-         VALUES ($1, COALESCE($2, ''), $3, $4, $5, $6, COALESCE($7, '{}'), $8, $9, $9, $10)
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, changed_seq)
+         VALUES ($1, COALESCE($2, ''), $3, $4, $5, $6, COALESCE($7, '{}'), $8, $9, $9, $10,
+            (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
          ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = COALESCE($2, devices.name),
             application_id = COALESCE($3, devices.application_id),
             application_name = COALESCE($4, devices.application_name),
@@ -148,11 +169,16 @@ pub async fn upsert_heard_batch(
     on!(conn, c, DB => {
     let mut devices = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at) ",
+            device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, rssi, snr,
+            changed_seq) ",
     );
     devices.push_values(events.iter(), |mut row, ev| {
         let at = Time::from(ev.at);
         let id = &ev.device;
+        let (rssi, snr) = match &ev.body {
+            EventBody::Up(up) => (up.rssi.map(i64::from), up.snr),
+            _ => (None, None),
+        };
         row.push_bind(ev.dev_eui.to_string())
             .push_bind(id.name.clone().unwrap_or_default())
             .push_bind(id.application_id.clone())
@@ -163,13 +189,17 @@ pub async fn upsert_heard_batch(
             .push_bind(id.dev_addr.clone())
             .push_bind(at.clone())
             .push_bind(at.clone())
-            .push_bind(at);
+            .push_bind(at)
+            .push_bind(rssi)
+            .push_bind(snr)
+            .push("(SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks)");
     });
     // `excluded` is the row as proposed: identity fields only overwrite when the event had
     // them, as in upsert. A removed device heard again comes back, and RETURNING names it so
     // the event log can say so.
     devices.push(
         " ON CONFLICT(dev_eui) DO UPDATE SET
+            changed_seq = excluded.changed_seq,
             name = CASE WHEN excluded.name = '' THEN devices.name ELSE excluded.name END,
             application_id = COALESCE(excluded.application_id, devices.application_id),
             application_name = COALESCE(excluded.application_name, devices.application_name),
@@ -180,6 +210,10 @@ pub async fn upsert_heard_batch(
             first_seen = COALESCE(devices.first_seen, excluded.first_seen),
             last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen
                              THEN excluded.last_seen ELSE devices.last_seen END,
+            rssi = CASE WHEN devices.last_seen IS NULL OR devices.last_seen <= excluded.last_seen
+                        THEN excluded.rssi ELSE devices.rssi END,
+            snr = CASE WHEN devices.last_seen IS NULL OR devices.last_seen <= excluded.last_seen
+                       THEN excluded.snr ELSE devices.snr END,
             reappeared_at = CASE WHEN devices.removed_at IS NOT NULL THEN excluded.last_seen
                                  ELSE devices.reappeared_at END,
             removed_at = NULL
@@ -193,6 +227,23 @@ pub async fn upsert_heard_batch(
         .map(|r| (r.get("dev_eui"), r.get("reappeared_at")))
         .collect())
     })
+}
+
+/// The link quality of a device's newest uplink (the one that set its last_seen at `at`).
+pub async fn set_link(
+    conn: &mut Conn,
+    dev_eui: &str,
+    at: &str,
+    rssi: Option<i32>,
+    snr: Option<f64>,
+) -> Result<()> {
+    on!(&mut *conn, c => sqlx::query("UPDATE devices SET rssi = $1, snr = $2 WHERE dev_eui = $3 AND last_seen = $4")
+        .bind(rssi.map(i64::from))
+        .bind(snr)
+        .bind(dev_eui)
+        .bind(time(at))
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 pub async fn set_joined(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
@@ -222,19 +273,29 @@ pub async fn set_device_status(
     Ok(())
 }
 
-/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen").
-pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
-    let mut tx = super::begin(db).await?;
-    let now = super::now();
+/// Adds devices listed by the network server that lorafleet has not heard yet ("never seen"),
+/// at `now` on the network's clock.
+pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Result<usize> {
+    // The write lock up front: each insert also reads (the newest uplink id, the application's
+    // name), and a deferred transaction that reads before it writes fails at once when the
+    // ingest writer commits in between.
+    let mut tx = super::begin_immediate(db).await?;
     let mut added = 0;
     for d in devices {
         let r = on!(&mut *tx, c => sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
-                device_profile_name, source, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'network', $7)
+                device_profile_name, source, created_at, changed_seq)
+             VALUES ($1, $2, $3,
+                -- The network's name for the application, else the one its other devices sent.
+                COALESCE($4, (SELECT o.application_name FROM devices o
+                              WHERE o.application_id = $3 AND o.removed_at IS NULL
+                                AND o.application_name IS NOT NULL LIMIT 1)),
+                $5, $6, 'network', $7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
+                changed_seq = excluded.changed_seq,
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
                 application_id = COALESCE(devices.application_id, excluded.application_id),
+                application_name = COALESCE(devices.application_name, excluded.application_name),
                 device_profile_id = COALESCE(excluded.device_profile_id, devices.device_profile_id),
                 device_profile_name = COALESCE(excluded.device_profile_name, devices.device_profile_name)",
         )
@@ -244,7 +305,7 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
         .bind(d.application_name.as_deref())
         .bind(d.device_profile_id.as_deref())
         .bind(d.device_profile_name.as_deref())
-        .bind(time(&now))
+        .bind(time(now))
         .execute(c).await.map(|r| r.rows_affected()))?;
         added += r as usize;
     }
@@ -252,85 +313,7 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice]) -> Result<usize> {
     Ok(added)
 }
 
-/// Query of the device list.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub search: Option<String>,
-    pub limit: i64,
-    pub offset: i64,
-    /// `last_seen` (default, newest first), `name` or `dev_eui`.
-    pub sort: String,
-}
-
-/// The search as a LIKE pattern with its wildcards escaped; None for no search.
-fn like_pattern(search: Option<&str>) -> Option<String> {
-    search.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
-        format!(
-            "%{}%",
-            s.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    })
-}
-
-fn summary_from_row(r: &impl Cols) -> DeviceSummary {
-    let last_seen: Option<String> = r.get("last_seen");
-    let running: Option<i64> = r.get("running_version");
-    let application: Option<String> = r
-        .get::<Option<String>>("application_name")
-        .or(r.get("application_id"));
-    DeviceSummary {
-        dev_eui: r.get("dev_eui"),
-        name: r.get("name"),
-        application,
-        never_seen: last_seen.is_none(),
-        last_seen,
-        running_version: running.map(|v| version_dto(v, r.get("versioning_type"))),
-        reappeared_at: r.get("reappeared_at"),
-    }
-}
-
-pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
-    let pattern = like_pattern(q.search.as_deref());
-    // Two shapes of query, so that the unfiltered list (the common case) can use the partial
-    // index devices_listed; SQLite plans before it sees whether the pattern is NULL.
-    // Case-insensitive on both: SQLite's LIKE is (for ASCII), PostgreSQL's is not.
-    let like = if db.is_postgres() { "ILIKE" } else { "LIKE" };
-    let filter = if pattern.is_some() {
-        format!(
-            "removed_at IS NULL AND (dev_eui {like} $1 ESCAPE '\\' OR name {like} $1 ESCAPE '\\'
-             OR application_name {like} $1 ESCAPE '\\' OR dev_addr {like} $1 ESCAPE '\\')"
-        )
-    } else {
-        "removed_at IS NULL AND $1 IS NULL".to_string()
-    };
-    let total: i64 = on!(db, c => sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices WHERE {filter}"))
-        .bind(pattern.as_deref())
-        .fetch_one(c).await)?;
-    let order = match q.sort.as_str() {
-        "name" => "name ASC, dev_eui ASC",
-        "dev_eui" => "dev_eui ASC",
-        // SQLite sorts NULL lowest, so never-seen devices come last and the index serves the
-        // order; PostgreSQL sorts NULL highest, and its index is built NULLS LAST to match.
-        _ if db.is_postgres() => "last_seen DESC NULLS LAST",
-        _ => "last_seen DESC",
-    };
-    let rows = on!(db, c => sqlx::query(&format!(
-        "SELECT dev_eui, name, application_name, application_id, last_seen, running_version,
-                versioning_type, reappeared_at
-         FROM devices WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
-    ))
-    .bind(pattern.as_deref())
-    .bind(q.limit)
-    .bind(q.offset)
-    .fetch_all(c).await?
-    .iter()
-    .map(summary_from_row)
-    .collect());
-    let devices = rows;
-    Ok(DeviceList { total, devices })
-}
+// The device list lives in `device_list` below (filters, sorts, keyset paging).
 
 /// Devices on the list (not removed), for the metrics gauge.
 pub async fn count_listed(db: &Db) -> Result<i64> {
@@ -390,24 +373,27 @@ async fn detail_from_row(db: &Db, r: &(impl Cols + Sync), eui: String) -> Result
         downlinks,
         events: device_events::recent(db, &eui, 100).await?,
         firmware_history: firmware_history::of_device(db, &eui, vt).await?,
+        firmware_management: r
+            .get::<Option<String>>("firmware_management")
+            .and_then(|t| serde_json::from_str(&t).ok()),
         dev_eui: eui,
     })
 }
 
-/// Hides a device from the list, with a log line saying by whom; false when it was not listed.
-pub async fn remove(db: &Db, dev_eui: DevEui, by: &str) -> Result<bool> {
+/// Hides a device from the list at `now` (the network's clock, which its uplinks are compared
+/// with), with a log line saying by whom; false when it was not listed.
+pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<bool> {
     let eui = dev_eui.to_string();
-    let now = super::now();
     let mut tx = db.begin().await?;
     let n = on!(&mut *tx, c => sqlx::query("UPDATE devices SET removed_at = $1, reappeared_at = NULL WHERE dev_eui = $2 AND removed_at IS NULL")
-        .bind(time(&now))
+        .bind(time(now))
         .bind(&eui)
         .execute(c).await.map(|r| r.rows_affected()))?;
     if n > 0 {
         device_events::add(
             &mut tx,
             &eui,
-            &now,
+            now,
             "removed",
             &format!("removed from the device list by {by}"),
         )
@@ -448,4 +434,678 @@ pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevi
         }
     }
     Ok(out)
+}
+
+// --- The device list: filters, sort orders and keyset paging.
+//
+// Each sort order is an index over the same expression followed by dev_eui (migration
+// 20261204200700_device_list_scale), so a page at any depth is one index range from the cursor.
+// The name search uses the FTS5 trigram table `devices_search`; PostgreSQL would use a pg_trgm
+// GIN index on the same columns for `ILIKE '%…%'`.
+
+/// What the device list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    LastSeen,
+    Name,
+    DevEui,
+    RunningVersion,
+    Rssi,
+    Snr,
+    Battery,
+}
+
+impl SortKey {
+    pub const ALL: [SortKey; 7] = [
+        SortKey::LastSeen,
+        SortKey::Name,
+        SortKey::DevEui,
+        SortKey::RunningVersion,
+        SortKey::Rssi,
+        SortKey::Snr,
+        SortKey::Battery,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::LastSeen => "last_seen",
+            SortKey::Name => "name",
+            SortKey::DevEui => "dev_eui",
+            SortKey::RunningVersion => "running_version",
+            SortKey::Rssi => "rssi",
+            SortKey::Snr => "snr",
+            SortKey::Battery => "battery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SortKey> {
+        SortKey::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Newest activity first; everything else smallest first.
+    pub fn default_desc(self) -> bool {
+        self == SortKey::LastSeen
+    }
+
+    /// The sort expression, the one its index is built on. A missing value becomes one below
+    /// every real value, so that it sorts last when descending and keyset comparisons are total.
+    /// PostgreSQL's: times as the same text SQLite stores (`time_key`, migration
+    /// 20261204200700), text in byte order (`COLLATE "C"`), as [`SortValue::cmp`] compares.
+    fn column(self, pg: bool) -> &'static str {
+        match self {
+            SortKey::LastSeen if pg => "time_key(d.last_seen)",
+            SortKey::LastSeen => "COALESCE(d.last_seen, '')",
+            SortKey::Name if pg => "(d.name COLLATE \"C\")",
+            SortKey::Name => "d.name",
+            SortKey::DevEui => eui_key(pg),
+            SortKey::RunningVersion => "COALESCE(d.running_version, -1)",
+            SortKey::Rssi => "COALESCE(d.rssi, -1000000)",
+            SortKey::Snr => "COALESCE(d.snr, -1000000.0)",
+            SortKey::Battery => "COALESCE(d.battery, -1.0)",
+        }
+    }
+
+    /// Pushes the key as it was when a walk started (the newest uplink id was `since`), for a
+    /// device changed after: its last uplink up to `since` tells its last_seen, RSSI and SNR of
+    /// that moment. The other keys rarely change and are read as they are now.
+    fn push_as_of(self, b: &mut Sql, since: i64) {
+        let last_up = "FROM uplinks u WHERE u.dev_eui = d.dev_eui AND u.id <= ";
+        let newest = " ORDER BY u.id DESC LIMIT 1)";
+        match self {
+            SortKey::LastSeen if b.pg => {
+                b.push(format!("time_key((SELECT MAX(u.received_at) {last_up}"));
+                b.bind(since).push("))");
+            }
+            SortKey::LastSeen => {
+                b.push(format!("COALESCE((SELECT MAX(u.received_at) {last_up}"));
+                b.bind(since).push("), '')");
+            }
+            SortKey::Rssi => {
+                b.push(format!("COALESCE((SELECT u.rssi {last_up}"));
+                b.bind(since).push(newest).push(", -1000000)");
+            }
+            SortKey::Snr => {
+                b.push(format!("COALESCE((SELECT u.snr {last_up}"));
+                b.bind(since).push(newest).push(", -1000000.0)");
+            }
+            _ => {
+                let pg = b.pg;
+                b.push(self.column(pg));
+            }
+        }
+    }
+
+    fn value_from_row(self, r: &impl Cols) -> SortValue {
+        match self {
+            SortKey::LastSeen | SortKey::Name | SortKey::DevEui => {
+                SortValue::Text(r.get("sort_key"))
+            }
+            SortKey::RunningVersion | SortKey::Rssi => SortValue::Int(r.get("sort_key")),
+            SortKey::Snr | SortKey::Battery => SortValue::Real(r.get("sort_key")),
+        }
+    }
+}
+
+/// The DevEUI as the list's tie-break: byte order on both backends.
+fn eui_key(pg: bool) -> &'static str {
+    if pg {
+        "(d.dev_eui COLLATE \"C\")"
+    } else {
+        "d.dev_eui"
+    }
+}
+
+/// A statement of the device list assembled from parts, with its values bound as `$1`, `$2`,
+/// ... (both backends read them), and which backend's text to write where they differ.
+struct Sql {
+    text: String,
+    binds: Vec<SortValue>,
+    pg: bool,
+}
+
+impl Sql {
+    fn new(db: &Db, text: impl AsRef<str>) -> Sql {
+        Sql {
+            text: text.as_ref().to_string(),
+            binds: Vec::new(),
+            pg: db.is_postgres(),
+        }
+    }
+
+    fn push(&mut self, text: impl AsRef<str>) -> &mut Sql {
+        self.text.push_str(text.as_ref());
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<SortValue>) -> &mut Sql {
+        self.binds.push(value.into());
+        let n = self.binds.len();
+        self.text.push_str(&format!("${n}"));
+        self
+    }
+}
+
+impl From<i64> for SortValue {
+    fn from(v: i64) -> SortValue {
+        SortValue::Int(v)
+    }
+}
+impl From<String> for SortValue {
+    fn from(v: String) -> SortValue {
+        SortValue::Text(v)
+    }
+}
+
+/// Binds a [`Sql`]'s values to a query of either backend.
+macro_rules! bind_all {
+    ($query:expr, $sql:expr) => {{
+        let mut query = $query;
+        for v in &$sql.binds {
+            query = match v {
+                SortValue::Int(v) => query.bind(*v),
+                SortValue::Real(v) => query.bind(*v),
+                SortValue::Text(v) => query.bind(v.as_str()),
+            };
+        }
+        query
+    }};
+}
+
+/// A row's position in a sort order (its sort expression's value).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SortValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl SortValue {
+    /// The order SQLite gives the same values (text compares as bytes, as Rust's does).
+    fn cmp(&self, other: &SortValue) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (SortValue::Int(a), SortValue::Int(b)) => a.cmp(b),
+            (SortValue::Real(a), SortValue::Real(b)) => a.total_cmp(b),
+            (SortValue::Int(a), SortValue::Real(b)) => (*a as f64).total_cmp(b),
+            (SortValue::Real(a), SortValue::Int(b)) => a.total_cmp(&(*b as f64)),
+            (SortValue::Text(a), SortValue::Text(b)) => a.cmp(b),
+            (SortValue::Text(_), _) => Ordering::Greater,
+            (_, SortValue::Text(_)) => Ordering::Less,
+        }
+    }
+}
+
+/// Where the next page starts: the last row's position, and the walk's start (the newest uplink
+/// id when the first page was read). Devices changed since keep the position they had at the
+/// start for the rest of the walk, so a walk returns every device exactly once while devices
+/// keep sending (in commit order, whatever the times the events carry).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "s")]
+    pub sort: String,
+    #[serde(rename = "d")]
+    pub desc: bool,
+    /// The newest uplink id when the walk started.
+    #[serde(rename = "u")]
+    pub since: i64,
+    #[serde(rename = "k")]
+    pub key: SortValue,
+    #[serde(rename = "e")]
+    pub dev_eui: String,
+}
+
+impl Cursor {
+    /// URL-safe text for `cursor=`.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(text: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// The filter parameters of `GET /api/devices`; a campaign's `device_filter` takes the same.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilterParams {
+    /// Part of the EUI, name, application or DevAddr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// Running version: raw (decimal or 0x hex) or as shown (`1.3.0`, `2025-01-15T00:00:00Z`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Application name or id, case-insensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// A `model` tag, the device-profile name or the reported device description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `key:value`: the device's tag `key` is `value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// RFC 3339: last heard before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_before: Option<String>,
+    /// RFC 3339: last heard after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen_after: Option<String>,
+    /// `online`, `offline` or `never_seen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// `status=`: online = heard since `since`, offline = not heard since then, never seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusFilter {
+    Online { since: String },
+    Offline { since: String },
+    NeverSeen,
+}
+
+/// The list's filters, already checked (times in [`fmt_time`]'s format).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceFilter {
+    pub search: Option<String>,
+    /// Raw running versions, any of which matches; None for no version filter.
+    pub versions: Option<Vec<i64>>,
+    /// Application name or id, case-insensitive.
+    pub application: Option<String>,
+    /// The devices' `model` column, case-insensitive.
+    pub model: Option<String>,
+    /// `key:value` pairs, all of which must match.
+    pub tags: Vec<(String, String)>,
+    pub seen_before: Option<String>,
+    pub seen_after: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+/// Query of the device list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: DeviceFilter,
+    pub sort: SortKey,
+    pub desc: bool,
+    pub limit: i64,
+    /// Rows skipped (paging by offset; ignored with a cursor).
+    pub offset: i64,
+    pub cursor: Option<Cursor>,
+    /// A device heard since then is online (each row's `status`).
+    pub online_since: String,
+    pub offline_after_s: u64,
+}
+
+/// The search as an FTS5 phrase (a substring of 3 or more characters for the trigram index).
+fn fts_phrase(search: &str) -> Option<String> {
+    (search.chars().count() >= 3).then(|| format!("\"{}\"", search.replace('"', "\"\"")))
+}
+
+/// The search as a LIKE pattern with its wildcards escaped (searches too short for trigrams).
+fn like_pattern(search: &str) -> String {
+    format!(
+        "%{}%",
+        search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
+/// Appends the search condition: SQLite's FTS5 trigram table for 3 characters or more, else a
+/// LIKE (case-insensitive for ASCII there); PostgreSQL's ILIKE, which its pg_trgm indexes serve.
+fn push_search(b: &mut Sql, search: &str) {
+    if !b.pg {
+        if let Some(phrase) = fts_phrase(search) {
+            b.push(" AND d.rowid IN (SELECT rowid FROM devices_search WHERE devices_search MATCH ");
+            b.bind(phrase).push(")");
+            return;
+        }
+    }
+    let like = if b.pg { "ILIKE" } else { "LIKE" };
+    let p = like_pattern(search);
+    b.push(format!(" AND (d.dev_eui {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.name {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.application_name {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.dev_addr {like} "));
+    b.bind(p).push(" ESCAPE '\\')");
+}
+
+/// Appends the filter's conditions (after a WHERE that selects listed devices).
+fn push_filter(b: &mut Sql, f: &DeviceFilter) {
+    if let Some(search) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        push_search(b, search);
+    }
+    if let Some(versions) = &f.versions {
+        if versions.is_empty() {
+            // No version matches: a value no version has (a constant false would leave the
+            // INDEXED BY of the moved rows without a plan).
+            b.push(" AND d.running_version = -1");
+        } else {
+            b.push(" AND d.running_version IN (");
+            for (i, v) in versions.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.bind(*v);
+            }
+            b.push(")");
+        }
+    }
+    if let Some(app) = &f.application {
+        if b.pg {
+            b.push(" AND (lower(d.application_name) = lower(");
+            b.bind(app.clone())
+                .push(") OR lower(d.application_id) = lower(");
+            b.bind(app.clone()).push("))");
+        } else {
+            b.push(" AND (d.application_name = ");
+            b.bind(app.clone())
+                .push(" COLLATE NOCASE OR d.application_id = ");
+            b.bind(app.clone()).push(" COLLATE NOCASE)");
+        }
+    }
+    if let Some(model) = &f.model {
+        // SQLite's column is COLLATE NOCASE; PostgreSQL's index is on lower(model).
+        if b.pg {
+            b.push(" AND lower(d.model) = lower(")
+                .bind(model.clone())
+                .push(")");
+        } else {
+            b.push(" AND d.model = ").bind(model.clone());
+        }
+    }
+    for (key, value) in &f.tags {
+        if b.pg {
+            b.push(" AND (d.tags_json::jsonb ->> ");
+            b.bind(key.clone()).push(") = ");
+        } else {
+            b.push(" AND json_extract(d.tags_json, ");
+            b.bind(format!("$.\"{key}\"")).push(") = ");
+        }
+        b.bind(value.clone());
+    }
+    push_seen(b, f);
+}
+
+/// Times compare through the last_seen index's expression, '' for never seen, so that each
+/// of these is a range of it.
+fn push_seen(b: &mut Sql, f: &DeviceFilter) {
+    let seen = SortKey::LastSeen.column(b.pg);
+    if let Some(t) = &f.seen_before {
+        b.push(format!(" AND {seen} > '' AND {seen} < "))
+            .bind(t.clone());
+    }
+    if let Some(t) = &f.seen_after {
+        b.push(format!(" AND {seen} > ")).bind(t.clone());
+    }
+    match &f.status {
+        Some(StatusFilter::Online { since }) => {
+            b.push(format!(" AND {seen} >= ")).bind(since.clone());
+        }
+        Some(StatusFilter::Offline { since }) => {
+            b.push(format!(" AND {seen} > '' AND {seen} < "))
+                .bind(since.clone());
+        }
+        Some(StatusFilter::NeverSeen) => {
+            b.push(format!(" AND {seen} = ''"));
+        }
+        None => {}
+    }
+}
+
+const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application_id, d.last_seen,
+    d.running_version, d.versioning_type, d.reappeared_at, d.model, d.rssi, d.snr, d.battery";
+
+/// Pushes "after the cursor" (before it when descending): `key >= k AND (key > k OR dev_eui >
+/// e)`, for the few moved rows (the settled ones take two index seeks instead).
+fn push_after(b: &mut Sql, key: &str, desc: bool, c: &Cursor) {
+    let (cmp, strict) = if desc { ("<=", "<") } else { (">=", ">") };
+    let eui = eui_key(b.pg);
+    b.push(format!(" AND {key} {cmp} "));
+    b.bind(c.key.clone());
+    b.push(format!(" AND ({key} {strict} "));
+    b.bind(c.key.clone());
+    b.push(format!(" OR {eui} {strict} "))
+        .bind(c.dev_eui.clone())
+        .push(")");
+}
+
+/// A row of the list read on either backend: its position and what the list shows.
+struct ListRow {
+    key: SortValue,
+    dev_eui: String,
+    summary: DeviceSummary,
+}
+
+/// Runs a list statement and reads its rows.
+async fn fetch_rows(db: &Db, sql: &Sql, q: &ListQuery) -> Result<Vec<ListRow>> {
+    on!(db, c => Ok(bind_all!(sqlx::query(&sql.text), sql)
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| ListRow {
+            key: q.sort.value_from_row(r),
+            dev_eui: r.get("dev_eui"),
+            summary: summary_from_row(r, q),
+        })
+        .collect()))
+}
+
+/// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
+/// not changed since the walk started.
+async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<ListRow>> {
+    let Some(c) = &q.cursor else {
+        return settled_part(db, q, since, None).await;
+    };
+    // Two index seeks: the rest of the cursor's key (equal key, later DevEUIs), then the keys
+    // after it. One condition for both would scan every row of a key shared by many devices
+    // (an RSSI value, a version) from its first.
+    let mut rows = settled_part(db, q, since, Some((c, true))).await?;
+    if (rows.len() as i64) < q.limit {
+        let rest = settled_part(db, q, since, Some((c, false))).await?;
+        rows.extend(rest);
+        rows.truncate(q.limit.max(0) as usize);
+    }
+    Ok(rows)
+}
+
+/// One index range of [`rows_settled`]: from the start (or offset), the cursor's key after its
+/// DevEUI (`tie`), or the keys after the cursor's.
+async fn settled_part(
+    db: &Db,
+    q: &ListQuery,
+    since: Option<i64>,
+    from: Option<(&Cursor, bool)>,
+) -> Result<Vec<ListRow>> {
+    let pg = db.is_postgres();
+    let key = q.sort.column(pg);
+    let eui = eui_key(pg);
+    let mut b = Sql::new(
+        db,
+        format!("SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"),
+    );
+    push_filter(&mut b, &q.filter);
+    if let Some(since) = since {
+        // Unary plus: never SQLite's changed_seq index here (it selects nearly every row).
+        let plus = if pg { "" } else { "+" };
+        b.push(format!(" AND {plus}d.changed_seq <= ")).bind(since);
+    }
+    let after = if q.desc { "<" } else { ">" };
+    match from {
+        Some((c, true)) => {
+            b.push(format!(" AND {key} = "));
+            b.bind(c.key.clone());
+            b.push(format!(" AND {eui} {after} "))
+                .bind(c.dev_eui.clone());
+        }
+        Some((c, false)) => {
+            b.push(format!(" AND {key} {after} "));
+            b.bind(c.key.clone());
+        }
+        None => {}
+    }
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    b.push(format!(" ORDER BY {key} {dir}, {eui} {dir} LIMIT "));
+    b.bind(q.limit);
+    if from.is_none() {
+        b.push(" OFFSET ").bind(q.offset);
+    }
+    fetch_rows(db, &b, q).await
+}
+
+/// Devices changed since the walk started (few: those that sent during it), at the position
+/// they had then.
+async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<ListRow>> {
+    let mut b = Sql::new(db, format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
+    q.sort.push_as_of(&mut b, since);
+    // Few rows changed since the walk began: start from them, whatever the filter's indexes
+    // would suggest to SQLite's planner (it cannot know how few they are).
+    b.push(" AS sort_key FROM devices d");
+    if !b.pg {
+        b.push(" INDEXED BY devices_changed");
+    }
+    b.push(" WHERE d.removed_at IS NULL");
+    push_filter(&mut b, &q.filter);
+    b.push(" AND d.changed_seq > ").bind(since);
+    b.push(") d WHERE TRUE");
+    if let Some(c) = &q.cursor {
+        push_after(&mut b, "d.sort_key", q.desc, c);
+    }
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    let eui = eui_key(b.pg);
+    b.push(format!(" ORDER BY d.sort_key {dir}, {eui} {dir} LIMIT "));
+    b.bind(q.limit);
+    fetch_rows(db, &b, q).await
+}
+
+/// The newest uplink id: where a walk starts.
+async fn newest_uplink(db: &Db) -> Result<i64> {
+    on!(db, c => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(c)
+        .await)
+}
+
+/// How many listed devices the filter selects.
+pub async fn count(db: &Db, filter: &DeviceFilter) -> Result<i64> {
+    let mut b = Sql::new(db, "SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL");
+    push_filter(&mut b, filter);
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
+}
+
+/// Every listed device the filter selects, as DevEUIs (a campaign's `device_filter`).
+pub async fn matching(db: &Db, filter: &DeviceFilter) -> Result<Vec<String>> {
+    let mut b = Sql::new(db, "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL");
+    push_filter(&mut b, filter);
+    b.push(format!(" ORDER BY {}", eui_key(b.pg)));
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_all(c).await)
+}
+
+/// The running versions of listed devices with their versioning types, for matching a version
+/// written the way the console shows it.
+pub async fn running_versions(db: &Db) -> Result<Vec<(i64, Option<i64>)>> {
+    on!(db, c => Ok(sqlx::query(
+        "SELECT DISTINCT running_version, versioning_type FROM devices
+         WHERE removed_at IS NULL AND running_version IS NOT NULL",
+    )
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(|r| (r.get("running_version"), r.get("versioning_type")))
+    .collect()))
+}
+
+fn summary_from_row(r: &impl Cols, q: &ListQuery) -> DeviceSummary {
+    let last_seen: Option<String> = r.get("last_seen");
+    let running: Option<i64> = r.get("running_version");
+    let application: Option<String> = r
+        .get::<Option<String>>("application_name")
+        .or(r.get("application_id"));
+    let status = match &last_seen {
+        None => "never_seen",
+        Some(t) if *t >= q.online_since => "online",
+        Some(_) => "offline",
+    };
+    DeviceSummary {
+        dev_eui: r.get("dev_eui"),
+        name: r.get("name"),
+        application,
+        model: r.get("model"),
+        never_seen: last_seen.is_none(),
+        status: status.to_string(),
+        last_seen,
+        running_version: running.map(|v| version_dto(v, r.get("versioning_type"))),
+        rssi: r.get("rssi"),
+        snr: r.get("snr"),
+        battery: r.get("battery"),
+        reappeared_at: r.get("reappeared_at"),
+    }
+}
+
+fn by_position(a: &ListRow, b: &ListRow) -> std::cmp::Ordering {
+    a.key.cmp(&b.key).then_with(|| a.dev_eui.cmp(&b.dev_eui))
+}
+
+/// One page of the list, with the cursor of the next when there may be one.
+pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
+    let total = count(db, &q.filter).await?;
+    // A deep page by offset is read as the index has it (keyset paging is what stays stable).
+    let walk = q.cursor.is_some() || q.offset == 0;
+    let since = match &q.cursor {
+        Some(c) => c.since,
+        None => newest_uplink(db).await?,
+    };
+    let mut rows = rows_settled(db, q, walk.then_some(since)).await?;
+    if walk {
+        rows.extend(rows_moved(db, q, since).await?);
+        rows.sort_by(|a, b| {
+            let o = by_position(a, b);
+            if q.desc {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+        rows.truncate(q.limit.max(0) as usize);
+    }
+    let next_cursor = match rows.last() {
+        Some(r) if rows.len() as i64 == q.limit => Some(
+            Cursor {
+                sort: q.sort.as_str().to_string(),
+                desc: q.desc,
+                since,
+                key: r.key.clone(),
+                dev_eui: r.dev_eui.clone(),
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(DeviceList {
+        total,
+        next_cursor,
+        offline_after_s: q.offline_after_s,
+        devices: rows.into_iter().map(|r| r.summary).collect(),
+    })
+}
+
+/// The DevEUIs of the devices heard most recently.
+pub async fn recently_heard(db: &Db, n: i64) -> Result<Vec<String>> {
+    on!(db, c => sqlx::query_scalar(
+        "SELECT dev_eui FROM devices WHERE removed_at IS NULL AND last_seen IS NOT NULL
+         ORDER BY last_seen DESC LIMIT $1",
+    )
+    .bind(n)
+    .fetch_all(c)
+    .await)
 }

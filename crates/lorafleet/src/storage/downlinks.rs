@@ -33,7 +33,8 @@ pub struct DownlinkDto {
     pub error: Option<String>,
 }
 
-/// Records a downlink about to be asked of the network; returns its id.
+/// Records a downlink about to be asked of the network, at `at` on the network's clock;
+/// returns its id.
 pub async fn insert_request(
     conn: &mut Conn,
     dev_eui: DevEui,
@@ -41,8 +42,8 @@ pub async fn insert_request(
     data: &[u8],
     confirmed: bool,
     status_command: Option<&str>,
+    at: &str,
 ) -> Result<i64> {
-    let now = super::now();
     on!(&mut *conn, c => sqlx::query_scalar(
         "INSERT INTO downlinks (dev_eui, f_port, data, confirmed, status_command, state, requested_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7) RETURNING id",
@@ -52,8 +53,8 @@ pub async fn insert_request(
     .bind(data)
     .bind(confirmed)
     .bind(status_command)
-    .bind(time(&now))
-    .bind(time(&now))
+    .bind(time(at))
+    .bind(time(at))
     .fetch_one(c).await)
 }
 
@@ -82,6 +83,21 @@ pub async fn mark_failed(conn: &mut Conn, id: i64, error: &str, at: &str) -> Res
         .bind(id)
         .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// The device's downlink the network knows by this queue item id, if any.
+pub async fn find_by_queue_item(
+    conn: &mut Conn,
+    dev_eui: &str,
+    queue_item_id: &str,
+) -> Result<Option<i64>> {
+    on!(&mut *conn, c => sqlx::query_scalar(
+        "SELECT id FROM downlinks WHERE dev_eui = $1 AND network_ref = $2 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dev_eui)
+    .bind(queue_item_id)
+    .fetch_optional(c)
+    .await)
 }
 
 /// Finds the downlink a delivery report is about: by ChirpStack's queue item id, else by the

@@ -34,15 +34,20 @@ pub struct Metadata {
     /// How the body is compressed, if at all.
     pub compression: Option<String>,
     pub notes: Option<String>,
+    /// How the trailer's version is written: `semver`, `gps_time`, `unix_time` or `raw`
+    /// (unset: the way the devices that run it write theirs).
+    #[serde(default)]
+    pub versioning: Option<String>,
 }
 
 /// The metadata field names, in the order the API lists them.
-pub const METADATA_FIELDS: [&str; 5] = [
+pub const METADATA_FIELDS: [&str; 6] = [
     "target",
     "from_version",
     "to_version",
     "compression",
     "notes",
+    "versioning",
 ];
 
 impl Metadata {
@@ -53,6 +58,7 @@ impl Metadata {
             "to_version" => self.to_version.as_ref(),
             "compression" => self.compression.as_ref(),
             "notes" => self.notes.as_ref(),
+            "versioning" => self.versioning.as_ref(),
             _ => None,
         }
     }
@@ -66,6 +72,7 @@ impl Metadata {
             "to_version" => self.to_version = value,
             "compression" => self.compression = value,
             "notes" => self.notes = value,
+            "versioning" => self.versioning = value,
             _ => {}
         }
     }
@@ -113,7 +120,7 @@ pub struct NewImage {
 const COLUMNS: &str = "id, file_name, path, source, size, sha256, added_at, missing_at, deleted_at,
     trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
     trailer_device_class_uuid, trailer_signature_len, trailer_error,
-    target, from_version, to_version, compression, notes, edited_json";
+    target, from_version, to_version, compression, notes, versioning, edited_json";
 
 fn from_row(r: &impl Cols) -> FirmwareImage {
     let trailer = r
@@ -148,6 +155,7 @@ fn from_row(r: &impl Cols) -> FirmwareImage {
             to_version: r.get("to_version"),
             compression: r.get("compression"),
             notes: r.get("notes"),
+            versioning: r.get("versioning"),
         },
         edited: serde_json::from_str(&r.get::<String>("edited_json")).unwrap_or_default(),
         running_campaigns: Vec::new(),
@@ -218,7 +226,7 @@ pub async fn find_by_path(db: &Db, path: &str) -> Result<Option<FirmwareImage>> 
 }
 
 /// Binds the trailer columns (trailer_version .. trailer_error) then the metadata columns
-/// (target .. notes) in the order `insert` and `update_from_scan` both name them.
+/// (target .. versioning) in the order `insert` and `update_from_scan` both name them.
 fn bind_trailer_and_metadata<'q, Q: Binds<'q>>(
     query: Q,
     image: &'q NewImage,
@@ -238,6 +246,7 @@ fn bind_trailer_and_metadata<'q, Q: Binds<'q>>(
         .bind(&meta.to_version)
         .bind(&meta.compression)
         .bind(&meta.notes)
+        .bind(&meta.versioning)
 }
 
 pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
@@ -246,8 +255,8 @@ pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
         "INSERT INTO firmware_images (file_name, path, source, size, sha256, added_at,
             trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
             trailer_device_class_uuid, trailer_signature_len, trailer_error,
-            target, from_version, to_version, compression, notes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+            target, from_version, to_version, compression, notes, versioning)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
     )
     .bind(&image.file_name)
     .bind(&image.path)
@@ -290,8 +299,9 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool
             trailer_version = $3, trailer_kind = $4, trailer_old_size = $5,
             trailer_manufacturer_uuid = $6, trailer_device_class_uuid = $7,
             trailer_signature_len = $8, trailer_error = $9,
-            target = $10, from_version = $11, to_version = $12, compression = $13, notes = $14
-         WHERE id = $15",
+            target = $10, from_version = $11, to_version = $12, compression = $13, notes = $14,
+            versioning = $15
+         WHERE id = $16",
     )
     .bind(image.size)
     .bind(&image.sha256);
@@ -327,13 +337,14 @@ pub async fn dir_images(db: &Db) -> Result<Vec<FirmwareImage>> {
 pub async fn update_metadata(db: &Db, id: i64, meta: &Metadata, edited: &[String]) -> Result<()> {
     on!(db, c => sqlx::query(
         "UPDATE firmware_images SET target = $1, from_version = $2, to_version = $3,
-            compression = $4, notes = $5, edited_json = $6 WHERE id = $7",
+            compression = $4, notes = $5, versioning = $6, edited_json = $7 WHERE id = $8",
     )
     .bind(&meta.target)
     .bind(&meta.from_version)
     .bind(&meta.to_version)
     .bind(&meta.compression)
     .bind(&meta.notes)
+    .bind(&meta.versioning)
     .bind(serde_json::to_string(edited).unwrap_or_else(|_| "[]".into()))
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;

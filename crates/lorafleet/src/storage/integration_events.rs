@@ -32,6 +32,9 @@ pub struct Uplink {
     pub rssi: Option<i32>,
     pub snr: Option<f64>,
     pub gateway_count: u32,
+    /// The gateways that heard it (ChirpStack v4's rxInfo): which gateways reach the device,
+    /// for binding a multicast group to the fewest that reach every campaign device.
+    pub gateway_ids: Vec<String>,
     pub confirmed: bool,
     pub data: Vec<u8>,
     /// ChirpStack's payload codec output.
@@ -69,6 +72,12 @@ pub enum EventBody {
         level: String,
         message: String,
     },
+    /// A log event in which the network says it discarded a queued downlink (ChirpStack v4:
+    /// an error naming the `queue_item_id`, e.g. a payload over the data rate's limit).
+    DownlinkDropped {
+        queue_item_id: String,
+        message: String,
+    },
 }
 
 impl EventBody {
@@ -80,7 +89,7 @@ impl EventBody {
             EventBody::DeviceStatus { .. } => "status",
             EventBody::Ack { .. } => "ack",
             EventBody::TxAck { .. } => "txack",
-            EventBody::Log { .. } => "log",
+            EventBody::Log { .. } | EventBody::DownlinkDropped { .. } => "log",
         }
     }
 }

@@ -109,6 +109,7 @@ pub mod downlinks;
 pub mod firmware;
 pub mod firmware_blobs;
 pub mod firmware_history;
+pub mod firmware_management;
 pub mod integration_events;
 pub mod login_failures;
 pub mod sessions;
@@ -549,6 +550,10 @@ pub fn time_now() -> Time {
     Time::from(Utc::now())
 }
 
+/// Real time, for what is not the fleet's: accounts, sessions and tokens, the firmware
+/// library's files, and the runner's own scheduling (`next_poll_at`). Everything the fleet
+/// sees (requests, downlinks, campaigns, device logs) is stamped with `Network::now` by its
+/// caller, so a simulated network running faster than real time shows one clock (issue 10).
 pub fn now() -> String {
     fmt_time(Utc::now())
 }

@@ -46,7 +46,7 @@ pub fn printable_text(data: &[u8]) -> Option<String> {
     }
 }
 
-/// SQLite allows 32766 bound values per statement; 13 per row here and 11 per device row.
+/// SQLite allows 32766 bound values per statement; 14 per row here and 11 per device row.
 pub const BATCH_ROWS: usize = 1000;
 
 pub async fn insert(conn: &mut Conn, dev_eui: &str, up: &Uplink) -> Result<()> {
@@ -82,7 +82,7 @@ async fn insert_rows<'a>(
     on!(conn, c, DB => {
     let mut uplinks = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
-            gateway_count, confirmed, data, object_json, dedup_key) ",
+            gateway_count, confirmed, data, object_json, dedup_key, gateway_ids) ",
     );
     uplinks.push_values(rows, |mut row, (dev_eui, up)| {
         row.push_bind(dev_eui)
@@ -97,7 +97,11 @@ async fn insert_rows<'a>(
             .push_bind(up.confirmed)
             .push_bind(up.data.clone())
             .push_bind(up.object.as_ref().map(|o| o.to_string()))
-            .push_bind(up.dedup_key.clone());
+            .push_bind(up.dedup_key.clone())
+            .push_bind(
+                (!up.gateway_ids.is_empty())
+                    .then(|| serde_json::Value::from(up.gateway_ids.clone()).to_string()),
+            );
     });
     uplinks.build().execute(c).await.map(|done| done.rows_affected())
     })?;
@@ -126,6 +130,36 @@ pub async fn known_dedup_keys(
         known.extend(rows);
     }
     Ok(known)
+}
+
+/// The gateways that heard each of `dev_euis` since `since` (from the uplinks' rxInfo, as
+/// stored); devices heard by none are absent.
+pub async fn gateways_heard(
+    db: &Db,
+    dev_euis: &[String],
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> {
+    let mut heard: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for chunk in dev_euis.chunks(500) {
+        let rows: Vec<(String, String)> = on!(db, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "SELECT dev_eui, gateway_ids FROM uplinks WHERE gateway_ids IS NOT NULL AND received_at >= ",
+            );
+            q.push_bind(Time::from(since)).push(" AND dev_eui IN (");
+            let mut list = q.separated(", ");
+            for e in chunk {
+                list.push_bind(e.as_str());
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(c).await
+        })?;
+        for (dev_eui, ids) in rows {
+            let ids: Vec<String> = serde_json::from_str(&ids).unwrap_or_default();
+            heard.entry(dev_eui).or_default().extend(ids);
+        }
+    }
+    Ok(heard)
 }
 
 /// Deletes all but the newest `keep` uplinks of a device.
@@ -165,11 +199,15 @@ pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>
 }
 
 pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
-    let row = on!(db, c => sqlx::query("SELECT * FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT 1")
-        .bind(dev_eui)
-        .fetch_optional(c).await?
-        .as_ref()
-        .map(from_row));
+    // The last application uplink: a frame with only MAC commands (no FPort, or FPort 0) says
+    // nothing about the application, so it does not hide the one before.
+    let row = on!(db, c => sqlx::query(
+        "SELECT * FROM uplinks WHERE dev_eui = $1 AND f_port > 0 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(dev_eui)
+    .fetch_optional(c).await?
+    .as_ref()
+    .map(from_row));
     Ok(row)
 }
 
@@ -206,17 +244,18 @@ pub struct StoredUplink {
 pub async fn since(
     db: &Db,
     cursor: i64,
-    f_ports: [u8; 3],
+    f_ports: [u8; 4],
     limit: i64,
 ) -> Result<Vec<StoredUplink>> {
     let rows = on!(db, c => sqlx::query(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > $1 AND f_port IN ($2, $3, $4) ORDER BY id LIMIT $5",
+         WHERE id > $1 AND f_port IN ($2, $3, $4, $5) ORDER BY id LIMIT $6",
     )
     .bind(cursor)
     .bind(i64::from(f_ports[0]))
     .bind(i64::from(f_ports[1]))
     .bind(i64::from(f_ports[2]))
+    .bind(i64::from(f_ports[3]))
     .bind(limit)
     .fetch_all(c).await?
     .iter()

@@ -275,3 +275,47 @@ pub fn from_device_row(r: &impl Cols) -> StatusDto {
         },
     }
 }
+
+/// The versioning type and running version of the device whose running version is nearest
+/// `raw` (the same value first); `firmware::spelling::near` decides whether it is near enough.
+pub async fn versioning_near(db: &super::Db, raw: u32) -> Result<Option<(i64, i64)>> {
+    on!(db, c => Ok(sqlx::query(
+        "SELECT versioning_type, running_version FROM devices
+         WHERE versioning_type IS NOT NULL AND running_version IS NOT NULL AND removed_at IS NULL
+         ORDER BY ABS(running_version - $1), last_seen DESC NULLS LAST LIMIT 1",
+    )
+    .bind(i64::from(raw))
+    .fetch_optional(c)
+    .await?
+    .map(|r| (r.get("versioning_type"), r.get("running_version")))))
+}
+
+/// How many of a campaign's devices run which version (with its versioning type), most first;
+/// `version` none for devices that have not reported one.
+pub struct RunningCount {
+    pub version: Option<i64>,
+    pub versioning_type: Option<i64>,
+    pub devices: i64,
+}
+
+pub async fn running_of_campaign(db: &super::Db, campaign_id: i64) -> Result<Vec<RunningCount>> {
+    let rows: Vec<(Option<i64>, Option<i64>, i64)> = on!(db, c => sqlx::query(
+        "SELECT d.running_version, d.versioning_type, COUNT(*) AS n
+         FROM campaign_devices c LEFT JOIN devices d ON d.dev_eui = c.dev_eui
+         WHERE c.campaign_id = $1 GROUP BY 1, 2 ORDER BY n DESC, 1 NULLS FIRST",
+    )
+    .bind(campaign_id)
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(|r| (r.get("running_version"), r.get("versioning_type"), r.get("n")))
+    .collect());
+    Ok(rows
+        .into_iter()
+        .map(|(version, versioning_type, devices)| RunningCount {
+            version,
+            versioning_type,
+            devices,
+        })
+        .collect())
+}

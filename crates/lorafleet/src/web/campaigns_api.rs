@@ -121,7 +121,7 @@ async fn prepare(
     app: &AppState,
     body: &serde_json::Value,
 ) -> Result<(Validated, serde_json::Value), Response> {
-    let req: CampaignRequest = match serde_path_to_error::deserialize(body.clone()) {
+    let mut req: CampaignRequest = match serde_path_to_error::deserialize(body.clone()) {
         Ok(r) => r,
         Err(e) => {
             let path = e.path().to_string();
@@ -137,6 +137,9 @@ async fn prepare(
             }]));
         }
     };
+    if let Some(filter) = req.device_filter.clone() {
+        req.devices = Some(devices_of_filter(app, &req, &filter).await?);
+    }
     let image = match req.firmware_id {
         Some(id) => crate::storage::firmware::get(&app.db, id)
             .await
@@ -188,8 +191,59 @@ async fn prepare(
         }
     }
     v.plan.redundancy_advice = advice;
+    if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
+        let choice = crate::campaigns::gateways::for_campaign(
+            &app.db,
+            &v.devices,
+            &v.settings.multicast.gateways,
+            app.network.now(),
+        )
+        .await
+        .map_err(|e| api_error(e.into()))?;
+        if !choice.unheard.is_empty() && !choice.explicit {
+            v.plan.warnings.push(plan::PlanWarning {
+                dev_eui: None,
+                message: format!(
+                    "no gateway heard {} in the last {} h: the multicast group's gateways may not reach {}",
+                    choice.unheard.join(", "),
+                    crate::campaigns::gateways::RECENT_HOURS,
+                    if choice.unheard.len() == 1 { "it" } else { "them" }
+                ),
+            });
+        }
+        v.plan.gateways = Some(choice);
+    }
     let plan_json = serde_json::to_value(&v.plan).unwrap_or_default();
     Ok((v, plan_json))
+}
+
+/// A `device_filter` resolved into the devices it selects now; it names every problem as a
+/// field of `device_filter` (or `devices` when both are given).
+async fn devices_of_filter(
+    app: &AppState,
+    req: &CampaignRequest,
+    filter: &crate::storage::devices::DeviceFilterParams,
+) -> Result<Vec<String>, Response> {
+    let refuse = |field: String, error: String| unprocessable(vec![FieldError { field, error }]);
+    if req.devices.is_some() {
+        return Err(refuse(
+            "devices".into(),
+            "give either devices or device_filter, not both".into(),
+        ));
+    }
+    let devices = super::devices_api::devices_matching(app, filter)
+        .await
+        .map_err(|e| match e.field.clone() {
+            Some(f) => refuse(format!("device_filter.{f}"), e.error.clone()),
+            None => api_error(e),
+        })?;
+    if devices.is_empty() {
+        return Err(refuse(
+            "device_filter".into(),
+            "the device filter selects no device".into(),
+        ));
+    }
+    Ok(devices)
 }
 
 async fn dto_or_404(app: &AppState, id: i64) -> Result<CampaignDto, ApiError> {
@@ -210,7 +264,8 @@ pub async fn create(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan).await {
+    let at = net_now(&app);
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan, &at).await {
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
@@ -347,7 +402,16 @@ pub async fn update(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match store::update_draft(&app.db, id, v.draft(), &without_keys(&body), &plan).await {
+    match store::update_draft(
+        &app.db,
+        id,
+        v.draft(),
+        &without_keys(&body),
+        &plan,
+        &net_now(&app),
+    )
+    .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return api_error(ApiError::new(
@@ -400,6 +464,22 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
                 o.insert("keys".into(), keys_as_request(&row.keys, &row.settings));
             }
             match prepare(&app, &body).await {
+                // A device filter is resolved again: the campaign targets the devices it
+                // selects at the start, not those of the draft's moment.
+                Ok((v, plan)) if row.request.get("device_filter").is_some() => {
+                    if let Err(e) = store::update_draft(
+                        &app.db,
+                        id,
+                        v.draft(),
+                        &row.request,
+                        &plan,
+                        &net_now(&app),
+                    )
+                    .await
+                    {
+                        return api_error(e.into());
+                    }
+                }
                 Ok((_, plan)) => {
                     let _ = store::set_plan(&app.db, id, &plan).await;
                 }
@@ -448,6 +528,11 @@ pub async fn cancel(
         ));
     }
     Ok(Json(dto_or_404(&app, id).await?))
+}
+
+/// A draft's times are on the network's clock, like everything else the campaign shows.
+fn net_now(app: &AppState) -> String {
+    crate::storage::fmt_time(app.network.now())
 }
 
 #[cfg(test)]

@@ -11,15 +11,16 @@ use utoipa::ToSchema;
 
 use super::auth_api::AuthUser;
 use super::{ApiError, ApiJson};
+use crate::devices::filter::{self, DeviceFilterParams, FilterError};
 use crate::devices::record;
 use crate::devices::{DevEui, DeviceDetail, DeviceList, UplinkList};
 use crate::ingest::writer::Change;
 use crate::network::Downlink;
-use crate::storage::devices::{self as store, ListQuery};
+use crate::storage::devices::{self as store, Cursor, ListQuery, SortKey};
 use crate::version_status::StatusRequestBody;
 use crate::AppState;
 
-fn parse_eui(s: &str) -> Result<DevEui, ApiError> {
+pub(super) fn parse_eui(s: &str) -> Result<DevEui, ApiError> {
     s.parse()
         .map_err(|e: crate::devices::BadDevEui| ApiError::field("dev_eui", e.to_string()))
 }
@@ -48,32 +49,145 @@ fn int_param(
     }
 }
 
-/// Lists devices, newest activity first.
+/// Lists devices: filtered, sorted, one page at a time (keyset `cursor` or `offset`).
 #[utoipa::path(get, path = "/api/devices",
     params(("search" = Option<String>, Query, description = "part of the EUI, name, application or DevAddr"),
+           ("version" = Option<String>, Query, description = "running version, raw (decimal or 0x hex) or as shown"),
+           ("application" = Option<String>, Query, description = "application name or id"),
+           ("model" = Option<String>, Query, description = "model tag, device-profile name or reported device description; case-insensitive"),
+           ("tag" = Option<String>, Query, description = "key:value"),
+           ("seen_before" = Option<String>, Query, description = "RFC 3339"),
+           ("seen_after" = Option<String>, Query, description = "RFC 3339"),
+           ("status" = Option<String>, Query, description = "online, offline or never_seen"),
+           ("sort" = Option<String>, Query, description = "last_seen (default), name, dev_eui, running_version, rssi, snr or battery"),
+           ("order" = Option<String>, Query, description = "asc or desc (default: desc for last_seen, else asc)"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
            ("limit" = Option<i64>, Query, description = "1..1000, default 50"),
-           ("offset" = Option<i64>, Query),
-           ("sort" = Option<String>, Query, description = "last_seen (default), name or dev_eui")),
+           ("offset" = Option<i64>, Query, description = "rows to skip, without a cursor")),
     responses((status = 200, body = DeviceList), (status = 400, body = super::error::ErrorBody)))]
 pub async fn list(
     _user: AuthUser,
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    let sort = q.get("sort").cloned().unwrap_or_else(|| "last_seen".into());
-    if !matches!(sort.as_str(), "last_seen" | "name" | "dev_eui") {
-        return Err(ApiError::field(
-            "sort",
-            "sort must be last_seen, name or dev_eui",
-        ));
-    }
+    let (sort, desc) = sort_param(&q)?;
+    let cursor = cursor_param(&q, sort, desc)?;
+    let (offline_after_s, online_since) = online_since(&app).await?;
+    let params = filter_params(&q);
+    let filter = filter::resolve(&app.db, &params, online_since)
+        .await
+        .map_err(filter_error)?;
     let query = ListQuery {
-        search: q.get("search").cloned(),
+        filter,
+        sort,
+        desc,
         limit: int_param(&q, "limit", 50, 1, 1000)?,
         offset: int_param(&q, "offset", 0, 0, i64::MAX / 2)?,
-        sort,
+        cursor,
+        online_since: crate::storage::fmt_time(online_since),
+        offline_after_s,
     };
     Ok(Json(store::list(&app.db, &query).await?))
+}
+
+/// How long a device may be silent and still be online, and the time that makes it online now
+/// (the network's clock, so a simulated fleet's time).
+async fn online_since(app: &AppState) -> Result<(u64, chrono::DateTime<chrono::Utc>), ApiError> {
+    let offline_after_s =
+        filter::offline_after_s(&app.db, app.config.devices.offline_after_s).await?;
+    let seconds = i64::try_from(offline_after_s).unwrap_or(i64::MAX / 2_000);
+    Ok((
+        offline_after_s,
+        app.network.now() - chrono::Duration::seconds(seconds),
+    ))
+}
+
+/// The devices a campaign's `device_filter` selects now, or the parameter at fault.
+pub(crate) async fn devices_matching(
+    app: &AppState,
+    params: &DeviceFilterParams,
+) -> Result<Vec<String>, ApiError> {
+    let (_, since) = online_since(app).await?;
+    let filter = filter::resolve(&app.db, params, since)
+        .await
+        .map_err(filter_error)?;
+    Ok(store::matching(&app.db, &filter).await?)
+}
+
+/// The filter parameters of a query string.
+fn filter_params(q: &HashMap<String, String>) -> DeviceFilterParams {
+    let get = |k: &str| q.get(k).cloned();
+    DeviceFilterParams {
+        search: get("search"),
+        version: get("version"),
+        application: get("application"),
+        model: get("model"),
+        tag: get("tag"),
+        seen_before: get("seen_before"),
+        seen_after: get("seen_after"),
+        status: get("status"),
+    }
+}
+
+/// A filter that does not parse is the client's error (400 naming the parameter).
+pub(crate) fn filter_error(e: FilterError) -> ApiError {
+    match e {
+        FilterError::Bad { field, message } => ApiError::field(field, message),
+        FilterError::Storage(e) => e.into(),
+    }
+}
+
+fn sort_param(q: &HashMap<String, String>) -> Result<(SortKey, bool), ApiError> {
+    let text = q.get("sort").map(|s| s.trim()).filter(|s| !s.is_empty());
+    let sort = match text {
+        None => SortKey::default(),
+        Some(s) => SortKey::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::field(
+                "sort",
+                format!("sort must be one of {}, got {s:?}", names.join(", ")),
+            )
+        })?,
+    };
+    let desc = match q.get("order").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => sort.default_desc(),
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                "order",
+                format!("order must be asc or desc, got {other:?}"),
+            ))
+        }
+    };
+    Ok((sort, desc))
+}
+
+fn cursor_param(
+    q: &HashMap<String, String>,
+    sort: SortKey,
+    desc: bool,
+) -> Result<Option<Cursor>, ApiError> {
+    let Some(text) = q.get("cursor").map(|s| s.trim()).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let cursor = Cursor::decode(text).ok_or_else(|| {
+        ApiError::field(
+            "cursor",
+            "cursor must be the next_cursor of a previous page, unchanged",
+        )
+    })?;
+    if cursor.sort != sort.as_str() || cursor.desc != desc {
+        return Err(ApiError::field(
+            "cursor",
+            format!(
+                "cursor belongs to sort={} order={}; keep them while paging, or start again without cursor",
+                cursor.sort,
+                if cursor.desc { "desc" } else { "asc" }
+            ),
+        ));
+    }
+    Ok(Some(cursor))
 }
 
 /// One device with its status, last uplink, requests and event log.
@@ -123,7 +237,8 @@ pub async fn remove(
     if !store::exists(&app.db, eui).await? {
         return Err(ApiError::not_found(format!("no device {eui}")));
     }
-    store::remove(&app.db, eui, &user.username).await?;
+    let at = crate::storage::fmt_time(app.network.now());
+    store::remove(&app.db, eui, &user.username, &at).await?;
     let _ = app.changes.send(Change::Device(eui));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -137,7 +252,7 @@ pub struct Accepted {
 }
 
 /// Records a downlink, asks the network to queue it, and records the outcome.
-async fn send(
+pub(super) async fn send(
     app: &AppState,
     downlink: Downlink,
     status_command: Option<&str>,
@@ -150,6 +265,7 @@ async fn send(
         &downlink.data,
         downlink.confirmed,
         status_command,
+        &crate::storage::fmt_time(app.network.now()),
     )
     .await?;
     let result = app.network.enqueue(&downlink).await;
@@ -157,7 +273,8 @@ async fn send(
         Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
         Err(e) => Err(e.to_string()),
     };
-    record::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what).await?;
+    let at = crate::storage::fmt_time(app.network.now());
+    record::record_downlink_outcome(&app.db, id, downlink.dev_eui, outcome, what, &at).await?;
     let _ = app.changes.send(Change::Device(downlink.dev_eui));
     ::metrics::counter!("lorafleet_downlinks_total", "outcome" => if result.is_ok() { "enqueued" } else { "failed" }).increment(1);
     result?;

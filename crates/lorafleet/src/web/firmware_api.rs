@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::auth_api::AuthUser;
 use super::{ApiError, ApiJson};
 use crate::firmware::library::{self, ScanReport, UploadError};
+use crate::firmware::spelling::{self, SpelledVersion};
 use crate::firmware::{FirmwareImage, Metadata, METADATA_FIELDS};
 use crate::ingest::writer::Change;
 use crate::storage::firmware as store;
@@ -21,7 +22,35 @@ use crate::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct FirmwareList {
-    pub images: Vec<FirmwareImage>,
+    pub images: Vec<ImageView>,
+}
+
+/// An image with its version written the way its devices write theirs.
+#[derive(Serialize, ToSchema)]
+pub struct ImageView {
+    #[serde(flatten)]
+    pub image: FirmwareImage,
+    /// The trailer's version in the devices' versioning type (none without a trailer).
+    pub spelled: Option<SpelledVersion>,
+}
+
+async fn view(app: &AppState, image: FirmwareImage) -> Result<ImageView, ApiError> {
+    let spelled = match &image.trailer {
+        Some(t) => {
+            let stated = image.metadata.versioning.as_deref();
+            let nearest = match stated {
+                Some(_) => None,
+                None => crate::storage::version_status::versioning_near(&app.db, t.version).await?,
+            };
+            Some(spelling::spell_as(
+                t.version,
+                stated,
+                spelling::near(t.version, nearest),
+            ))
+        }
+        None => None,
+    };
+    Ok(ImageView { image, spelled })
 }
 
 /// Room for the multipart framing and the metadata fields around the file.
@@ -33,9 +62,11 @@ pub async fn list(
     _user: AuthUser,
     State(app): State<AppState>,
 ) -> Result<Json<FirmwareList>, ApiError> {
-    Ok(Json(FirmwareList {
-        images: store::list(&app.db).await?,
-    }))
+    let mut images = Vec::new();
+    for image in store::list(&app.db).await? {
+        images.push(view(&app, image).await?);
+    }
+    Ok(Json(FirmwareList { images }))
 }
 
 /// Indexes `firmware.dir` again.
@@ -57,13 +88,14 @@ async fn image_or_404(app: &AppState, id: i64) -> Result<FirmwareImage, ApiError
 
 /// One image.
 #[utoipa::path(get, path = "/api/firmware/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = FirmwareImage), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = ImageView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn detail(
     _user: AuthUser,
     State(app): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<FirmwareImage>, ApiError> {
-    Ok(Json(image_or_404(&app, id).await?))
+) -> Result<Json<ImageView>, ApiError> {
+    let image = image_or_404(&app, id).await?;
+    Ok(Json(view(&app, image).await?))
 }
 
 fn upload_error(e: UploadError) -> Response {
@@ -167,7 +199,8 @@ pub async fn upload(
     (StatusCode::CREATED, Json(image)).into_response()
 }
 
-/// Edits metadata: any of `target`, `from_version`, `to_version`, `compression`, `notes`;
+/// Edits metadata: any of `target`, `from_version`, `to_version`, `compression`, `notes`,
+/// `versioning` (`semver` | `gps_time` | `unix_time` | `raw`);
 /// `null` or `""` clears a field. Edited fields keep their value across rescans.
 #[utoipa::path(patch, path = "/api/firmware/{id}", params(("id" = i64, Path)), request_body = Metadata,
     responses((status = 200, body = FirmwareImage), (status = 400, body = super::error::ErrorBody),
@@ -212,6 +245,10 @@ pub async fn update(
                 key.clone(),
                 format!("{key} is longer than 10000 bytes"),
             ));
+        }
+        if let Some(t) = text.as_deref().filter(|t| !t.trim().is_empty()) {
+            crate::firmware::check_metadata(&key, t)
+                .map_err(|m| ApiError::field(key.clone(), m))?;
         }
         meta.set(&key, text);
         if !edited.contains(&key) {

@@ -2,13 +2,16 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaign_versions;
 pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
 pub mod firmware_api;
+pub mod firmware_management_api;
 pub mod ingest;
 mod limit;
 pub mod openapi;
+pub mod settings_api;
 pub mod stream;
 
 use std::time::Duration;
@@ -111,6 +114,14 @@ fn account_routes() -> Router<AppState> {
             "/api/users/{username}",
             axum::routing::patch(auth_api::update_user),
         )
+        .route(
+            "/api/settings/integration-token",
+            get(settings_api::integration_token),
+        )
+        .route(
+            "/api/settings/integration-token/rotate",
+            post(settings_api::rotate_integration_token),
+        )
 }
 
 /// The device list, one device, its uplinks and what can be sent to it.
@@ -125,6 +136,10 @@ fn device_routes() -> Router<AppState> {
         .route(
             "/api/devices/{dev_eui}/status-requests",
             post(devices_api::status_request),
+        )
+        .route(
+            "/api/devices/{dev_eui}/firmware-management-requests",
+            post(firmware_management_api::request),
         )
         .route(
             "/api/devices/{dev_eui}/downlinks",
@@ -163,6 +178,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/api/campaigns/{id}/start", post(campaigns_api::start))
         .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .route(
+            "/api/campaigns/{id}/versions",
+            get(campaign_versions::versions),
+        )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -1,10 +1,12 @@
 // @ts-check
 // #/campaigns/:id: a campaign's progress, stages over time, plan, devices with the stages each
 // went through, and the service's log; live.
+import { can } from '../access.js';
 import { api, bodyOf, isAbort, messageOf } from '../api.js';
+import { absTime } from '../clock.js';
 import { confirmDialog, toast } from '../dialogs.js';
 import { h, badge, card, errorBox, svg } from '../dom.js';
-import { fmtDateTime } from '../format.js';
+import { fmtDateTime, hex32 } from '../format.js';
 import { refresher } from '../schedule.js';
 import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
@@ -16,9 +18,22 @@ import { planView } from './plan.js';
 /** @typedef {{ stage: string, at: string, source: 'seen' | 'server' }} HistoryEntry */
 
 /** The engine's report per device: how the update ended. @type {Record<string, string>} */
-const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused' };
+const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused', delivered_unverified: 'Fragments delivered, version not verifiable' };
+/** Neither success nor failure for a device that answers no version method. @param {string} o */
+const outcomeKind = (o) => (o === 'verified' || o === 'completed' ? 'ok' : o === 'delivered_unverified' ? 'warn' : 'err');
 /** @param {string | null | undefined} o */
-const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, o === 'verified' || o === 'completed' ? 'ok' : 'err', null, 'device-outcome') : '');
+const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, outcomeKind(o), null, 'device-outcome') : '');
+/** @type {Record<string, string>} */
+const METHOD_LABEL = { version_status: 'Version & Status', firmware_management: 'Firmware Management', none: 'no version method' };
+/** How the device was checked and verified, and its status answer as received. @param {CampaignDevice} d */
+function methodNote(d) {
+  const parts = [];
+  if (d.check_method_used) parts.push(`checked by ${METHOD_LABEL[d.check_method_used] || d.check_method_used}`);
+  if (d.verify_method_used) parts.push(`verified by ${METHOD_LABEL[d.verify_method_used] || d.verify_method_used}`);
+  const fs = d.frag_status;
+  const title = fs ? `FragSessionStatusAns ${fs.raw_hex} (${fs.reading} reading)` : null;
+  return parts.length || fs ? h('div', { class: 'muted small', title, testid: 'device-methods' }, parts.join(', ') || title) : null;
+}
 
 /** Steps the server stamps with the time the device got through them. */
 const STEP_TIMES = /** @type {const} */ ([
@@ -131,9 +146,9 @@ function stageChart(progress, endTime, stages) {
 /** @param {Campaign['log']} entries */
 function campaignLog(entries) {
   if (entries.length === 0) return h('p', { class: 'muted' }, 'Nothing logged yet.');
-  return h('ol', { class: 'events', testid: 'campaign-log' }, [...entries].reverse().map((l) =>
+  return h('ol', { class: 'events', testid: 'campaign-log', tabindex: '0', 'aria-label': 'Campaign log' }, [...entries].reverse().map((l) =>
     h('li', { class: 'event', 'data-kind': l.level === 'error' ? 'error' : l.level === 'warning' ? 'removed' : l.source === 'service' ? 'status' : 'request', testid: 'campaign-log-row' },
-      h('span', { class: 'event-time' }, fmtDateTime(l.at)),
+      h('span', { class: 'event-time' }, absTime(l.at)),
       h('span', { class: 'event-kind' }, l.source === 'service' ? 'service' : l.level),
       h('span', { class: 'event-msg' }, l.dev_eui ? [h('span', { class: 'mono' }, l.dev_eui), ' '] : null, l.message))));
 }
@@ -149,7 +164,7 @@ function deviceTable(c, stages, history) {
     h('tbody', null, c.devices.map((d) => h('tr', { testid: 'campaign-device-row', 'data-dev-eui': d.dev_eui, 'data-stage': d.stage },
       h('td', { 'data-label': 'Device', class: 'mono' }, h('a', { href: `#/devices/${d.dev_eui}` }, d.dev_eui)),
       h('td', { 'data-label': 'Stage' }, stageBadge(stages, d.stage)),
-      h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome)),
+      h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome), methodNote(d)),
       h('td', { 'data-label': 'Stages so far' }, history.render(d.dev_eui, stages)),
       ...STEP_TIMES.map(([stage, k]) =>
         h('td', { 'data-label': stageLabel(stages, stage), class: 'nowrap small' }, d[k] ? fmtDateTime(d[k]) : '—')),
@@ -165,7 +180,9 @@ function deviceTable(c, stages, history) {
  */
 function actionButtons(c, ctx, act, showError) {
   const id = c.id;
+  /** @type {HTMLElement[]} */
   const actions = [];
+  if (!can('operate')) return actions;
   if (c.state === 'draft') {
     actions.push(h('button', { type: 'button', class: 'btn btn-primary', testid: 'campaign-start', onclick: () => act('POST', `/api/campaigns/${id}/start`, 'Campaign started') }, 'Start'));
     actions.push(h('a', { class: 'btn', href: `#/campaigns/${id}/edit`, testid: 'campaign-edit' }, 'Edit'));
@@ -195,10 +212,10 @@ function actionButtons(c, ctx, act, showError) {
 function campaignHead(c) {
   return h('div', null,
     h('div', { class: 'crumbs' }, h('a', { href: '#/campaigns' }, 'Campaigns')),
-    h('h1', { testid: 'campaign-title' }, c.name, ' ', stateBadge(c.state)),
+    h('h1', { testid: 'campaign-title' }, c.name, ' ', stateBadge(c.state, c.state_label)),
     h('div', { class: 'muted small' }, `#${c.id} · ${c.driver} · `,
       c.firmware ? h('a', { href: '#/firmware' }, c.firmware.file_name) : `image #${c.firmware_id}`,
-      ` · created ${fmtDateTime(c.created_at)}`, c.started_at ? ` · started ${fmtDateTime(c.started_at)}` : '', c.completed_at ? ` · ended ${fmtDateTime(c.completed_at)}` : ''));
+      ' · created ', absTime(c.created_at), c.started_at ? [' · started ', absTime(c.started_at)] : '', c.completed_at ? [' · ended ', absTime(c.completed_at)] : ''));
 }
 
 /** @param {Campaign} c */
@@ -221,13 +238,34 @@ function progressCard(c, stages) {
     counts);
 }
 
+/**
+ * "1.2.0 (3 devices), not reported (1) -> 1.3.0": versions as the campaign's devices write them.
+ * @param {any} v  GET /api/campaigns/{id}/versions
+ */
+function versionsLine(v) {
+  const from = v.from.map((/** @type {any} */ f) => `${f.version ? f.version.display : 'not reported'} (${f.devices} device${f.devices === 1 ? '' : 's'})`).join(', ');
+  const to = v.to ? v.to.version.display : v.to_version || 'unknown';
+  return h('p', { class: 'small' }, h('span', { class: 'muted' }, 'Version: '),
+    h('span', { testid: 'campaign-from' }, from || '—'), ' → ',
+    h('strong', { testid: 'campaign-to', title: v.to ? `raw ${hex32(v.to.version.raw)}, ${v.to.versioning}` : null }, to));
+}
+
 /** @type {import('../types.js').Page} */
 export function campaignPage(view, ctx) {
   const id = ctx.params.id;
   const head = h('div', { class: 'page-head' });
+  const versions = h('div', { testid: 'campaign-versions' });
   const alerts = h('div');
   const body = h('div', { class: 'loading muted' }, 'Loading…');
-  view.append(head, alerts, body);
+  view.append(head, versions, alerts, body);
+  /** @type {string | null} the state the versions line was read in; read again when it changes */
+  let versionsState = null;
+  /** @param {string} state */
+  async function loadVersions(state) {
+    if (versionsState === state) return;
+    versionsState = state;
+    try { versions.replaceChildren(versionsLine(await api('GET', `/api/campaigns/${encodeURIComponent(id)}/versions`, undefined, { signal: ctx.signal }))); } catch { versionsState = null; }
+  }
   const history = stageHistory();
   let loaded = false;
 
@@ -272,6 +310,7 @@ export function campaignPage(view, ctx) {
       ]);
       if (ctx.signal.aborted) return;
       render(c, stages);
+      loadVersions(c.state);
       loaded = true;
     } catch (e) {
       if (!isAbort(e)) body.replaceChildren(errorBox(messageOf(e), () => live.now()));

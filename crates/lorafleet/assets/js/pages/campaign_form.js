@@ -8,6 +8,7 @@ import { fmtBytes } from '../format.js';
 import { queryParam } from '../router.js';
 import { debounce } from '../schedule.js';
 import { planView } from './plan.js';
+import { devicePicker } from './device_picker.js';
 
 /** @typedef {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement} Input */
 
@@ -21,6 +22,9 @@ const select = (id, options, value) => {
   el.value = value;
   return el;
 };
+
+/** How the engine asks a device's version. @type {[string, string][]} */
+const METHODS = [['auto', 'Auto (Version & Status, then Firmware Management)'], ['version_status', 'Version & Status'], ['firmware_management', 'Firmware Management (TS006)'], ['none', 'Do not ask']];
 
 /** The form's inputs with their defaults, which depend on the network lorafleet talks to. */
 function formInputs() {
@@ -52,6 +56,9 @@ function formInputs() {
     check: select('cf-check', [['refuse', 'Leave out devices that do not fit'], ['warn', 'Warn and update anyway'], ['off', 'No check (no Version & Status)']], 'refuse'),
     verify: select('cf-verify', [['true', 'Ask each device for its version'], ['false', 'Do not verify']], 'true'),
     rebootDelay: num('cf-reboot-delay', '60', 60),
+    checkMethod: select('cf-check-method', METHODS, 'auto'),
+    verifyMethod: select('cf-verify-method', METHODS, 'auto'),
+    rebootWith: select('cf-reboot-with', [['reboot_time', 'One reboot time for the group'], ['reboot_countdown', 'A countdown to that time (ST devices)']], 'reboot_time'),
   };
 }
 
@@ -81,14 +88,14 @@ function keysOf(f) {
  * The request the form stands for (POST /api/campaigns).
  * @param {Inputs} f
  * @param {HTMLSelectElement} firmwareSel
- * @param {Set<string>} selected
+ * @param {{ devices: string[] | null, device_filter: Record<string, string> | null }} target
  */
-function requestOf(f, firmwareSel, selected) {
+function requestOf(f, firmwareSel, target) {
   const freq = strOrNull(f.freq);
   return {
     name: strOrNull(f.name),
     firmware_id: firmwareSel.value ? Number(firmwareSel.value) : undefined,
-    devices: [...selected],
+    ...target,
     driver: f.driver.value,
     keys: keysOf(f),
     multicast: {
@@ -104,7 +111,7 @@ function requestOf(f, firmwareSel, selected) {
     },
     request_frag_status: f.status.value,
     engine: f.driver.value === 'engine'
-      ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay) }
+      ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay), check_method: f.checkMethod.value, verify_method: f.verifyMethod.value, reboot_with: f.rebootWith.value }
       : undefined,
   };
 }
@@ -132,6 +139,9 @@ function fill(f, req) {
   if (req.request_frag_status) f.status.value = req.request_frag_status;
   const en = req.engine || {};
   if (en.check) f.check.value = en.check;
+  if (en.check_method) f.checkMethod.value = en.check_method;
+  if (en.verify_method) f.verifyMethod.value = en.verify_method;
+  if (en.reboot_with) f.rebootWith.value = en.reboot_with;
   if (en.verify !== undefined && en.verify !== null) f.verify.value = String(en.verify);
   set(f.rebootDelay, en.reboot_delay_s);
 }
@@ -184,42 +194,6 @@ function fieldErrors(onChange) {
           h('ul', { class: 'cf-errors' }, unplaced.map((e) => h('li', null, h('code', null, e.field), ' ', e.error)))));
       }
     },
-  };
-}
-
-/**
- * The device picker: a filter and checkboxes; `selected` holds the chosen DevEUIs.
- * @param {Set<string>} selected
- * @param {() => void} onChange
- */
-function devicePicker(selected, onChange) {
-  /** @type {{ dev_eui: string, name: string | null | undefined }[]} */
-  let devices = [];
-  const filter = h('input', { type: 'search', placeholder: 'Filter devices', class: 'cf-filter', testid: 'device-filter' });
-  const list = h('div', { class: 'cf-devices', id: 'cf-devices', tabindex: '-1', testid: 'device-picker' });
-  const count = h('span', { class: 'muted small', testid: 'device-selected-count' });
-  const visible = () => {
-    const q = filter.value.trim().toLowerCase();
-    return devices.filter((d) => !q || d.dev_eui.includes(q) || (d.name || '').toLowerCase().includes(q));
-  };
-  function render() {
-    count.textContent = `${selected.size} selected`;
-    if (devices.length === 0) { list.replaceChildren(h('p', { class: 'muted' }, 'No devices known yet.')); return; }
-    list.replaceChildren(...visible().slice(0, 500).map((d) => {
-      const box = h('input', { type: 'checkbox', value: d.dev_eui, checked: selected.has(d.dev_eui), testid: 'device-option' });
-      box.addEventListener('change', () => { if (box.checked) selected.add(d.dev_eui); else selected.delete(d.dev_eui); count.textContent = `${selected.size} selected`; onChange(); });
-      return h('label', { class: 'check cf-device', 'data-dev-eui': d.dev_eui }, box, h('span', { class: 'mono' }, d.dev_eui), ' ', h('span', { class: 'muted' }, d.name || ''));
-    }));
-  }
-  filter.addEventListener('input', render);
-  const toolbar = h('div', { class: 'toolbar' }, filter,
-    h('button', { type: 'button', class: 'btn btn-small', testid: 'devices-all', onclick: () => { for (const d of visible()) selected.add(d.dev_eui); render(); onChange(); } }, 'Select shown'),
-    h('button', { type: 'button', class: 'btn btn-small', onclick: () => { selected.clear(); render(); onChange(); } }, 'Clear'),
-    count);
-  return {
-    toolbar, list, render,
-    /** @param {any[]} list */
-    setDevices(list) { devices = list.map((d) => ({ dev_eui: String(d.dev_eui).toLowerCase(), name: d.name })); },
   };
 }
 
@@ -296,7 +270,7 @@ function campaignForm(view, ctx, editId) {
   const firmwareSel = h('select', { id: 'cf-firmware', testid: 'input-cf-firmware' }, h('option', { value: '' }, 'Choose an image…'));
   const schedule = debounce(preview, 350);
   const fe = fieldErrors(schedule);
-  const picker = devicePicker(selected, schedule);
+  const picker = devicePicker(selected, schedule, ctx.signal);
   const save = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'campaign-save' }, editId ? 'Save draft' : 'Create draft');
 
   // Only the engine checks devices before and verifies them after (Version & Status).
@@ -304,7 +278,10 @@ function campaignForm(view, ctx, editId) {
     h('div', { class: 'cf-grid' },
       fe.field('engine.check', 'Before: running version and slot size', f.check, 'A device whose slot is smaller than the image, or that runs another version than a delta\'s from_version.'),
       fe.field('engine.verify', 'After: verify the new version', f.verify),
-      fe.field('engine.reboot_delay_s', 'Reboot delay (s)', f.rebootDelay, 'Time after the session before the devices are asked for their version.')));
+      fe.field('engine.reboot_delay_s', 'Reboot delay (s)', f.rebootDelay, 'Time after the session before the devices are asked for their version.'),
+      fe.field('engine.check_method', 'Check by', f.checkMethod, 'Auto: Version & Status first, then Firmware Management (TS006), remembered per device.'),
+      fe.field('engine.verify_method', 'Verify by', f.verifyMethod),
+      fe.field('engine.reboot_with', 'Firmware Management reboot', f.rebootWith)));
   const showEngine = () => { engineCard.hidden = f.driver.value !== 'engine'; };
   f.driver.addEventListener('change', showEngine);
   showEngine();
@@ -316,13 +293,13 @@ function campaignForm(view, ctx, editId) {
     h('div', { class: 'toolbar' }, save, h('a', { class: 'btn', href: editId ? `#/campaigns/${editId}` : '#/campaigns' }, 'Cancel')));
   // The devices field's error element lives in the picker card.
   fe.errors.devices = /** @type {HTMLElement} */ (form.querySelector('[data-testid="error-devices"]'));
-  fe.inputs.devices = picker.list;
+  fe.inputs.devices = picker.focusTarget;
 
   let seq = 0;
   async function preview() {
     const mine = ++seq;
     try {
-      const r = await api('POST', '/api/campaigns/preview', requestOf(f, firmwareSel, selected), { signal: ctx.signal });
+      const r = await api('POST', '/api/campaigns/preview', requestOf(f, firmwareSel, picker.target()), { signal: ctx.signal });
       if (mine !== seq) return;
       fe.show([]);
       planBox.replaceChildren(planView(r.plan, r.settings));
@@ -343,7 +320,7 @@ function campaignForm(view, ctx, editId) {
     ev.preventDefault();
     schedule.cancel();
     save.disabled = true;
-    const body = requestOf(f, firmwareSel, selected);
+    const body = requestOf(f, firmwareSel, picker.target());
     try {
       const c = editId ? await api('PATCH', `/api/campaigns/${editId}`, body) : await api('POST', '/api/campaigns', body);
       toast(editId ? 'Draft saved' : 'Draft created', 'ok');
@@ -361,29 +338,27 @@ function campaignForm(view, ctx, editId) {
 
   (async () => {
     try {
-      const [fw, devs, existing] = await Promise.all([
+      const [fw, existing] = await Promise.all([
         api('GET', '/api/firmware', undefined, { signal: ctx.signal }),
-        api('GET', '/api/devices?limit=1000&sort=dev_eui', undefined, { signal: ctx.signal }),
         editId ? api('GET', `/api/campaigns/${editId}`, undefined, { signal: ctx.signal }) : Promise.resolve(null),
       ]);
       for (const img of fw.images) firmwareSel.append(h('option', { value: img.id }, `${img.file_name} (${fmtBytes(img.size)})`));
-      picker.setDevices(devs.devices);
       const pre = queryParam('firmware');
       if (pre) firmwareSel.value = pre;
       if (existing) {
         const req = existing.request || {};
         fill(f, req);
-        for (const d of req.devices || []) selected.add(String(d).toLowerCase());
+        picker.fill(req);
         if (req.firmware_id) firmwareSel.value = String(req.firmware_id);
       }
       showEngine();
       picker.render();
-      if (firmwareSel.value && selected.size) preview();
+      if (firmwareSel.value && picker.hasTarget()) preview();
     } catch (e) {
       if (!isAbort(e)) fe.general.replaceChildren(errorBox(messageOf(e)));
     }
   })();
-  return { destroy() { schedule.cancel(); } };
+  return { destroy() { schedule.cancel(); picker.cancel(); } };
 }
 
 /** @type {import('../types.js').Page} */

@@ -1,5 +1,6 @@
 // @ts-check
 // #/campaigns: every campaign with its outcome; live.
+import { can } from '../access.js';
 import { api, isAbort, messageOf } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { h, badge, errorBox } from '../dom.js';
@@ -8,8 +9,13 @@ import { refresher } from '../schedule.js';
 /** @type {Record<string, string>} */
 const STATE_KIND = { draft: 'muted', running: 'pending', completed: 'ok', failed: 'err', cancelled: 'muted' };
 
-/** @param {string} s  a campaign's state */
-export const stateBadge = (s) => badge(s, STATE_KIND[s] || 'muted', null, 'campaign-state');
+/**
+ * The campaign's state; `label` is the server's `state_label` ("completed with failures" for a
+ * completed campaign with failed devices, which then reads as a warning, not a success).
+ * @param {string} s @param {string} [label]
+ */
+export const stateBadge = (s, label) => badge(label || s,
+  label && label !== s ? 'warn' : (STATE_KIND[s] || 'muted'), null, 'campaign-state');
 
 /**
  * @param {Record<string, number>} counts  devices per stage
@@ -27,7 +33,7 @@ export function countsText(counts, total) {
 function campaignRow(c) {
   return h('tr', { testid: 'campaign-row', 'data-id': c.id, 'data-state': c.state },
     h('td', { 'data-label': 'Campaign' }, h('a', { href: `#/campaigns/${c.id}`, testid: 'campaign-name' }, c.name)),
-    h('td', { 'data-label': 'State' }, stateBadge(c.state), c.error ? h('div', { class: 'err-text small' }, c.error) : null),
+    h('td', { 'data-label': 'State' }, stateBadge(c.state, c.state_label), c.error ? h('div', { class: 'err-text small' }, c.error) : null),
     h('td', { 'data-label': 'Image' }, c.firmware_file_name || `#${c.firmware_id}`),
     h('td', { 'data-label': 'Driver' }, c.driver),
     h('td', { 'data-label': 'Devices' }, countsText(c.counts, c.devices)),
@@ -56,7 +62,7 @@ export function campaignsPage(view, ctx) {
   }
   view.append(
     h('div', { class: 'page-head' }, h('h1', null, 'Campaigns'),
-      h('a', { class: 'btn btn-primary', href: '#/campaigns/new', testid: 'campaign-new' }, 'New campaign')),
+      can('operate') ? h('a', { class: 'btn btn-primary', href: '#/campaigns/new', testid: 'campaign-new' }, 'New campaign') : null),
     h('section', { class: 'card' }, list));
   const live = refresher(load);
   live.now();

@@ -1,11 +1,13 @@
 // @ts-check
 // #/devices/:devEui: one device, its Version & Status requests, uplinks, events, downlinks.
+import { can } from '../access.js';
 import { api, isAbort, messageOf, statusOf } from '../api.js';
 import { signalChart } from '../chart.js';
 import { confirmDialog, toast } from '../dialogs.js';
 import { h, badge, errorBox } from '../dom.js';
 import { fmtDateTime } from '../format.js';
 import { refresher } from '../schedule.js';
+import { fmPanel } from './device_fm.js';
 import { requestPanel } from './device_requests.js';
 import { downlinkList, eventLog, firmwareHistory, identity, statusCard, uplinkTable } from './device_sections.js';
 
@@ -119,21 +121,24 @@ export function devicePage(view, ctx) {
   const uplinkBody = h('div', { class: 'table-wrap' }, h('p', { class: 'muted' }, 'Loading…'));
   const downlinksBody = h('div', { class: 'recent-downlinks' });
   const requests = requestPanel(devEui, { device: () => device, reload: () => live.poke() });
+  const fm = fmPanel(devEui, { record: () => device && device.firmware_management, reload: () => live.poke() });
 
   view.append(
     h('div', { class: 'crumbs' }, h('a', { href: '#/devices', testid: 'back-to-devices' }, '‹ Devices')),
     h('div', { class: 'page-head device-head' },
       h('div', { class: 'device-head-main' }, title, h('div', { class: 'device-sub' }, h('span', { class: 'mono', testid: 'device-eui' }, devEui), headBadges)),
-      h('div', { class: 'toolbar' }, removeBtn)),
+      can('operate') ? h('div', { class: 'toolbar' }, removeBtn) : null),
     pageError,
     h('div', { class: 'grid-2' }, section('Device', identityBody), section('Firmware status', statusBody)),
-    section('Version & Status requests', requests.element),
+    h('div', { class: 'grid-2' },
+      section('Version & Status requests', requests.element),
+      section('Firmware Management', fm.element)),
     section('Firmware history', historyBody),
     section('Signal', h('div', { class: 'card-body' }, chartBox)),
     section('Uplink history', uplinkBody),
     h('div', { class: 'grid-2' },
       section('Events', eventsBody),
-      section('Downlinks', h('div', { class: 'card-body' }, downlinkForm(devEui, () => live.poke()), downlinksBody))));
+      section('Downlinks', h('div', { class: 'card-body' }, can('operate') ? downlinkForm(devEui, () => live.poke()) : null, downlinksBody))));
   onRemove(ctx, devEui, () => device, removeBtn);
 
   const renderUplinks = () => uplinkBody.replaceChildren(uplinkTable(uplinks, {
@@ -153,6 +158,7 @@ export function devicePage(view, ctx) {
     identityBody.replaceChildren(identity(d, devEui));
     statusBody.replaceChildren(statusCard(d.status || {}));
     requests.render(Array.isArray(d.status_requests) ? d.status_requests : []);
+    fm.render(d.firmware_management);
     eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
     historyBody.replaceChildren(firmwareHistory(Array.isArray(d.firmware_history) ? d.firmware_history : []));
     downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));

@@ -1,5 +1,6 @@
 // @ts-check
 // The device page's Version & Status buttons, their request states and the erase-slot dialog.
+import { can } from '../access.js';
 import { api, messageOf, statusOf } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { confirmDialog, modal } from '../dialogs.js';
@@ -39,8 +40,8 @@ function requestTable(recent) {
       h('td', { 'data-label': 'Request' }, commandLabel(r.command)),
       h('td', { 'data-label': 'Payload', class: 'mono' }, spacedHex(r.payload_hex) || '—'),
       h('td', { 'data-label': 'State' }, badge(r.state, stateKind(r.state), r.error || ''), r.error ? h('span', { class: 'small err-text' }, ' ', r.error) : null),
-      h('td', { 'data-label': 'Sent' }, timeAgo(r.requested_at)),
-      h('td', { 'data-label': 'Answered' }, timeAgo(r.answered_at))))));
+      h('td', { 'data-label': 'Sent' }, timeAgo(r.requested_at, 'request-sent')),
+      h('td', { 'data-label': 'Answered' }, timeAgo(r.answered_at, 'request-answered'))))));
 }
 
 /**
@@ -189,6 +190,6 @@ export function requestPanel(devEui, page) {
 
   const element = h('div', { class: 'card-body' },
     h('p', { class: 'muted small' }, 'Each request is queued as a downlink; the device answers on its status port with its next uplink.'),
-    grid, vsError, recentReqs);
+    can('operate') ? grid : h('p', { class: 'muted', testid: 'requests-need-operator' }, 'Sending requests needs the operator role.'), vsError, recentReqs);
   return { element, render };
 }

@@ -1,10 +1,10 @@
 // @ts-check
 // The device page's read-only sections: identity, firmware status, uplinks, events, firmware
 // history and downlinks. Each is a function of the API's answer.
-import { timeAgo, relTime } from '../clock.js';
+import { absTime, fmtFleetDuration, relTime, timeAgo } from '../clock.js';
 import { h, badge, dash } from '../dom.js';
 import {
-  compactJson, fmtBytes, fmtDateTime, fmtDuration, fmtId, fmtNum, parseTime, spacedHex,
+  compactJson, fmtBytes, fmtId, fmtNum, parseTime, spacedHex,
   versionRaw, versionText, versioningName,
 } from '../format.js';
 import { commandLabel } from './device_requests.js';
@@ -20,7 +20,7 @@ function field(label, value, testid) {
 }
 
 /** @param {string | null | undefined} t  absolute time, then relative in brackets */
-const when = (t) => (t ? [fmtDateTime(t), ' ', h('span', { class: 'muted' }, '(', timeAgo(t), ')')] : null);
+const when = (t) => (t ? [absTime(t), ' ', h('span', { class: 'muted', 'data-rel-time': t }, relTime(t))] : null);
 
 /**
  * @param {any} d  the device
@@ -106,7 +106,7 @@ export function statusCard(st) {
   const at = st.reported_at || {};
   const running = st.running;
   const uptimeNode = st.uptime_s != null ? h('span', { testid: 'status-uptime-text' },
-    `up ${fmtDuration(st.uptime_s)}`,
+    `up ${fmtFleetDuration(st.uptime_s)}`,
     parseTime(at.uptime) ? [', reported ', timeAgo(at.uptime)] : null) : null;
   const mfr = fmtId(st.manufacturer_id);
   const did = fmtId(st.device_id);
@@ -124,7 +124,7 @@ export function statusCard(st) {
 /** @param {import('../types.js').Uplink} u */
 function uplinkRow(u) {
   return h('tr', { testid: 'uplink-row' },
-    h('td', { 'data-label': 'Time', class: 'nowrap', title: relTime(u.received_at) }, fmtDateTime(u.received_at)),
+    h('td', { 'data-label': 'Time', class: 'nowrap' }, absTime(u.received_at, { testid: 'uplink-time' })),
     h('td', { 'data-label': 'FCnt', class: 'num' }, u.f_cnt ?? '—'),
     h('td', { 'data-label': 'FPort', class: 'num' }, u.f_port ?? '—'),
     h('td', { 'data-label': 'DR', class: 'num' }, u.dr ?? '—'),
@@ -159,9 +159,9 @@ export function eventLog(events) {
   if (events.length === 0) return h('p', { class: 'muted' }, 'No events yet.');
   const time = (/** @type {string} */ t) => (parseTime(t) || new Date(0)).getTime();
   const sorted = [...events].sort((a, b) => time(b.at) - time(a.at));
-  return h('ol', { class: 'events', testid: 'event-log' }, sorted.map((e) =>
+  return h('ol', { class: 'events', testid: 'event-log', tabindex: '0', 'aria-label': 'Event log' }, sorted.map((e) =>
     h('li', { class: 'event', testid: 'event-row', 'data-kind': e.kind },
-      h('span', { class: 'event-time', title: fmtDateTime(e.at) }, fmtDateTime(e.at)),
+      h('span', { class: 'event-time' }, absTime(e.at)),
       h('span', { class: 'event-kind' }, e.kind || 'event'),
       h('span', { class: 'event-msg' }, e.message || ''))));
 }
@@ -172,10 +172,10 @@ export function eventLog(events) {
  */
 export function firmwareHistory(entries) {
   if (entries.length === 0) return h('p', { class: 'muted' }, 'No version reported yet. Ask for the running version above.');
-  return h('ol', { class: 'events', testid: 'firmware-history-list' }, entries.map((e) => {
+  return h('ol', { class: 'events', testid: 'firmware-history-list', tabindex: '0', 'aria-label': 'Firmware history' }, entries.map((e) => {
     const kind = e.outcome ? (e.outcome === 'verified' || e.outcome === 'completed' ? 'status' : 'error') : 'request';
     return h('li', { class: 'event', testid: 'firmware-history-row', 'data-kind': kind },
-      h('span', { class: 'event-time', title: fmtDateTime(e.at) }, fmtDateTime(e.at)),
+      h('span', { class: 'event-time' }, absTime(e.at)),
       h('span', { class: 'event-kind' }, e.version ? e.version.display : (e.outcome || 'campaign')),
       h('span', { class: 'event-msg' },
         e.campaign_id ? [h('a', { href: `#/campaigns/${e.campaign_id}` }, `#${e.campaign_id}`), ' '] : null,

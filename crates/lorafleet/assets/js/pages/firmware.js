@@ -1,22 +1,41 @@
 // @ts-check
 // #/firmware: the firmware library: upload (drop or pick), metadata, edit, delete; live.
+import { can } from '../access.js';
 import { api, bodyOf, isAbort, messageOf, uploadFile } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { confirmDialog, modal, toast } from '../dialogs.js';
 import { h, badge, errorBox } from '../dom.js';
-import { fmtBytes } from '../format.js';
+import { fmtBytes, hex32 } from '../format.js';
 import { refresher } from '../schedule.js';
 
-const META_FIELDS = [['target', 'Target'], ['from_version', 'From version'], ['to_version', 'To version'], ['compression', 'Compression'], ['notes', 'Notes']];
+const META_FIELDS = [['target', 'Target'], ['from_version', 'From version'], ['to_version', 'To version'], ['compression', 'Compression'], ['notes', 'Notes'], ['versioning', 'Versioning (semver, gps_time, unix_time, raw)']];
 
-/** @param {any} t  the image's signed-package trailer */
-function trailerText(t) {
+/**
+ * The version as the image's devices write theirs (semver, GPS time), the raw value beside it.
+ * @param {any} t  the image's signed-package trailer
+ * @param {any} spelled  the API's `spelled`: { version: {raw, display}, versioning }
+ */
+function versionLine(t, spelled) {
+  const raw = hex32(t.version);
+  if (!spelled || spelled.versioning === 'raw') {
+    return [h('span', { testid: 'fw-version' }, raw), ' ', h('span', { class: 'muted small', testid: 'fw-version-raw' }, `= ${t.version} (raw: no device on a version like it reported its versioning type)`)];
+  }
+  const type = spelled.versioning === 'semver' ? 'major.minor.patch' : spelled.versioning === 'gps_time' ? 'GPS time' : spelled.versioning;
+  return [h('span', { testid: 'fw-version', 'data-versioning': spelled.versioning }, spelled.version.display), ' ',
+    h('span', { class: 'muted small', testid: 'fw-version-raw' }, `(${type} as the devices report it; raw ${raw} = ${t.version})`)];
+}
+
+/**
+ * @param {any} t  the image's signed-package trailer
+ * @param {any} [spelled]
+ */
+function trailerText(t, spelled) {
   if (!t) return h('span', { class: 'muted' }, 'no signed trailer');
   /** @type {Record<string, string>} */
   const kinds = { full: 'full image', jdiff: 'JDIFF delta', ddelta: 'DDELTA delta' };
   const kind = kinds[t.kind] || t.kind;
   return h('div', { class: 'fw-trailer' },
-    h('div', null, badge(kind, t.kind === 'full' ? 'ok' : 'pending'), ' ', h('span', { testid: 'fw-version' }, `v${t.version}`), ' ', h('span', { class: 'muted small' }, `(${t.version_time})`)),
+    h('div', null, badge(kind, t.kind === 'full' ? 'ok' : 'pending'), ' ', versionLine(t, spelled)),
     t.kind !== 'full' ? h('div', { class: 'small' }, `applies to ${fmtBytes(t.old_firmware_size)} (${t.old_firmware_size} B) old firmware`) : null,
     h('div', { class: 'small muted mono', title: 'manufacturer UUID' }, `mfr ${t.manufacturer_uuid}`),
     h('div', { class: 'small muted mono', title: 'device class UUID' }, `class ${t.device_class_uuid}`));
@@ -65,17 +84,17 @@ function imageRow(img, actions) {
   return h('tr', { testid: 'firmware-row', 'data-id': img.id },
     h('td', { 'data-label': 'Image' },
       h('a', { href: `/api/firmware/${img.id}/download`, testid: 'firmware-name', download: '' }, img.file_name),
-      h('div', { class: 'small muted' }, img.source === 'dir' ? 'firmware directory' : 'uploaded', ' · added ', timeAgo(img.added_at)),
+      h('div', { class: 'small muted' }, img.source === 'dir' ? 'firmware directory' : 'uploaded', ' · added ', timeAgo(img.added_at, undefined, { real: true })),
       img.missing_at ? badge('file missing', 'warn') : null,
       img.running_campaigns.length ? badge(`in ${img.running_campaigns.length} running campaign(s)`, 'pending') : null),
     h('td', { 'data-label': 'Size', class: 'num nowrap' }, fmtBytes(img.size), h('div', { class: 'small muted' }, `${img.size} B`)),
     h('td', { 'data-label': 'SHA-256', class: 'mono small', title: img.sha256 }, `${img.sha256.slice(0, 16)}…`),
-    h('td', { 'data-label': 'Package', testid: 'firmware-trailer' }, trailerText(img.trailer), img.trailer_error ? h('div', { class: 'err-text small' }, img.trailer_error) : null),
+    h('td', { 'data-label': 'Package', testid: 'firmware-trailer' }, trailerText(img.trailer, img.spelled), img.trailer_error ? h('div', { class: 'err-text small' }, img.trailer_error) : null),
     h('td', { 'data-label': 'Metadata', testid: 'firmware-meta' }, meta.length ? meta : h('span', { class: 'muted' }, '—')),
-    h('td', { 'data-label': '', class: 'nowrap' },
+    can('operate') ? h('td', { 'data-label': 'Actions', class: 'nowrap' },
       h('a', { class: 'btn btn-small', href: `#/campaigns/new?firmware=${img.id}`, testid: 'firmware-campaign' }, 'Campaign…'), ' ',
       h('button', { type: 'button', class: 'btn btn-small', onclick: () => actions.edit(img), testid: 'firmware-edit' }, 'Edit'), ' ',
-      h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: () => actions.remove(img), testid: 'firmware-delete' }, 'Delete')));
+      h('button', { type: 'button', class: 'btn btn-small btn-danger-outline', onclick: () => actions.remove(img), testid: 'firmware-delete' }, 'Delete')) : null);
 }
 
 /**
@@ -154,7 +173,7 @@ export function firmwarePage(view, ctx) {
         return;
       }
       list.replaceChildren(h('div', { class: 'table-wrap' }, h('table', { class: 'table table-cards', testid: 'firmware-table' },
-        h('thead', null, h('tr', null, ['Image', 'Size', 'SHA-256', 'Package', 'Metadata', ''].map((t) => h('th', null, t)))),
+        h('thead', null, h('tr', null, ['Image', 'Size', 'SHA-256', 'Package', 'Metadata', can('operate') ? 'Actions' : null].map((t) => (t ? h('th', { scope: 'col' }, t) : null)))),
         h('tbody', null, r.images.map((/** @type {any} */ img) => imageRow(img, actions))))));
     } catch (e) {
       if (!isAbort(e)) list.replaceChildren(errorBox(messageOf(e), () => live.now()));
@@ -163,9 +182,9 @@ export function firmwarePage(view, ctx) {
 
   view.append(
     h('div', { class: 'page-head' }, h('h1', null, 'Firmware ', count),
-      h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'btn', onclick: rescan, testid: 'firmware-rescan' }, 'Rescan directory'))),
+      can('operate') ? h('div', { class: 'toolbar' }, h('button', { type: 'button', class: 'btn', onclick: rescan, testid: 'firmware-rescan' }, 'Rescan directory')) : null),
     alertBox,
-    h('section', { class: 'card' }, h('div', { class: 'card-body' }, dropZone(upload), progress)),
+    can('operate') ? h('section', { class: 'card' }, h('div', { class: 'card-body' }, dropZone(upload), progress)) : '',
     h('section', { class: 'card' }, list));
   const live = refresher(load);
   live.now();

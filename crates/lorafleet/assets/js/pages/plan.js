@@ -1,6 +1,7 @@
 // @ts-check
 // A campaign's plan (fragments, airtime, session, duration, redundancy advice), shown by the
 // campaign form while it is filled in and by the campaign page.
+import { fmtFleetDuration } from '../clock.js';
 import { h, kv, svg } from '../dom.js';
 import { fmtBytes, fmtDuration, fmtMhz, fmtMs, fmtPct } from '../format.js';
 
@@ -62,10 +63,10 @@ export function planView(p, settings) {
       kv([
         ['Time on air', `${fmtMs(p.airtime_per_fragment_ms)} per fragment, ${fmtDuration(p.airtime_total_s)} in total`, 'plan-airtime'],
         ['Fragment spacing', `${p.fragment_interval_s} s${p.duty_cycle != null ? ` (duty cycle ${fmtPct(p.duty_cycle)})` : ''}`],
-        ['Session needed', fmtDuration(p.session_needed_s)],
-        ['Session', `timeout ${p.timeout_exp} → ${fmtDuration(p.session_length_s)}`, 'plan-session'],
-        ['Expected duration', `${fmtDuration(p.expected_duration_s)} (${p.unicast_steps} unicast steps of ~${fmtDuration(p.uplink_interval_s)}${p.uplink_interval_observed ? ', observed uplink interval' : ''})`, 'plan-duration'],
-        ['Worst case', fmtDuration(p.worst_case_duration_s)],
+        ['Session needed', fmtFleetDuration(p.session_needed_s)],
+        ['Session', `timeout ${p.timeout_exp} → ${fmtFleetDuration(p.session_length_s)}`, 'plan-session'],
+        ['Expected duration', `${fmtFleetDuration(p.expected_duration_s)} (${p.unicast_steps} unicast steps of ~${fmtDuration(p.uplink_interval_s)}${p.uplink_interval_observed ? ', observed uplink interval' : ''})`, 'plan-duration'],
+        ['Worst case', fmtFleetDuration(p.worst_case_duration_s)],
       ])),
     advice(p),
     warnings.length ? h('div', { class: 'alert alert-warn plan-warnings' }, h('ul', null, warnings)) : null);

@@ -17,9 +17,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
+use super::chirpstack_v4_jobs as jobs;
 use super::{
-    outcome_of, stage_from_steps, Campaign, CampaignDriver, DeviceReport, DriverContext,
-    DriverError, LogLevel, LogLine, PollOutcome,
+    outcome_of, Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished,
+    LogLevel, LogLine, PollOutcome,
 };
 use crate::campaigns::validate::FieldError;
 use crate::campaigns::{plan, DeviceKey, DriverKind, FragStatusRequest, MulticastClass, Stage};
@@ -32,6 +33,8 @@ pub struct ChirpstackV4Driver {
     client: Result<Client, String>,
     application_id: String,
     device_profile_id: String,
+    /// How long past its run time a job not run again means ChirpStack has stalled.
+    stall_after: chrono::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct Deployment {
 
 /// Devices by the (application, device profile) their deployment needs.
 type Groups = BTreeMap<(String, String), Vec<String>>;
+
+/// (application, device profile) by DevEUI, as ChirpStack holds them.
+type Registered = BTreeMap<String, (String, String)>;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct State {
@@ -76,6 +82,9 @@ impl ChirpstackV4Driver {
             client,
             application_id: config.fuota.chirpstack_v4.application_id.clone(),
             device_profile_id: config.fuota.chirpstack_v4.device_profile_id.clone(),
+            stall_after: chrono::Duration::seconds(
+                i64::try_from(config.fuota.chirpstack_v4.stall_after_s).unwrap_or(i64::MAX),
+            ),
         }
     }
 
@@ -111,21 +120,72 @@ impl ChirpstackV4Driver {
         super::grpc_error("ChirpStack", url, &status, hint)
     }
 
+    /// Each device's (application, device profile) as ChirpStack holds them now
+    /// (`DeviceService.Get`): the inventory's copy comes from the last uplink and goes stale
+    /// when a device moves to another profile, and a deployment on the stale one is refused.
+    /// Devices ChirpStack does not know come back as field errors.
+    async fn registered(
+        &self,
+        campaign: &Campaign,
+    ) -> Result<(Registered, Vec<FieldError>), DriverError> {
+        let mut client = DeviceServiceClient::new(self.channel()?);
+        let mut found = Registered::new();
+        let mut errors = Vec::new();
+        for d in &campaign.devices {
+            let request = self.request(api::GetDeviceRequest {
+                dev_eui: d.dev_eui.clone(),
+            })?;
+            match client.get(request).await {
+                Ok(r) => {
+                    if let Some(dev) = r.into_inner().device {
+                        found.insert(
+                            d.dev_eui.clone(),
+                            (dev.application_id, dev.device_profile_id),
+                        );
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => errors.push(FieldError {
+                    field: "devices".into(),
+                    error: format!(
+                        "ChirpStack has no device {} ({}); add it in ChirpStack or leave it out",
+                        d.dev_eui,
+                        s.message()
+                    ),
+                }),
+                // A ChirpStack without the call: the inventory's copy is all there is.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {}
+                Err(s) => return Err(self.map_status(s)),
+            }
+        }
+        Ok((found, errors))
+    }
+
     /// Devices grouped by the (application, device profile) their deployment needs; devices
-    /// whose profile is unknown come back separately.
-    fn groups(&self, campaign: &Campaign) -> (Groups, Vec<String>) {
+    /// whose profile is unknown come back separately. The configured ids win, then ChirpStack's
+    /// record, then the inventory's.
+    fn groups(&self, campaign: &Campaign, registered: &Registered) -> (Groups, Vec<String>) {
         let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut unknown = Vec::new();
         for d in &campaign.devices {
             let inv = campaign.inventory.iter().find(|k| k.dev_eui == d.dev_eui);
-            let profile = Some(self.device_profile_id.clone())
-                .filter(|p| !p.is_empty())
-                .or_else(|| inv.and_then(|k| k.device_profile_id.clone()))
-                .filter(|p| !p.is_empty());
-            let app = Some(self.application_id.clone())
-                .filter(|a| !a.is_empty())
-                .or_else(|| inv.and_then(|k| k.application_id.clone()))
-                .filter(|a| !a.is_empty());
+            let held = registered.get(&d.dev_eui);
+            let pick = |configured: &str, held: Option<&String>, known: Option<&String>| {
+                Some(configured.to_string())
+                    .filter(|v| !v.is_empty())
+                    .or_else(|| held.filter(|v| !v.is_empty()).cloned())
+                    .or_else(|| known.cloned())
+                    .filter(|v| !v.is_empty())
+            };
+            let profile = pick(
+                &self.device_profile_id,
+                held.map(|h| &h.1),
+                inv.and_then(|k| k.device_profile_id.as_ref()),
+            );
+            let app = pick(
+                &self.application_id,
+                held.map(|h| &h.0),
+                inv.and_then(|k| k.application_id.as_ref()),
+            );
             match (app, profile) {
                 (Some(a), Some(p)) => groups.entry((a, p)).or_default().push(d.dev_eui.clone()),
                 _ => unknown.push(d.dev_eui.clone()),
@@ -251,13 +311,13 @@ impl CampaignDriver for ChirpstackV4Driver {
         _ctx: &DriverContext,
         campaign: &Campaign,
     ) -> Result<Vec<FieldError>, DriverError> {
-        let mut errors = Vec::new();
-        let (_, unknown) = self.groups(campaign);
+        let (registered, mut errors) = self.registered(campaign).await?;
+        let (_, unknown) = self.groups(campaign, &registered);
         if !unknown.is_empty() {
             errors.push(FieldError {
                 field: "devices".into(),
                 error: format!(
-                    "lorafleet does not know the application or device profile of {} (ChirpStack needs them for a deployment); wait for an uplink or set fuota.chirpstack_v4.application_id and device_profile_id",
+                    "neither ChirpStack nor lorafleet knows the application or device profile of {} (ChirpStack needs them for a deployment); set fuota.chirpstack_v4.application_id and device_profile_id",
                     unknown.join(", ")
                 ),
             });
@@ -332,7 +392,9 @@ impl CampaignDriver for ChirpstackV4Driver {
         _ctx: &DriverContext,
         campaign: &Campaign,
     ) -> Result<PollOutcome, DriverError> {
-        let (groups, unknown) = self.groups(campaign);
+        // Read again: the profile may have changed since the start was pressed.
+        let (registered, _) = self.registered(campaign).await?;
+        let (groups, unknown) = self.groups(campaign, &registered);
         if !unknown.is_empty() {
             return Err(DriverError::Invalid(format!(
                 "no application or device profile known for {}",
@@ -377,6 +439,17 @@ impl CampaignDriver for ChirpstackV4Driver {
                     })?)
                     .await
                     .map_err(|s| self.map_status(s))?;
+                // Without gateways ChirpStack picks the fewest that cover the devices itself.
+                let gateways = &campaign.settings.multicast.gateways;
+                if !gateways.is_empty() {
+                    client
+                        .add_gateways(self.request(api::AddGatewaysToFuotaDeploymentRequest {
+                            fuota_deployment_id: id.clone(),
+                            gateway_ids: gateways.clone(),
+                        })?)
+                        .await
+                        .map_err(|s| self.map_status(s))?;
+                }
                 client
                     .start_deployment(
                         self.request(api::StartFuotaDeploymentRequest { id: id.clone() })?,
@@ -422,6 +495,8 @@ impl CampaignDriver for ChirpstackV4Driver {
         let mut client = self.fuota()?;
         let mut outcome = PollOutcome::default();
         let mut all_completed = true;
+        let mut stopped = Vec::new();
+        let now = Utc::now();
         for dep in &state.deployments {
             let got = client
                 .get_deployment(
@@ -436,19 +511,37 @@ impl CampaignDriver for ChirpstackV4Driver {
             outcome
                 .log
                 .extend(jobs.iter().map(|j| job_log_line(&dep.id, j)));
+            let ended = match (done, jobs::verdict(&jobs, now, self.stall_after)) {
+                (false, jobs::Verdict::Stopped(why) | jobs::Verdict::Stalled(why)) => {
+                    outcome.log.push(LogLine {
+                        level: LogLevel::Error,
+                        dedup_key: Some(format!("{}|ended|{why}", dep.id)),
+                        ..LogLine::info(format!("deployment {}: {why}", dep.id))
+                    });
+                    stopped.push(why.clone());
+                    Some(why)
+                }
+                _ => None,
+            };
             let progress = DeploymentProgress {
                 done,
-                fragments_enqueued: fragments_enqueued(&jobs),
+                ended,
+                reached: jobs::step_reached(&jobs),
                 frag_status_requested,
             };
             for d in self.devices_of(&mut client, &dep.id).await? {
-                outcome.devices.push(device_report(&d, progress));
+                outcome.devices.push(device_report(&d, &progress));
             }
         }
         if all_completed
             || (!outcome.devices.is_empty() && outcome.devices.iter().all(|d| d.stage.is_final()))
         {
-            outcome.finished = Some(outcome_of(&outcome.devices));
+            let none_completed = outcome.devices.iter().all(|d| d.stage != Stage::Completed);
+            outcome.finished = Some(match stopped.first() {
+                // ChirpStack's own reason says more than "no device completed".
+                Some(why) if none_completed => Finished::Failed(why.clone()),
+                _ => outcome_of(&outcome.devices),
+            });
         }
         Ok(outcome)
     }
@@ -469,20 +562,16 @@ impl CampaignDriver for ChirpstackV4Driver {
 }
 
 /// What a device's stage depends on beyond its own steps: the deployment as a whole.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DeploymentProgress {
     /// ChirpStack has finished the deployment (whether or not every device completed).
     done: bool,
-    /// The fragments have been enqueued: ChirpStack's enqueue job has completed.
-    fragments_enqueued: bool,
+    /// ChirpStack stopped (or stalled) the deployment without finishing it: why.
+    ended: Option<String>,
+    /// The furthest step ChirpStack has attempted.
+    reached: jobs::Step,
     /// The campaign asks for FragSessionStatus, so completion waits for the answers.
     frag_status_requested: bool,
-}
-
-/// Whether ChirpStack has enqueued the fragments; it reports no per-device step for that.
-fn fragments_enqueued(jobs: &[api::FuotaDeploymentJob]) -> bool {
-    jobs.iter()
-        .any(|j| j.job.to_ascii_lowercase().contains("enqueue") && j.completed_at.is_some())
 }
 
 /// One of ChirpStack's deployment jobs as a line of the campaign's log. The key makes each
@@ -533,9 +622,9 @@ fn job_log_line(deployment_id: &str, j: &api::FuotaDeploymentJob) -> LogLine {
 /// A device's report from ChirpStack's view of it.
 fn device_report(
     d: &api::FuotaDeploymentDeviceListItem,
-    progress: DeploymentProgress,
+    progress: &DeploymentProgress,
 ) -> DeviceReport {
-    let stage = if !d.error_msg.is_empty() {
+    let stage = if !d.error_msg.is_empty() || d.completed_at.is_none() && progress.ended.is_some() {
         Stage::Failed
     } else if d.completed_at.is_some() {
         Stage::Completed
@@ -543,18 +632,12 @@ fn device_report(
         // ChirpStack finished without completing the device.
         Stage::Failed
     } else {
-        match stage_from_steps(
-            d.mc_group_setup_completed_at.is_some(),
-            d.frag_session_setup_completed_at.is_some(),
-            d.mc_session_completed_at.is_some(),
-            progress.fragments_enqueued,
-            d.frag_status_completed_at.is_some(),
-            progress.frag_status_requested,
-        ) {
-            // Completion is ChirpStack's to declare.
-            Stage::Completed => Stage::FragStatus,
-            s => s,
-        }
+        let steps = jobs::DeviceSteps {
+            mc_group_setup: d.mc_group_setup_completed_at.is_some(),
+            frag_session_setup: d.frag_session_setup_completed_at.is_some(),
+            mc_session: d.mc_session_completed_at.is_some(),
+        };
+        jobs::stage_of(steps, progress.reached, progress.frag_status_requested)
     };
     let mut report = DeviceReport::new(d.dev_eui.to_ascii_lowercase(), stage);
     report.mc_group_setup_at = to_utc(d.mc_group_setup_completed_at.as_ref());
@@ -564,6 +647,8 @@ fn device_report(
     report.completed_at = to_utc(d.completed_at.as_ref());
     report.error = if !d.error_msg.is_empty() {
         Some(d.error_msg.clone())
+    } else if let (Stage::Failed, Some(why)) = (stage, &progress.ended) {
+        Some(why.clone())
     } else if stage == Stage::Failed {
         Some("the deployment ended before the device completed".into())
     } else {
@@ -635,8 +720,9 @@ mod tests {
     fn a_device_is_complete_only_when_chirpstack_says_so() {
         let running = DeploymentProgress {
             done: false,
-            fragments_enqueued: true,
-            frag_status_requested: false,
+            ended: None,
+            reached: jobs::Step::FragStatus,
+            frag_status_requested: true,
         };
         let every_step = api::FuotaDeploymentDeviceListItem {
             dev_eui: "0102030405060708".into(),
@@ -646,7 +732,7 @@ mod tests {
             frag_status_completed_at: timestamp(4),
             ..Default::default()
         };
-        let r = device_report(&every_step, running);
+        let r = device_report(&every_step, &running);
         assert_eq!(r.stage, Stage::FragStatus);
         assert_eq!(r.error, None);
         assert_eq!(r.frag_status_at.map(|t| t.timestamp()), Some(4));
@@ -655,14 +741,15 @@ mod tests {
             completed_at: timestamp(5),
             ..every_step.clone()
         };
-        assert_eq!(device_report(&completed, running).stage, Stage::Completed);
+        assert_eq!(device_report(&completed, &running).stage, Stage::Completed);
     }
 
     #[test]
     fn a_device_fails_on_its_own_error_or_when_the_deployment_ends_without_it() {
         let progress = DeploymentProgress {
             done: false,
-            fragments_enqueued: false,
+            ended: None,
+            reached: jobs::Step::McGroupSetup,
             frag_status_requested: false,
         };
         let erred = api::FuotaDeploymentDeviceListItem {
@@ -671,7 +758,7 @@ mod tests {
             completed_at: timestamp(5),
             ..Default::default()
         };
-        let r = device_report(&erred, progress);
+        let r = device_report(&erred, &progress);
         assert_eq!(
             (r.stage, r.error.as_deref()),
             (Stage::Failed, Some("no answer"))
@@ -683,9 +770,9 @@ mod tests {
         };
         let ended = DeploymentProgress {
             done: true,
-            ..progress
+            ..progress.clone()
         };
-        let r = device_report(&left_behind, ended);
+        let r = device_report(&left_behind, &ended);
         assert_eq!(
             (r.stage, r.error.as_deref()),
             (
@@ -696,14 +783,22 @@ mod tests {
     }
 
     #[test]
-    fn fragments_count_as_enqueued_once_the_enqueue_job_has_completed() {
-        let mut j = api::FuotaDeploymentJob {
-            job: "ENQUEUE".into(),
+    fn a_device_fails_with_chirpstacks_reason_when_the_deployment_stopped() {
+        let stopped = DeploymentProgress {
+            done: false,
+            ended: Some("ChirpStack stopped the deployment at job CREATE_MC_GROUP: Device-profile does not support TS005".into()),
+            reached: jobs::Step::Preparing,
+            frag_status_requested: true,
+        };
+        let waiting = api::FuotaDeploymentDeviceListItem {
+            dev_eui: "0102030405060708".into(),
             ..Default::default()
         };
-        assert!(!fragments_enqueued(std::slice::from_ref(&j)));
-        j.completed_at = timestamp(1);
-        assert!(fragments_enqueued(&[j]));
-        assert!(!fragments_enqueued(&[]));
+        let r = device_report(&waiting, &stopped);
+        assert_eq!(r.stage, Stage::Failed);
+        assert!(r
+            .error
+            .unwrap()
+            .ends_with("Device-profile does not support TS005"));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 
 use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
@@ -126,6 +126,10 @@ fn unchecked_settings(c: &Campaign, status_port: u8) -> Result<Settings, DriverE
         verify: s.engine.verify,
         reboot_delay: TimeDelta::seconds(i64::from(s.engine.reboot_delay_s)),
         status_port,
+        check_method: s.engine.check_method,
+        verify_method: s.engine.verify_method,
+        fm_port: lorafleet_codec::firmware_management::DEFAULT_F_PORT,
+        reboot_with: s.engine.reboot_with,
         adaptive: adaptive_parity(&s.fragmentation, &frag),
     })
 }
@@ -172,61 +176,34 @@ pub fn stage(d: &Dev) -> Stage {
         Step::InSession => Stage::Fragments,
         Step::FragStatus if d.diagnosing => Stage::Verify,
         Step::FragStatus => Stage::FragStatus,
-        Step::RebootWait | Step::Verify => Stage::Verify,
+        Step::ImageStatus | Step::Reboot | Step::RebootWait | Step::Verify => Stage::Verify,
+        // Neither success nor failure: the process completed, the outcome says the rest.
+        Step::Done if d.outcome == Some(Outcome::DeliveredUnverified) => Stage::Completed,
         Step::Done if d.outcome.is_some_and(Outcome::succeeded) => Stage::Completed,
         Step::Done => Stage::Failed,
     }
 }
 
-/// Campaign records (log, progress, step times) are kept on the wall clock like the runner's
-/// own; the engine works on the network's clock, which a simulated network runs faster.
-#[derive(Clone, Copy)]
-struct Wall {
-    network_now: DateTime<Utc>,
-    wall_now: DateTime<Utc>,
-    scale: f64,
-}
-
-impl Wall {
-    fn of(ctx: &DriverContext) -> Wall {
-        Wall {
-            network_now: ctx.network.now(),
-            wall_now: Utc::now(),
-            scale: ctx.network.time_scale().max(1e-6),
-        }
-    }
-
-    fn at(self, t: DateTime<Utc>) -> DateTime<Utc> {
-        if self.scale == 1.0 {
-            return t;
-        }
-        let ahead_us = (t - self.network_now).num_microseconds().unwrap_or(0) as f64;
-        self.wall_now + TimeDelta::microseconds((ahead_us / self.scale) as i64)
-    }
-
-    fn opt(self, t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-        t.map(|t| self.at(t))
-    }
-}
-
-fn report(d: &Dev, wall: Wall) -> DeviceReport {
+/// Campaign records (log, progress, step times) are on the network's clock, like the engine's
+/// own times and every uplink and answer: one clock for all the fleet shows (issue 10).
+fn report(d: &Dev) -> DeviceReport {
     DeviceReport {
-        mc_group_setup_at: wall.opt(d.mc_group_setup_at),
-        frag_session_setup_at: wall.opt(d.frag_session_setup_at),
-        mc_session_setup_at: wall.opt(d.mc_session_setup_at),
-        frag_status_at: wall.opt(d.frag_status_at),
-        completed_at: wall.opt(d.completed_at),
+        mc_group_setup_at: d.mc_group_setup_at,
+        frag_session_setup_at: d.frag_session_setup_at,
+        mc_session_setup_at: d.mc_session_setup_at,
+        frag_status_at: d.frag_status_at,
+        completed_at: d.completed_at,
         error: d.error.clone(),
         attempts: Some(d.attempts),
-        next_action_at: wall.opt(d.next_action_at),
+        next_action_at: d.next_action_at,
         driver_json: serde_json::to_value(d).ok(),
         ..DeviceReport::new(d.dev_eui.to_string(), stage(d))
     }
 }
 
-fn log_line(l: EngineLog, wall: Wall) -> LogLine {
+fn log_line(l: EngineLog) -> LogLine {
     LogLine {
-        at: wall.at(l.at),
+        at: l.at,
         level: match l.level {
             Level::Info => LogLevel::Info,
             Level::Warning => LogLevel::Warning,
@@ -275,6 +252,10 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
         Outcome::NotUpdated => format!("not updated: {}", d.error.as_deref().unwrap_or("")),
         Outcome::Unreachable => format!("unreachable: {}", d.error.as_deref().unwrap_or("")),
         Outcome::Refused => format!("refused: {}", d.error.as_deref().unwrap_or("")),
+        Outcome::DeliveredUnverified => format!(
+            "fragments delivered, version not verifiable: {}",
+            d.error.as_deref().unwrap_or("")
+        ),
     };
     let message = format!(
         "campaign #{} \"{}\" ({}): {what}",
@@ -322,6 +303,35 @@ impl EngineDriver {
     }
 
     /// Airtime of one fragment frame at the campaign's DR, for pacing the steps.
+    /// The gateways to bind the group to, read only while the group is still to be made (the
+    /// uplinks up to that moment count).
+    async fn gateways(
+        &self,
+        ctx: &DriverContext,
+        c: &Campaign,
+        run: &Run,
+    ) -> Result<Vec<String>, DriverError> {
+        if run.group.is_some()
+            || !crate::campaigns::gateways::applies(
+                &ctx.config,
+                c.driver,
+                &c.settings.multicast.gateways,
+            )
+        {
+            return Ok(Vec::new());
+        }
+        let devices: Vec<String> = c.devices.iter().map(|d| d.dev_eui.clone()).collect();
+        let choice = crate::campaigns::gateways::for_campaign(
+            &ctx.db,
+            &devices,
+            &c.settings.multicast.gateways,
+            ctx.now(),
+        )
+        .await
+        .map_err(|e| DriverError::Invalid(format!("reading the devices' gateways: {e}")))?;
+        Ok(choice.gateways)
+    }
+
     fn fragment_airtime(ctx: &DriverContext, s: &Settings) -> TimeDelta {
         let ms = crate::config::parse_region(&ctx.config.network.region)
             .map(|r| lrwn::region::get(r, false, false))
@@ -343,13 +353,12 @@ impl EngineDriver {
         devs: &[Dev],
         before: &[Dev],
         stepped: Stepped,
-        wall: Wall,
     ) -> PollOutcome {
         let devices = devs
             .iter()
             .zip(before.iter().map(Some).chain(std::iter::repeat(None)))
             .filter(|(d, b)| b.is_none_or(|b| b != *d))
-            .map(|(d, _)| report(d, wall))
+            .map(|(d, _)| report(d))
             .collect();
         let finished = stepped.done.then(|| match &run.failure {
             None => Finished::Completed,
@@ -360,7 +369,7 @@ impl EngineDriver {
         }
         PollOutcome {
             devices,
-            log: stepped.log.into_iter().map(|l| log_line(l, wall)).collect(),
+            log: stepped.log.into_iter().map(log_line).collect(),
             driver_state: super::engine_state::save(run),
             finished,
             next_poll: Some(stepped.next.max(Duration::from_millis(5))),
@@ -441,15 +450,17 @@ impl CampaignDriver for EngineDriver {
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
         }
-        let wall = Wall::of(ctx);
-        let mut log: Vec<LogLine> = log.into_iter().map(|l| log_line(l, wall)).collect();
+        let mut log: Vec<LogLine> = log.into_iter().map(log_line).collect();
         if t.version.is_none() && t.to_version.is_none() && s.verify {
-            log.push(LogLine::warning(
-                "the image has no signed trailer and no to_version: devices cannot be verified, only their sessions completed",
-            ));
+            log.push(LogLine {
+                at: ctx.network.now(),
+                ..LogLine::warning(
+                    "the image has no signed trailer and no to_version: devices cannot be verified, only their sessions completed",
+                )
+            });
         }
         Ok(PollOutcome {
-            devices: devs.iter().map(|d| report(d, wall)).collect(),
+            devices: devs.iter().map(report).collect(),
             log,
             driver_state: super::engine_state::save(&run),
             finished: None,
@@ -468,6 +479,7 @@ impl CampaignDriver for EngineDriver {
         let group = GroupInfo {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
+            gateways: self.gateways(ctx, c, &run).await?,
         };
         let stepped = step::step(
             io(ctx),
@@ -486,7 +498,7 @@ impl CampaignDriver for EngineDriver {
                 record_outcome(ctx, c, d).await;
             }
         }
-        Ok(self.outcome(c, &run, &devs, &before, stepped, Wall::of(ctx)))
+        Ok(self.outcome(c, &run, &devs, &before, stepped))
     }
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
@@ -506,7 +518,7 @@ impl CampaignDriver for EngineDriver {
 }
 
 /// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
-/// committed (FPorts 200, 201 and the Version & Status port), instead of waiting for the next
+/// committed (FPorts 200, 201, the Version & Status port and 203), instead of waiting for the next
 /// poll; bursts are taken together.
 pub fn spawn_wakeups(app: &crate::AppState) {
     use tokio::sync::broadcast::error::RecvError;
@@ -521,6 +533,7 @@ pub fn spawn_wakeups(app: &crate::AppState) {
                         lorafleet_engine::ports::MULTICAST_SETUP,
                         lorafleet_engine::ports::FRAGMENTATION,
                         status_port,
+                        lorafleet_codec::firmware_management::DEFAULT_F_PORT,
                     ]
                     .contains(&up.f_port.unwrap_or(0)),
                     _ => false,

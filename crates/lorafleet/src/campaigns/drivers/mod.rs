@@ -38,6 +38,7 @@
 //! [`engine`]); which of them a running lorafleet has is decided in `app.rs`.
 
 pub mod chirpstack_v4;
+pub mod chirpstack_v4_jobs;
 pub mod engine;
 pub mod engine_state;
 pub mod fuota_server_v3;

@@ -207,6 +207,10 @@ pub struct MulticastSettings {
     pub timeout_exp: u8,
     /// The exponent was computed from the plan rather than given.
     pub timeout_exp_auto: bool,
+    /// Gateway IDs to bind the multicast group to; empty: the fewest that heard every device
+    /// recently (ChirpStack v4 with lorafleet's engine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -282,6 +286,28 @@ pub struct EngineSettings {
     pub verify: bool,
     /// Seconds after the session before the devices are asked for their version.
     pub reboot_delay_s: u32,
+    /// How the check asks a device's version: `version_status`, `firmware_management`,
+    /// `auto` (Version & Status, then Firmware Management, remembered per device) or `none`.
+    #[serde(default = "auto_method")]
+    #[schema(value_type = String)]
+    pub check_method: lorafleet_engine::machine::Method,
+    /// How the verification asks it, the same values.
+    #[serde(default = "auto_method")]
+    #[schema(value_type = String)]
+    pub verify_method: lorafleet_engine::machine::Method,
+    /// Firmware Management devices: `reboot_time` (one GPS time for the whole group) or
+    /// `reboot_countdown` (a countdown to that time).
+    #[serde(default = "reboot_time")]
+    #[schema(value_type = String)]
+    pub reboot_with: lorafleet_engine::machine::RebootWith,
+}
+
+fn auto_method() -> lorafleet_engine::machine::Method {
+    lorafleet_engine::machine::Method::Auto
+}
+
+fn reboot_time() -> lorafleet_engine::machine::RebootWith {
+    lorafleet_engine::machine::RebootWith::RebootTime
 }
 
 impl Default for EngineSettings {
@@ -290,6 +316,9 @@ impl Default for EngineSettings {
             check: lorafleet_engine::machine::CheckMode::Refuse,
             verify: true,
             reboot_delay_s: 60,
+            check_method: auto_method(),
+            verify_method: auto_method(),
+            reboot_with: reboot_time(),
         }
     }
 }
@@ -325,6 +354,44 @@ impl CampaignKeys {
     }
 }
 
+/// What the engine learnt about one device, read from its stored state for the device row.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EngineDeviceReport {
+    /// `version_status`, `firmware_management` or `none` (it answered neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_method_used: Option<String>,
+    /// The same, for the verification after the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_method_used: Option<String>,
+    /// The last FragSessionStatusAns exactly as received: `{"raw_hex", "fields", "reading"}`
+    /// (`reading`: `count` or `highest_n`, how the device's stack fills the fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub frag_status: Option<serde_json::Value>,
+    /// Firmware Management answers during the campaign (versions in hex as sent, the image's
+    /// status, the reboot time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub firmware_management: Option<serde_json::Value>,
+}
+
+impl EngineDeviceReport {
+    /// From the engine's per-device state (`driver_json`); empty for other drivers.
+    pub fn from_driver_json(j: Option<&serde_json::Value>) -> EngineDeviceReport {
+        let field = |k: &str| j.and_then(|j| j.get(k)).filter(|v| !v.is_null()).cloned();
+        let text = |k: &str| field(k).and_then(|v| v.as_str().map(str::to_string));
+        EngineDeviceReport {
+            check_method_used: text("check_method_used"),
+            verify_method_used: text("verify_method_used"),
+            frag_status: field("frag_status_report"),
+            firmware_management: field("fm").filter(|v| {
+                v.as_object()
+                    .is_some_and(|o| o.values().any(|v| !v.is_null() && v != false))
+            }),
+        }
+    }
+}
+
 /// Per-device progress, as stored and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CampaignDevice {
@@ -341,8 +408,12 @@ pub struct CampaignDevice {
     /// When the driver means to act on this device next.
     pub next_action_at: Option<String>,
     /// Engine: how the update ended, `verified`, `completed` (not verified), `not_updated`,
-    /// `unreachable` or `refused`; the error says why.
+    /// `unreachable`, `refused` or `delivered_unverified` (fragments delivered, version not
+    /// verifiable); the error says why.
     pub outcome: Option<String>,
+    /// Engine: which methods checked and verified the device, and its status answer.
+    #[serde(flatten)]
+    pub engine: EngineDeviceReport,
     /// Driver-private state.
     #[serde(skip)]
     pub driver_json: Option<serde_json::Value>,
@@ -374,9 +445,15 @@ pub struct CampaignDto {
     pub id: i64,
     pub name: String,
     pub state: CampaignState,
+    /// The state as the operator reads it: "completed with failures" for a completed campaign
+    /// with failed devices, else the state's name.
+    pub state_label: String,
     pub driver: DriverKind,
     pub firmware_id: i64,
     pub firmware: Option<FirmwareRef>,
+    /// The devices the campaign targets; for a draft with a `device_filter`, the devices the
+    /// filter selects now (resolved again at start).
+    pub device_count: u32,
     pub settings: CampaignSettings,
     /// Which key material was given (never the keys themselves).
     #[schema(value_type = Object)]
@@ -414,6 +491,8 @@ pub struct CampaignSummary {
     pub id: i64,
     pub name: String,
     pub state: CampaignState,
+    /// See [`CampaignDto::state_label`].
+    pub state_label: String,
     pub driver: DriverKind,
     pub firmware_id: i64,
     pub firmware_file_name: Option<String>,
@@ -424,6 +503,16 @@ pub struct CampaignSummary {
     pub devices: u32,
     #[schema(value_type = Object)]
     pub counts: BTreeMap<String, u32>,
+}
+
+/// "completed with failures" when a completed campaign has failed devices, else the state.
+pub fn state_label(state: CampaignState, counts: &BTreeMap<String, u32>) -> String {
+    let failed = counts.get(Stage::Failed.as_str()).copied().unwrap_or(0);
+    if state == CampaignState::Completed && failed > 0 {
+        "completed with failures".to_string()
+    } else {
+        state.as_str().to_string()
+    }
 }
 
 pub fn count_stages<'a>(stages: impl Iterator<Item = &'a Stage>) -> BTreeMap<String, u32> {
