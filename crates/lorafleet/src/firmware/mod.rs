@@ -5,8 +5,8 @@
 //! [`library`] reads files (scan, upload, hashing), [`store`] keeps the index in the database.
 
 pub mod library;
-pub mod store;
 pub mod spelling;
+pub mod store;
 
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 

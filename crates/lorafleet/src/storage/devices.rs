@@ -933,7 +933,9 @@ async fn settled_part(
     let eui = eui_key(pg);
     let mut b = Sql::new(
         db,
-        format!("SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"),
+        format!(
+            "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
+        ),
     );
     push_filter(&mut b, &q.filter);
     if let Some(since) = since {
@@ -998,14 +1000,20 @@ async fn newest_uplink(db: &Db) -> Result<i64> {
 
 /// How many listed devices the filter selects.
 pub async fn count(db: &Db, filter: &DeviceFilter) -> Result<i64> {
-    let mut b = Sql::new(db, "SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL");
+    let mut b = Sql::new(
+        db,
+        "SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL",
+    );
     push_filter(&mut b, filter);
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
 
 /// Every listed device the filter selects, as DevEUIs (a campaign's `device_filter`).
 pub async fn matching(db: &Db, filter: &DeviceFilter) -> Result<Vec<String>> {
-    let mut b = Sql::new(db, "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL");
+    let mut b = Sql::new(
+        db,
+        "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL",
+    );
     push_filter(&mut b, filter);
     b.push(format!(" ORDER BY {}", eui_key(b.pg)));
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_all(c).await)
