@@ -127,8 +127,13 @@ test('device list: URL state, sortable headers, page size, jump to page, live la
     await page.getByTestId('sort-dev_eui').click();
     await page.locator('[data-testid="device-table"] th[aria-sort="ascending"]').filter({ hasText: 'DevEUI' }).waitFor();
     await page.getByTestId('page-size').selectOption('50');
-    await page.getByTestId('page-jump').fill('5');
-    await page.getByTestId('page-jump').dispatchEvent('change');
+    // The pager is drawn anew after every load: wait for the 50-row page, then set and send the
+    // page number on one element (a fill and a change on two renders would send page 1).
+    await waitFor('50 rows on a page', async () => (await shownRows(page)).length === 50);
+    await page.getByTestId('page-jump').evaluate((el) => {
+      /** @type {HTMLInputElement} */ (el).value = '5';
+      el.dispatchEvent(new Event('change'));
+    });
     await waitFor('page 5 in the URL', async () => (await hashParams(page)).page === '5');
     await rowsMatchApi(page, 'sort=dev_eui&limit=50&offset=200');
     assert.equal(await page.getByTestId('page-next').isDisabled(), true, `${DEVICES} devices: page 5 of 50 is the last`);

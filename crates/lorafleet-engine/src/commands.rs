@@ -263,7 +263,12 @@ pub enum Reply {
     Other(String),
 }
 
-fn words(reasons: &[(bool, &str)]) -> Result<(), String> {
+/// How FragSessionSetupAns' "not enough memory" bit reads; the engine adds the device's
+/// limits to it (`packages::explain_refusal`).
+pub const NOT_ENOUGH_MEMORY: &str = "not enough memory for the image";
+
+/// The reasons whose bit is set, joined; `Ok` when none is.
+pub(crate) fn words(reasons: &[(bool, &str)]) -> Result<(), String> {
     let set: Vec<&str> = reasons
         .iter()
         .filter(|(b, _)| *b)
@@ -354,7 +359,7 @@ pub fn parse_uplink(f_port: u8, data: &[u8], status_port: u8) -> Vec<Reply> {
                         a.encoding_unsupported,
                         "fragmentation matrix (encoding) not supported",
                     ),
-                    (a.not_enough_memory, "not enough memory for the image"),
+                    (a.not_enough_memory, NOT_ENOUGH_MEMORY),
                     (
                         a.frag_session_index_not_supported,
                         "fragmentation session index not supported",

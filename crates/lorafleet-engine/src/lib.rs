@@ -5,6 +5,7 @@
 //! - [`adaptive`]: adaptive parity, sent in groups while a device still needs it.
 //! - [`machine`]: the campaign state machine ([`machine::Run`], one [`machine::Dev`] per device).
 //! - [`commands`]: TS005 / TS004 / Version & Status requests and the parsing of answers.
+//! - [`packages`]: which package version and FPort each device speaks, and what it can hold.
 //! - [`keys`]: the one TS005 key derivation, server and device side.
 //! - [`clock_sync`]: the answer to a TS003 AppTimeReq.
 //! - [`airtime`]: how long a frame occupies the air.
@@ -16,11 +17,13 @@ pub mod clock_sync;
 pub mod commands;
 pub mod keys;
 pub mod machine;
+pub mod packages;
 
 pub use commands::MulticastClass;
 pub use lorafleet_codec::eui::DevEui;
 
-/// The packages' default FPorts; the simulated devices listen on these, the engine sends on them.
+/// The packages' default FPorts: the simulated devices listen on these; the engine sends on
+/// each device's own ([`packages::Packages`]), these unless a layer says otherwise.
 pub mod ports {
     /// TS005 Remote Multicast Setup.
     pub const MULTICAST_SETUP: u8 = 200;
@@ -28,6 +31,8 @@ pub mod ports {
     pub const FRAGMENTATION: u8 = 201;
     /// TS003 Application Layer Clock Sync.
     pub const CLOCK_SYNC: u8 = 202;
+    /// TS006 Firmware Management.
+    pub const FIRMWARE_MANAGEMENT: u8 = 203;
 }
 
 /// PackageIdentifiers answered in PackageVersionAns.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::adaptive::{AdaptiveParity, AdaptiveState, Report};
 use crate::commands::{self, FragSetup, MulticastClass, Reply, SessionReq};
 use crate::keys;
-use crate::ports;
+use crate::packages::{self, DevicePackages, Packages};
 use lorafleet_codec::eui::DevEui;
 use lorafleet_codec::frag_status::{FragStatus, Reading};
 
@@ -344,6 +344,10 @@ pub struct Dev {
     /// Firmware Management: what the device reported (versions as 8 hex digits, as sent).
     #[serde(default)]
     pub fm: verification::FmReport,
+    /// The package versions, FPorts and limits of this device (absent in state stored before
+    /// they existed: the defaults, v1 on the standard FPorts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<DevicePackages>,
     /// How the device's stack fills FragSessionStatusAns (`None`: as TS004 says, a count).
     #[serde(default)]
     pub frag_reading: Option<Reading>,
@@ -404,9 +408,19 @@ impl Dev {
             verify_method_used: None,
             frag_status_report: None,
             fm: verification::FmReport::default(),
+            packages: None,
             frag_reading: None,
             adaptive: None,
         }
+    }
+
+    /// What the device speaks and holds.
+    pub fn speaks(&self, s: &Settings) -> DevicePackages {
+        self.packages.unwrap_or(DevicePackages {
+            packages: Packages::defaults(s.status_port),
+            limits: Default::default(),
+            frag_v2: None,
+        })
     }
 
     /// A device that cannot take part (no keys, ...): done before anything is sent.
@@ -602,33 +616,39 @@ impl Run {
         if let Some(r) = self.fm_request(d, s, now) {
             return Some(r);
         }
+        let speaks = d.speaks(s);
+        let (mc, frag) = (
+            speaks.packages.multicast_setup,
+            speaks.packages.fragmentation,
+        );
+        let status_port = speaks.packages.version_status.f_port;
         Some(match d.step {
             Step::Check => (
-                s.status_port,
+                status_port,
                 Ok(commands::check_req()),
                 "Version & Status check",
             ),
             Step::McGroupSetup => (
-                ports::MULTICAST_SETUP,
-                commands::mc_group_setup_req(
+                mc.f_port,
+                packages::mc_group_setup_req(
+                    mc.version,
                     s.group_id,
                     self.mc_addr,
                     d.mc_key_encrypted,
-                    0,
                     0xffff,
                 ),
                 "TS005 McGroupSetupReq",
             ),
             Step::FragSessionSetup => (
-                ports::FRAGMENTATION,
-                commands::frag_session_setup_req(&s.frag),
+                frag.f_port,
+                packages::frag_session_setup_req(frag.version, &s.frag, speaks.frag_v2),
                 "TS004 FragSessionSetupReq",
             ),
             Step::McSessionSetup => {
                 let start = self.session_start.unwrap_or(now);
                 (
-                    ports::MULTICAST_SETUP,
-                    commands::mc_session_req(&s.session_req(start)),
+                    mc.f_port,
+                    packages::mc_session_req(mc.version, &s.session_req(start)),
                     match s.class {
                         MulticastClass::C => "TS005 McClassCSessionReq",
                         MulticastClass::B { .. } => "TS005 McClassBSessionReq",
@@ -636,12 +656,12 @@ impl Run {
                 )
             }
             Step::FragStatus => (
-                ports::FRAGMENTATION,
-                commands::frag_session_status_req(s.frag.index, true),
+                frag.f_port,
+                packages::frag_session_status_req(frag.version, s.frag.index, true),
                 "TS004 FragSessionStatusReq",
             ),
             Step::Verify => (
-                s.status_port,
+                status_port,
                 Ok(commands::version_running_req()),
                 "Version & Status VersionRunningReq",
             ),
@@ -792,7 +812,11 @@ impl Run {
                         d.attempts = 0;
                         d.next_action_at = None;
                     }
-                    Err(e) => Self::finish(d, Outcome::NotUpdated, Some(e), at, out),
+                    Err(e) => {
+                        let limits = d.speaks(s).limits;
+                        let e = packages::explain_refusal(e, &s.frag, s.redundancy, &limits);
+                        Self::finish(d, Outcome::NotUpdated, Some(e), at, out);
+                    }
                 }
             }
             (Step::McSessionSetup, Reply::McSession { group_id, result })
@@ -1892,5 +1916,79 @@ mod tests {
         let run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
         let back: Run = serde_json::from_value(serde_json::to_value(&run).unwrap()).unwrap();
         assert_eq!(back, run);
+    }
+
+    /// A device on TS004/TS005 v2 and its own FPorts is sent v2 commands there, and its
+    /// "not enough memory" names the limits the session exceeds.
+    #[test]
+    fn each_device_is_spoken_to_in_its_packages() {
+        use crate::packages::{DeviceLimits, FragV2, VersionedPatch};
+        let s = Settings {
+            check: CheckMode::Off,
+            ..settings()
+        };
+        let v2 = |port| VersionedPatch {
+            version: Some(2),
+            f_port: Some(port),
+        };
+        let mut d = Dev::new(DevEui([1; 8]), [0; 16], None, &s, t0());
+        d.packages = Some(DevicePackages {
+            packages: Packages::defaults(111).with(&packages::PackagesPatch {
+                multicast_setup: Some(v2(20)),
+                fragmentation: Some(v2(21)),
+                ..Default::default()
+            }),
+            limits: DeviceLimits {
+                max_fragment_size: Some(40),
+                ..Default::default()
+            },
+            frag_v2: Some(FragV2 {
+                session_cnt: 3,
+                mic: [1, 2, 3, 4],
+            }),
+        });
+        let plain = Dev::new(DevEui([2; 8]), [0; 16], None, &s, t0());
+        let mut devs = vec![d, plain];
+        let mut run = Run::new(&s, [1, 2, 3, 4], [9; 16], t0());
+        let mut out = Vec::new();
+        run.tick(&mut devs, &s, &target(), t0(), &mut out);
+        let ports: Vec<u8> = unicasts(&out).iter().map(|u| u.1).collect();
+        assert_eq!(ports, vec![20, 200]);
+        out.clear();
+        let ok = Reply::McGroupSetup {
+            group_id: 0,
+            result: Ok(()),
+        };
+        run.reply(&mut devs[0], ok, &s, &target(), t0(), &mut out);
+        let Some(Action::Unicast { f_port, data, .. }) = out.first() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*f_port, 21);
+        assert_eq!(
+            data.len(),
+            17,
+            "CID + the 16 bytes of a v2 FragSessionSetupReq"
+        );
+        assert_eq!(&data[11..], &[3, 0, 1, 2, 3, 4], "SessionCnt and MIC");
+        let refused = Reply::FragSessionSetup {
+            index: 0,
+            result: Err(format!(
+                "FragSessionSetupAns: {}",
+                commands::NOT_ENOUGH_MEMORY
+            )),
+        };
+        run.reply(&mut devs[0], refused, &s, &target(), t0(), &mut out);
+        assert_eq!(devs[0].outcome, Some(Outcome::NotUpdated));
+        assert!(
+            devs[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .ends_with("50 bytes per fragment exceed its max_fragment_size of 40"),
+            "{:?}",
+            devs[0].error
+        );
+        let back: Dev = serde_json::from_value(serde_json::to_value(&devs[0]).unwrap()).unwrap();
+        assert_eq!(back, devs[0]);
     }
 }

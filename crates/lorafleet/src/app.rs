@@ -50,6 +50,9 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The MQTT ingest connection's state (`disabled` unless `integration.mqtt.enabled`).
     pub mqtt: Arc<crate::ingest::mqtt::MqttStatus>,
+    /// The packages of the devices of running engine campaigns (the TS003 responder and the
+    /// engine's wake-ups read it).
+    pub running_packages: Arc<crate::engine::packages::RunningPackages>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -146,8 +149,11 @@ impl App {
             status_f_port: config.status_protocol.f_port,
         };
         let writer = Writer::spawn(db.clone(), retention, changes.clone(), uplinks.clone());
+        let running_packages = Arc::new(crate::engine::packages::RunningPackages::default());
         let campaigns = Arc::new(crate::campaigns::runner::Campaigns::new(driver_registry(
-            &config, v4,
+            &config,
+            v4,
+            running_packages.clone(),
         )));
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
@@ -175,6 +181,7 @@ impl App {
             campaigns,
             shutdown: tokio::sync::watch::channel(false).0,
             mqtt: Arc::default(),
+            running_packages,
         });
         // After the metrics recorder is installed (above), so its series start at zero.
         crate::ingest::mqtt::spawn(&app.config, app.writer.clone(), app.mqtt.clone())?;
@@ -226,7 +233,11 @@ impl App {
 
 /// The campaign drivers this build has: ChirpStack v4's FUOTA service, chirpstack-fuota-server
 /// v3 and lorafleet's own engine, configured from `config`.
-fn driver_registry(config: &Config, v4: Result<ChirpstackV4Client, String>) -> DriverRegistry {
+fn driver_registry(
+    config: &Config,
+    v4: Result<ChirpstackV4Client, String>,
+    running_packages: Arc<crate::engine::packages::RunningPackages>,
+) -> DriverRegistry {
     let mut r = DriverRegistry::default();
     r.register(Arc::new(drivers::chirpstack_v4::ChirpstackV4Driver::new(
         config, v4,
@@ -234,7 +245,9 @@ fn driver_registry(config: &Config, v4: Result<ChirpstackV4Client, String>) -> D
     r.register(Arc::new(
         drivers::fuota_server_v3::FuotaServerV3Driver::new(config),
     ));
-    r.register(Arc::new(drivers::engine::EngineDriver::default()));
+    r.register(Arc::new(drivers::engine::EngineDriver::new(
+        running_packages,
+    )));
     r
 }
 

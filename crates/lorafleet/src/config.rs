@@ -363,8 +363,9 @@ pub struct FuotaConfig {
     pub class_c_margin_s: u64,
     /// The region limits downlinks to 400 ms dwell time (AS923, AU915 when so configured).
     pub downlink_dwell_time_400ms: bool,
-    /// Answer TS003 AppTimeReq uplinks (FPort 202). Turn off when ChirpStack's device profile
-    /// already answers them, so devices do not get two answers.
+    /// Answer TS003 AppTimeReq uplinks (FPort 202, or the device's own in a running engine
+    /// campaign). Devices whose ChirpStack v4 profile enables TS003 are skipped either way, so
+    /// they do not get two answers; off turns lorafleet's answers off for every device.
     pub clock_sync: bool,
     pub server_v3: FuotaServerV3Config,
     pub chirpstack_v4: FuotaChirpstackV4Config,

@@ -272,10 +272,23 @@ async fn start_fake() -> (Arc<Fake>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let svc = Svc(fake.clone());
+    let profiles = common::fake_chirpstack_v4::FakeDeviceService::default();
+    for id in ["profile-a", "profile-b"] {
+        profiles
+            .state
+            .lock()
+            .unwrap()
+            .put_profile(id, id, (1, 202), (1, 201), (1, 200));
+    }
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(FuotaServiceServer::new(svc.clone()).max_decoding_message_size(64 << 20))
             .add_service(DeviceServiceServer::new(svc))
+            .add_service(
+                chirpstack_api::api::device_profile_service_server::DeviceProfileServiceServer::new(
+                    profiles,
+                ),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();

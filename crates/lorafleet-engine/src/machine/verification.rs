@@ -163,7 +163,11 @@ impl Run {
             Step::Reboot => self.reboot_request(d, s, now),
             _ => return None,
         };
-        Some((s.fm_port, req.to_vec().map_err(|e| e.to_string()), what))
+        // The device's own Firmware Management FPort once its packages are resolved.
+        let port = d
+            .packages
+            .map_or(s.fm_port, |p| p.packages.firmware_management.f_port);
+        Some((port, req.to_vec().map_err(|e| e.to_string()), what))
     }
 
     /// The moment every device of the group reboots: after the session, once the status

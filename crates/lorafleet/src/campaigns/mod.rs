@@ -13,6 +13,7 @@
 
 pub mod drivers;
 pub mod gateways;
+pub mod packages;
 pub mod plan;
 pub mod region;
 pub mod runner;

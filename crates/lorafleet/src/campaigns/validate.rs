@@ -15,6 +15,9 @@
 //! - `request_frag_status`: `after_session`
 //! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` 5 % of M (at least 1) and
 //!   `status_wait_s` the longest answer delay BlockAckDelay allows plus 10 %
+//! - `packages`, `device_overrides`: nothing (each device's profile on the network server, else
+//!   v1 on FPorts 200/201/202/203); `device_limits`: the firmware sidecar's, if any
+//!   (`campaigns::packages` checks them and says how the layers combine)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,6 +26,9 @@ use utoipa::ToSchema;
 
 use lrwn::region::CommonName;
 
+use super::packages::{
+    self as pkg, DeviceLimits, DeviceLimitsRequest, DeviceOverrideRequest, PackagesRequest,
+};
 use super::plan::{self, Plan, PlanDevice, PlanInput};
 use super::region::{Modulation, RegionInfo};
 use super::{
@@ -56,6 +62,12 @@ pub struct CampaignRequest {
     pub request_frag_status: Option<String>,
     /// Engine only: the Version & Status check before and verification after.
     pub engine: Option<EngineRequest>,
+    /// Engine only: package versions and FPorts for every device.
+    pub packages: Option<PackagesRequest>,
+    /// What the devices' fragment decoders hold.
+    pub device_limits: Option<DeviceLimitsRequest>,
+    /// Per DevEUI: `{"packages": {...}, "device_limits": {...}}`.
+    pub device_overrides: Option<BTreeMap<String, DeviceOverrideRequest>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -173,6 +185,8 @@ pub struct Context<'a> {
     /// The requested devices found in the inventory, by lower-case DevEUI.
     pub devices: &'a HashMap<String, KnownDevice>,
     pub observed_uplink_interval_s: Option<f64>,
+    /// The firmware sidecar's `[device_limits]`.
+    pub model_limits: Option<DeviceLimits>,
 }
 
 /// A request that passed: what a draft stores.
@@ -254,11 +268,30 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
     let mc = req.multicast.clone().unwrap_or_default();
     let (multicast, modulation) = multicast(&mc, ctx.region, &mut errors);
     let unicast = unicast(&req.unicast.clone().unwrap_or_default(), &mut errors);
+    let speaks = pkg::check(
+        &pkg::Given {
+            packages: req.packages.as_ref(),
+            device_limits: req.device_limits.as_ref(),
+            device_overrides: req.device_overrides.as_ref(),
+            driver,
+            devices: &devices,
+            status_port: ctx.config.status_protocol.f_port,
+        },
+        &mut errors,
+    );
     let fragments = fragmentation(
         &req.fragmentation.clone().unwrap_or_default(),
         ctx.region,
         multicast.dr,
-        image_size,
+        (
+            image_size,
+            pkg::smallest_fragment_limit(
+                &devices,
+                speaks.device_limits,
+                &speaks.device_overrides,
+                ctx.model_limits,
+            ),
+        ),
         driver,
         &mut errors,
     );
@@ -271,6 +304,10 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         fragmentation: fragments.settings,
         request_frag_status,
         engine,
+        packages: speaks.packages,
+        device_limits: speaks.device_limits,
+        device_overrides: speaks.device_overrides,
+        model_device_limits: ctx.model_limits,
     };
 
     let (Some(modulation), Some(image_size), Some(max_fragment)) =
@@ -734,14 +771,16 @@ struct Fragments {
     data_fragments: Option<usize>,
 }
 
+/// `sizes`: the image's, and the largest fragment every device takes (its `device_limits`).
 fn fragmentation(
     fr: &FragmentationRequest,
     region: &RegionInfo,
     dr: u8,
-    image_size: Option<usize>,
+    sizes: (Option<usize>, Option<usize>),
     driver: DriverKind,
     errors: &mut FieldErrors,
 ) -> Fragments {
+    let (image_size, device_max) = sizes;
     let max_payload = max_payload(region, dr, errors);
     let max_fragment = max_payload.map(|n| n.saturating_sub(plan::FRAGMENT_HEADER).min(255));
     let limits = SizeLimits {
@@ -750,6 +789,7 @@ fn fragmentation(
         max_payload,
         max_fragment,
         image_size,
+        device_max,
     };
     let (size, fragment_size_auto) = fragment_size(fr.fragment_size.as_ref(), &limits, errors);
     let m = image_size.map(|s| plan::fragments_for(s, size).0);
@@ -863,10 +903,12 @@ struct SizeLimits<'a> {
     max_payload: Option<usize>,
     max_fragment: Option<usize>,
     image_size: Option<usize>,
+    /// The smallest `max_fragment_size` of the campaign's devices.
+    device_max: Option<usize>,
 }
 
-/// Bytes per fragment and whether they were chosen here (the largest the DR carries, at most
-/// the image's size).
+/// Bytes per fragment and whether they were chosen here (the largest the DR carries and every
+/// device takes, at most the image's size).
 fn fragment_size(
     value: Option<&serde_json::Value>,
     limits: &SizeLimits,
@@ -875,6 +917,7 @@ fn fragment_size(
     let auto = || {
         limits
             .max_fragment
+            .map(|m| m.min(limits.device_max.unwrap_or(m)))
             .map(|m| m.min(limits.image_size.unwrap_or(m)).max(1))
             .unwrap_or(50)
     };
@@ -1212,7 +1255,7 @@ fn plan_for(
             slot_size: ctx.devices.get(d).and_then(|k| k.slot_size),
         })
         .collect();
-    plan::compute(&PlanInput {
+    let mut plan = plan::compute(&PlanInput {
         region: ctx.region.name.to_string(),
         settings,
         driver: session.driver,
@@ -1223,7 +1266,17 @@ fn plan_for(
         class_c_margin_s: ctx.config.fuota.class_c_margin_s as f64,
         devices: &plan_devices,
         observed_uplink_interval_s: ctx.observed_uplink_interval_s,
-    })
+    });
+    plan.warnings.extend(pkg::limit_warnings(&pkg::Session {
+        devices,
+        campaign: settings.device_limits,
+        overrides: &settings.device_overrides,
+        model: settings.model_device_limits,
+        fragment_size: plan.fragment_size,
+        data_fragments: plan.data_fragments,
+        parity: plan.redundancy_fragments,
+    }));
+    plan
 }
 
 #[cfg(test)]
@@ -1657,7 +1710,14 @@ mod tests {
         driver: DriverKind,
     ) -> (Fragments, Errors) {
         let mut errors = FieldErrors::default();
-        let f = fragmentation(&from(request), &eu868(), dr, size, driver, &mut errors);
+        let f = fragmentation(
+            &from(request),
+            &eu868(),
+            dr,
+            (size, None),
+            driver,
+            &mut errors,
+        );
         (f, list(&errors))
     }
 
@@ -1750,7 +1810,7 @@ mod tests {
             &from(json!({})),
             &eu868(),
             5,
-            Some(1000),
+            (Some(1000), None),
             DriverKind::Engine,
             &mut errors,
         );
@@ -1959,8 +2019,98 @@ mod tests {
             image: Some(&img),
             devices: &devices,
             observed_uplink_interval_s: None,
+            model_limits: None,
         };
         validate(&from(request), &ctx)
+    }
+
+    // --- packages and device limits (the field checks are tabled in `campaigns::packages`)
+
+    /// The automatic fragment size is the smallest `max_fragment_size` over the devices (the
+    /// device's override over the campaign's), the plan warns for a device that would refuse,
+    /// and what was given is stored.
+    #[test]
+    fn device_limits_shape_the_fragment_size_and_the_plan() {
+        let base = json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
+            "driver": "engine"});
+        let cases = [
+            (json!({}), 239, 0),
+            (json!({"device_limits": {"max_fragment_size": 100}}), 100, 0),
+            (
+                json!({"device_limits": {"max_fragment_size": 100},
+                    "device_overrides": {A: {"device_limits": {"max_fragment_size": 50}}}}),
+                50,
+                0,
+            ),
+            (json!({"device_limits": {"max_fragments": 21}}), 239, 2),
+            (
+                json!({"fragmentation": {"fragment_size": 200},
+                    "device_overrides": {B: {"device_limits": {"max_fragment_size": 50}}}}),
+                200,
+                1,
+            ),
+        ];
+        for (extra, size, refusing) in cases {
+            let mut body = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let v = validate_json(body.clone()).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(v.settings.fragmentation.fragment_size, size, "{body}");
+            let warned: Vec<&plan::PlanWarning> = v
+                .plan
+                .warnings
+                .iter()
+                .filter(|w| w.message.starts_with("the device would refuse"))
+                .collect();
+            assert_eq!(warned.len(), refusing, "{body}: {:?}", v.plan.warnings);
+        }
+        let v = validate_json(
+            json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
+            "driver": "engine", "packages": {"fragmentation": {"version": 2, "f_port": 210}},
+            "device_overrides": {A: {"packages": {"multicast_setup": {"f_port": 220}}}}}),
+        )
+        .unwrap();
+        let stored = serde_json::to_value(&v.settings).unwrap();
+        assert_eq!(
+            stored["packages"],
+            json!({"fragmentation": {"version": 2, "f_port": 210}})
+        );
+        assert_eq!(
+            stored["device_overrides"][A],
+            json!({"packages": {"multicast_setup": {"f_port": 220}}})
+        );
+    }
+
+    #[test]
+    fn the_models_limits_apply_when_nothing_closer_says() {
+        let mut config = Config::default();
+        config.network.kind = NetworkKind::None;
+        let region = eu868();
+        let img = image(23_000);
+        let devices = known(&[A, B]);
+        let ctx = Context {
+            config: &config,
+            region: &region,
+            image: Some(&img),
+            devices: &devices,
+            observed_uplink_interval_s: None,
+            model_limits: Some(DeviceLimits {
+                max_fragment_size: Some(80),
+                ..Default::default()
+            }),
+        };
+        let body = json!({"firmware_id": 7, "devices": [A, B], "keys": {"gen_app_key": KEY},
+            "driver": "engine", "device_overrides": {A: {"device_limits": {"max_fragment_size": 120}}}});
+        let v = validate(&from(body), &ctx).unwrap();
+        assert_eq!(
+            v.settings.fragmentation.fragment_size, 80,
+            "B has only the model's"
+        );
+        assert_eq!(
+            v.settings.model_device_limits.unwrap().max_fragment_size,
+            Some(80)
+        );
     }
 
     #[test]

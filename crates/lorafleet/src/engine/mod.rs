@@ -4,6 +4,7 @@
 //! campaign driver that runs the engine is `campaigns::drivers::engine`.
 
 pub mod clock_sync;
+pub mod packages;
 pub mod step;
 
 use tokio::sync::broadcast;

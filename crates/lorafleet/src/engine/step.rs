@@ -12,11 +12,15 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::Rng;
 
-use lorafleet_engine::commands::{parse_uplink, Reply};
+use lorafleet_engine::commands::Reply;
 use lorafleet_engine::keys::{self, RootKey};
-use lorafleet_engine::machine::{Action, Dev, Level, Method, Phase, Run, Settings, Step, Target};
-use lorafleet_engine::ports;
+use lorafleet_engine::machine::{
+    Action, Dev, Level, Method, Outcome, Phase, Run, Settings, Step, Target,
+};
+use lorafleet_engine::packages::parse_uplink;
+use lorafleet_engine::packages::{Packages, Versioned};
 
+use super::packages::{self as speaking, CampaignLayers, DeviceLayers};
 use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
@@ -108,12 +112,54 @@ pub struct GroupInfo {
     pub gateways: Vec<String>,
 }
 
-/// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
-/// from the campaign, else from the network server), and the uplink cursor. Sends nothing.
+/// The device's root key: the campaign's, else the network server's; the error says why
+/// there is none.
+async fn root_key(io: Io<'_>, d: &DeviceStart) -> Result<RootKey, String> {
+    let root = match d.root {
+        Some(r) => Ok(Some(r)),
+        None => io.network.device_keys(d.dev_eui).await.map(|k| {
+            k.and_then(|k| {
+                k.gen_app_key
+                    .map(RootKey::GenAppKey)
+                    .or(k.app_key.map(RootKey::AppKey))
+            })
+        }),
+    };
+    match root {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err("no key material: give a GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) with the campaign, or store it in the network server".to_string()),
+        Err(e) => Err(format!("could not read the device's keys from the network server: {e}")),
+    }
+}
+
+/// [`start_with`] for a campaign that says nothing about packages and limits: each device
+/// speaks what its profile on the network server says, else the defaults.
 pub async fn start(
     io: Io<'_>,
     s: &Settings,
     devices: &[DeviceStart],
+) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
+    let campaign = CampaignLayers {
+        packages: Default::default(),
+        status_port: s.status_port,
+        image: &[],
+        session_cnt: 0,
+        frag_index: s.frag.index,
+        descriptor: s.frag.descriptor,
+    };
+    start_with(io, s, devices, &[], &campaign).await
+}
+
+/// Prepares a campaign: a random McAddr and McKey, each device's encrypted McKey (root keys
+/// from the campaign, else from the network server), each device's packages (its profile on
+/// the network server under the campaign's layers; `layers[i]` for `devices[i]`, the defaults
+/// past its end), and the uplink cursor. Sends nothing.
+pub async fn start_with(
+    io: Io<'_>,
+    s: &Settings,
+    devices: &[DeviceStart],
+    layers: &[DeviceLayers],
+    campaign: &CampaignLayers<'_>,
 ) -> anyhow::Result<(Run, Vec<Dev>, Vec<LogLine>)> {
     let now = io.network.now();
     let (mc_addr, mc_key) = {
@@ -126,32 +172,29 @@ pub async fn start(
     run.uplink_cursor = storage::uplinks::max_id(io.db).await?;
     let mut devs = Vec::with_capacity(devices.len());
     let mut log = Vec::new();
-    for d in devices {
-        let root = match d.root {
-            Some(r) => Ok(Some(r)),
-            None => io.network.device_keys(d.dev_eui).await.map(|k| {
-                k.and_then(|k| {
-                    k.gen_app_key
-                        .map(RootKey::GenAppKey)
-                        .or(k.app_key.map(RootKey::AppKey))
-                })
-            }),
+    for (i, d) in devices.iter().enumerate() {
+        let own = layers.get(i).copied().unwrap_or_default();
+        let speaks = match root_key(io, d).await {
+            Ok(root) => speaking::resolve(io.network, d.dev_eui, root, &own, campaign)
+                .await
+                .map(|(p, warning)| (root, p, warning)),
+            Err(why) => Err(why),
         };
-        let root = match root {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                let why = "no key material: give a GenAppKey (LoRaWAN 1.0.x) or AppKey (1.1) with the campaign, or store it in the network server".to_string();
-                log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
-                devs.push(Dev::refused(d.dev_eui, why, now));
-                continue;
-            }
-            Err(e) => {
-                let why = format!("could not read the device's keys from the network server: {e}");
+        let (root, speaks, warning) = match speaks {
+            Ok(x) => x,
+            Err(why) => {
                 log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
                 devs.push(Dev::refused(d.dev_eui, why, now));
                 continue;
             }
         };
+        if let Some(w) = warning {
+            log.push(line(now, Level::Warning, Some(d.dev_eui), w));
+        }
+        if speaks.packages != Packages::defaults(s.status_port) {
+            let says = format!("speaks {}", speaks.packages.describe());
+            log.push(line(now, Level::Info, Some(d.dev_eui), says));
+        }
         let eui = d.dev_eui.to_string();
         let vt = storage::devices::versioning_type(io.db, &eui).await?;
         let mut dev = Dev::new(
@@ -169,8 +212,10 @@ pub async fn start(
         {
             dev.trying = Some(Method::FirmwareManagement);
         }
+        dev.packages = Some(speaks);
         devs.push(dev);
     }
+    one_fragmentation_session(&mut devs, now, &mut log);
     log.push(line(
         now,
         Level::Info,
@@ -185,6 +230,46 @@ pub async fn start(
     Ok((run, devs, log))
 }
 
+/// The TS004 version and FPort of the campaign's multicast session: what its devices speak
+/// (the defaults when none says).
+pub fn session_fragmentation(devs: &[Dev]) -> Versioned {
+    devs.iter()
+        .filter(|d| d.outcome != Some(Outcome::Refused))
+        .find_map(|d| d.packages.map(|p| p.packages.fragmentation))
+        .unwrap_or(Packages::defaults(0).fragmentation)
+}
+
+/// One multicast session carries one FPort and one FEC matrix, so its devices must share
+/// their TS004 version and FPort: the most common pair wins, the others are refused before
+/// anything is sent to them, with what they speak.
+fn one_fragmentation_session(devs: &mut [Dev], now: DateTime<Utc>, log: &mut Vec<LogLine>) {
+    let mut counts: Vec<(Versioned, usize)> = Vec::new();
+    for p in devs.iter().filter_map(|d| d.packages) {
+        let f = p.packages.fragmentation;
+        match counts.iter_mut().find(|(v, _)| *v == f) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f, 1)),
+        }
+    }
+    let Some(&(chosen, _)) = counts.iter().max_by_key(|(_, n)| *n) else {
+        return;
+    };
+    for d in devs.iter_mut() {
+        let Some(f) = d.packages.map(|p| p.packages.fragmentation) else {
+            continue;
+        };
+        if f == chosen {
+            continue;
+        }
+        let why = format!(
+            "it speaks TS004 v{} on FPort {}, the campaign's multicast session TS004 v{} on FPort {}; update it in a campaign of its own",
+            f.version, f.f_port, chosen.version, chosen.f_port
+        );
+        log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
+        *d = Dev::refused(d.dev_eui, why, now);
+    }
+}
+
 fn line(at: DateTime<Utc>, level: Level, dev_eui: Option<DevEui>, message: String) -> LogLine {
     LogLine {
         at,
@@ -194,26 +279,24 @@ fn line(at: DateTime<Utc>, level: Level, dev_eui: Option<DevEui>, message: Strin
     }
 }
 
-/// Reads the answers committed since the last step, in commit order.
+/// Reads the answers committed since the last step, in commit order, each on its device's
+/// own FPorts and in its package versions.
 async fn replies(
     io: Io<'_>,
     run: &mut Run,
     devs: &[Dev],
-    status_port: u8,
+    s: &Settings,
 ) -> anyhow::Result<Vec<(usize, DateTime<Utc>, Reply)>> {
     let index: HashMap<String, usize> = devs
         .iter()
         .enumerate()
         .map(|(i, d)| (d.dev_eui.to_string(), i))
         .collect();
-    let fm_port = lorafleet_codec::firmware_management::DEFAULT_F_PORT;
-    let ports = [
-        ports::MULTICAST_SETUP,
-        ports::FRAGMENTATION,
-        status_port,
-        fm_port,
-    ];
-    let rows = storage::uplinks::since(io.db, run.uplink_cursor, ports, 20_000).await?;
+    let speaks: Vec<_> = devs.iter().map(|d| d.speaks(s).packages).collect();
+    let mut ports: Vec<u8> = speaks.iter().flat_map(|p| p.answer_ports()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let rows = storage::uplinks::since(io.db, run.uplink_cursor, &ports, 20_000).await?;
     let mut out = Vec::new();
     for row in rows {
         run.uplink_cursor = run.uplink_cursor.max(row.id);
@@ -224,10 +307,13 @@ async fn replies(
             continue;
         };
         let port = u8::try_from(row.f_port).unwrap_or(0);
-        let replies = if port == fm_port && port != status_port {
+        let p = &speaks[i];
+        // Firmware Management answers have their own reader (unless a device shares its port
+        // with Version & Status).
+        let replies = if port == p.firmware_management.f_port && port != p.version_status.f_port {
             lorafleet_engine::machine::parse_firmware_management(&row.data)
         } else {
-            parse_uplink(port, &row.data, status_port)
+            parse_uplink(port, &row.data, p)
         };
         for reply in replies {
             out.push((i, at, reply));
@@ -292,7 +378,7 @@ pub async fn step(
 ) -> anyhow::Result<Stepped> {
     let now = io.network.now();
     let mut out = Vec::new();
-    for (i, at, reply) in replies(io, run, devs, s.status_port).await? {
+    for (i, at, reply) in replies(io, run, devs, s).await? {
         run.reply(&mut devs[i], reply, s, t, at, &mut out);
     }
     run.tick(devs, s, t, now, &mut out);
@@ -322,6 +408,12 @@ pub async fn step(
             }
             Action::DeleteGroup => delete_group(io, run, now, &mut log).await,
             Action::Multicast { f_port, data, what } => {
+                // The engine names the package by its default FPort; the group listens on its
+                // devices' own (FragSessionStatusReq reads the same in v1 and v2).
+                let f_port = match f_port {
+                    lorafleet_engine::ports::FRAGMENTATION => session_fragmentation(devs).f_port,
+                    other => other,
+                };
                 multicast(io, run, f_port, &data, what, now, &mut log).await
             }
             Action::Log {
@@ -352,7 +444,8 @@ pub async fn step(
         }
     }
     if run.streaming(now) {
-        stream(io, run, s, frames, now, &mut log).await;
+        let f_port = session_fragmentation(devs).f_port;
+        stream(io, run, s, (frames, f_port), now, &mut log).await;
     }
     let scale = io.network.time_scale().max(1e-6);
     let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
@@ -449,14 +542,16 @@ async fn multicast(
 }
 
 /// Keeps up to [`WINDOW`] fragments queued, in order; notes when the network sent the last.
+/// `fragments`: the frames and the FPort of the devices' fragmentation package.
 async fn stream(
     io: Io<'_>,
     run: &mut Run,
     s: &Settings,
-    frames: &[Vec<u8>],
+    fragments: (&[Vec<u8>], u8),
     now: DateTime<Utc>,
     log: &mut Vec<LogLine>,
 ) {
+    let (frames, f_port) = fragments;
     let Some(group) = run.group.clone() else {
         return;
     };
@@ -508,11 +603,7 @@ async fn stream(
         .skip(run.next_fragment)
         .take(room.min(allowed))
     {
-        if let Err(e) = io
-            .network
-            .enqueue_multicast(&group, ports::FRAGMENTATION, frame)
-            .await
-        {
+        if let Err(e) = io.network.enqueue_multicast(&group, f_port, frame).await {
             log.push(line(
                 now,
                 Level::Warning,
@@ -522,5 +613,90 @@ async fn stream(
             return;
         }
         run.next_fragment += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lorafleet_engine::packages::{DevicePackages, PackagesPatch, VersionedPatch};
+
+    use super::*;
+
+    fn dev(n: u8, fragmentation: Option<(u8, u8)>) -> Dev {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut d = Dev::new(DevEui([n; 8]), [0; 16], None, &settings_for_tests(), now);
+        d.packages = fragmentation.map(|(version, f_port)| DevicePackages {
+            packages: Packages::defaults(111).with(&PackagesPatch {
+                fragmentation: Some(VersionedPatch {
+                    version: Some(version),
+                    f_port: Some(f_port),
+                }),
+                ..Default::default()
+            }),
+            limits: Default::default(),
+            frag_v2: None,
+        });
+        d
+    }
+
+    fn settings_for_tests() -> Settings {
+        let frag = lorafleet_engine::commands::FragSetup::for_image(100, 10, 0, 0, 1, 0, [0; 4])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Settings {
+            group_id: 0,
+            class: lorafleet_engine::MulticastClass::C,
+            dr: 5,
+            frequency: 869_525_000,
+            timeout_exp: 6,
+            unicast_timeout: TimeDelta::seconds(60),
+            attempts: 3,
+            frag,
+            redundancy: 5,
+            frag_status: lorafleet_engine::machine::FragStatusWhen::Never,
+            check: lorafleet_engine::machine::CheckMode::Off,
+            verify: false,
+            reboot_delay: TimeDelta::zero(),
+            status_port: 111,
+            check_method: Method::Auto,
+            verify_method: Method::Auto,
+            fm_port: 203,
+            reboot_with: lorafleet_engine::machine::RebootWith::RebootTime,
+            adaptive: None,
+        }
+    }
+
+    /// The most common TS004 version and FPort carries the session; a device speaking another
+    /// is refused with what it speaks, and a device without packages counts for nothing.
+    #[test]
+    fn one_session_takes_the_devices_common_fragmentation() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut devs = vec![
+            dev(1, Some((2, 51))),
+            dev(2, Some((1, 201))),
+            dev(3, Some((2, 51))),
+            dev(4, None),
+        ];
+        let mut log = Vec::new();
+        one_fragmentation_session(&mut devs, now, &mut log);
+        assert_eq!(
+            session_fragmentation(&devs),
+            Versioned {
+                version: 2,
+                f_port: 51
+            }
+        );
+        assert_eq!(devs[1].outcome, Some(Outcome::Refused));
+        assert_eq!(
+            devs[1].error.as_deref(),
+            Some("it speaks TS004 v1 on FPort 201, the campaign's multicast session TS004 v2 on FPort 51; update it in a campaign of its own")
+        );
+        assert!(
+            devs[0].outcome.is_none() && devs[2].outcome.is_none() && devs[3].outcome.is_none()
+        );
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            session_fragmentation(&[dev(5, None)]),
+            Packages::defaults(0).fragmentation
+        );
     }
 }

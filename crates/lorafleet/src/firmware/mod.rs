@@ -58,11 +58,20 @@ pub fn check_metadata(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The sidecar's table of what the model's fragment decoder holds (`max_fragment_size`,
+/// `max_fragments`, `max_parity`); campaigns for the image plan within it.
+pub const DEVICE_LIMITS_TABLE: &str = "device_limits";
+
 /// Parses a sidecar `<file>.toml`. Versions may be written as numbers; they are kept as text.
+/// A `[device_limits]` table is checked here and read by [`sidecar_device_limits`].
 pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
     let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     let mut meta = Metadata::default();
     for (key, value) in table {
+        if key == DEVICE_LIMITS_TABLE {
+            parse_device_limits(&value)?;
+            continue;
+        }
         if !METADATA_FIELDS.contains(&key.as_str()) {
             return Err(format!(
                 "unknown key {key:?} (expected {})",
@@ -79,6 +88,52 @@ pub fn parse_sidecar(text: &str) -> Result<Metadata, String> {
         meta.set(&key, Some(text));
     }
     Ok(meta)
+}
+
+/// `[device_limits]` of a sidecar: whole numbers, each within what TS004 can carry.
+pub fn parse_device_limits(
+    value: &toml::Value,
+) -> Result<lorafleet_engine::packages::DeviceLimits, String> {
+    let toml::Value::Table(t) = value else {
+        return Err(format!(
+            "{DEVICE_LIMITS_TABLE} must be a table ([{DEVICE_LIMITS_TABLE}]), got a {}",
+            value.type_str()
+        ));
+    };
+    let max_n = i64::from(lorafleet_codec::fragmentation::MAX_N);
+    let mut limits = lorafleet_engine::packages::DeviceLimits::default();
+    for (key, v) in t {
+        let (slot, min, max) = match key.as_str() {
+            "max_fragment_size" => (&mut limits.max_fragment_size, 1, 255),
+            "max_fragments" => (&mut limits.max_fragments, 1, max_n),
+            "max_parity" => (&mut limits.max_parity, 0, max_n),
+            other => {
+                return Err(format!(
+                    "{DEVICE_LIMITS_TABLE}: unknown key {other:?} (expected max_fragment_size, max_fragments, max_parity)"
+                ))
+            }
+        };
+        match v.as_integer() {
+            Some(n) if (min..=max).contains(&n) => *slot = u32::try_from(n).ok(),
+            _ => {
+                return Err(format!(
+                    "{DEVICE_LIMITS_TABLE}.{key} must be a whole number {min}..{max}, got {v}"
+                ))
+            }
+        }
+    }
+    Ok(limits)
+}
+
+/// The `[device_limits]` of the image at `path` (its sidecar `<path>.toml`), when it has any
+/// that parse; the library scan reports a sidecar that does not.
+pub fn sidecar_device_limits(path: &str) -> Option<lorafleet_engine::packages::DeviceLimits> {
+    if path.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("{path}.toml")).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    parse_device_limits(table.get(DEVICE_LIMITS_TABLE)?).ok()
 }
 
 /// Why a file name is refused; the message names the problem.
@@ -157,6 +212,46 @@ mod tests {
             .unwrap_err()
             .contains("target"));
         assert!(parse_sidecar("target = ").is_err());
+    }
+
+    #[test]
+    fn sidecar_device_limits_table() {
+        let text = "target = \"meter\"\n[device_limits]\nmax_fragment_size = 50\nmax_fragments = 21\nmax_parity = 5\n";
+        assert_eq!(
+            parse_sidecar(text).unwrap().target.as_deref(),
+            Some("meter")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fw.bin");
+        std::fs::write(format!("{}.toml", image.display()), text).unwrap();
+        let limits = sidecar_device_limits(&image.display().to_string()).unwrap();
+        assert_eq!(
+            (
+                limits.max_fragment_size,
+                limits.max_fragments,
+                limits.max_parity
+            ),
+            (Some(50), Some(21), Some(5))
+        );
+        assert_eq!(
+            sidecar_device_limits(&dir.path().join("none.bin").display().to_string()),
+            None
+        );
+        for (bad, says) in [
+            ("device_limits = 5", "must be a table"),
+            (
+                "[device_limits]\nmax_fragment_size = 300",
+                "device_limits.max_fragment_size must be a whole number 1..255, got 300",
+            ),
+            (
+                "[device_limits]\nmax_fragments = \"many\"",
+                "device_limits.max_fragments",
+            ),
+            ("[device_limits]\nslots = 2", "unknown key \"slots\""),
+        ] {
+            let e = parse_sidecar(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

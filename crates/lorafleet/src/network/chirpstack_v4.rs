@@ -219,6 +219,16 @@ impl Network for ChirpstackV4 {
         }))
     }
 
+    async fn device_profile_packages(
+        &self,
+        dev_eui: DevEui,
+    ) -> Result<Option<super::app_layer::ProfilePackages>, NetworkError> {
+        let mut one = std::collections::HashMap::new();
+        super::app_layer::read(&self.client, &dev_eui.to_string(), &mut one)
+            .await
+            .map(Some)
+    }
+
     async fn create_multicast_group(&self, group: &MulticastGroup) -> Result<String, NetworkError> {
         let application_id = group
             .application_id

@@ -2,6 +2,7 @@
 //! (REST), the simulated network of virtual devices (the default), and a backend that refuses
 //! with a clear message (`none`).
 
+pub mod app_layer;
 pub mod chirpstack_v3;
 pub mod chirpstack_v4;
 pub mod disabled;
@@ -129,6 +130,15 @@ pub trait Network: Send + Sync + 'static {
 
     /// The device's root keys, when the network server can tell them.
     async fn device_keys(&self, _dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
+        Ok(None)
+    }
+
+    /// The app-layer packages the device's profile declares, for network servers that keep
+    /// them per device profile (ChirpStack v4); `None` where the network has no such thing.
+    async fn device_profile_packages(
+        &self,
+        _dev_eui: DevEui,
+    ) -> Result<Option<app_layer::ProfilePackages>, NetworkError> {
         Ok(None)
     }
 

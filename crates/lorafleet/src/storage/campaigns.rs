@@ -13,9 +13,9 @@ mod records;
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
 pub use records::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
-    CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
-    FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
-    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
+    CampaignState, CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineDeviceReport,
+    EngineSettings, FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry,
+    MulticastClass, MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).

@@ -240,33 +240,41 @@ pub struct StoredUplink {
     pub data: Vec<u8>,
 }
 
-/// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`.
-pub async fn since(
-    db: &Db,
-    cursor: i64,
-    f_ports: [u8; 4],
-    limit: i64,
-) -> Result<Vec<StoredUplink>> {
-    let rows = on!(db, c => sqlx::query(
+/// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`
+/// (any set of FPorts: each engine device may answer on its own).
+pub async fn since(db: &Db, cursor: i64, f_ports: &[u8], limit: i64) -> Result<Vec<StoredUplink>> {
+    // FPorts are bytes, so the list is at most 256 placeholders; none matches nothing (-1).
+    let ports: Vec<i64> = if f_ports.is_empty() {
+        vec![-1]
+    } else {
+        f_ports.iter().map(|p| i64::from(*p)).collect()
+    };
+    let marks: Vec<String> = (0..ports.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > $1 AND f_port IN ($2, $3, $4, $5) ORDER BY id LIMIT $6",
-    )
-    .bind(cursor)
-    .bind(i64::from(f_ports[0]))
-    .bind(i64::from(f_ports[1]))
-    .bind(i64::from(f_ports[2]))
-    .bind(i64::from(f_ports[3]))
-    .bind(limit)
-    .fetch_all(c).await?
-    .iter()
-    .map(|r| StoredUplink {
-        id: r.get("id"),
-        dev_eui: r.get("dev_eui"),
-        received_at: r.get("received_at"),
-        f_port: r.get("f_port"),
-        data: r.get("data"),
-    })
-    .collect());
+         WHERE id > $1 AND f_port IN ({}) ORDER BY id LIMIT ${}",
+        marks.join(", "),
+        ports.len() + 2
+    );
+    let rows = on!(db, c => {
+        let mut query = sqlx::query(&sql).bind(cursor);
+        for p in &ports {
+            query = query.bind(*p);
+        }
+        query
+            .bind(limit)
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(|r| StoredUplink {
+                id: r.get("id"),
+                dev_eui: r.get("dev_eui"),
+                received_at: r.get("received_at"),
+                f_port: r.get("f_port"),
+                data: r.get("data"),
+            })
+            .collect::<Vec<_>>()
+    });
     Ok(rows)
 }
 

@@ -168,6 +168,9 @@ async fn prepare(
         image: image.as_ref(),
         devices: &known,
         observed_uplink_interval_s: observed,
+        model_limits: image
+            .as_ref()
+            .and_then(|i| crate::firmware::sidecar_device_limits(&i.path)),
     };
     let mut v = validate::validate(&req, &ctx).map_err(|FieldErrors(e)| unprocessable(e))?;
     let m = v.plan.data_fragments as usize;

@@ -1,5 +1,7 @@
 //! A fake ChirpStack v4 built from the official definitions: a tonic server implementing
-//! chirpstack_api's generated `DeviceService` trait, recording what lorafleet asked for.
+//! chirpstack_api's generated `DeviceService` and `DeviceProfileService` traits (device
+//! profiles with their app-layer parameters: TS003/TS004/TS005 versions and FPorts),
+//! recording what lorafleet asked for.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -7,6 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use chirpstack_api::api;
+use chirpstack_api::api::device_profile_service_server::{
+    DeviceProfileService, DeviceProfileServiceServer,
+};
 use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
 use tonic::{Request, Response, Status};
 
@@ -21,6 +26,48 @@ pub struct FakeState {
     pub keys: HashMap<String, api::DeviceKeys>,
     /// When set, Enqueue fails with this status.
     pub fail_enqueue: Option<Status>,
+    /// Device profile id per DevEUI, answered by Get.
+    pub device_profiles: HashMap<String, String>,
+    /// Device profiles by id, answered by DeviceProfileService.Get.
+    pub profiles: HashMap<String, api::DeviceProfile>,
+    /// How often Get and DeviceProfileService.Get were asked.
+    pub profile_reads: usize,
+}
+
+impl FakeState {
+    /// A device of profile `profile_id`.
+    pub fn put_device(&mut self, dev_eui: &str, profile_id: &str) {
+        self.device_profiles
+            .insert(dev_eui.to_string(), profile_id.to_string());
+    }
+
+    /// A profile with these app-layer parameters: (version, FPort) of TS003, TS004, TS005;
+    /// version 0 is "not implemented".
+    pub fn put_profile(
+        &mut self,
+        id: &str,
+        name: &str,
+        ts003: (i32, u32),
+        ts004: (i32, u32),
+        ts005: (i32, u32),
+    ) {
+        self.profiles.insert(
+            id.to_string(),
+            api::DeviceProfile {
+                id: id.to_string(),
+                name: name.to_string(),
+                app_layer_params: Some(api::AppLayerParams {
+                    ts003_version: ts003.0,
+                    ts003_f_port: ts003.1,
+                    ts004_version: ts004.0,
+                    ts004_f_port: ts004.1,
+                    ts005_version: ts005.0,
+                    ts005_f_port: ts005.1,
+                }),
+                ..Default::default()
+            },
+        );
+    }
 }
 
 #[derive(Clone, Default)]
@@ -49,8 +96,22 @@ impl DeviceService for FakeDeviceService {
         &self,
         request: Request<api::GetDeviceRequest>,
     ) -> Result<Response<api::GetDeviceResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("get is not faked"))
+        let eui = request.into_inner().dev_eui;
+        let mut state = self.state.lock().unwrap();
+        state.profile_reads += 1;
+        let profile = state
+            .device_profiles
+            .get(&eui)
+            .cloned()
+            .ok_or_else(|| Status::not_found("Object does not exist"))?;
+        Ok(Response::new(api::GetDeviceResponse {
+            device: Some(api::Device {
+                dev_eui: eui,
+                device_profile_id: profile,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
     async fn update(
         &self,
@@ -213,12 +274,106 @@ impl DeviceService for FakeDeviceService {
     }
 }
 
+#[tonic::async_trait]
+impl DeviceProfileService for FakeDeviceService {
+    async fn get(
+        &self,
+        request: Request<api::GetDeviceProfileRequest>,
+    ) -> Result<Response<api::GetDeviceProfileResponse>, Status> {
+        let id = request.into_inner().id;
+        let mut state = self.state.lock().unwrap();
+        state.profile_reads += 1;
+        let profile = state
+            .profiles
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found("Object does not exist"))?;
+        Ok(Response::new(api::GetDeviceProfileResponse {
+            device_profile: Some(profile),
+            ..Default::default()
+        }))
+    }
+    async fn create(
+        &self,
+        _r: Request<api::CreateDeviceProfileRequest>,
+    ) -> Result<Response<api::CreateDeviceProfileResponse>, Status> {
+        Err(Status::unimplemented("create is not faked"))
+    }
+    async fn get_by_profile_id(
+        &self,
+        _r: Request<api::GetDeviceProfileByProfileIdRequest>,
+    ) -> Result<Response<api::GetDeviceProfileByProfileIdResponse>, Status> {
+        Err(Status::unimplemented("get_by_profile_id is not faked"))
+    }
+    async fn update(
+        &self,
+        _r: Request<api::UpdateDeviceProfileRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("update is not faked"))
+    }
+    async fn delete(
+        &self,
+        _r: Request<api::DeleteDeviceProfileRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("delete is not faked"))
+    }
+    async fn list(
+        &self,
+        _r: Request<api::ListDeviceProfilesRequest>,
+    ) -> Result<Response<api::ListDeviceProfilesResponse>, Status> {
+        Err(Status::unimplemented("list is not faked"))
+    }
+    async fn list_vendors(
+        &self,
+        _r: Request<api::ListDeviceProfileVendorsRequest>,
+    ) -> Result<Response<api::ListDeviceProfileVendorsResponse>, Status> {
+        Err(Status::unimplemented("list_vendors is not faked"))
+    }
+    async fn get_vendor(
+        &self,
+        _r: Request<api::GetDeviceProfileVendorRequest>,
+    ) -> Result<Response<api::GetDeviceProfileVendorResponse>, Status> {
+        Err(Status::unimplemented("get_vendor is not faked"))
+    }
+    async fn delete_vendor(
+        &self,
+        _r: Request<api::DeleteDeviceProfileVendorRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("delete_vendor is not faked"))
+    }
+    async fn list_devices(
+        &self,
+        _r: Request<api::ListDeviceProfileDevicesRequest>,
+    ) -> Result<Response<api::ListDeviceProfileDevicesResponse>, Status> {
+        Err(Status::unimplemented("list_devices is not faked"))
+    }
+    async fn get_device(
+        &self,
+        _r: Request<api::GetDeviceProfileDeviceRequest>,
+    ) -> Result<Response<api::GetDeviceProfileDeviceResponse>, Status> {
+        Err(Status::unimplemented("get_device is not faked"))
+    }
+    async fn delete_device(
+        &self,
+        _r: Request<api::DeleteDeviceProfileDeviceRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("delete_device is not faked"))
+    }
+    async fn list_adr_algorithms(
+        &self,
+        _r: Request<()>,
+    ) -> Result<Response<api::ListDeviceProfileAdrAlgorithmsResponse>, Status> {
+        Err(Status::unimplemented("list_adr_algorithms is not faked"))
+    }
+}
+
 /// Serves the fake on a random loopback port; returns its URL.
 pub async fn serve(fake: FakeDeviceService) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .add_service(DeviceProfileServiceServer::new(fake.clone()))
             .add_service(DeviceServiceServer::new(fake))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await

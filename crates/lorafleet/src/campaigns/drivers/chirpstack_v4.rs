@@ -160,6 +160,27 @@ impl ChirpstackV4Driver {
         Ok((found, errors))
     }
 
+    /// Each device profile of the campaign without TS004 or TS005, read from ChirpStack.
+    async fn profile_errors(&self, campaign: &Campaign) -> Result<Vec<FieldError>, DriverError> {
+        let euis: Vec<String> = campaign.devices.iter().map(|d| d.dev_eui.clone()).collect();
+        let problems = crate::network::app_layer::fuota_profile_problems(self.client()?, &euis)
+            .await
+            .map_err(|e| match e {
+                crate::network::NetworkError::Timeout(_)
+                | crate::network::NetworkError::Unreachable { .. } => {
+                    DriverError::Unavailable(e.to_string())
+                }
+                e => DriverError::Refused(e.to_string()),
+            })?;
+        Ok(problems
+            .into_iter()
+            .map(|error| FieldError {
+                field: "devices".into(),
+                error,
+            })
+            .collect())
+    }
+
     /// Devices grouped by the (application, device profile) their deployment needs; devices
     /// whose profile is unknown come back separately. The configured ids win, then ChirpStack's
     /// record, then the inventory's.
@@ -322,6 +343,7 @@ impl CampaignDriver for ChirpstackV4Driver {
                 ),
             });
         }
+        errors.extend(self.profile_errors(campaign).await?);
         let mut client = DeviceServiceClient::new(self.channel()?);
         let v11 = campaign.settings.lorawan_version == "1.1";
         for d in &campaign.devices {

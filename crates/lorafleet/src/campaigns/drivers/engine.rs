@@ -19,20 +19,24 @@ use crate::campaigns::validate::FieldError;
 use crate::campaigns::{self, DriverKind, FragStatusRequest, Stage};
 use crate::config::NetworkKind;
 use crate::devices::DevEui;
+use crate::engine::packages::{CampaignLayers, DeviceLayers, RunningPackages};
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
 use crate::storage::firmware_history;
 use lorafleet_engine::adaptive::AdaptiveParity;
-use lorafleet_engine::commands::{data_fragments, FragSetup};
+use lorafleet_engine::commands::FragSetup;
 use lorafleet_engine::machine::{
     Dev, FragStatusWhen, Level, Outcome, Run, Settings, SettingsPart, Step, Target,
 };
+use lorafleet_engine::packages::data_fragments;
 
-/// The engine as a campaign driver. Holds nothing but a cache of encoded fragments.
+/// The engine as a campaign driver. Holds a cache of encoded fragments and tells the TS003
+/// responder how its devices sync their clocks.
 #[derive(Default)]
 pub struct EngineDriver {
     frames: Mutex<HashMap<i64, Arc<Vec<Vec<u8>>>>>,
+    running: Arc<RunningPackages>,
 }
 
 fn io(ctx: &DriverContext) -> Io<'_> {
@@ -152,6 +156,38 @@ fn adaptive_parity(
             |w| TimeDelta::milliseconds((w * 1000.0) as i64),
         ),
     })
+}
+
+/// Each device with its key, and its layers (override packages, limits).
+fn device_starts(c: &Campaign) -> Result<(Vec<DeviceStart>, Vec<DeviceLayers>), DriverError> {
+    let st = &c.settings;
+    c.devices
+        .iter()
+        .map(|d| {
+            let start = DeviceStart {
+                dev_eui: d
+                    .dev_eui
+                    .parse()
+                    .map_err(|e: crate::devices::BadDevEui| DriverError::Invalid(e.to_string()))?,
+                root: c.keys.root_key(&d.dev_eui, &st.lorawan_version),
+            };
+            let layers = DeviceLayers {
+                packages: st
+                    .device_overrides
+                    .get(&d.dev_eui)
+                    .map(|o| o.packages)
+                    .unwrap_or_default(),
+                limits: campaigns::packages::limits_for(
+                    &d.dev_eui,
+                    st.device_limits,
+                    &st.device_overrides,
+                    st.model_device_limits,
+                ),
+            };
+            Ok((start, layers))
+        })
+        .collect::<Result<Vec<_>, DriverError>>()
+        .map(|v| v.into_iter().unzip())
 }
 
 /// What the check and the verification compare with.
@@ -283,13 +319,27 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
 }
 
 impl EngineDriver {
-    fn frames(&self, c: &Campaign, s: &Settings) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
+    pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
+        EngineDriver {
+            frames: Mutex::default(),
+            running,
+        }
+    }
+
+    /// The session's fragments in the devices' TS004 version.
+    fn frames(
+        &self,
+        c: &Campaign,
+        s: &Settings,
+        version: u8,
+    ) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
         let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = cache.get(&c.id) {
             return Ok(f.clone());
         }
         let frames = Arc::new(
-            data_fragments(&c.payload, &s.frag, s.redundancy).map_err(DriverError::Invalid)?,
+            data_fragments(version, &c.payload, &s.frag, s.redundancy)
+                .map_err(DriverError::Invalid)?,
         );
         cache.insert(c.id, frames.clone());
         Ok(frames)
@@ -366,6 +416,9 @@ impl EngineDriver {
         });
         if finished.is_some() {
             self.forget(c.id);
+            self.running.forget(devs);
+        } else {
+            self.running.note(devs);
         }
         PollOutcome {
             devices,
@@ -433,19 +486,20 @@ impl CampaignDriver for EngineDriver {
 
     async fn start(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
         let s = settings(c, ctx.config.status_protocol.f_port)?;
-        let starts = c
-            .devices
-            .iter()
-            .map(|d| {
-                Ok(DeviceStart {
-                    dev_eui: d.dev_eui.parse().map_err(|e: crate::devices::BadDevEui| {
-                        DriverError::Invalid(e.to_string())
-                    })?,
-                    root: c.keys.root_key(&d.dev_eui, &c.settings.lorawan_version),
-                })
-            })
-            .collect::<Result<Vec<_>, DriverError>>()?;
-        let (run, devs, log) = step::start(io(ctx), &s, &starts).await.map_err(internal)?;
+        let (starts, own) = device_starts(c)?;
+        let layers = CampaignLayers {
+            packages: c.settings.packages,
+            status_port: s.status_port,
+            image: &c.payload,
+            // Wraps after 65536 campaigns; a device then needs its counter reset.
+            session_cnt: (c.id & 0xffff) as u16,
+            frag_index: s.frag.index,
+            descriptor: s.frag.descriptor,
+        };
+        let (run, devs, log) = step::start_with(io(ctx), &s, &starts, &own, &layers)
+            .await
+            .map_err(internal)?;
+        self.running.note(&devs);
         let t = target(c);
         for d in devs.iter().filter(|d| d.outcome.is_some()) {
             record_outcome(ctx, c, d).await;
@@ -475,7 +529,7 @@ impl CampaignDriver for EngineDriver {
         let t = target(c);
         let (mut run, mut devs) = load_state(c)?;
         let before = devs.clone();
-        let frames = self.frames(c, &s)?;
+        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
         let group = GroupInfo {
             name: format!("lorafleet campaign {} ({})", c.id, c.name),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
@@ -503,9 +557,10 @@ impl CampaignDriver for EngineDriver {
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
         self.forget(c.id);
-        let Ok((run, _)) = load_state(c) else {
+        let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
+        self.running.forget(&devs);
         match (&run.group, run.group_deleted) {
             (Some(id), false) => ctx
                 .network
@@ -518,24 +573,30 @@ impl CampaignDriver for EngineDriver {
 }
 
 /// Wakes the campaign runner for the engine's campaigns as soon as a device's answer is
-/// committed (FPorts 200, 201, the Version & Status port and 203), instead of waiting for the next
-/// poll; bursts are taken together.
+/// committed (FPorts 200, 201, the Version & Status port, and whatever FPorts a running
+/// campaign's devices answer on), instead of waiting for the next poll; bursts are taken
+/// together.
 pub fn spawn_wakeups(app: &crate::AppState) {
     use tokio::sync::broadcast::error::RecvError;
     let mut uplinks = app.uplinks.subscribe();
     let status_port = app.config.status_protocol.f_port;
+    let running = app.running_packages.clone();
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         loop {
             let relevant = match uplinks.recv().await {
                 Ok(c) => match &c.event.body {
-                    crate::ingest::EventBody::Up(up) => [
-                        lorafleet_engine::ports::MULTICAST_SETUP,
-                        lorafleet_engine::ports::FRAGMENTATION,
-                        status_port,
-                        lorafleet_codec::firmware_management::DEFAULT_F_PORT,
-                    ]
-                    .contains(&up.f_port.unwrap_or(0)),
+                    crate::ingest::EventBody::Up(up) => {
+                        let port = up.f_port.unwrap_or(0);
+                        [
+                            lorafleet_engine::ports::MULTICAST_SETUP,
+                            lorafleet_engine::ports::FRAGMENTATION,
+                            status_port,
+                            lorafleet_codec::firmware_management::DEFAULT_F_PORT,
+                        ]
+                        .contains(&port)
+                            || running.answers_on(c.event.dev_eui, port)
+                    }
                     _ => false,
                 },
                 // Missed some, maybe answers among them: one wake-up covers them all.

@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use lorafleet_engine::keys::RootKey;
+use lorafleet_engine::packages::{DeviceLimits, PackagesPatch};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -271,6 +272,34 @@ pub struct CampaignSettings {
     /// What only lorafleet's engine does (absent in campaigns stored before it existed).
     #[serde(default)]
     pub engine: EngineSettings,
+    /// Package versions and FPorts for every device, as given: what is not given comes from
+    /// each device's profile on the network server, else the packages' defaults
+    /// (`campaigns::packages` says how the layers combine).
+    #[serde(default, skip_serializing_if = "PackagesPatch::is_empty")]
+    #[schema(value_type = Object)]
+    pub packages: PackagesPatch,
+    /// What every device's fragment decoder holds, as given.
+    #[serde(default, skip_serializing_if = "DeviceLimits::is_empty")]
+    #[schema(value_type = Object)]
+    pub device_limits: DeviceLimits,
+    /// Per device (lower-case DevEUI): its own `packages` and `device_limits`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_overrides: BTreeMap<String, DeviceOverride>,
+    /// The firmware sidecar's `[device_limits]` (the model's) when the campaign was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub model_device_limits: Option<DeviceLimits>,
+}
+
+/// One device's override of a campaign's packages and limits, as stored: only what was given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceOverride {
+    #[serde(default, skip_serializing_if = "PackagesPatch::is_empty")]
+    #[schema(value_type = Object)]
+    pub packages: PackagesPatch,
+    #[serde(default, skip_serializing_if = "DeviceLimits::is_empty")]
+    #[schema(value_type = Object)]
+    pub device_limits: DeviceLimits,
 }
 
 /// The engine's check before and verification after an update (Version & Status).
