@@ -28,6 +28,8 @@ const HASH_QUEUE: usize = 8;
 pub struct App {
     pub config: Config,
     pub db: Db,
+    /// Where campaigns get their image bytes (the database, by default).
+    pub images: Arc<dyn crate::firmware::store::ImageStore>,
     pub network: Arc<dyn Network>,
     pub writer: Writer,
     pub changes: broadcast::Sender<Change>,
@@ -122,7 +124,7 @@ impl App {
                 let path = if config.server.database_url.is_empty() {
                     config.server.data_dir.join("lorafleet.db")
                 } else {
-                    config.server.database_url.clone().into()
+                    storage::redact(&config.server.database_url).into()
                 };
                 anyhow::anyhow!(crate::server::data_dir::explain_database(&path, &e))
             })?;
@@ -168,6 +170,7 @@ impl App {
                 .collect(),
             metrics: crate::metrics::handle(),
             config,
+            images: Arc::new(crate::firmware::store::DatabaseStore::new(db.clone())),
             db,
             network,
             writer,

@@ -1,9 +1,10 @@
 //! Users (argon2id password hashes), API tokens with scopes, browser sessions, and what keeps
 //! login from being used to wear the server down: input limits, a bounded hashing pool and
-//! bounded per-client back-off. The SQL lives in `storage::{users, sessions, tokens}`.
+//! bounded per-client back-off (counted in the database, so instances on one database agree).
+//! The SQL lives in `storage::{users, sessions, tokens, login_failures}`.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -375,58 +376,6 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(900);
 /// instead of growing memory.
 const FAILURE_CAPACITY: usize = 4096;
 
-/// Failed logins per key (count and time of the last one), at most `capacity` keys.
-struct FailureTable<K> {
-    entries: HashMap<K, (u32, Instant)>,
-    capacity: usize,
-}
-
-impl<K: Hash + Eq + Clone> FailureTable<K> {
-    fn new(capacity: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<(u32, Instant)> {
-        let (count, last) = self.entries.get(key)?;
-        (last.elapsed() < FAILURE_MEMORY).then_some((*count, *last))
-    }
-
-    fn fail(&mut self, key: K) {
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
-            self.entries
-                .retain(|_, (_, last)| last.elapsed() < FAILURE_MEMORY);
-            if self.entries.len() >= self.capacity {
-                self.evict_oldest();
-            }
-        }
-        let fresh = self.get(&key).map_or(0, |(c, _)| c);
-        self.entries
-            .insert(key, (fresh.saturating_add(1), Instant::now()));
-    }
-
-    fn evict_oldest(&mut self) {
-        let oldest = self
-            .entries
-            .iter()
-            .min_by_key(|(_, (_, last))| *last)
-            .map(|(k, _)| k.clone());
-        if let Some(k) = oldest {
-            self.entries.remove(&k);
-        }
-    }
-
-    fn clear(&mut self, key: &K) {
-        self.entries.remove(key);
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
-
 /// The address a client is counted by: an IPv4 address, or an IPv6 address's /64 (one
 /// subscriber usually holds a whole /64, so single IPv6 addresses would be free to vary).
 pub fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
@@ -439,25 +388,26 @@ pub fn address_key(ip: Option<IpAddr>) -> Option<IpAddr> {
     }
 }
 
-/// How long to wait after `count` failures when `allowed` are free: doubling, up to 15 min.
-fn backoff(count: u32, allowed: u32, last: Instant) -> Option<Duration> {
+/// How long to wait after `count` failures when `allowed` are free, the last one `elapsed`
+/// ago: doubling, up to 15 min.
+fn backoff(count: i64, allowed: u32, elapsed: Duration) -> Option<Duration> {
+    let allowed = i64::from(allowed);
     if count < allowed {
         return None;
     }
     let exp = (count - allowed).min(10);
     let delay = Duration::from_secs((1u64 << exp).min(FAILURE_MEMORY.as_secs()));
-    let elapsed = last.elapsed();
-    (elapsed < delay).then(|| delay - elapsed)
+    delay.checked_sub(elapsed).filter(|d| !d.is_zero())
 }
 
 /// Slows down guessing, per client address: after `max_failures` failed logins for one user
 /// name from one address, or four times as many over all names from one address, each further
 /// attempt from that address must wait twice as long as the previous one (up to 15 minutes).
-/// Another address is not slowed down, so a flood cannot lock the real admin out.
+/// Another address is not slowed down, so a flood cannot lock the real admin out. The counts
+/// live in the database (`storage::login_failures`), so every instance on it agrees.
 pub struct LoginThrottle {
     max_failures: u32,
-    by_name: Mutex<FailureTable<(String, Option<IpAddr>)>>,
-    by_address: Mutex<FailureTable<Option<IpAddr>>>,
+    capacity: i64,
 }
 
 impl LoginThrottle {
@@ -468,55 +418,79 @@ impl LoginThrottle {
     fn with_capacity(max_failures: u32, capacity: usize) -> Self {
         Self {
             max_failures: max_failures.max(1),
-            by_name: Mutex::new(FailureTable::new(capacity)),
-            by_address: Mutex::new(FailureTable::new(capacity)),
+            capacity: i64::try_from(capacity.max(1)).unwrap_or(i64::MAX),
         }
     }
 
-    fn name_key(username: &str, ip: Option<IpAddr>) -> (String, Option<IpAddr>) {
+    fn name_key(username: &str, ip: Option<IpAddr>) -> String {
         let cut: String = username.chars().take(MAX_USERNAME_BYTES).collect();
-        (cut.to_lowercase(), address_key(ip))
+        format!("{}|{}", cut.to_lowercase(), Self::address(ip))
+    }
+
+    fn address(ip: Option<IpAddr>) -> String {
+        address_key(ip).map_or_else(|| "-".to_string(), |a| a.to_string())
+    }
+
+    fn since() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() - chrono::Duration::seconds(FAILURE_MEMORY.as_secs() as i64)
     }
 
     /// How long the client must still wait before trying this user name again.
-    pub fn wait(&self, username: &str, ip: Option<IpAddr>) -> Option<Duration> {
-        let by_name = self
-            .by_name
-            .lock()
-            .ok()?
-            .get(&Self::name_key(username, ip))
-            .and_then(|(c, last)| backoff(c, self.max_failures, last));
-        let by_address = self
-            .by_address
-            .lock()
-            .ok()?
-            .get(&address_key(ip))
-            .and_then(|(c, last)| backoff(c, self.max_failures.saturating_mul(4), last));
-        by_name.max(by_address)
+    pub async fn wait(
+        &self,
+        db: &Db,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> storage::Result<Option<Duration>> {
+        use storage::login_failures::{get, Kind};
+        let elapsed = |last: &str| {
+            storage::parse_time(last)
+                .and_then(|t| (chrono::Utc::now() - t).to_std().ok())
+                .unwrap_or_default()
+        };
+        let by_name = get(db, Kind::Name, &Self::name_key(username, ip), Self::since())
+            .await?
+            .and_then(|(c, last)| backoff(c, self.max_failures, elapsed(&last)));
+        let by_address = get(db, Kind::Address, &Self::address(ip), Self::since())
+            .await?
+            .and_then(|(c, last)| backoff(c, self.max_failures.saturating_mul(4), elapsed(&last)));
+        Ok(by_name.max(by_address))
     }
 
-    pub fn failed(&self, username: &str, ip: Option<IpAddr>) {
-        if let Ok(mut t) = self.by_name.lock() {
-            t.fail(Self::name_key(username, ip));
-        }
-        if let Ok(mut t) = self.by_address.lock() {
-            t.fail(address_key(ip));
-        }
+    pub async fn failed(&self, db: &Db, username: &str, ip: Option<IpAddr>) -> storage::Result<()> {
+        use storage::login_failures::{fail, Kind};
+        let now = chrono::Utc::now();
+        let name = Self::name_key(username, ip);
+        fail(db, Kind::Name, &name, now, Self::since(), self.capacity).await?;
+        fail(
+            db,
+            Kind::Address,
+            &Self::address(ip),
+            now,
+            Self::since(),
+            self.capacity,
+        )
+        .await
     }
 
     /// Clears the name's record. The address's record stays: one account an attacker owns
     /// must not reset the back-off of its guesses at others.
-    pub fn succeeded(&self, username: &str, ip: Option<IpAddr>) {
-        if let Ok(mut t) = self.by_name.lock() {
-            t.clear(&Self::name_key(username, ip));
-        }
+    pub async fn succeeded(
+        &self,
+        db: &Db,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> storage::Result<()> {
+        let key = Self::name_key(username, ip);
+        storage::login_failures::clear(db, storage::login_failures::Kind::Name, &key).await
     }
 
     /// Records held (names, addresses): bounded by the capacity whatever the traffic.
-    pub fn records(&self) -> (usize, usize) {
-        let n = self.by_name.lock().map(|t| t.len()).unwrap_or(0);
-        let a = self.by_address.lock().map(|t| t.len()).unwrap_or(0);
-        (n, a)
+    pub async fn records(&self, db: &Db) -> storage::Result<(usize, usize)> {
+        use storage::login_failures::{count, Kind};
+        let n = count(db, Kind::Name).await?;
+        let a = count(db, Kind::Address).await?;
+        Ok((n as usize, a as usize))
     }
 }
 
@@ -745,56 +719,104 @@ mod tests {
         assert_eq!(params(DUMMY_HASH), params(&real));
     }
 
-    #[test]
-    fn throttle_slows_after_max_failures() {
-        let t = LoginThrottle::new(2);
-        assert!(t.wait("admin", None).is_none());
-        t.failed("admin", None);
-        assert!(t.wait("admin", None).is_none());
-        t.failed("Admin", None);
-        assert!(t.wait("admin", None).is_some());
-        assert!(t.wait("other", None).is_none());
-        t.succeeded("admin", None);
-        assert!(t.wait("admin", None).is_none());
+    /// A database of the test's own (SQLite in a temporary directory).
+    async fn test_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let db = storage::connect(&url).await.unwrap();
+        (dir, db)
     }
 
-    #[test]
-    fn made_up_names_slow_down_their_address_only() {
+    #[tokio::test]
+    async fn throttle_slows_after_max_failures() {
+        let (_dir, db) = test_db().await;
+        let t = LoginThrottle::new(2);
+        let wait = |name: &'static str| {
+            let (t, db) = (&t, &db);
+            async move { t.wait(db, name, None).await.unwrap() }
+        };
+        assert!(wait("admin").await.is_none());
+        t.failed(&db, "admin", None).await.unwrap();
+        assert!(wait("admin").await.is_none());
+        t.failed(&db, "Admin", None).await.unwrap();
+        assert!(wait("admin").await.is_some());
+        assert!(wait("other").await.is_none());
+        t.succeeded(&db, "admin", None).await.unwrap();
+        assert!(wait("admin").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn made_up_names_slow_down_their_address_only() {
+        let (_dir, db) = test_db().await;
         let t = LoginThrottle::new(2);
         let attacker: Option<IpAddr> = "192.0.2.1".parse().ok();
         let admin: Option<IpAddr> = "192.0.2.2".parse().ok();
         for i in 0..8 {
-            assert!(t.wait(&format!("u{i}"), attacker).is_none(), "attempt {i}");
-            t.failed(&format!("u{i}"), attacker);
+            let name = format!("u{i}");
+            assert!(
+                t.wait(&db, &name, attacker).await.unwrap().is_none(),
+                "attempt {i}"
+            );
+            t.failed(&db, &name, attacker).await.unwrap();
         }
-        assert!(t.wait("never-tried", attacker).is_some());
-        assert!(t.wait("admin", admin).is_none());
+        assert!(t
+            .wait(&db, "never-tried", attacker)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(t.wait(&db, "admin", admin).await.unwrap().is_none());
     }
 
-    #[test]
-    fn ipv6_clients_are_counted_by_their_slash_64() {
+    #[tokio::test]
+    async fn ipv6_clients_are_counted_by_their_slash_64() {
+        let (_dir, db) = test_db().await;
         let t = LoginThrottle::new(1);
         let ip = |s: &str| s.parse::<IpAddr>().ok();
         for i in 0..4 {
-            t.failed(&format!("u{i}"), ip(&format!("2001:db8:1:2::{i}")));
+            t.failed(&db, &format!("u{i}"), ip(&format!("2001:db8:1:2::{i}")))
+                .await
+                .unwrap();
         }
-        assert!(t.wait("admin", ip("2001:db8:1:2:ffff::1")).is_some());
-        assert!(t.wait("admin", ip("2001:db8:1:3::1")).is_none());
+        assert!(t
+            .wait(&db, "admin", ip("2001:db8:1:2:ffff::1"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(t
+            .wait(&db, "admin", ip("2001:db8:1:3::1"))
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(address_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
     }
 
-    #[test]
-    fn failure_records_stay_bounded() {
+    #[tokio::test]
+    async fn failure_records_stay_bounded() {
+        let (_dir, db) = test_db().await;
         let t = LoginThrottle::with_capacity(3, 16);
         let ip: Option<IpAddr> = "192.0.2.1".parse().ok();
-        for i in 0..1000 {
-            t.failed(&format!("name-{i}"), ip);
+        for i in 0..100 {
+            t.failed(&db, &format!("name-{i}"), ip).await.unwrap();
         }
-        assert_eq!(t.records(), (16, 1));
-        for i in 0..1000u32 {
-            t.failed("x", Some(IpAddr::from(i.to_be_bytes())));
+        assert_eq!(t.records(&db).await.unwrap(), (16, 1));
+        for i in 0..100u32 {
+            t.failed(&db, "x", Some(IpAddr::from(i.to_be_bytes())))
+                .await
+                .unwrap();
         }
-        assert_eq!(t.records(), (16, 16));
+        assert_eq!(t.records(&db).await.unwrap(), (16, 16));
+    }
+
+    #[test]
+    fn backoff_doubles_and_runs_out() {
+        assert_eq!(backoff(1, 2, Duration::ZERO), None);
+        assert_eq!(backoff(2, 2, Duration::ZERO), Some(Duration::from_secs(1)));
+        assert_eq!(
+            backoff(4, 2, Duration::from_secs(1)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(backoff(4, 2, Duration::from_secs(4)), None);
+        assert_eq!(backoff(99, 2, Duration::ZERO), Some(FAILURE_MEMORY));
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub struct ServerConfig {
     pub bind: String,
     /// Directory for the SQLite database, uploaded firmware and generated secrets.
     pub data_dir: PathBuf,
-    /// Database URL; empty means `sqlite://<data_dir>/lorafleet.db`.
+    /// Database URL: empty means `sqlite://<data_dir>/lorafleet.db`; `sqlite://...` or
+    /// `postgres://...`.
     pub database_url: String,
     /// Largest accepted request body for JSON and integration endpoints, in bytes.
     pub max_body_bytes: usize,

@@ -13,11 +13,12 @@ const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
 
 async fn device(t: &TestApp, eui: &str, profile: &str) {
     t.add_device(eui, Some(profile), Some(100_000)).await;
-    sqlx::query("UPDATE devices SET device_profile_name = ? WHERE dev_eui = ?")
+    crate::on_db!(&t.app.db, p => sqlx::query("UPDATE devices SET device_profile_name = $1 WHERE dev_eui = $2")
         .bind(profile)
         .bind(eui)
-        .execute(&t.app.db)
+        .execute(p)
         .await
+        .map(|_| ()))
         .unwrap();
 }
 

@@ -69,7 +69,7 @@ async fn huge_user_names_and_passwords_are_refused_before_hashing() {
         rss_mib()
     );
     assert_eq!(
-        t.app.throttle.records(),
+        t.app.throttle.records(&t.app.db).await.unwrap(),
         (0, 0),
         "nothing recorded per name"
     );
@@ -417,13 +417,12 @@ async fn tokens_made_before_scopes_existed_are_admin() {
     let t = spawn(|_| {}, None).await;
     let token = "lft_made-by-an-older-release";
     // The columns an older release wrote; the migration's default supplies the scope.
-    sqlx::query(
+    crate::on_db!(&t.app.db, p => sqlx::query(
         "INSERT INTO api_tokens (name, token_sha256, user_id, created_at)
-         SELECT 'old', ?, id, '2026-01-01T00:00:00.000Z' FROM users WHERE username = 'admin'",
+         SELECT 'old', $1, id, '2026-01-01T00:00:00.000Z' FROM users WHERE username = 'admin'",
     )
     .bind(lorafleet::auth::sha256_hex(token))
-    .execute(&t.app.db)
-    .await
+    .execute(p).await.map(|_| ()))
     .unwrap();
     let r = t
         .http
@@ -450,10 +449,9 @@ async fn ingest_with(t: &TestApp, token: &str) -> u16 {
 }
 
 async fn settings(t: &TestApp) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
-        .fetch_all(&t.app.db)
-        .await
-        .unwrap()
+    crate::on_db!(&t.app.db, p => sqlx::query_as("SELECT key, value FROM settings ORDER BY key")
+        .fetch_all(p).await)
+    .unwrap()
 }
 
 /// Serves an app built by the test itself, the way `spawn` does.
@@ -479,9 +477,9 @@ async fn the_generated_integration_token_is_stored_hashed() {
     let (app, first) = lorafleet::App::build(config.config.clone()).await.unwrap();
     let token = first.integration_token.expect("generated and shown once");
     assert!(first.integration_token_generated);
-    let stored: Vec<(String, String)> = sqlx::query_as("SELECT key, value FROM settings")
-        .fetch_all(&app.db)
-        .await
+    let stored: Vec<(String, String)> =
+        crate::on_db!(&app.db, p => sqlx::query_as("SELECT key, value FROM settings")
+        .fetch_all(p).await)
         .unwrap();
     assert_eq!(
         stored,
@@ -515,15 +513,13 @@ async fn the_generated_integration_token_is_stored_hashed() {
 #[tokio::test]
 async fn a_plain_integration_token_from_an_older_release_keeps_working_hashed() {
     let t = spawn(|c| c.integration.token.clear(), None).await;
-    sqlx::query("DELETE FROM settings")
-        .execute(&t.app.db)
-        .await
-        .unwrap();
-    sqlx::query(
+    crate::on_db!(&t.app.db, p => sqlx::query("DELETE FROM settings")
+        .execute(p).await.map(|_| ()))
+    .unwrap();
+    crate::on_db!(&t.app.db, p => sqlx::query(
         "INSERT INTO settings (key, value) VALUES ('integration_token', 'old-plain-token')",
     )
-    .execute(&t.app.db)
-    .await
+    .execute(p).await.map(|_| ()))
     .unwrap();
     // The next start converts it.
     let (app, first) = lorafleet::App::build(t.app.config.clone()).await.unwrap();

@@ -119,14 +119,15 @@ async fn fleet(t: &TestApp) {
         } else {
             (2, None)
         };
-        sqlx::query("UPDATE devices SET running_version = ?, versioning_type = ?, battery = ? WHERE dev_eui = ?")
+        crate::on_db!(&t.app.db, p => sqlx::query("UPDATE devices SET running_version = $1, versioning_type = $2, battery = $3 WHERE dev_eui = $4")
             .bind(raw)
             .bind(vt)
             .bind(10.0 * i as f64)
             .bind(format!("70b3d5000000{i:04x}"))
-            .execute(&t.app.db)
+            .execute(p)
             .await
-            .unwrap();
+            .map(|_| ())
+            .unwrap());
     }
 }
 
@@ -211,10 +212,11 @@ async fn status_tells_online_offline_and_never_seen() {
     let now = Utc::now();
     Up::new(1, now - Duration::seconds(30)).send(&t).await;
     Up::new(2, now - Duration::seconds(3600)).send(&t).await;
-    sqlx::query("INSERT INTO devices (dev_eui, name, created_at) VALUES ('70b3d50000000003', 'listed', '2026-01-01T00:00:00Z')")
-        .execute(&t.app.db)
+    crate::on_db!(&t.app.db, p => sqlx::query("INSERT INTO devices (dev_eui, name, created_at) VALUES ('70b3d50000000003', 'listed', '2026-01-01T00:00:00Z')")
+        .execute(p)
         .await
-        .unwrap();
+        .map(|_| ())
+        .unwrap());
     let all = list(&t, "").await;
     assert_eq!(all["offline_after_s"], 600);
     let by: HashMap<String, String> = all["devices"]

@@ -330,9 +330,8 @@ fn job(name: &str, created: i64, attempts: u32, completed: Option<i64>) -> api::
 }
 
 async fn step(t: &TestApp) {
-    sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
-        .execute(&t.app.db)
-        .await
+    crate::on_db!(&t.app.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
+        .execute(p).await.map(|_| ()))
         .unwrap();
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
 }

@@ -120,9 +120,8 @@ async fn create_and_start(t: &TestApp, body: Value) -> i64 {
 
 /// One runner pass, as if the poll were due now.
 async fn step(t: &TestApp) {
-    sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
-        .execute(&t.app.db)
-        .await
+    crate::on_db!(&t.app.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
+        .execute(p).await.map(|_| ()))
         .unwrap();
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
 }
@@ -218,10 +217,9 @@ async fn deployment_fields_and_status_mapping() {
     );
 
     // Key material is wiped once the server has it.
-    let keys: String = sqlx::query_scalar("SELECT keys_json FROM campaigns WHERE id = ?")
+    let keys: String = crate::on_db!(&t.app.db, p => sqlx::query_scalar("SELECT keys_json FROM campaigns WHERE id = $1")
         .bind(id)
-        .fetch_one(&t.app.db)
-        .await
+        .fetch_one(p).await)
         .unwrap();
     assert_eq!(keys, "{}");
 
@@ -440,10 +438,9 @@ async fn unreachable_service_is_retried_and_shown() {
         .count();
     assert_eq!(warnings, 1, "the same error is logged once: {}", c["log"]);
     // Keys are still there for the retry.
-    let keys: String = sqlx::query_scalar("SELECT keys_json FROM campaigns WHERE id = ?")
+    let keys: String = crate::on_db!(&t.app.db, p => sqlx::query_scalar("SELECT keys_json FROM campaigns WHERE id = $1")
         .bind(id)
-        .fetch_one(&t.app.db)
-        .await
+        .fetch_one(p).await)
         .unwrap();
     assert_ne!(keys, "{}");
     // The image of a running campaign cannot be deleted.
@@ -505,10 +502,9 @@ async fn a_restart_resumes_polling_without_creating_again() {
         a.mc_group_setup_completed_at = ts(5);
         s.device_status = vec![a];
     }
-    sqlx::query("UPDATE campaigns SET next_poll_at = NULL")
-        .execute(&again.db)
-        .await
-        .unwrap();
+    crate::on_db!(&again.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL")
+        .execute(p).await.map(|_| ()))
+    .unwrap();
     lorafleet::campaigns::runner::run_due(&again).await.unwrap();
     assert_eq!(
         fake.created.lock().unwrap().len(),

@@ -211,9 +211,8 @@ async fn start_fake() -> (Arc<Fake>, String) {
 
 /// Lets the runner take one step now.
 async fn step(t: &TestApp) {
-    sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
-        .execute(&t.app.db)
-        .await
+    crate::on_db!(&t.app.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
+        .execute(p).await.map(|_| ()))
         .unwrap();
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
 }

@@ -372,12 +372,24 @@ async fn a_slot_too_small_is_refused_before_anything_is_sent() {
             assert_eq!(d.outcome, Some(Outcome::Verified), "{:?}", d.error);
         }
     }
-    let fuota_downlinks: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM downlinks WHERE dev_eui = ? AND f_port IN (200, 201)",
-    )
-    .bind(small)
-    .fetch_one(&app.db)
-    .await
+    let fuota_downlinks: i64 = match &app.db {
+        lorafleet::storage::Db::Sqlite(p) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM downlinks WHERE dev_eui = $1 AND f_port IN (200, 201)",
+            )
+            .bind(small)
+            .fetch_one(p)
+            .await
+        }
+        lorafleet::storage::Db::Postgres(p) => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM downlinks WHERE dev_eui = $1 AND f_port IN (200, 201)",
+            )
+            .bind(small)
+            .fetch_one(p)
+            .await
+        }
+    }
     .unwrap();
     assert_eq!(fuota_downlinks, 0);
     let v = sim

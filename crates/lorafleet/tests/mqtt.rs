@@ -398,12 +398,24 @@ async fn a_message_the_database_refused_comes_again_and_is_stored_once() {
     let t = spawn_with_mqtt(&broker, MqttEncoding::Json).await;
     connected(&t).await;
     // A fault the test can lift at will: every uplink insert fails while the trigger exists.
-    sqlx::query(
-        "CREATE TRIGGER refuse_uplinks BEFORE INSERT ON uplinks \
-         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-    )
-    .execute(&t.app.db)
-    .await
+    match &t.app.db {
+        lorafleet::storage::Db::Sqlite(p) => sqlx::Executor::execute(
+            p,
+            "CREATE TRIGGER refuse_uplinks BEFORE INSERT ON uplinks \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await
+        .map(|_| ()),
+        lorafleet::storage::Db::Postgres(p) => sqlx::Executor::execute(
+            p,
+            "CREATE FUNCTION refuse_uplinks() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_uplinks BEFORE INSERT ON uplinks \
+             FOR EACH ROW EXECUTE FUNCTION refuse_uplinks();",
+        )
+        .await
+        .map(|_| ()),
+    }
     .unwrap();
     publish(
         &broker,
@@ -422,9 +434,8 @@ async fn a_message_the_database_refused_comes_again_and_is_stored_once() {
         metric(&t, "lorafleet_mqtt_messages_committed_total").await,
         0.0
     );
-    sqlx::query("DROP TRIGGER refuse_uplinks")
-        .execute(&t.app.db)
-        .await
+    crate::on_db!(&t.app.db, p => sqlx::query(if t.app.db.is_postgres() { "DROP TRIGGER refuse_uplinks ON uplinks" } else { "DROP TRIGGER refuse_uplinks" })
+        .execute(p).await.map(|_| ()))
         .unwrap();
     eventually("stored once the database takes it", || async {
         uplink_counts(&t, EUI).await == vec![5]

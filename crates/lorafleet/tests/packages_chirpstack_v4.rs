@@ -39,10 +39,11 @@ async fn app_on(fake: &FakeDeviceService) -> TestApp {
 
 /// Lets the runner take one step now.
 async fn step(t: &TestApp) {
-    sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
-        .execute(&t.app.db)
+    crate::on_db!(&t.app.db, p => sqlx::query("UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running'")
+        .execute(p)
         .await
-        .unwrap();
+        .map(|_| ())
+        .unwrap());
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
 }
 

@@ -79,7 +79,7 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
     let firmware = crate::storage::firmware::get(&app.db, row.firmware_id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("firmware image {} is gone", row.firmware_id))?;
-    let payload = crate::firmware::library::read_image(&firmware).await?;
+    let payload = app.images.load(&firmware).await?;
     let devices = store::devices(&app.db, row.id).await?;
     let euis: Vec<String> = devices.iter().map(|d| d.dev_eui.clone()).collect();
     let inventory = crate::storage::devices::known(&app.db, &euis)
@@ -93,7 +93,7 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
         settings: row.settings.clone(),
         keys: row.keys.clone(),
         firmware,
-        payload: Arc::new(payload),
+        payload,
         devices,
         driver_state: row.driver_state.clone(),
         inventory,

@@ -351,28 +351,20 @@ where
         trailer_error,
         metadata: Metadata::default(),
     };
+    // The bytes go to the database too, so any instance on it can serve a campaign of this
+    // upload (the file is this instance's).
+    let bytes = tokio::fs::read(&final_path)
+        .await
+        .context("reading the upload back")?;
+    crate::storage::firmware_blobs::put(db, &new.sha256, &bytes)
+        .await
+        .map_err(anyhow::Error::from)?;
     let id = store::insert(db, &new).await.map_err(anyhow::Error::from)?;
     let image = store::get(db, id)
         .await
         .map_err(anyhow::Error::from)?
         .context("the image just stored")?;
     Ok(image)
-}
-
-/// The bytes of an image, checked against the SHA-256 it was indexed with so a file changed
-/// behind lorafleet's back is never sent to devices.
-pub async fn read_image(image: &FirmwareImage) -> anyhow::Result<Vec<u8>> {
-    let bytes = tokio::fs::read(&image.path)
-        .await
-        .with_context(|| format!("reading firmware image {}", image.path))?;
-    let sha = hex::encode(Sha256::digest(&bytes));
-    anyhow::ensure!(
-        sha == image.sha256,
-        "firmware image {} changed on disk since it was indexed (SHA-256 {sha}, expected {}); rescan the library",
-        image.path,
-        image.sha256
-    );
-    Ok(bytes)
 }
 
 /// Removes an image's file from disk; the row stays (campaigns name it) but is marked deleted.

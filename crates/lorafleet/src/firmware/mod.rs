@@ -6,6 +6,7 @@
 
 pub mod library;
 pub mod spelling;
+pub mod store;
 
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 

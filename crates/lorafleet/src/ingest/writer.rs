@@ -268,7 +268,7 @@ async fn apply_whole(
     group: &[(IntegrationEvent, Reply)],
 ) -> storage::Result<Vec<bool>> {
     let mut tx = storage::begin_immediate_on(conn).await?;
-    let repeated = repeats(&mut tx, group).await?;
+    let repeated = repeats(&mut *tx, group).await?;
     let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
         .iter()
         .zip(&repeated)
@@ -276,10 +276,10 @@ async fn apply_whole(
         .map(|((e, _), _)| e)
         .partition(|e| is_plain_uplink(e, retention));
     if !plain.is_empty() {
-        apply_plain_uplinks(&mut tx, &plain, retention).await?;
+        apply_plain_uplinks(&mut *tx, &plain, retention).await?;
     }
     for event in other {
-        apply_event(&mut tx, event, retention).await?;
+        apply_event(&mut *tx, event, retention).await?;
     }
     storage::commit(tx).await?;
     Ok(repeated)
@@ -310,11 +310,11 @@ async fn savepoint_each(
         let outcome = async {
             let mut sp = storage::savepoint(&mut tx).await?;
             let known = match dedup_key(event) {
-                Some(k) => !known_dedup_keys(&mut sp, &[k]).await?.is_empty(),
+                Some(k) => !known_dedup_keys(&mut *sp, &[k]).await?.is_empty(),
                 None => false,
             };
             if !known {
-                apply_event(&mut sp, event, retention).await?;
+                apply_event(&mut *sp, event, retention).await?;
             }
             storage::commit(sp).await?;
             Ok::<_, storage::Error>(known)

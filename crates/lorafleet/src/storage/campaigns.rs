@@ -4,10 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 
-use super::{fmt_time, now, parse_time, Db, Query, Result};
+use super::{now, parse_time, time, Binds, Cols, Conn, Db, Result, Time};
 
 mod changes;
 mod records;
@@ -42,22 +40,22 @@ pub struct CampaignRow {
     pub completed_at: Option<String>,
 }
 
-fn row_to_campaign(r: &SqliteRow) -> anyhow::Result<CampaignRow> {
+fn row_to_campaign(r: &impl Cols) -> anyhow::Result<CampaignRow> {
     let driver: String = r.get("driver");
     Ok(CampaignRow {
         id: r.get("id"),
         name: r.get("name"),
-        state: CampaignState::parse(r.get::<&str, _>("state")),
+        state: CampaignState::parse(&r.get::<String>("state")),
         driver: driver.parse().map_err(anyhow::Error::msg)?,
         firmware_id: r.get("firmware_id"),
-        request: serde_json::from_str(r.get::<&str, _>("request_json"))?,
-        settings: serde_json::from_str(r.get::<&str, _>("settings_json"))?,
-        keys: serde_json::from_str(r.get::<&str, _>("keys_json")).unwrap_or_default(),
-        plan: serde_json::from_str(r.get::<&str, _>("plan_json")).unwrap_or_default(),
+        request: serde_json::from_str(&r.get::<String>("request_json"))?,
+        settings: serde_json::from_str(&r.get::<String>("settings_json"))?,
+        keys: serde_json::from_str(&r.get::<String>("keys_json")).unwrap_or_default(),
+        plan: serde_json::from_str(&r.get::<String>("plan_json")).unwrap_or_default(),
         driver_state: r
-            .get::<Option<String>, _>("driver_state_json")
+            .get::<Option<String>>("driver_state_json")
             .and_then(|s| serde_json::from_str(&s).ok()),
-        started: r.get::<i64, _>("started") != 0,
+        started: r.get("started"),
         poll_failures: r.get("poll_failures"),
         last_poll_error: r.get("last_poll_error"),
         error: r.get("error"),
@@ -68,11 +66,12 @@ fn row_to_campaign(r: &SqliteRow) -> anyhow::Result<CampaignRow> {
 }
 
 pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<CampaignRow>> {
-    let row = sqlx::query("SELECT * FROM campaigns WHERE id = ?")
+    let row = on!(db, c => sqlx::query("SELECT * FROM campaigns WHERE id = $1")
         .bind(id)
-        .fetch_optional(db)
-        .await?;
-    row.as_ref().map(row_to_campaign).transpose()
+        .fetch_optional(c).await?
+        .as_ref()
+        .map(row_to_campaign));
+    row.transpose()
 }
 
 pub async fn insert_draft(
@@ -83,17 +82,19 @@ pub async fn insert_draft(
     at: &str,
 ) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
+    let id: i64 = on!(&mut *tx, c => {
     let query = sqlx::query(
         "INSERT INTO campaigns (name, state, driver, firmware_id, request_json, settings_json,
             keys_json, plan_json, created_at, updated_at)
-         VALUES (?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, 'draft', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     );
-    let id: i64 = bind_draft(query, v, request, plan)?
-        .bind(at)
-        .bind(at)
-        .fetch_one(&mut *tx)
+    bind_draft(query, v, request, plan)?
+        .bind(time(at))
+        .bind(time(at))
+        .fetch_one(c)
         .await?
-        .try_get("id")?;
+        .get::<i64>("id")
+    });
     insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(id)
@@ -109,24 +110,25 @@ pub async fn update_draft(
     at: &str,
 ) -> anyhow::Result<bool> {
     let mut tx = db.begin().await?;
+    let n = on!(&mut *tx, c => {
     let query = sqlx::query(
-        "UPDATE campaigns SET name = ?, driver = ?, firmware_id = ?, request_json = ?,
-            settings_json = ?, keys_json = ?, plan_json = ?, updated_at = ?
-         WHERE id = ? AND state = 'draft'",
+        "UPDATE campaigns SET name = $1, driver = $2, firmware_id = $3, request_json = $4,
+            settings_json = $5, keys_json = $6, plan_json = $7, updated_at = $8
+         WHERE id = $9 AND state = 'draft'",
     );
-    let n = bind_draft(query, v, request, plan)?
-        .bind(at)
+    bind_draft(query, v, request, plan)?
+        .bind(time(at))
         .bind(id)
-        .execute(&mut *tx)
+        .execute(c)
         .await?
-        .rows_affected();
+        .rows_affected()
+    });
     if n == 0 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM campaign_devices WHERE campaign_id = ?")
+    on!(&mut *tx, c => sqlx::query("DELETE FROM campaign_devices WHERE campaign_id = $1")
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     insert_pending_devices(&mut tx, id, v.devices, at).await?;
     tx.commit().await?;
     Ok(true)
@@ -135,12 +137,12 @@ pub async fn update_draft(
 /// Binds a draft's columns in the order both `insert_draft` and `update_draft` name them
 /// (name, driver, firmware_id, request_json, settings_json, keys_json, plan_json), so the two
 /// statements cannot drift apart.
-fn bind_draft<'q>(
-    query: Query<'q>,
+fn bind_draft<'q, Q: Binds<'q>>(
+    query: Q,
     v: Draft<'q>,
     request: &serde_json::Value,
     plan: &serde_json::Value,
-) -> anyhow::Result<Query<'q>> {
+) -> anyhow::Result<Q> {
     Ok(query
         .bind(v.name)
         .bind(v.driver.as_str())
@@ -153,45 +155,41 @@ fn bind_draft<'q>(
 
 /// A draft's devices all start `pending`, whether the draft is new or replaced.
 async fn insert_pending_devices(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut Conn,
     campaign_id: i64,
     devices: &[String],
     at: &str,
 ) -> anyhow::Result<()> {
     for d in devices {
-        sqlx::query(
-            "INSERT INTO campaign_devices (campaign_id, dev_eui, stage, updated_at) VALUES (?, ?, 'pending', ?)",
+        on!(&mut *tx, c => sqlx::query(
+            "INSERT INTO campaign_devices (campaign_id, dev_eui, stage, updated_at) VALUES ($1, $2, 'pending', $3)",
         )
         .bind(campaign_id)
         .bind(d)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+        .bind(time(at))
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
 
 pub async fn set_plan(db: &Db, id: i64, plan: &serde_json::Value) -> anyhow::Result<()> {
-    sqlx::query("UPDATE campaigns SET plan_json = ? WHERE id = ?")
+    on!(db, c => sqlx::query("UPDATE campaigns SET plan_json = $1 WHERE id = $2")
         .bind(plan.to_string())
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn delete_draft(db: &Db, id: i64) -> anyhow::Result<bool> {
-    let n = sqlx::query("DELETE FROM campaigns WHERE id = ? AND state IN ('draft', 'completed', 'failed', 'cancelled')")
+    let n = on!(db, c => sqlx::query("DELETE FROM campaigns WHERE id = $1 AND state IN ('draft', 'completed', 'failed', 'cancelled')")
         .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n > 0)
 }
 
-fn device_from_row(r: &SqliteRow) -> CampaignDevice {
+fn device_from_row(r: &impl Cols) -> CampaignDevice {
     let driver_json: Option<serde_json::Value> = r
-        .get::<Option<String>, _>("driver_json")
+        .get::<Option<String>>("driver_json")
         .and_then(|s| serde_json::from_str(&s).ok());
     CampaignDevice {
         outcome: driver_json
@@ -200,14 +198,14 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
             .and_then(|o| o.as_str())
             .map(str::to_string),
         dev_eui: r.get("dev_eui"),
-        stage: Stage::parse(r.get::<&str, _>("stage")),
+        stage: Stage::parse(&r.get::<String>("stage")),
         mc_group_setup_at: r.get("mc_group_setup_at"),
         frag_session_setup_at: r.get("frag_session_setup_at"),
         mc_session_setup_at: r.get("mc_session_setup_at"),
         frag_status_at: r.get("frag_status_at"),
         completed_at: r.get("completed_at"),
         error: r.get("error"),
-        attempts: r.get::<i64, _>("attempts") as u32,
+        attempts: r.get::<i64>("attempts") as u32,
         next_action_at: r.get("next_action_at"),
         engine: EngineDeviceReport::from_driver_json(driver_json.as_ref()),
         driver_json,
@@ -215,11 +213,13 @@ fn device_from_row(r: &SqliteRow) -> CampaignDevice {
 }
 
 pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
-    let rows = sqlx::query("SELECT * FROM campaign_devices WHERE campaign_id = ? ORDER BY dev_eui")
+    let rows = on!(db, c => sqlx::query("SELECT * FROM campaign_devices WHERE campaign_id = $1 ORDER BY dev_eui")
         .bind(id)
-        .fetch_all(db)
-        .await?;
-    Ok(rows.iter().map(device_from_row).collect())
+        .fetch_all(c).await?
+        .iter()
+        .map(device_from_row)
+        .collect());
+    Ok(rows)
 }
 
 /// Marks a draft running at `at` (the network's clock) with every device at its first step;
@@ -227,23 +227,20 @@ pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
 pub async fn set_running(db: &Db, id: i64, at: &str) -> Result<bool> {
     let poll_now = now();
     let mut tx = db.begin().await?;
-    let n = sqlx::query(
-        "UPDATE campaigns SET state = 'running', started_at = ?, updated_at = ?, next_poll_at = ?,
-            error = NULL WHERE id = ? AND state = 'draft'",
+    let n = on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaigns SET state = 'running', started_at = $1, updated_at = $2, next_poll_at = $3,
+            error = NULL WHERE id = $4 AND state = 'draft'",
     )
-    .bind(at)
-    .bind(at)
-    .bind(&poll_now)
+    .bind(time(at))
+    .bind(time(at))
+    .bind(time(&poll_now))
     .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     if n == 1 {
-        sqlx::query("UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = ? WHERE campaign_id = ?")
-            .bind(at)
+        on!(&mut *tx, c => sqlx::query("UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = $1 WHERE campaign_id = $2")
+            .bind(time(at))
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
     }
     tx.commit().await?;
     Ok(n == 1)
@@ -259,57 +256,60 @@ pub async fn finish(
     at: &str,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query(
-        "UPDATE campaigns SET state = ?, completed_at = ?, updated_at = ?, error = COALESCE(?, error),
-            next_poll_at = NULL, keys_json = '{}' WHERE id = ?",
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaigns SET state = $1, completed_at = $2, updated_at = $3, error = COALESCE($4, error),
+            next_poll_at = NULL, keys_json = '{}' WHERE id = $5",
     )
     .bind(state.as_str())
-    .bind(at)
-    .bind(at)
+    .bind(time(at))
+    .bind(time(at))
     .bind(error)
     .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE campaign_devices SET stage = ?, updated_at = ?
-         WHERE campaign_id = ? AND stage NOT IN ('completed', 'failed', 'cancelled')",
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaign_devices SET stage = $1, updated_at = $2
+         WHERE campaign_id = $3 AND stage NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(device_stage.as_str())
-    .bind(at)
+    .bind(time(at))
     .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Running campaigns whose next poll is due.
 pub async fn due(db: &Db, at: DateTime<Utc>) -> Result<Vec<i64>> {
-    sqlx::query_scalar(
-        "SELECT id FROM campaigns WHERE state = 'running' AND (next_poll_at IS NULL OR next_poll_at <= ?) ORDER BY next_poll_at, id",
+    on!(db, c => sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE state = 'running' AND (next_poll_at IS NULL OR next_poll_at <= $1) ORDER BY next_poll_at NULLS FIRST, id",
     )
-    .bind(fmt_time(at))
-    .fetch_all(db)
-    .await
+    .bind(Time::from(at))
+    .fetch_all(c).await)
 }
 
 /// When the earliest running campaign's poll is due.
 pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>> {
-    let at: Option<String> = sqlx::query_scalar(
-        "SELECT MIN(COALESCE(next_poll_at, '')) FROM campaigns WHERE state = 'running'",
+    // No row: nothing running. A row with no time: due now.
+    let at: Option<Option<String>> = on!(db, c => sqlx::query(
+        "SELECT next_poll_at FROM campaigns WHERE state = 'running'
+         ORDER BY next_poll_at NULLS FIRST LIMIT 1",
     )
-    .fetch_one(db)
-    .await?;
-    Ok(at.map(|t| parse_time(&t).unwrap_or(DateTime::<Utc>::MIN_UTC)))
+    .fetch_optional(c).await?
+    .map(|r| r.get("next_poll_at")));
+    Ok(at.map(|t| {
+        t.as_deref()
+            .and_then(parse_time)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }))
 }
 
 pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
-    let n = sqlx::query(
+    let n = on!(db, c => sqlx::query(
         "INSERT INTO campaign_log (campaign_id, at, level, source, dev_eui, message, dedup_key)
-         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(campaign_id, dedup_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(campaign_id, dedup_key) DO NOTHING",
     )
     .bind(id)
-    .bind(fmt_time(line.at))
+    .bind(Time::from(line.at))
     .bind(line.level.as_str())
     .bind(if line.from_service {
         "service"
@@ -319,9 +319,7 @@ pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
     .bind(&line.dev_eui)
     .bind(&line.message)
     .bind(&line.dedup_key)
-    .execute(db)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(n > 0)
 }
 
@@ -338,7 +336,7 @@ pub async fn apply_outcome(
         .into_iter()
         .map(|d| (d.dev_eui.clone(), d))
         .collect();
-    let t = |v: Option<DateTime<Utc>>| v.map(fmt_time);
+    let t = |v: Option<DateTime<Utc>>| v.map(Time::from);
     // One transaction for all devices: the engine reports hundreds at once.
     let mut tx = db.begin().await?;
     for report in &outcome.devices {
@@ -349,19 +347,19 @@ pub async fn apply_outcome(
             continue;
         }
         changed = true;
-        sqlx::query(
-            "UPDATE campaign_devices SET stage = ?,
-                mc_group_setup_at = COALESCE(?, mc_group_setup_at),
-                frag_session_setup_at = COALESCE(?, frag_session_setup_at),
-                mc_session_setup_at = COALESCE(?, mc_session_setup_at),
-                frag_status_at = COALESCE(?, frag_status_at),
-                completed_at = COALESCE(?, completed_at),
-                error = COALESCE(?, error),
-                attempts = COALESCE(?, attempts),
-                next_action_at = COALESCE(?, next_action_at),
-                driver_json = COALESCE(?, driver_json),
-                updated_at = ?
-             WHERE campaign_id = ? AND dev_eui = ?",
+        on!(&mut *tx, c => sqlx::query(
+            "UPDATE campaign_devices SET stage = $1,
+                mc_group_setup_at = COALESCE($2, mc_group_setup_at),
+                frag_session_setup_at = COALESCE($3, frag_session_setup_at),
+                mc_session_setup_at = COALESCE($4, mc_session_setup_at),
+                frag_status_at = COALESCE($5, frag_status_at),
+                completed_at = COALESCE($6, completed_at),
+                error = COALESCE($7, error),
+                attempts = COALESCE($8, attempts),
+                next_action_at = COALESCE($9, next_action_at),
+                driver_json = COALESCE($10, driver_json),
+                updated_at = $11
+             WHERE campaign_id = $12 AND dev_eui = $13",
         )
         .bind(report.stage.as_str())
         .bind(t(report.mc_group_setup_at))
@@ -373,28 +371,25 @@ pub async fn apply_outcome(
         .bind(report.attempts.map(i64::from))
         .bind(t(report.next_action_at))
         .bind(report.driver_json.as_ref().map(|v| v.to_string()))
-        .bind(at)
+        .bind(time(at))
         .bind(id)
         .bind(&report.dev_eui)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     tx.commit().await?;
     for line in &outcome.log {
         changed |= add_log(db, id, line).await?;
     }
     if let Some(state) = &outcome.driver_state {
-        sqlx::query("UPDATE campaigns SET driver_state_json = ? WHERE id = ?")
+        on!(db, c => sqlx::query("UPDATE campaigns SET driver_state_json = $1 WHERE id = $2")
             .bind(state.to_string())
             .bind(id)
-            .execute(db)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if outcome.forget_keys {
-        sqlx::query("UPDATE campaigns SET keys_json = '{}' WHERE id = ?")
+        on!(db, c => sqlx::query("UPDATE campaigns SET keys_json = '{}' WHERE id = $1")
             .bind(id)
-            .execute(db)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if changed {
         record_progress(db, id, at).await?;
@@ -420,28 +415,24 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 
 /// Appends the current devices-per-stage counts to the history when they changed.
 pub async fn record_progress(db: &Db, id: i64, at: &str) -> Result<()> {
-    let stages: Vec<String> =
-        sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = ?")
+    let stages: Vec<String> = on!(db, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
             .bind(id)
-            .fetch_all(db)
-            .await?;
+            .fetch_all(c).await)?;
     let parsed: Vec<Stage> = stages.iter().map(|s| Stage::parse(s)).collect();
     let counts = serde_json::to_string(&count_stages(parsed.iter())).unwrap_or_default();
-    let last: Option<String> = sqlx::query_scalar(
-        "SELECT counts_json FROM campaign_progress WHERE campaign_id = ? ORDER BY id DESC LIMIT 1",
+    let last: Option<String> = on!(db, c => sqlx::query_scalar(
+        "SELECT counts_json FROM campaign_progress WHERE campaign_id = $1 ORDER BY id DESC LIMIT 1",
     )
     .bind(id)
-    .fetch_optional(db)
-    .await?;
+    .fetch_optional(c).await)?;
     if last.as_deref() != Some(counts.as_str()) {
-        sqlx::query(
-            "INSERT INTO campaign_progress (campaign_id, at, counts_json) VALUES (?, ?, ?)",
+        on!(db, c => sqlx::query(
+            "INSERT INTO campaign_progress (campaign_id, at, counts_json) VALUES ($1, $2, $3)",
         )
         .bind(id)
-        .bind(at)
+        .bind(time(at))
         .bind(counts)
-        .execute(db)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
@@ -453,30 +444,27 @@ pub async fn set_poll_result(
     error: Option<&str>,
 ) -> Result<()> {
     match error {
-        None => sqlx::query(
-            "UPDATE campaigns SET next_poll_at = ?, poll_failures = 0, last_poll_error = NULL WHERE id = ?",
+        None => on!(db, c => sqlx::query(
+            "UPDATE campaigns SET next_poll_at = $1, poll_failures = 0, last_poll_error = NULL WHERE id = $2",
         )
-        .bind(fmt_time(next_poll_at))
+        .bind(Time::from(next_poll_at))
         .bind(id)
-        .execute(db)
-        .await?,
-        Some(e) => sqlx::query(
-            "UPDATE campaigns SET next_poll_at = ?, poll_failures = poll_failures + 1, last_poll_error = ? WHERE id = ?",
+        .execute(c).await.map(|r| r.rows_affected()))?,
+        Some(e) => on!(db, c => sqlx::query(
+            "UPDATE campaigns SET next_poll_at = $1, poll_failures = poll_failures + 1, last_poll_error = $2 WHERE id = $3",
         )
-        .bind(fmt_time(next_poll_at))
+        .bind(Time::from(next_poll_at))
         .bind(e)
         .bind(id)
-        .execute(db)
-        .await?,
+        .execute(c).await.map(|r| r.rows_affected()))?,
     };
     Ok(())
 }
 
 pub async fn set_started(db: &Db, id: i64) -> Result<()> {
-    sqlx::query("UPDATE campaigns SET started = 1 WHERE id = ?")
+    on!(db, c => sqlx::query("UPDATE campaigns SET started = TRUE WHERE id = $1")
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -509,48 +497,52 @@ pub fn keys_summary(
 }
 
 pub async fn list(db: &Db) -> anyhow::Result<Vec<CampaignSummary>> {
-    let rows = sqlx::query(
+    let rows = on!(db, c => sqlx::query(
         "SELECT c.id, c.name, c.state, c.driver, c.firmware_id, c.created_at, c.started_at,
             c.completed_at, c.error, f.file_name
          FROM campaigns c LEFT JOIN firmware_images f ON f.id = c.firmware_id
          ORDER BY c.id DESC",
     )
-    .fetch_all(db)
-    .await?;
-    let stage_rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT campaign_id, stage FROM campaign_devices")
-            .fetch_all(db)
-            .await?;
+    .fetch_all(c).await?
+    .iter()
+    .map(summary_from_row)
+    .collect::<Vec<_>>());
+    let stage_rows: Vec<(i64, String)> = on!(db, c => sqlx::query_as("SELECT campaign_id, stage FROM campaign_devices")
+            .fetch_all(c).await)?;
     let mut stages: HashMap<i64, Vec<Stage>> = HashMap::new();
     for (id, s) in stage_rows {
         stages.entry(id).or_default().push(Stage::parse(&s));
     }
     let mut out = Vec::new();
-    for r in rows {
-        let id: i64 = r.get("id");
-        let st = stages.remove(&id).unwrap_or_default();
-        let state = CampaignState::parse(r.get::<&str, _>("state"));
-        let counts = count_stages(st.iter());
-        out.push(CampaignSummary {
-            id,
-            name: r.get("name"),
-            state_label: records::state_label(state, &counts),
-            state,
-            driver: r
-                .get::<String, _>("driver")
-                .parse()
-                .unwrap_or(DriverKind::FuotaServerV3),
-            firmware_id: r.get("firmware_id"),
-            firmware_file_name: r.get("file_name"),
-            created_at: r.get("created_at"),
-            started_at: r.get("started_at"),
-            completed_at: r.get("completed_at"),
-            error: r.get("error"),
-            devices: st.len() as u32,
-            counts,
-        });
+    for mut summary in rows {
+        let st = stages.remove(&summary.id).unwrap_or_default();
+        summary.devices = st.len() as u32;
+        summary.counts = count_stages(st.iter());
+        summary.state_label = records::state_label(summary.state, &summary.counts);
+        out.push(summary);
     }
     Ok(out)
+}
+
+fn summary_from_row(r: &impl Cols) -> CampaignSummary {
+    CampaignSummary {
+        id: r.get("id"),
+        name: r.get("name"),
+        state: CampaignState::parse(&r.get::<String>("state")),
+        driver: r
+            .get::<String>("driver")
+            .parse()
+            .unwrap_or(DriverKind::FuotaServerV3),
+        firmware_id: r.get("firmware_id"),
+        firmware_file_name: r.get("file_name"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        completed_at: r.get("completed_at"),
+        error: r.get("error"),
+        devices: 0,
+        counts: count_stages(std::iter::empty()),
+        state_label: String::new(),
+    }
 }
 
 pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
@@ -567,10 +559,9 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
             sha256: f.sha256,
             deleted: f.deleted_at.is_some(),
         });
-    let log = sqlx::query("SELECT at, level, source, dev_eui, message FROM campaign_log WHERE campaign_id = ? ORDER BY id")
+    let log = on!(db, c => sqlx::query("SELECT at, level, source, dev_eui, message FROM campaign_log WHERE campaign_id = $1 ORDER BY id")
         .bind(id)
-        .fetch_all(db)
-        .await?
+        .fetch_all(c).await?
         .iter()
         .map(|r| LogEntry {
             at: r.get("at"),
@@ -579,19 +570,18 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
             dev_eui: r.get("dev_eui"),
             message: r.get("message"),
         })
-        .collect();
-    let progress = sqlx::query(
-        "SELECT at, counts_json FROM campaign_progress WHERE campaign_id = ? ORDER BY id",
+        .collect());
+    let progress = on!(db, c => sqlx::query(
+        "SELECT at, counts_json FROM campaign_progress WHERE campaign_id = $1 ORDER BY id",
     )
     .bind(id)
-    .fetch_all(db)
-    .await?
+    .fetch_all(c).await?
     .iter()
     .map(|r| ProgressPoint {
         at: r.get("at"),
-        counts: serde_json::from_str(r.get::<&str, _>("counts_json")).unwrap_or_default(),
+        counts: serde_json::from_str(&r.get::<String>("counts_json")).unwrap_or_default(),
     })
-    .collect();
+    .collect());
     let counts = count_stages(devices.iter().map(|d| &d.stage));
     Ok(Some(CampaignDto {
         id,
@@ -621,10 +611,9 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
 /// Makes every started engine campaign due for a poll now (answers arrived); true when there
 /// was one.
 pub async fn make_started_engine_campaigns_due(db: &Db) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = 1",
+    let r = on!(db, c => sqlx::query(
+        "UPDATE campaigns SET next_poll_at = NULL WHERE state = 'running' AND driver = 'engine' AND started = TRUE",
     )
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() > 0)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(r > 0)
 }

@@ -1,10 +1,9 @@
 //! The device log (`device_events`): one line per thing that happened to a device, newest kept.
 
 use serde::Serialize;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{Conn, Db, Result};
+use super::{time, Cols, Conn, Db, Result};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceEventDto {
@@ -21,13 +20,12 @@ pub async fn add(
     kind: &str,
     message: &str,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO device_events (dev_eui, at, kind, message) VALUES (?, ?, ?, ?)")
+    on!(&mut *conn, c => sqlx::query("INSERT INTO device_events (dev_eui, at, kind, message) VALUES ($1, $2, $3, $4)")
         .bind(dev_eui)
-        .bind(at)
+        .bind(time(at))
         .bind(kind)
         .bind(message)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -38,20 +36,19 @@ pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
 
 /// The newest lines of a device's log, newest first.
 pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<DeviceEventDto>> {
-    let rows = sqlx::query(
-        "SELECT id, at, kind, message FROM device_events WHERE dev_eui = ? ORDER BY id DESC LIMIT ?",
+    let rows = on!(db, c => sqlx::query(
+        "SELECT id, at, kind, message FROM device_events WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2",
     )
     .bind(dev_eui)
     .bind(limit)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|e| DeviceEventDto {
-            id: e.get("id"),
-            at: e.get("at"),
-            kind: e.get("kind"),
-            message: e.get("message"),
-        })
-        .collect())
+    .fetch_all(c).await?
+    .iter()
+    .map(|e| DeviceEventDto {
+        id: e.get("id"),
+        at: e.get("at"),
+        kind: e.get("kind"),
+        message: e.get("message"),
+    })
+    .collect());
+    Ok(rows)
 }

@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use lorafleet_codec::eui::DevEui;
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
 use utoipa::ToSchema;
 
 use super::device_events::DeviceEventDto;
@@ -17,7 +15,7 @@ use super::integration_events::{DeviceIdentity, EventBody, IntegrationEvent};
 use super::uplinks::UplinkDto;
 use super::version_status::{version_dto, StatusDto, VersionDto};
 use super::{device_events, downlinks, firmware_history, uplinks, version_status};
-use super::{fmt_time, Conn, Db, Result};
+use super::{time, Cols, Conn, Db, Result, Time};
 
 /// A device the network server knows, listed through its API.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,30 +121,30 @@ pub async fn upsert(
     at: &str,
     seen: bool,
 ) -> Result<bool> {
-    let seen_at = if seen { Some(at) } else { None };
+    let seen_at = if seen { Some(time(at)) } else { None };
     // One statement on the hot path: a removed device that is heard again is brought back here,
     // and RETURNING tells whether that just happened.
-    sqlx::query_scalar(
+    on!(&mut *conn, c => sqlx::query_scalar(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
             device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, changed_seq)
-         VALUES (?1, COALESCE(?2, ''), ?3, ?4, ?5, ?6, COALESCE(?7, '{}'), ?8, ?9, ?9, ?10,
+         VALUES ($1, COALESCE($2, ''), $3, $4, $5, $6, COALESCE($7, '{}'), $8, $9, $9, $10,
             (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
          ON CONFLICT(dev_eui) DO UPDATE SET
             changed_seq = excluded.changed_seq,
-            name = COALESCE(?2, devices.name),
-            application_id = COALESCE(?3, devices.application_id),
-            application_name = COALESCE(?4, devices.application_name),
-            device_profile_id = COALESCE(?5, devices.device_profile_id),
-            device_profile_name = COALESCE(?6, devices.device_profile_name),
-            tags_json = COALESCE(?7, devices.tags_json),
-            dev_addr = COALESCE(?8, devices.dev_addr),
-            first_seen = COALESCE(devices.first_seen, ?9),
-            last_seen = CASE WHEN ?9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < ?9)
-                             THEN ?9 ELSE devices.last_seen END,
-            reappeared_at = CASE WHEN ?9 IS NOT NULL AND devices.removed_at IS NOT NULL
-                                 THEN ?9 ELSE devices.reappeared_at END,
-            removed_at = CASE WHEN ?9 IS NOT NULL THEN NULL ELSE devices.removed_at END
-         RETURNING (?9 IS NOT NULL AND reappeared_at IS ?9)",
+            name = COALESCE($2, devices.name),
+            application_id = COALESCE($3, devices.application_id),
+            application_name = COALESCE($4, devices.application_name),
+            device_profile_id = COALESCE($5, devices.device_profile_id),
+            device_profile_name = COALESCE($6, devices.device_profile_name),
+            tags_json = COALESCE($7, devices.tags_json),
+            dev_addr = COALESCE($8, devices.dev_addr),
+            first_seen = COALESCE(devices.first_seen, $9),
+            last_seen = CASE WHEN $9 IS NOT NULL AND (devices.last_seen IS NULL OR devices.last_seen < $9)
+                             THEN $9 ELSE devices.last_seen END,
+            reappeared_at = CASE WHEN $9 IS NOT NULL AND devices.removed_at IS NOT NULL
+                                 THEN $9 ELSE devices.reappeared_at END,
+            removed_at = CASE WHEN $9 IS NOT NULL THEN NULL ELSE devices.removed_at END
+         RETURNING ($9 IS NOT NULL AND reappeared_at IS NOT DISTINCT FROM $9)",
     )
     .bind(dev_eui)
     .bind(id.name.as_deref())
@@ -157,9 +155,8 @@ pub async fn upsert(
     .bind(tags_json(id))
     .bind(id.dev_addr.as_deref())
     .bind(seen_at)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await
+    .bind(time(at))
+    .fetch_one(c).await)
 }
 
 /// [`upsert`] for up to [`uplinks::BATCH_ROWS`] heard devices (uplinks) in one multi-row
@@ -169,13 +166,14 @@ pub async fn upsert_heard_batch(
     conn: &mut Conn,
     events: &[&IntegrationEvent],
 ) -> Result<Vec<(String, Option<String>)>> {
-    let mut devices = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    on!(conn, c, DB => {
+    let mut devices = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
             device_profile_name, tags_json, dev_addr, first_seen, last_seen, created_at, rssi, snr,
             changed_seq) ",
     );
     devices.push_values(events.iter(), |mut row, ev| {
-        let at = fmt_time(ev.at);
+        let at = Time::from(ev.at);
         let id = &ev.device;
         let (rssi, snr) = match &ev.body {
             EventBody::Up(up) => (up.rssi.map(i64::from), up.snr),
@@ -221,7 +219,14 @@ pub async fn upsert_heard_batch(
             removed_at = NULL
          RETURNING dev_eui, reappeared_at",
     );
-    devices.build_query_as().fetch_all(&mut *conn).await
+    Ok(devices
+        .build()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| (r.get("dev_eui"), r.get("reappeared_at")))
+        .collect())
+    })
 }
 
 /// The link quality of a device's newest uplink (the one that set its last_seen at `at`).
@@ -232,22 +237,20 @@ pub async fn set_link(
     rssi: Option<i32>,
     snr: Option<f64>,
 ) -> Result<()> {
-    sqlx::query("UPDATE devices SET rssi = ?, snr = ? WHERE dev_eui = ? AND last_seen = ?")
+    on!(&mut *conn, c => sqlx::query("UPDATE devices SET rssi = $1, snr = $2 WHERE dev_eui = $3 AND last_seen = $4")
         .bind(rssi.map(i64::from))
         .bind(snr)
         .bind(dev_eui)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+        .bind(time(at))
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn set_joined(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
-    sqlx::query("UPDATE devices SET joined_at = ? WHERE dev_eui = ?")
-        .bind(at)
+    on!(&mut *conn, c => sqlx::query("UPDATE devices SET joined_at = $1 WHERE dev_eui = $2")
+        .bind(time(at))
         .bind(dev_eui)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -259,15 +262,14 @@ pub async fn set_device_status(
     battery: Option<f64>,
     margin: Option<i32>,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE devices SET battery = ?, margin = ?, device_status_at = ? WHERE dev_eui = ?",
+    on!(&mut *conn, c => sqlx::query(
+        "UPDATE devices SET battery = $1, margin = $2, device_status_at = $3 WHERE dev_eui = $4",
     )
     .bind(battery)
     .bind(margin.map(i64::from))
-    .bind(at)
+    .bind(time(at))
     .bind(dev_eui)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -280,15 +282,15 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Resul
     let mut tx = super::begin_immediate(db).await?;
     let mut added = 0;
     for d in devices {
-        let r = sqlx::query(
+        let r = on!(&mut *tx, c => sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, application_name, device_profile_id,
                 device_profile_name, source, created_at, changed_seq)
-             VALUES (?1, ?2, ?3,
+             VALUES ($1, $2, $3,
                 -- The network's name for the application, else the one its other devices sent.
-                COALESCE(?4, (SELECT o.application_name FROM devices o
-                              WHERE o.application_id = ?3 AND o.removed_at IS NULL
+                COALESCE($4, (SELECT o.application_name FROM devices o
+                              WHERE o.application_id = $3 AND o.removed_at IS NULL
                                 AND o.application_name IS NOT NULL LIMIT 1)),
-                ?5, ?6, 'network', ?7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
+                $5, $6, 'network', $7, (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks))
              ON CONFLICT(dev_eui) DO UPDATE SET
                 changed_seq = excluded.changed_seq,
                 name = CASE WHEN devices.name = '' THEN excluded.name ELSE devices.name END,
@@ -303,10 +305,9 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Resul
         .bind(d.application_name.as_deref())
         .bind(d.device_profile_id.as_deref())
         .bind(d.device_profile_name.as_deref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        added += r.rows_affected() as usize;
+        .bind(time(now))
+        .execute(c).await.map(|r| r.rows_affected()))?;
+        added += r as usize;
     }
     tx.commit().await?;
     Ok(added)
@@ -316,41 +317,45 @@ pub async fn merge_remote(db: &Db, devices: &[RemoteDevice], now: &str) -> Resul
 
 /// Devices on the list (not removed), for the metrics gauge.
 pub async fn count_listed(db: &Db) -> Result<i64> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
-        .fetch_one(db)
-        .await
+    on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
+        .fetch_one(c).await)
 }
 
 pub async fn exists(db: &Db, dev_eui: DevEui) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE dev_eui = ?")
+    let n: i64 = on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE dev_eui = $1")
         .bind(dev_eui.to_string())
-        .fetch_one(db)
-        .await?;
+        .fetch_one(c).await)?;
     Ok(n > 0)
 }
 
 /// Everything the device page shows, or None for an unknown device.
 pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
     let eui = dev_eui.to_string();
-    let Some(r) = sqlx::query("SELECT * FROM devices WHERE dev_eui = ?")
-        .bind(&eui)
-        .fetch_optional(db)
-        .await?
-    else {
-        return Ok(None);
-    };
+    on!(db, c => {
+        let Some(r) = sqlx::query("SELECT * FROM devices WHERE dev_eui = $1")
+            .bind(&eui)
+            .fetch_optional(c)
+            .await?
+        else {
+            return Ok(None);
+        };
+        detail_from_row(db, &r, eui).await.map(Some)
+    })
+}
+
+async fn detail_from_row(db: &Db, r: &(impl Cols + Sync), eui: String) -> Result<DeviceDetail> {
     let vt: Option<i64> = r.get("versioning_type");
     let (status_requests, downlinks) = downlinks::recent(db, &eui, 50).await?;
     let last_seen: Option<String> = r.get("last_seen");
     let tags: String = r.get("tags_json");
-    Ok(Some(DeviceDetail {
+    Ok(DeviceDetail {
         name: r.get("name"),
         application: r
-            .get::<Option<String>, _>("application_name")
+            .get::<Option<String>>("application_name")
             .or(r.get("application_id")),
         application_id: r.get("application_id"),
         device_profile: r
-            .get::<Option<String>, _>("device_profile_name")
+            .get::<Option<String>>("device_profile_name")
             .or(r.get("device_profile_id")),
         device_profile_id: r.get("device_profile_id"),
         tags: serde_json::from_str(&tags).unwrap_or(serde_json::json!({})),
@@ -363,16 +368,16 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
         battery: r.get("battery"),
         margin: r.get("margin"),
         last_uplink: uplinks::last(db, &eui).await?,
-        status: version_status::from_device_row(&r),
+        status: version_status::from_device_row(r),
         status_requests,
         downlinks,
         events: device_events::recent(db, &eui, 100).await?,
         firmware_history: firmware_history::of_device(db, &eui, vt).await?,
         firmware_management: r
-            .get::<Option<String>, _>("firmware_management")
+            .get::<Option<String>>("firmware_management")
             .and_then(|t| serde_json::from_str(&t).ok()),
         dev_eui: eui,
-    }))
+    })
 }
 
 /// Hides a device from the list at `now` (the network's clock, which its uplinks are compared
@@ -380,12 +385,11 @@ pub async fn detail(db: &Db, dev_eui: DevEui) -> Result<Option<DeviceDetail>> {
 pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<bool> {
     let eui = dev_eui.to_string();
     let mut tx = db.begin().await?;
-    let r = sqlx::query("UPDATE devices SET removed_at = ?, reappeared_at = NULL WHERE dev_eui = ? AND removed_at IS NULL")
-        .bind(now)
+    let n = on!(&mut *tx, c => sqlx::query("UPDATE devices SET removed_at = $1, reappeared_at = NULL WHERE dev_eui = $2 AND removed_at IS NULL")
+        .bind(time(now))
         .bind(&eui)
-        .execute(&mut *tx)
-        .await?;
-    if r.rows_affected() > 0 {
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    if n > 0 {
         device_events::add(
             &mut tx,
             &eui,
@@ -396,17 +400,16 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<boo
         .await?;
     }
     tx.commit().await?;
-    Ok(r.rows_affected() > 0)
+    Ok(n > 0)
 }
 
 /// The versioning type a device reported in PackageVersionAns, if it did.
 pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
     Ok(
-        sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = ?")
+        on!(db, c => sqlx::query_scalar("SELECT versioning_type FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
-            .fetch_optional(db)
-            .await?
-            .flatten(),
+            .fetch_optional(c).await)?
+        .flatten(),
     )
 }
 
@@ -414,22 +417,20 @@ pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
 pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevice>> {
     let mut out = HashMap::new();
     for eui in euis {
-        let row = sqlx::query(
-            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = ?",
+        let row = on!(db, c => sqlx::query(
+            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = $1",
         )
         .bind(eui)
-        .fetch_optional(db)
-        .await?;
-        if let Some(r) = row {
-            out.insert(
-                eui.clone(),
-                KnownDevice {
-                    dev_eui: r.get("dev_eui"),
-                    application_id: r.get("application_id"),
-                    device_profile_id: r.get("device_profile_id"),
-                    slot_size: r.get("slot_size"),
-                },
-            );
+        .fetch_optional(c)
+        .await?
+        .map(|r| KnownDevice {
+            dev_eui: r.get("dev_eui"),
+            application_id: r.get("application_id"),
+            device_profile_id: r.get("device_profile_id"),
+            slot_size: r.get("slot_size"),
+        }));
+        if let Some(known) = row {
+            out.insert(eui.clone(), known);
         }
     }
     Ok(out)
@@ -489,11 +490,15 @@ impl SortKey {
 
     /// The sort expression, the one its index is built on. A missing value becomes one below
     /// every real value, so that it sorts last when descending and keyset comparisons are total.
-    fn column(self) -> &'static str {
+    /// PostgreSQL's: times as the same text SQLite stores (`time_key`, migration
+    /// 20261204200700), text in byte order (`COLLATE "C"`), as [`SortValue::cmp`] compares.
+    fn column(self, pg: bool) -> &'static str {
         match self {
+            SortKey::LastSeen if pg => "time_key(d.last_seen)",
             SortKey::LastSeen => "COALESCE(d.last_seen, '')",
+            SortKey::Name if pg => "(d.name COLLATE \"C\")",
             SortKey::Name => "d.name",
-            SortKey::DevEui => "d.dev_eui",
+            SortKey::DevEui => eui_key(pg),
             SortKey::RunningVersion => "COALESCE(d.running_version, -1)",
             SortKey::Rssi => "COALESCE(d.rssi, -1000000)",
             SortKey::Snr => "COALESCE(d.snr, -1000000.0)",
@@ -504,29 +509,34 @@ impl SortKey {
     /// Pushes the key as it was when a walk started (the newest uplink id was `since`), for a
     /// device changed after: its last uplink up to `since` tells its last_seen, RSSI and SNR of
     /// that moment. The other keys rarely change and are read as they are now.
-    fn push_as_of(self, b: &mut QueryBuilder<'_, Sqlite>, since: i64) {
+    fn push_as_of(self, b: &mut Sql, since: i64) {
         let last_up = "FROM uplinks u WHERE u.dev_eui = d.dev_eui AND u.id <= ";
         let newest = " ORDER BY u.id DESC LIMIT 1)";
         match self {
+            SortKey::LastSeen if b.pg => {
+                b.push(format!("time_key((SELECT MAX(u.received_at) {last_up}"));
+                b.bind(since).push("))");
+            }
             SortKey::LastSeen => {
                 b.push(format!("COALESCE((SELECT MAX(u.received_at) {last_up}"));
-                b.push_bind(since).push("), '')");
+                b.bind(since).push("), '')");
             }
             SortKey::Rssi => {
                 b.push(format!("COALESCE((SELECT u.rssi {last_up}"));
-                b.push_bind(since).push(newest).push(", -1000000)");
+                b.bind(since).push(newest).push(", -1000000)");
             }
             SortKey::Snr => {
                 b.push(format!("COALESCE((SELECT u.snr {last_up}"));
-                b.push_bind(since).push(newest).push(", -1000000.0)");
+                b.bind(since).push(newest).push(", -1000000.0)");
             }
             _ => {
-                b.push(self.column());
+                let pg = b.pg;
+                b.push(self.column(pg));
             }
         }
     }
 
-    fn value_from_row(self, r: &SqliteRow) -> SortValue {
+    fn value_from_row(self, r: &impl Cols) -> SortValue {
         match self {
             SortKey::LastSeen | SortKey::Name | SortKey::DevEui => {
                 SortValue::Text(r.get("sort_key"))
@@ -535,6 +545,71 @@ impl SortKey {
             SortKey::Snr | SortKey::Battery => SortValue::Real(r.get("sort_key")),
         }
     }
+}
+
+/// The DevEUI as the list's tie-break: byte order on both backends.
+fn eui_key(pg: bool) -> &'static str {
+    if pg {
+        "(d.dev_eui COLLATE \"C\")"
+    } else {
+        "d.dev_eui"
+    }
+}
+
+/// A statement of the device list assembled from parts, with its values bound as `$1`, `$2`,
+/// ... (both backends read them), and which backend's text to write where they differ.
+struct Sql {
+    text: String,
+    binds: Vec<SortValue>,
+    pg: bool,
+}
+
+impl Sql {
+    fn new(db: &Db, text: impl AsRef<str>) -> Sql {
+        Sql {
+            text: text.as_ref().to_string(),
+            binds: Vec::new(),
+            pg: db.is_postgres(),
+        }
+    }
+
+    fn push(&mut self, text: impl AsRef<str>) -> &mut Sql {
+        self.text.push_str(text.as_ref());
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<SortValue>) -> &mut Sql {
+        self.binds.push(value.into());
+        let n = self.binds.len();
+        self.text.push_str(&format!("${n}"));
+        self
+    }
+}
+
+impl From<i64> for SortValue {
+    fn from(v: i64) -> SortValue {
+        SortValue::Int(v)
+    }
+}
+impl From<String> for SortValue {
+    fn from(v: String) -> SortValue {
+        SortValue::Text(v)
+    }
+}
+
+/// Binds a [`Sql`]'s values to a query of either backend.
+macro_rules! bind_all {
+    ($query:expr, $sql:expr) => {{
+        let mut query = $query;
+        for v in &$sql.binds {
+            query = match v {
+                SortValue::Int(v) => query.bind(*v),
+                SortValue::Real(v) => query.bind(*v),
+                SortValue::Text(v) => query.bind(v.as_str()),
+            };
+        }
+        query
+    }};
 }
 
 /// A row's position in a sort order (its sort expression's value).
@@ -559,14 +634,6 @@ impl SortValue {
             (SortValue::Text(_), _) => Ordering::Greater,
             (_, SortValue::Text(_)) => Ordering::Less,
         }
-    }
-
-    fn push_bind(&self, b: &mut QueryBuilder<'_, Sqlite>) {
-        match self {
-            SortValue::Int(v) => b.push_bind(*v),
-            SortValue::Real(v) => b.push_bind(*v),
-            SortValue::Text(v) => b.push_bind(v.clone()),
-        };
     }
 }
 
@@ -692,22 +759,32 @@ fn like_pattern(search: &str) -> String {
     )
 }
 
-/// Appends the filter's conditions (after a WHERE that selects listed devices).
-fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
-    if let Some(search) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+/// Appends the search condition: SQLite's FTS5 trigram table for 3 characters or more, else a
+/// LIKE (case-insensitive for ASCII there); PostgreSQL's ILIKE, which its pg_trgm indexes serve.
+fn push_search(b: &mut Sql, search: &str) {
+    if !b.pg {
         if let Some(phrase) = fts_phrase(search) {
             b.push(" AND d.rowid IN (SELECT rowid FROM devices_search WHERE devices_search MATCH ");
-            b.push_bind(phrase).push(")");
-        } else {
-            let p = like_pattern(search);
-            b.push(" AND (d.dev_eui LIKE ");
-            b.push_bind(p.clone()).push(" ESCAPE '\\' OR d.name LIKE ");
-            b.push_bind(p.clone())
-                .push(" ESCAPE '\\' OR d.application_name LIKE ");
-            b.push_bind(p.clone())
-                .push(" ESCAPE '\\' OR d.dev_addr LIKE ");
-            b.push_bind(p).push(" ESCAPE '\\')");
+            b.bind(phrase).push(")");
+            return;
         }
+    }
+    let like = if b.pg { "ILIKE" } else { "LIKE" };
+    let p = like_pattern(search);
+    b.push(format!(" AND (d.dev_eui {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.name {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.application_name {like} "));
+    b.bind(p.clone())
+        .push(format!(" ESCAPE '\\' OR d.dev_addr {like} "));
+    b.bind(p).push(" ESCAPE '\\')");
+}
+
+/// Appends the filter's conditions (after a WHERE that selects listed devices).
+fn push_filter(b: &mut Sql, f: &DeviceFilter) {
+    if let Some(search) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        push_search(b, search);
     }
     if let Some(versions) = &f.versions {
         if versions.is_empty() {
@@ -716,47 +793,72 @@ fn push_filter(b: &mut QueryBuilder<'_, Sqlite>, f: &DeviceFilter) {
             b.push(" AND d.running_version = -1");
         } else {
             b.push(" AND d.running_version IN (");
-            let mut list = b.separated(", ");
-            for v in versions {
-                list.push_bind(*v);
+            for (i, v) in versions.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.bind(*v);
             }
             b.push(")");
         }
     }
     if let Some(app) = &f.application {
-        b.push(" AND (d.application_name = ");
-        b.push_bind(app.clone())
-            .push(" COLLATE NOCASE OR d.application_id = ");
-        b.push_bind(app.clone()).push(" COLLATE NOCASE)");
+        if b.pg {
+            b.push(" AND (lower(d.application_name) = lower(");
+            b.bind(app.clone())
+                .push(") OR lower(d.application_id) = lower(");
+            b.bind(app.clone()).push("))");
+        } else {
+            b.push(" AND (d.application_name = ");
+            b.bind(app.clone())
+                .push(" COLLATE NOCASE OR d.application_id = ");
+            b.bind(app.clone()).push(" COLLATE NOCASE)");
+        }
     }
     if let Some(model) = &f.model {
-        b.push(" AND d.model = ").push_bind(model.clone());
+        // SQLite's column is COLLATE NOCASE; PostgreSQL's index is on lower(model).
+        if b.pg {
+            b.push(" AND lower(d.model) = lower(")
+                .bind(model.clone())
+                .push(")");
+        } else {
+            b.push(" AND d.model = ").bind(model.clone());
+        }
     }
     for (key, value) in &f.tags {
-        b.push(" AND json_extract(d.tags_json, ");
-        b.push_bind(format!("$.\"{key}\"")).push(") = ");
-        b.push_bind(value.clone());
+        if b.pg {
+            b.push(" AND (d.tags_json::jsonb ->> ");
+            b.bind(key.clone()).push(") = ");
+        } else {
+            b.push(" AND json_extract(d.tags_json, ");
+            b.bind(format!("$.\"{key}\"")).push(") = ");
+        }
+        b.bind(value.clone());
     }
-    // Times compare through the last_seen index's expression, '' for never seen, so that each
-    // of these is a range of it.
-    const SEEN: &str = "COALESCE(d.last_seen, '')";
+    push_seen(b, f);
+}
+
+/// Times compare through the last_seen index's expression, '' for never seen, so that each
+/// of these is a range of it.
+fn push_seen(b: &mut Sql, f: &DeviceFilter) {
+    let seen = SortKey::LastSeen.column(b.pg);
     if let Some(t) = &f.seen_before {
-        b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
-            .push_bind(t.clone());
+        b.push(format!(" AND {seen} > '' AND {seen} < "))
+            .bind(t.clone());
     }
     if let Some(t) = &f.seen_after {
-        b.push(format!(" AND {SEEN} > ")).push_bind(t.clone());
+        b.push(format!(" AND {seen} > ")).bind(t.clone());
     }
     match &f.status {
         Some(StatusFilter::Online { since }) => {
-            b.push(format!(" AND {SEEN} >= ")).push_bind(since.clone());
+            b.push(format!(" AND {seen} >= ")).bind(since.clone());
         }
         Some(StatusFilter::Offline { since }) => {
-            b.push(format!(" AND {SEEN} > '' AND {SEEN} < "))
-                .push_bind(since.clone());
+            b.push(format!(" AND {seen} > '' AND {seen} < "))
+                .bind(since.clone());
         }
         Some(StatusFilter::NeverSeen) => {
-            b.push(format!(" AND {SEEN} = ''"));
+            b.push(format!(" AND {seen} = ''"));
         }
         None => {}
     }
@@ -767,20 +869,42 @@ const LIST_COLUMNS: &str = "d.dev_eui, d.name, d.application_name, d.application
 
 /// Pushes "after the cursor" (before it when descending): `key >= k AND (key > k OR dev_eui >
 /// e)`, for the few moved rows (the settled ones take two index seeks instead).
-fn push_after(b: &mut QueryBuilder<'_, Sqlite>, key: &str, desc: bool, c: &Cursor) {
+fn push_after(b: &mut Sql, key: &str, desc: bool, c: &Cursor) {
     let (cmp, strict) = if desc { ("<=", "<") } else { (">=", ">") };
+    let eui = eui_key(b.pg);
     b.push(format!(" AND {key} {cmp} "));
-    c.key.push_bind(b);
+    b.bind(c.key.clone());
     b.push(format!(" AND ({key} {strict} "));
-    c.key.push_bind(b);
-    b.push(format!(" OR d.dev_eui {strict} "))
-        .push_bind(c.dev_eui.clone())
+    b.bind(c.key.clone());
+    b.push(format!(" OR {eui} {strict} "))
+        .bind(c.dev_eui.clone())
         .push(")");
+}
+
+/// A row of the list read on either backend: its position and what the list shows.
+struct ListRow {
+    key: SortValue,
+    dev_eui: String,
+    summary: DeviceSummary,
+}
+
+/// Runs a list statement and reads its rows.
+async fn fetch_rows(db: &Db, sql: &Sql, q: &ListQuery) -> Result<Vec<ListRow>> {
+    on!(db, c => Ok(bind_all!(sqlx::query(&sql.text), sql)
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| ListRow {
+            key: q.sort.value_from_row(r),
+            dev_eui: r.get("dev_eui"),
+            summary: summary_from_row(r, q),
+        })
+        .collect()))
 }
 
 /// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
 /// not changed since the walk started.
-async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<SqliteRow>> {
+async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<ListRow>> {
     let Some(c) = &q.cursor else {
         return settled_part(db, q, since, None).await;
     };
@@ -803,99 +927,117 @@ async fn settled_part(
     q: &ListQuery,
     since: Option<i64>,
     from: Option<(&Cursor, bool)>,
-) -> Result<Vec<SqliteRow>> {
-    let key = q.sort.column();
-    let mut b = QueryBuilder::new(format!(
-        "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
-    ));
+) -> Result<Vec<ListRow>> {
+    let pg = db.is_postgres();
+    let key = q.sort.column(pg);
+    let eui = eui_key(pg);
+    let mut b = Sql::new(
+        db,
+        format!(
+            "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
+        ),
+    );
     push_filter(&mut b, &q.filter);
     if let Some(since) = since {
-        // Unary plus: never the changed_seq index here (it selects nearly every row).
-        b.push(" AND +d.changed_seq <= ").push_bind(since);
+        // Unary plus: never SQLite's changed_seq index here (it selects nearly every row).
+        let plus = if pg { "" } else { "+" };
+        b.push(format!(" AND {plus}d.changed_seq <= ")).bind(since);
     }
     let after = if q.desc { "<" } else { ">" };
     match from {
         Some((c, true)) => {
             b.push(format!(" AND {key} = "));
-            c.key.push_bind(&mut b);
-            b.push(format!(" AND d.dev_eui {after} "))
-                .push_bind(c.dev_eui.clone());
+            b.bind(c.key.clone());
+            b.push(format!(" AND {eui} {after} "))
+                .bind(c.dev_eui.clone());
         }
         Some((c, false)) => {
             b.push(format!(" AND {key} {after} "));
-            c.key.push_bind(&mut b);
+            b.bind(c.key.clone());
         }
         None => {}
     }
     let dir = if q.desc { "DESC" } else { "ASC" };
-    b.push(format!(" ORDER BY {key} {dir}, d.dev_eui {dir} LIMIT "));
-    b.push_bind(q.limit);
+    b.push(format!(" ORDER BY {key} {dir}, {eui} {dir} LIMIT "));
+    b.bind(q.limit);
     if from.is_none() {
-        b.push(" OFFSET ").push_bind(q.offset);
+        b.push(" OFFSET ").bind(q.offset);
     }
-    b.build().fetch_all(db).await
+    fetch_rows(db, &b, q).await
 }
 
 /// Devices changed since the walk started (few: those that sent during it), at the position
 /// they had then.
-async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<SqliteRow>> {
-    let mut b = QueryBuilder::new(format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
+async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<ListRow>> {
+    let mut b = Sql::new(db, format!("SELECT * FROM (SELECT {LIST_COLUMNS}, "));
     q.sort.push_as_of(&mut b, since);
     // Few rows changed since the walk began: start from them, whatever the filter's indexes
-    // would suggest to the planner (it cannot know how few they are).
-    b.push(" AS sort_key FROM devices d INDEXED BY devices_changed WHERE d.removed_at IS NULL");
+    // would suggest to SQLite's planner (it cannot know how few they are).
+    b.push(" AS sort_key FROM devices d");
+    if !b.pg {
+        b.push(" INDEXED BY devices_changed");
+    }
+    b.push(" WHERE d.removed_at IS NULL");
     push_filter(&mut b, &q.filter);
-    b.push(" AND d.changed_seq > ").push_bind(since);
-    b.push(") d WHERE 1");
+    b.push(" AND d.changed_seq > ").bind(since);
+    b.push(") d WHERE TRUE");
     if let Some(c) = &q.cursor {
         push_after(&mut b, "d.sort_key", q.desc, c);
     }
     let dir = if q.desc { "DESC" } else { "ASC" };
-    b.push(format!(
-        " ORDER BY d.sort_key {dir}, d.dev_eui {dir} LIMIT "
-    ));
-    b.push_bind(q.limit);
-    b.build().fetch_all(db).await
+    let eui = eui_key(b.pg);
+    b.push(format!(" ORDER BY d.sort_key {dir}, {eui} {dir} LIMIT "));
+    b.bind(q.limit);
+    fetch_rows(db, &b, q).await
 }
 
 /// The newest uplink id: where a walk starts.
 async fn newest_uplink(db: &Db) -> Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
-        .fetch_one(db)
-        .await
+    on!(db, c => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(c)
+        .await)
 }
 
 /// How many listed devices the filter selects.
 pub async fn count(db: &Db, filter: &DeviceFilter) -> Result<i64> {
-    let mut b = QueryBuilder::new("SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL");
+    let mut b = Sql::new(
+        db,
+        "SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL",
+    );
     push_filter(&mut b, filter);
-    b.build_query_scalar().fetch_one(db).await
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
 
 /// Every listed device the filter selects, as DevEUIs (a campaign's `device_filter`).
 pub async fn matching(db: &Db, filter: &DeviceFilter) -> Result<Vec<String>> {
-    let mut b = QueryBuilder::new("SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL");
+    let mut b = Sql::new(
+        db,
+        "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL",
+    );
     push_filter(&mut b, filter);
-    b.push(" ORDER BY d.dev_eui");
-    b.build_query_scalar().fetch_all(db).await
+    b.push(format!(" ORDER BY {}", eui_key(b.pg)));
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_all(c).await)
 }
 
 /// The running versions of listed devices with their versioning types, for matching a version
 /// written the way the console shows it.
 pub async fn running_versions(db: &Db) -> Result<Vec<(i64, Option<i64>)>> {
-    sqlx::query_as(
+    on!(db, c => Ok(sqlx::query(
         "SELECT DISTINCT running_version, versioning_type FROM devices
          WHERE removed_at IS NULL AND running_version IS NOT NULL",
     )
-    .fetch_all(db)
-    .await
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(|r| (r.get("running_version"), r.get("versioning_type")))
+    .collect()))
 }
 
-fn summary_from_row(r: &SqliteRow, q: &ListQuery) -> DeviceSummary {
+fn summary_from_row(r: &impl Cols, q: &ListQuery) -> DeviceSummary {
     let last_seen: Option<String> = r.get("last_seen");
     let running: Option<i64> = r.get("running_version");
     let application: Option<String> = r
-        .get::<Option<String>, _>("application_name")
+        .get::<Option<String>>("application_name")
         .or(r.get("application_id"));
     let status = match &last_seen {
         None => "never_seen",
@@ -918,9 +1060,8 @@ fn summary_from_row(r: &SqliteRow, q: &ListQuery) -> DeviceSummary {
     }
 }
 
-fn by_position(a: &(SortValue, SqliteRow), b: &(SortValue, SqliteRow)) -> std::cmp::Ordering {
-    a.0.cmp(&b.0)
-        .then_with(|| a.1.get::<String, _>("dev_eui").cmp(&b.1.get("dev_eui")))
+fn by_position(a: &ListRow, b: &ListRow) -> std::cmp::Ordering {
+    a.key.cmp(&b.key).then_with(|| a.dev_eui.cmp(&b.dev_eui))
 }
 
 /// One page of the list, with the cursor of the next when there may be one.
@@ -932,15 +1073,9 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
         Some(c) => c.since,
         None => newest_uplink(db).await?,
     };
-    let mut rows: Vec<(SortValue, SqliteRow)> = rows_settled(db, q, walk.then_some(since))
-        .await?
-        .into_iter()
-        .map(|r| (q.sort.value_from_row(&r), r))
-        .collect();
+    let mut rows = rows_settled(db, q, walk.then_some(since)).await?;
     if walk {
-        for r in rows_moved(db, q, since).await? {
-            rows.push((q.sort.value_from_row(&r), r));
-        }
+        rows.extend(rows_moved(db, q, since).await?);
         rows.sort_by(|a, b| {
             let o = by_position(a, b);
             if q.desc {
@@ -952,13 +1087,13 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
         rows.truncate(q.limit.max(0) as usize);
     }
     let next_cursor = match rows.last() {
-        Some((key, r)) if rows.len() as i64 == q.limit => Some(
+        Some(r) if rows.len() as i64 == q.limit => Some(
             Cursor {
                 sort: q.sort.as_str().to_string(),
                 desc: q.desc,
                 since,
-                key: key.clone(),
-                dev_eui: r.get("dev_eui"),
+                key: r.key.clone(),
+                dev_eui: r.dev_eui.clone(),
             }
             .encode(),
         ),
@@ -968,17 +1103,17 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
         total,
         next_cursor,
         offline_after_s: q.offline_after_s,
-        devices: rows.iter().map(|(_, r)| summary_from_row(r, q)).collect(),
+        devices: rows.into_iter().map(|r| r.summary).collect(),
     })
 }
 
 /// The DevEUIs of the devices heard most recently.
 pub async fn recently_heard(db: &Db, n: i64) -> Result<Vec<String>> {
-    sqlx::query_scalar(
+    on!(db, c => sqlx::query_scalar(
         "SELECT dev_eui FROM devices WHERE removed_at IS NULL AND last_seen IS NOT NULL
-         ORDER BY COALESCE(last_seen, '') DESC LIMIT ?",
+         ORDER BY last_seen DESC LIMIT $1",
     )
     .bind(n)
-    .fetch_all(db)
-    .await
+    .fetch_all(c)
+    .await)
 }

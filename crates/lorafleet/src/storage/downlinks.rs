@@ -3,11 +3,9 @@
 
 use lorafleet_codec::eui::DevEui;
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{Conn, Db, Result};
+use super::{time, Cols, Conn, Db, Result};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusRequestDto {
@@ -46,19 +44,18 @@ pub async fn insert_request(
     status_command: Option<&str>,
     at: &str,
 ) -> Result<i64> {
-    sqlx::query_scalar(
+    on!(&mut *conn, c => sqlx::query_scalar(
         "INSERT INTO downlinks (dev_eui, f_port, data, confirmed, status_command, state, requested_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, 'requested', ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7) RETURNING id",
     )
     .bind(dev_eui.to_string())
     .bind(i64::from(f_port))
     .bind(data)
     .bind(confirmed)
     .bind(status_command)
-    .bind(at)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await
+    .bind(time(at))
+    .bind(time(at))
+    .fetch_one(c).await)
 }
 
 /// The network took a requested downlink into its queue.
@@ -69,24 +66,22 @@ pub async fn mark_enqueued(
     f_cnt: Option<u32>,
     at: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE downlinks SET state = 'enqueued', network_ref = ?, f_cnt = ?, updated_at = ? WHERE id = ? AND state = 'requested'")
+    on!(&mut *conn, c => sqlx::query("UPDATE downlinks SET state = 'enqueued', network_ref = $1, f_cnt = $2, updated_at = $3 WHERE id = $4 AND state = 'requested'")
         .bind(network_ref)
         .bind(f_cnt.map(i64::from))
-        .bind(at)
+        .bind(time(at))
         .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The network refused a downlink.
 pub async fn mark_failed(conn: &mut Conn, id: i64, error: &str, at: &str) -> Result<()> {
-    sqlx::query("UPDATE downlinks SET state = 'failed', error = ?, updated_at = ? WHERE id = ?")
+    on!(&mut *conn, c => sqlx::query("UPDATE downlinks SET state = 'failed', error = $1, updated_at = $2 WHERE id = $3")
         .bind(error)
-        .bind(at)
+        .bind(time(at))
         .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -96,13 +91,13 @@ pub async fn find_by_queue_item(
     dev_eui: &str,
     queue_item_id: &str,
 ) -> Result<Option<i64>> {
-    sqlx::query_scalar(
-        "SELECT id FROM downlinks WHERE dev_eui = ? AND network_ref = ? ORDER BY id DESC LIMIT 1",
+    on!(&mut *conn, c => sqlx::query_scalar(
+        "SELECT id FROM downlinks WHERE dev_eui = $1 AND network_ref = $2 ORDER BY id DESC LIMIT 1",
     )
     .bind(dev_eui)
     .bind(queue_item_id)
-    .fetch_optional(&mut *conn)
-    .await
+    .fetch_optional(c)
+    .await)
 }
 
 /// Finds the downlink a delivery report is about: by ChirpStack's queue item id, else by the
@@ -114,31 +109,28 @@ pub async fn find_for_report(
     f_cnt: Option<u32>,
 ) -> Result<Option<i64>> {
     if let Some(q) = queue_item_id {
-        let id = sqlx::query_scalar("SELECT id FROM downlinks WHERE dev_eui = ? AND network_ref = ? ORDER BY id DESC LIMIT 1")
+        let id = on!(&mut *conn, c => sqlx::query_scalar("SELECT id FROM downlinks WHERE dev_eui = $1 AND network_ref = $2 ORDER BY id DESC LIMIT 1")
             .bind(dev_eui)
             .bind(q)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(c).await)?;
         if id.is_some() {
             return Ok(id);
         }
     }
     if let Some(f) = f_cnt {
-        let id = sqlx::query_scalar(
-            "SELECT id FROM downlinks WHERE dev_eui = ? AND f_cnt = ? ORDER BY id DESC LIMIT 1",
+        let id = on!(&mut *conn, c => sqlx::query_scalar(
+            "SELECT id FROM downlinks WHERE dev_eui = $1 AND f_cnt = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(dev_eui)
         .bind(i64::from(f))
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(c).await)?;
         if id.is_some() {
             return Ok(id);
         }
     }
-    sqlx::query_scalar("SELECT id FROM downlinks WHERE dev_eui = ? AND state IN ('enqueued', 'sent') ORDER BY id ASC LIMIT 1")
+    on!(&mut *conn, c => sqlx::query_scalar("SELECT id FROM downlinks WHERE dev_eui = $1 AND state IN ('enqueued', 'sent') ORDER BY id ASC LIMIT 1")
         .bind(dev_eui)
-        .fetch_optional(&mut *conn)
-        .await
+        .fetch_optional(c).await)
 }
 
 /// A confirmed downlink was acknowledged (`state` "acknowledged") or not ("failed", with the
@@ -150,58 +142,54 @@ pub async fn mark_ack(
     error: Option<&str>,
     at: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE downlinks SET state = CASE WHEN state = 'answered' THEN state ELSE ? END, error = COALESCE(?, error), updated_at = ? WHERE id = ?")
+    on!(&mut *conn, c => sqlx::query("UPDATE downlinks SET state = CASE WHEN state = 'answered' THEN state ELSE $1 END, error = COALESCE($2, error), updated_at = $3 WHERE id = $4")
         .bind(state)
         .bind(error)
-        .bind(at)
+        .bind(time(at))
         .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// A gateway sent the downlink.
 pub async fn mark_sent(conn: &mut Conn, id: i64, at: &str) -> Result<()> {
-    sqlx::query("UPDATE downlinks SET state = 'sent', updated_at = ? WHERE id = ? AND state IN ('requested', 'enqueued')")
-        .bind(at)
+    on!(&mut *conn, c => sqlx::query("UPDATE downlinks SET state = 'sent', updated_at = $1 WHERE id = $2 AND state IN ('requested', 'enqueued')")
+        .bind(time(at))
         .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The newest pending Version & Status request of this command is answered.
 pub async fn mark_answered(conn: &mut Conn, dev_eui: &str, command: &str, at: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE downlinks SET state = 'answered', answered_at = MAX(requested_at, ?), updated_at = ? WHERE id = (
-            SELECT id FROM downlinks WHERE dev_eui = ? AND status_command = ?
+    on!(&mut *conn, c => sqlx::query(
+        "UPDATE downlinks SET state = 'answered', answered_at = CASE WHEN requested_at > $1 THEN requested_at ELSE $1 END, updated_at = $2 WHERE id = (
+            SELECT id FROM downlinks WHERE dev_eui = $3 AND status_command = $4
             AND state IN ('requested', 'enqueued', 'sent', 'acknowledged') ORDER BY id DESC LIMIT 1)",
     )
-    .bind(at)
-    .bind(at)
+    .bind(time(at))
+    .bind(time(at))
     .bind(dev_eui)
     .bind(command)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Every pending erase is answered (EraseSlotReq has no answer of its own).
 pub async fn mark_erases_answered(conn: &mut Conn, dev_eui: &str, at: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE downlinks SET state = 'answered', answered_at = ?, updated_at = ?
-         WHERE dev_eui = ? AND status_command = 'erase_slot'
+    on!(&mut *conn, c => sqlx::query(
+        "UPDATE downlinks SET state = 'answered', answered_at = $1, updated_at = $2
+         WHERE dev_eui = $3 AND status_command = 'erase_slot'
          AND state IN ('requested', 'enqueued', 'sent', 'acknowledged')",
     )
-    .bind(at)
-    .bind(at)
+    .bind(time(at))
+    .bind(time(at))
     .bind(dev_eui)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
-fn status_request(d: &SqliteRow, command: &str, state: &str) -> StatusRequestDto {
+fn status_request(d: &impl Cols, command: &str, state: &str) -> StatusRequestDto {
     let ui_state = match state {
         "answered" => "answered",
         "failed" => "failed",
@@ -212,7 +200,7 @@ fn status_request(d: &SqliteRow, command: &str, state: &str) -> StatusRequestDto
     StatusRequestDto {
         id: d.get("id"),
         command: command.to_string(),
-        payload_hex: hex::encode(d.get::<Vec<u8>, _>("data")),
+        payload_hex: hex::encode(d.get::<Vec<u8>>("data")),
         state: ui_state.to_string(),
         requested_at: d.get("requested_at"),
         answered_at: d.get("answered_at"),
@@ -227,21 +215,32 @@ pub async fn recent(
     dev_eui: &str,
     limit: i64,
 ) -> Result<(Vec<StatusRequestDto>, Vec<DownlinkDto>)> {
-    let rows = sqlx::query("SELECT * FROM downlinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+    let rows = on!(db, c => sqlx::query("SELECT * FROM downlinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
-        .fetch_all(db)
-        .await?;
+        .fetch_all(c).await?
+        .iter()
+        .map(downlink_from_row)
+        .collect::<Vec<_>>());
     let mut status_requests = Vec::new();
     let mut downlinks = Vec::new();
-    for d in &rows {
-        let data: Vec<u8> = d.get("data");
-        let state: String = d.get("state");
-        let command: Option<String> = d.get("status_command");
-        if let Some(command) = &command {
-            status_requests.push(status_request(d, command, &state));
-        }
-        downlinks.push(DownlinkDto {
+    for (status, downlink) in rows {
+        status_requests.extend(status);
+        downlinks.push(downlink);
+    }
+    Ok((status_requests, downlinks))
+}
+
+fn downlink_from_row(d: &impl Cols) -> (Option<StatusRequestDto>, DownlinkDto) {
+    let data: Vec<u8> = d.get("data");
+    let state: String = d.get("state");
+    let command: Option<String> = d.get("status_command");
+    let status = command
+        .as_ref()
+        .map(|command| status_request(d, command, &state));
+    (
+        status,
+        DownlinkDto {
             id: d.get("id"),
             f_port: d.get("f_port"),
             data_hex: hex::encode(&data),
@@ -251,7 +250,6 @@ pub async fn recent(
             requested_at: d.get("requested_at"),
             updated_at: d.get("updated_at"),
             error: d.get("error"),
-        });
-    }
-    Ok((status_requests, downlinks))
+        },
+    )
 }

@@ -1,12 +1,9 @@
 //! Firmware images (`firmware_images`): the library's rows, next to the queries that read them.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{now, Db, Query, Result};
+use super::{time_now, Binds, Cols, Db, Result};
 
 /// What the signed-package trailer says about an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -125,25 +122,21 @@ const COLUMNS: &str = "id, file_name, path, source, size, sha256, added_at, miss
     trailer_device_class_uuid, trailer_signature_len, trailer_error,
     target, from_version, to_version, compression, notes, versioning, edited_json";
 
-fn from_row(r: &SqliteRow) -> FirmwareImage {
+fn from_row(r: &impl Cols) -> FirmwareImage {
     let trailer = r
-        .get::<Option<i64>, _>("trailer_version")
+        .get::<Option<i64>>("trailer_version")
         .map(|v| TrailerInfo {
             version: v as u32,
             version_time: lorafleet_codec::time::rfc3339_from_unix(v),
-            kind: r
-                .get::<Option<String>, _>("trailer_kind")
-                .unwrap_or_default(),
-            old_firmware_size: r.get::<Option<i64>, _>("trailer_old_size").unwrap_or(0) as u32,
+            kind: r.get::<Option<String>>("trailer_kind").unwrap_or_default(),
+            old_firmware_size: r.get::<Option<i64>>("trailer_old_size").unwrap_or(0) as u32,
             manufacturer_uuid: r
-                .get::<Option<String>, _>("trailer_manufacturer_uuid")
+                .get::<Option<String>>("trailer_manufacturer_uuid")
                 .unwrap_or_default(),
             device_class_uuid: r
-                .get::<Option<String>, _>("trailer_device_class_uuid")
+                .get::<Option<String>>("trailer_device_class_uuid")
                 .unwrap_or_default(),
-            signature_length: r
-                .get::<Option<i64>, _>("trailer_signature_len")
-                .unwrap_or(0) as usize,
+            signature_length: r.get::<Option<i64>>("trailer_signature_len").unwrap_or(0) as usize,
         });
     FirmwareImage {
         id: r.get("id"),
@@ -164,17 +157,15 @@ fn from_row(r: &SqliteRow) -> FirmwareImage {
             notes: r.get("notes"),
             versioning: r.get("versioning"),
         },
-        edited: serde_json::from_str(r.get::<&str, _>("edited_json")).unwrap_or_default(),
+        edited: serde_json::from_str(&r.get::<String>("edited_json")).unwrap_or_default(),
         running_campaigns: Vec::new(),
         path: r.get("path"),
     }
 }
 
 async fn with_campaigns(db: &Db, mut images: Vec<FirmwareImage>) -> Result<Vec<FirmwareImage>> {
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
-            .fetch_all(db)
-            .await?;
+    let rows: Vec<(i64, i64)> = on!(db, c => sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
+            .fetch_all(c).await)?;
     for image in &mut images {
         image.running_campaigns = rows
             .iter()
@@ -187,55 +178,60 @@ async fn with_campaigns(db: &Db, mut images: Vec<FirmwareImage>) -> Result<Vec<F
 
 /// Live images (not deleted), newest first.
 pub async fn list(db: &Db) -> Result<Vec<FirmwareImage>> {
-    let rows = sqlx::query(&format!(
+    let rows = on!(db, c => sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE deleted_at IS NULL ORDER BY added_at DESC, id DESC"
     ))
-    .fetch_all(db)
-    .await?;
-    with_campaigns(db, rows.iter().map(from_row).collect()).await
+    .fetch_all(c).await?
+    .iter()
+    .map(from_row)
+    .collect());
+    with_campaigns(db, rows).await
 }
 
 /// One image, deleted ones included (campaigns still name them).
 pub async fn get(db: &Db, id: i64) -> Result<Option<FirmwareImage>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM firmware_images WHERE id = ?"
+    let row = on!(db, c => sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(db)
-    .await?;
+    .fetch_optional(c).await?
+    .as_ref()
+    .map(from_row));
     match row {
-        Some(r) => Ok(with_campaigns(db, vec![from_row(&r)]).await?.pop()),
+        Some(image) => Ok(with_campaigns(db, vec![image]).await?.pop()),
         None => Ok(None),
     }
 }
 
 pub async fn find_by_sha(db: &Db, sha256: &str) -> Result<Option<FirmwareImage>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM firmware_images WHERE sha256 = ? AND deleted_at IS NULL"
+    let row = on!(db, c => sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE sha256 = $1 AND deleted_at IS NULL"
     ))
     .bind(sha256)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.as_ref().map(from_row))
+    .fetch_optional(c).await?
+    .as_ref()
+    .map(from_row));
+    Ok(row)
 }
 
 pub async fn find_by_path(db: &Db, path: &str) -> Result<Option<FirmwareImage>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM firmware_images WHERE path = ? AND deleted_at IS NULL"
+    let row = on!(db, c => sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM firmware_images WHERE path = $1 AND deleted_at IS NULL"
     ))
     .bind(path)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.as_ref().map(from_row))
+    .fetch_optional(c).await?
+    .as_ref()
+    .map(from_row));
+    Ok(row)
 }
 
 /// Binds the trailer columns (trailer_version .. trailer_error) then the metadata columns
 /// (target .. versioning) in the order `insert` and `update_from_scan` both name them.
-fn bind_trailer_and_metadata<'q>(
-    query: Query<'q>,
+fn bind_trailer_and_metadata<'q, Q: Binds<'q>>(
+    query: Q,
     image: &'q NewImage,
     meta: &'q Metadata,
-) -> Query<'q> {
+) -> Q {
     let t = image.trailer.as_ref();
     query
         .bind(t.map(|t| t.version as i64))
@@ -254,23 +250,25 @@ fn bind_trailer_and_metadata<'q>(
 }
 
 pub async fn insert(db: &Db, image: &NewImage) -> Result<i64> {
+    on!(db, c => {
     let query = sqlx::query(
         "INSERT INTO firmware_images (file_name, path, source, size, sha256, added_at,
             trailer_version, trailer_kind, trailer_old_size, trailer_manufacturer_uuid,
             trailer_device_class_uuid, trailer_signature_len, trailer_error,
             target, from_version, to_version, compression, notes, versioning)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) RETURNING id",
     )
     .bind(&image.file_name)
     .bind(&image.path)
     .bind(image.source)
     .bind(image.size)
     .bind(&image.sha256)
-    .bind(now());
+    .bind(time_now());
     let row = bind_trailer_and_metadata(query, image, &image.metadata)
-        .fetch_one(db)
+        .fetch_one(c)
         .await?;
-    row.try_get("id")
+    Ok(row.get("id"))
+    })
 }
 
 /// Refreshes what a rescan read for an indexed file: contents (when the file changed in place)
@@ -295,48 +293,51 @@ pub async fn update_from_scan(db: &Db, id: i64, image: &NewImage) -> Result<bool
     if !changed {
         return Ok(false);
     }
+    on!(db, c => {
     let query = sqlx::query(
-        "UPDATE firmware_images SET size = ?, sha256 = ?, missing_at = NULL,
-            trailer_version = ?, trailer_kind = ?, trailer_old_size = ?,
-            trailer_manufacturer_uuid = ?, trailer_device_class_uuid = ?,
-            trailer_signature_len = ?, trailer_error = ?,
-            target = ?, from_version = ?, to_version = ?, compression = ?, notes = ?,
-            versioning = ?
-         WHERE id = ?",
+        "UPDATE firmware_images SET size = $1, sha256 = $2, missing_at = NULL,
+            trailer_version = $3, trailer_kind = $4, trailer_old_size = $5,
+            trailer_manufacturer_uuid = $6, trailer_device_class_uuid = $7,
+            trailer_signature_len = $8, trailer_error = $9,
+            target = $10, from_version = $11, to_version = $12, compression = $13, notes = $14,
+            versioning = $15
+         WHERE id = $16",
     )
     .bind(image.size)
     .bind(&image.sha256);
     bind_trailer_and_metadata(query, image, &meta)
         .bind(id)
-        .execute(db)
+        .execute(c)
         .await?;
     Ok(true)
+    })
 }
 
 pub async fn mark_missing(db: &Db, id: i64) -> Result<()> {
-    sqlx::query("UPDATE firmware_images SET missing_at = ? WHERE id = ? AND missing_at IS NULL")
-        .bind(now())
+    on!(db, c => sqlx::query("UPDATE firmware_images SET missing_at = $1 WHERE id = $2 AND missing_at IS NULL")
+        .bind(time_now())
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Live images that came from firmware.dir (what a rescan compares against).
 pub async fn dir_images(db: &Db) -> Result<Vec<FirmwareImage>> {
-    let rows = sqlx::query(&format!(
+    let rows = on!(db, c => sqlx::query(&format!(
         "SELECT {COLUMNS} FROM firmware_images WHERE source = 'dir' AND deleted_at IS NULL"
     ))
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().map(from_row).collect())
+    .fetch_all(c).await?
+    .iter()
+    .map(from_row)
+    .collect());
+    Ok(rows)
 }
 
 /// Stores edited metadata and remembers which fields were edited.
 pub async fn update_metadata(db: &Db, id: i64, meta: &Metadata, edited: &[String]) -> Result<()> {
-    sqlx::query(
-        "UPDATE firmware_images SET target = ?, from_version = ?, to_version = ?,
-            compression = ?, notes = ?, versioning = ?, edited_json = ? WHERE id = ?",
+    on!(db, c => sqlx::query(
+        "UPDATE firmware_images SET target = $1, from_version = $2, to_version = $3,
+            compression = $4, notes = $5, versioning = $6, edited_json = $7 WHERE id = $8",
     )
     .bind(&meta.target)
     .bind(&meta.from_version)
@@ -346,16 +347,14 @@ pub async fn update_metadata(db: &Db, id: i64, meta: &Metadata, edited: &[String
     .bind(&meta.versioning)
     .bind(serde_json::to_string(edited).unwrap_or_else(|_| "[]".into()))
     .bind(id)
-    .execute(db)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn mark_deleted(db: &Db, id: i64) -> Result<()> {
-    sqlx::query("UPDATE firmware_images SET deleted_at = ? WHERE id = ?")
-        .bind(now())
+    on!(db, c => sqlx::query("UPDATE firmware_images SET deleted_at = $1 WHERE id = $2")
+        .bind(time_now())
         .bind(id)
-        .execute(db)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! A device's firmware history (`firmware_history`): every change of the running version it
 //! reported and every engine campaign that updated (or tried to update) it.
 
+use super::Cols;
 use serde::Serialize;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::version_status::{version_dto, VersionDto};
-use super::{Conn, Db, Result};
+use super::{time, Conn, Db, Result};
 
 /// One line of the history, newest first on the device page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -38,27 +38,25 @@ pub struct NewEntry<'a> {
 
 /// Adds an entry and drops the device's oldest beyond [`KEEP`].
 pub async fn record(conn: &mut Conn, e: &NewEntry<'_>) -> Result<()> {
-    sqlx::query(
+    on!(&mut *conn, c => sqlx::query(
         "INSERT INTO firmware_history (dev_eui, at, version, slot, campaign_id, outcome, message)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(e.dev_eui)
-    .bind(e.at)
+    .bind(time(e.at))
     .bind(e.version.map(i64::from))
     .bind(e.slot.map(i64::from))
     .bind(e.campaign_id)
     .bind(e.outcome)
     .bind(e.message)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM firmware_history WHERE dev_eui = ?1 AND id <= (
-            SELECT id FROM firmware_history WHERE dev_eui = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    on!(&mut *conn, c => sqlx::query(
+        "DELETE FROM firmware_history WHERE dev_eui = $1 AND id <= (
+            SELECT id FROM firmware_history WHERE dev_eui = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
     )
     .bind(e.dev_eui)
     .bind(KEEP)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -74,24 +72,23 @@ pub async fn of_device(
     dev_eui: &str,
     versioning_type: Option<i64>,
 ) -> Result<Vec<HistoryEntry>> {
-    let rows = sqlx::query(
+    let rows = on!(db, c => sqlx::query(
         "SELECT at, version, slot, campaign_id, outcome, message FROM firmware_history
-         WHERE dev_eui = ? ORDER BY id DESC LIMIT 50",
+         WHERE dev_eui = $1 ORDER BY id DESC LIMIT 50",
     )
     .bind(dev_eui)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
+    .fetch_all(c).await?
         .iter()
         .map(|r| HistoryEntry {
             at: r.get("at"),
             version: r
-                .get::<Option<i64>, _>("version")
+                .get::<Option<i64>>("version")
                 .map(|v| version_dto(v, versioning_type)),
             slot: r.get("slot"),
             campaign_id: r.get("campaign_id"),
             outcome: r.get("outcome"),
             message: r.get("message"),
         })
-        .collect())
+        .collect());
+    Ok(rows)
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{fmt_time, now, Db};
+use super::{time_now, Db, Time};
 
 pub struct SessionRow {
     pub username: String,
@@ -17,27 +17,25 @@ pub async fn insert(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO sessions (id_sha256, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+    on!(db, c => sqlx::query("INSERT INTO sessions (id_sha256, user_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(id_sha256)
         .bind(user_id)
         .bind(csrf_token)
-        .bind(now())
-        .bind(fmt_time(expires_at))
-        .execute(db)
-        .await?;
+        .bind(time_now())
+        .bind(Time::from(expires_at))
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The unexpired session with this cookie hash, of a user who is not disabled.
 pub async fn find(db: &Db, id_sha256: &str) -> anyhow::Result<Option<SessionRow>> {
-    let row: Option<(String, String, String)> = sqlx::query_as(
+    let row: Option<(String, String, String)> = on!(db, c => sqlx::query_as(
         "SELECT u.username, s.csrf_token, u.role FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id_sha256 = ? AND s.expires_at > ? AND u.disabled = 0",
+         WHERE s.id_sha256 = $1 AND s.expires_at > $2 AND NOT u.disabled",
     )
     .bind(id_sha256)
-    .bind(now())
-    .fetch_optional(db)
-    .await?;
+    .bind(time_now())
+    .fetch_optional(c).await)?;
     Ok(row.map(|(username, csrf_token, role)| SessionRow {
         username,
         csrf_token,
@@ -47,10 +45,9 @@ pub async fn find(db: &Db, id_sha256: &str) -> anyhow::Result<Option<SessionRow>
 
 /// Ends one session, and sweeps expired ones while at it.
 pub async fn delete(db: &Db, id_sha256: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at < ?")
+    on!(db, c => sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1 OR expires_at < $2")
         .bind(id_sha256)
-        .bind(now())
-        .execute(db)
-        .await?;
+        .bind(time_now())
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{fmt_time, now, Db};
+use super::{time_now, Cols, Conn, Db, Time};
 
 pub async fn insert(
     db: &Db,
@@ -12,17 +12,16 @@ pub async fn insert(
     token_sha256: &str,
     scope: &str,
 ) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO api_tokens (name, token_sha256, user_id, created_at, scope) VALUES (?, ?, ?, ?, ?)
+    Ok(on!(db, c => sqlx::query_scalar(
+        "INSERT INTO api_tokens (name, token_sha256, user_id, created_at, scope) VALUES ($1, $2, $3, $4, $5)
          RETURNING id",
     )
     .bind(name)
     .bind(token_sha256)
     .bind(user_id)
-    .bind(now())
+    .bind(time_now())
     .bind(scope)
-    .fetch_one(db)
-    .await?)
+    .fetch_one(c).await)?)
 }
 
 /// A token's user, the token's scope and the user's role.
@@ -35,23 +34,21 @@ pub struct TokenOwner {
 /// The owner of a token (not disabled), marking the token used (at minute resolution, which is
 /// enough to see which tokens are in use and spares a write per call).
 pub async fn find_and_touch(db: &Db, token_sha256: &str) -> anyhow::Result<Option<TokenOwner>> {
-    let row: Option<(i64, String, String, String)> = sqlx::query_as(
+    let row: Option<(i64, String, String, String)> = on!(db, c => sqlx::query_as(
         "SELECT t.id, u.username, t.scope, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_sha256 = ? AND u.disabled = 0",
+         WHERE t.token_sha256 = $1 AND NOT u.disabled",
     )
     .bind(token_sha256)
-    .fetch_optional(db)
-    .await?;
+    .fetch_optional(c).await)?;
     let Some((id, username, scope, role)) = row else {
         return Ok(None);
     };
     let now = Utc::now();
-    sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
-        .bind(fmt_time(now))
+    on!(db, c => sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
+        .bind(Time::from(now))
         .bind(id)
-        .bind(fmt_time(now - chrono::Duration::seconds(60)))
-        .execute(db)
-        .await?;
+        .bind(Time::from(now - chrono::Duration::seconds(60)))
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(Some(TokenOwner {
         username,
         scope,
@@ -71,36 +68,30 @@ pub struct ApiTokenInfo {
     pub last_used_at: Option<String>,
 }
 
-type TokenRow = (i64, String, String, String, String, Option<String>);
-
 pub async fn list(db: &Db) -> anyhow::Result<Vec<ApiTokenInfo>> {
-    let rows: Vec<TokenRow> = sqlx::query_as(
+    Ok(on!(db, c => sqlx::query(
         "SELECT t.id, t.name, u.username, t.scope, t.created_at, t.last_used_at FROM api_tokens t
          JOIN users u ON u.id = t.user_id ORDER BY t.id",
     )
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, name, username, scope, created_at, last_used_at)| ApiTokenInfo {
-                id,
-                name,
-                username,
-                scope,
-                created_at,
-                last_used_at,
-            },
-        )
-        .collect())
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(|r| ApiTokenInfo {
+        id: r.get("id"),
+        name: r.get("name"),
+        username: r.get("username"),
+        scope: r.get("scope"),
+        created_at: r.get("created_at"),
+        last_used_at: r.get("last_used_at"),
+    })
+    .collect()))
 }
 
 pub async fn delete(db: &Db, id: i64) -> anyhow::Result<bool> {
-    let r = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+    let n = on!(db, c => sqlx::query("DELETE FROM api_tokens WHERE id = $1")
         .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() > 0)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
 }
 
 /// Where the generated integration token's SHA-256 is kept.
@@ -115,21 +106,18 @@ pub async fn integration_sha256(
     hash: impl Fn(&str) -> String,
 ) -> anyhow::Result<Option<String>> {
     let mut tx = db.begin().await?;
-    let plain: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+    let plain: Option<String> = on!(&mut *tx, c => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
         .bind(INTEGRATION_PLAIN)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c).await)?;
     if let Some(plain) = plain {
         set(&mut tx, INTEGRATION_SHA256, &hash(&plain)).await?;
-        sqlx::query("DELETE FROM settings WHERE key = ?")
+        on!(&mut *tx, c => sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(INTEGRATION_PLAIN)
-            .execute(&mut *tx)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
     }
-    let hashed: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+    let hashed: Option<String> = on!(&mut *tx, c => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
         .bind(INTEGRATION_SHA256)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c).await)?;
     tx.commit().await?;
     Ok(hashed)
 }
@@ -141,15 +129,10 @@ pub async fn set_integration_sha256(db: &Db, sha256: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn set(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    key: &str,
-    value: &str,
-) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+async fn set(tx: &mut Conn, key: &str, value: &str) -> anyhow::Result<()> {
+    on!(&mut *tx, c => sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
         .bind(key)
         .bind(value)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

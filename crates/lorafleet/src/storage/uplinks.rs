@@ -2,12 +2,10 @@
 //! answers read back past a cursor.
 
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use super::integration_events::{EventBody, IntegrationEvent, Uplink};
-use super::{fmt_time, Conn, Db, Result};
+use super::{Cols, Conn, Db, Result, Time};
 
 /// One uplink as the console shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -81,13 +79,14 @@ async fn insert_rows<'a>(
     conn: &mut Conn,
     rows: impl Iterator<Item = (String, &'a Uplink)>,
 ) -> Result<()> {
-    let mut uplinks = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+    on!(conn, c, DB => {
+    let mut uplinks = sqlx::QueryBuilder::<DB>::new(
         "INSERT INTO uplinks (dev_eui, received_at, f_cnt, f_port, dr, frequency, rssi, snr,
             gateway_count, confirmed, data, object_json, dedup_key, gateway_ids) ",
     );
     uplinks.push_values(rows, |mut row, (dev_eui, up)| {
         row.push_bind(dev_eui)
-            .push_bind(fmt_time(up.received_at))
+            .push_bind(Time::from(up.received_at))
             .push_bind(up.f_cnt.map(|v| v as i64))
             .push_bind(up.f_port.map(|v| v as i64))
             .push_bind(up.dr.map(|v| v as i64))
@@ -104,7 +103,8 @@ async fn insert_rows<'a>(
                     .then(|| serde_json::Value::from(up.gateway_ids.clone()).to_string()),
             );
     });
-    uplinks.build().execute(&mut *conn).await?;
+    uplinks.build().execute(c).await.map(|done| done.rows_affected())
+    })?;
     Ok(())
 }
 
@@ -116,15 +116,17 @@ pub async fn known_dedup_keys(
 ) -> Result<std::collections::HashSet<String>> {
     let mut known = std::collections::HashSet::new();
     for chunk in keys.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
-        );
-        let mut list = q.separated(", ");
-        for k in chunk {
-            list.push_bind(*k);
-        }
-        q.push(")");
-        let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+        let rows: Vec<String> = on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "SELECT dedup_key FROM uplinks WHERE dedup_key IN (",
+            );
+            let mut list = q.separated(", ");
+            for k in chunk {
+                list.push_bind(*k);
+            }
+            q.push(")");
+            q.build_query_scalar().fetch_all(c).await
+        })?;
         known.extend(rows);
     }
     Ok(known)
@@ -140,16 +142,18 @@ pub async fn gateways_heard(
     let mut heard: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
     for chunk in dev_euis.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT dev_eui, gateway_ids FROM uplinks WHERE gateway_ids IS NOT NULL AND received_at >= ",
-        );
-        q.push_bind(fmt_time(since)).push(" AND dev_eui IN (");
-        let mut list = q.separated(", ");
-        for e in chunk {
-            list.push_bind(e.as_str());
-        }
-        q.push(")");
-        let rows: Vec<(String, String)> = q.build_query_as().fetch_all(db).await?;
+        let rows: Vec<(String, String)> = on!(db, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "SELECT dev_eui, gateway_ids FROM uplinks WHERE gateway_ids IS NOT NULL AND received_at >= ",
+            );
+            q.push_bind(Time::from(since)).push(" AND dev_eui IN (");
+            let mut list = q.separated(", ");
+            for e in chunk {
+                list.push_bind(e.as_str());
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(c).await
+        })?;
         for (dev_eui, ids) in rows {
             let ids: Vec<String> = serde_json::from_str(&ids).unwrap_or_default();
             heard.entry(dev_eui).or_default().extend(ids);
@@ -163,7 +167,7 @@ pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
     super::keep_newest(conn, "uplinks", dev_eui, keep).await
 }
 
-fn from_row(r: &SqliteRow) -> UplinkDto {
+fn from_row(r: &impl Cols) -> UplinkDto {
     let data: Vec<u8> = r.get("data");
     let object: Option<String> = r.get("object_json");
     UplinkDto {
@@ -184,40 +188,46 @@ fn from_row(r: &SqliteRow) -> UplinkDto {
 
 /// A device's newest uplinks, newest first.
 pub async fn recent(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<UplinkDto>> {
-    let rows = sqlx::query("SELECT * FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+    let rows = on!(db, c => sqlx::query("SELECT * FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
-        .fetch_all(db)
-        .await?;
-    Ok(rows.iter().map(from_row).collect())
+        .fetch_all(c).await?
+        .iter()
+        .map(from_row)
+        .collect());
+    Ok(rows)
 }
 
 pub async fn last(db: &Db, dev_eui: &str) -> Result<Option<UplinkDto>> {
     // The last application uplink: a frame with only MAC commands (no FPort, or FPort 0) says
     // nothing about the application, so it does not hide the one before.
-    let row = sqlx::query(
-        "SELECT * FROM uplinks WHERE dev_eui = ? AND f_port > 0 ORDER BY id DESC LIMIT 1",
+    let row = on!(db, c => sqlx::query(
+        "SELECT * FROM uplinks WHERE dev_eui = $1 AND f_port > 0 ORDER BY id DESC LIMIT 1",
     )
     .bind(dev_eui)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.as_ref().map(from_row))
+    .fetch_optional(c).await?
+    .as_ref()
+    .map(from_row));
+    Ok(row)
 }
 
 /// Reception times of a device's newest uplinks as stored, newest first.
 pub async fn received_times(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<String>> {
-    sqlx::query_scalar("SELECT received_at FROM uplinks WHERE dev_eui = ? ORDER BY id DESC LIMIT ?")
+    Ok(
+        on!(db, c => sqlx::query("SELECT received_at FROM uplinks WHERE dev_eui = $1 ORDER BY id DESC LIMIT $2")
         .bind(dev_eui)
         .bind(limit)
-        .fetch_all(db)
-        .await
+        .fetch_all(c).await?
+        .iter()
+        .map(|r| r.get("received_at"))
+        .collect()),
+    )
 }
 
 /// The id of the newest uplink stored (0 when there is none): where an answer cursor starts.
 pub async fn max_id(db: &Db) -> Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
-        .fetch_one(db)
-        .await
+    on!(db, c => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")
+        .fetch_one(c).await)
 }
 
 /// An uplink read back past a cursor.
@@ -233,30 +243,39 @@ pub struct StoredUplink {
 /// Uplinks on the given FPorts committed after `cursor`, in commit order, at most `limit`
 /// (any set of FPorts: each engine device may answer on its own).
 pub async fn since(db: &Db, cursor: i64, f_ports: &[u8], limit: i64) -> Result<Vec<StoredUplink>> {
-    // FPorts are bytes, so the list is at most 256 placeholders.
-    let marks = vec!["?"; f_ports.len().max(1)].join(", ");
+    // FPorts are bytes, so the list is at most 256 placeholders; none matches nothing (-1).
+    let ports: Vec<i64> = if f_ports.is_empty() {
+        vec![-1]
+    } else {
+        f_ports.iter().map(|p| i64::from(*p)).collect()
+    };
+    let marks: Vec<String> = (0..ports.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT id, dev_eui, received_at, f_port, data FROM uplinks
-         WHERE id > ? AND f_port IN ({marks}) ORDER BY id LIMIT ?"
+         WHERE id > $1 AND f_port IN ({}) ORDER BY id LIMIT ${}",
+        marks.join(", "),
+        ports.len() + 2
     );
-    let mut query = sqlx::query(&sql).bind(cursor);
-    if f_ports.is_empty() {
-        query = query.bind(-1i64);
-    }
-    for p in f_ports {
-        query = query.bind(i64::from(*p));
-    }
-    let rows = query.bind(limit).fetch_all(db).await?;
-    Ok(rows
-        .iter()
-        .map(|r| StoredUplink {
-            id: r.get("id"),
-            dev_eui: r.get("dev_eui"),
-            received_at: r.get("received_at"),
-            f_port: r.get("f_port"),
-            data: r.get("data"),
-        })
-        .collect())
+    let rows = on!(db, c => {
+        let mut query = sqlx::query(&sql).bind(cursor);
+        for p in &ports {
+            query = query.bind(*p);
+        }
+        query
+            .bind(limit)
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(|r| StoredUplink {
+                id: r.get("id"),
+                dev_eui: r.get("dev_eui"),
+                received_at: r.get("received_at"),
+                f_port: r.get("f_port"),
+                data: r.get("data"),
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The `users` table: names, argon2id password hashes, roles and the disabled flag.
 
-use super::{now, Db};
+use super::{time_now, Cols, Conn, Db};
 
 /// What the login and request checks need to know about a user.
 #[derive(Debug, Clone)]
@@ -18,15 +18,14 @@ pub struct UserAuth {
 /// password (cached Basic credentials are checked against the hash: `auth::BasicCache`).
 pub async fn upsert(db: &Db, username: &str, password_hash: &str) -> anyhow::Result<i64> {
     let mut tx = db.begin().await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)
+    let id: i64 = on!(&mut *tx, c => sqlx::query_scalar(
+        "INSERT INTO users (username, password_hash, created_at) VALUES ($1, $2, $3)
          ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash RETURNING id",
     )
     .bind(username)
     .bind(password_hash)
-    .bind(now())
-    .fetch_one(&mut *tx)
-    .await?;
+    .bind(time_now())
+    .fetch_one(c).await)?;
     end_sessions(&mut tx, id).await?;
     tx.commit().await?;
     Ok(id)
@@ -39,17 +38,16 @@ pub async fn create(
     password_hash: &str,
     role: &str,
 ) -> anyhow::Result<bool> {
-    let r = sqlx::query(
-        "INSERT INTO users (username, password_hash, created_at, role) VALUES (?, ?, ?, ?)
+    let r = on!(db, c => sqlx::query(
+        "INSERT INTO users (username, password_hash, created_at, role) VALUES ($1, $2, $3, $4)
          ON CONFLICT(username) DO NOTHING",
     )
     .bind(username)
     .bind(password_hash)
-    .bind(now())
+    .bind(time_now())
     .bind(role)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected() > 0)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(r > 0)
 }
 
 /// Why a change to roles or the disabled flag was not made.
@@ -70,22 +68,19 @@ pub async fn set_access(
     disabled: Option<bool>,
 ) -> anyhow::Result<AccessChange> {
     let mut tx = db.begin().await?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled)
-         WHERE username = ? RETURNING id",
+    let id: Option<i64> = on!(&mut *tx, c => sqlx::query_scalar(
+        "UPDATE users SET role = COALESCE($1, role), disabled = COALESCE($2, disabled)
+         WHERE username = $3 RETURNING id",
     )
     .bind(role)
     .bind(disabled)
     .bind(username)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(c).await)?;
     let Some(id) = id else {
         return Ok(AccessChange::NoSuchUser);
     };
-    let admins: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0")
-            .fetch_one(&mut *tx)
-            .await?;
+    let admins: i64 = on!(&mut *tx, c => sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND NOT disabled")
+            .fetch_one(c).await)?;
     if admins == 0 {
         return Ok(AccessChange::LastAdmin);
     }
@@ -96,29 +91,24 @@ pub async fn set_access(
     Ok(AccessChange::Done)
 }
 
-async fn end_sessions(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    user_id: i64,
-) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+async fn end_sessions(tx: &mut Conn, user_id: i64) -> anyhow::Result<()> {
+    on!(&mut *tx, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1")
         .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 pub async fn count(db: &Db) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(db)
-        .await?)
+    Ok(
+        on!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(c).await)?,
+    )
 }
 
 pub async fn find(db: &Db, username: &str) -> anyhow::Result<Option<UserAuth>> {
-    let row: Option<(i64, String, String, bool)> =
-        sqlx::query_as("SELECT id, password_hash, role, disabled FROM users WHERE username = ?")
+    let row: Option<(i64, String, String, bool)> = on!(db, c => sqlx::query_as("SELECT id, password_hash, role, disabled FROM users WHERE username = $1")
             .bind(username)
-            .fetch_optional(db)
-            .await?;
+            .fetch_optional(c).await)?;
     Ok(row.map(|(id, password_hash, role, disabled)| UserAuth {
         id,
         password_hash,
@@ -147,17 +137,17 @@ pub struct UserInfo {
 }
 
 pub async fn list(db: &Db) -> anyhow::Result<Vec<UserInfo>> {
-    let rows: Vec<(String, String, bool, String)> =
-        sqlx::query_as("SELECT username, role, disabled, created_at FROM users ORDER BY username")
-            .fetch_all(db)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(username, role, disabled, created_at)| UserInfo {
-            username,
-            role,
-            disabled,
-            created_at,
+    Ok(
+        on!(db, c => sqlx::query("SELECT username, role, disabled, created_at FROM users ORDER BY username")
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| UserInfo {
+            username: r.get("username"),
+            role: r.get("role"),
+            disabled: r.get("disabled"),
+            created_at: r.get("created_at"),
         })
-        .collect())
+        .collect()),
+    )
 }

@@ -4,11 +4,9 @@
 
 use lorafleet_codec::version_status::{self as codec, VersioningType};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{downlinks, firmware_history, Conn, Result};
+use super::{downlinks, firmware_history, time, Cols, Conn, Result};
 
 /// A firmware version as a device reported it: the raw value and its rendering by the device's
 /// versioning type (raw hex until the type is known).
@@ -137,11 +135,9 @@ pub struct ChangeSet {
 
 /// Reads what [`Known`] holds for a device (defaults for an unknown one).
 pub async fn known(conn: &mut Conn, dev_eui: &str) -> Result<Known> {
-    let row: Option<(Option<i64>, Option<i64>)> =
-        sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = ?")
+    let row: Option<(Option<i64>, Option<i64>)> = on!(&mut *conn, c => sqlx::query_as("SELECT versioning_type, running_version FROM devices WHERE dev_eui = $1")
             .bind(dev_eui)
-            .fetch_optional(&mut *conn)
-            .await?;
+            .fetch_optional(c).await)?;
     Ok(
         row.map_or(Known::default(), |(versioning_type, running_version)| {
             Known {
@@ -177,18 +173,19 @@ pub async fn write(conn: &mut Conn, dev_eui: &str, at: &str, changes: &ChangeSet
 }
 
 async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) -> Result<()> {
-    let q = match r {
+    // The statement is built per backend: the match is inside the body `on!` expands twice.
+    on!(conn, c => { let q = match r {
         Reported::Package {
             identifier,
             version,
             versioning_type,
             nb_slots,
-        } => sqlx::query("UPDATE devices SET pkg_identifier = ?, pkg_version = ?, versioning_type = ?, nb_slots = ?, pkg_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET pkg_identifier = $1, pkg_version = $2, versioning_type = $3, nb_slots = $4, pkg_reported_at = $5 WHERE dev_eui = $6")
             .bind(i64::from(*identifier))
             .bind(i64::from(*version))
             .bind(i64::from(*versioning_type))
             .bind(i64::from(*nb_slots)),
-        Reported::Running { slot, version } => sqlx::query("UPDATE devices SET running_slot = ?, running_version = ?, running_reported_at = ? WHERE dev_eui = ?")
+        Reported::Running { slot, version } => sqlx::query("UPDATE devices SET running_slot = $1, running_version = $2, running_reported_at = $3 WHERE dev_eui = $4")
             .bind(i64::from(*slot))
             .bind(i64::from(*version)),
         Reported::Stored(slots) => {
@@ -196,27 +193,27 @@ async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) 
                 .iter()
                 .map(|(slot, version)| serde_json::json!({"slot": slot, "version": version}))
                 .collect();
-            sqlx::query("UPDATE devices SET stored_json = ?, stored_reported_at = ? WHERE dev_eui = ?")
+            sqlx::query("UPDATE devices SET stored_json = $1, stored_reported_at = $2 WHERE dev_eui = $3")
                 .bind(serde_json::Value::Array(stored).to_string())
         }
         Reported::Space {
             heap_available,
             slot_size,
-        } => sqlx::query("UPDATE devices SET heap_available = ?, slot_size = ?, space_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET heap_available = $1, slot_size = $2, space_reported_at = $3 WHERE dev_eui = $4")
             .bind(heap_available.map(i64::from))
             .bind(i64::from(*slot_size)),
         Reported::Uptime { seconds } => {
-            sqlx::query("UPDATE devices SET uptime_s = ?, uptime_reported_at = ? WHERE dev_eui = ?")
+            sqlx::query("UPDATE devices SET uptime_s = $1, uptime_reported_at = $2 WHERE dev_eui = $3")
                 .bind(i64::from(*seconds))
         }
         Reported::Description {
             manufacturer_id,
             device_id,
-        } => sqlx::query("UPDATE devices SET manufacturer_id = COALESCE(?, manufacturer_id), device_id = COALESCE(?, device_id), description_reported_at = ? WHERE dev_eui = ?")
+        } => sqlx::query("UPDATE devices SET manufacturer_id = COALESCE($1, manufacturer_id), device_id = COALESCE($2, device_id), description_reported_at = $3 WHERE dev_eui = $4")
             .bind(manufacturer_id.clone())
             .bind(device_id.clone()),
     };
-    q.bind(at).bind(dev_eui).execute(&mut *conn).await?;
+    q.bind(time(at)).bind(dev_eui).execute(c).await.map(|done| done.rows_affected()) })?;
     Ok(())
 }
 
@@ -235,23 +232,23 @@ fn stored_from_json(json: Option<String>, vt: Option<i64>) -> Option<Vec<StoredD
 }
 
 /// The Version & Status fields of a `devices` row as the device page shows them.
-pub fn from_device_row(r: &SqliteRow) -> StatusDto {
+pub fn from_device_row(r: &impl Cols) -> StatusDto {
     let vt: Option<i64> = r.get("versioning_type");
     let package = match (
-        r.get::<Option<i64>, _>("pkg_identifier"),
-        r.get::<Option<i64>, _>("pkg_version"),
+        r.get::<Option<i64>>("pkg_identifier"),
+        r.get::<Option<i64>>("pkg_version"),
     ) {
         (Some(identifier), Some(version)) => Some(PackageDto {
             identifier,
             version,
             versioning_type: vt.unwrap_or(0),
-            slots: r.get::<Option<i64>, _>("nb_slots").unwrap_or(3),
+            slots: r.get::<Option<i64>>("nb_slots").unwrap_or(3),
         }),
         _ => None,
     };
     let running = match (
-        r.get::<Option<i64>, _>("running_slot"),
-        r.get::<Option<i64>, _>("running_version"),
+        r.get::<Option<i64>>("running_slot"),
+        r.get::<Option<i64>>("running_version"),
     ) {
         (Some(slot), Some(v)) => Some(RunningDto {
             slot,
@@ -282,14 +279,15 @@ pub fn from_device_row(r: &SqliteRow) -> StatusDto {
 /// The versioning type and running version of the device whose running version is nearest
 /// `raw` (the same value first); `firmware::spelling::near` decides whether it is near enough.
 pub async fn versioning_near(db: &super::Db, raw: u32) -> Result<Option<(i64, i64)>> {
-    sqlx::query_as(
+    on!(db, c => Ok(sqlx::query(
         "SELECT versioning_type, running_version FROM devices
          WHERE versioning_type IS NOT NULL AND running_version IS NOT NULL AND removed_at IS NULL
-         ORDER BY ABS(running_version - ?), last_seen DESC LIMIT 1",
+         ORDER BY ABS(running_version - $1), last_seen DESC NULLS LAST LIMIT 1",
     )
     .bind(i64::from(raw))
-    .fetch_optional(db)
-    .await
+    .fetch_optional(c)
+    .await?
+    .map(|r| (r.get("versioning_type"), r.get("running_version")))))
 }
 
 /// How many of a campaign's devices run which version (with its versioning type), most first;
@@ -301,14 +299,17 @@ pub struct RunningCount {
 }
 
 pub async fn running_of_campaign(db: &super::Db, campaign_id: i64) -> Result<Vec<RunningCount>> {
-    let rows: Vec<(Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+    let rows: Vec<(Option<i64>, Option<i64>, i64)> = on!(db, c => sqlx::query(
         "SELECT d.running_version, d.versioning_type, COUNT(*) AS n
          FROM campaign_devices c LEFT JOIN devices d ON d.dev_eui = c.dev_eui
-         WHERE c.campaign_id = ? GROUP BY 1, 2 ORDER BY n DESC, 1",
+         WHERE c.campaign_id = $1 GROUP BY 1, 2 ORDER BY n DESC, 1 NULLS FIRST",
     )
     .bind(campaign_id)
-    .fetch_all(db)
-    .await?;
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(|r| (r.get("running_version"), r.get("versioning_type"), r.get("n")))
+    .collect());
     Ok(rows
         .into_iter()
         .map(|(version, versioning_type, devices)| RunningCount {

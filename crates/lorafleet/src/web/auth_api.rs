@@ -116,7 +116,7 @@ async fn verify_login(
     password: &str,
 ) -> Result<storage::users::UserAuth, ApiError> {
     auth::check_lengths(username, password).map_err(|(f, m)| too_long(f, m))?;
-    if let Some(wait) = app.throttle.wait(username, ip) {
+    if let Some(wait) = app.throttle.wait(&app.db, username, ip).await? {
         return Err(throttled(wait));
     }
     let stored = storage::users::find(&app.db, username).await?;
@@ -128,14 +128,14 @@ async fn verify_login(
         .map_err(busy)?;
     match stored {
         Some(user) if ok => {
-            app.throttle.succeeded(username, ip);
+            app.throttle.succeeded(&app.db, username, ip).await?;
             if user.disabled {
                 return Err(disabled(username));
             }
             Ok(user)
         }
         _ => {
-            app.throttle.failed(username, ip);
+            app.throttle.failed(&app.db, username, ip).await?;
             ::metrics::counter!("lorafleet_login_failures_total").increment(1);
             tracing::warn!(user = %auth::log_name(username), ?ip, "failed login");
             Err(ApiError::unauthorized("wrong user name or password"))

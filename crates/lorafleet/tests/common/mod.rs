@@ -5,6 +5,7 @@
 
 mod binary;
 pub mod fake_chirpstack_v4;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
@@ -35,6 +36,8 @@ pub struct TestConfig {
 /// Defaults with a known admin password and integration token, data in `<tmp>/data` (created
 /// by lorafleet, as on a first start), firmware in `<tmp>/bin` and no network: the default
 /// kind, simulated, would change the campaign defaults (driver, duty cycle) behind a test's back.
+/// With `LORAFLEET_TEST_BACKEND=postgres` the database is a fresh one on the test cluster
+/// ([`postgres`]).
 pub fn test_config() -> TestConfig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("bin")).unwrap();
@@ -45,6 +48,15 @@ pub fn test_config() -> TestConfig {
     config.auth.initial_admin_password = PASSWORD.into();
     config.integration.token = INTEGRATION_TOKEN.into();
     config.network.kind = lorafleet::config::NetworkKind::None;
+    if postgres::backend_is_postgres() {
+        config.server.database_url = postgres::fresh_database().unwrap_or_else(|| {
+            panic!(
+                "{} is postgres but {} is not set",
+                postgres::BACKEND_VAR,
+                postgres::URL_VAR
+            )
+        });
+    }
     TestConfig {
         config,
         own_network: None,
@@ -226,16 +238,17 @@ impl TestApp {
 
     /// Inserts a device as if the integration had seen it.
     pub async fn add_device(&self, dev_eui: &str, profile: Option<&str>, slot_size: Option<i64>) {
-        sqlx::query(
+        crate::on_db!(&self.app.db, p => sqlx::query(
             "INSERT INTO devices (dev_eui, name, application_id, device_profile_id, slot_size, created_at, last_seen)
-             VALUES (?, ?, 'app-1', ?, ?, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+             VALUES ($1, $2, 'app-1', $3, $4, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
         )
         .bind(dev_eui)
         .bind(format!("device {dev_eui}"))
         .bind(profile)
         .bind(slot_size)
-        .execute(&self.app.db)
+        .execute(p)
         .await
+        .map(|_| ()))
         .unwrap();
     }
 }

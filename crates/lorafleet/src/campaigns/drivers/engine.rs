@@ -262,10 +262,7 @@ fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
         .driver_state
         .clone()
         .ok_or_else(|| DriverError::Invalid("the engine's campaign state is missing".into()))
-        .and_then(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| DriverError::Invalid(format!("the engine's campaign state: {e}")))
-        })?;
+        .and_then(|v| super::engine_state::load(v).map_err(DriverError::Invalid))?;
     let devs = c
         .devices
         .iter()
@@ -426,7 +423,7 @@ impl EngineDriver {
         PollOutcome {
             devices,
             log: stepped.log.into_iter().map(log_line).collect(),
-            driver_state: serde_json::to_value(run).ok(),
+            driver_state: super::engine_state::save(run),
             finished,
             next_poll: Some(stepped.next.max(Duration::from_millis(5))),
             forget_keys: false,
@@ -519,7 +516,7 @@ impl CampaignDriver for EngineDriver {
         Ok(PollOutcome {
             devices: devs.iter().map(report).collect(),
             log,
-            driver_state: serde_json::to_value(&run).ok(),
+            driver_state: super::engine_state::save(&run),
             finished: None,
             next_poll: Some(Duration::from_millis(5)),
             // Each device's McKey is now stored encrypted for it; the root keys are not needed.

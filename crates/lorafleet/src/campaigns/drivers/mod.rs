@@ -40,6 +40,7 @@
 pub mod chirpstack_v4;
 pub mod chirpstack_v4_jobs;
 pub mod engine;
+pub mod engine_state;
 pub mod fuota_server_v3;
 
 use std::sync::Arc;
