@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{now, parse_time, time, Binds, Cols, Conn, Db, Result, Time};
 
 mod changes;
+pub mod device_facts;
 mod records;
 
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
