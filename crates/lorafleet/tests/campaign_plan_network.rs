@@ -126,6 +126,35 @@ async fn chirpstack_plans_take_the_profiles_interval_and_the_counters_loss() {
     assert_eq!(c["plan"]["uplink_interval_source"], "device_profile");
     assert_eq!(c["plan"]["loss"]["source"], "fcnt_gaps");
 
+    // The draft's page: what it waits for (nothing yet) and its devices by name.
+    let id = c["id"].as_i64().unwrap();
+    let d = t.get_json(&format!("/api/campaigns/{id}")).await;
+    let s = &d["progress_summary"];
+    assert_eq!(s["phase"], "draft", "{s}");
+    assert_eq!(s["fragments_total"], c["plan"]["total_fragments"]);
+    assert_eq!(s["fragments_sent"], Value::Null, "nothing sent before the start");
+    assert_eq!(s["next_step"], Value::Null);
+    assert_eq!(s["elapsed"], Value::Null);
+    assert_eq!(
+        s["expected"]["simulated_s"], c["plan"]["expected_duration_s"],
+        "{s}"
+    );
+    assert_eq!(s["expected"]["real_s"], s["expected"]["simulated_s"], "real time");
+    let facts = s["device_facts"].as_array().unwrap();
+    let names: Vec<&str> = facts.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [format!("meter-{A}"), format!("meter-{B}")]);
+    assert!(facts.iter().all(|f| f["stage"] == "pending"), "{s}");
+
+    // The new fields are in the API's description.
+    let doc = t.get_json("/api/openapi.json").await;
+    for schema in ["ProgressSummary", "DeviceFact", "LossFigure", "SubBandUse"] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} in {}",
+            doc["components"]["schemas"]
+        );
+    }
+
     // A profile without an interval leaves it to the devices' traffic or the default.
     fake.state
         .lock()
