@@ -40,7 +40,11 @@ async fn app_on(fake: &FakeDeviceService) -> TestApp {
 async fn uplinks(t: &TestApp, eui: &str, counters: impl Iterator<Item = u32>) {
     for f_cnt in counters {
         let r = t
-            .ingest("up", "application/json", v4_uplink_json(eui, 2, f_cnt, &[1, 2]))
+            .ingest(
+                "up",
+                "application/json",
+                v4_uplink_json(eui, 2, f_cnt, &[1, 2]),
+            )
             .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
@@ -132,14 +136,21 @@ async fn chirpstack_plans_take_the_profiles_interval_and_the_counters_loss() {
     let s = &d["progress_summary"];
     assert_eq!(s["phase"], "draft", "{s}");
     assert_eq!(s["fragments_total"], c["plan"]["total_fragments"]);
-    assert_eq!(s["fragments_sent"], Value::Null, "nothing sent before the start");
+    assert_eq!(
+        s["fragments_sent"],
+        Value::Null,
+        "nothing sent before the start"
+    );
     assert_eq!(s["next_step"], Value::Null);
     assert_eq!(s["elapsed"], Value::Null);
     assert_eq!(
         s["expected"]["simulated_s"], c["plan"]["expected_duration_s"],
         "{s}"
     );
-    assert_eq!(s["expected"]["real_s"], s["expected"]["simulated_s"], "real time");
+    assert_eq!(
+        s["expected"]["real_s"], s["expected"]["simulated_s"],
+        "real time"
+    );
     let facts = s["device_facts"].as_array().unwrap();
     let names: Vec<&str> = facts.iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, [format!("meter-{A}"), format!("meter-{B}")]);
@@ -156,10 +167,7 @@ async fn chirpstack_plans_take_the_profiles_interval_and_the_counters_loss() {
     }
 
     // A profile without an interval leaves it to the devices' traffic or the default.
-    fake.state
-        .lock()
-        .unwrap()
-        .set_uplink_interval("dp-1", 0);
+    fake.state.lock().unwrap().set_uplink_interval("dp-1", 0);
     let p = preview(&t, &body).await;
     let source = p["uplink_interval_source"].as_str().unwrap();
     assert!(["observed", "default"].contains(&source), "{p}");
@@ -218,13 +226,17 @@ async fn a_default_campaign_takes_the_advice_at_the_simulated_loss_and_does_not_
     let advice = &p["redundancy_advice"];
     assert_eq!(advice["loss"], 0.2);
     let suggested = advice["suggested_redundancy"].as_u64().unwrap();
-    assert!(suggested > 10, "at 20 % loss the advice is above the old default: {advice}");
+    assert!(
+        suggested > 10,
+        "at 20 % loss the advice is above the old default: {advice}"
+    );
     assert!(
         p["redundancy_fragments"].as_u64().unwrap() >= suggested,
         "the default redundancy is raised to the advice: {p}"
     );
     assert!(
-        advice["completion_at_planned"].as_f64().unwrap() >= advice["target"].as_f64().unwrap() - 0.02,
+        advice["completion_at_planned"].as_f64().unwrap()
+            >= advice["target"].as_f64().unwrap() - 0.02,
         "{advice}"
     );
     assert_eq!(redundancy_warnings(&p), Vec::<String>::new());

@@ -214,14 +214,20 @@ mod tests {
     #[test]
     fn loss_comes_from_the_simulation_then_the_counters_then_the_default() {
         let sim = loss_figure(Some(0.05), &[vec![9, 1]]);
-        assert_eq!((sim.value, sim.source, sim.frames), (0.05, LossSource::Simulated, 0));
+        assert_eq!(
+            (sim.value, sim.source, sim.frames),
+            (0.05, LossSource::Simulated, 0)
+        );
         // 40 frames expected, 4 lost.
         let counters: Vec<i64> = (0..=40).rev().filter(|n| n % 10 != 5).collect();
         let measured = loss_figure(None, &[counters]);
         assert_eq!(measured.source, LossSource::FcntGaps);
         assert_eq!((measured.value, measured.frames), (0.1, 40));
         let few = loss_figure(None, &[vec![3, 1]]);
-        assert_eq!((few.source, few.value, few.frames), (LossSource::Default, plan::ADVICE_LOSS, 2));
+        assert_eq!(
+            (few.source, few.value, few.frames),
+            (LossSource::Default, plan::ADVICE_LOSS, 2)
+        );
     }
 
     #[test]

@@ -127,13 +127,12 @@ pub fn summarise(input: &ProgressInput) -> ProgressSummary {
         .zip(session_len)
         .map(|(s, len)| s + chrono::Duration::milliseconds((len * 1000.0) as i64));
     let started = input.started_at.and_then(parse_time);
-    let end = input
-        .completed_at
-        .and_then(parse_time)
-        .unwrap_or(input.now);
+    let end = input.completed_at.and_then(parse_time).unwrap_or(input.now);
     ProgressSummary {
         phase_label: phase_label(&phase),
-        fragments_sent: input.run.map(|r| (r.next_fragment as u32).min(total.max(1))),
+        fragments_sent: input
+            .run
+            .map(|r| (r.next_fragment as u32).min(total.max(1))),
         fragments_total: total,
         data_fragments: data,
         parity_fragments: parity,
@@ -356,7 +355,12 @@ mod tests {
                "session_length_s": 1024.0, "expected_duration_s": 1800.0})
     }
 
-    fn summary(state: CampaignState, run: Option<&Run>, devices: &[CampaignDevice], now: u32) -> ProgressSummary {
+    fn summary(
+        state: CampaignState,
+        run: Option<&Run>,
+        devices: &[CampaignDevice],
+        now: u32,
+    ) -> ProgressSummary {
         let plan = plan();
         summarise(&ProgressInput {
             state,
@@ -385,25 +389,71 @@ mod tests {
         assert_eq!(next.step, "session_end");
         assert_eq!(next.label, "The session ends (40 of 120 fragments sent)");
         // 900 + 1024 - 1200 = 724 s on the fleet's clock, 24.1 s real at x30.
-        assert_eq!(next.due_in, Some(BothClocks { simulated_s: 724.0, real_s: 24.1 }));
-        assert_eq!(s.elapsed, Some(BothClocks { simulated_s: 1200.0, real_s: 40.0 }));
-        assert_eq!(s.expected, Some(BothClocks { simulated_s: 1800.0, real_s: 60.0 }));
+        assert_eq!(
+            next.due_in,
+            Some(BothClocks {
+                simulated_s: 724.0,
+                real_s: 24.1
+            })
+        );
+        assert_eq!(
+            s.elapsed,
+            Some(BothClocks {
+                simulated_s: 1200.0,
+                real_s: 40.0
+            })
+        );
+        assert_eq!(
+            s.expected,
+            Some(BothClocks {
+                simulated_s: 1800.0,
+                real_s: 60.0
+            })
+        );
     }
 
     #[test]
     fn each_engine_phase_names_what_comes_next() {
         let cases = [
-            (Phase::Setup, 100, Some("session_setup"), Some("2026-12-07T12:10:00.000Z")),
-            (Phase::SessionSetup, 700, Some("session_start"), Some("2026-12-07T12:15:00.000Z")),
-            (Phase::Session, 800, Some("session_start"), Some("2026-12-07T12:15:00.000Z")),
-            (Phase::After, 1950, Some("verify"), Some("2026-12-07T12:33:20.000Z")),
+            (
+                Phase::Setup,
+                100,
+                Some("session_setup"),
+                Some("2026-12-07T12:10:00.000Z"),
+            ),
+            (
+                Phase::SessionSetup,
+                700,
+                Some("session_start"),
+                Some("2026-12-07T12:15:00.000Z"),
+            ),
+            (
+                Phase::Session,
+                800,
+                Some("session_start"),
+                Some("2026-12-07T12:15:00.000Z"),
+            ),
+            (
+                Phase::After,
+                1950,
+                Some("verify"),
+                Some("2026-12-07T12:33:20.000Z"),
+            ),
             (Phase::Done, 2100, None, None),
         ];
         for (phase, now, step, due) in cases {
             let r = run(phase);
             let s = summary(CampaignState::Running, Some(&r), &[], now);
-            assert_eq!(s.next_step.as_ref().map(|n| n.step.as_str()), step, "{phase:?}");
-            assert_eq!(s.next_step.as_ref().and_then(|n| n.at.as_deref()), due, "{phase:?}");
+            assert_eq!(
+                s.next_step.as_ref().map(|n| n.step.as_str()),
+                step,
+                "{phase:?}"
+            );
+            assert_eq!(
+                s.next_step.as_ref().and_then(|n| n.at.as_deref()),
+                due,
+                "{phase:?}"
+            );
         }
     }
 
@@ -411,13 +461,23 @@ mod tests {
     fn without_engine_state_the_least_advanced_device_sets_the_phase() {
         let mut waiting = device("02", Stage::McSessionSetup);
         waiting.next_action_at = Some("2026-12-07T12:01:00.000Z".into());
-        let devices = [device("01", Stage::Completed), waiting, device("03", Stage::Verify)];
+        let devices = [
+            device("01", Stage::Completed),
+            waiting,
+            device("03", Stage::Verify),
+        ];
         let s = summary(CampaignState::Running, None, &devices, 30);
         assert_eq!(s.phase, "session_setup");
         assert_eq!(s.fragments_sent, None, "the service does not say");
         let next = s.next_step.unwrap();
         assert_eq!(next.step, "mc_session_setup");
-        assert_eq!(next.due_in, Some(BothClocks { simulated_s: 30.0, real_s: 1.0 }));
+        assert_eq!(
+            next.due_in,
+            Some(BothClocks {
+                simulated_s: 30.0,
+                real_s: 1.0
+            })
+        );
         let s = summary(CampaignState::Completed, None, &devices, 30);
         assert_eq!((s.phase.as_str(), s.next_step), ("done", None));
     }
@@ -425,7 +485,10 @@ mod tests {
     #[test]
     fn devices_read_from_and_to_in_their_own_spelling() {
         let plan = plan();
-        let devices = [device("01", Stage::Completed), device("02", Stage::Fragments)];
+        let devices = [
+            device("01", Stage::Completed),
+            device("02", Stage::Fragments),
+        ];
         let facts = [
             DeviceFactRow {
                 dev_eui: "01".into(),
@@ -444,7 +507,11 @@ mod tests {
                 versioning_type: None,
             },
         ];
-        let image = ImageVersion { raw: Some(0x0001_0300), stated: None, fallback_type: None };
+        let image = ImageVersion {
+            raw: Some(0x0001_0300),
+            stated: None,
+            fallback_type: None,
+        };
         let s = summarise(&ProgressInput {
             state: CampaignState::Running,
             plan: &plan,
@@ -464,7 +531,10 @@ mod tests {
         assert_eq!(one.to_version.as_ref().unwrap().version.display, "1.3.0");
         let two = &s.device_facts[1];
         assert_eq!(two.name, None, "an empty name is no name");
-        assert_eq!(two.from_version, None, "started: only the history says what it ran before");
+        assert_eq!(
+            two.from_version, None,
+            "started: only the history says what it ran before"
+        );
         assert_eq!(two.stage, Stage::Fragments);
     }
 }

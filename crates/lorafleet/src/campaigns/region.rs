@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(r.duty_cycle(869_525_000), Some(0.1));
         assert_eq!(r.sub_band(869_525_000).name, "869.4–869.65 MHz");
         assert_eq!(r.sub_band(868_100_000).name, "868–868.6 MHz");
-        assert_eq!(r.duty_cycle(868_650_000), Some(0.001), "between two sub-bands");
+        assert_eq!(
+            r.duty_cycle(868_650_000),
+            Some(0.001),
+            "between two sub-bands"
+        );
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub async fn gather(app: &AppState, devices: &[String]) -> NetworkFacts {
             }
         }
     }
-    let simulated = (app.network.kind() == NetworkKind::Simulated)
-        .then_some(app.config.network.simulated.loss);
+    let simulated =
+        (app.network.kind() == NetworkKind::Simulated).then_some(app.config.network.simulated.loss);
     let mut counters = Vec::new();
     if simulated.is_none() {
         for eui in devices.iter().take(LOSS_DEVICES) {
@@ -170,7 +170,10 @@ fn loss_words(l: &LossFigure) -> String {
     match l.source {
         plan_network::LossSource::Simulated => "the simulated network's configured loss".into(),
         plan_network::LossSource::FcntGaps => {
-            format!("uplink loss from frame-counter gaps over {} frames", l.frames)
+            format!(
+                "uplink loss from frame-counter gaps over {} frames",
+                l.frames
+            )
         }
         plan_network::LossSource::Default => "no loss measured: the default".into(),
     }
