@@ -273,10 +273,11 @@ fn device_facts(input: &ProgressInput) -> Vec<DeviceFact> {
             let row = input.facts.iter().find(|f| f.dev_eui == d.dev_eui);
             let vt = row.and_then(|r| r.versioning_type);
             // Before the start the device still runs what it updates from; after it, only
-            // the history tells (its running version may already be the new one).
+            // the history tells (its running version may already be the new one): the last
+            // version reported before the start, else its answer to the campaign's check.
             let from = row.and_then(|r| {
                 if started {
-                    r.version_before
+                    r.version_before.or(r.version_first_after)
                 } else {
                     r.running_version.or(r.version_before)
                 }
@@ -494,7 +495,8 @@ mod tests {
                 dev_eui: "01".into(),
                 name: Some("meter 1".into()),
                 model: Some("sim-sensor".into()),
-                version_before: Some(0x0001_0200),
+                version_before: None,
+                version_first_after: Some(0x0001_0200),
                 running_version: Some(0x0001_0300),
                 versioning_type: Some(1),
             },
@@ -503,6 +505,7 @@ mod tests {
                 name: Some(String::new()),
                 model: None,
                 version_before: None,
+                version_first_after: None,
                 running_version: Some(7),
                 versioning_type: None,
             },

@@ -13,6 +13,9 @@ pub struct DeviceFactRow {
     /// The running version the device reported last before `before` (its firmware history),
     /// when it reported one.
     pub version_before: Option<i64>,
+    /// The first version the device reported after `before` outside a campaign's own entries
+    /// (its answer to the campaign's version check), for a device that reported none before.
+    pub version_first_after: Option<i64>,
     pub running_version: Option<i64>,
     pub versioning_type: Option<i64>,
 }
@@ -30,7 +33,11 @@ pub async fn of_campaign(
         "SELECT c.dev_eui, d.name, d.model, d.running_version, d.versioning_type,
                 (SELECT h.version FROM firmware_history h
                   WHERE h.dev_eui = c.dev_eui AND h.version IS NOT NULL AND h.at <= $2
-                  ORDER BY h.at DESC, h.id DESC LIMIT 1) AS version_before
+                  ORDER BY h.at DESC, h.id DESC LIMIT 1) AS version_before,
+                (SELECT h.version FROM firmware_history h
+                  WHERE h.dev_eui = c.dev_eui AND h.version IS NOT NULL AND h.at > $2
+                    AND h.campaign_id IS NULL
+                  ORDER BY h.at, h.id LIMIT 1) AS version_first_after
          FROM campaign_devices c LEFT JOIN devices d ON d.dev_eui = c.dev_eui
          WHERE c.campaign_id = $1 ORDER BY c.dev_eui",
     )
@@ -44,6 +51,7 @@ pub async fn of_campaign(
         name: r.get("name"),
         model: r.get("model"),
         version_before: r.get("version_before"),
+        version_first_after: r.get("version_first_after"),
         running_version: r.get("running_version"),
         versioning_type: r.get("versioning_type"),
     })
