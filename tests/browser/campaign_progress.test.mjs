@@ -37,14 +37,17 @@ let server;
 let browser;
 
 async function startServer() {
+  // A per-device override has no default to take its type from, so it goes in a file.
+  const configFile = path.join(tmp, 'lorafleet.toml');
+  fs.writeFileSync(configFile, `[network.simulated.overrides.${DEAF}]\nmulticast_loss = 1.0\n`);
   return startLorafleet({
+    LORAFLEET_CONFIG: configFile,
     LORAFLEET__SERVER__DATA_DIR: dataDir,
     LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD: ADMIN_PASSWORD,
     LORAFLEET__NETWORK__KIND: 'simulated',
     LORAFLEET__NETWORK__SIMULATED__DEVICES: '8',
     LORAFLEET__NETWORK__SIMULATED__TIME_SCALE: String(TIME_SCALE),
     LORAFLEET__NETWORK__SIMULATED__UPLINK_INTERVAL_S: '10',
-    [`LORAFLEET__NETWORK__SIMULATED__OVERRIDES__${DEAF.toUpperCase()}__MULTICAST_LOSS`]: '1.0',
     LORAFLEET__FIRMWARE__DIR: fwDir,
     LORAFLEET__FUOTA__CLASS_C_MARGIN_S: '1',
   }, tmp);
