@@ -430,9 +430,15 @@ async fn walking_a_broad_search_returns_each_match_once_while_devices_send() {
         }
         let mut got: Vec<String> = seen.keys().cloned().collect();
         got.sort();
-        assert_eq!(got, matching, "sort={sort} order={order}: every match, nothing else");
+        assert_eq!(
+            got, matching,
+            "sort={sort} order={order}: every match, nothing else"
+        );
         let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
-        assert!(twice.is_empty(), "sort={sort} order={order}: returned twice {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "sort={sort} order={order}: returned twice {twice:?}"
+        );
     }
     // A selective search is counted exactly.
     let one = list(&t, "search=meter-0042").await;

@@ -65,10 +65,15 @@ impl Row {
     fn matches(&self, search: &str) -> bool {
         let s = search.to_lowercase();
         !self.removed
-            && [Some(&self.eui), Some(&self.name), self.app.as_ref(), self.addr.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|c| c.to_lowercase().contains(&s))
+            && [
+                Some(&self.eui),
+                Some(&self.name),
+                self.app.as_ref(),
+                self.addr.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|c| c.to_lowercase().contains(&s))
     }
 }
 
@@ -87,11 +92,11 @@ async fn search_fleet(t: &common::TestApp) -> Vec<Row> {
                 3 => format!("valve-{i:03}"),
                 _ => format!("Gateway shelf {}", i % 17),
             },
-            app: (i % 7 != 0).then(|| ["north-field", "South Field", "Depot"][i as usize % 3].into()),
+            app: (i % 7 != 0)
+                .then(|| ["north-field", "South Field", "Depot"][i as usize % 3].into()),
             addr: (i % 4 != 0).then(|| format!("{:08x}", i * 104_729)),
-            last_seen: (i % 11 != 0).then(|| {
-                format!("2026-11-27T10:{:02}:{:02}.000Z", (i / 6) % 60, (i % 6) * 10)
-            }),
+            last_seen: (i % 11 != 0)
+                .then(|| format!("2026-11-27T10:{:02}:{:02}.000Z", (i / 6) % 60, (i % 6) * 10)),
             rssi: (i % 13 != 0).then(|| -60 - i64::from(i % 23)),
             removed: i % 37 == 5,
         };
@@ -106,7 +111,11 @@ async fn search_fleet(t: &common::TestApp) -> Vec<Row> {
             text(&r.addr),
             text(&r.last_seen),
             r.rssi.map_or("NULL".into(), |v| v.to_string()),
-            if r.removed { "'2026-11-27T09:30:00.000Z'" } else { "NULL" },
+            if r.removed {
+                "'2026-11-27T09:30:00.000Z'"
+            } else {
+                "NULL"
+            },
         );
         crate::on_db!(&t.app.db, p => sqlx::query(&sql).execute(p).await.map(|_| ())).unwrap();
         rows.push(r);
@@ -126,7 +135,10 @@ fn brute_force(rows: &[Row], search: &str, sort: &str, desc: bool) -> Vec<String
                 .unwrap_or_default()
                 .cmp(&b.last_seen.clone().unwrap_or_default()),
             "name" => a.name.cmp(&b.name),
-            "rssi" => a.rssi.unwrap_or(-1_000_000).cmp(&b.rssi.unwrap_or(-1_000_000)),
+            "rssi" => a
+                .rssi
+                .unwrap_or(-1_000_000)
+                .cmp(&b.rssi.unwrap_or(-1_000_000)),
             _ => std::cmp::Ordering::Equal,
         };
         let o = key.then_with(|| a.eui.cmp(&b.eui));
@@ -162,8 +174,21 @@ async fn broad_and_selective_searches_list_what_a_brute_force_filter_lists() {
     let t = spawn(|c| c.devices.search_count_cap = cap, None).await;
     let rows = search_fleet(&t).await;
     let searches = [
-        "meter", "METER", "70b3d5", "north", "field", "tracker_1", "shelf 1", "0a", "e", "-01",
-        "meter-12", "Depot", "zz-nothing", "_", "70B3D500000",
+        "meter",
+        "METER",
+        "70b3d5",
+        "north",
+        "field",
+        "tracker_1",
+        "shelf 1",
+        "0a",
+        "e",
+        "-01",
+        "meter-12",
+        "Depot",
+        "zz-nothing",
+        "_",
+        "70B3D500000",
     ];
     let mut broad = 0;
     let mut selective = 0;
@@ -177,7 +202,10 @@ async fn broad_and_selective_searches_list_what_a_brute_force_filter_lists() {
         for (sort, desc) in [("last_seen", true), ("name", false), ("rssi", true)] {
             let want = brute_force(&rows, search, sort, desc);
             let order = if desc { "desc" } else { "asc" };
-            let base = format!("/api/devices?search={}&sort={sort}&order={order}", encode(search));
+            let base = format!(
+                "/api/devices?search={}&sort={sort}&order={order}",
+                encode(search)
+            );
             let mut got = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
@@ -207,5 +235,8 @@ async fn broad_and_selective_searches_list_what_a_brute_force_filter_lists() {
         }
     }
     // Both plans were exercised.
-    assert!(broad >= 4 && selective >= 4, "broad {broad}, selective {selective}");
+    assert!(
+        broad >= 4 && selective >= 4,
+        "broad {broad}, selective {selective}"
+    );
 }
