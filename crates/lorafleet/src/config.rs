@@ -323,6 +323,10 @@ pub struct DevicesConfig {
     /// A device not heard for this many seconds is offline in the device list; unset: three
     /// times the uplink interval observed on the fleet, or an hour before there is one.
     pub offline_after_s: Option<u64>,
+    /// The device list counts a name search's matches up to this many; beyond, `total` is this
+    /// number with `total_is_lower_bound` (the console shows "more than ..."), and pages are
+    /// found by walking the sort order instead of sorting every match.
+    pub search_count_cap: u32,
 }
 
 impl Default for DevicesConfig {
@@ -331,6 +335,7 @@ impl Default for DevicesConfig {
             uplink_history: 100,
             event_history: 500,
             offline_after_s: None,
+            search_count_cap: 1000,
         }
     }
 }

@@ -40,7 +40,7 @@
  * @property {string | null} [reappeared_at]
  */
 
-/** @typedef {{ devices: DeviceSummary[], total: number, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
+/** @typedef {{ devices: DeviceSummary[], total: number, total_is_lower_bound?: boolean, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
 
 /**
  * @typedef {object} StatusRequest
