@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, Notify};
 
-use super::drivers::{Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine};
+use super::drivers::{
+    Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine, PollOutcome,
+};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
 use crate::ingest::writer::Change;
@@ -56,6 +58,7 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         "campaign runner: this instance's lease owner id"
     );
     tokio::spawn(async move {
+        release_previous_process(&app).await;
         let mut stopping = app.shutdown.subscribe();
         loop {
             if *stopping.borrow() {
@@ -81,6 +84,33 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// The previous process on this data dir is gone (this one has its data): its leases are
+/// released, so a restart after a crash resumes its campaigns at once instead of after
+/// `lease_s` (as a new attempt, like any takeover). The data dir keeps the owner id of the
+/// process that last ran on it. Instances must not share a data dir: one starting would cost
+/// the other's campaigns an attempt (never a double run: a step is stored only under a lease).
+async fn release_previous_process(app: &App) {
+    let path = app.config.server.data_dir.join("campaign-runner-instance");
+    let me = &app.campaigns.instance;
+    if let Ok(previous) = std::fs::read_to_string(&path) {
+        let previous = previous.trim();
+        if !previous.is_empty() && previous != me {
+            match leases::release_all(&app.db, previous).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    campaigns = n,
+                    previous,
+                    "released the campaign leases of the previous process on this data dir"
+                ),
+                Err(e) => tracing::warn!(error = %e, "releasing the previous process's leases"),
+            }
+        }
+    }
+    if let Err(e) = std::fs::write(&path, format!("{me}\n")) {
+        tracing::warn!(error = %e, path = %path.display(), "recording this instance's lease owner id");
+    }
 }
 
 fn lease(app: &App) -> chrono::Duration {
@@ -302,6 +332,50 @@ async fn note_attempt(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runner's own log lines around a driver call that succeeded, and what comes next.
+fn after_outcome(
+    app: &App,
+    row: &CampaignRow,
+    outcome: &PollOutcome,
+    step: &mut StepSave<'_>,
+) -> anyhow::Result<Next> {
+    if !row.started {
+        step.started = true;
+        let line = LogLine::info(format!("started on {}", row.driver));
+        step.log_before.push(stamped(app, line));
+    }
+    if row.last_poll_error.is_some() {
+        let line = LogLine::info("the FUOTA service answers again");
+        step.log_before.push(stamped(app, line));
+    }
+    Ok(match &outcome.finished {
+        Some(Finished::Completed) => {
+            let line = LogLine::info("campaign completed");
+            step.log_after.push(stamped(app, line));
+            Next::End {
+                state: CampaignState::Completed,
+                error: None,
+                device_stage: Stage::Failed,
+            }
+        }
+        Some(Finished::Failed(msg)) => {
+            step.log_after.push(error_line(app, msg));
+            Next::End {
+                state: CampaignState::Failed,
+                error: Some(msg.clone()),
+                device_stage: Stage::Failed,
+            }
+        }
+        None => {
+            let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
+            Next::Poll {
+                at: Utc::now() + chrono::Duration::from_std(next)?,
+                error: None,
+            }
+        }
+    })
+}
+
 async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
     let id = claimed.id;
     note_attempt(app, claimed).await?;
@@ -343,41 +417,7 @@ async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
     };
     match result {
         Ok(outcome) => {
-            if !row.started {
-                step.started = true;
-                let line = LogLine::info(format!("started on {}", row.driver));
-                step.log_before.push(stamped(app, line));
-            }
-            if row.last_poll_error.is_some() {
-                let line = LogLine::info("the FUOTA service answers again");
-                step.log_before.push(stamped(app, line));
-            }
-            step.next = match &outcome.finished {
-                Some(Finished::Completed) => {
-                    let line = LogLine::info("campaign completed");
-                    step.log_after.push(stamped(app, line));
-                    Next::End {
-                        state: CampaignState::Completed,
-                        error: None,
-                        device_stage: Stage::Failed,
-                    }
-                }
-                Some(Finished::Failed(msg)) => {
-                    step.log_after.push(error_line(app, msg));
-                    Next::End {
-                        state: CampaignState::Failed,
-                        error: Some(msg.clone()),
-                        device_stage: Stage::Failed,
-                    }
-                }
-                None => {
-                    let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
-                    Next::Poll {
-                        at: Utc::now() + chrono::Duration::from_std(next)?,
-                        error: None,
-                    }
-                }
-            };
+            step.next = after_outcome(app, &row, &outcome, &mut step)?;
             step.outcome = Some(&outcome);
             save(app, id, &step).await
         }

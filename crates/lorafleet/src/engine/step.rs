@@ -4,7 +4,9 @@
 //! caller stores [`Run`] and the [`Dev`]s afterwards and calls again after [`Stepped::next`].
 //!
 //! Answers are read from the `uplinks` table past a cursor kept in the run, so an answer that
-//! was committed while lorafleet was down (or between two steps) is never missed.
+//! was committed while lorafleet was down (or between two steps) is never missed; the cursor
+//! re-reads a window of recent rows ([`new_answers`]), so neither is one that another instance
+//! committed out of id order.
 
 use std::collections::HashMap;
 use std::time::Duration;
