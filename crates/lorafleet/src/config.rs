@@ -762,7 +762,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[campaigns]\nlease_s = 12\n").unwrap();
-        assert_eq!(Config::load_with_env(Some(&path), &[]).unwrap().campaigns.lease_s, 12);
+        assert_eq!(
+            Config::load_with_env(Some(&path), &[])
+                .unwrap()
+                .campaigns
+                .lease_s,
+            12
+        );
         let env = |v: &str| vec![("LORAFLEET__CAMPAIGNS__LEASE_S".to_string(), v.to_string())];
         let c = Config::load_with_env(Some(&path), &env("5")).unwrap();
         assert_eq!(c.campaigns.lease_s, 5);

@@ -30,9 +30,10 @@ async fn running_campaign(t: &TestApp) -> i64 {
     let r = t.post("/api/campaigns").json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let started = lorafleet::storage::campaigns::set_running(&t.app.db, id, "2026-12-07T10:00:00.000Z")
-        .await
-        .unwrap();
+    let started =
+        lorafleet::storage::campaigns::set_running(&t.app.db, id, "2026-12-07T10:00:00.000Z")
+            .await
+            .unwrap();
     assert!(started);
     id
 }
@@ -95,11 +96,15 @@ async fn a_lapsed_lease_is_taken_over_as_a_new_attempt_and_a_renewed_one_is_not(
     claim(&t, "a", now, 10).await.unwrap();
     // Renewed by its owner at 8 s, to 18 s: b finds nothing at 12 s.
     assert_eq!(
-        leases::renew_all(&t.app.db, "a", now + secs(18)).await.unwrap(),
+        leases::renew_all(&t.app.db, "a", now + secs(18))
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        leases::renew_all(&t.app.db, "b", now + secs(60)).await.unwrap(),
+        leases::renew_all(&t.app.db, "b", now + secs(60))
+            .await
+            .unwrap(),
         0,
         "b holds nothing to renew"
     );
@@ -119,7 +124,9 @@ async fn a_lapsed_lease_is_taken_over_as_a_new_attempt_and_a_renewed_one_is_not(
     );
     // a's renewal no longer touches it, and a cannot claim it back while b holds it.
     assert_eq!(
-        leases::renew_all(&t.app.db, "a", now + secs(60)).await.unwrap(),
+        leases::renew_all(&t.app.db, "a", now + secs(60))
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(claim(&t, "a", now + secs(20), 10).await, None);
@@ -146,7 +153,10 @@ async fn a_campaign_not_due_or_not_running_is_not_claimed() {
         .unwrap();
     assert_eq!(claim(&t, "a", now, 30).await, None, "not due");
     assert_eq!(claim(&t, "a", now + secs(6), 30).await.unwrap().id, id);
-    let next = leases::next_claimable(&t.app.db, "b").await.unwrap().unwrap();
+    let next = leases::next_claimable(&t.app.db, "b")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(next >= now + secs(29), "b waits for a's lease: {next}");
     lorafleet::storage::campaigns::finish(
         &t.app.db,
@@ -272,7 +282,10 @@ async fn the_runner_takes_over_a_lapsed_campaign_and_says_so() {
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
     assert_eq!(log_of(&t, id).await.len(), before, "not stepped here");
     let c = t.get_json(&format!("/api/campaigns/{id}")).await;
-    assert_eq!((c["lease_owner"].as_str(), c["attempt"].as_i64()), (Some("other-instance"), Some(3)));
+    assert_eq!(
+        (c["lease_owner"].as_str(), c["attempt"].as_i64()),
+        (Some("other-instance"), Some(3))
+    );
 }
 
 /// Inserts an uplink with a chosen id (as a writer that took the id earlier and commits late).
@@ -569,7 +582,14 @@ mod two_instances {
     }
 
     /// An uplink of `dev_eui` through ChirpStack's HTTP integration of the instance at `base`.
-    async fn uplink(http: &reqwest::Client, base: &str, dev_eui: &str, f_port: u8, data: &[u8], f_cnt: u32) -> bool {
+    async fn uplink(
+        http: &reqwest::Client,
+        base: &str,
+        dev_eui: &str,
+        f_port: u8,
+        data: &[u8],
+        f_cnt: u32,
+    ) -> bool {
         let body = json!({
             "deduplicationId": format!("dedup-{dev_eui}-{f_cnt}"),
             "time": chrono::Utc::now().to_rfc3339(),
@@ -603,7 +623,9 @@ mod two_instances {
                     continue;
                 };
                 answered += 1;
-                let Some((port, ans)) = answer(port, &data) else { continue };
+                let Some((port, ans)) = answer(port, &data) else {
+                    continue;
+                };
                 let n = f_cnt.entry(eui.clone()).or_insert(10);
                 *n += 1;
                 for _ in 0..4 {
@@ -619,7 +641,13 @@ mod two_instances {
     }
 
     async fn get_json(b: &TestBinary, path: &str) -> Value {
-        let r = b.http.get(b.url(path)).basic_auth("admin", Some(PASSWORD)).send().await.unwrap();
+        let r = b
+            .http
+            .get(b.url(path))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
     }
@@ -636,7 +664,10 @@ mod two_instances {
             .http
             .post(b.url("/api/firmware"))
             .basic_auth("admin", Some(PASSWORD))
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(body)
             .send()
             .await
@@ -646,7 +677,12 @@ mod two_instances {
     }
 
     /// Waits up to `limit` for `what` of campaign `id` seen through `b`.
-    async fn until(b: &TestBinary, id: i64, limit: Duration, what: impl Fn(&Value) -> bool) -> Value {
+    async fn until(
+        b: &TestBinary,
+        id: i64,
+        limit: Duration,
+        what: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let c = get_json(b, &format!("/api/campaigns/{id}")).await;
@@ -687,7 +723,10 @@ mod two_instances {
         let http = reqwest::Client::new();
         for (i, eui) in DEVICES.iter().enumerate() {
             let base = if i % 2 == 0 { &a.base } else { &b.base };
-            assert!(uplink(&http, base, eui, 1, &[1], 1).await, "first uplink of {eui}");
+            assert!(
+                uplink(&http, base, eui, 1, &[1], 1).await,
+                "first uplink of {eui}"
+            );
         }
         play_devices(fake.clone(), bases.clone());
         let firmware_id = upload(&a).await;
@@ -699,23 +738,42 @@ mod two_instances {
             "request_frag_status": "after_session",
             "engine": {"check": "refuse", "reboot_delay_s": 0},
         });
-        let r = b.http.post(b.url("/api/campaigns")).basic_auth("admin", Some(PASSWORD)).json(&body).send().await.unwrap();
+        let r = b
+            .http
+            .post(b.url("/api/campaigns"))
+            .basic_auth("admin", Some(PASSWORD))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-        let r = a.http.post(a.url(&format!("/api/campaigns/{id}/start"))).basic_auth("admin", Some(PASSWORD)).send().await.unwrap();
+        let r = a
+            .http
+            .post(a.url(&format!("/api/campaigns/{id}/start")))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 
         // The fragments are going out: kill -9 whichever instance owns the campaign.
         let started = Instant::now();
         while fake.multicast.lock().unwrap().is_empty() {
-            assert!(started.elapsed() < Duration::from_secs(60), "no fragment was ever sent");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no fragment was ever sent"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let c = get_json(&a, &format!("/api/campaigns/{id}")).await;
         let owner = c["lease_owner"].as_str().unwrap().to_string();
         assert_eq!(c["attempt"], 1, "{c}");
         let a_owns = owner.starts_with(&format!("{}-", a.pid()));
-        assert!(a_owns || owner.starts_with(&format!("{}-", b.pid())), "{owner}");
+        assert!(
+            a_owns || owner.starts_with(&format!("{}-", b.pid())),
+            "{owner}"
+        );
         let (dead, survivor) = if a_owns { (&mut a, &b) } else { (&mut b, &a) };
         dead.kill().await;
         let killed_at = Instant::now();
@@ -728,11 +786,17 @@ mod two_instances {
         .await;
         let took = killed_at.elapsed();
         let new_owner = c["lease_owner"].as_str().unwrap().to_string();
-        assert!(new_owner.starts_with(&format!("{}-", survivor.pid())), "{new_owner}");
+        assert!(
+            new_owner.starts_with(&format!("{}-", survivor.pid())),
+            "{new_owner}"
+        );
         assert_eq!(c["attempt"], 2, "{c}");
         eprintln!("taken over {took:?} after the kill");
 
-        let c = until(survivor, id, Duration::from_secs(60), |c| c["state"] != "running").await;
+        let c = until(survivor, id, Duration::from_secs(60), |c| {
+            c["state"] != "running"
+        })
+        .await;
         assert_eq!(c["state"], "completed", "{c}");
         for d in c["devices"].as_array().unwrap() {
             assert_eq!(
@@ -741,7 +805,12 @@ mod two_instances {
                 "{d}"
             );
         }
-        let log: Vec<&str> = c["log"].as_array().unwrap().iter().filter_map(|l| l["message"].as_str()).collect();
+        let log: Vec<&str> = c["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["message"].as_str())
+            .collect();
         let said = format!("taken over from {owner} by {new_owner} (its lease lapsed), attempt 2");
         assert!(log.contains(&said.as_str()), "{log:#?}");
 
@@ -751,9 +820,21 @@ mod two_instances {
         assert_eq!(*fake.deleted.lock().unwrap(), ["mc-1"]);
         let unicast = fake.unicast.lock().unwrap().clone();
         for eui in DEVICES {
-            assert_eq!(count(&unicast, eui, 200, 0x02), 1, "McGroupSetupReq to {eui}");
-            assert_eq!(count(&unicast, eui, 201, 0x02), 1, "FragSessionSetupReq to {eui}");
-            assert_eq!(count(&unicast, eui, 200, 0x04), 1, "McClassCSessionReq to {eui}");
+            assert_eq!(
+                count(&unicast, eui, 200, 0x02),
+                1,
+                "McGroupSetupReq to {eui}"
+            );
+            assert_eq!(
+                count(&unicast, eui, 201, 0x02),
+                1,
+                "FragSessionSetupReq to {eui}"
+            );
+            assert_eq!(
+                count(&unicast, eui, 200, 0x04),
+                1,
+                "McClassCSessionReq to {eui}"
+            );
         }
         // Each fragment at most once per attempt (the new attempt re-sends what the dead owner
         // had not recorded as sent), all of them at least once.
@@ -761,7 +842,9 @@ mod two_instances {
         for n in 1..=fragments() as u16 {
             let times = multicast
                 .iter()
-                .filter(|(g, _, d)| g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n)
+                .filter(|(g, _, d)| {
+                    g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
+                })
                 .count();
             assert!((1..=2).contains(&times), "fragment {n} sent {times} times");
         }

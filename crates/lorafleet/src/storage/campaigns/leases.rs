@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 
 use super::super::{begin_immediate, Cols, Db, Result, Time};
 use super::{
-    add_log_on, apply_outcome_on, finish_on, record_progress_on, set_poll_result_on,
-    CampaignState, LogLine, PollOutcome, Stage,
+    add_log_on, apply_outcome_on, finish_on, record_progress_on, set_poll_result_on, CampaignState,
+    LogLine, PollOutcome, Stage,
 };
 
 /// A campaign an instance just claimed.
@@ -69,7 +69,10 @@ pub async fn claim(
                  RETURNING campaigns.id, campaigns.lease_attempt, picked.previous_owner,
                     picked.previous_until"
             )
-            .replace("lease_attempt = lease_attempt", "lease_attempt = campaigns.lease_attempt")
+            .replace(
+                "lease_attempt = lease_attempt",
+                "lease_attempt = campaigns.lease_attempt",
+            )
             .replace("WHEN lease_owner IS", "WHEN campaigns.lease_owner IS");
             sqlx::query(&sql)
                 .bind(owner)
@@ -273,7 +276,15 @@ pub async fn save_step(
             error,
             device_stage,
         } => {
-            finish_on(&mut tx, id, *state, error.as_deref(), *device_stage, step.at).await?;
+            finish_on(
+                &mut tx,
+                id,
+                *state,
+                error.as_deref(),
+                *device_stage,
+                step.at,
+            )
+            .await?;
         }
     }
     record_progress_on(&mut tx, id, step.at).await?;
