@@ -40,7 +40,7 @@
  * @property {string | null} [reappeared_at]
  */
 
-/** @typedef {{ devices: DeviceSummary[], total: number, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
+/** @typedef {{ devices: DeviceSummary[], total: number, total_is_lower_bound?: boolean, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
 
 /**
  * @typedef {object} StatusRequest
@@ -111,6 +111,9 @@
  * @property {string | null} [completed_at]
  * @property {string | null} [error]
  * @property {string | null} [last_poll_error]
+ * @property {string | null} [lease_owner]   the lorafleet instance running it (or that last did)
+ * @property {string | null} [lease_until]   until when it holds it unless renewed
+ * @property {number} [attempt]              1 for the first instance, +1 at each takeover
  * @property {Record<string, number>} counts
  * @property {CampaignDevice[]} devices
  * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log

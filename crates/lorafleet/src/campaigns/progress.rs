@@ -330,6 +330,7 @@ mod tests {
             uplink_cursor: 0,
             failure: None,
             adaptive: Default::default(),
+            recent_uplinks: Vec::new(),
         }
     }
 
