@@ -90,6 +90,7 @@ pub struct FileError {
 
 /// Indexes `firmware.dir`: new files are added, changed ones re-read, vanished ones marked
 /// missing. Sidecars `<file>.toml` supply metadata.
+///
 /// One instance at a time on a shared database: two scans of one directory at once would both
 /// find a new file "new" and index it twice.
 pub async fn rescan(db: &Db, config: &Config) -> anyhow::Result<ScanReport> {
