@@ -427,7 +427,14 @@ async fn on_sqlite_there_is_no_cluster_and_every_job_lock_is_granted() {
     let t = spawn_app(test_config()).await;
     let health: serde_json::Value = t.get_json("/health").await;
     assert!(health.get("cluster").is_none(), "{health}");
-    let first = advisory::try_lock(&t.app.db, Job::DeviceSync).await.unwrap();
-    let second = advisory::try_lock(&t.app.db, Job::DeviceSync).await.unwrap();
-    assert!(first.is_some() && second.is_some(), "one instance: nobody to wait for");
+    let first = advisory::try_lock(&t.app.db, Job::DeviceSync)
+        .await
+        .unwrap();
+    let second = advisory::try_lock(&t.app.db, Job::DeviceSync)
+        .await
+        .unwrap();
+    assert!(
+        first.is_some() && second.is_some(),
+        "one instance: nobody to wait for"
+    );
 }
