@@ -53,6 +53,8 @@ pub struct App {
     /// The packages of the devices of running engine campaigns (the TS003 responder and the
     /// engine's wake-ups read it).
     pub running_packages: Arc<crate::engine::packages::RunningPackages>,
+    /// The other instances on the same PostgreSQL database, if any (`cluster`).
+    pub cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// What the first start generated and the operator must be told once.
@@ -158,6 +160,7 @@ impl App {
         // A network that produces device events itself (the simulation) starts here, now that
         // there is a writer to commit them with.
         with_writer(&writer);
+        let is_postgres = db.is_postgres();
         let app = Arc::new(App {
             throttle: LoginThrottle::new(config.auth.max_failed_logins),
             basic_cache: BasicCache::default(),
@@ -182,7 +185,9 @@ impl App {
             shutdown: tokio::sync::watch::channel(false).0,
             mqtt: Arc::default(),
             running_packages,
+            cluster: Arc::new(crate::cluster::Cluster::new(is_postgres)),
         });
+        crate::cluster::changes::spawn(&app);
         // After the metrics recorder is installed (above), so its series start at zero.
         crate::ingest::mqtt::spawn(&app.config, app.writer.clone(), app.mqtt.clone())?;
         if app.config.fuota.clock_sync {

@@ -300,6 +300,19 @@ impl IntegrationToken {
         }
     }
 
+    /// Reads a generated token's hash again: another instance on the database rotated it.
+    pub async fn reload(&self, db: &Db) -> anyhow::Result<()> {
+        let IntegrationToken::Sha256(current) = self else {
+            return Ok(());
+        };
+        if let Some(h) = storage::tokens::integration_sha256(db, sha256_hex).await? {
+            *current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = h;
+        }
+        Ok(())
+    }
+
     /// Replaces a generated token by a new one, stored before the old one stops working, and
     /// returns it (the one time it is shown). `None` for a configured token.
     pub async fn rotate(&self, db: &Db) -> anyhow::Result<Option<String>> {
@@ -626,6 +639,13 @@ impl BasicCache {
     pub fn remove(&self, key: &str) {
         if let Ok(mut map) = self.entries.lock() {
             map.remove(key);
+        }
+    }
+
+    /// Forgets every entry (credentials changed on another instance).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
         }
     }
 }

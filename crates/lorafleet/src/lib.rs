@@ -10,6 +10,7 @@
 pub mod app;
 pub mod auth;
 pub mod campaigns;
+pub mod cluster;
 pub mod config;
 pub mod devices;
 pub mod engine;

@@ -1,7 +1,6 @@
 //! The `lorafleet` command.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -190,30 +189,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     app.spawn_background();
-    let sync_app = app.clone();
-    tokio::spawn(async move {
-        // Every 10 minutes; after a failure sooner (30 s, doubling), since ChirpStack is often
-        // still starting when lorafleet is.
-        let mut retry = Duration::from_secs(30);
-        loop {
-            let wait = match sync_app.sync_network_devices().await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(devices = n, "listed devices from the network server");
-                    }
-                    retry = Duration::from_secs(30);
-                    Duration::from_secs(600)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "could not list devices from the network server");
-                    let wait = retry;
-                    retry = (retry * 2).min(Duration::from_secs(600));
-                    wait
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    });
+    // On one instance at a time when several share a database (`cluster::jobs`).
+    lorafleet::cluster::jobs::spawn_device_sync(&app);
 
     tracing::info!(
         max_connections = limits.max_connections,

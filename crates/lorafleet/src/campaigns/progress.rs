@@ -328,6 +328,7 @@ mod tests {
             fragments_sent_at: None,
             verify_at: Some(at(2000)),
             uplink_cursor: 0,
+            recent_uplinks: Vec::new(),
             failure: None,
             adaptive: Default::default(),
             recent_uplinks: Vec::new(),

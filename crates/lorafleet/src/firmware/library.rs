@@ -90,8 +90,20 @@ pub struct FileError {
 
 /// Indexes `firmware.dir`: new files are added, changed ones re-read, vanished ones marked
 /// missing. Sidecars `<file>.toml` supply metadata.
+///
+/// One instance at a time on a shared database: two scans of one directory at once would both
+/// find a new file "new" and index it twice.
 pub async fn rescan(db: &Db, config: &Config) -> anyhow::Result<ScanReport> {
     let _guard = INDEX_LOCK.lock().await;
+    let held = crate::storage::advisory::lock(db, crate::storage::advisory::Job::FirmwareRescan)
+        .await
+        .context("waiting for another instance's firmware rescan")?;
+    let report = scan_dir(db, config).await;
+    held.release().await?;
+    report
+}
+
+async fn scan_dir(db: &Db, config: &Config) -> anyhow::Result<ScanReport> {
     let dir = config.firmware.dir.clone();
     let mut report = ScanReport {
         dir: dir.display().to_string(),

@@ -102,6 +102,7 @@ macro_rules! on {
 #[allow(unused_imports)]
 pub(crate) use on;
 
+pub mod advisory;
 pub mod campaigns;
 pub mod device_events;
 pub mod devices;
@@ -112,6 +113,7 @@ pub mod firmware_history;
 pub mod firmware_management;
 pub mod integration_events;
 pub mod login_failures;
+pub mod notify;
 pub mod sessions;
 pub mod tokens;
 pub mod uplinks;

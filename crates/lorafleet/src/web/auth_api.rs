@@ -500,6 +500,8 @@ pub async fn delete_token(
         .parse()
         .map_err(|_| ApiError::field("id", format!("a token id is a number, got {id:?}")))?;
     if auth::delete_api_token(&app.db, id).await? {
+        // Tokens are looked up on every request; this only keeps other instances' caches honest.
+        app.cluster.auth_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("no API token {id}")))
@@ -630,6 +632,7 @@ pub async fn update_user(
     if let Some(p) = &body.password {
         storage::users::upsert(&app.db, &username, &hash(p).await?).await?;
     }
+    app.cluster.auth_changed();
     tracing::info!(user = %auth::log_name(&username), "user changed");
     Ok(StatusCode::NO_CONTENT)
 }

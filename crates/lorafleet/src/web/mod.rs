@@ -208,7 +208,15 @@ pub struct Health {
     pub network: &'static str,
     /// MQTT ingest: `connected`, `connecting` (also while waiting to reconnect) or `disabled`.
     pub mqtt: &'static str,
+    /// On PostgreSQL: whether this instance hears the other instances' changes (`LISTEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     pub uptime_s: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterHealth {
+    pub listening: bool,
 }
 
 /// Liveness, database reachability and whether writes reach the disk; no authentication.
@@ -226,6 +234,10 @@ pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
         database_error: error,
         network: app.network.kind().as_str(),
         mqtt: app.mqtt.state(),
+        cluster: app
+            .cluster
+            .listening()
+            .map(|listening| ClusterHealth { listening }),
         uptime_s: app.started_at.elapsed().as_secs(),
     };
     let code = if body.database_error.is_none() {

@@ -54,6 +54,8 @@ pub async fn rotate_integration_token(
         e.field = Some("integration.token".into());
         return Err(e);
     };
+    // The other instances hold the old token's hash in memory until told.
+    app.cluster.auth_changed();
     tracing::info!(user = %crate::auth::log_name(&user.username), "integration token rotated");
     Ok(Json(RotatedToken { token }))
 }
