@@ -16,8 +16,10 @@ pub mod gateways;
 pub mod packages;
 pub mod plan;
 pub mod region;
+pub mod rollout;
 pub mod runner;
 pub mod validate;
+pub mod waves;
 
 // The campaign's types live next to their queries in storage (which names nothing of this
 // folder); these are the names the rest of the server knows them by.

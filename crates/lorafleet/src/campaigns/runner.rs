@@ -80,7 +80,10 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("firmware image {} is gone", row.firmware_id))?;
     let payload = app.images.load(&firmware).await?;
-    let devices = store::devices(&app.db, row.id).await?;
+    // With a rollout, the driver sees only the running wave's devices (its own session).
+    let devices =
+        super::rollout::current_devices(app, row.id, store::devices(&app.db, row.id).await?)
+            .await?;
     let euis: Vec<String> = devices.iter().map(|d| d.dev_eui.clone()).collect();
     let inventory = crate::storage::devices::known(&app.db, &euis)
         .await?
@@ -127,6 +130,7 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
         },
     )
     .await;
+    super::rollout::close(app, id).await?;
     store::finish(
         &app.db,
         id,
@@ -167,7 +171,11 @@ async fn process(app: &App, id: i64) -> anyhow::Result<()> {
         driver.start(&ctx, &campaign).await
     };
     match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if outcome.forget_keys && super::rollout::keys_still_needed(app, id).await? {
+                // The next wave's devices need their root keys too.
+                outcome.forget_keys = false;
+            }
             if !row.started {
                 store::set_started(&app.db, id).await?;
                 log(app, id, LogLine::info(format!("started on {}", row.driver))).await;
@@ -176,7 +184,16 @@ async fn process(app: &App, id: i64) -> anyhow::Result<()> {
                 log(app, id, LogLine::info("the FUOTA service answers again")).await;
             }
             store::apply_outcome(&app.db, id, &outcome, &net_now(app)).await?;
-            match &outcome.finished {
+            let finished = match &outcome.finished {
+                Some(f) => super::rollout::wave_over(app, id, f).await?,
+                None => None,
+            };
+            if outcome.finished.is_some() && finished.is_none() {
+                // The next wave starts (or the campaign waits for the operator).
+                let _ = app.changes.send(Change::Campaign(id));
+                return Ok(());
+            }
+            match &finished {
                 Some(Finished::Completed) => {
                     log(app, id, LogLine::info("campaign completed")).await;
                     let at = net_now(app);
@@ -289,6 +306,9 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
     store::record_progress(&app.db, id, &net_now(app))
         .await
         .map_err(|e| StartError::Other(e.into()))?;
+    super::rollout::begin(app, id)
+        .await
+        .map_err(StartError::Other)?;
     log(app, id, LogLine::info("start requested")).await;
     app.campaigns.wake.notify_one();
     let _ = app.changes.send(Change::Campaign(id));
@@ -325,6 +345,7 @@ pub async fn cancel(app: &App, id: i64) -> anyhow::Result<bool> {
         }
     }
     log(app, id, LogLine::info("campaign cancelled")).await;
+    super::rollout::close(app, id).await?;
     store::finish(
         &app.db,
         id,
