@@ -439,4 +439,14 @@ async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_th
         .unwrap();
     assert!(c.get("rollout").is_none(), "{c}");
     assert_eq!(c["waves"], json!([]), "{c}");
+
+    // The API's document knows the resume and the campaign's waves.
+    let doc: Value = t.get("/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/api/campaigns/{id}/resume"]["post"].is_object());
+    let dto = &doc["components"]["schemas"]["CampaignDto"]["properties"];
+    for field in ["waves", "paused_reason", "rollout"] {
+        assert!(dto[field].is_object(), "{field}: {dto}");
+    }
+    let request = &doc["components"]["schemas"]["CampaignRequest"]["properties"];
+    assert!(request["rollout"].is_object(), "{request}");
 }

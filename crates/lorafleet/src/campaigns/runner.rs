@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Mutex, Notify};
 
-use super::drivers::{Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine};
+use super::drivers::{
+    Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine, PollOutcome,
+};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
 use crate::ingest::writer::Change;
@@ -145,6 +147,62 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stores what the driver's `start` or `poll` returned, and ends the campaign (or its wave)
+/// when the driver says it is over.
+async fn applied(app: &App, row: &CampaignRow, mut outcome: PollOutcome) -> anyhow::Result<()> {
+    let id = row.id;
+    if outcome.forget_keys && super::rollout::keys_still_needed(app, id).await? {
+        // The next wave's devices need their root keys too.
+        outcome.forget_keys = false;
+    }
+    if !row.started {
+        store::set_started(&app.db, id).await?;
+        log(app, id, LogLine::info(format!("started on {}", row.driver))).await;
+    }
+    if row.last_poll_error.is_some() {
+        log(app, id, LogLine::info("the FUOTA service answers again")).await;
+    }
+    store::apply_outcome(&app.db, id, &outcome, &net_now(app)).await?;
+    let finished = match &outcome.finished {
+        Some(f) => super::rollout::wave_over(app, id, f).await?,
+        None => None,
+    };
+    if outcome.finished.is_some() && finished.is_none() {
+        // The next wave starts (or the campaign waits for the operator).
+        let _ = app.changes.send(Change::Campaign(id));
+        return Ok(());
+    }
+    match &finished {
+        Some(Finished::Completed) => {
+            log(app, id, LogLine::info("campaign completed")).await;
+            let at = net_now(app);
+            store::finish(
+                &app.db,
+                id,
+                CampaignState::Completed,
+                None,
+                Stage::Failed,
+                &at,
+            )
+            .await?;
+            store::record_progress(&app.db, id, &at).await?;
+        }
+        Some(Finished::Failed(msg)) => return fail(app, id, msg).await,
+        None => {
+            let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
+            store::set_poll_result(
+                &app.db,
+                id,
+                Utc::now() + chrono::Duration::from_std(next)?,
+                None,
+            )
+            .await?;
+        }
+    }
+    let _ = app.changes.send(Change::Campaign(id));
+    Ok(())
+}
+
 async fn process(app: &App, id: i64) -> anyhow::Result<()> {
     let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
@@ -171,57 +229,7 @@ async fn process(app: &App, id: i64) -> anyhow::Result<()> {
         driver.start(&ctx, &campaign).await
     };
     match result {
-        Ok(mut outcome) => {
-            if outcome.forget_keys && super::rollout::keys_still_needed(app, id).await? {
-                // The next wave's devices need their root keys too.
-                outcome.forget_keys = false;
-            }
-            if !row.started {
-                store::set_started(&app.db, id).await?;
-                log(app, id, LogLine::info(format!("started on {}", row.driver))).await;
-            }
-            if row.last_poll_error.is_some() {
-                log(app, id, LogLine::info("the FUOTA service answers again")).await;
-            }
-            store::apply_outcome(&app.db, id, &outcome, &net_now(app)).await?;
-            let finished = match &outcome.finished {
-                Some(f) => super::rollout::wave_over(app, id, f).await?,
-                None => None,
-            };
-            if outcome.finished.is_some() && finished.is_none() {
-                // The next wave starts (or the campaign waits for the operator).
-                let _ = app.changes.send(Change::Campaign(id));
-                return Ok(());
-            }
-            match &finished {
-                Some(Finished::Completed) => {
-                    log(app, id, LogLine::info("campaign completed")).await;
-                    let at = net_now(app);
-                    store::finish(
-                        &app.db,
-                        id,
-                        CampaignState::Completed,
-                        None,
-                        Stage::Failed,
-                        &at,
-                    )
-                    .await?;
-                    store::record_progress(&app.db, id, &at).await?;
-                }
-                Some(Finished::Failed(msg)) => return fail(app, id, msg).await,
-                None => {
-                    let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
-                    store::set_poll_result(
-                        &app.db,
-                        id,
-                        Utc::now() + chrono::Duration::from_std(next)?,
-                        None,
-                    )
-                    .await?;
-                }
-            }
-            let _ = app.changes.send(Change::Campaign(id));
-        }
+        Ok(outcome) => return applied(app, &row, outcome).await,
         Err(DriverError::Unavailable(msg)) => {
             // Back off up to 5 minutes; say so on the campaign once per distinct message.
             let failures = row.poll_failures.clamp(0, 5) as u32;

@@ -122,7 +122,8 @@ fn check_waves(waves: Option<&[WaveRequest]>, errors: &mut FieldErrors) -> Vec<f
         out.push(p);
     }
     if let Some(&last) = out.last() {
-        if last != 100.0 {
+        // Above 100 was already named as out of range.
+        if last > 0.0 && last < 100.0 {
             let field = format!("rollout.waves[{}].percent", out.len() - 1);
             errors.add(
                 &field,
