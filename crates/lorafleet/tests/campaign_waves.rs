@@ -164,7 +164,10 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
     // The split is stored at start, in DevEUI order: 20 % of 6 is 2 devices, 50 % 3 (one more).
     let c = get(&server, &format!("/api/campaigns/{id}")).await;
     assert_eq!(c["rollout"]["waves"], json!([20.0, 50.0, 100.0]), "{c}");
-    assert_eq!(wave_devices(&c, 0), ["4c4653494d000001", "4c4653494d000002"]);
+    assert_eq!(
+        wave_devices(&c, 0),
+        ["4c4653494d000001", "4c4653494d000002"]
+    );
     assert_eq!(wave_devices(&c, 1), ["4c4653494d000003"]);
     assert_eq!(
         wave_devices(&c, 2),
@@ -218,8 +221,14 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
         .iter()
         .filter_map(|l| l["message"].as_str())
         .collect();
-    assert!(log.contains(&"wave 1 of 3 starts: 2 of 6 devices"), "{log:#?}");
-    assert!(log.contains(&"wave 2 succeeded; wave 3 starts: 3 devices"), "{log:#?}");
+    assert!(
+        log.contains(&"wave 1 of 3 starts: 2 of 6 devices"),
+        "{log:#?}"
+    );
+    assert!(
+        log.contains(&"wave 2 succeeded; wave 3 starts: 3 devices"),
+        "{log:#?}"
+    );
 
     // Only a paused campaign can be resumed.
     let (status, e) = post(&server, &format!("/api/campaigns/{id}/resume"), &json!({})).await;
@@ -395,7 +404,10 @@ async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_th
     for driver in ["chirpstack-v4", "fuota-server-v3"] {
         let r = t
             .post("/api/campaigns")
-            .json(&body(driver, json!({"waves": [{"percent": 50}, {"percent": 100}]})))
+            .json(&body(
+                driver,
+                json!({"waves": [{"percent": 50}, {"percent": 100}]}),
+            ))
             .send()
             .await
             .unwrap();
@@ -415,7 +427,10 @@ async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_th
     // A good rollout is stored with its defaults; a PATCH can take it away again.
     let r = t
         .post("/api/campaigns")
-        .json(&body("engine", json!({"waves": [{"percent": 5}, {"percent": 25}, {"percent": 100}]})))
+        .json(&body(
+            "engine",
+            json!({"waves": [{"percent": 5}, {"percent": 25}, {"percent": 100}]}),
+        ))
         .send()
         .await
         .unwrap();
@@ -441,7 +456,14 @@ async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_th
     assert_eq!(c["waves"], json!([]), "{c}");
 
     // The API's document knows the resume and the campaign's waves.
-    let doc: Value = t.get("/api/openapi.json").send().await.unwrap().json().await.unwrap();
+    let doc: Value = t
+        .get("/api/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/api/campaigns/{id}/resume"]["post"].is_object());
     let dto = &doc["components"]["schemas"]["CampaignDto"]["properties"];
     for field in ["waves", "paused_reason", "rollout"] {

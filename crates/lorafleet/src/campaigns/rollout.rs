@@ -101,7 +101,11 @@ pub async fn keys_still_needed(app: &App, id: i64) -> anyhow::Result<bool> {
 
 /// A wave's session is over (the driver said `finished`). `None`: the campaign goes on (the
 /// next wave, or paused for the operator); `Some`: it ends with that outcome.
-pub async fn wave_over(app: &App, id: i64, finished: &Finished) -> anyhow::Result<Option<Finished>> {
+pub async fn wave_over(
+    app: &App,
+    id: i64,
+    finished: &Finished,
+) -> anyhow::Result<Option<Finished>> {
     let Some(mut run) = stored::get(&app.db, id).await? else {
         return Ok(Some(finished.clone()));
     };
@@ -210,7 +214,9 @@ impl From<anyhow::Error> for ResumeError {
 /// The operator resumes a paused campaign: the next wave starts now. Returns its number.
 pub async fn resume(app: &App, id: i64) -> Result<usize, ResumeError> {
     let _guard = app.campaigns.lock.lock().await;
-    let row = store::get(&app.db, id).await?.ok_or(ResumeError::NotFound)?;
+    let row = store::get(&app.db, id)
+        .await?
+        .ok_or(ResumeError::NotFound)?;
     if row.state != CampaignState::Paused {
         return Err(ResumeError::NotPaused(row.state));
     }

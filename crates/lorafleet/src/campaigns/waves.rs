@@ -111,7 +111,10 @@ fn check_waves(waves: Option<&[WaveRequest]>, errors: &mut FieldErrors) -> Vec<f
             continue;
         };
         if !(p > 0.0 && p <= 100.0) {
-            errors.add(&field, format!("{field} must be above 0 and at most 100, got {p}"));
+            errors.add(
+                &field,
+                format!("{field} must be above 0 and at most 100, got {p}"),
+            );
         } else if p <= previous {
             errors.add(
                 &field,
@@ -182,7 +185,13 @@ pub fn decide(rollout: &Rollout, wave: usize, next: Option<usize>, stages: &[Sta
     let total = stages.len();
     let updated = stages.iter().filter(|s| **s == Stage::Completed).count();
     let failed = total - updated;
-    let share = |k: usize| if total == 0 { 1.0 } else { k as f64 / total as f64 };
+    let share = |k: usize| {
+        if total == 0 {
+            1.0
+        } else {
+            k as f64 / total as f64
+        }
+    };
     let met = total == 0 || share(updated) >= rollout.success_threshold;
     match (met, next) {
         (true, Some(next)) => Decision::Next { next },
@@ -250,11 +259,20 @@ mod tests {
     fn bad_rollouts_name_their_field() {
         let e = DriverKind::Engine;
         assert_eq!(fields(&req(&[]), e), ["rollout.waves"]);
-        assert_eq!(fields(&req(&[50.0, 40.0, 100.0]), e), ["rollout.waves[1].percent"]);
-        assert_eq!(fields(&req(&[50.0, 50.0, 100.0]), e), ["rollout.waves[1].percent"]);
+        assert_eq!(
+            fields(&req(&[50.0, 40.0, 100.0]), e),
+            ["rollout.waves[1].percent"]
+        );
+        assert_eq!(
+            fields(&req(&[50.0, 50.0, 100.0]), e),
+            ["rollout.waves[1].percent"]
+        );
         assert_eq!(fields(&req(&[10.0, 90.0]), e), ["rollout.waves[1].percent"]);
         assert_eq!(fields(&req(&[0.0, 100.0]), e), ["rollout.waves[0].percent"]);
-        assert_eq!(fields(&req(&[10.0, 120.0]), e), ["rollout.waves[1].percent"]);
+        assert_eq!(
+            fields(&req(&[10.0, 120.0]), e),
+            ["rollout.waves[1].percent"]
+        );
         let mut r = req(&[100.0]);
         r.success_threshold = Some(1.5);
         r.error_threshold = Some(-0.1);
@@ -262,7 +280,10 @@ mod tests {
             fields(&r, e),
             ["rollout.success_threshold", "rollout.error_threshold"]
         );
-        assert_eq!(fields(&req(&[100.0]), DriverKind::ChirpstackV4), ["rollout"]);
+        assert_eq!(
+            fields(&req(&[100.0]), DriverKind::ChirpstackV4),
+            ["rollout"]
+        );
         let mut errors = FieldErrors::default();
         check(Some(&req(&[100.0])), DriverKind::FuotaServerV3, &mut errors);
         assert!(errors.0[0].error.contains("fuota-server-v3"), "{errors:?}");

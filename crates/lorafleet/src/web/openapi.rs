@@ -5,8 +5,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth_api, campaign_versions, campaign_waves_api, campaigns_api, devices_api, error, firmware_api,
-    firmware_management_api, ingest, settings_api,
+    auth_api, campaign_versions, campaign_waves_api, campaigns_api, devices_api, error,
+    firmware_api, firmware_management_api, ingest, settings_api,
 };
 use crate::devices;
 use crate::version_status;

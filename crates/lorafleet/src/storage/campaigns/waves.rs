@@ -200,7 +200,13 @@ pub async fn start_wave(
 
 /// Pauses a campaign after a wave: not polled until the operator resumes or cancels it. The
 /// finished wave's driver state is dropped (its session is over).
-pub async fn pause(db: &Db, id: i64, states: &[WaveState], reason: &str, at: &str) -> anyhow::Result<()> {
+pub async fn pause(
+    db: &Db,
+    id: i64,
+    states: &[WaveState],
+    reason: &str,
+    at: &str,
+) -> anyhow::Result<()> {
     on!(db, c => sqlx::query(
         "UPDATE campaigns SET state = 'paused', waves_json = $1, paused_reason = $2,
             started = FALSE, driver_state_json = NULL, next_poll_at = NULL, updated_at = $3
