@@ -15,6 +15,8 @@ pub mod drivers;
 pub mod gateways;
 pub mod packages;
 pub mod plan;
+pub mod plan_network;
+pub mod progress;
 pub mod region;
 pub mod rollout;
 pub mod runner;

@@ -91,6 +91,13 @@ pub async fn begin(app: &App, id: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the campaign runs a wave (a driver's `finished` then ends the wave, not it).
+pub async fn in_wave(app: &App, id: i64) -> anyhow::Result<bool> {
+    Ok(stored::get(&app.db, id)
+        .await?
+        .is_some_and(|r| r.current().is_some()))
+}
+
 /// Whether the root keys must be kept for a wave still to come (the engine forgets them once
 /// its session holds each device's McKey).
 pub async fn keys_still_needed(app: &App, id: i64) -> anyhow::Result<bool> {

@@ -199,7 +199,8 @@ pub async fn start_wave(
 }
 
 /// Pauses a campaign after a wave: not polled until the operator resumes or cancels it. The
-/// finished wave's driver state is dropped (its session is over).
+/// finished wave's driver state is dropped (its session is over) and the runner's lease
+/// released (whichever instance claims it after the resume goes on from the stored state).
 pub async fn pause(
     db: &Db,
     id: i64,
@@ -209,7 +210,8 @@ pub async fn pause(
 ) -> anyhow::Result<()> {
     on!(db, c => sqlx::query(
         "UPDATE campaigns SET state = 'paused', waves_json = $1, paused_reason = $2,
-            started = FALSE, driver_state_json = NULL, next_poll_at = NULL, updated_at = $3
+            started = FALSE, driver_state_json = NULL, next_poll_at = NULL, lease_until = NULL,
+            updated_at = $3
          WHERE id = $4",
     )
     .bind(serde_json::to_string(states)?)
