@@ -569,3 +569,91 @@ async fn the_plan_shows_the_fewest_gateways_that_heard_every_device_or_the_given
     let e = r.text().await.unwrap();
     assert!(e.contains("multicast.gateways"), "{e}");
 }
+
+/// The DevEUIs the fake received unicast commands for, in order, with duplicates removed.
+fn unicast_devices(fake: &Fake) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (eui, _, _) in fake.unicast.lock().unwrap().iter() {
+        if !out.contains(eui) {
+            out.push(eui.clone());
+        }
+    }
+    out
+}
+
+/// Waves (issue 10 item 6) on ChirpStack v4: the engine sends only to the running wave's
+/// device; the first device never answers, so its wave fails and the campaign pauses without
+/// a command to the second; resume sends the second device its first command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_reach_only_the_running_waves_devices() {
+    const SECOND: &str = "0102030405060709";
+    let (fake, url) = start_fake().await;
+    let mut config = test_config();
+    config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
+    config.network.chirpstack_v4.api_url = url;
+    config.network.chirpstack_v4.api_token = TOKEN.into();
+    config.network.request_timeout_s = 2;
+    let network = ChirpstackV4::new(&config.network.chirpstack_v4, Duration::from_secs(2))
+        .unwrap()
+        .with_region("EU868")
+        .unwrap();
+    let t = spawn_app(config.with_network(Arc::new(network))).await;
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert_eq!(status, 201);
+    t.add_device(DEV, Some("profile-1"), None).await;
+    t.add_device(SECOND, Some("profile-1"), None).await;
+    let body = json!({
+        "name": "waves on v4", "firmware_id": img["id"], "devices": [SECOND, DEV], "driver": "engine",
+        "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": 3},
+        "unicast": {"timeout_s": 1, "attempts": 1},
+        "engine": {"check": "refuse", "reboot_delay_s": 0},
+        "rollout": {"waves": [{"percent": 50}, {"percent": 100}]},
+    });
+    let r = t.post("/api/campaigns").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let r = t
+        .post(&format!("/api/campaigns/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+
+    // DEV sorts first: the first wave is DEV alone; it never answers and the campaign pauses.
+    let started = Instant::now();
+    let c = loop {
+        step(&t).await;
+        let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+        if c["state"] != "running" {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(c["state"], "paused", "{c}");
+    assert_eq!(c["waves"][0]["devices"], json!([DEV]), "{c}");
+    assert_eq!(
+        unicast_devices(&fake),
+        [DEV],
+        "nothing for the second wave yet"
+    );
+
+    let r = t
+        .post(&format!("/api/campaigns/{id}/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let started = Instant::now();
+    while unicast_devices(&fake).len() < 2 {
+        step(&t).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second wave's device got no command"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unicast_devices(&fake), [DEV, SECOND]);
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["waves"][1]["state"], "running", "{c}");
+}

@@ -119,6 +119,19 @@
  * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log
  * @property {{ at: string, counts: Record<string, number> }[]} [progress]
  * @property {ProgressSummary} [progress_summary]  GET /api/campaigns/{id} only
+ * @property {{ waves: number[], success_threshold: number, error_threshold: number, pause_between_s: number }} [rollout]
+ * @property {CampaignWave[]} [waves]  empty without a rollout
+ * @property {string | null} [paused_reason]  why a paused campaign waits for the operator
+ */
+
+/**
+ * One wave of a campaign's rollout.
+ * @typedef {object} CampaignWave
+ * @property {number} index  1 for the first wave
+ * @property {number} percent  cumulative share of the campaign's devices
+ * @property {string[]} devices  the wave's own devices
+ * @property {string} state  pending | running | succeeded | failed | skipped
+ * @property {Record<string, number>} counts  the wave's devices per stage
  */
 
 /** A duration on the fleet's clock and in real time. @typedef {{ simulated_s: number, real_s: number }} BothClocks */

@@ -18,8 +18,10 @@ pub mod plan;
 pub mod plan_network;
 pub mod progress;
 pub mod region;
+pub mod rollout;
 pub mod runner;
 pub mod validate;
+pub mod waves;
 
 // The campaign's types live next to their queries in storage (which names nothing of this
 // folder); these are the names the rest of the server knows them by.

@@ -209,7 +209,10 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("firmware image {} is gone", row.firmware_id))?;
     let payload = app.images.load(&firmware).await?;
-    let devices = store::devices(&app.db, row.id).await?;
+    // With a rollout, the driver sees only the running wave's devices (its own session).
+    let devices =
+        super::rollout::current_devices(app, row.id, store::devices(&app.db, row.id).await?)
+            .await?;
     let euis: Vec<String> = devices.iter().map(|d| d.dev_eui.clone()).collect();
     let inventory = crate::storage::devices::known(&app.db, &euis)
         .await?
@@ -286,6 +289,7 @@ async fn save(app: &App, id: i64, step: &StepSave<'_>) -> anyhow::Result<()> {
 }
 
 async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
+    super::rollout::close(app, id).await?;
     let at = net_now(app);
     let step = StepSave {
         at: &at,
@@ -376,6 +380,52 @@ fn after_outcome(
     })
 }
 
+/// The step in which a wave's session ended: stored as a poll (the campaign goes on), then the
+/// wave is judged: the next wave starts, the campaign pauses, or it ends here.
+async fn wave_step(
+    app: &App,
+    id: i64,
+    mut step: StepSave<'_>,
+    finished: &Finished,
+) -> anyhow::Result<()> {
+    step.log_after.clear();
+    step.next = Next::Poll {
+        at: Utc::now(),
+        error: None,
+    };
+    save(app, id, &step).await?;
+    let Some(end) = super::rollout::wave_over(app, id, finished).await? else {
+        let _ = app.changes.send(Change::Campaign(id));
+        return Ok(());
+    };
+    let at = net_now(app);
+    let (line, state, error) = match &end {
+        Finished::Completed => (
+            stamped(app, LogLine::info("campaign completed")),
+            CampaignState::Completed,
+            None,
+        ),
+        Finished::Failed(msg) => (
+            error_line(app, msg),
+            CampaignState::Failed,
+            Some(msg.clone()),
+        ),
+    };
+    let step = StepSave {
+        at: &at,
+        started: false,
+        log_before: Vec::new(),
+        outcome: None,
+        log_after: vec![line],
+        next: Next::End {
+            state,
+            error,
+            device_stage: Stage::Failed,
+        },
+    };
+    save(app, id, &step).await
+}
+
 async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
     let id = claimed.id;
     note_attempt(app, claimed).await?;
@@ -416,10 +466,21 @@ async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
         },
     };
     match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            if outcome.forget_keys && super::rollout::keys_still_needed(app, id).await? {
+                // The next wave's devices need their root keys too.
+                outcome.forget_keys = false;
+            }
             step.next = after_outcome(app, &row, &outcome, &mut step)?;
+            let wave_ended = match &outcome.finished {
+                Some(f) if super::rollout::in_wave(app, id).await? => Some(f.clone()),
+                _ => None,
+            };
             step.outcome = Some(&outcome);
-            save(app, id, &step).await
+            match wave_ended {
+                Some(finished) => wave_step(app, id, step, &finished).await,
+                None => save(app, id, &step).await,
+            }
         }
         Err(DriverError::Unavailable(msg)) => {
             // Back off up to 5 minutes; say so on the campaign once per distinct message.
@@ -497,6 +558,9 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
     store::record_progress(&app.db, id, &net_now(app))
         .await
         .map_err(|e| StartError::Other(e.into()))?;
+    super::rollout::begin(app, id)
+        .await
+        .map_err(StartError::Other)?;
     log(app, id, LogLine::info("start requested")).await;
     app.campaigns.wake.notify_one();
     let _ = app.changes.send(Change::Campaign(id));
@@ -533,6 +597,7 @@ pub async fn cancel(app: &App, id: i64) -> anyhow::Result<bool> {
         }
     }
     log(app, id, LogLine::info("campaign cancelled")).await;
+    super::rollout::close(app, id).await?;
     store::finish(
         &app.db,
         id,

@@ -69,6 +69,9 @@ pub struct CampaignRequest {
     pub device_limits: Option<DeviceLimitsRequest>,
     /// Per DevEUI: `{"packages": {...}, "device_limits": {...}}`.
     pub device_overrides: Option<BTreeMap<String, DeviceOverrideRequest>>,
+    /// Engine only: roll out in waves of growing (cumulative) shares of the devices, each its
+    /// own multicast session, with success and error thresholds (`campaigns::waves`).
+    pub rollout: Option<super::waves::RolloutRequest>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -200,6 +203,8 @@ pub struct Validated {
     pub settings: CampaignSettings,
     pub keys: CampaignKeys,
     pub plan: Plan,
+    /// The checked `rollout`, stored beside the draft.
+    pub rollout: Option<super::waves::Rollout>,
 }
 
 impl Validated {
@@ -298,6 +303,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
     );
     let request_frag_status = request_frag_status(req.request_frag_status.as_deref(), &mut errors);
     let engine = engine(&req.engine.clone().unwrap_or_default(), &mut errors);
+    let rollout = super::waves::check(req.rollout.as_ref(), driver, &mut errors);
     let mut settings = CampaignSettings {
         lorawan_version,
         multicast,
@@ -335,6 +341,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         settings,
         keys,
         plan,
+        rollout,
     })
 }
 

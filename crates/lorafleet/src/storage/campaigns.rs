@@ -11,6 +11,7 @@ mod changes;
 pub mod device_facts;
 pub mod leases;
 mod records;
+pub mod waves;
 
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
 pub use records::{
@@ -623,6 +624,11 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
     })
     .collect());
     let counts = count_stages(devices.iter().map(|d| &d.stage));
+    let run = waves::get(db, id).await?;
+    let wave_list = match &run {
+        Some(run) => waves::dtos(run, &waves::device_waves(db, id).await?, &devices),
+        None => Vec::new(),
+    };
     Ok(Some(CampaignDto {
         id,
         name: row.name,
@@ -648,6 +654,9 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         devices,
         log,
         progress,
+        paused_reason: run.as_ref().and_then(|r| r.paused_reason.clone()),
+        rollout: run.map(|r| r.rollout),
+        waves: wave_list,
     }))
 }
 

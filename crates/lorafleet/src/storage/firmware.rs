@@ -164,7 +164,7 @@ fn from_row(r: &impl Cols) -> FirmwareImage {
 }
 
 async fn with_campaigns(db: &Db, mut images: Vec<FirmwareImage>) -> Result<Vec<FirmwareImage>> {
-    let rows: Vec<(i64, i64)> = on!(db, c => sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state = 'running' ORDER BY id")
+    let rows: Vec<(i64, i64)> = on!(db, c => sqlx::query_as("SELECT firmware_id, id FROM campaigns WHERE state IN ('running', 'paused') ORDER BY id")
             .fetch_all(c).await)?;
     for image in &mut images {
         image.running_campaigns = rows

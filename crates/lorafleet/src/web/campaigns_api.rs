@@ -254,6 +254,9 @@ pub async fn create(
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
+    if let Err(e) = store::waves::set_rollout(&app.db, id, v.rollout.as_ref()).await {
+        return api_error(e.into());
+    }
     let _ = app.changes.send(Change::Campaign(id));
     match dto_or_404(&app, id).await {
         Ok(dto) => (StatusCode::CREATED, Json(dto)).into_response(),
@@ -411,6 +414,9 @@ pub async fn update(
             ))
         }
         Err(e) => return api_error(e.into()),
+    }
+    if let Err(e) = store::waves::set_rollout(&app.db, id, v.rollout.as_ref()).await {
+        return api_error(e.into());
     }
     let _ = app.changes.send(Change::Campaign(id));
     match dto_or_404(&app, id).await {

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod auth_api;
 pub mod campaign_progress;
 pub mod campaign_versions;
+pub mod campaign_waves_api;
 pub mod campaigns_api;
 pub mod devices_api;
 pub mod error;
@@ -180,6 +181,10 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/api/campaigns/{id}/start", post(campaigns_api::start))
         .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .route(
+            "/api/campaigns/{id}/resume",
+            post(campaign_waves_api::resume),
+        )
         .route(
             "/api/campaigns/{id}/versions",
             get(campaign_versions::versions),

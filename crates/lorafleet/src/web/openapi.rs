@@ -5,8 +5,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth_api, campaign_versions, campaigns_api, devices_api, error, firmware_api,
-    firmware_management_api, ingest, settings_api,
+    auth_api, campaign_versions, campaign_waves_api, campaigns_api, devices_api, error,
+    firmware_api, firmware_management_api, ingest, settings_api,
 };
 use crate::devices;
 use crate::version_status;
@@ -46,7 +46,7 @@ impl Modify for Security {
         firmware_api::update, firmware_api::remove, firmware_api::download,
         campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
         campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
-        campaigns_api::stages, campaign_versions::versions,
+        campaigns_api::stages, campaign_versions::versions, campaign_waves_api::resume,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,

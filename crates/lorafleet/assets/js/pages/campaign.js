@@ -12,6 +12,7 @@ import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
 import { planView } from './plan.js';
 import { deviceFacts, progressPanel } from './campaign_progress.js';
+import { pausedNote, resumeButton, wavesCard } from './campaign_waves.js';
 
 /** @typedef {import('../types.js').StageInfo} StageInfo */
 /** @typedef {import('../types.js').Campaign} Campaign */
@@ -188,7 +189,9 @@ function actionButtons(c, ctx, act, showError) {
     actions.push(h('button', { type: 'button', class: 'btn btn-primary', testid: 'campaign-start', onclick: () => act('POST', `/api/campaigns/${id}/start`, 'Campaign started') }, 'Start'));
     actions.push(h('a', { class: 'btn', href: `#/campaigns/${id}/edit`, testid: 'campaign-edit' }, 'Edit'));
   }
-  if (c.state === 'draft' || c.state === 'running') {
+  const resume = resumeButton(c, act);
+  if (resume) actions.push(resume);
+  if (c.state === 'draft' || c.state === 'running' || c.state === 'paused') {
     const message = c.driver === 'fuota-server-v3' ? 'The v3 FUOTA server cannot cancel a deployment: it runs on there, lorafleet stops following it.' : 'The deployment is deleted on the FUOTA service.';
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-cancel',
@@ -197,7 +200,7 @@ function actionButtons(c, ctx, act, showError) {
       },
     }, 'Cancel campaign'));
   }
-  if (c.state !== 'running') {
+  if (c.state !== 'running' && c.state !== 'paused') {
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-delete',
       onclick: async () => {
@@ -222,6 +225,8 @@ function campaignHead(c) {
 /** @param {Campaign} c */
 function campaignNotes(c) {
   const notes = [];
+  const paused = pausedNote(c);
+  if (paused) notes.push(paused);
   if (c.error) notes.push(h('div', { class: 'alert alert-error', testid: 'campaign-error' }, h('span', null, c.error)));
   if (c.last_poll_error && c.state === 'running') notes.push(h('div', { class: 'alert alert-warn', testid: 'campaign-poll-error' }, h('span', null, `The FUOTA service does not answer: ${c.last_poll_error} — lorafleet keeps trying.`)));
   return notes;
@@ -300,6 +305,7 @@ export function campaignPage(view, ctx) {
     body.replaceChildren(
       progressCard(c, stages),
       card('Session and timing', progressPanel(c)),
+      wavesCard(c, stages) || '',
       card('Devices per stage over time', stageChart(c.progress || [], c.completed_at ? new Date(c.completed_at).getTime() : null, stages)),
       card('Plan', planView(c.plan, c.settings)),
       card(`Devices: versions and outcome (${c.devices.length})`, facts.el),

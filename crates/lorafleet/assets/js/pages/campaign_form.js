@@ -9,6 +9,7 @@ import { queryParam } from '../router.js';
 import { debounce } from '../schedule.js';
 import { planView } from './plan.js';
 import { devicePicker } from './device_picker.js';
+import { fillRollout, rolloutCard, rolloutInputs, rolloutOf } from './campaign_waves.js';
 
 /** @typedef {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement} Input */
 
@@ -59,6 +60,7 @@ function formInputs() {
     checkMethod: select('cf-check-method', METHODS, 'auto'),
     verifyMethod: select('cf-verify-method', METHODS, 'auto'),
     rebootWith: select('cf-reboot-with', [['reboot_time', 'One reboot time for the group'], ['reboot_countdown', 'A countdown to that time (ST devices)']], 'reboot_time'),
+    rollout: rolloutInputs(),
   };
 }
 
@@ -113,6 +115,7 @@ function requestOf(f, firmwareSel, target) {
     engine: f.driver.value === 'engine'
       ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay), check_method: f.checkMethod.value, verify_method: f.verifyMethod.value, reboot_with: f.rebootWith.value }
       : undefined,
+    rollout: f.driver.value === 'engine' ? rolloutOf(f.rollout) : undefined,
   };
 }
 
@@ -144,6 +147,7 @@ function fill(f, req) {
   if (en.reboot_with) f.rebootWith.value = en.reboot_with;
   if (en.verify !== undefined && en.verify !== null) f.verify.value = String(en.verify);
   set(f.rebootDelay, en.reboot_delay_s);
+  fillRollout(f.rollout, req.rollout);
 }
 
 // Field errors from the server name fields like "multicast.dr" or "keys.per_device.<eui>".
@@ -184,6 +188,7 @@ function fieldErrors(onChange) {
       for (const e of list) {
         let key = FIELD_OF[e.field] || e.field;
         if (key.startsWith('keys.per_device')) key = 'keys.per_device';
+        if (key.startsWith('rollout.waves')) key = 'rollout.waves';
         const el = errors[key];
         if (!el) { unplaced.push(e); continue; }
         el.textContent = el.textContent ? `${el.textContent} ${e.error}` : e.error;
@@ -282,12 +287,15 @@ function campaignForm(view, ctx, editId) {
       fe.field('engine.check_method', 'Check by', f.checkMethod, 'Auto: Version & Status first, then Firmware Management (TS006), remembered per device.'),
       fe.field('engine.verify_method', 'Verify by', f.verifyMethod),
       fe.field('engine.reboot_with', 'Firmware Management reboot', f.rebootWith)));
-  const showEngine = () => { engineCard.hidden = f.driver.value !== 'engine'; };
+  // Waves too: each wave is a session of the engine's own.
+  const wavesCard = rolloutCard(f.rollout, fe.field);
+  const showEngine = () => { engineCard.hidden = f.driver.value !== 'engine'; wavesCard.hidden = engineCard.hidden; };
   f.driver.addEventListener('change', showEngine);
   showEngine();
 
   const form = h('form', { class: 'cf-form', novalidate: true },
     formCards(f, fe, firmwareSel, picker, engineCard),
+    wavesCard,
     card('Plan', planBox),
     fe.general,
     h('div', { class: 'toolbar' }, save, h('a', { class: 'btn', href: editId ? `#/campaigns/${editId}` : '#/campaigns' }, 'Cancel')));

@@ -63,6 +63,9 @@ impl FromStr for DriverKind {
 pub enum CampaignState {
     Draft,
     Running,
+    /// Between waves, waiting for the operator (resume or cancel); holds its devices like a
+    /// running campaign but is not polled.
+    Paused,
     Completed,
     Failed,
     Cancelled,
@@ -73,6 +76,7 @@ impl CampaignState {
         match self {
             CampaignState::Draft => "draft",
             CampaignState::Running => "running",
+            CampaignState::Paused => "paused",
             CampaignState::Completed => "completed",
             CampaignState::Failed => "failed",
             CampaignState::Cancelled => "cancelled",
@@ -82,11 +86,17 @@ impl CampaignState {
     pub fn parse(s: &str) -> CampaignState {
         match s {
             "running" => CampaignState::Running,
+            "paused" => CampaignState::Paused,
             "completed" => CampaignState::Completed,
             "failed" => CampaignState::Failed,
             "cancelled" => CampaignState::Cancelled,
             _ => CampaignState::Draft,
         }
+    }
+
+    /// Running or paused between waves: the campaign holds its devices (for overlap checks).
+    pub fn holds_devices(self) -> bool {
+        matches!(self, CampaignState::Running | CampaignState::Paused)
     }
 
     pub fn is_over(self) -> bool {
@@ -512,6 +522,13 @@ pub struct CampaignDto {
     pub devices: Vec<CampaignDevice>,
     pub log: Vec<LogEntry>,
     pub progress: Vec<ProgressPoint>,
+    /// The checked `rollout` (absent: every device in one session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::waves::Rollout>,
+    /// Each wave with its devices, state and counts (empty without `rollout`).
+    pub waves: Vec<super::waves::WaveDto>,
+    /// Why a `paused` campaign waits for the operator.
+    pub paused_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -1,0 +1,262 @@
+//! A campaign's waves (issue 10 item 6), as stored: the checked rollout (`rollout_json`), each
+//! wave's state (`waves_json`), the reason of a pause (`paused_reason`) and each device's wave
+//! (`campaign_devices.wave`, assigned once at start so the split never changes afterwards).
+//! The decisions are `campaigns::waves`'; this file only reads and writes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::super::{time, Cols, Db, Result, Time};
+use super::{count_stages, CampaignDevice, Stage};
+
+/// A checked rollout, as stored in `campaigns.rollout_json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rollout {
+    /// Cumulative percentages of the campaign's devices, strictly increasing, the last 100.
+    pub waves: Vec<f64>,
+    /// Share of a wave's devices that must be updated for the next wave to start.
+    pub success_threshold: f64,
+    /// Share of a wave's devices that may fail; above it the pause names the failures.
+    pub error_threshold: f64,
+    /// Seconds (real time) between a successful wave and the next.
+    pub pause_between_s: u64,
+}
+
+/// Where a wave is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaveState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    /// Not run: it had no devices of its own, or the campaign ended before it.
+    Skipped,
+}
+
+/// One wave as the campaign JSON shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WaveDto {
+    /// 1 for the first wave (as the pause reason counts them).
+    pub index: usize,
+    /// The cumulative share of the campaign's devices this wave reaches.
+    pub percent: f64,
+    /// The wave's own devices, in the stored order.
+    pub devices: Vec<String>,
+    pub state: WaveState,
+    /// The wave's devices per stage.
+    #[schema(value_type = Object)]
+    pub counts: BTreeMap<String, u32>,
+}
+
+/// A campaign's rollout with its waves' states (empty before the start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveRun {
+    pub rollout: Rollout,
+    pub states: Vec<WaveState>,
+    pub paused_reason: Option<String>,
+}
+
+impl WaveRun {
+    /// The wave whose session runs (or is about to start).
+    pub fn current(&self) -> Option<usize> {
+        self.states.iter().position(|s| *s == WaveState::Running)
+    }
+
+    /// The first wave after `wave` that has devices to run.
+    pub fn next_after(&self, wave: usize) -> Option<usize> {
+        (wave + 1..self.states.len()).find(|i| self.states[*i] == WaveState::Pending)
+    }
+}
+
+/// Stores (or clears) a draft's rollout.
+pub async fn set_rollout(db: &Db, id: i64, rollout: Option<&Rollout>) -> anyhow::Result<()> {
+    let json = rollout.map(serde_json::to_string).transpose()?;
+    on!(db, c => sqlx::query("UPDATE campaigns SET rollout_json = $1 WHERE id = $2")
+        .bind(json)
+        .bind(id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The campaign's rollout, if it has one.
+pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
+    let row = on!(db, c => sqlx::query(
+        "SELECT rollout_json, waves_json, paused_reason FROM campaigns WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c).await?
+    .map(|r| (
+        r.get::<Option<String>>("rollout_json"),
+        r.get::<Option<String>>("waves_json"),
+        r.get::<Option<String>>("paused_reason"),
+    )));
+    let Some((Some(rollout), states, paused_reason)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(WaveRun {
+        rollout: serde_json::from_str(&rollout)?,
+        states: states
+            .map(|s| serde_json::from_str(&s))
+            .transpose()?
+            .unwrap_or_default(),
+        paused_reason,
+    }))
+}
+
+/// Each device's wave (devices without one, of a campaign without rollout, are left out).
+pub async fn device_waves(db: &Db, id: i64) -> Result<BTreeMap<String, usize>> {
+    let rows: Vec<(String, Option<i64>)> = on!(db, c => sqlx::query_as(
+        "SELECT dev_eui, wave FROM campaign_devices WHERE campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(eui, w)| Some((eui, usize::try_from(w?).ok()?)))
+        .collect())
+}
+
+/// At start: stores each device's wave and the waves' first states; devices of the waves
+/// after the running one go back to `pending` (the start put every device at its first step).
+pub async fn begin(
+    db: &Db,
+    id: i64,
+    assigned: &[(&str, usize)],
+    states: &[WaveState],
+    at: &str,
+) -> anyhow::Result<()> {
+    let running = states.iter().position(|s| *s == WaveState::Running);
+    let mut tx = db.begin().await?;
+    for (eui, wave) in assigned {
+        let waiting = Some(*wave) != running;
+        on!(&mut *tx, c => sqlx::query(
+            "UPDATE campaign_devices SET wave = $1,
+                stage = CASE WHEN $2 THEN 'pending' ELSE stage END, updated_at = $3
+             WHERE campaign_id = $4 AND dev_eui = $5",
+        )
+        .bind(*wave as i64)
+        .bind(waiting)
+        .bind(time(at))
+        .bind(id)
+        .bind(*eui)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    }
+    on!(&mut *tx, c => sqlx::query("UPDATE campaigns SET waves_json = $1 WHERE id = $2")
+        .bind(serde_json::to_string(states)?)
+        .bind(id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores the waves' states alone (a wave ended with the campaign).
+pub async fn set_states(db: &Db, id: i64, states: &[WaveState]) -> anyhow::Result<()> {
+    on!(db, c => sqlx::query("UPDATE campaigns SET waves_json = $1 WHERE id = $2")
+        .bind(serde_json::to_string(states)?)
+        .bind(id)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Starts wave `next` (whose state in `states` is `running`): its devices go to their first
+/// step, the driver's state of the last wave is dropped so that the runner calls the driver's
+/// `start` again, and the first poll is due at `poll_at` (the pause between waves). Also what
+/// a resume does, so it moves a paused campaign back to `running`.
+pub async fn start_wave(
+    db: &Db,
+    id: i64,
+    states: &[WaveState],
+    next: usize,
+    poll_at: DateTime<Utc>,
+    at: &str,
+) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = $1
+         WHERE campaign_id = $2 AND wave = $3",
+    )
+    .bind(time(at))
+    .bind(id)
+    .bind(next as i64)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaigns SET state = 'running', waves_json = $1, paused_reason = NULL,
+            started = FALSE, driver_state_json = NULL, next_poll_at = $2, poll_failures = 0,
+            last_poll_error = NULL, updated_at = $3
+         WHERE id = $4",
+    )
+    .bind(serde_json::to_string(states)?)
+    .bind(Time::from(poll_at))
+    .bind(time(at))
+    .bind(id)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pauses a campaign after a wave: not polled until the operator resumes or cancels it. The
+/// finished wave's driver state is dropped (its session is over) and the runner's lease
+/// released (whichever instance claims it after the resume goes on from the stored state).
+pub async fn pause(
+    db: &Db,
+    id: i64,
+    states: &[WaveState],
+    reason: &str,
+    at: &str,
+) -> anyhow::Result<()> {
+    on!(db, c => sqlx::query(
+        "UPDATE campaigns SET state = 'paused', waves_json = $1, paused_reason = $2,
+            started = FALSE, driver_state_json = NULL, next_poll_at = NULL, lease_until = NULL,
+            updated_at = $3
+         WHERE id = $4",
+    )
+    .bind(serde_json::to_string(states)?)
+    .bind(reason)
+    .bind(time(at))
+    .bind(id)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The waves as the campaign JSON shows them (empty without rollout).
+pub fn dtos(
+    run: &WaveRun,
+    waves: &BTreeMap<String, usize>,
+    devices: &[CampaignDevice],
+) -> Vec<WaveDto> {
+    run.rollout
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(i, percent)| {
+            let own: Vec<&CampaignDevice> = devices
+                .iter()
+                .filter(|d| waves.get(&d.dev_eui) == Some(&i))
+                .collect();
+            WaveDto {
+                index: i + 1,
+                percent: *percent,
+                devices: own.iter().map(|d| d.dev_eui.clone()).collect(),
+                state: run.states.get(i).copied().unwrap_or(WaveState::Pending),
+                counts: count_stages(own.iter().map(|d| &d.stage)),
+            }
+        })
+        .collect()
+}
+
+/// The stages of a wave's devices, for the decision after it.
+pub fn stages_of(
+    wave: usize,
+    waves: &BTreeMap<String, usize>,
+    devices: &[CampaignDevice],
+) -> Vec<Stage> {
+    devices
+        .iter()
+        .filter(|d| waves.get(&d.dev_eui) == Some(&wave))
+        .map(|d| d.stage)
+        .collect()
+}

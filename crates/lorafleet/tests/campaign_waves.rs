@@ -1,0 +1,474 @@
+//! Waves (issue 10 item 6) on the real binary with the simulated network and the engine: the
+//! waves run in order, each its own session over its share of the devices; a wave over the
+//! error threshold (a device that never answers) pauses the campaign with the reason and
+//! nothing more is sent until the operator resumes; a rollout that is wrong is refused naming
+//! its field, and one for a driver that cannot run waves naming the driver.
+// A test or a tool: a panic is its report, and a scenario reads best in one piece.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{spawn_app, spawn_binary, test_config, TestBinary, FIXTURE};
+use lorafleet::config::SimulatedDeviceOverride;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "waves-test-password";
+/// The devices that never answer (every frame to and from them is lost).
+const SILENT: &str = "4c4653494d000001";
+
+fn config(devices: u32, silent: &[&str]) -> common::TestConfig {
+    let mut config = test_config();
+    config.auth.initial_admin_password = PASSWORD.into();
+    config.network.kind = lorafleet::config::NetworkKind::Simulated;
+    config.network.simulated.devices = devices;
+    config.network.simulated.time_scale = 200.0;
+    config.network.simulated.uplink_interval_s = 30;
+    for eui in silent {
+        config.network.simulated.overrides.insert(
+            (*eui).to_string(),
+            SimulatedDeviceOverride {
+                loss: Some(1.0),
+                ..SimulatedDeviceOverride::default()
+            },
+        );
+    }
+    config.log.level = "warn".into();
+    config
+}
+
+async fn get(server: &TestBinary, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .basic_auth("admin", Some(PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post(server: &TestBinary, path: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .basic_auth("admin", Some(PASSWORD))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates and starts an engine campaign of the demo sensor image with `rollout`.
+async fn start_campaign(server: &TestBinary, devices: &[&str], rollout: Value) -> i64 {
+    let firmware = get(server, "/api/firmware").await;
+    let demo = firmware["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["file_name"] == "demo-sensor-1.3.0.bin")
+        .cloned()
+        .unwrap_or_else(|| panic!("the demo image is in the library: {firmware}"));
+    let started = Instant::now();
+    let (status, c) = loop {
+        let (status, c) = post(
+            server,
+            "/api/campaigns",
+            &json!({
+                "name": "waves",
+                "firmware_id": demo["id"],
+                "devices": devices,
+                "driver": "engine",
+                "unicast": {"timeout_s": 60, "attempts": 2},
+                "fragmentation": {"redundancy_percent": 30},
+                "engine": {"reboot_delay_s": 30},
+                "rollout": rollout,
+            }),
+        )
+        .await;
+        // The devices appear once the network's device list was read at start.
+        if status != 422 || started.elapsed() > Duration::from_secs(10) {
+            break (status, c);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 201, "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (status, c) = post(server, &format!("/api/campaigns/{id}/start"), &json!({})).await;
+    assert_eq!(status, 202, "{c}");
+    id
+}
+
+/// The campaign once `done` holds, within `limit`.
+async fn wait_for(
+    server: &TestBinary,
+    id: i64,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let c = get(server, &format!("/api/campaigns/{id}")).await;
+        if done(&c) {
+            return c;
+        }
+        assert!(started.elapsed() < limit, "{what} within {limit:?}: {c}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn wave_devices(c: &Value, index: usize) -> Vec<String> {
+    c["waves"][index]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn device<'a>(c: &'a Value, eui: &str) -> &'a Value {
+    c["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["dev_eui"] == eui)
+        .unwrap()
+}
+
+fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
+    let server = spawn_binary(config(8, &[])).await;
+    // The six sensors among the eight devices (every fourth is a tracker).
+    let sensors = [
+        "4c4653494d000007",
+        "4c4653494d000001",
+        "4c4653494d000002",
+        "4c4653494d000003",
+        "4c4653494d000005",
+        "4c4653494d000006",
+    ];
+    let id = start_campaign(
+        &server,
+        &sensors,
+        json!({"waves": [{"percent": 20}, {"percent": 50}, {"percent": 100}], "success_threshold": 1.0}),
+    )
+    .await;
+
+    // The split is stored at start, in DevEUI order: 20 % of 6 is 2 devices, 50 % 3 (one more).
+    let c = get(&server, &format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["rollout"]["waves"], json!([20.0, 50.0, 100.0]), "{c}");
+    assert_eq!(
+        wave_devices(&c, 0),
+        ["4c4653494d000001", "4c4653494d000002"]
+    );
+    assert_eq!(wave_devices(&c, 1), ["4c4653494d000003"]);
+    assert_eq!(
+        wave_devices(&c, 2),
+        ["4c4653494d000005", "4c4653494d000006", "4c4653494d000007"]
+    );
+    assert_eq!(c["waves"][0]["state"], "running", "{c}");
+    assert_eq!(c["waves"][1]["state"], "pending", "{c}");
+    assert_eq!(c["waves"][0]["index"], 1);
+    // The later waves' devices wait, untouched, while the first wave runs.
+    assert_eq!(c["waves"][2]["counts"], json!({"pending": 3}), "{c}");
+
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(180),
+        "the campaign ends",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "completed", "{c}");
+    assert_eq!(c["state_label"], "completed", "{c}");
+    let states: Vec<&str> = (0..3)
+        .map(|i| c["waves"][i]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "succeeded", "succeeded"], "{c}");
+    assert_eq!(c["waves"][2]["counts"], json!({"completed": 3}), "{c}");
+    assert!(c["paused_reason"].is_null(), "{c}");
+    for eui in sensors {
+        assert_eq!(device(&c, eui)["outcome"], "verified", "{eui}: {c}");
+    }
+    // In order: a wave's session starts only after every device of the previous one is done
+    // (the times are the network's clock, the same for every device).
+    for w in 1..3 {
+        let previous_done = wave_devices(&c, w - 1)
+            .iter()
+            .map(|e| time(&device(&c, e)["completed_at"]))
+            .max()
+            .unwrap();
+        for eui in wave_devices(&c, w) {
+            let setup = time(&device(&c, &eui)["mc_group_setup_at"]);
+            assert!(
+                setup >= previous_done,
+                "wave {} device {eui} set up at {setup}, before wave {w} ended at {previous_done}",
+                w + 1
+            );
+        }
+    }
+    let log: Vec<&str> = c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        log.contains(&"wave 1 of 3 starts: 2 of 6 devices"),
+        "{log:#?}"
+    );
+    assert!(
+        log.contains(&"wave 2 succeeded; wave 3 starts: 3 devices"),
+        "{log:#?}"
+    );
+
+    // Only a paused campaign can be resumed.
+    let (status, e) = post(&server, &format!("/api/campaigns/{id}/resume"), &json!({})).await;
+    assert_eq!(status, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("completed"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_over_the_error_threshold_pauses_until_the_operator_resumes() {
+    let server = spawn_binary(config(6, &[SILENT])).await;
+    let sensors = [
+        "4c4653494d000001",
+        "4c4653494d000002",
+        "4c4653494d000003",
+        "4c4653494d000005",
+    ];
+    // 25 % of 4: the first wave is the silent device alone.
+    let id = start_campaign(
+        &server,
+        &sensors,
+        json!({"waves": [{"percent": 25}, {"percent": 100}], "success_threshold": 0.9, "error_threshold": 0.2}),
+    )
+    .await;
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(120),
+        "the first wave ends",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "paused", "{c}");
+    assert_eq!(
+        c["paused_reason"], "wave 1: 1 of 1 devices failed (100 % > 20 %)",
+        "{c}"
+    );
+    assert_eq!(c["waves"][0]["state"], "failed", "{c}");
+    assert_eq!(c["waves"][0]["counts"], json!({"failed": 1}), "{c}");
+    assert_eq!(c["waves"][1]["state"], "pending", "{c}");
+    // Paused means nothing is sent: the second wave's devices are still untouched.
+    for eui in &sensors[1..] {
+        let d = device(&c, eui);
+        assert_eq!(d["stage"], "pending", "{d}");
+        assert!(d["mc_group_setup_at"].is_null(), "{d}");
+    }
+    // A paused campaign is no draft: it cannot be started again.
+    let (status, _) = post(&server, &format!("/api/campaigns/{id}/start"), &json!({})).await;
+    assert_eq!(status, 409);
+
+    let (status, c) = post(&server, &format!("/api/campaigns/{id}/resume"), &json!({})).await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["state"], "running", "{c}");
+    assert_eq!(c["waves"][1]["state"], "running", "{c}");
+    assert!(c["paused_reason"].is_null(), "{c}");
+
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(180),
+        "the second wave ends",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "completed", "{c}");
+    assert_eq!(c["state_label"], "completed with failures", "{c}");
+    assert_eq!(c["waves"][1]["state"], "succeeded", "{c}");
+    assert_eq!(c["waves"][1]["counts"], json!({"completed": 3}), "{c}");
+    for eui in &sensors[1..] {
+        assert_eq!(device(&c, eui)["outcome"], "verified", "{c}");
+    }
+    let log: Vec<&str> = c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        log.iter().any(|m| m.starts_with(
+            "resumed by the operator after \"wave 1: 1 of 1 devices failed (100 % > 20 %)\": wave 2 starts"
+        )),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_paused_campaign_skips_the_waves_to_come() {
+    let server = spawn_binary(config(6, &[SILENT])).await;
+    let id = start_campaign(
+        &server,
+        &["4c4653494d000001", "4c4653494d000002", "4c4653494d000003"],
+        json!({"waves": [{"percent": 30}, {"percent": 60}, {"percent": 100}]}),
+    )
+    .await;
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(120),
+        "the first wave ends",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "paused", "{c}");
+    let (status, c) = post(&server, &format!("/api/campaigns/{id}/cancel"), &json!({})).await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["state"], "cancelled", "{c}");
+    let states: Vec<&str> = (0..3)
+        .map(|i| c["waves"][i]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["failed", "skipped", "skipped"], "{c}");
+    assert_eq!(device(&c, "4c4653494d000003")["stage"], "cancelled", "{c}");
+}
+
+#[tokio::test]
+async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_the_driver() {
+    let t = spawn_app(test_config()).await;
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert_eq!(status, 201);
+    t.add_device("0000000000000001", None, Some(100_000)).await;
+    let body = |driver: &str, rollout: Value| {
+        json!({
+            "name": "waves",
+            "firmware_id": img["id"],
+            "devices": ["0000000000000001"],
+            "driver": driver,
+            "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+            "multicast": {"class": "C", "dr": 5, "frequency": 868100000},
+            "rollout": rollout,
+        })
+    };
+    for (rollout, field) in [
+        (json!({"waves": []}), "rollout.waves"),
+        (
+            json!({"waves": [{"percent": 50}, {"percent": 40}, {"percent": 100}]}),
+            "rollout.waves[1].percent",
+        ),
+        (
+            json!({"waves": [{"percent": 10}, {"percent": 90}]}),
+            "rollout.waves[1].percent",
+        ),
+        (
+            json!({"waves": [{"percent": 100}], "success_threshold": 1.2}),
+            "rollout.success_threshold",
+        ),
+        (
+            json!({"waves": [{"percent": 100}], "error_threshold": -0.5}),
+            "rollout.error_threshold",
+        ),
+        (
+            json!({"waves": [{"percent": "half"}]}),
+            "rollout.waves[0].percent",
+        ),
+        (json!({"wave": []}), "rollout"),
+    ] {
+        let r = t
+            .post("/api/campaigns")
+            .json(&body("engine", rollout.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{rollout}");
+        let e: Value = r.json().await.unwrap();
+        let fields: Vec<&str> = e["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.starts_with(field)),
+            "{rollout}: {e}"
+        );
+    }
+    for driver in ["chirpstack-v4", "fuota-server-v3"] {
+        let r = t
+            .post("/api/campaigns")
+            .json(&body(
+                driver,
+                json!({"waves": [{"percent": 50}, {"percent": 100}]}),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{driver}");
+        let e: Value = r.json().await.unwrap();
+        let refusal = e["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "rollout")
+            .unwrap_or_else(|| panic!("{driver}: {e}"));
+        assert!(
+            refusal["error"].as_str().unwrap().contains(driver),
+            "{refusal}"
+        );
+    }
+    // A good rollout is stored with its defaults; a PATCH can take it away again.
+    let r = t
+        .post("/api/campaigns")
+        .json(&body(
+            "engine",
+            json!({"waves": [{"percent": 5}, {"percent": 25}, {"percent": 100}]}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(
+        c["rollout"],
+        json!({"waves": [5.0, 25.0, 100.0], "success_threshold": 0.9, "error_threshold": 0.2, "pause_between_s": 0})
+    );
+    assert_eq!(c["waves"].as_array().unwrap().len(), 3, "{c}");
+    assert_eq!(c["waves"][0]["state"], "pending", "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let c: Value = t
+        .patch(&format!("/api/campaigns/{id}"))
+        .json(&json!({"rollout": null}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(c.get("rollout").is_none(), "{c}");
+    assert_eq!(c["waves"], json!([]), "{c}");
+
+    // The API's document knows the resume and the campaign's waves.
+    let doc: Value = t
+        .get("/api/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/campaigns/{id}/resume"]["post"].is_object());
+    let dto = &doc["components"]["schemas"]["CampaignDto"]["properties"];
+    for field in ["waves", "paused_reason", "rollout"] {
+        assert!(dto[field].is_object(), "{field}: {dto}");
+    }
+    let request = &doc["components"]["schemas"]["CampaignRequest"]["properties"];
+    assert!(request["rollout"].is_object(), "{request}");
+}
