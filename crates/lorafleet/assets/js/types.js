@@ -115,6 +115,9 @@
  * @property {CampaignDevice[]} devices
  * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log
  * @property {{ at: string, counts: Record<string, number> }[]} [progress]
+ * @property {{ dev_eui: string, reason: string, code: string }[]} [refused]  devices the image must not go to (drafts)
+ * @property {string | null} [start_at]  RFC 3339: a started campaign is `scheduled` until then
+ * @property {boolean} [allow_reinstall]
  */
 
 export {};

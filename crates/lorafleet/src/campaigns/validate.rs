@@ -68,6 +68,12 @@ pub struct CampaignRequest {
     pub device_limits: Option<DeviceLimitsRequest>,
     /// Per DevEUI: `{"packages": {...}, "device_limits": {...}}`.
     pub device_overrides: Option<BTreeMap<String, DeviceOverrideRequest>>,
+    /// RFC 3339 with an offset: a started campaign waits in state `scheduled` until the
+    /// network's clock reaches it (one in the past starts at once).
+    pub start_at: Option<String>,
+    /// Send the image also to devices that already run its version (default false: they are
+    /// refused as `already_running`).
+    pub allow_reinstall: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -199,6 +205,11 @@ pub struct Validated {
     pub settings: CampaignSettings,
     pub keys: CampaignKeys,
     pub plan: Plan,
+    pub start_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub allow_reinstall: bool,
+    /// Devices the image must not go to (filled in by the API from the devices' reports:
+    /// [`super::guards`]).
+    pub refused: Vec<super::Refusal>,
 }
 
 impl Validated {
@@ -296,6 +307,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         &mut errors,
     );
     let request_frag_status = request_frag_status(req.request_frag_status.as_deref(), &mut errors);
+    let start_at = start_at(req.start_at.as_deref(), &mut errors);
     let engine = engine(&req.engine.clone().unwrap_or_default(), &mut errors);
     let mut settings = CampaignSettings {
         lorawan_version,
@@ -334,7 +346,26 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         settings,
         keys,
         plan,
+        start_at,
+        allow_reinstall: req.allow_reinstall.unwrap_or(false),
+        refused: Vec::new(),
     })
+}
+
+/// `start_at` as a UTC time; it must say its offset (`Z` or `+01:00`), so that the time the
+/// operator meant is the time it starts.
+pub fn start_at(text: Option<&str>, errors: &mut FieldErrors) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty())?;
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            errors.add(
+                "start_at",
+                format!("start_at must be an RFC 3339 time with its offset, e.g. 2026-12-24T08:00:00+01:00, got {text:?} ({e})"),
+            );
+            None
+        }
+    }
 }
 
 // --- what, where, to whom

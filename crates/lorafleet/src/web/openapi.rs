@@ -46,7 +46,8 @@ impl Modify for Security {
         firmware_api::update, firmware_api::remove, firmware_api::download,
         campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
         campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
-        campaigns_api::stages, campaign_versions::versions,
+        campaigns_api::stages, campaign_versions::versions, campaigns_api::retry,
+        campaigns_api::duplicate,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,

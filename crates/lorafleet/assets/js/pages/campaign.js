@@ -11,6 +11,7 @@ import { refresher } from '../schedule.js';
 import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
 import { planView } from './plan.js';
+import { refusedView, startAtView } from './guards.js';
 
 /** @typedef {import('../types.js').StageInfo} StageInfo */
 /** @typedef {import('../types.js').Campaign} Campaign */
@@ -187,7 +188,7 @@ function actionButtons(c, ctx, act, showError) {
     actions.push(h('button', { type: 'button', class: 'btn btn-primary', testid: 'campaign-start', onclick: () => act('POST', `/api/campaigns/${id}/start`, 'Campaign started') }, 'Start'));
     actions.push(h('a', { class: 'btn', href: `#/campaigns/${id}/edit`, testid: 'campaign-edit' }, 'Edit'));
   }
-  if (c.state === 'draft' || c.state === 'running') {
+  if (c.state === 'draft' || c.state === 'scheduled' || c.state === 'running') {
     const message = c.driver === 'fuota-server-v3' ? 'The v3 FUOTA server cannot cancel a deployment: it runs on there, lorafleet stops following it.' : 'The deployment is deleted on the FUOTA service.';
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-cancel',
@@ -196,7 +197,21 @@ function actionButtons(c, ctx, act, showError) {
       },
     }, 'Cancel campaign'));
   }
-  if (c.state !== 'running') {
+  /** @param {string} what @param {string} testid @param {string} label */
+  const copyButton = (what, testid, label) => h('button', {
+    type: 'button', class: 'btn', testid,
+    onclick: async () => {
+      try {
+        const made = await api('POST', `/api/campaigns/${id}/${what}`);
+        toast(`Draft #${made.id} created`, 'ok');
+        ctx.navigate(`/campaigns/${made.id}`);
+      } catch (e) { showError(e); }
+    },
+  }, label);
+  const over = c.state === 'completed' || c.state === 'failed' || c.state === 'cancelled';
+  if (over && (c.counts.failed || 0) > 0) actions.push(copyButton('retry', 'campaign-retry', 'Retry failed devices'));
+  actions.push(copyButton('duplicate', 'campaign-duplicate', 'Duplicate as draft'));
+  if (c.state !== 'running' && c.state !== 'scheduled') {
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-delete',
       onclick: async () => {
@@ -221,6 +236,10 @@ function campaignHead(c) {
 /** @param {Campaign} c */
 function campaignNotes(c) {
   const notes = [];
+  const when = startAtView(c.start_at, c.state);
+  if (when) notes.push(when);
+  const refused = c.state === 'draft' ? refusedView(c.refused) : null;
+  if (refused) notes.push(refused);
   if (c.error) notes.push(h('div', { class: 'alert alert-error', testid: 'campaign-error' }, h('span', null, c.error)));
   if (c.last_poll_error && c.state === 'running') notes.push(h('div', { class: 'alert alert-warn', testid: 'campaign-poll-error' }, h('span', null, `The FUOTA service does not answer: ${c.last_poll_error} — lorafleet keeps trying.`)));
   return notes;
