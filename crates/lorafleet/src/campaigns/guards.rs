@@ -12,9 +12,10 @@
 //! Version & Status device description (`device_id`), its Firmware Management hardware
 //! version (hex), and the manufacturer it reported (or a `manufacturer` tag).
 //!
-//! A model name matches a device name when they are equal ignoring case, or one is the other
-//! followed by a separator and more (`sim-sensor-class` is for `sim-sensor`, and so is
-//! `sim-sensor-01`). A device is refused as `incompatible` only when lorafleet knows what it
+//! A model name matches a device name when every word of one stands for a word of the other,
+//! ignoring case (a word of three letters or more may abbreviate a longer one): the image
+//! `sim-sensor-class` is for `sim-sensor`, `sim-sensor-01` and `Simulated sensor`, not for
+//! `sim-tracker`; `meter-2000` is not for `meter-3000`. A device is refused as `incompatible` only when lorafleet knows what it
 //! is and none of that matches: a device that reported nothing (or only an opaque profile id)
 //! is not refused, since nothing says it differs. An opaque UUID is compared only with names
 //! that are UUIDs themselves (a `device_class` tag, say).
@@ -70,18 +71,34 @@ fn claim_of_uuid(formatted: &str, source: &'static str) -> Option<Claim> {
     })
 }
 
-/// Whether two names name the same kind of device (see the module's rule).
+/// The words of a name, lower case: `Simulated sensor` is `simulated`, `sensor`.
+fn words(name: &str) -> Vec<String> {
+    name.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// One word stands for the other: equal, or an abbreviation of at least three letters
+/// (`sim` for `simulated`, the truncated `clas` for `class`); numbers must be equal.
+fn word_matches(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    short == long
+        || (short.len() >= 3
+            && short.chars().all(char::is_alphabetic)
+            && long.chars().all(char::is_alphabetic)
+            && long.starts_with(short))
+}
+
+/// Whether two names name the same kind of device (see the module's rule): every word of one
+/// stands for a word of the other.
 pub fn names_match(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim().to_lowercase(), b.trim().to_lowercase());
-    if a.is_empty() || b.is_empty() {
+    let (wa, wb) = (words(a), words(b));
+    if wa.is_empty() || wb.is_empty() {
         return false;
     }
-    let extends = |long: &str, short: &str| {
-        long.strip_prefix(short)
-            .and_then(|rest| rest.chars().next())
-            .is_some_and(|c| matches!(c, '-' | '_' | ' ' | '.' | '/'))
-    };
-    a == b || extends(&a, &b) || extends(&b, &a)
+    let within = |x: &[String], y: &[String]| x.iter().all(|w| y.iter().any(|v| word_matches(w, v)));
+    within(&wa, &wb) || within(&wb, &wa)
 }
 
 /// The names that say what kind of device it is, and where each comes from.
@@ -297,9 +314,14 @@ mod tests {
     fn names() {
         assert!(names_match("sim-sensor-class", "sim-sensor"));
         assert!(names_match("SIM-SENSOR", "sim-sensor-01"));
+        assert!(names_match("sim-sensor-class", "Simulated sensor"));
         assert!(names_match("Meter", "meter"));
+        assert!(names_match("meter-v2", "Acme Meter v2 EU868"));
+        assert!(!names_match("meter-v2", "Acme Meter v3"));
+        assert!(!names_match("meter-2000", "meter-3000"));
         assert!(!names_match("sim-sensor-class", "sim-tracker"));
-        assert!(!names_match("sensor", "sensors"));
+        assert!(!names_match("sim-sensor-class", "Simulated tracker"));
+        assert!(!names_match("sim-tracker-clas", "sim-sensor-01"));
         assert!(!names_match("", ""));
         assert_eq!(uuid_text("73696d2d-7365-6e73-6f72-2d636c617373").as_deref(), Some("sim-sensor-class"));
         assert_eq!(uuid_text("ee33927e-e985-577b-ae88-fe98f5a4b587"), None);

@@ -630,14 +630,32 @@ fn copied_request(row: &store::CampaignRow, devices: Option<&[String]>, name: St
     body
 }
 
+/// An optional JSON body: a merge patch over the copy (for keys of a v3 campaign, wiped once
+/// the service had them); empty for none.
+fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) if v.is_object() => Ok(Some(v)),
+        Ok(v) if v.is_null() => Ok(None),
+        Ok(_) => Err(api_error(ApiError::field("body", "the body must be a JSON object (a merge patch over the copy)"))),
+        Err(e) => Err(api_error(ApiError::field("body", format!("the body is not JSON: {e}")))),
+    }
+}
+
 /// A new draft from campaign `id`: see [`retry`] and [`duplicate`].
-async fn copy_campaign(app: &AppState, id: i64, how: Copy) -> Response {
+async fn copy_campaign(app: &AppState, id: i64, how: Copy, body: &[u8]) -> Response {
+    let patch = match optional_patch(body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let row = match store::get(&app.db, id).await {
         Ok(Some(r)) => r,
         Ok(None) => return api_error(ApiError::not_found(format!("no campaign {id}"))),
         Err(e) => return api_error(e.into()),
     };
-    let body = match how {
+    let mut body = match how {
         Copy::Duplicate => copied_request(&row, None, bounded_name("Copy of", &row.name)),
         Copy::Retry => {
             if !row.state.is_over() {
@@ -666,6 +684,9 @@ async fn copy_campaign(app: &AppState, id: i64, how: Copy) -> Response {
             copied_request(&row, Some(&failed), bounded_name("Retry of", &row.name))
         }
     };
+    if let Some(p) = patch {
+        merge_patch(&mut body, &p);
+    }
     create_draft(app, &body).await
 }
 
@@ -674,25 +695,34 @@ fn bounded_name(prefix: &str, name: &str) -> String {
     format!("{prefix} {name}").chars().take(200).collect()
 }
 
-/// Creates a draft with the failed devices of a finished campaign and the same settings.
-#[utoipa::path(post, path = "/api/campaigns/{id}/retry", params(("id" = i64, Path)),
+/// Creates a draft with the failed devices of a finished campaign and the same settings. An
+/// optional body is merged into the copy (JSON merge patch), e.g. `{"keys": {...}}` for a
+/// fuota-server-v3 campaign, whose keys are wiped once the service has them.
+#[utoipa::path(post, path = "/api/campaigns/{id}/retry", params(("id" = i64, Path)), request_body(content = Option<CampaignRequest>, description = "optional merge patch over the copy"),
     responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
               (status = 409, description = "the campaign is not over", body = super::error::ErrorBody),
               (status = 422, description = "no failed devices, or the copy is not valid (keys of a v3 campaign are gone once sent)", body = ValidationErrorBody)))]
-pub async fn retry(_user: AuthUser, State(app): State<AppState>, Path(id): Path<i64>) -> Response {
-    copy_campaign(&app, id, Copy::Retry).await
+pub async fn retry(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    copy_campaign(&app, id, Copy::Retry, &body).await
 }
 
-/// Creates a draft with the same devices (or device filter) and settings as campaign `id`.
-#[utoipa::path(post, path = "/api/campaigns/{id}/duplicate", params(("id" = i64, Path)),
+/// Creates a draft with the same devices (or device filter) and settings as campaign `id`;
+/// an optional body is merged into the copy, as for retry.
+#[utoipa::path(post, path = "/api/campaigns/{id}/duplicate", params(("id" = i64, Path)), request_body(content = Option<CampaignRequest>, description = "optional merge patch over the copy"),
     responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
               (status = 422, body = ValidationErrorBody)))]
 pub async fn duplicate(
     _user: AuthUser,
     State(app): State<AppState>,
     Path(id): Path<i64>,
+    body: axum::body::Bytes,
 ) -> Response {
-    copy_campaign(&app, id, Copy::Duplicate).await
+    copy_campaign(&app, id, Copy::Duplicate, &body).await
 }
 
 /// Cancels a draft or running campaign (ChirpStack v4 deletes its deployments; the v3 FUOTA
