@@ -359,7 +359,7 @@ async fn schedule(app: &App, id: i64, at: chrono::DateTime<Utc>) -> Result<(), S
         id,
         LogLine::info(format!(
             "scheduled: starts at {}",
-            crate::storage::fmt_time(at)
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )),
     )
     .await;

@@ -597,7 +597,7 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
 }
 
 /// Where a new draft made from campaign `id` comes from, and what it is called.
-enum Copy {
+enum CopyOf {
     /// The failed devices only.
     Retry,
     /// The same devices (or device filter).
@@ -645,7 +645,7 @@ fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, Response> {
 }
 
 /// A new draft from campaign `id`: see [`retry`] and [`duplicate`].
-async fn copy_campaign(app: &AppState, id: i64, how: Copy, body: &[u8]) -> Response {
+async fn copy_campaign(app: &AppState, id: i64, how: CopyOf, body: &[u8]) -> Response {
     let patch = match optional_patch(body) {
         Ok(p) => p,
         Err(r) => return r,
@@ -656,8 +656,8 @@ async fn copy_campaign(app: &AppState, id: i64, how: Copy, body: &[u8]) -> Respo
         Err(e) => return api_error(e.into()),
     };
     let mut body = match how {
-        Copy::Duplicate => copied_request(&row, None, bounded_name("Copy of", &row.name)),
-        Copy::Retry => {
+        CopyOf::Duplicate => copied_request(&row, None, bounded_name("Copy of", &row.name)),
+        CopyOf::Retry => {
             if !row.state.is_over() {
                 return api_error(ApiError::new(
                     StatusCode::CONFLICT,
@@ -698,7 +698,7 @@ fn bounded_name(prefix: &str, name: &str) -> String {
 /// Creates a draft with the failed devices of a finished campaign and the same settings. An
 /// optional body is merged into the copy (JSON merge patch), e.g. `{"keys": {...}}` for a
 /// fuota-server-v3 campaign, whose keys are wiped once the service has them.
-#[utoipa::path(post, path = "/api/campaigns/{id}/retry", params(("id" = i64, Path)), request_body(content = Option<CampaignRequest>, description = "optional merge patch over the copy"),
+#[utoipa::path(post, path = "/api/campaigns/{id}/retry", params(("id" = i64, Path)), request_body(content = CampaignRequest, description = "optional: a merge patch over the copy"),
     responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
               (status = 409, description = "the campaign is not over", body = super::error::ErrorBody),
               (status = 422, description = "no failed devices, or the copy is not valid (keys of a v3 campaign are gone once sent)", body = ValidationErrorBody)))]
@@ -708,12 +708,12 @@ pub async fn retry(
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Response {
-    copy_campaign(&app, id, Copy::Retry, &body).await
+    copy_campaign(&app, id, CopyOf::Retry, &body).await
 }
 
 /// Creates a draft with the same devices (or device filter) and settings as campaign `id`;
 /// an optional body is merged into the copy, as for retry.
-#[utoipa::path(post, path = "/api/campaigns/{id}/duplicate", params(("id" = i64, Path)), request_body(content = Option<CampaignRequest>, description = "optional merge patch over the copy"),
+#[utoipa::path(post, path = "/api/campaigns/{id}/duplicate", params(("id" = i64, Path)), request_body(content = CampaignRequest, description = "optional: a merge patch over the copy"),
     responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
               (status = 422, body = ValidationErrorBody)))]
 pub async fn duplicate(
@@ -722,7 +722,7 @@ pub async fn duplicate(
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Response {
-    copy_campaign(&app, id, Copy::Duplicate, &body).await
+    copy_campaign(&app, id, CopyOf::Duplicate, &body).await
 }
 
 /// Cancels a draft or running campaign (ChirpStack v4 deletes its deployments; the v3 FUOTA

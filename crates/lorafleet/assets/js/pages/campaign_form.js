@@ -113,8 +113,9 @@ function requestOf(f, firmwareSel, target) {
       parity: f.parity.value,
     },
     request_frag_status: f.status.value,
-    start_at: startAtOf(f.startAt.value),
-    allow_reinstall: f.reinstall.value === 'true' ? true : undefined,
+    // null, not absent: an edit's merge patch then clears a start time or reinstall removed here.
+    start_at: startAtOf(f.startAt.value) ?? null,
+    allow_reinstall: f.reinstall.value === 'true',
     engine: f.driver.value === 'engine'
       ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay), check_method: f.checkMethod.value, verify_method: f.verifyMethod.value, reboot_with: f.rebootWith.value }
       : undefined,
