@@ -229,7 +229,9 @@ async fn run_until_started(t: &TestApp, id: i64, limit: Duration) -> Value {
 async fn a_scheduled_campaign_waits_until_its_start_at_and_can_be_cancelled() {
     let (t, fw) = fleet().await;
     let now = chrono::Utc::now();
-    let rfc = |d: chrono::DateTime<chrono::FixedOffset>| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let rfc = |d: chrono::DateTime<chrono::FixedOffset>| {
+        d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    };
     let cet = chrono::FixedOffset::east_opt(3600).unwrap();
 
     let mut bad = body(fw, &[S1]);
@@ -247,12 +249,18 @@ async fn a_scheduled_campaign_waits_until_its_start_at_and_can_be_cancelled() {
     let mut b = body(fw, &[S1]);
     b["start_at"] = json!(later);
     let id = create(&t, &b).await;
-    assert_eq!(t.get_json(&format!("/api/campaigns/{id}")).await["start_at"], later);
+    assert_eq!(
+        t.get_json(&format!("/api/campaigns/{id}")).await["start_at"],
+        later
+    );
     let (status, c) = start(&t, id).await;
     assert_eq!(status, 202, "{c}");
     assert_eq!(c["state"], "scheduled");
     let at = chrono::DateTime::parse_from_rfc3339(c["start_at"].as_str().unwrap()).unwrap();
-    assert_eq!(at.timestamp(), (now + chrono::Duration::hours(1)).timestamp());
+    assert_eq!(
+        at.timestamp(),
+        (now + chrono::Duration::hours(1)).timestamp()
+    );
     for _ in 0..3 {
         lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
     }
@@ -283,15 +291,26 @@ async fn a_scheduled_campaign_waits_until_its_start_at_and_can_be_cancelled() {
     let c = run_until_started(&t, id, Duration::from_secs(20)).await;
     assert_eq!(c["state"], "running", "{c}");
     let started = chrono::DateTime::parse_from_rfc3339(c["started_at"].as_str().unwrap()).unwrap();
-    assert!(started >= soon - chrono::Duration::milliseconds(1000), "started {started}, due {soon}");
+    assert!(
+        started >= soon - chrono::Duration::milliseconds(1000),
+        "started {started}, due {soon}"
+    );
     let messages: Vec<&str> = c["log"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["message"].as_str().unwrap())
         .collect();
-    assert!(messages.iter().any(|m| m.starts_with("scheduled: starts at")), "{messages:?}");
-    assert!(messages.contains(&"start time reached: starting"), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("scheduled: starts at")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"start time reached: starting"),
+        "{messages:?}"
+    );
     let (status, _) = send(t.post(&format!("/api/campaigns/{id}/cancel"))).await;
     assert_eq!(status, 200);
 
@@ -336,8 +355,7 @@ async fn retry_takes_the_failed_devices_and_duplicate_the_same_ones() {
     assert_eq!(status, 422, "{e}");
     assert_eq!(e["field"], "keys", "{e}");
     let keys = json!({"keys": {"gen_app_key": GEN_APP_KEY}});
-    let (status, retry) =
-        send(t.post(&format!("/api/campaigns/{id}/retry")).json(&keys)).await;
+    let (status, retry) = send(t.post(&format!("/api/campaigns/{id}/retry")).json(&keys)).await;
     assert_eq!(status, 201, "{retry}");
     assert_eq!(retry["state"], "draft");
     assert_eq!(retry["name"], "Retry of sensors to 1.3.0");
@@ -352,8 +370,11 @@ async fn retry_takes_the_failed_devices_and_duplicate_the_same_ones() {
     assert_eq!(retry["driver"], original["driver"]);
     assert_eq!(retry["firmware_id"], fw);
 
-    let (status, dup) =
-        send(t.post(&format!("/api/campaigns/{id}/duplicate")).json(&keys)).await;
+    let (status, dup) = send(
+        t.post(&format!("/api/campaigns/{id}/duplicate"))
+            .json(&keys),
+    )
+    .await;
     assert_eq!(status, 201, "{dup}");
     let devices: Vec<&str> = dup["devices"]
         .as_array()
@@ -370,13 +391,17 @@ async fn retry_takes_the_failed_devices_and_duplicate_the_same_ones() {
     send(t.post(&format!("/api/campaigns/{clean}/cancel"))).await;
     let (status, e) = send(t.post(&format!("/api/campaigns/{clean}/retry")).json(&keys)).await;
     assert_eq!(status, 422, "{e}");
-    assert!(e["error"].as_str().unwrap().contains("no failed devices"), "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no failed devices"),
+        "{e}"
+    );
 
     // Operators only: a viewer is refused, naming the role.
-    let (status, u) = send(t.post("/api/users").json(
-        &json!({"username": "watcher", "password": "watcher-password-1", "role": "viewer"}),
-    ))
-    .await;
+    let (status, u) =
+        send(t.post("/api/users").json(
+            &json!({"username": "watcher", "password": "watcher-password-1", "role": "viewer"}),
+        ))
+        .await;
     assert_eq!(status, 201, "{u}");
     let r = t
         .http

@@ -55,9 +55,7 @@ fn uuid_text(formatted: &str) -> Option<String> {
 
 fn uuid_bytes(text: &str) -> Option<Vec<u8>> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
-    (hex.len() == 32)
-        .then(|| hex::decode(&hex).ok())
-        .flatten()
+    (hex.len() == 32).then(|| hex::decode(&hex).ok()).flatten()
 }
 
 fn claim_of_uuid(formatted: &str, source: &'static str) -> Option<Claim> {
@@ -97,7 +95,8 @@ pub fn names_match(a: &str, b: &str) -> bool {
     if wa.is_empty() || wb.is_empty() {
         return false;
     }
-    let within = |x: &[String], y: &[String]| x.iter().all(|w| y.iter().any(|v| word_matches(w, v)));
+    let within =
+        |x: &[String], y: &[String]| x.iter().all(|w| y.iter().any(|v| word_matches(w, v)));
     within(&wa, &wb) || within(&wb, &wa)
 }
 
@@ -137,10 +136,7 @@ fn refuses(claim: &Claim, names: &[String], extra: &[String]) -> bool {
         }
         Claim::Uuid(want, _) => {
             let uuids: Vec<&String> = names.iter().filter(|n| uuid_bytes(n).is_some()).collect();
-            !uuids.is_empty()
-                && !uuids
-                    .iter()
-                    .any(|n| uuid_bytes(n) == uuid_bytes(want))
+            !uuids.is_empty() && !uuids.iter().any(|n| uuid_bytes(n) == uuid_bytes(want))
         }
     }
 }
@@ -164,7 +160,12 @@ pub struct ImageClaims {
 impl ImageClaims {
     pub fn of(image: &FirmwareImage) -> Self {
         let mut models = Vec::new();
-        if let Some(t) = image.metadata.target.as_ref().filter(|t| !t.trim().is_empty()) {
+        if let Some(t) = image
+            .metadata
+            .target
+            .as_ref()
+            .filter(|t| !t.trim().is_empty())
+        {
             models.push(Claim::Name(t.trim().to_string(), "target"));
         }
         let trailer = image.trailer.as_ref();
@@ -173,8 +174,7 @@ impl ImageClaims {
         }
         ImageClaims {
             models,
-            manufacturer: trailer
-                .and_then(|t| claim_of_uuid(&t.manufacturer_uuid, "manufacturer")),
+            manufacturer: trailer.and_then(|t| claim_of_uuid(&t.manufacturer_uuid, "manufacturer")),
             version: trailer.map(|t| t.version),
             to_version: image.metadata.to_version.clone(),
         }
@@ -323,18 +323,28 @@ mod tests {
         assert!(!names_match("sim-sensor-class", "Simulated tracker"));
         assert!(!names_match("sim-tracker-clas", "sim-sensor-01"));
         assert!(!names_match("", ""));
-        assert_eq!(uuid_text("73696d2d-7365-6e73-6f72-2d636c617373").as_deref(), Some("sim-sensor-class"));
+        assert_eq!(
+            uuid_text("73696d2d-7365-6e73-6f72-2d636c617373").as_deref(),
+            Some("sim-sensor-class")
+        );
         assert_eq!(uuid_text("ee33927e-e985-577b-ae88-fe98f5a4b587"), None);
     }
 
     #[test]
     fn sensor_firmware_is_refused_for_a_tracker_naming_both() {
         let img = ImageClaims::of(&sim_image(b"sim-sensor-class", 0x0001_0300));
-        assert_eq!(check(&img, &sim_device("sensor", 1, Some(0x0001_0200)), false), None);
+        assert_eq!(
+            check(&img, &sim_device("sensor", 1, Some(0x0001_0200)), false),
+            None
+        );
         let r = check(&img, &sim_device("tracker", 4, None), false).unwrap();
         assert_eq!(r.code, INCOMPATIBLE);
         assert_eq!(r.dev_eui, "4c4653494d000004");
-        assert!(r.reason.contains("sim-sensor-class (device class)"), "{}", r.reason);
+        assert!(
+            r.reason.contains("sim-sensor-class (device class)"),
+            "{}",
+            r.reason
+        );
         assert!(r.reason.contains("sim-tracker (model)"), "{}", r.reason);
     }
 
@@ -361,13 +371,24 @@ mod tests {
     #[test]
     fn opaque_uuids_are_compared_with_uuids_only() {
         let mut img = sim_image(&[2; 16], 7);
-        img.trailer.as_mut().unwrap().manufacturer_uuid = "01010101-0101-0101-0101-010101010101".into();
+        img.trailer.as_mut().unwrap().manufacturer_uuid =
+            "01010101-0101-0101-0101-010101010101".into();
         let claims = ImageClaims::of(&img);
         let mut d = sim_device("sensor", 1, None);
-        assert_eq!(check(&claims, &d, false), None, "names are not UUIDs: unknown");
-        d.tags.insert("device_class".into(), "03030303-0303-0303-0303-030303030303".into());
+        assert_eq!(
+            check(&claims, &d, false),
+            None,
+            "names are not UUIDs: unknown"
+        );
+        d.tags.insert(
+            "device_class".into(),
+            "03030303-0303-0303-0303-030303030303".into(),
+        );
         assert_eq!(check(&claims, &d, false).unwrap().code, INCOMPATIBLE);
-        d.tags.insert("device_class".into(), "02020202-0202-0202-0202-020202020202".into());
+        d.tags.insert(
+            "device_class".into(),
+            "02020202-0202-0202-0202-020202020202".into(),
+        );
         assert_eq!(check(&claims, &d, false), None);
     }
 
@@ -388,9 +409,16 @@ mod tests {
         img.metadata.target = Some("sim-tracker".into());
         img.metadata.to_version = Some("1.2.0".into());
         let claims = ImageClaims::of(&img);
-        assert_eq!(check(&claims, &sim_device("sensor", 1, None), false).unwrap().code, INCOMPATIBLE);
         assert_eq!(
-            check(&claims, &sim_device("tracker", 4, Some(0x0001_0200)), false).unwrap().code,
+            check(&claims, &sim_device("sensor", 1, None), false)
+                .unwrap()
+                .code,
+            INCOMPATIBLE
+        );
+        assert_eq!(
+            check(&claims, &sim_device("tracker", 4, Some(0x0001_0200)), false)
+                .unwrap()
+                .code,
             ALREADY_RUNNING
         );
     }

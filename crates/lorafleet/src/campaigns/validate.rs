@@ -354,7 +354,10 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
 
 /// `start_at` as a UTC time; it must say its offset (`Z` or `+01:00`), so that the time the
 /// operator meant is the time it starts.
-pub fn start_at(text: Option<&str>, errors: &mut FieldErrors) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn start_at(
+    text: Option<&str>,
+    errors: &mut FieldErrors,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     let text = text.map(str::trim).filter(|t| !t.is_empty())?;
     match chrono::DateTime::parse_from_rfc3339(text) {
         Ok(t) => Some(t.with_timezone(&chrono::Utc)),

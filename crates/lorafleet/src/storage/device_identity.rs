@@ -77,13 +77,11 @@ fn from_row(r: &impl Cols) -> DeviceIdentity {
         hardware_version: fm_field("hardware_version", "hex")
             .and_then(|v| v.as_str().map(str::to_string)),
         // A device that answers only Firmware Management reports its version there.
-        running_version: running
-            .and_then(|v| u32::try_from(v).ok())
-            .or_else(|| {
-                fm_field("firmware_version", "value")
-                    .and_then(|v| v.as_u64())
-                    .and_then(|v| u32::try_from(v).ok())
-            }),
+        running_version: running.and_then(|v| u32::try_from(v).ok()).or_else(|| {
+            fm_field("firmware_version", "value")
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
+        }),
         versioning_type: r.get("versioning_type"),
     }
 }

@@ -117,6 +117,32 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
+/// The plan's redundancy advice at the network's loss, with a warning when more parity would
+/// complete notably more devices.
+async fn add_redundancy_advice(v: &mut Validated) {
+    let m = v.plan.data_fragments as usize;
+    let r = v.plan.redundancy_fragments as usize;
+    let advice = tokio::task::spawn_blocking(move || plan::redundancy_advice(m, r))
+        .await
+        .unwrap_or(None);
+    if let Some(a) = &advice {
+        if let Some(s) = a.suggested_redundancy {
+            if (s as usize) > r {
+                v.plan.warnings.push(plan::PlanWarning {
+                    dev_eui: None,
+                    message: format!(
+                        "{r} parity fragments complete about {:.0} % of devices at {:.0} % loss; {s} would complete {:.0} %",
+                        a.completion_at_planned * 100.0,
+                        a.loss * 100.0,
+                        a.target * 100.0
+                    ),
+                });
+            }
+        }
+    }
+    v.plan.redundancy_advice = advice;
+}
+
 /// Parses and validates a request body, computing the plan with redundancy advice.
 async fn prepare(
     app: &AppState,
@@ -178,27 +204,7 @@ async fn prepare(
         crate::campaigns::guards::refusals(&app.db, image.as_ref(), &v.devices, v.allow_reinstall)
             .await
             .map_err(|e| api_error(e.into()))?;
-    let m = v.plan.data_fragments as usize;
-    let r = v.plan.redundancy_fragments as usize;
-    let advice = tokio::task::spawn_blocking(move || plan::redundancy_advice(m, r))
-        .await
-        .unwrap_or(None);
-    if let Some(a) = &advice {
-        if let Some(s) = a.suggested_redundancy {
-            if (s as usize) > r {
-                v.plan.warnings.push(plan::PlanWarning {
-                    dev_eui: None,
-                    message: format!(
-                        "{r} parity fragments complete about {:.0} % of devices at {:.0} % loss; {s} would complete {:.0} %",
-                        a.completion_at_planned * 100.0,
-                        a.loss * 100.0,
-                        a.target * 100.0
-                    ),
-                });
-            }
-        }
-    }
-    v.plan.redundancy_advice = advice;
+    add_redundancy_advice(&mut v).await;
     if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
         let choice = crate::campaigns::gateways::for_campaign(
             &app.db,
@@ -262,13 +268,9 @@ async fn dto_or_404(app: &AppState, id: i64) -> Result<CampaignDto, ApiError> {
     if dto.state == CampaignState::Draft {
         let image = crate::storage::firmware::get(&app.db, dto.firmware_id).await?;
         let euis: Vec<String> = dto.devices.iter().map(|d| d.dev_eui.clone()).collect();
-        dto.refused = crate::campaigns::guards::refusals(
-            &app.db,
-            image.as_ref(),
-            &euis,
-            dto.allow_reinstall,
-        )
-        .await?;
+        dto.refused =
+            crate::campaigns::guards::refusals(&app.db, image.as_ref(), &euis, dto.allow_reinstall)
+                .await?;
     }
     Ok(dto)
 }
@@ -607,7 +609,11 @@ enum CopyOf {
 /// The request of a new draft from a stored campaign: its settings, the devices `devices`
 /// (None: as the campaign names them, its filter included), its keys where they are still
 /// stored (they are wiped once the service has them).
-fn copied_request(row: &store::CampaignRow, devices: Option<&[String]>, name: String) -> serde_json::Value {
+fn copied_request(
+    row: &store::CampaignRow,
+    devices: Option<&[String]>,
+    name: String,
+) -> serde_json::Value {
     let mut body = row.request.clone();
     let mut keys = keys_as_request(&row.keys, &row.settings);
     if let Some(o) = body.as_object_mut() {
@@ -618,7 +624,10 @@ fn copied_request(row: &store::CampaignRow, devices: Option<&[String]>, name: St
             o.remove("device_filter");
             o.insert("devices".into(), serde_json::json!(list));
             // Settings for a device that is not in the copy would be refused.
-            if let Some(overrides) = o.get_mut("device_overrides").and_then(|v| v.as_object_mut()) {
+            if let Some(overrides) = o
+                .get_mut("device_overrides")
+                .and_then(|v| v.as_object_mut())
+            {
                 overrides.retain(|eui, _| list.iter().any(|d| d.eq_ignore_ascii_case(eui)));
             }
             if let Some(per) = keys.get_mut("per_device").and_then(|v| v.as_object_mut()) {
@@ -632,15 +641,21 @@ fn copied_request(row: &store::CampaignRow, devices: Option<&[String]>, name: St
 
 /// An optional JSON body: a merge patch over the copy (for keys of a v3 campaign, wiped once
 /// the service had them); empty for none.
-fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, Response> {
+fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) if v.is_object() => Ok(Some(v)),
         Ok(v) if v.is_null() => Ok(None),
-        Ok(_) => Err(api_error(ApiError::field("body", "the body must be a JSON object (a merge patch over the copy)"))),
-        Err(e) => Err(api_error(ApiError::field("body", format!("the body is not JSON: {e}")))),
+        Ok(_) => Err(ApiError::field(
+            "body",
+            "the body must be a JSON object (a merge patch over the copy)",
+        )),
+        Err(e) => Err(ApiError::field(
+            "body",
+            format!("the body is not JSON: {e}"),
+        )),
     }
 }
 
@@ -648,7 +663,7 @@ fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, Response> {
 async fn copy_campaign(app: &AppState, id: i64, how: CopyOf, body: &[u8]) -> Response {
     let patch = match optional_patch(body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return api_error(e),
     };
     let row = match store::get(&app.db, id).await {
         Ok(Some(r)) => r,
