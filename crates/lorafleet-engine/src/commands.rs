@@ -175,6 +175,32 @@ pub fn data_fragments(
     setup: &FragSetup,
     redundancy: usize,
 ) -> Result<Vec<Vec<u8>>, String> {
+    let (padded, size) = padded_image(image, setup, redundancy)?;
+    let rows = ts004::encode(&padded, size, redundancy).map_err(|e| format!("FEC: {e}"))?;
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            ts004::Payload::DataFragment(ts004::DataFragmentPayload {
+                index_and_n: ts004::DataFragmentPayloadIndexAndN {
+                    // padded_image checked the total against the 14-bit limit.
+                    n: (i + 1) as u16,
+                    frag_index: setup.index,
+                },
+                data,
+            })
+            .to_vec()
+            .map_err(|e| format!("DataFragment: {e}"))
+        })
+        .collect()
+}
+
+/// The image padded to whole fragments, and the fragment size; an error when its fragments and
+/// `redundancy` parity fragments would not fit TS004's 14-bit fragment number (both versions).
+pub(crate) fn padded_image(
+    image: &[u8],
+    setup: &FragSetup,
+    redundancy: usize,
+) -> Result<(Vec<u8>, usize), String> {
     let size = usize::from(setup.frag_size);
     let mut padded = image.to_vec();
     padded.resize(usize::from(setup.nb_frag) * size, 0);
@@ -185,22 +211,7 @@ pub fn data_fragments(
             setup.nb_frag
         ));
     }
-    let rows = ts004::encode(&padded, size, redundancy).map_err(|e| format!("FEC: {e}"))?;
-    rows.into_iter()
-        .enumerate()
-        .map(|(i, data)| {
-            ts004::Payload::DataFragment(ts004::DataFragmentPayload {
-                index_and_n: ts004::DataFragmentPayloadIndexAndN {
-                    // total was checked against the 14-bit limit above.
-                    n: (i + 1) as u16,
-                    frag_index: setup.index,
-                },
-                data,
-            })
-            .to_vec()
-            .map_err(|e| format!("DataFragment: {e}"))
-        })
-        .collect()
+    Ok((padded, size))
 }
 
 /// Version & Status questions asked before a campaign: the package version (whose versioning

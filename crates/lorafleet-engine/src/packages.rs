@@ -463,16 +463,7 @@ pub fn data_fragments(
     if version != 2 {
         return commands::data_fragments(image, setup, redundancy);
     }
-    let size = usize::from(setup.frag_size);
-    let mut padded = image.to_vec();
-    padded.resize(usize::from(setup.nb_frag) * size, 0);
-    let total = usize::from(setup.nb_frag) + redundancy;
-    if total > lorafleet_codec::fragmentation::MAX_N as usize {
-        return Err(format!(
-            "{} data and {redundancy} parity fragments exceed TS004's 14-bit fragment number",
-            setup.nb_frag
-        ));
-    }
+    let (padded, size) = commands::padded_image(image, setup, redundancy)?;
     let rows = ts004v2::encode(&padded, size, redundancy).map_err(|e| format!("FEC: {e}"))?;
     rows.into_iter()
         .zip(1u16..)

@@ -301,25 +301,37 @@ pub async fn status_request(
     let request = body
         .to_request()
         .map_err(|e| ApiError::field(e.field, e.message))?;
-    let data = request
-        .to_vec()
-        .map_err(|e| ApiError::field("command", e.to_string()))?;
-    if !store::exists(&app.db, eui).await? {
-        return Err(ApiError::not_found(format!("no device {eui}")));
+    let what = format!("Version & Status request {}", request.command_name());
+    let f_port = app.config.status_protocol.f_port;
+    let data = request.to_vec().map_err(command_error);
+    send_to_known_device(&app, eui, f_port, data, Some(request.command_name()), &what).await
+}
+
+/// An encoding failure of a request's `command`, as the API reports it.
+pub(super) fn command_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::field("command", e.to_string())
+}
+
+/// Sends a package request's encoded bytes to a device lorafleet knows (404 otherwise), as 202.
+pub(super) async fn send_to_known_device(
+    app: &AppState,
+    dev_eui: DevEui,
+    f_port: u8,
+    data: Result<Vec<u8>, ApiError>,
+    status_command: Option<&str>,
+    what: &str,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let data = data?;
+    if !store::exists(&app.db, dev_eui).await? {
+        return Err(ApiError::not_found(format!("no device {dev_eui}")));
     }
     let downlink = Downlink {
-        dev_eui: eui,
-        f_port: app.config.status_protocol.f_port,
+        dev_eui,
+        f_port,
         data,
         confirmed: false,
     };
-    let accepted = send(
-        &app,
-        downlink,
-        Some(request.command_name()),
-        &format!("Version & Status request {}", request.command_name()),
-    )
-    .await?;
+    let accepted = send(app, downlink, status_command, what).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 

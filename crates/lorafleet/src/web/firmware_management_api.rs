@@ -7,11 +7,9 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth_api::AuthUser;
-use super::devices_api::{parse_eui, send, Accepted};
+use super::devices_api::{command_error, parse_eui, send_to_known_device, Accepted};
 use super::{ApiError, ApiJson};
 use crate::firmware_management::{FmRequestBody, F_PORT};
-use crate::network::Downlink;
-use crate::storage::devices as store;
 use crate::AppState;
 
 /// Sends one Firmware Management request to the device.
@@ -30,19 +28,7 @@ pub async fn request(
     let request = body
         .to_request()
         .map_err(|e| ApiError::field(e.field, e.message))?;
-    let data = request
-        .to_vec()
-        .map_err(|e| ApiError::field("command", e.to_string()))?;
-    if !store::exists(&app.db, eui).await? {
-        return Err(ApiError::not_found(format!("no device {eui}")));
-    }
-    let downlink = Downlink {
-        dev_eui: eui,
-        f_port: F_PORT,
-        data,
-        confirmed: false,
-    };
     let what = format!("Firmware Management request {}", request.command_name());
-    let accepted = send(&app, downlink, None, &what).await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    let data = request.to_vec().map_err(command_error);
+    send_to_known_device(&app, eui, F_PORT, data, None, &what).await
 }
