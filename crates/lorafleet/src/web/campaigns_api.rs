@@ -794,4 +794,28 @@ mod tests {
         assert!(get.is_object(), "{}", doc["paths"]);
         assert!(get["responses"]["200"].is_object(), "{get}");
     }
+
+    #[test]
+    fn the_guards_are_in_the_openapi_document() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        for path in ["/api/campaigns/{id}/retry", "/api/campaigns/{id}/duplicate"] {
+            assert!(
+                doc["paths"][path]["post"]["responses"]["201"].is_object(),
+                "{path}"
+            );
+        }
+        let start = &doc["paths"]["/api/campaigns/{id}/start"]["post"]["responses"];
+        assert!(
+            start["409"].is_object() && start["422"].is_object(),
+            "{start}"
+        );
+        let dto = &doc["components"]["schemas"]["CampaignDto"]["properties"];
+        for field in ["refused", "start_at", "allow_reinstall"] {
+            assert!(dto[field].is_object(), "CampaignDto.{field}: {dto}");
+        }
+        let request = &doc["components"]["schemas"]["CampaignRequest"]["properties"];
+        assert!(request["start_at"].is_object() && request["allow_reinstall"].is_object());
+        assert!(doc["components"]["schemas"]["Refusal"].is_object());
+    }
 }
