@@ -541,8 +541,13 @@ pub struct Run {
     /// When the network had sent every fragment.
     pub fragments_sent_at: Option<DateTime<Utc>>,
     pub verify_at: Option<DateTime<Utc>>,
-    /// Highest uplink row already looked at.
+    /// Uplink rows up to this id are all read (or never will be: gaps of rolled-back ids).
     pub uplink_cursor: i64,
+    /// Rows above `uplink_cursor` already read, each with when it was first seen (real
+    /// time): with several writers a lower id may commit after a higher one, so the cursor
+    /// only passes a row once it has been seen for longer than any write takes to commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_uplinks: Vec<(i64, DateTime<Utc>)>,
     /// Why the campaign ended without any device updated.
     pub failure: Option<String>,
     /// Adaptive parity's rounds (unused with fixed parity).
@@ -564,6 +569,7 @@ impl Run {
             fragments_sent_at: None,
             verify_at: None,
             uplink_cursor: 0,
+            recent_uplinks: Vec::new(),
             failure: None,
             adaptive: AdaptiveState::default(),
         }

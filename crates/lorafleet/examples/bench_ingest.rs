@@ -8,6 +8,8 @@
 //! Usage: bench_ingest <path to lorafleet binary> [seconds] [devices] [concurrency]
 //!
 //! With `BENCH_MIX=1`: the realistic mix over HTTP and over MQTT instead (support/bench_mqtt.rs).
+//! With `BENCH_POSTGRES_URL=postgres://...`: lorafleet on a new database of that PostgreSQL
+//! server instead of SQLite.
 // A test or a tool: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
@@ -148,7 +150,11 @@ async fn main() -> anyhow::Result<()> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let mut child = tokio::process::Command::new(&bin)
+    let mut command = tokio::process::Command::new(&bin);
+    if let Some(url) = bench_mqtt::database_url().await? {
+        command.env("LORAFLEET__SERVER__DATABASE_URL", url);
+    }
+    let mut child = command
         .env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("LORAFLEET__SERVER__DATA_DIR", dir.path())
         .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
@@ -298,17 +304,32 @@ async fn list_bench(http: &reqwest::Client, base: &str, devices: u64) -> anyhow:
             "name search, many matches",
             "/api/devices?search=70b3d5000001".to_string(),
         ),
+        (
+            "name search, many matches, cursor at 20,000",
+            format!(
+                "/api/devices?search=70b3d5000001&cursor={}",
+                cursor_at("search=70b3d5000001&offset=20000".to_string()).await?
+            ),
+        ),
+        (
+            "name search, many matches, sort=name",
+            "/api/devices?search=70b3d5000001&sort=name".to_string(),
+        ),
     ];
     println!("GET /api/devices with {devices} devices, 60 requests each:");
     println!("| request | p50 | p90 | total |");
     println!("|---|---|---|---|");
     for (name, path) in kinds {
         let mut lat = Vec::new();
-        let mut total = serde_json::Value::Null;
+        let mut total = String::new();
         for _ in 0..60 {
             let (t, body) = get(path.clone()).await?;
             lat.push(t);
-            total = body["total"].clone();
+            total = body["total"].to_string();
+            if body["total_is_lower_bound"] == serde_json::Value::Bool(true) {
+                // The search stopped counting there.
+                total = format!("more than {total}");
+            }
         }
         lat.sort();
         println!(

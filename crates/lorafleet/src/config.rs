@@ -21,6 +21,7 @@ pub struct Config {
     pub devices: DevicesConfig,
     pub firmware: FirmwareConfig,
     pub fuota: FuotaConfig,
+    pub campaigns: CampaignsConfig,
     pub log: LogConfig,
 }
 
@@ -323,6 +324,10 @@ pub struct DevicesConfig {
     /// A device not heard for this many seconds is offline in the device list; unset: three
     /// times the uplink interval observed on the fleet, or an hour before there is one.
     pub offline_after_s: Option<u64>,
+    /// The device list counts a name search's matches up to this many; beyond, `total` is this
+    /// number with `total_is_lower_bound` (the console shows "more than ..."), and pages are
+    /// found by walking the sort order instead of sorting every match.
+    pub search_count_cap: u32,
 }
 
 impl Default for DevicesConfig {
@@ -331,6 +336,7 @@ impl Default for DevicesConfig {
             uplink_history: 100,
             event_history: 500,
             offline_after_s: None,
+            search_count_cap: 1000,
         }
     }
 }
@@ -381,6 +387,21 @@ impl Default for FuotaConfig {
             server_v3: FuotaServerV3Config::default(),
             chirpstack_v4: FuotaChirpstackV4Config::default(),
         }
+    }
+}
+
+/// How instances sharing one database share the running campaigns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignsConfig {
+    /// Seconds an instance holds a running campaign without renewing its lease; a campaign
+    /// whose owner died is taken over by another instance after this (plus one poll).
+    pub lease_s: u64,
+}
+
+impl Default for CampaignsConfig {
+    fn default() -> Self {
+        Self { lease_s: 30 }
     }
 }
 
@@ -494,6 +515,13 @@ impl Config {
             bail!(
                 "status_protocol.f_port must be 1..223, got {}",
                 self.status_protocol.f_port
+            );
+        }
+        if self.campaigns.lease_s < 3 || self.campaigns.lease_s > 3600 {
+            // Renewed every lease_s / 3 seconds: under 3 s the renewals would be sub-second.
+            bail!(
+                "campaigns.lease_s must be 3..3600 seconds, got {}",
+                self.campaigns.lease_s
             );
         }
         if self.devices.uplink_history == 0 {
@@ -731,5 +759,27 @@ mod tests {
         let c = Config::load_with_env(None, &env("SECURE_COOKIES", "always")).unwrap();
         assert_eq!(c.server.secure_cookies, SecureCookies::Always);
         assert!(Config::load_with_env(None, &env("SECURE_COOKIES", "sometimes")).is_err());
+    }
+
+    #[test]
+    fn the_campaign_lease_comes_from_toml_or_the_environment_and_is_checked() {
+        assert_eq!(Config::default().campaigns.lease_s, 30);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[campaigns]\nlease_s = 12\n").unwrap();
+        assert_eq!(
+            Config::load_with_env(Some(&path), &[])
+                .unwrap()
+                .campaigns
+                .lease_s,
+            12
+        );
+        let env = |v: &str| vec![("LORAFLEET__CAMPAIGNS__LEASE_S".to_string(), v.to_string())];
+        let c = Config::load_with_env(Some(&path), &env("5")).unwrap();
+        assert_eq!(c.campaigns.lease_s, 5);
+        for bad in ["0", "2", "3601"] {
+            let err = format!("{:#}", Config::load_with_env(None, &env(bad)).unwrap_err());
+            assert!(err.contains("campaigns.lease_s"), "{bad}: {err}");
+        }
     }
 }

@@ -221,6 +221,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "connection limits"
     );
     lorafleet::server::serve(app.clone(), listener, limits, shutdown_signal()).await?;
+    // Another instance on the database takes this one's campaigns over at once.
+    lorafleet::campaigns::runner::release(&app).await;
     tracing::info!("stopped");
     app.db.close().await;
     Ok(())

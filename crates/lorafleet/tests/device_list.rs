@@ -382,6 +382,70 @@ async fn walking_by_cursor_returns_each_device_once_while_devices_send() {
     assert!(a.last().unwrap() < b.first().unwrap());
 }
 
+/// A search broader than `devices.search_count_cap` is paged by walking the sort order and
+/// testing each device: walked by cursor while devices send, it still returns each match once.
+#[tokio::test]
+async fn walking_a_broad_search_returns_each_match_once_while_devices_send() {
+    let t = spawn(|c| c.devices.search_count_cap = 10, None).await;
+    let n = 120;
+    for i in 0..n {
+        Up::new(i, base_time() + Duration::seconds(i as i64))
+            .send(&t)
+            .await;
+    }
+    // meter-0000 .. meter-0099: 100 of the 120.
+    let matching: Vec<String> = (0..100).map(|i| Up::new(i, base_time()).eui).collect();
+    for (sort, order) in [("last_seen", "desc"), ("rssi", "asc"), ("name", "desc")] {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut cursor: Option<String> = None;
+        let mut sent = 0u32;
+        let mut pages = 0;
+        loop {
+            let mut q = format!("search=METER-00&sort={sort}&order={order}&limit=7");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={c}"));
+            }
+            let page = list(&t, &q).await;
+            if cursor.is_none() {
+                assert_eq!(page["total"], 10, "{q}: {page}");
+                assert_eq!(page["total_is_lower_bound"], true, "{q}: {page}");
+            }
+            for e in euis(&page) {
+                *seen.entry(e).or_default() += 1;
+            }
+            pages += 1;
+            // Between pages devices send, matching ones and others, listed and not yet.
+            for i in [pages * 7 % n, (pages * 7 + 40) % n, (pages * 13 + 3) % n] {
+                sent += 1;
+                let mut up = Up::new(i, Utc::now() + Duration::seconds(i64::from(sent)));
+                up.rssi = -30 - i64::from(sent % 90);
+                up.f_cnt = 1000 + sent;
+                up.send(&t).await;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+            assert!(pages < 100, "the walk does not end");
+        }
+        let mut got: Vec<String> = seen.keys().cloned().collect();
+        got.sort();
+        assert_eq!(
+            got, matching,
+            "sort={sort} order={order}: every match, nothing else"
+        );
+        let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "sort={sort} order={order}: returned twice {twice:?}"
+        );
+    }
+    // A selective search is counted exactly.
+    let one = list(&t, "search=meter-0042").await;
+    assert_eq!(one["total"], 1, "{one}");
+    assert_eq!(one["total_is_lower_bound"], false, "{one}");
+}
+
 #[tokio::test]
 async fn a_wrong_parameter_is_a_400_naming_it() {
     let t = spawn(|_| {}, None).await;

@@ -487,7 +487,9 @@ async fn a_restart_resumes_polling_without_creating_again() {
     step(&t).await;
     assert_eq!(fake.created.lock().unwrap().len(), 1);
 
-    // A second lorafleet on the same database, as after a restart.
+    // A second lorafleet on the same database, as after a restart: the first one stopped and
+    // released its campaign leases.
+    lorafleet::campaigns::runner::release(&t.app).await;
     let config = t.app.config.clone();
     let (again, _) = lorafleet::App::build_with_network(
         config,

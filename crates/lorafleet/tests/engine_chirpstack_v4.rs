@@ -137,6 +137,18 @@ service! { MulticastGroupService for Svc {
             id: format!("mc-{}", groups.len()),
         }))
     }
+    async fn list(
+        &self,
+        r: Request<api::ListMulticastGroupsRequest>,
+    ) -> Result<Response<api::ListMulticastGroupsResponse>, Status> {
+        authorized(&r)?;
+        let r = r.into_inner();
+        let result: Vec<_> = self.0.groups.lock().unwrap().iter().enumerate()
+            .filter(|(_, g)| g.application_id == r.application_id && g.name.contains(&r.search))
+            .map(|(i, g)| api::MulticastGroupListItem { id: format!("mc-{}", i + 1), name: g.name.clone(), ..Default::default() })
+            .collect();
+        Ok(Response::new(api::ListMulticastGroupsResponse { total_count: result.len() as u32, result }))
+    }
     async fn add_device(
         &self,
         r: Request<api::AddDeviceToMulticastGroupRequest>,
@@ -186,7 +198,6 @@ service! { MulticastGroupService for Svc {
     } unimplemented {
         get(GetMulticastGroupRequest) -> api::GetMulticastGroupResponse;
         update(UpdateMulticastGroupRequest) -> ();
-        list(ListMulticastGroupsRequest) -> api::ListMulticastGroupsResponse;
         remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
         remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
         flush_queue(FlushMulticastGroupQueueRequest) -> ();

@@ -142,3 +142,12 @@ export const fmtMs = (ms) => (ms == null ? '—' : ms < 1000 ? `${Number(ms).toF
 export const fmtPct = (x) => (x == null ? '—' : `${(x * 100).toFixed(x < 0.1 ? 1 : 0)} %`);
 /** @param {number | null | undefined} hz */
 export const fmtMhz = (hz) => (hz == null ? '—' : `${(hz / 1e6).toFixed(3)} MHz`);
+
+/**
+ * A device count as the list gives it: `total`, or "more than" it when a broad search stopped
+ * counting there (`total_is_lower_bound`).
+ * @param {number} total @param {boolean | undefined} lowerBound
+ */
+export function countText(total, lowerBound) {
+  return lowerBound ? `more than ${total.toLocaleString('en')}` : `${total}`;
+}

@@ -25,20 +25,36 @@ export function loadStages() {
   return loading;
 }
 
-// Steps in progress run from light blue to violet in their order; the end states have fixed,
-// distinct colours.
-const STEP_COLORS = ['#cbd5e1', '#bae6fd', '#93c5fd', '#60a5fa', '#3b82f6', '#6366f1', '#a855f7', '#14b8a6', '#0ea5e9', '#f59e0b'];
-/** @type {Record<string, string>} */
-const FINAL_COLORS = { completed: '#16a34a', failed: '#dc2626', cancelled: '#94a3b8' };
+/**
+ * One colour per stage, each of its own hue so that neighbouring stages in the bar and the
+ * chart tell apart (verifying teal, failed red, completed green, cancelled slate); the one
+ * table every stage colour on the page comes from.
+ * @type {Readonly<Record<string, string>>}
+ */
+export const STAGE_COLORS = Object.freeze({
+  pending: '#cbd5e1',
+  check: '#0ea5e9',
+  mc_group_setup: '#6366f1',
+  frag_session_setup: '#a855f7',
+  mc_session_setup: '#ec4899',
+  fragments: '#f59e0b',
+  frag_status: '#84cc16',
+  verify: '#0d9488',
+  completed: '#15803d',
+  failed: '#dc2626',
+  cancelled: '#475569',
+});
+// A stage the server adds before the console knows it still gets a colour of its own.
+const SPARE_COLORS = ['#b45309', '#be185d', '#1d4ed8', '#4d7c0f'];
 
 /**
  * @param {StageInfo[]} stages
  * @param {string} id
  */
 export function stageColor(stages, id) {
-  if (FINAL_COLORS[id]) return FINAL_COLORS[id];
+  if (STAGE_COLORS[id]) return STAGE_COLORS[id];
   const i = stages.findIndex((s) => s.id === id);
-  return STEP_COLORS[Math.max(0, i) % STEP_COLORS.length];
+  return SPARE_COLORS[Math.max(0, i) % SPARE_COLORS.length];
 }
 
 /**

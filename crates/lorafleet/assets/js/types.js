@@ -40,7 +40,7 @@
  * @property {string | null} [reappeared_at]
  */
 
-/** @typedef {{ devices: DeviceSummary[], total: number, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
+/** @typedef {{ devices: DeviceSummary[], total: number, total_is_lower_bound?: boolean, next_cursor?: string | null, offline_after_s?: number }} DeviceList */
 
 /**
  * @typedef {object} StatusRequest
@@ -111,6 +111,9 @@
  * @property {string | null} [completed_at]
  * @property {string | null} [error]
  * @property {string | null} [last_poll_error]
+ * @property {string | null} [lease_owner]   the lorafleet instance running it (or that last did)
+ * @property {string | null} [lease_until]   until when it holds it unless renewed
+ * @property {number} [attempt]              1 for the first instance, +1 at each takeover
  * @property {Record<string, number>} counts
  * @property {CampaignDevice[]} devices
  * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log
@@ -118,6 +121,38 @@
  * @property {{ dev_eui: string, reason: string, code: string }[]} [refused]  devices the image must not go to (drafts)
  * @property {string | null} [start_at]  RFC 3339: a started campaign is `scheduled` until then
  * @property {boolean} [allow_reinstall]
+ * @property {ProgressSummary} [progress_summary]  GET /api/campaigns/{id} only
+ */
+
+/** A duration on the fleet's clock and in real time. @typedef {{ simulated_s: number, real_s: number }} BothClocks */
+
+/**
+ * @typedef {object} DeviceFact
+ * @property {string} dev_eui
+ * @property {string | null} [name]
+ * @property {string | null} [model]
+ * @property {{ raw: number, display: string } | null} [from_version]
+ * @property {{ version: { raw: number, display: string }, versioning: string } | null} [to_version]
+ * @property {string} stage
+ * @property {string | null} [outcome]
+ */
+
+/**
+ * What a campaign is waiting for (`progress_summary`).
+ * @typedef {object} ProgressSummary
+ * @property {string} phase
+ * @property {string} phase_label
+ * @property {number | null} [fragments_sent]
+ * @property {number} fragments_total
+ * @property {number} data_fragments
+ * @property {number} parity_fragments
+ * @property {string | null} [session_start]
+ * @property {string | null} [session_end]
+ * @property {{ step: string, label: string, at?: string | null, due_in?: BothClocks | null } | null} [next_step]
+ * @property {BothClocks | null} [elapsed]
+ * @property {BothClocks | null} [expected]
+ * @property {number} time_scale
+ * @property {DeviceFact[]} device_facts
  */
 
 export {};

@@ -80,10 +80,42 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// With `BENCH_POSTGRES_URL` (a PostgreSQL server, naming any database its user may connect
+/// to): a new empty database there for one lorafleet run, as its `server.database_url`. Without
+/// it lorafleet uses SQLite in its temporary data directory.
+pub async fn database_url() -> anyhow::Result<Option<String>> {
+    let admin = match std::env::var("BENCH_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => return Ok(None),
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
+    let name = format!("lorafleet_bench_{}_{nanos}", std::process::id());
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await?;
+    // The URL with the new database's name in place of the one it names.
+    let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+    let host_end = base
+        .find("://")
+        .and_then(|s| base[s + 3..].find('/').map(|i| s + 3 + i))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..host_end]);
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    eprintln!("backend: PostgreSQL, database {name}");
+    Ok(Some(url))
+}
+
 async fn start_lorafleet(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let mut cmd = tokio::process::Command::new(bin);
+    if let Some(url) = database_url().await? {
+        cmd.env("LORAFLEET__SERVER__DATABASE_URL", url);
+    }
     cmd.env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("LORAFLEET__SERVER__DATA_DIR", dir.path())
         .env(

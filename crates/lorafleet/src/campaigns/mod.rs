@@ -16,6 +16,8 @@ pub mod gateways;
 pub mod guards;
 pub mod packages;
 pub mod plan;
+pub mod plan_network;
+pub mod progress;
 pub mod region;
 pub mod runner;
 pub mod validate;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::plan_network::{self, LossFigure, SubBandUse, UplinkIntervalSource};
 use super::region::Modulation;
 use super::{CampaignSettings, DriverKind, FragStatusRequest, MulticastClass};
 
@@ -188,10 +189,20 @@ pub struct Plan {
     pub session_length_s: f64,
     /// Unicast steps, each waiting about one uplink of every device.
     pub unicast_steps: u32,
-    /// Uplink interval assumed per unicast step (the devices' observed median, else the
-    /// unicast timeout).
+    /// Uplink interval assumed per unicast step: the network server's device profile, else
+    /// the devices' observed median, else the unicast timeout.
     pub uplink_interval_s: f64,
+    /// `uplink_interval_source` is `observed` (kept for older clients).
     pub uplink_interval_observed: bool,
+    /// Where `uplink_interval_s` comes from: `device_profile`, `observed` or `default`.
+    #[serde(default)]
+    pub uplink_interval_source: UplinkIntervalSource,
+    /// The loss the redundancy advice is computed at, and where that figure comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossFigure>,
+    /// Every sub-band the campaign transmits in, with its duty-cycle figure.
+    #[serde(default)]
+    pub sub_bands: Vec<SubBandUse>,
     pub expected_duration_s: f64,
     /// When every unicast step needs every attempt.
     pub worst_case_duration_s: f64,
@@ -266,10 +277,11 @@ pub fn compute(input: &PlanInput) -> Plan {
     );
     let session = session_length_s(s.multicast.class, s.multicast.timeout_exp);
     let unicast_steps = 3 + u32::from(s.request_frag_status != FragStatusRequest::None);
-    let (uplink_interval, observed) = match input.observed_uplink_interval_s {
-        Some(i) => (i, true),
-        None => (f64::from(s.unicast.timeout_s), false),
-    };
+    let (uplink_interval, source) = plan_network::uplink_interval(
+        None,
+        input.observed_uplink_interval_s,
+        f64::from(s.unicast.timeout_s),
+    );
     let expected = f64::from(unicast_steps) * uplink_interval + session;
     let worst =
         f64::from(unicast_steps) * f64::from(s.unicast.attempts) * f64::from(s.unicast.timeout_s)
@@ -320,7 +332,10 @@ pub fn compute(input: &PlanInput) -> Plan {
         session_length_s: session,
         unicast_steps,
         uplink_interval_s: round(uplink_interval, 1),
-        uplink_interval_observed: observed,
+        uplink_interval_observed: source == UplinkIntervalSource::Observed,
+        uplink_interval_source: source,
+        loss: None,
+        sub_bands: Vec::new(),
         expected_duration_s: round(expected, 1),
         worst_case_duration_s: round(worst, 1),
         warnings,
@@ -370,36 +385,39 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
-/// Loss rate and completion target the advice is computed for.
+/// Loss rate the advice is computed for when the network reports none, and the completion
+/// target.
 pub const ADVICE_LOSS: f64 = 0.1;
 pub const ADVICE_TARGET: f64 = 0.99;
+/// The simulations' seed: the same request gets the same advice.
+pub const ADVICE_SEED: u64 = 0x5eed_f00d;
 /// Largest session simulated; beyond it the decoder's cost grows too much for a preview.
 const SIMULATE_MAX_FRAGMENTS: usize = 1500;
 
-/// Least redundancy for 99 % of devices at 10 % independent loss, and the completion curve
+/// Least redundancy for 99 % of devices at independent `loss`, and the completion curve
 /// around it. CPU-heavy for large sessions: call it from a blocking task.
-pub fn redundancy_advice(m: usize, planned: usize) -> Option<RedundancyAdvice> {
+pub fn redundancy_advice(m: usize, planned: usize, loss: f64) -> Option<RedundancyAdvice> {
     use lorafleet_codec::redundancy;
     if m == 0 || m > lorafleet_codec::fragmentation::MAX_FRAGMENTS {
         return None;
     }
-    let seed = 0x5eed_f00d;
+    let seed = ADVICE_SEED;
     if m <= SIMULATE_MAX_FRAGMENTS {
         let trials = if m <= 300 { 300 } else { 100 };
-        let suggested = redundancy::suggest_redundancy(m, ADVICE_LOSS, ADVICE_TARGET, trials, seed);
+        let suggested = redundancy::suggest_redundancy(m, loss, ADVICE_TARGET, trials, seed);
         let top = suggested.unwrap_or(m / 2).max(planned).max(4);
         let mut points: Vec<usize> = (0..=8).map(|i| top * i / 6).collect();
         points.push(planned);
         points.sort_unstable();
         points.dedup();
-        let curve = redundancy::completion_curve(m, ADVICE_LOSS, &points, trials, seed);
+        let curve = redundancy::completion_curve(m, loss, &points, trials, seed);
         let at_planned = curve
             .iter()
             .find(|(r, _)| *r == planned)
             .map(|(_, c)| *c)
             .unwrap_or(0.0);
         Some(RedundancyAdvice {
-            loss: ADVICE_LOSS,
+            loss,
             target: ADVICE_TARGET,
             suggested_redundancy: suggested.map(|r| r as u32),
             suggested_percent: suggested.map(|r| round(r as f64 * 100.0 / m as f64, 1)),
@@ -411,11 +429,11 @@ pub fn redundancy_advice(m: usize, planned: usize) -> Option<RedundancyAdvice> {
     } else {
         // Normal approximation of the lost data fragments, plus the ~1 % decoding overhead
         // measured for the TS004 code.
-        let mean = m as f64 * ADVICE_LOSS / (1.0 - ADVICE_LOSS);
-        let sd = (m as f64 * ADVICE_LOSS).sqrt() / (1.0 - ADVICE_LOSS);
+        let mean = m as f64 * loss / (1.0 - loss);
+        let sd = (m as f64 * loss).sqrt() / (1.0 - loss);
         let r = (mean + 2.33 * sd + 0.01 * m as f64).ceil() as u32;
         Some(RedundancyAdvice {
-            loss: ADVICE_LOSS,
+            loss,
             target: ADVICE_TARGET,
             suggested_redundancy: Some(r),
             suggested_percent: Some(round(f64::from(r) * 100.0 / m as f64, 1)),
@@ -502,13 +520,13 @@ mod tests {
 
     #[test]
     fn advice_for_a_small_session() {
-        let a = redundancy_advice(105, 10).unwrap();
+        let a = redundancy_advice(105, 10, ADVICE_LOSS).unwrap();
         assert!(a.simulated);
         let r = a.suggested_redundancy.unwrap();
         assert!((10..=40).contains(&r), "{r}");
         assert!(a.curve.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(a.curve.iter().any(|(x, _)| *x == 10));
-        let big = redundancy_advice(10_000, 10).unwrap();
+        let big = redundancy_advice(10_000, 10, ADVICE_LOSS).unwrap();
         assert!(!big.simulated);
         assert!(big.suggested_redundancy.unwrap() > 1000);
     }

@@ -110,19 +110,69 @@ impl RegionInfo {
     /// Share of time a transmitter may send at `frequency` (ETSI sub-bands in Europe), or
     /// `None` where the region limits dwell time instead.
     pub fn duty_cycle(&self, frequency: u32) -> Option<f64> {
+        self.sub_band(frequency).duty_cycle
+    }
+
+    /// The sub-band `frequency` lies in and its duty-cycle limit: the ETSI EN 300 220 sub-bands
+    /// for EU868 and RU864 (between them and outside the band 0.1 %), the whole band elsewhere.
+    pub fn sub_band(&self, frequency: u32) -> SubBand {
         match self.name {
-            CommonName::EU868 | CommonName::RU864 => Some(match frequency {
-                865_000_000..=868_000_000 => 0.01,
-                868_000_001..=868_600_000 => 0.01,
-                868_700_000..=869_200_000 => 0.001,
-                869_400_000..=869_650_000 => 0.1,
-                869_700_000..=870_000_000 => 0.01,
-                _ => 0.001,
-            }),
-            CommonName::EU433 | CommonName::CN779 => Some(0.01),
-            _ => None,
+            CommonName::EU868 | CommonName::RU864 => {
+                let (low, high, dc) = ETSI_SUB_BANDS
+                    .iter()
+                    .copied()
+                    .find(|(low, high, _)| (*low..=*high).contains(&frequency))
+                    .unwrap_or((frequency, frequency, 0.001));
+                SubBand {
+                    name: format!("{}–{} MHz", mhz(low), mhz(high)),
+                    low_hz: low,
+                    high_hz: high,
+                    duty_cycle: Some(dc),
+                }
+            }
+            name => {
+                let (low, high) = band(name);
+                SubBand {
+                    name: format!("{name} {}–{} MHz", mhz(low), mhz(high)),
+                    low_hz: low,
+                    high_hz: high,
+                    duty_cycle: matches!(name, CommonName::EU433 | CommonName::CN779)
+                        .then_some(0.01),
+                }
+            }
         }
     }
+}
+
+/// A stretch of spectrum with one duty-cycle rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubBand {
+    /// Its frequency range, as an operator reads it: "869.4–869.65 MHz".
+    pub name: String,
+    pub low_hz: u32,
+    pub high_hz: u32,
+    /// Share of time one transmitter may send; none where dwell time is the limit instead.
+    pub duty_cycle: Option<f64>,
+}
+
+/// (low, high, duty cycle) of the 863–870 MHz band as ETSI EN 300 220 cuts it, the gaps
+/// between the sub-bands included (0.1 %), in order; bounds in Hz, inclusive.
+const ETSI_SUB_BANDS: [(u32, u32, f64); 9] = [
+    (863_000_000, 864_999_999, 0.001),
+    (865_000_000, 868_000_000, 0.01),
+    (868_000_001, 868_600_000, 0.01),
+    (868_600_001, 868_699_999, 0.001),
+    (868_700_000, 869_200_000, 0.001),
+    (869_200_001, 869_399_999, 0.001),
+    (869_400_000, 869_650_000, 0.1),
+    (869_650_001, 869_699_999, 0.001),
+    (869_700_000, 870_000_000, 0.01),
+];
+
+/// "869.525" from 869525000: MHz without trailing zeros.
+fn mhz(hz: u32) -> String {
+    let text = format!("{:.3}", f64::from(hz) / 1e6);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -154,6 +204,13 @@ mod tests {
         assert_eq!(r.rx2(), (869_525_000, 0));
         assert_eq!(r.duty_cycle(868_100_000), Some(0.01));
         assert_eq!(r.duty_cycle(869_525_000), Some(0.1));
+        assert_eq!(r.sub_band(869_525_000).name, "869.4–869.65 MHz");
+        assert_eq!(r.sub_band(868_100_000).name, "868–868.6 MHz");
+        assert_eq!(
+            r.duty_cycle(868_650_000),
+            Some(0.001),
+            "between two sub-bands"
+        );
     }
 
     #[test]

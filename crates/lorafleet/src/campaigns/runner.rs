@@ -2,16 +2,20 @@
 //! it is over and stores what it learns. Everything it needs is in the database, so after a
 //! restart it simply picks up the running campaigns again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, Notify};
 
-use super::drivers::{Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine};
+use super::drivers::{
+    Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine, PollOutcome,
+};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
 use crate::ingest::writer::Change;
+use crate::storage::campaigns::leases::{self, Claimed, Next, StepSave};
 use crate::storage::campaigns::{self as store, CampaignRow};
 use crate::App;
 
@@ -20,8 +24,17 @@ pub struct Campaigns {
     pub drivers: DriverRegistry,
     /// Wakes the runner (a campaign was started).
     pub wake: Notify,
-    /// One campaign change at a time: the runner's poll, a start, a cancel.
+    /// One campaign change at a time in this process: the runner's step, a start, a cancel.
+    /// (Between instances, the campaign's lease decides who runs it.)
     pub lock: Mutex<()>,
+    /// This process's name as a lease owner: random per start, so a restarted instance is a
+    /// new owner and its first step a new attempt.
+    pub instance: String,
+    /// When this instance last renewed its leases.
+    renewed: std::sync::Mutex<Option<Instant>>,
+    /// Campaigns whose step ran but could not be stored: what it sent is not on record, so
+    /// the next run of them here counts as a new attempt (at most one send per attempt).
+    unsaved: std::sync::Mutex<HashSet<i64>>,
 }
 
 impl Campaigns {
@@ -30,46 +43,162 @@ impl Campaigns {
             drivers,
             wake: Notify::new(),
             lock: Mutex::new(()),
+            instance: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            renewed: std::sync::Mutex::new(None),
+            unsaved: std::sync::Mutex::new(HashSet::new()),
         }
     }
 }
 
 /// Starts the runner task.
 pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
+    tracing::info!(
+        instance = %app.campaigns.instance,
+        lease_s = app.config.campaigns.lease_s,
+        "campaign runner: this instance's lease owner id"
+    );
     tokio::spawn(async move {
+        release_previous_process(&app).await;
+        let mut stopping = app.shutdown.subscribe();
         loop {
+            if *stopping.borrow() {
+                return;
+            }
             if let Err(e) = run_due(&app).await {
                 tracing::warn!(error = %format!("{e:#}"), "campaign runner");
             }
-            // Sleep until the earliest poll is due: the engine asks for polls milliseconds
-            // apart while it streams fragments on an accelerated simulated network.
-            let idle = match store::next_due(&app.db).await {
+            // Sleep until the earliest campaign is claimable: the engine asks for polls
+            // milliseconds apart while it streams fragments on an accelerated simulated
+            // network. At most a second (another instance may have started a campaign: it
+            // cannot wake this one) and never past the next renewal of the leases.
+            let idle = match leases::next_claimable(&app.db, &app.campaigns.instance).await {
                 Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
                 _ => Duration::from_secs(1),
             }
-            .min(Duration::from_secs(1));
+            .min(Duration::from_secs(1))
+            .min(renew_every(&app));
             tokio::select! {
                 _ = app.campaigns.wake.notified() => {}
                 _ = tokio::time::sleep(idle) => {}
+                _ = stopping.changed() => {}
             }
         }
     })
 }
 
-/// Starts the scheduled campaigns whose time has come, then processes every running campaign
-/// whose poll is due.
-pub async fn run_due(app: &App) -> anyhow::Result<()> {
-    start_scheduled(app).await?;
-    for id in store::due(&app.db, Utc::now()).await? {
-        let _guard = app.campaigns.lock.lock().await;
-        if let Err(e) = process(app, id).await {
-            tracing::warn!(campaign = id, error = %format!("{e:#}"), "campaign step failed");
-            // Keep the runner from spinning on a campaign whose step errors before polling.
-            let next = Utc::now() + chrono::Duration::seconds(poll_interval(app).as_secs() as i64);
-            store::set_poll_result(&app.db, id, next, Some(&format!("{e:#}"))).await?;
+/// The previous process on this data dir is gone (this one has its data): its leases are
+/// released, so a restart after a crash resumes its campaigns at once instead of after
+/// `lease_s` (as a new attempt, like any takeover). The data dir keeps the owner id of the
+/// process that last ran on it. Instances must not share a data dir: one starting would cost
+/// the other's campaigns an attempt (never a double run: a step is stored only under a lease).
+async fn release_previous_process(app: &App) {
+    let path = app.config.server.data_dir.join("campaign-runner-instance");
+    let me = &app.campaigns.instance;
+    if let Ok(previous) = std::fs::read_to_string(&path) {
+        let previous = previous.trim();
+        if !previous.is_empty() && previous != me {
+            match leases::release_all(&app.db, previous).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    campaigns = n,
+                    previous,
+                    "released the campaign leases of the previous process on this data dir"
+                ),
+                Err(e) => tracing::warn!(error = %e, "releasing the previous process's leases"),
+            }
         }
     }
-    Ok(())
+    if let Err(e) = std::fs::write(&path, format!("{me}\n")) {
+        tracing::warn!(error = %e, path = %path.display(), "recording this instance's lease owner id");
+    }
+}
+
+fn lease(app: &App) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(app.config.campaigns.lease_s).unwrap_or(30))
+}
+
+fn lease_until(app: &App) -> DateTime<Utc> {
+    Utc::now() + lease(app)
+}
+
+fn renew_every(app: &App) -> Duration {
+    Duration::from_secs(app.config.campaigns.lease_s.max(3) / 3)
+}
+
+/// Renews this instance's leases when `lease_s / 3` passed since the last renewal (each step
+/// also renews its own campaign's).
+async fn renew_if_due(app: &App) {
+    let due = app
+        .campaigns
+        .renewed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|at| at.elapsed() >= renew_every(app));
+    if !due {
+        return;
+    }
+    match leases::renew_all(&app.db, &app.campaigns.instance, lease_until(app)).await {
+        Ok(_) => {
+            *app.campaigns
+                .renewed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+        Err(e) => tracing::warn!(error = %e, "renewing the campaign leases"),
+    }
+}
+
+/// Gives up this instance's campaign leases at a graceful stop, after the step in progress, so
+/// another instance takes them over at once. The runner claims nothing once `app.shutdown`
+/// is set.
+pub async fn release(app: &App) {
+    let _guard = app.campaigns.lock.lock().await;
+    match leases::release_all(&app.db, &app.campaigns.instance).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(campaigns = n, "released the campaign leases"),
+        Err(e) => tracing::warn!(error = %e, "releasing the campaign leases"),
+    }
+}
+
+/// Starts the scheduled campaigns whose time has come, then claims and steps every running
+/// campaign whose poll is due and which no other instance holds, one at a time, each at most
+/// once per call.
+pub async fn run_due(app: &App) -> anyhow::Result<()> {
+    start_scheduled(app).await?;
+    let mut done = HashSet::new();
+    loop {
+        renew_if_due(app).await;
+        let _guard = app.campaigns.lock.lock().await;
+        if *app.shutdown.borrow() {
+            return Ok(());
+        }
+        let owner = &app.campaigns.instance;
+        let Some(claimed) = leases::claim(&app.db, owner, Utc::now(), lease_until(app)).await?
+        else {
+            return Ok(());
+        };
+        if !done.insert(claimed.id) {
+            return Ok(());
+        }
+        let id = claimed.id;
+        if let Err(e) = process(app, &claimed).await {
+            tracing::warn!(campaign = id, error = %format!("{e:#}"), "campaign step failed");
+            // Keep the runner from spinning on a campaign whose step errors before polling.
+            let at = net_now(app);
+            let step = StepSave {
+                at: &at,
+                started: false,
+                log_before: Vec::new(),
+                outcome: None,
+                log_after: Vec::new(),
+                next: Next::Poll {
+                    at: Utc::now() + chrono::Duration::from_std(poll_interval(app))?,
+                    error: Some(format!("{e:#}")),
+                },
+            };
+            save(app, id, &step).await?;
+        }
+    }
 }
 
 /// Moves each scheduled campaign whose `start_at` the network's clock has reached to running.
@@ -149,38 +278,146 @@ fn net_now(app: &App) -> String {
     crate::storage::fmt_time(app.network.now())
 }
 
-async fn log(app: &App, id: i64, mut line: LogLine) {
+/// A log line stamped with the network's time.
+fn stamped(app: &App, mut line: LogLine) -> LogLine {
     line.at = app.network.now();
-    if let Err(e) = store::add_log(&app.db, id, &line).await {
-        tracing::warn!(campaign = id, error = %e, "writing the campaign log");
-    }
+    line
 }
 
-async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
-    log(
+fn error_line(app: &App, message: &str) -> LogLine {
+    stamped(
         app,
-        id,
         LogLine {
             level: super::drivers::LogLevel::Error,
             ..LogLine::info(message)
         },
     )
-    .await;
-    store::finish(
-        &app.db,
-        id,
-        CampaignState::Failed,
-        Some(message),
-        Stage::Failed,
-        &net_now(app),
-    )
-    .await?;
-    store::record_progress(&app.db, id, &net_now(app)).await?;
+}
+
+async fn log(app: &App, id: i64, line: LogLine) {
+    if let Err(e) = store::add_log(&app.db, id, &stamped(app, line)).await {
+        tracing::warn!(campaign = id, error = %e, "writing the campaign log");
+    }
+}
+
+/// Stores a step while this instance holds the campaign; when another took it over, the
+/// step's results are dropped and the campaign no longer runs here (it is not claimable).
+async fn save(app: &App, id: i64, step: &StepSave<'_>) -> anyhow::Result<()> {
+    let owner = &app.campaigns.instance;
+    match leases::save_step(&app.db, id, owner, lease_until(app), step).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            campaign = id,
+            instance = %owner,
+            "the campaign is no longer this instance's (taken over, or ended elsewhere): this step's results are dropped"
+        ),
+        Err(e) => {
+            app.campaigns
+                .unsaved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
+            return Err(e);
+        }
+    }
     let _ = app.changes.send(Change::Campaign(id));
     Ok(())
 }
 
-async fn process(app: &App, id: i64) -> anyhow::Result<()> {
+async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
+    let at = net_now(app);
+    let step = StepSave {
+        at: &at,
+        started: false,
+        log_before: vec![error_line(app, message)],
+        outcome: None,
+        log_after: Vec::new(),
+        next: Next::End {
+            state: CampaignState::Failed,
+            error: Some(message.to_string()),
+            device_stage: Stage::Failed,
+        },
+    };
+    save(app, id, &step).await
+}
+
+/// Says in the campaign's log (and this instance's) that this claim starts a new attempt:
+/// another owner ran the campaign before, or this one could not store a step of it.
+async fn note_attempt(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
+    let me = &app.campaigns.instance;
+    let unsaved = app
+        .campaigns
+        .unsaved
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&claimed.id);
+    let message = match &claimed.previous {
+        Some(p) if p.released => format!(
+            "resumed by {me} after {} stopped, attempt {}",
+            p.owner, claimed.attempt
+        ),
+        Some(p) => format!(
+            "taken over from {} by {me} (its lease lapsed), attempt {}",
+            p.owner, claimed.attempt
+        ),
+        None if unsaved => {
+            let attempt = leases::new_attempt(&app.db, claimed.id, me).await?;
+            format!("a step's results could not be stored: {me} goes on as attempt {attempt}")
+        }
+        None => return Ok(()),
+    };
+    tracing::info!(campaign = claimed.id, instance = %me, "{message}");
+    log(app, claimed.id, LogLine::info(message)).await;
+    Ok(())
+}
+
+/// The runner's own log lines around a driver call that succeeded, and what comes next.
+fn after_outcome(
+    app: &App,
+    row: &CampaignRow,
+    outcome: &PollOutcome,
+    step: &mut StepSave<'_>,
+) -> anyhow::Result<Next> {
+    if !row.started {
+        step.started = true;
+        let line = LogLine::info(format!("started on {}", row.driver));
+        step.log_before.push(stamped(app, line));
+    }
+    if row.last_poll_error.is_some() {
+        let line = LogLine::info("the FUOTA service answers again");
+        step.log_before.push(stamped(app, line));
+    }
+    Ok(match &outcome.finished {
+        Some(Finished::Completed) => {
+            let line = LogLine::info("campaign completed");
+            step.log_after.push(stamped(app, line));
+            Next::End {
+                state: CampaignState::Completed,
+                error: None,
+                device_stage: Stage::Failed,
+            }
+        }
+        Some(Finished::Failed(msg)) => {
+            step.log_after.push(error_line(app, msg));
+            Next::End {
+                state: CampaignState::Failed,
+                error: Some(msg.clone()),
+                device_stage: Stage::Failed,
+            }
+        }
+        None => {
+            let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
+            Next::Poll {
+                at: Utc::now() + chrono::Duration::from_std(next)?,
+                error: None,
+            }
+        }
+    })
+}
+
+async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
+    let id = claimed.id;
+    note_attempt(app, claimed).await?;
     let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
     };
@@ -205,75 +442,46 @@ async fn process(app: &App, id: i64) -> anyhow::Result<()> {
     } else {
         driver.start(&ctx, &campaign).await
     };
+    let at = net_now(app);
+    let mut step = StepSave {
+        at: &at,
+        started: false,
+        log_before: Vec::new(),
+        outcome: None,
+        log_after: Vec::new(),
+        next: Next::Poll {
+            at: Utc::now(),
+            error: None,
+        },
+    };
     match result {
         Ok(outcome) => {
-            if !row.started {
-                store::set_started(&app.db, id).await?;
-                log(app, id, LogLine::info(format!("started on {}", row.driver))).await;
-            }
-            if row.last_poll_error.is_some() {
-                log(app, id, LogLine::info("the FUOTA service answers again")).await;
-            }
-            store::apply_outcome(&app.db, id, &outcome, &net_now(app)).await?;
-            match &outcome.finished {
-                Some(Finished::Completed) => {
-                    log(app, id, LogLine::info("campaign completed")).await;
-                    let at = net_now(app);
-                    store::finish(
-                        &app.db,
-                        id,
-                        CampaignState::Completed,
-                        None,
-                        Stage::Failed,
-                        &at,
-                    )
-                    .await?;
-                    store::record_progress(&app.db, id, &at).await?;
-                }
-                Some(Finished::Failed(msg)) => return fail(app, id, msg).await,
-                None => {
-                    let next = outcome.next_poll.unwrap_or_else(|| poll_interval(app));
-                    store::set_poll_result(
-                        &app.db,
-                        id,
-                        Utc::now() + chrono::Duration::from_std(next)?,
-                        None,
-                    )
-                    .await?;
-                }
-            }
-            let _ = app.changes.send(Change::Campaign(id));
+            step.next = after_outcome(app, &row, &outcome, &mut step)?;
+            step.outcome = Some(&outcome);
+            save(app, id, &step).await
         }
         Err(DriverError::Unavailable(msg)) => {
             // Back off up to 5 minutes; say so on the campaign once per distinct message.
             let failures = row.poll_failures.clamp(0, 5) as u32;
             let delay = (poll_interval(app) * 2u32.pow(failures)).min(Duration::from_secs(300));
             if row.last_poll_error.as_deref() != Some(msg.as_str()) {
-                log(
-                    app,
-                    id,
-                    LogLine::warning(format!(
-                        "{msg} (retrying every {} s while the campaign runs)",
-                        delay.as_secs()
-                    )),
-                )
-                .await;
+                let line = LogLine::warning(format!(
+                    "{msg} (retrying every {} s while the campaign runs)",
+                    delay.as_secs()
+                ));
+                step.log_before.push(stamped(app, line));
             }
-            store::set_poll_result(
-                &app.db,
-                id,
-                Utc::now() + chrono::Duration::from_std(delay)?,
-                Some(&msg),
-            )
-            .await?;
-            let _ = app.changes.send(Change::Campaign(id));
+            step.next = Next::Poll {
+                at: Utc::now() + chrono::Duration::from_std(delay)?,
+                error: Some(msg),
+            };
+            save(app, id, &step).await
         }
         Err(DriverError::Refused(msg)) | Err(DriverError::Invalid(msg)) => {
             let what = if row.started { "polling" } else { "starting" };
-            return fail(app, id, &format!("{what} failed: {msg}")).await;
+            fail(app, id, &format!("{what} failed: {msg}")).await
         }
     }
-    Ok(())
 }
 
 /// Why a start was refused.

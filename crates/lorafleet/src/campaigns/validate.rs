@@ -10,7 +10,8 @@
 //!   16 s); `group_id` 0; `timeout_exp` the smallest that fits every fragment
 //! - `unicast.timeout_s` 150, `attempts` 5
 //! - `fragmentation.fragment_size` the largest the DR carries (max payload - 3, at most the image
-//!   size); `redundancy` 10 frames; `session_index` 0, `matrix` 0, `block_ack_delay` 1,
+//!   size); `redundancy` 10 frames (the API raises it to the redundancy advice at the network's
+//!   loss: `web::plan_network`); `session_index` 0, `matrix` 0, `block_ack_delay` 1,
 //!   `descriptor_hex` "00000000"
 //! - `request_frag_status`: `after_session`
 //! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` 5 % of M (at least 1) and

@@ -4,7 +4,9 @@
 //! caller stores [`Run`] and the [`Dev`]s afterwards and calls again after [`Stepped::next`].
 //!
 //! Answers are read from the `uplinks` table past a cursor kept in the run, so an answer that
-//! was committed while lorafleet was down (or between two steps) is never missed.
+//! was committed while lorafleet was down (or between two steps) is never missed; the cursor
+//! re-reads a window of recent rows ([`new_answers`]), so neither is one that another instance
+//! committed out of id order.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -296,10 +298,9 @@ async fn replies(
     let mut ports: Vec<u8> = speaks.iter().flat_map(|p| p.answer_ports()).collect();
     ports.sort_unstable();
     ports.dedup();
-    let rows = storage::uplinks::since(io.db, run.uplink_cursor, &ports, 20_000).await?;
+    let rows = new_answers(io.db, run, &ports, Utc::now()).await?;
     let mut out = Vec::new();
     for row in rows {
-        run.uplink_cursor = run.uplink_cursor.max(row.id);
         let Some(&i) = index.get(row.dev_eui.as_str()) else {
             continue;
         };
@@ -320,6 +321,40 @@ async fn replies(
         }
     }
     Ok(out)
+}
+
+/// How long a write may take from taking its uplink ids to committing them (the ingest
+/// writer commits batches in milliseconds): a row is looked for below a seen one this long.
+pub const COMMIT_LAG: TimeDelta = TimeDelta::seconds(10);
+
+/// The uplinks on `ports` not read before, in id order, at `now` (real time). Safe under
+/// concurrent writers (several instances on PostgreSQL), whose ids may commit out of order: a
+/// row with an id below one already read can still appear, so rows are read from the cursor
+/// on and those already seen skipped, and the cursor passes a row only after it was seen for
+/// [`COMMIT_LAG`] (any lower id is committed or rolled back by then).
+pub async fn new_answers(
+    db: &storage::Db,
+    run: &mut Run,
+    ports: &[u8],
+    now: DateTime<Utc>,
+) -> storage::Result<Vec<storage::uplinks::StoredUplink>> {
+    let rows = storage::uplinks::since(db, run.uplink_cursor, ports, 20_000).await?;
+    let seen: std::collections::HashSet<i64> = run.recent_uplinks.iter().map(|r| r.0).collect();
+    let fresh: Vec<_> = rows.into_iter().filter(|r| !seen.contains(&r.id)).collect();
+    run.recent_uplinks.extend(fresh.iter().map(|r| (r.id, now)));
+    run.recent_uplinks.sort_unstable_by_key(|r| r.0);
+    let settled = run
+        .recent_uplinks
+        .iter()
+        .filter(|r| r.1 <= now - COMMIT_LAG)
+        .map(|r| r.0)
+        .max();
+    if let Some(settled) = settled {
+        run.uplink_cursor = run.uplink_cursor.max(settled);
+        let cursor = run.uplink_cursor;
+        run.recent_uplinks.retain(|r| r.0 > cursor);
+    }
+    Ok(fresh)
 }
 
 /// A campaign between its setup and the session's end needs its group: if it has none (the
@@ -486,7 +521,36 @@ async fn create_group(
         dr: s.dr,
         frequency: s.frequency,
     };
-    let id = match io.network.create_multicast_group(&spec).await {
+    // Made by an earlier attempt whose owner died before storing its id: used, not made twice.
+    let found = match io
+        .network
+        .find_multicast_group(&spec.name, spec.application_id.as_deref())
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            log.push(line(
+                now,
+                Level::Warning,
+                None,
+                format!("could not look for the campaign's multicast group (trying again): {e}"),
+            ));
+            return;
+        }
+    };
+    if let Some(id) = &found {
+        log.push(line(
+            now,
+            Level::Info,
+            None,
+            format!("multicast group {id} of an earlier attempt found on the network: used again"),
+        ));
+    }
+    let made = match found {
+        Some(id) => Ok(id),
+        None => io.network.create_multicast_group(&spec).await,
+    };
+    let id = match made {
         Ok(id) => id,
         Err(e) => {
             log.push(line(

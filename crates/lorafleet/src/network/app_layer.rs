@@ -29,6 +29,9 @@ pub struct ProfilePackages {
     pub clock_sync: Declared,
     pub fragmentation: Declared,
     pub multicast_setup: Declared,
+    /// Seconds between the devices' uplinks the profile expects (`uplink_interval`); none
+    /// when the profile leaves it at 0.
+    pub uplink_interval_s: Option<u32>,
 }
 
 fn declared(version: i32, f_port: u32) -> Declared {
@@ -47,6 +50,7 @@ impl ProfilePackages {
             clock_sync: declared(p.ts003_version, p.ts003_f_port),
             fragmentation: declared(p.ts004_version, p.ts004_f_port),
             multicast_setup: declared(p.ts005_version, p.ts005_f_port),
+            uplink_interval_s: None,
         }
     }
 
@@ -131,11 +135,12 @@ pub async fn read(
         .into_inner()
         .device_profile
         .unwrap_or_default();
-    let p = ProfilePackages::from_profile(
+    let mut p = ProfilePackages::from_profile(
         &device.device_profile_id,
         &profile.name,
         profile.app_layer_params.as_ref(),
     );
+    p.uplink_interval_s = (profile.uplink_interval > 0).then_some(profile.uplink_interval);
     profiles.insert(device.device_profile_id, p.clone());
     Ok(p)
 }

@@ -229,6 +229,34 @@ impl Network for ChirpstackV4 {
             .map(Some)
     }
 
+    async fn find_multicast_group(
+        &self,
+        name: &str,
+        application_id: Option<&str>,
+    ) -> Result<Option<String>, NetworkError> {
+        let Some(application_id) = application_id
+            .map(str::to_string)
+            .or_else(|| self.application_ids.first().cloned())
+        else {
+            return Ok(None);
+        };
+        let mut client = MulticastGroupServiceClient::new(self.client.channel());
+        // ChirpStack searches names by substring: the exact name is picked from what it finds.
+        let request = self.request(api::ListMulticastGroupsRequest {
+            limit: 100,
+            search: name.to_string(),
+            application_id,
+            ..Default::default()
+        });
+        let response = client.list(request).await.map_err(|s| self.map_status(s))?;
+        Ok(response
+            .into_inner()
+            .result
+            .into_iter()
+            .find(|g| g.name == name)
+            .map(|g| g.id))
+    }
+
     async fn create_multicast_group(&self, group: &MulticastGroup) -> Result<String, NetworkError> {
         let application_id = group
             .application_id

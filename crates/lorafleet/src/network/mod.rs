@@ -142,6 +142,19 @@ pub trait Network: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The id of the multicast group called `name` (in `application_id`, or the configured
+    /// application, where the network keeps groups per application), if there is one. A
+    /// campaign looks its group up by name before creating it, so an instance that takes over
+    /// a campaign whose owner died between the create and storing its id finds the group
+    /// instead of leaking a second one. `None` where the network cannot list groups.
+    async fn find_multicast_group(
+        &self,
+        _name: &str,
+        _application_id: Option<&str>,
+    ) -> Result<Option<String>, NetworkError> {
+        Ok(None)
+    }
+
     /// Creates a multicast group; returns the network's id for it.
     async fn create_multicast_group(
         &self,

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use super::{now, parse_time, time, Binds, Cols, Conn, Db, Result, Time};
 
 mod changes;
+pub mod device_facts;
+pub mod leases;
 mod records;
 
 pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
@@ -40,6 +42,12 @@ pub struct CampaignRow {
     pub completed_at: Option<String>,
     /// When a scheduled campaign starts (UTC), set when it is started with a `start_at`.
     pub start_at: Option<String>,
+    /// The instance holding the campaign's lease (the last one that did, once released).
+    pub lease_owner: Option<String>,
+    /// Until when the owner holds it; `None` when released (or never claimed).
+    pub lease_until: Option<String>,
+    /// How many owners have run the campaign (1 for the first, +1 at each takeover).
+    pub lease_attempt: i64,
 }
 
 fn row_to_campaign(r: &impl Cols) -> anyhow::Result<CampaignRow> {
@@ -65,6 +73,9 @@ fn row_to_campaign(r: &impl Cols) -> anyhow::Result<CampaignRow> {
         started_at: r.get("started_at"),
         completed_at: r.get("completed_at"),
         start_at: r.get("start_at"),
+        lease_owner: r.get("lease_owner"),
+        lease_until: r.get("lease_until"),
+        lease_attempt: r.get("lease_attempt"),
     })
 }
 
@@ -216,7 +227,12 @@ fn device_from_row(r: &impl Cols) -> CampaignDevice {
 }
 
 pub async fn devices(db: &Db, id: i64) -> Result<Vec<CampaignDevice>> {
-    let rows = on!(db, c => sqlx::query("SELECT * FROM campaign_devices WHERE campaign_id = $1 ORDER BY dev_eui")
+    devices_on(&mut *db.acquire().await?, id).await
+}
+
+/// [`devices`] on a connection or inside a transaction.
+pub async fn devices_on(conn: &mut Conn, id: i64) -> Result<Vec<CampaignDevice>> {
+    let rows = on!(conn, c => sqlx::query("SELECT * FROM campaign_devices WHERE campaign_id = $1 ORDER BY dev_eui")
         .bind(id)
         .fetch_all(c).await?
         .iter()
@@ -326,9 +342,23 @@ pub async fn finish(
     at: &str,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
+    finish_on(&mut tx, id, state, error, device_stage, at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`finish`] inside the caller's transaction.
+pub async fn finish_on(
+    tx: &mut Conn,
+    id: i64,
+    state: CampaignState,
+    error: Option<&str>,
+    device_stage: Stage,
+    at: &str,
+) -> Result<()> {
     on!(&mut *tx, c => sqlx::query(
         "UPDATE campaigns SET state = $1, completed_at = $2, updated_at = $3, error = COALESCE($4, error),
-            next_poll_at = NULL, keys_json = '{}' WHERE id = $5",
+            next_poll_at = NULL, keys_json = '{}', lease_until = NULL WHERE id = $5",
     )
     .bind(state.as_str())
     .bind(time(at))
@@ -344,37 +374,16 @@ pub async fn finish(
     .bind(time(at))
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;
-    tx.commit().await?;
     Ok(())
 }
 
-/// Running campaigns whose next poll is due.
-pub async fn due(db: &Db, at: DateTime<Utc>) -> Result<Vec<i64>> {
-    on!(db, c => sqlx::query_scalar(
-        "SELECT id FROM campaigns WHERE state = 'running' AND (next_poll_at IS NULL OR next_poll_at <= $1) ORDER BY next_poll_at NULLS FIRST, id",
-    )
-    .bind(Time::from(at))
-    .fetch_all(c).await)
-}
-
-/// When the earliest running campaign's poll is due.
-pub async fn next_due(db: &Db) -> Result<Option<DateTime<Utc>>> {
-    // No row: nothing running. A row with no time: due now.
-    let at: Option<Option<String>> = on!(db, c => sqlx::query(
-        "SELECT next_poll_at FROM campaigns WHERE state = 'running'
-         ORDER BY next_poll_at NULLS FIRST LIMIT 1",
-    )
-    .fetch_optional(c).await?
-    .map(|r| r.get("next_poll_at")));
-    Ok(at.map(|t| {
-        t.as_deref()
-            .and_then(parse_time)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC)
-    }))
-}
-
 pub async fn add_log(db: &Db, id: i64, line: &LogLine) -> Result<bool> {
-    let n = on!(db, c => sqlx::query(
+    add_log_on(&mut *db.acquire().await?, id, line).await
+}
+
+/// [`add_log`] on a connection or inside a transaction.
+pub async fn add_log_on(conn: &mut Conn, id: i64, line: &LogLine) -> Result<bool> {
+    let n = on!(conn, c => sqlx::query(
         "INSERT INTO campaign_log (campaign_id, at, level, source, dev_eui, message, dedup_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT(campaign_id, dedup_key) DO NOTHING",
     )
@@ -400,15 +409,26 @@ pub async fn apply_outcome(
     outcome: &PollOutcome,
     at: &str,
 ) -> anyhow::Result<bool> {
+    // One transaction for all of it: the engine reports hundreds of devices at once.
+    let mut tx = db.begin().await?;
+    let changed = apply_outcome_on(&mut tx, id, outcome, at).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// [`apply_outcome`] inside the caller's transaction (the runner's step, see [`leases`]).
+pub async fn apply_outcome_on(
+    tx: &mut Conn,
+    id: i64,
+    outcome: &PollOutcome,
+    at: &str,
+) -> anyhow::Result<bool> {
     let mut changed = false;
-    let current: HashMap<String, CampaignDevice> = devices(db, id)
+    let current: HashMap<String, CampaignDevice> = devices_on(&mut *tx, id)
         .await?
         .into_iter()
         .map(|d| (d.dev_eui.clone(), d))
         .collect();
-    let t = |v: Option<DateTime<Utc>>| v.map(Time::from);
-    // One transaction for all devices: the engine reports hundreds at once.
-    let mut tx = db.begin().await?;
     for report in &outcome.devices {
         let Some(before) = current.get(&report.dev_eui) else {
             continue;
@@ -417,54 +437,59 @@ pub async fn apply_outcome(
             continue;
         }
         changed = true;
-        on!(&mut *tx, c => sqlx::query(
-            "UPDATE campaign_devices SET stage = $1,
-                mc_group_setup_at = COALESCE($2, mc_group_setup_at),
-                frag_session_setup_at = COALESCE($3, frag_session_setup_at),
-                mc_session_setup_at = COALESCE($4, mc_session_setup_at),
-                frag_status_at = COALESCE($5, frag_status_at),
-                completed_at = COALESCE($6, completed_at),
-                error = COALESCE($7, error),
-                attempts = COALESCE($8, attempts),
-                next_action_at = COALESCE($9, next_action_at),
-                driver_json = COALESCE($10, driver_json),
-                updated_at = $11
-             WHERE campaign_id = $12 AND dev_eui = $13",
-        )
-        .bind(report.stage.as_str())
-        .bind(t(report.mc_group_setup_at))
-        .bind(t(report.frag_session_setup_at))
-        .bind(t(report.mc_session_setup_at))
-        .bind(t(report.frag_status_at))
-        .bind(t(report.completed_at))
-        .bind(&report.error)
-        .bind(report.attempts.map(i64::from))
-        .bind(t(report.next_action_at))
-        .bind(report.driver_json.as_ref().map(|v| v.to_string()))
-        .bind(time(at))
-        .bind(id)
-        .bind(&report.dev_eui)
-        .execute(c).await.map(|r| r.rows_affected()))?;
+        update_device(&mut *tx, id, report, at).await?;
     }
-    tx.commit().await?;
     for line in &outcome.log {
-        changed |= add_log(db, id, line).await?;
+        changed |= add_log_on(&mut *tx, id, line).await?;
     }
     if let Some(state) = &outcome.driver_state {
-        on!(db, c => sqlx::query("UPDATE campaigns SET driver_state_json = $1 WHERE id = $2")
+        on!(&mut *tx, c => sqlx::query("UPDATE campaigns SET driver_state_json = $1 WHERE id = $2")
             .bind(state.to_string())
             .bind(id)
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if outcome.forget_keys {
-        on!(db, c => sqlx::query("UPDATE campaigns SET keys_json = '{}' WHERE id = $1")
+        on!(&mut *tx, c => sqlx::query("UPDATE campaigns SET keys_json = '{}' WHERE id = $1")
             .bind(id)
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if changed {
-        record_progress(db, id, at).await?;
+        record_progress_on(&mut *tx, id, at).await?;
     }
     Ok(changed)
+}
+
+async fn update_device(tx: &mut Conn, id: i64, report: &DeviceReport, at: &str) -> Result<()> {
+    let t = |v: Option<DateTime<Utc>>| v.map(Time::from);
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaign_devices SET stage = $1,
+            mc_group_setup_at = COALESCE($2, mc_group_setup_at),
+            frag_session_setup_at = COALESCE($3, frag_session_setup_at),
+            mc_session_setup_at = COALESCE($4, mc_session_setup_at),
+            frag_status_at = COALESCE($5, frag_status_at),
+            completed_at = COALESCE($6, completed_at),
+            error = COALESCE($7, error),
+            attempts = COALESCE($8, attempts),
+            next_action_at = COALESCE($9, next_action_at),
+            driver_json = COALESCE($10, driver_json),
+            updated_at = $11
+         WHERE campaign_id = $12 AND dev_eui = $13",
+    )
+    .bind(report.stage.as_str())
+    .bind(t(report.mc_group_setup_at))
+    .bind(t(report.frag_session_setup_at))
+    .bind(t(report.mc_session_setup_at))
+    .bind(t(report.frag_status_at))
+    .bind(t(report.completed_at))
+    .bind(&report.error)
+    .bind(report.attempts.map(i64::from))
+    .bind(t(report.next_action_at))
+    .bind(report.driver_json.as_ref().map(|v| v.to_string()))
+    .bind(time(at))
+    .bind(id)
+    .bind(&report.dev_eui)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
@@ -485,18 +510,23 @@ fn device_differs(before: &CampaignDevice, r: &DeviceReport) -> bool {
 
 /// Appends the current devices-per-stage counts to the history when they changed.
 pub async fn record_progress(db: &Db, id: i64, at: &str) -> Result<()> {
-    let stages: Vec<String> = on!(db, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
+    record_progress_on(&mut *db.acquire().await?, id, at).await
+}
+
+/// [`record_progress`] on a connection or inside a transaction.
+pub async fn record_progress_on(conn: &mut Conn, id: i64, at: &str) -> Result<()> {
+    let stages: Vec<String> = on!(&mut *conn, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
             .bind(id)
             .fetch_all(c).await)?;
     let parsed: Vec<Stage> = stages.iter().map(|s| Stage::parse(s)).collect();
     let counts = serde_json::to_string(&count_stages(parsed.iter())).unwrap_or_default();
-    let last: Option<String> = on!(db, c => sqlx::query_scalar(
+    let last: Option<String> = on!(&mut *conn, c => sqlx::query_scalar(
         "SELECT counts_json FROM campaign_progress WHERE campaign_id = $1 ORDER BY id DESC LIMIT 1",
     )
     .bind(id)
     .fetch_optional(c).await)?;
     if last.as_deref() != Some(counts.as_str()) {
-        on!(db, c => sqlx::query(
+        on!(&mut *conn, c => sqlx::query(
             "INSERT INTO campaign_progress (campaign_id, at, counts_json) VALUES ($1, $2, $3)",
         )
         .bind(id)
@@ -513,14 +543,24 @@ pub async fn set_poll_result(
     next_poll_at: DateTime<Utc>,
     error: Option<&str>,
 ) -> Result<()> {
+    set_poll_result_on(&mut *db.acquire().await?, id, next_poll_at, error).await
+}
+
+/// [`set_poll_result`] on a connection or inside a transaction.
+pub async fn set_poll_result_on(
+    conn: &mut Conn,
+    id: i64,
+    next_poll_at: DateTime<Utc>,
+    error: Option<&str>,
+) -> Result<()> {
     match error {
-        None => on!(db, c => sqlx::query(
+        None => on!(&mut *conn, c => sqlx::query(
             "UPDATE campaigns SET next_poll_at = $1, poll_failures = 0, last_poll_error = NULL WHERE id = $2",
         )
         .bind(Time::from(next_poll_at))
         .bind(id)
         .execute(c).await.map(|r| r.rows_affected()))?,
-        Some(e) => on!(db, c => sqlx::query(
+        Some(e) => on!(&mut *conn, c => sqlx::query(
             "UPDATE campaigns SET next_poll_at = $1, poll_failures = poll_failures + 1, last_poll_error = $2 WHERE id = $3",
         )
         .bind(Time::from(next_poll_at))
@@ -684,6 +724,9 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         completed_at: row.completed_at,
         error: row.error,
         last_poll_error: row.last_poll_error,
+        lease_owner: row.lease_owner,
+        lease_until: row.lease_until,
+        attempt: row.lease_attempt,
         counts,
         devices,
         log,

@@ -63,8 +63,11 @@ pub struct DeviceSummary {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeviceList {
-    /// Devices the filter selects (all pages).
+    /// Devices the filter selects (all pages); with `total_is_lower_bound`, at least this many.
     pub total: i64,
+    /// True when a name search matches more devices than `devices.search_count_cap`: counting
+    /// stopped there, and more than `total` devices match.
+    pub total_is_lower_bound: bool,
     /// Pass as `cursor=` for the next page; null on the last one.
     pub next_cursor: Option<String>,
     /// A device not heard for this long is `offline`.
@@ -440,8 +443,9 @@ pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevi
 //
 // Each sort order is an index over the same expression followed by dev_eui (migration
 // 20261204200700_device_list_scale), so a page at any depth is one index range from the cursor.
-// The name search uses the FTS5 trigram table `devices_search`; PostgreSQL would use a pg_trgm
-// GIN index on the same columns for `ILIKE '%…%'`.
+// The name search uses the FTS5 trigram table `devices_search`, PostgreSQL a pg_trgm GIN index on
+// the stored `search_text` (migration 20261207156000), when it selects few devices; one that
+// selects many is tested row by row along the sort order (see `SearchPlan`).
 
 /// What the device list can be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -741,6 +745,24 @@ pub struct ListQuery {
     /// A device heard since then is online (each row's `status`).
     pub online_since: String,
     pub offline_after_s: u64,
+    /// A name search's matches are counted up to this many (`devices.search_count_cap`).
+    pub search_count_cap: i64,
+}
+
+/// How a list statement applies the name search. Both give the same rows; they differ in what
+/// the database reads to find them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SearchPlan {
+    /// Through the trigram index (SQLite's FTS5 table, PostgreSQL's GIN index): reads every
+    /// match, so it suits a search that selects few devices, and counting.
+    Index,
+    /// Tested on each row the sort order's index walk reaches, stopping after a page: reads
+    /// about `limit / share of matches` rows, so it suits a search that many devices match.
+    Scan,
+    /// The FTS5 table already drives the statement (SQLite's capped count): only the recheck.
+    Joined,
+    /// Not here: the statement applies the search around this part.
+    Omit,
 }
 
 /// The search as an FTS5 phrase (a substring of 3 or more characters for the trigram index).
@@ -759,17 +781,32 @@ fn like_pattern(search: &str) -> String {
     )
 }
 
-/// Appends the search condition: SQLite's FTS5 trigram table for 3 characters or more, else a
-/// LIKE (case-insensitive for ASCII there); PostgreSQL's ILIKE, which its pg_trgm indexes serve.
-fn push_search(b: &mut Sql, search: &str) {
-    if !b.pg {
+/// Appends the search condition as `plan` says. SQLite: the FTS5 trigram table for 3
+/// characters or more, then (for an ASCII search) a LIKE recheck, ASCII case-insensitive, which
+/// is also the scan's test, so that both plans select exactly the same rows (FTS5 also folds
+/// non-ASCII case: a non-ASCII search always goes through it). PostgreSQL: [`push_search_pg`].
+fn push_search(b: &mut Sql, search: &str, plan: SearchPlan) {
+    if plan == SearchPlan::Omit {
+        return;
+    }
+    if b.pg {
+        push_search_pg(b, search, plan);
+        return;
+    }
+    let ascii = search.is_ascii();
+    if plan == SearchPlan::Index || !ascii {
         if let Some(phrase) = fts_phrase(search) {
             b.push(" AND d.rowid IN (SELECT rowid FROM devices_search WHERE devices_search MATCH ");
             b.bind(phrase).push(")");
-            return;
         }
     }
-    let like = if b.pg { "ILIKE" } else { "LIKE" };
+    if ascii || fts_phrase(search).is_none() {
+        push_like_columns(b, search, "LIKE");
+    }
+}
+
+/// `column LIKE '%search%'` (ILIKE on PostgreSQL) over each searched column.
+fn push_like_columns(b: &mut Sql, search: &str, like: &str) {
     let p = like_pattern(search);
     b.push(format!(" AND (d.dev_eui {like} "));
     b.bind(p.clone())
@@ -781,10 +818,41 @@ fn push_search(b: &mut Sql, search: &str) {
     b.bind(p).push(" ESCAPE '\\')");
 }
 
+/// The searched columns of a row as one lower-case text under a GIN index (PostgreSQL's
+/// migration 20261207156000, its columns joined by U+0001).
+const PG_SEARCH_TEXT: &str = "d.search_text";
+
+/// PostgreSQL's search: a substring of the lower-cased searched columns (what ILIKE compares in a
+/// UTF-8 database). `LIKE` is what the GIN index serves; `strpos` the same test that no index
+/// serves, so the planner walks the sort order. A search holding the separator U+0001 could
+/// match across two columns: it is compared column by column instead.
+fn push_search_pg(b: &mut Sql, search: &str, plan: SearchPlan) {
+    if search.contains('\u{1}') {
+        push_like_columns(b, search, "ILIKE");
+        return;
+    }
+    match plan {
+        SearchPlan::Omit => {}
+        SearchPlan::Index | SearchPlan::Joined => {
+            b.push(format!(" AND {PG_SEARCH_TEXT} LIKE lower("));
+            b.bind(like_pattern(search)).push(") ESCAPE '\\'");
+        }
+        SearchPlan::Scan => {
+            b.push(format!(" AND strpos({PG_SEARCH_TEXT}, lower("));
+            b.bind(search.to_string()).push(")) > 0");
+        }
+    }
+}
+
+/// The search of a filter, if it has one.
+fn search_of(f: &DeviceFilter) -> Option<&str> {
+    f.search.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// Appends the filter's conditions (after a WHERE that selects listed devices).
-fn push_filter(b: &mut Sql, f: &DeviceFilter) {
-    if let Some(search) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        push_search(b, search);
+fn push_filter(b: &mut Sql, f: &DeviceFilter, plan: SearchPlan) {
+    if let Some(search) = search_of(f) {
+        push_search(b, search, plan);
     }
     if let Some(versions) = &f.versions {
         if versions.is_empty() {
@@ -904,16 +972,21 @@ async fn fetch_rows(db: &Db, sql: &Sql, q: &ListQuery) -> Result<Vec<ListRow>> {
 
 /// Devices in the sort's index order from the cursor (or offset) on; with `since`, only those
 /// not changed since the walk started.
-async fn rows_settled(db: &Db, q: &ListQuery, since: Option<i64>) -> Result<Vec<ListRow>> {
+async fn rows_settled(
+    db: &Db,
+    q: &ListQuery,
+    since: Option<i64>,
+    plan: SearchPlan,
+) -> Result<Vec<ListRow>> {
     let Some(c) = &q.cursor else {
-        return settled_part(db, q, since, None).await;
+        return settled_part(db, q, since, None, plan).await;
     };
     // Two index seeks: the rest of the cursor's key (equal key, later DevEUIs), then the keys
     // after it. One condition for both would scan every row of a key shared by many devices
     // (an RSSI value, a version) from its first.
-    let mut rows = settled_part(db, q, since, Some((c, true))).await?;
+    let mut rows = settled_part(db, q, since, Some((c, true)), plan).await?;
     if (rows.len() as i64) < q.limit {
-        let rest = settled_part(db, q, since, Some((c, false))).await?;
+        let rest = settled_part(db, q, since, Some((c, false)), plan).await?;
         rows.extend(rest);
         rows.truncate(q.limit.max(0) as usize);
     }
@@ -927,6 +1000,7 @@ async fn settled_part(
     q: &ListQuery,
     since: Option<i64>,
     from: Option<(&Cursor, bool)>,
+    plan: SearchPlan,
 ) -> Result<Vec<ListRow>> {
     let pg = db.is_postgres();
     let key = q.sort.column(pg);
@@ -937,7 +1011,7 @@ async fn settled_part(
             "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
         ),
     );
-    push_filter(&mut b, &q.filter);
+    push_filter(&mut b, &q.filter, plan);
     if let Some(since) = since {
         // Unary plus: never SQLite's changed_seq index here (it selects nearly every row).
         let plus = if pg { "" } else { "+" };
@@ -978,7 +1052,9 @@ async fn rows_moved(db: &Db, q: &ListQuery, since: i64) -> Result<Vec<ListRow>> 
         b.push(" INDEXED BY devices_changed");
     }
     b.push(" WHERE d.removed_at IS NULL");
-    push_filter(&mut b, &q.filter);
+    // Each changed row is tested on its own: through the trigram index, a broad search would
+    // first collect all its matches.
+    push_filter(&mut b, &q.filter, SearchPlan::Scan);
     b.push(" AND d.changed_seq > ").bind(since);
     b.push(") d WHERE TRUE");
     if let Some(c) = &q.cursor {
@@ -1004,7 +1080,78 @@ pub async fn count(db: &Db, filter: &DeviceFilter) -> Result<i64> {
         db,
         "SELECT COUNT(*) FROM devices d WHERE d.removed_at IS NULL",
     );
-    push_filter(&mut b, filter);
+    push_filter(&mut b, filter, SearchPlan::Index);
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
+}
+
+/// A search's `total` (at most the cap), whether more match, and the plan that finds its pages.
+/// Proving "more than the cap" is cheapest where the matches are dense, at the top of the sort
+/// order (the rows the first page reads anyway): only then the trigram index counts them.
+async fn search_total(db: &Db, q: &ListQuery, search: &str) -> Result<(i64, bool, SearchPlan)> {
+    let cap = q.search_count_cap.max(1);
+    if window_hits(db, q, search, cap).await? > cap {
+        return Ok((cap, true, SearchPlan::Scan));
+    }
+    let n = count_capped(db, &q.filter, search, cap).await?;
+    Ok(if n > cap {
+        (cap, true, SearchPlan::Scan)
+    } else {
+        (n, false, SearchPlan::Index)
+    })
+}
+
+/// Matches among the first `2 × cap` rows of the sort order (with the filter's other
+/// conditions), counted up to `cap + 1`: more than the cap there proves it for the whole list at
+/// the price of reading at most twice the cap, where the trigram index would read every posting
+/// of the search's commonest trigrams (all 100,000 devices share `70b`).
+async fn window_hits(db: &Db, q: &ListQuery, search: &str, cap: i64) -> Result<i64> {
+    let pg = db.is_postgres();
+    if !pg && !search.is_ascii() {
+        // Only the FTS5 table folds non-ASCII case: no row-by-row test to run here.
+        return Ok(0);
+    }
+    let (key, eui) = (q.sort.column(pg), eui_key(pg));
+    let dir = if q.desc { "DESC" } else { "ASC" };
+    let text = if pg { ", d.search_text" } else { "" };
+    let mut b = Sql::new(
+        db,
+        format!(
+            "SELECT COUNT(*) FROM (SELECT 1 AS one FROM (
+                SELECT d.dev_eui, d.name, d.application_name, d.dev_addr{text}
+                FROM devices d WHERE d.removed_at IS NULL"
+        ),
+    );
+    push_filter(&mut b, &q.filter, SearchPlan::Omit);
+    b.push(format!(" ORDER BY {key} {dir}, {eui} {dir} LIMIT "));
+    b.bind(cap.saturating_mul(2)).push(") d WHERE TRUE");
+    push_search(&mut b, search, SearchPlan::Scan);
+    b.push(" LIMIT ").bind(cap.saturating_add(1)).push(") hits");
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
+}
+
+/// How many listed devices the filter (with a search) selects, counting no further than
+/// `cap + 1`: the trigram index yields matches one by one, so this reads about `cap` of them
+/// however many there are.
+async fn count_capped(db: &Db, filter: &DeviceFilter, search: &str, cap: i64) -> Result<i64> {
+    let fts = (!db.is_postgres() && search.is_ascii())
+        .then(|| fts_phrase(search))
+        .flatten();
+    let mut b = Sql::new(db, "SELECT COUNT(*) FROM (SELECT 1 AS one ");
+    let plan = match fts {
+        // A join, not `rowid IN (...)`: SQLite would first collect every match of the IN.
+        Some(phrase) => {
+            b.push("FROM devices_search s JOIN devices d ON d.rowid = s.rowid WHERE s.devices_search MATCH ");
+            b.bind(phrase).push(" AND d.removed_at IS NULL");
+            SearchPlan::Joined
+        }
+        None => {
+            b.push("FROM devices d WHERE d.removed_at IS NULL");
+            SearchPlan::Index
+        }
+    };
+    push_filter(&mut b, filter, plan);
+    b.push(" LIMIT ").bind(cap.saturating_add(1));
+    b.push(") capped");
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
 
@@ -1014,7 +1161,7 @@ pub async fn matching(db: &Db, filter: &DeviceFilter) -> Result<Vec<String>> {
         db,
         "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL",
     );
-    push_filter(&mut b, filter);
+    push_filter(&mut b, filter, SearchPlan::Index);
     b.push(format!(" ORDER BY {}", eui_key(b.pg)));
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_all(c).await)
 }
@@ -1066,14 +1213,19 @@ fn by_position(a: &ListRow, b: &ListRow) -> std::cmp::Ordering {
 
 /// One page of the list, with the cursor of the next when there may be one.
 pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
-    let total = count(db, &q.filter).await?;
+    // A search's count also chooses its plan: up to the cap, the trigram index's matches are few
+    // enough to sort; beyond, a page is found sooner by walking the sort order.
+    let (total, total_is_lower_bound, plan) = match search_of(&q.filter) {
+        None => (count(db, &q.filter).await?, false, SearchPlan::Index),
+        Some(search) => search_total(db, q, search).await?,
+    };
     // A deep page by offset is read as the index has it (keyset paging is what stays stable).
     let walk = q.cursor.is_some() || q.offset == 0;
     let since = match &q.cursor {
         Some(c) => c.since,
         None => newest_uplink(db).await?,
     };
-    let mut rows = rows_settled(db, q, walk.then_some(since)).await?;
+    let mut rows = rows_settled(db, q, walk.then_some(since), plan).await?;
     if walk {
         rows.extend(rows_moved(db, q, since).await?);
         rows.sort_by(|a, b| {
@@ -1101,6 +1253,7 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     };
     Ok(DeviceList {
         total,
+        total_is_lower_bound,
         next_cursor,
         offline_after_s: q.offline_after_s,
         devices: rows.into_iter().map(|r| r.summary).collect(),

@@ -224,6 +224,20 @@ pub async fn received_times(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<St
     )
 }
 
+/// The frame counters of the device's newest `limit` uplinks, newest first: what the plan
+/// measures uplink loss from (gaps between consecutive counters).
+pub async fn recent_f_cnts(db: &Db, dev_eui: &str, limit: i64) -> Result<Vec<i64>> {
+    Ok(on!(db, c => sqlx::query(
+        "SELECT f_cnt FROM uplinks WHERE dev_eui = $1 AND f_cnt IS NOT NULL ORDER BY id DESC LIMIT $2",
+    )
+    .bind(dev_eui)
+    .bind(limit)
+    .fetch_all(c).await?
+    .iter()
+    .map(|r| r.get("f_cnt"))
+    .collect()))
+}
+
 /// The id of the newest uplink stored (0 when there is none): where an answer cursor starts.
 pub async fn max_id(db: &Db) -> Result<i64> {
     on!(db, c => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM uplinks")

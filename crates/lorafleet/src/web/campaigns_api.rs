@@ -117,32 +117,6 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-/// The plan's redundancy advice at the network's loss, with a warning when more parity would
-/// complete notably more devices.
-async fn add_redundancy_advice(v: &mut Validated) {
-    let m = v.plan.data_fragments as usize;
-    let r = v.plan.redundancy_fragments as usize;
-    let advice = tokio::task::spawn_blocking(move || plan::redundancy_advice(m, r))
-        .await
-        .unwrap_or(None);
-    if let Some(a) = &advice {
-        if let Some(s) = a.suggested_redundancy {
-            if (s as usize) > r {
-                v.plan.warnings.push(plan::PlanWarning {
-                    dev_eui: None,
-                    message: format!(
-                        "{r} parity fragments complete about {:.0} % of devices at {:.0} % loss; {s} would complete {:.0} %",
-                        a.completion_at_planned * 100.0,
-                        a.loss * 100.0,
-                        a.target * 100.0
-                    ),
-                });
-            }
-        }
-    }
-    v.plan.redundancy_advice = advice;
-}
-
 /// Parses and validates a request body, computing the plan with redundancy advice.
 async fn prepare(
     app: &AppState,
@@ -199,12 +173,14 @@ async fn prepare(
             .as_ref()
             .and_then(|i| crate::firmware::sidecar_device_limits(&i.path)),
     };
-    let mut v = validate::validate(&req, &ctx).map_err(|FieldErrors(e)| unprocessable(e))?;
+    let v = validate::validate(&req, &ctx).map_err(|FieldErrors(e)| unprocessable(e))?;
+    // The plan from the real network: its uplink interval, its loss, its sub-bands.
+    let facts = super::plan_network::gather(app, &v.devices).await;
+    let mut v = super::plan_network::plan_with_network(&req, &ctx, &region, v, &facts).await;
     v.refused =
         crate::campaigns::guards::refusals(&app.db, image.as_ref(), &v.devices, v.allow_reinstall)
             .await
             .map_err(|e| api_error(e.into()))?;
-    add_redundancy_advice(&mut v).await;
     if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
         let choice = crate::campaigns::gateways::for_campaign(
             &app.db,
@@ -384,15 +360,21 @@ pub async fn stages(_user: AuthUser) -> Json<Vec<StageInfo>> {
     Json(stage_list())
 }
 
-/// One campaign: settings, plan, devices with their stage and times, log and progress history.
+/// One campaign: settings, plan, devices with their stage and times, log and progress history,
+/// and `progress_summary`: what it is waiting for.
 #[utoipa::path(get, path = "/api/campaigns/{id}", params(("id" = i64, Path)),
-    responses((status = 200, body = CampaignDto), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, body = super::campaign_progress::CampaignDetail), (status = 404, body = super::error::ErrorBody)))]
 pub async fn detail(
     _user: AuthUser,
     State(app): State<AppState>,
     Path(id): Path<i64>,
-) -> Result<Json<CampaignDto>, ApiError> {
-    Ok(Json(dto_or_404(&app, id).await?))
+) -> Result<Json<super::campaign_progress::CampaignDetail>, ApiError> {
+    let campaign = dto_or_404(&app, id).await?;
+    let progress_summary = super::campaign_progress::summary(&app, &campaign).await?;
+    Ok(Json(super::campaign_progress::CampaignDetail {
+        campaign,
+        progress_summary,
+    }))
 }
 
 /// Edits a draft: the body is merged into the stored request (JSON merge patch; `keys`, when

@@ -86,6 +86,7 @@ pub async fn list(
         cursor,
         online_since: crate::storage::fmt_time(online_since),
         offline_after_s,
+        search_count_cap: i64::from(app.config.devices.search_count_cap),
     };
     Ok(Json(store::list(&app.db, &query).await?))
 }

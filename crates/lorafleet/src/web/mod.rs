@@ -2,6 +2,7 @@
 
 pub mod assets;
 pub mod auth_api;
+pub mod campaign_progress;
 pub mod campaign_versions;
 pub mod campaigns_api;
 pub mod devices_api;
@@ -11,6 +12,7 @@ pub mod firmware_management_api;
 pub mod ingest;
 mod limit;
 pub mod openapi;
+pub mod plan_network;
 pub mod settings_api;
 pub mod stream;
 

@@ -68,6 +68,13 @@ impl FakeState {
             },
         );
     }
+
+    /// Sets a profile's `uplink_interval` (seconds), as ChirpStack v4 stores it.
+    pub fn set_uplink_interval(&mut self, profile_id: &str, seconds: u32) {
+        if let Some(p) = self.profiles.get_mut(profile_id) {
+            p.uplink_interval = seconds;
+        }
+    }
 }
 
 #[derive(Clone, Default)]

@@ -12,6 +12,7 @@ import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
 import { planView } from './plan.js';
 import { refusedView, startAtView } from './guards.js';
+import { deviceFacts, progressPanel } from './campaign_progress.js';
 
 /** @typedef {import('../types.js').StageInfo} StageInfo */
 /** @typedef {import('../types.js').Campaign} Campaign */
@@ -115,7 +116,7 @@ function stageChart(progress, endTime, stages) {
   const x = (t) => m.l + ((t - t0) / (t1 - t0)) * (W - m.l - m.r);
   /** @param {number} v */
   const y = (v) => m.t + (1 - v / total) * (H - m.t - m.b);
-  const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'chart-svg', role: 'img', 'aria-label': 'Devices per stage over time', testid: 'stage-chart' });
+  const g = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'chart-svg cp-chart-wide', role: 'img', 'aria-label': 'Devices per stage over time', testid: 'stage-chart' });
   for (const v of [0, total]) {
     g.append(svg('line', { x1: m.l, x2: W - m.r, y1: y(v), y2: y(v), class: 'grid-line' }));
     g.append(svg('text', { x: m.l - 4, y: y(v) + 4, 'text-anchor': 'end', class: 'tick' }, String(v)));
@@ -160,7 +161,7 @@ function campaignLog(entries) {
  * @param {ReturnType<typeof stageHistory>} history
  */
 function deviceTable(c, stages, history) {
-  return h('div', { class: 'table-wrap' }, h('table', { class: 'table table-compact table-cards', testid: 'campaign-devices' },
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'table table-compact table-cards cp-steps', testid: 'campaign-devices' },
     h('thead', null, h('tr', null, ['Device', 'Stage', 'Outcome', 'Stages so far', 'Group setup', 'Frag. setup', 'Session setup', 'Frag. status', 'Completed', 'Error'].map((t) => h('th', null, t)))),
     h('tbody', null, c.devices.map((d) => h('tr', { testid: 'campaign-device-row', 'data-dev-eui': d.dev_eui, 'data-stage': d.stage },
       h('td', { 'data-label': 'Device', class: 'mono' }, h('a', { href: `#/devices/${d.dev_eui}` }, d.dev_eui)),
@@ -286,6 +287,7 @@ export function campaignPage(view, ctx) {
     try { versions.replaceChildren(versionsLine(await api('GET', `/api/campaigns/${encodeURIComponent(id)}/versions`, undefined, { signal: ctx.signal }))); } catch { versionsState = null; }
   }
   const history = stageHistory();
+  const facts = deviceFacts();
   let loaded = false;
 
   /** @param {unknown} e */
@@ -313,11 +315,14 @@ export function campaignPage(view, ctx) {
     head.replaceChildren(campaignHead(c), h('div', { class: 'toolbar' }, actionButtons(c, ctx, act, showError)));
     if (!alerts.querySelector('[data-testid="action-error"]')) alerts.replaceChildren(...campaignNotes(c));
     body.className = '';
+    facts.update(c, stages);
     body.replaceChildren(
       progressCard(c, stages),
+      card('Session and timing', progressPanel(c)),
       card('Devices per stage over time', stageChart(c.progress || [], c.completed_at ? new Date(c.completed_at).getTime() : null, stages)),
       card('Plan', planView(c.plan, c.settings)),
-      card(`Devices (${c.devices.length})`, deviceTable(c, stages, history)),
+      card(`Devices: versions and outcome (${c.devices.length})`, facts.el),
+      card(`Devices: steps (${c.devices.length})`, deviceTable(c, stages, history)),
       card('Log', campaignLog(c.log)));
   }
 

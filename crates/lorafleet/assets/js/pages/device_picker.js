@@ -6,7 +6,7 @@
 import { api, isAbort, messageOf } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { h } from '../dom.js';
-import { versionText } from '../format.js';
+import { countText, versionText } from '../format.js';
 import { debounce } from '../schedule.js';
 
 /** Rows the picker shows at most; the rest are reached by searching or by a filter. */
@@ -27,6 +27,8 @@ export function devicePicker(selected, onChange, signal) {
   /** @type {any[]} */
   let shown = [];
   let total = 0;
+  /** More than `total` match: a broad search stopped counting there. */
+  let totalMore = false;
 
   const modePick = h('input', { type: 'radio', name: 'cf-target', value: 'pick', checked: true, testid: 'target-pick' });
   const modeFilter = h('input', { type: 'radio', name: 'cf-target', value: 'filter', testid: 'target-filter' });
@@ -91,10 +93,10 @@ export function devicePicker(selected, onChange, signal) {
     } else {
       list.replaceChildren(...shown.map(row));
     }
-    const more = total > shown.length;
+    const more = totalMore || total > shown.length;
     selectShown.textContent = `Select the ${shown.length} shown`;
     note.textContent = more
-      ? `Showing ${shown.length} of ${total} matching devices. Search to narrow the list, or target every matching device by filter.`
+      ? `Showing ${shown.length} of ${countText(total, totalMore)} matching devices. Search to narrow the list, or target every matching device by filter.`
       : `${total} matching device${total === 1 ? '' : 's'}.`;
     useFilter.hidden = !more;
     if (more) note.append(' ', useFilter);
@@ -110,6 +112,7 @@ export function devicePicker(selected, onChange, signal) {
       if (mine !== seq) return;
       shown = r.devices || [];
       total = Number(r.total) || 0;
+      totalMore = r.total_is_lower_bound === true;
       renderList();
     } catch (e) {
       if (!isAbort(e)) list.replaceChildren(h('p', { class: 'field-error' }, messageOf(e)));
@@ -123,7 +126,8 @@ export function devicePicker(selected, onChange, signal) {
       const r = await api('GET', `/api/devices?${new URLSearchParams({ ...filter, limit: '1' })}`, undefined, { signal });
       if (mine !== countSeq) return;
       const n = Number(r.total) || 0;
-      matchCount.textContent = `${n} device${n === 1 ? '' : 's'} match${n === 1 ? 'es' : ''} now.`;
+      const one = n === 1 && r.total_is_lower_bound !== true;
+      matchCount.textContent = `${countText(n, r.total_is_lower_bound)} device${one ? '' : 's'} match${one ? 'es' : ''} now.`;
     } catch (e) {
       if (!isAbort(e) && mine === countSeq) matchCount.textContent = messageOf(e);
     }

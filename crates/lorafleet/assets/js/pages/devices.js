@@ -5,7 +5,7 @@
 import { api, isAbort, messageOf, statusOf } from '../api.js';
 import { timeAgo } from '../clock.js';
 import { h, badge, dash, errorBox } from '../dom.js';
-import { fmtDateTime, fmtNum, versionRaw, versionText } from '../format.js';
+import { countText, fmtDateTime, fmtNum, versionRaw, versionText } from '../format.js';
 import { debounce, refresher } from '../schedule.js';
 
 /** @typedef {import('../types.js').DeviceSummary} DeviceSummary */
@@ -134,19 +134,22 @@ function emptyList() {
  * @param {HTMLElement} pager
  * @param {number} shown
  * @param {number} total
+ * @param {boolean} more  more than `total` match (a broad search stopped counting there)
  * @param {() => void} changed
  */
-function renderPager(pager, shown, total, changed) {
-  const pages = Math.max(1, Math.ceil(total / listState.size));
+function renderPager(pager, shown, total, more, changed) {
+  // Past a lower bound the last page is unknown: a full page may have another after it.
+  const known = Math.max(1, Math.ceil(total / listState.size));
+  const pages = more ? Math.max(known, listState.page + (shown === listState.size ? 1 : 0)) : known;
   const from = total === 0 ? 0 : (listState.page - 1) * listState.size + 1;
-  const to = Math.min(total, from - 1 + shown);
+  const to = more ? from - 1 + shown : Math.min(total, from - 1 + shown);
   /** @param {number} p */
   const go = (p) => { listState.page = Math.min(Math.max(1, p), pages); changed(); };
   const prev = h('button', { type: 'button', class: 'btn btn-small', testid: 'page-prev', disabled: listState.page <= 1 }, '‹ Previous');
   const next = h('button', { type: 'button', class: 'btn btn-small', testid: 'page-next', disabled: listState.page >= pages }, 'Next ›');
   prev.addEventListener('click', () => go(listState.page - 1));
   next.addEventListener('click', () => go(listState.page + 1));
-  const jump = h('input', { type: 'number', class: 'page-jump', min: '1', max: String(pages), value: String(listState.page), 'aria-label': 'Page number', testid: 'page-jump' });
+  const jump = h('input', { type: 'number', class: 'page-jump', min: '1', max: more ? undefined : String(pages), value: String(listState.page), 'aria-label': 'Page number', testid: 'page-jump' });
   jump.addEventListener('change', () => go(Math.floor(Number(jump.value)) || 1));
   const size = h('select', { class: 'sort', 'aria-label': 'Devices per page', testid: 'page-size' },
     PAGE_SIZES.map((n) => h('option', { value: String(n) }, `${n} per page`)));
@@ -159,9 +162,9 @@ function renderPager(pager, shown, total, changed) {
     changed();
   });
   pager.replaceChildren(
-    h('span', { class: 'muted', testid: 'page-range' }, total === 0 ? '' : `${from}–${to} of ${total}`),
+    h('span', { class: 'muted', testid: 'page-range' }, total === 0 ? '' : `${from}–${to} of ${countText(total, more)}`),
     h('span', { class: 'pager-buttons' }, size,
-      total > listState.size ? [prev, h('label', { class: 'page-of' }, 'Page ', jump, ` of ${pages}`), next] : ''));
+      total > listState.size ? [prev, h('label', { class: 'page-of' }, 'Page ', jump, more ? '' : ` of ${pages}`), next] : ''));
 }
 
 const SORT_LABELS = [['last_seen', 'Last seen'], ['name', 'Name'], ['dev_eui', 'DevEUI'], ['running_version', 'Running version'],
@@ -234,14 +237,14 @@ export function devicesPage(view, ctx) {
     h('div', { class: 'page-head' }, h('h1', null, 'Devices', ' ', count)),
     filters.el, body, pager);
 
-  /** @param {DeviceSummary[]} devices @param {number} total */
-  function renderList(devices, total) {
-    count.textContent = `${total}`;
-    count.title = `${total} device${total === 1 ? '' : 's'}`;
+  /** @param {DeviceSummary[]} devices @param {number} total @param {boolean} more */
+  function renderList(devices, total, more) {
+    count.textContent = countText(total, more);
+    count.title = `${countText(total, more)} device${total === 1 && !more ? '' : 's'}`;
     body.replaceChildren(devices.length === 0 ? emptyList()
       : h('div', { class: 'table-scroll' }, h('table', { class: 'table table-cards devices', testid: 'device-table' },
         tableHead(onSort), h('tbody', null, devices.map(deviceRow)))));
-    renderPager(pager, devices.length, total, changed);
+    renderPager(pager, devices.length, total, more, changed);
   }
 
   async function load() {
@@ -253,13 +256,14 @@ export function devicesPage(view, ctx) {
       if (ctx.signal.aborted) return;
       const total = Number(data.total) || 0;
       const devices = Array.isArray(data.devices) ? data.devices : [];
+      const more = data.total_is_lower_bound === true;
       if (devices.length === 0 && listState.page > 1 && total > 0) {
         // The page we were on emptied (devices removed, or a link to a page past the end).
         listState.page = Math.max(1, Math.ceil(total / listState.size));
         writeUrl();
         return load();
       }
-      renderList(devices, total);
+      renderList(devices, total, more);
     } catch (e) {
       if (isAbort(e) || statusOf(e) === 401) return;
       // A filter the server refuses names its parameter: say which.

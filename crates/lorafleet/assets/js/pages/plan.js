@@ -31,12 +31,42 @@ function curveChart(curve, planned) {
   return g;
 }
 
+/** Where the plan's figures come from, in words. @type {Record<string, string>} */
+const INTERVAL_SOURCE = { device_profile: 'from the network server\'s device profile', observed: 'observed uplink interval', default: 'no interval known: the unicast timeout' };
+/** @type {Record<string, string>} */
+const LOSS_SOURCE = { simulated: 'the simulated network\'s configured loss', fcnt_gaps: 'uplink loss from frame-counter gaps', default: 'no loss measured: the default' };
+
+/** @param {any} loss  the plan's `loss` */
+function lossText(loss) {
+  if (!loss) return null;
+  const frames = loss.source === 'fcnt_gaps' || (loss.source === 'default' && loss.frames) ? ` over ${loss.frames} frames` : '';
+  return `${fmtPct(loss.value)} — ${LOSS_SOURCE[loss.source] || loss.source}${frames}`;
+}
+
+/**
+ * Each sub-band the campaign transmits in, with its duty cycle and the air time spent there.
+ * @param {any[] | undefined} bands
+ */
+function subBands(bands) {
+  if (!bands || bands.length === 0) return null;
+  return h('div', { class: 'plan-bands' },
+    h('h3', { class: 'sub-title' }, 'Sub-bands used'),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'table table-cards', testid: 'plan-sub-bands' },
+      h('thead', null, h('tr', null, ['Sub-band', 'Duty cycle', 'Air time', 'Carries'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', null, bands.map((b) => h('tr', { testid: 'plan-sub-band', 'data-band': b.band },
+        h('td', { 'data-label': 'Sub-band' }, b.band),
+        h('td', { 'data-label': 'Duty cycle' }, b.duty_cycle != null ? `${fmtPct(b.duty_cycle)} (${fmtDuration(b.allowed_per_hour_s)} per hour)` : 'no duty cycle (dwell time limit)'),
+        h('td', { 'data-label': 'Air time' }, `${b.airtime_s} s`),
+        h('td', { 'data-label': 'Carries' }, (b.carries || []).join(', '))))))));
+}
+
 /** @param {any} p  the plan */
 function advice(p) {
   const adv = p.redundancy_advice;
   if (!adv) return null;
   return h('div', { class: 'plan-advice', testid: 'plan-advice' },
     h('h3', { class: 'sub-title' }, `Redundancy at ${fmtPct(adv.loss)} loss`),
+    p.loss ? h('p', { class: 'small muted', testid: 'plan-loss' }, `Loss: ${lossText(p.loss)}`) : null,
     h('p', null, adv.suggested_redundancy != null
       ? `${adv.suggested_redundancy} parity fragments (${adv.suggested_percent} %) complete ${fmtPct(adv.target)} of devices${adv.simulated ? ` in ${adv.trials} simulated devices` : ' (estimate)'}; the planned ${p.redundancy_fragments} complete about ${fmtPct(adv.completion_at_planned)}.`
       : 'No redundancy reaches the target within the 14-bit fragment counter.'),
@@ -65,9 +95,11 @@ export function planView(p, settings) {
         ['Fragment spacing', `${p.fragment_interval_s} s${p.duty_cycle != null ? ` (duty cycle ${fmtPct(p.duty_cycle)})` : ''}`],
         ['Session needed', fmtFleetDuration(p.session_needed_s)],
         ['Session', `timeout ${p.timeout_exp} → ${fmtFleetDuration(p.session_length_s)}`, 'plan-session'],
-        ['Expected duration', `${fmtFleetDuration(p.expected_duration_s)} (${p.unicast_steps} unicast steps of ~${fmtDuration(p.uplink_interval_s)}${p.uplink_interval_observed ? ', observed uplink interval' : ''})`, 'plan-duration'],
+        ['Expected duration', `${fmtFleetDuration(p.expected_duration_s)} (${p.unicast_steps} unicast steps of ~${fmtDuration(p.uplink_interval_s)})`, 'plan-duration'],
+        ['Uplink interval', `${fmtDuration(p.uplink_interval_s)}: ${INTERVAL_SOURCE[p.uplink_interval_source || (p.uplink_interval_observed ? 'observed' : 'default')] || p.uplink_interval_source}`, 'plan-uplink-interval'],
         ['Worst case', fmtFleetDuration(p.worst_case_duration_s)],
       ])),
     advice(p),
+    subBands(p.sub_bands),
     warnings.length ? h('div', { class: 'alert alert-warn plan-warnings' }, h('ul', null, warnings)) : null);
 }

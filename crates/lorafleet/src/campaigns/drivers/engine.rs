@@ -531,7 +531,15 @@ impl CampaignDriver for EngineDriver {
         let before = devs.clone();
         let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
         let group = GroupInfo {
-            name: format!("lorafleet campaign {} ({})", c.id, c.name),
+            // The campaign's id and its run's random multicast address make the name unique
+            // to this campaign (also among several lorafleet installations on one ChirpStack):
+            // a takeover finds the group by it (see `step::create_group`).
+            name: format!(
+                "lorafleet campaign {} ({}) {}",
+                c.id,
+                c.name,
+                hex::encode(run.mc_addr)
+            ),
             application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
             gateways: self.gateways(ctx, c, &run).await?,
         };

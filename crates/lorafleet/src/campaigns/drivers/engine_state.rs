@@ -69,6 +69,7 @@ mod tests {
             fragments_sent_at: None,
             verify_at: None,
             uplink_cursor: 42,
+            recent_uplinks: vec![(44, at)],
             failure: None,
             adaptive: Default::default(),
         }

@@ -546,6 +546,15 @@ pub struct CampaignDto {
     pub error: Option<String>,
     /// The last error reaching the service, while polling retries.
     pub last_poll_error: Option<String>,
+    /// The lorafleet instance running the campaign (random per process, in its log at
+    /// start), or the last one that did; `None` before any instance claimed it.
+    pub lease_owner: Option<String>,
+    /// Until when `lease_owner` holds the campaign unless it renews (every `lease_s / 3`);
+    /// `None` once released (the campaign ended, or its instance stopped).
+    pub lease_until: Option<String>,
+    /// Which owner's run this is: 1 for the first instance, one more at each takeover (sends
+    /// are at most once per attempt).
+    pub attempt: i64,
     #[schema(value_type = Object)]
     pub counts: BTreeMap<String, u32>,
     pub devices: Vec<CampaignDevice>,

@@ -1,0 +1,852 @@
+//! Campaign leases: the claim, renewal and takeover SQL on the test's backend (SQLite, or
+//! PostgreSQL with `LORAFLEET_TEST_BACKEND=postgres`), a step stored only while its instance
+//! holds the lease, the runner's takeover as a new attempt in the campaign's log, and the
+//! engine's answer cursor under out-of-order commits.
+// A test or a tool: a panic is its report, and a scenario reads best in one piece.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+
+mod common;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
+use lorafleet::campaigns::{CampaignState, Stage};
+use lorafleet::storage::campaigns::leases::{self, Claimed, Next, Previous, StepSave};
+use lorafleet::storage::campaigns::LogLine;
+use serde_json::{json, Value};
+
+const A: &str = "0102030405060708";
+
+/// A running campaign due now, of the fuota-server v3 driver (pointed at a peer that never
+/// answers, so a step of it fails "unavailable" and changes nothing but its log and poll).
+async fn running_campaign(t: &TestApp) -> i64 {
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert!(status == 201 || status == 200, "{status} {img}");
+    t.add_device(A, Some("profile-1"), Some(100_000)).await;
+    let body = json!({
+        "name": "leased", "firmware_id": img["id"], "devices": [A], "driver": "fuota-server-v3",
+        "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+        "multicast": {"class": "C", "dr": 5, "frequency": 868100000},
+    });
+    let r = t.post("/api/campaigns").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let started =
+        lorafleet::storage::campaigns::set_running(&t.app.db, id, "2026-12-07T10:00:00.000Z")
+            .await
+            .unwrap();
+    assert!(started);
+    id
+}
+
+async fn app() -> TestApp {
+    let url = silent_peer().await;
+    spawn_app(test_config().with(|c| {
+        c.fuota.server_v3.url = url;
+        c.network.request_timeout_s = 1;
+    }))
+    .await
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+async fn claim(t: &TestApp, owner: &str, now: DateTime<Utc>, lease: i64) -> Option<Claimed> {
+    leases::claim(&t.app.db, owner, now, now + secs(lease))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn of_two_claimers_one_wins_and_the_other_finds_nothing() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    // At once: PostgreSQL skips the row the other claimer locked, SQLite serialises them.
+    let (a, b) = tokio::join!(claim(&t, "a", now, 30), claim(&t, "b", now, 30));
+    let winners: Vec<_> = [a.clone(), b.clone()].into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1, "a: {a:?}, b: {b:?}");
+    assert_eq!(
+        winners[0],
+        Claimed {
+            id,
+            attempt: 1,
+            previous: None
+        }
+    );
+    let winner = if a.is_some() { "a" } else { "b" };
+    let loser = if a.is_some() { "b" } else { "a" };
+    assert_eq!(claim(&t, loser, now + secs(29), 30).await, None, "held");
+    assert!(leases::holds(&t.app.db, id, winner).await.unwrap());
+    assert!(!leases::holds(&t.app.db, id, loser).await.unwrap());
+    // The owner claims its own again without a new attempt.
+    let again = claim(&t, winner, now + secs(1), 30).await.unwrap();
+    assert_eq!((again.attempt, again.previous), (1, None));
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["lease_owner"], winner);
+    assert_eq!(c["attempt"], 1);
+    assert!(c["lease_until"].is_string(), "{c}");
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_taken_over_as_a_new_attempt_and_a_renewed_one_is_not() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    claim(&t, "a", now, 10).await.unwrap();
+    // Renewed by its owner at 8 s, to 18 s: b finds nothing at 12 s.
+    assert_eq!(
+        leases::renew_all(&t.app.db, "a", now + secs(18))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        leases::renew_all(&t.app.db, "b", now + secs(60))
+            .await
+            .unwrap(),
+        0,
+        "b holds nothing to renew"
+    );
+    assert_eq!(claim(&t, "b", now + secs(12), 10).await, None);
+    // a stops renewing: at 19 s its lease has lapsed and b takes the campaign over.
+    let taken = claim(&t, "b", now + secs(19), 10).await.unwrap();
+    assert_eq!(
+        taken,
+        Claimed {
+            id,
+            attempt: 2,
+            previous: Some(Previous {
+                owner: "a".into(),
+                released: false
+            })
+        }
+    );
+    // a's renewal no longer touches it, and a cannot claim it back while b holds it.
+    assert_eq!(
+        leases::renew_all(&t.app.db, "a", now + secs(60))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(claim(&t, "a", now + secs(20), 10).await, None);
+    // A graceful stop releases: the next owner needs no lapse, and knows it was released.
+    assert_eq!(leases::release_all(&t.app.db, "b").await.unwrap(), 1);
+    let resumed = claim(&t, "c", now + secs(21), 10).await.unwrap();
+    assert_eq!(resumed.attempt, 3);
+    assert_eq!(
+        resumed.previous,
+        Some(Previous {
+            owner: "b".into(),
+            released: true
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_not_due_or_not_running_is_not_claimed() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    lorafleet::storage::campaigns::set_poll_result(&t.app.db, id, now + secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(claim(&t, "a", now, 30).await, None, "not due");
+    assert_eq!(claim(&t, "a", now + secs(6), 30).await.unwrap().id, id);
+    let next = leases::next_claimable(&t.app.db, "b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next >= now + secs(29), "b waits for a's lease: {next}");
+    lorafleet::storage::campaigns::finish(
+        &t.app.db,
+        id,
+        CampaignState::Cancelled,
+        None,
+        Stage::Cancelled,
+        "2026-12-07T10:00:00.000Z",
+    )
+    .await
+    .unwrap();
+    assert_eq!(claim(&t, "b", now + secs(60), 30).await, None, "over");
+    assert!(
+        !leases::holds(&t.app.db, id, "a").await.unwrap(),
+        "an ended campaign's lease is released"
+    );
+}
+
+fn save(at: &str, log: Vec<LogLine>, next: Next) -> StepSave<'_> {
+    StepSave {
+        at,
+        started: true,
+        log_before: log,
+        outcome: None,
+        log_after: Vec::new(),
+        next,
+    }
+}
+
+fn step_with(line: &str, at: DateTime<Utc>) -> (String, Vec<LogLine>, Next) {
+    let mut l = LogLine::info(line);
+    l.at = at;
+    (
+        lorafleet::storage::fmt_time(at),
+        vec![l],
+        Next::Poll { at, error: None },
+    )
+}
+
+async fn log_of(t: &TestApp, id: i64) -> Vec<String> {
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// At most once per attempt: a step of an owner whose lease was taken over stores nothing
+/// (what it sent is the new attempt's to send again), the new owner's step is stored.
+#[tokio::test]
+async fn a_step_is_stored_only_while_its_instance_holds_the_lease() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    claim(&t, "a", now, 3).await.unwrap();
+    let (at, log, next) = step_with("a's step 1", now);
+    let held = leases::save_step(&t.app.db, id, "a", now + secs(3), &save(&at, log, next))
+        .await
+        .unwrap();
+    assert!(held);
+    // a stalls past its lease; b takes over and steps; then a's late step comes back.
+    claim(&t, "b", now + secs(4), 3).await.unwrap();
+    let (at, log, next) = step_with("b's step", now + secs(4));
+    assert!(
+        leases::save_step(&t.app.db, id, "b", now + secs(7), &save(&at, log, next))
+            .await
+            .unwrap()
+    );
+    let (at, log, _) = step_with("a's late step 2", now + secs(5));
+    let end = Next::End {
+        state: CampaignState::Completed,
+        error: None,
+        device_stage: Stage::Failed,
+    };
+    let held = leases::save_step(&t.app.db, id, "a", now + secs(8), &save(&at, log, end))
+        .await
+        .unwrap();
+    assert!(!held, "a no longer holds the campaign");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "running", "a's end was dropped: {c}");
+    assert_eq!(c["lease_owner"], "b");
+    assert_eq!(c["attempt"], 2);
+    let log = log_of(&t, id).await;
+    assert!(log.contains(&"a's step 1".to_string()), "{log:?}");
+    assert!(log.contains(&"b's step".to_string()), "{log:?}");
+    assert!(!log.contains(&"a's late step 2".to_string()), "{log:?}");
+}
+
+/// The runner of an instance takes over a campaign whose owner's lease lapsed, says so in the
+/// campaign's log with the attempt, and no longer steps it once another instance holds it.
+#[tokio::test]
+async fn the_runner_takes_over_a_lapsed_campaign_and_says_so() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    // Held by an instance whose lease ran out 10 s ago.
+    let now = Utc::now();
+    leases::claim(&t.app.db, "dead-instance", now, now - secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
+    let me = t.app.campaigns.instance.clone();
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["lease_owner"], me.as_str(), "{c}");
+    assert_eq!(c["attempt"], 2);
+    let log = log_of(&t, id).await;
+    let said = format!("taken over from dead-instance by {me} (its lease lapsed), attempt 2");
+    assert!(log.contains(&said), "{log:?}");
+    // The silent FUOTA server made the step "unavailable": stored, the campaign runs on.
+    assert_eq!(c["state"], "running");
+    assert!(c["last_poll_error"].is_string(), "{c}");
+
+    // Another instance takes it over: this runner leaves it alone, even when it is due.
+    let later = Utc::now();
+    lorafleet::storage::campaigns::set_poll_result(&t.app.db, id, later, None)
+        .await
+        .unwrap();
+    leases::release_all(&t.app.db, &me).await.unwrap();
+    claim(&t, "other-instance", later, 60).await.unwrap();
+    let before = log_of(&t, id).await.len();
+    lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
+    assert_eq!(log_of(&t, id).await.len(), before, "not stepped here");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(
+        (c["lease_owner"].as_str(), c["attempt"].as_i64()),
+        (Some("other-instance"), Some(3))
+    );
+}
+
+/// Inserts an uplink with a chosen id (as a writer that took the id earlier and commits late).
+async fn uplink_with_id(t: &TestApp, id: i64, f_port: i64) {
+    crate::on_db!(&t.app.db, p => sqlx::query(
+        "INSERT INTO uplinks (id, dev_eui, received_at, f_port, data) VALUES ($1, $2, '2026-12-07T10:00:00.000Z', $3, $4)",
+    )
+    .bind(id)
+    .bind(A)
+    .bind(f_port)
+    .bind(vec![0x02u8, 0x01])
+    .execute(p)
+    .await
+    .map(|_| ()))
+    .unwrap();
+}
+
+fn run() -> lorafleet_engine::machine::Run {
+    let at = Utc::now();
+    lorafleet_engine::machine::Run {
+        phase: lorafleet_engine::machine::Phase::Setup,
+        mc_addr: [1, 2, 3, 4],
+        mc_key: [7; 16],
+        group: None,
+        group_deleted: false,
+        setup_deadline: at,
+        session_start: None,
+        next_fragment: 0,
+        fragments_sent_at: None,
+        verify_at: None,
+        uplink_cursor: 100,
+        recent_uplinks: Vec::new(),
+        failure: None,
+        adaptive: Default::default(),
+    }
+}
+
+/// Under concurrent writers an uplink id may commit after a higher one: the engine still reads
+/// it, reads no row twice, and moves its cursor past rows only once they are settled.
+#[tokio::test]
+async fn answers_committed_out_of_id_order_are_all_read_once() {
+    let t = app().await;
+    let db = &t.app.db;
+    let mut run = run();
+    let now = Utc::now();
+    let read = |rows: Vec<lorafleet::storage::uplinks::StoredUplink>| {
+        rows.iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    uplink_with_id(&t, 102, 200).await;
+    uplink_with_id(&t, 103, 1).await; // not an answer port
+    let got = lorafleet::engine::step::new_answers(db, &mut run, &[200, 201], now)
+        .await
+        .unwrap();
+    assert_eq!(read(got), [102]);
+    // 101 was taken before 102 and commits after it was read.
+    uplink_with_id(&t, 101, 201).await;
+    let got = lorafleet::engine::step::new_answers(db, &mut run, &[200, 201], now + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(read(got), [101], "the late row is read, 102 not again");
+    assert_eq!(run.uplink_cursor, 100, "nothing settled yet");
+    let got = lorafleet::engine::step::new_answers(db, &mut run, &[200, 201], now + secs(30))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+    assert_eq!(run.uplink_cursor, 102, "settled past both");
+    assert!(run.recent_uplinks.is_empty());
+    // The state carries the window through a save and a load.
+    uplink_with_id(&t, 104, 200).await;
+    let got = lorafleet::engine::step::new_answers(db, &mut run, &[200], now + secs(31))
+        .await
+        .unwrap();
+    assert_eq!(read(got), [104]);
+    let saved = lorafleet::campaigns::drivers::engine_state::save(&run).unwrap();
+    let mut loaded = lorafleet::campaigns::drivers::engine_state::load(saved).unwrap();
+    let got = lorafleet::engine::step::new_answers(db, &mut loaded, &[200], now + secs(32))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "104 was read before the save");
+}
+
+// ---- Two lorafleet processes on one PostgreSQL database, the owner killed mid-campaign ----
+
+mod two_instances {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use base64::Engine;
+    use chirpstack_api::api;
+    use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
+    use chirpstack_api::api::multicast_group_service_server::{
+        MulticastGroupService, MulticastGroupServiceServer,
+    };
+    use serde_json::{json, Value};
+    use tonic::{Request, Response, Status};
+
+    use super::common::{postgres, spawn_binary, test_config, TestBinary, FIXTURE, PASSWORD};
+
+    const DEVICES: [&str; 2] = ["0102030405060708", "1112131415161718"];
+    const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
+    const TOKEN: &str = "cs-api-key";
+    const FIXTURE_VERSION: u32 = 1_623_165_310;
+    const LEASE_S: u64 = 3;
+    const REDUNDANCY: usize = 4;
+
+    /// What the fake ChirpStack received.
+    #[derive(Default)]
+    pub struct Fake {
+        /// (dev_eui, f_port, data) of every unicast enqueue, in order.
+        unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
+        groups: Mutex<Vec<api::MulticastGroup>>,
+        /// (group id, f_port, data) of every multicast enqueue.
+        multicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    #[derive(Clone)]
+    struct Svc(Arc<Fake>);
+
+    macro_rules! service {
+        ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
+            #[tonic::async_trait]
+            impl $tr for $ty {
+                $($call)*
+                $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
+                    Err(Status::unimplemented(stringify!($name)))
+                })*
+            }
+        };
+    }
+
+    service! { DeviceService for Svc {
+        async fn get_keys(
+            &self,
+            r: Request<api::GetDeviceKeysRequest>,
+        ) -> Result<Response<api::GetDeviceKeysResponse>, Status> {
+            Ok(Response::new(api::GetDeviceKeysResponse {
+                device_keys: Some(api::DeviceKeys {
+                    dev_eui: r.into_inner().dev_eui,
+                    nwk_key: "0".repeat(32),
+                    app_key: "0".repeat(32),
+                    gen_app_key: GEN_APP_KEY.into(),
+                }),
+                created_at: None,
+                updated_at: None,
+            }))
+        }
+        async fn enqueue(
+            &self,
+            r: Request<api::EnqueueDeviceQueueItemRequest>,
+        ) -> Result<Response<api::EnqueueDeviceQueueItemResponse>, Status> {
+            let item = r.into_inner().queue_item.unwrap();
+            let mut u = self.0.unicast.lock().unwrap();
+            u.push((item.dev_eui, item.f_port, item.data));
+            Ok(Response::new(api::EnqueueDeviceQueueItemResponse { id: format!("q-{}", u.len()) }))
+        }
+        } unimplemented {
+            create(CreateDeviceRequest) -> ();
+            get(GetDeviceRequest) -> api::GetDeviceResponse;
+            update(UpdateDeviceRequest) -> ();
+            delete(DeleteDeviceRequest) -> ();
+            list(ListDevicesRequest) -> api::ListDevicesResponse;
+            create_keys(CreateDeviceKeysRequest) -> ();
+            update_keys(UpdateDeviceKeysRequest) -> ();
+            delete_keys(DeleteDeviceKeysRequest) -> ();
+            flush_dev_nonces(FlushDevNoncesRequest) -> ();
+            activate(ActivateDeviceRequest) -> ();
+            deactivate(DeactivateDeviceRequest) -> ();
+            get_activation(GetDeviceActivationRequest) -> api::GetDeviceActivationResponse;
+            get_random_dev_addr(GetRandomDevAddrRequest) -> api::GetRandomDevAddrResponse;
+            get_metrics(GetDeviceMetricsRequest) -> api::GetDeviceMetricsResponse;
+            get_link_metrics(GetDeviceLinkMetricsRequest) -> api::GetDeviceLinkMetricsResponse;
+            flush_queue(FlushDeviceQueueRequest) -> ();
+            get_queue(GetDeviceQueueItemsRequest) -> api::GetDeviceQueueItemsResponse;
+            get_next_f_cnt_down(GetDeviceNextFCntDownRequest) -> api::GetDeviceNextFCntDownResponse;
+        }
+    }
+
+    service! { MulticastGroupService for Svc {
+        async fn create(
+            &self,
+            r: Request<api::CreateMulticastGroupRequest>,
+        ) -> Result<Response<api::CreateMulticastGroupResponse>, Status> {
+            let mut g = r.into_inner().multicast_group.unwrap();
+            let mut groups = self.0.groups.lock().unwrap();
+            g.id = format!("mc-{}", groups.len() + 1);
+            let id = g.id.clone();
+            groups.push(g);
+            Ok(Response::new(api::CreateMulticastGroupResponse { id }))
+        }
+        async fn list(
+            &self,
+            r: Request<api::ListMulticastGroupsRequest>,
+        ) -> Result<Response<api::ListMulticastGroupsResponse>, Status> {
+            let r = r.into_inner();
+            let result: Vec<_> = self.0.groups.lock().unwrap().iter()
+                .filter(|g| g.application_id == r.application_id && g.name.contains(&r.search))
+                .map(|g| api::MulticastGroupListItem { id: g.id.clone(), name: g.name.clone(), ..Default::default() })
+                .collect();
+            Ok(Response::new(api::ListMulticastGroupsResponse { total_count: result.len() as u32, result }))
+        }
+        async fn add_device(
+            &self,
+            _r: Request<api::AddDeviceToMulticastGroupRequest>,
+        ) -> Result<Response<()>, Status> {
+            Ok(Response::new(()))
+        }
+        async fn add_gateway(
+            &self,
+            _r: Request<api::AddGatewayToMulticastGroupRequest>,
+        ) -> Result<Response<()>, Status> {
+            Ok(Response::new(()))
+        }
+        async fn enqueue(
+            &self,
+            r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
+        ) -> Result<Response<api::EnqueueMulticastGroupQueueItemResponse>, Status> {
+            let item = r.into_inner().queue_item.unwrap();
+            let mut m = self.0.multicast.lock().unwrap();
+            m.push((item.multicast_group_id, item.f_port, item.data));
+            Ok(Response::new(api::EnqueueMulticastGroupQueueItemResponse { f_cnt: m.len() as u32 - 1 }))
+        }
+        async fn list_queue(
+            &self,
+            _r: Request<api::ListMulticastGroupQueueRequest>,
+        ) -> Result<Response<api::ListMulticastGroupQueueResponse>, Status> {
+            // The fake sends instantly: nothing is ever left in the queue.
+            Ok(Response::new(api::ListMulticastGroupQueueResponse { items: vec![] }))
+        }
+        async fn delete(
+            &self,
+            r: Request<api::DeleteMulticastGroupRequest>,
+        ) -> Result<Response<()>, Status> {
+            self.0.deleted.lock().unwrap().push(r.into_inner().id);
+            Ok(Response::new(()))
+        }
+        } unimplemented {
+            get(GetMulticastGroupRequest) -> api::GetMulticastGroupResponse;
+            update(UpdateMulticastGroupRequest) -> ();
+            remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
+            remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
+            flush_queue(FlushMulticastGroupQueueRequest) -> ();
+        }
+    }
+
+    async fn start_fake() -> (Arc<Fake>, String) {
+        let fake = Arc::new(Fake::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let svc = Svc(fake.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(MulticastGroupServiceServer::new(svc.clone()))
+                .add_service(DeviceServiceServer::new(svc))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        (fake, url)
+    }
+
+    fn fragments() -> usize {
+        FIXTURE.len().div_ceil(200) + REDUNDANCY
+    }
+
+    /// What the device answers to a command, as the test plays it (TS005, TS004, Version &
+    /// Status, the signed fixture's version once "updated").
+    fn answer(f_port: u32, req: &[u8]) -> Option<(u8, Vec<u8>)> {
+        match (f_port, req.first()) {
+            (111, Some(0x00)) => {
+                let mut ans = vec![0x00, 10, 1, 0x23, 0x01, 0x00];
+                ans.extend_from_slice(&1_600_000_000u32.to_le_bytes());
+                ans.extend_from_slice(&[0x03, 0x00, 0x80, 0x00, 0x00]);
+                ans.extend_from_slice(&300_000u32.to_le_bytes());
+                Some((111, ans))
+            }
+            (111, Some(0x01)) => {
+                let mut ans = vec![0x01, 0x01];
+                ans.extend_from_slice(&FIXTURE_VERSION.to_le_bytes());
+                Some((111, ans))
+            }
+            (200, Some(0x02)) => Some((200, vec![0x02, 0x01])),
+            (200, Some(0x04)) => Some((200, vec![0x04, 0x01, 0x03, 0x00, 0x00])),
+            (201, Some(0x02)) => Some((201, vec![0x02, 0x80])),
+            (201, Some(0x01)) => {
+                let mut ans = vec![0x01];
+                ans.extend_from_slice(&((fragments() as u16) | (2 << 14)).to_le_bytes());
+                ans.extend_from_slice(&[0x00, 0x00]);
+                Some((201, ans))
+            }
+            _ => None,
+        }
+    }
+
+    /// An uplink of `dev_eui` through ChirpStack's HTTP integration of the instance at `base`.
+    async fn uplink(
+        http: &reqwest::Client,
+        base: &str,
+        dev_eui: &str,
+        f_port: u8,
+        data: &[u8],
+        f_cnt: u32,
+    ) -> bool {
+        let body = json!({
+            "deduplicationId": format!("dedup-{dev_eui}-{f_cnt}"),
+            "time": chrono::Utc::now().to_rfc3339(),
+            "deviceInfo": {"applicationId": "app-1", "deviceProfileId": "profile-1", "devEui": dev_eui, "deviceName": dev_eui},
+            "fCnt": f_cnt,
+            "fPort": f_port,
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -80, "snr": 7.5}],
+        });
+        let r = http
+            .post(format!("{base}/api/integrations/chirpstack?event=up"))
+            .bearer_auth(super::common::INTEGRATION_TOKEN)
+            .json(&body)
+            .send()
+            .await;
+        r.is_ok_and(|r| r.status() == 200)
+    }
+
+    /// The devices, played by the test: each command the fake received is answered once, through
+    /// the instances in turn (requests alternate, as behind no balancer), skipping a dead one.
+    fn play_devices(fake: Arc<Fake>, bases: Arc<Mutex<Vec<String>>>) {
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut answered = 0;
+            let mut f_cnt: HashMap<String, u32> = HashMap::new();
+            let mut turn = 0usize;
+            loop {
+                let next = fake.unicast.lock().unwrap().get(answered).cloned();
+                let Some((eui, port, data)) = next else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                answered += 1;
+                let Some((port, ans)) = answer(port, &data) else {
+                    continue;
+                };
+                let n = f_cnt.entry(eui.clone()).or_insert(10);
+                *n += 1;
+                for _ in 0..4 {
+                    let alive = bases.lock().unwrap().clone();
+                    turn += 1;
+                    let base = &alive[turn % alive.len()];
+                    if uplink(&http, base, &eui, port, &ans, *n).await {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn get_json(b: &TestBinary, path: &str) -> Value {
+        let r = b
+            .http
+            .get(b.url(path))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn upload(b: &TestBinary) -> i64 {
+        let boundary = "lorafleet-test-boundary-7d1f";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fw.bin_signed\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(FIXTURE);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = b
+            .http
+            .post(b.url("/api/firmware"))
+            .basic_auth("admin", Some(PASSWORD))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// Waits up to `limit` for `what` of campaign `id` seen through `b`.
+    async fn until(
+        b: &TestBinary,
+        id: i64,
+        limit: Duration,
+        what: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = Instant::now();
+        loop {
+            let c = get_json(b, &format!("/api/campaigns/{id}")).await;
+            if what(&c) {
+                return c;
+            }
+            assert!(started.elapsed() < limit, "not within {limit:?}: {c}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn count(items: &[(String, u32, Vec<u8>)], eui: &str, port: u32, cid: u8) -> usize {
+        items
+            .iter()
+            .filter(|(e, p, d)| e == eui && *p == port && d.first() == Some(&cid))
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
+        let Some(url) = postgres::fresh_database() else {
+            return;
+        };
+        let (fake, cs_url) = start_fake().await;
+        let config = || {
+            test_config().with(|c| {
+                c.server.database_url = url.clone();
+                c.campaigns.lease_s = LEASE_S;
+                c.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
+                c.network.chirpstack_v4.api_url = cs_url.clone();
+                c.network.chirpstack_v4.api_token = TOKEN.into();
+                c.network.request_timeout_s = 2;
+            })
+        };
+        let mut a = spawn_binary(config()).await;
+        let mut b = spawn_binary(config()).await;
+        let bases = Arc::new(Mutex::new(vec![a.base.clone(), b.base.clone()]));
+        let http = reqwest::Client::new();
+        for (i, eui) in DEVICES.iter().enumerate() {
+            let base = if i % 2 == 0 { &a.base } else { &b.base };
+            assert!(
+                uplink(&http, base, eui, 1, &[1], 1).await,
+                "first uplink of {eui}"
+            );
+        }
+        play_devices(fake.clone(), bases.clone());
+        let firmware_id = upload(&a).await;
+        let body = json!({
+            "name": "two instances", "firmware_id": firmware_id, "devices": DEVICES, "driver": "engine",
+            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": 3},
+            "unicast": {"timeout_s": 5, "attempts": 1},
+            "fragmentation": {"fragment_size": 200, "redundancy": REDUNDANCY, "session_index": 2, "block_ack_delay": 2, "descriptor_hex": "0a0b0c0d"},
+            "request_frag_status": "after_session",
+            "engine": {"check": "refuse", "reboot_delay_s": 0},
+        });
+        let r = b
+            .http
+            .post(b.url("/api/campaigns"))
+            .basic_auth("admin", Some(PASSWORD))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let r = a
+            .http
+            .post(a.url(&format!("/api/campaigns/{id}/start")))
+            .basic_auth("admin", Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+
+        // The fragments are going out: kill -9 whichever instance owns the campaign.
+        let started = Instant::now();
+        while fake.multicast.lock().unwrap().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no fragment was ever sent"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = get_json(&a, &format!("/api/campaigns/{id}")).await;
+        let owner = c["lease_owner"].as_str().unwrap().to_string();
+        assert_eq!(c["attempt"], 1, "{c}");
+        let a_owns = owner.starts_with(&format!("{}-", a.pid()));
+        assert!(
+            a_owns || owner.starts_with(&format!("{}-", b.pid())),
+            "{owner}"
+        );
+        let (dead, survivor) = if a_owns { (&mut a, &b) } else { (&mut b, &a) };
+        dead.kill().await;
+        let killed_at = Instant::now();
+        bases.lock().unwrap().retain(|base| *base == survivor.base);
+
+        // Taken over within the lease plus one poll (1 s), and a little for a loaded machine.
+        let c = until(survivor, id, Duration::from_secs(LEASE_S + 1 + 3), |c| {
+            c["lease_owner"].as_str().is_some_and(|o| o != owner)
+        })
+        .await;
+        let took = killed_at.elapsed();
+        let new_owner = c["lease_owner"].as_str().unwrap().to_string();
+        assert!(
+            new_owner.starts_with(&format!("{}-", survivor.pid())),
+            "{new_owner}"
+        );
+        assert_eq!(c["attempt"], 2, "{c}");
+        eprintln!("taken over {took:?} after the kill");
+
+        let c = until(survivor, id, Duration::from_secs(60), |c| {
+            c["state"] != "running"
+        })
+        .await;
+        assert_eq!(c["state"], "completed", "{c}");
+        for d in c["devices"].as_array().unwrap() {
+            assert_eq!(
+                (d["stage"].as_str(), d["outcome"].as_str()),
+                (Some("completed"), Some("verified")),
+                "{d}"
+            );
+        }
+        let log: Vec<&str> = c["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["message"].as_str())
+            .collect();
+        let said = format!("taken over from {owner} by {new_owner} (its lease lapsed), attempt 2");
+        assert!(log.contains(&said.as_str()), "{log:#?}");
+
+        // ChirpStack saw one group, and each setup command once per device: both were before
+        // the kill, in attempt 1, and the new owner did not send them again.
+        assert_eq!(fake.groups.lock().unwrap().len(), 1, "one multicast group");
+        assert_eq!(*fake.deleted.lock().unwrap(), ["mc-1"]);
+        let unicast = fake.unicast.lock().unwrap().clone();
+        for eui in DEVICES {
+            assert_eq!(
+                count(&unicast, eui, 200, 0x02),
+                1,
+                "McGroupSetupReq to {eui}"
+            );
+            assert_eq!(
+                count(&unicast, eui, 201, 0x02),
+                1,
+                "FragSessionSetupReq to {eui}"
+            );
+            assert_eq!(
+                count(&unicast, eui, 200, 0x04),
+                1,
+                "McClassCSessionReq to {eui}"
+            );
+        }
+        // Each fragment at most once per attempt (the new attempt re-sends what the dead owner
+        // had not recorded as sent), all of them at least once.
+        let multicast = fake.multicast.lock().unwrap().clone();
+        for n in 1..=fragments() as u16 {
+            let times = multicast
+                .iter()
+                .filter(|(g, _, d)| {
+                    g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
+                })
+                .count();
+            assert!((1..=2).contains(&times), "fragment {n} sent {times} times");
+        }
+    }
+}
