@@ -118,6 +118,9 @@
  * @property {CampaignDevice[]} devices
  * @property {{ at: string, level: string, source: string, dev_eui?: string | null, message: string }[]} log
  * @property {{ at: string, counts: Record<string, number> }[]} [progress]
+ * @property {{ dev_eui: string, reason: string, code: string }[]} [refused]  devices the image must not go to (drafts)
+ * @property {string | null} [start_at]  RFC 3339: a started campaign is `scheduled` until then
+ * @property {boolean} [allow_reinstall]
  * @property {ProgressSummary} [progress_summary]  GET /api/campaigns/{id} only
  * @property {{ waves: number[], success_threshold: number, error_threshold: number, pause_between_s: number }} [rollout]
  * @property {CampaignWave[]} [waves]  empty without a rollout

@@ -13,6 +13,7 @@
 
 pub mod drivers;
 pub mod gateways;
+pub mod guards;
 pub mod packages;
 pub mod plan;
 pub mod plan_network;
@@ -29,7 +30,7 @@ pub use crate::storage::campaigns::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
     CampaignState, CampaignSummary, DeviceKey, DriverKind, EngineDeviceReport, EngineSettings,
     FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry, MulticastClass,
-    MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
+    MulticastSettings, ParityMode, ProgressPoint, Refusal, Stage, UnicastSettings,
 };
 
 /// Median seconds between consecutive uplinks of the given devices (the first 200), from the

@@ -160,9 +160,11 @@ pub async fn release(app: &App) {
     }
 }
 
-/// Claims and steps every running campaign whose poll is due and which no other instance
-/// holds, one at a time, each at most once per call.
+/// Starts the scheduled campaigns whose time has come, then claims and steps every running
+/// campaign whose poll is due and which no other instance holds, one at a time, each at most
+/// once per call.
 pub async fn run_due(app: &App) -> anyhow::Result<()> {
+    start_scheduled(app).await?;
     let mut done = HashSet::new();
     loop {
         renew_if_due(app).await;
@@ -197,6 +199,43 @@ pub async fn run_due(app: &App) -> anyhow::Result<()> {
             save(app, id, &step).await?;
         }
     }
+}
+
+/// Moves each scheduled campaign whose `start_at` the network's clock has reached to running.
+/// One whose devices another campaign still holds waits (saying so once per campaign and
+/// device) and starts when they are free.
+async fn start_scheduled(app: &App) -> anyhow::Result<()> {
+    for id in store::due_scheduled(&app.db, app.network.now()).await? {
+        let _guard = app.campaigns.lock.lock().await;
+        let Some(row) = store::get(&app.db, id).await? else {
+            continue;
+        };
+        if row.state != CampaignState::Scheduled {
+            continue;
+        }
+        let overlaps = store::overlaps(&app.db, id).await?;
+        if let Some(o) = overlaps.first() {
+            let mut line = LogLine::warning(format!(
+                "start time reached; waiting for campaign {} ({:?}) to finish with {}",
+                o.campaign_id, o.campaign_name, o.dev_eui
+            ));
+            line.dedup_key = Some(format!("scheduled-overlap-{}-{}", o.campaign_id, o.dev_eui));
+            log(app, id, line).await;
+            continue;
+        }
+        if store::set_running(&app.db, id, &net_now(app)).await? {
+            store::record_progress(&app.db, id, &net_now(app)).await?;
+            log(app, id, LogLine::info("start time reached: starting")).await;
+            let _ = app.changes.send(Change::Campaign(id));
+        }
+    }
+    Ok(())
+}
+
+/// The `start_at` of a campaign's request, when it has a valid one.
+fn requested_start(row: &CampaignRow) -> Option<chrono::DateTime<Utc>> {
+    let text = row.request.get("start_at")?.as_str()?;
+    super::validate::start_at(Some(text), &mut super::validate::FieldErrors::default())
 }
 
 fn poll_interval(app: &App) -> Duration {
@@ -510,6 +549,8 @@ async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub enum StartError {
     NotDraft(CampaignState),
+    /// Devices another campaign holds, with that campaign.
+    Overlap(Vec<store::Overlap>),
     Fields(Vec<FieldError>),
     Unavailable(String),
     /// The service refused the checks (bad API key, ...), with its message.
@@ -517,8 +558,10 @@ pub enum StartError {
     Other(anyhow::Error),
 }
 
-/// Moves a draft to running after the driver's preflight checks; the runner does the rest.
+/// Moves a draft to running (or to scheduled, with a `start_at` ahead on the network's
+/// clock) after the overlap check and the driver's preflight checks; the runner does the rest.
 pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
+    // Under the lock: two campaigns on one device started at once cannot both pass.
     let _guard = app.campaigns.lock.lock().await;
     let row = store::get(&app.db, id)
         .await
@@ -526,6 +569,12 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
         .ok_or_else(|| StartError::Other(anyhow::anyhow!("no campaign {id}")))?;
     if row.state != CampaignState::Draft {
         return Err(StartError::NotDraft(row.state));
+    }
+    let overlaps = store::overlaps(&app.db, id)
+        .await
+        .map_err(|e| StartError::Other(e.into()))?;
+    if !overlaps.is_empty() {
+        return Err(StartError::Overlap(overlaps));
     }
     let Some(driver) = app.campaigns.drivers.get(row.driver) else {
         return Err(StartError::Fields(vec![FieldError {
@@ -549,6 +598,9 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
         Err(DriverError::Unavailable(m)) => return Err(StartError::Unavailable(m)),
         Err(e) => return Err(StartError::Refused(e.to_string())),
     }
+    if let Some(at) = requested_start(&row).filter(|at| *at > app.network.now()) {
+        return schedule(app, id, at).await;
+    }
     if !store::set_running(&app.db, id, &net_now(app))
         .await
         .map_err(|e| StartError::Other(e.into()))?
@@ -567,7 +619,28 @@ pub async fn start(app: &App, id: i64) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Cancels a draft or running campaign; false when it was already over.
+async fn schedule(app: &App, id: i64, at: chrono::DateTime<Utc>) -> Result<(), StartError> {
+    if !store::set_scheduled(&app.db, id, at, &net_now(app))
+        .await
+        .map_err(|e| StartError::Other(e.into()))?
+    {
+        return Err(StartError::NotDraft(CampaignState::Scheduled));
+    }
+    log(
+        app,
+        id,
+        LogLine::info(format!(
+            "scheduled: starts at {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+    )
+    .await;
+    app.campaigns.wake.notify_one();
+    let _ = app.changes.send(Change::Campaign(id));
+    Ok(())
+}
+
+/// Cancels a draft, scheduled or running campaign; false when it was already over.
 pub async fn cancel(app: &App, id: i64) -> anyhow::Result<bool> {
     let _guard = app.campaigns.lock.lock().await;
     let Some(row) = store::get(&app.db, id).await? else {

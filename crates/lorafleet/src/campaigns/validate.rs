@@ -72,6 +72,12 @@ pub struct CampaignRequest {
     /// Engine only: roll out in waves of growing (cumulative) shares of the devices, each its
     /// own multicast session, with success and error thresholds (`campaigns::waves`).
     pub rollout: Option<super::waves::RolloutRequest>,
+    /// RFC 3339 with an offset: a started campaign waits in state `scheduled` until the
+    /// network's clock reaches it (one in the past starts at once).
+    pub start_at: Option<String>,
+    /// Send the image also to devices that already run its version (default false: they are
+    /// refused as `already_running`).
+    pub allow_reinstall: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -205,6 +211,11 @@ pub struct Validated {
     pub plan: Plan,
     /// The checked `rollout`, stored beside the draft.
     pub rollout: Option<super::waves::Rollout>,
+    pub start_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub allow_reinstall: bool,
+    /// Devices the image must not go to (filled in by the API from the devices' reports:
+    /// [`super::guards`]).
+    pub refused: Vec<super::Refusal>,
 }
 
 impl Validated {
@@ -302,6 +313,7 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         &mut errors,
     );
     let request_frag_status = request_frag_status(req.request_frag_status.as_deref(), &mut errors);
+    let start_at = start_at(req.start_at.as_deref(), &mut errors);
     let engine = engine(&req.engine.clone().unwrap_or_default(), &mut errors);
     let rollout = super::waves::check(req.rollout.as_ref(), driver, &mut errors);
     let mut settings = CampaignSettings {
@@ -342,7 +354,29 @@ pub fn validate(req: &CampaignRequest, ctx: &Context) -> Result<Validated, Field
         keys,
         plan,
         rollout,
+        start_at,
+        allow_reinstall: req.allow_reinstall.unwrap_or(false),
+        refused: Vec::new(),
     })
+}
+
+/// `start_at` as a UTC time; it must say its offset (`Z` or `+01:00`), so that the time the
+/// operator meant is the time it starts.
+pub fn start_at(
+    text: Option<&str>,
+    errors: &mut FieldErrors,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty())?;
+    match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            errors.add(
+                "start_at",
+                format!("start_at must be an RFC 3339 time with its offset, e.g. 2026-12-24T08:00:00+01:00, got {text:?} ({e})"),
+            );
+            None
+        }
+    }
 }
 
 // --- what, where, to whom

@@ -18,7 +18,7 @@ pub use records::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
     CampaignState, CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineDeviceReport,
     EngineSettings, FirmwareRef, FragStatusRequest, FragmentationSettings, LogEntry,
-    MulticastClass, MulticastSettings, ParityMode, ProgressPoint, Stage, UnicastSettings,
+    MulticastClass, MulticastSettings, ParityMode, ProgressPoint, Refusal, Stage, UnicastSettings,
 };
 
 /// A campaign row with everything the runner needs (keys included: never serialise it).
@@ -41,6 +41,8 @@ pub struct CampaignRow {
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// When a scheduled campaign starts (UTC), set when it is started with a `start_at`.
+    pub start_at: Option<String>,
     /// The instance holding the campaign's lease (the last one that did, once released).
     pub lease_owner: Option<String>,
     /// Until when the owner holds it; `None` when released (or never claimed).
@@ -71,6 +73,7 @@ fn row_to_campaign(r: &impl Cols) -> anyhow::Result<CampaignRow> {
         created_at: r.get("created_at"),
         started_at: r.get("started_at"),
         completed_at: r.get("completed_at"),
+        start_at: r.get("start_at"),
         lease_owner: r.get("lease_owner"),
         lease_until: r.get("lease_until"),
         lease_attempt: r.get("lease_attempt"),
@@ -239,14 +242,15 @@ pub async fn devices_on(conn: &mut Conn, id: i64) -> Result<Vec<CampaignDevice>>
     Ok(rows)
 }
 
-/// Marks a draft running at `at` (the network's clock) with every device at its first step;
-/// false if it was not a draft. The first poll is due now on the runner's own (real) clock.
+/// Marks a draft (or a scheduled campaign whose time came) running at `at` (the network's
+/// clock) with every device at its first step; false if it was neither. The first poll is due
+/// now on the runner's own (real) clock.
 pub async fn set_running(db: &Db, id: i64, at: &str) -> Result<bool> {
     let poll_now = now();
     let mut tx = db.begin().await?;
     let n = on!(&mut *tx, c => sqlx::query(
         "UPDATE campaigns SET state = 'running', started_at = $1, updated_at = $2, next_poll_at = $3,
-            error = NULL WHERE id = $4 AND state = 'draft'",
+            error = NULL WHERE id = $4 AND state IN ('draft', 'scheduled')",
     )
     .bind(time(at))
     .bind(time(at))
@@ -261,6 +265,72 @@ pub async fn set_running(db: &Db, id: i64, at: &str) -> Result<bool> {
     }
     tx.commit().await?;
     Ok(n == 1)
+}
+
+/// Marks a draft scheduled to start at `start_at` (UTC, on the network's clock); false if it
+/// was not a draft.
+pub async fn set_scheduled(db: &Db, id: i64, start_at: DateTime<Utc>, at: &str) -> Result<bool> {
+    let n = on!(db, c => sqlx::query(
+        "UPDATE campaigns SET state = 'scheduled', start_at = $1, updated_at = $2, error = NULL
+         WHERE id = $3 AND state = 'draft'",
+    )
+    .bind(Time::from(start_at))
+    .bind(time(at))
+    .bind(id)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Scheduled campaigns whose start time the network's clock has reached, earliest first.
+pub async fn due_scheduled(db: &Db, net_now: DateTime<Utc>) -> Result<Vec<i64>> {
+    on!(db, c => sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE state = 'scheduled' AND start_at <= $1 ORDER BY start_at, id",
+    )
+    .bind(Time::from(net_now))
+    .fetch_all(c).await)
+}
+
+/// A device of one campaign that another campaign holds (see [`CampaignState::holds_devices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    pub dev_eui: String,
+    pub campaign_id: i64,
+    pub campaign_name: String,
+}
+
+/// The devices of campaign `id` that another campaign holds and has not finished with (a
+/// device in a final stage of the other campaign is free again), in DevEUI order.
+pub async fn overlaps(db: &Db, id: i64) -> Result<Vec<Overlap>> {
+    let holding: Vec<&str> = CampaignState::ALL
+        .into_iter()
+        .filter(|s| s.holds_devices())
+        .map(CampaignState::as_str)
+        .collect();
+    // The state names are the enum's own words, not input: safe to write into the statement.
+    let states = holding
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT mine.dev_eui, o.id, o.name FROM campaign_devices mine
+         JOIN campaign_devices theirs ON theirs.dev_eui = mine.dev_eui AND theirs.campaign_id <> mine.campaign_id
+         JOIN campaigns o ON o.id = theirs.campaign_id
+         WHERE mine.campaign_id = $1 AND o.state IN ({states})
+           AND theirs.stage NOT IN ('completed', 'failed', 'cancelled')
+         ORDER BY mine.dev_eui, o.id"
+    );
+    let rows: Vec<(String, i64, String)> = on!(db, c => sqlx::query_as(sql.as_str())
+        .bind(id)
+        .fetch_all(c).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(dev_eui, campaign_id, campaign_name)| Overlap {
+            dev_eui,
+            campaign_id,
+            campaign_name,
+        })
+        .collect())
 }
 
 /// Ends a campaign; devices not in a final stage take `device_stage`.
@@ -635,6 +705,19 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         state_label: records::state_label(row.state, &counts),
         state: row.state,
         device_count: devices.len() as u32,
+        // The campaign API fills these in for drafts: they depend on the devices' reports.
+        refused: Vec::new(),
+        start_at: row.start_at.clone().or_else(|| {
+            row.request
+                .get("start_at")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        }),
+        allow_reinstall: row
+            .request
+            .get("allow_reinstall")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
         driver: row.driver,
         firmware_id: row.firmware_id,
         firmware,

@@ -105,6 +105,7 @@ pub(crate) use on;
 pub mod advisory;
 pub mod campaigns;
 pub mod device_events;
+pub mod device_identity;
 pub mod devices;
 pub mod downlinks;
 pub mod firmware;

@@ -16,7 +16,8 @@ use crate::campaigns::region::RegionInfo;
 use crate::campaigns::runner::{self, StartError};
 use crate::campaigns::validate::{self, CampaignRequest, FieldError, FieldErrors, Validated};
 use crate::campaigns::{
-    CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey, Stage,
+    CampaignDto, CampaignKeys, CampaignSettings, CampaignState, CampaignSummary, DeviceKey,
+    Refusal, Stage,
 };
 use crate::devices::DevEui;
 use crate::ingest::writer::Change;
@@ -176,6 +177,10 @@ async fn prepare(
     // The plan from the real network: its uplink interval, its loss, its sub-bands.
     let facts = super::plan_network::gather(app, &v.devices).await;
     let mut v = super::plan_network::plan_with_network(&req, &ctx, &region, v, &facts).await;
+    v.refused =
+        crate::campaigns::guards::refusals(&app.db, image.as_ref(), &v.devices, v.allow_reinstall)
+            .await
+            .map_err(|e| api_error(e.into()))?;
     if crate::campaigns::gateways::applies(&app.config, v.driver, &v.settings.multicast.gateways) {
         let choice = crate::campaigns::gateways::for_campaign(
             &app.db,
@@ -232,9 +237,18 @@ async fn devices_of_filter(
 }
 
 async fn dto_or_404(app: &AppState, id: i64) -> Result<CampaignDto, ApiError> {
-    store::dto(&app.db, id)
+    let mut dto = store::dto(&app.db, id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
+    // A draft's refusals follow the devices' latest reports; a started campaign had none left.
+    if dto.state == CampaignState::Draft {
+        let image = crate::storage::firmware::get(&app.db, dto.firmware_id).await?;
+        let euis: Vec<String> = dto.devices.iter().map(|d| d.dev_eui.clone()).collect();
+        dto.refused =
+            crate::campaigns::guards::refusals(&app.db, image.as_ref(), &euis, dto.allow_reinstall)
+                .await?;
+    }
+    Ok(dto)
 }
 
 /// Creates a draft. Missing values take the documented defaults (see `campaigns::validate`).
@@ -245,12 +259,17 @@ pub async fn create(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Response {
-    let (v, plan) = match prepare(&app, &body).await {
+    create_draft(&app, &body).await
+}
+
+/// Validates a request and stores it as a new draft: 201 with the draft, or 422.
+async fn create_draft(app: &AppState, body: &serde_json::Value) -> Response {
+    let (v, plan) = match prepare(app, body).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let at = net_now(&app);
-    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(&body), &plan, &at).await {
+    let at = net_now(app);
+    let id = match store::insert_draft(&app.db, v.draft(), &without_keys(body), &plan, &at).await {
         Ok(id) => id,
         Err(e) => return api_error(e.into()),
     };
@@ -258,7 +277,7 @@ pub async fn create(
         return api_error(e.into());
     }
     let _ = app.changes.send(Change::Campaign(id));
-    match dto_or_404(&app, id).await {
+    match dto_or_404(app, id).await {
         Ok(dto) => (StatusCode::CREATED, Json(dto)).into_response(),
         Err(e) => api_error(e),
     }
@@ -269,6 +288,8 @@ pub struct Preview {
     pub settings: CampaignSettings,
     pub plan: Plan,
     pub devices: Vec<String>,
+    /// Devices the image must not go to, with the reason (see `CampaignDto::refused`).
+    pub refused: Vec<Refusal>,
 }
 
 /// Validates a request and returns its settings and plan without storing anything.
@@ -284,6 +305,7 @@ pub async fn preview(
             settings: v.settings,
             plan: v.plan,
             devices: v.devices,
+            refused: v.refused,
         })
         .into_response(),
         Err(r) => r,
@@ -437,52 +459,107 @@ pub async fn remove(
     if !store::delete_draft(&app.db, id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("campaign {id} is running; cancel it first"),
+            format!("campaign {id} is running or scheduled; cancel it first"),
         ));
     }
     let _ = app.changes.send(Change::Campaign(id));
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Starts a draft: the driver's last checks (ChirpStack v4 reads each device's keys), then the
-/// runner hands it to the FUOTA service. Answers once the campaign is running.
+/// Validates a stored draft again before it starts (devices or the image may have changed
+/// since it was saved): a device filter is resolved again, and the compatibility guard's
+/// refusals must be gone.
+async fn revalidate_draft(app: &AppState, id: i64) -> Result<(), Response> {
+    let row = match store::get(&app.db, id).await {
+        Ok(Some(row)) if row.state == CampaignState::Draft => row,
+        // Not a draft (any more): the runner says so.
+        _ => return Ok(()),
+    };
+    let mut body = row.request.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.insert("keys".into(), keys_as_request(&row.keys, &row.settings));
+    }
+    let (v, plan) = prepare(app, &body).await?;
+    if !v.refused.is_empty() {
+        return Err(unprocessable(
+            v.refused
+                .iter()
+                .map(|r| FieldError {
+                    field: "devices".into(),
+                    error: r.reason.clone(),
+                })
+                .collect(),
+        ));
+    }
+    let saved = if row.request.get("device_filter").is_some() {
+        // The campaign targets the devices the filter selects at the start, not those of
+        // the draft's moment.
+        store::update_draft(&app.db, id, v.draft(), &row.request, &plan, &net_now(app))
+            .await
+            .map(|_| ())
+    } else {
+        store::set_plan(&app.db, id, &plan).await
+    };
+    saved.map_err(|e| api_error(e.into()))
+}
+
+/// A 409 naming each device another campaign holds, and that campaign.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverlapBody {
+    pub error: String,
+    pub field: Option<String>,
+    pub overlaps: Vec<OverlapDto>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverlapDto {
+    pub dev_eui: String,
+    pub campaign_id: i64,
+    pub campaign_name: String,
+}
+
+fn overlap_conflict(id: i64, overlaps: Vec<store::Overlap>) -> Response {
+    let first = &overlaps[0];
+    let error = format!(
+        "device {} is already in campaign {} ({:?}), which is running{}; campaign {id} cannot start until it is done with it",
+        first.dev_eui,
+        first.campaign_id,
+        first.campaign_name,
+        match overlaps.len() {
+            1 => String::new(),
+            n => format!(" (and {} more devices)", n - 1),
+        }
+    );
+    let body = OverlapBody {
+        error,
+        field: Some("devices".into()),
+        overlaps: overlaps
+            .into_iter()
+            .map(|o| OverlapDto {
+                dev_eui: o.dev_eui,
+                campaign_id: o.campaign_id,
+                campaign_name: o.campaign_name,
+            })
+            .collect(),
+    };
+    (StatusCode::CONFLICT, Json(body)).into_response()
+}
+
+/// Starts a draft: the compatibility guard and the overlap check, the driver's last checks
+/// (ChirpStack v4 reads each device's keys), then the runner hands it to the FUOTA service,
+/// at once or, with a `start_at` ahead, when the network's clock reaches it (state
+/// `scheduled` until then). Answers once the campaign is running or scheduled.
 #[utoipa::path(post, path = "/api/campaigns/{id}/start", params(("id" = i64, Path)),
-    responses((status = 202, body = CampaignDto), (status = 409, body = super::error::ErrorBody),
-              (status = 422, body = ValidationErrorBody), (status = 503, body = super::error::ErrorBody)))]
+    responses((status = 202, body = CampaignDto),
+              (status = 409, description = "not a draft, or a device is in a running campaign", body = OverlapBody),
+              (status = 422, description = "invalid, or devices the image must not go to", body = ValidationErrorBody),
+              (status = 503, body = super::error::ErrorBody)))]
 pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<i64>) -> Response {
     if let Err(e) = dto_or_404(&app, id).await {
         return api_error(e);
     }
-    // Validate the stored draft again: devices or the image may have changed since.
-    if let Ok(Some(row)) = store::get(&app.db, id).await {
-        if row.state == CampaignState::Draft {
-            let mut body = row.request.clone();
-            if let Some(o) = body.as_object_mut() {
-                o.insert("keys".into(), keys_as_request(&row.keys, &row.settings));
-            }
-            match prepare(&app, &body).await {
-                // A device filter is resolved again: the campaign targets the devices it
-                // selects at the start, not those of the draft's moment.
-                Ok((v, plan)) if row.request.get("device_filter").is_some() => {
-                    if let Err(e) = store::update_draft(
-                        &app.db,
-                        id,
-                        v.draft(),
-                        &row.request,
-                        &plan,
-                        &net_now(&app),
-                    )
-                    .await
-                    {
-                        return api_error(e.into());
-                    }
-                }
-                Ok((_, plan)) => {
-                    let _ = store::set_plan(&app.db, id, &plan).await;
-                }
-                Err(r) => return r,
-            }
-        }
+    if let Err(r) = revalidate_draft(&app, id).await {
+        return r;
     }
     match runner::start(&app, id).await {
         Ok(()) => {}
@@ -495,6 +572,7 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
                 ),
             ))
         }
+        Err(StartError::Overlap(o)) => return overlap_conflict(id, o),
         Err(StartError::Fields(f)) => return unprocessable(f),
         Err(StartError::Unavailable(m)) => {
             return api_error(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m))
@@ -506,6 +584,148 @@ pub async fn start(_user: AuthUser, State(app): State<AppState>, Path(id): Path<
         Ok(dto) => (StatusCode::ACCEPTED, Json(dto)).into_response(),
         Err(e) => api_error(e),
     }
+}
+
+/// Where a new draft made from campaign `id` comes from, and what it is called.
+enum CopyOf {
+    /// The failed devices only.
+    Retry,
+    /// The same devices (or device filter).
+    Duplicate,
+}
+
+/// The request of a new draft from a stored campaign: its settings, the devices `devices`
+/// (None: as the campaign names them, its filter included), its keys where they are still
+/// stored (they are wiped once the service has them).
+fn copied_request(
+    row: &store::CampaignRow,
+    devices: Option<&[String]>,
+    name: String,
+) -> serde_json::Value {
+    let mut body = row.request.clone();
+    let mut keys = keys_as_request(&row.keys, &row.settings);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("name".into(), serde_json::Value::String(name));
+        // A schedule is the operator's decision for each start.
+        o.remove("start_at");
+        if let Some(list) = devices {
+            o.remove("device_filter");
+            o.insert("devices".into(), serde_json::json!(list));
+            // Settings for a device that is not in the copy would be refused.
+            if let Some(overrides) = o
+                .get_mut("device_overrides")
+                .and_then(|v| v.as_object_mut())
+            {
+                overrides.retain(|eui, _| list.iter().any(|d| d.eq_ignore_ascii_case(eui)));
+            }
+            if let Some(per) = keys.get_mut("per_device").and_then(|v| v.as_object_mut()) {
+                per.retain(|eui, _| list.iter().any(|d| d.eq_ignore_ascii_case(eui)));
+            }
+        }
+        o.insert("keys".into(), keys);
+    }
+    body
+}
+
+/// An optional JSON body: a merge patch over the copy (for keys of a v3 campaign, wiped once
+/// the service had them); empty for none.
+fn optional_patch(body: &[u8]) -> Result<Option<serde_json::Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) if v.is_object() => Ok(Some(v)),
+        Ok(v) if v.is_null() => Ok(None),
+        Ok(_) => Err(ApiError::field(
+            "body",
+            "the body must be a JSON object (a merge patch over the copy)",
+        )),
+        Err(e) => Err(ApiError::field(
+            "body",
+            format!("the body is not JSON: {e}"),
+        )),
+    }
+}
+
+/// A new draft from campaign `id`: see [`retry`] and [`duplicate`].
+async fn copy_campaign(app: &AppState, id: i64, how: CopyOf, body: &[u8]) -> Response {
+    let patch = match optional_patch(body) {
+        Ok(p) => p,
+        Err(e) => return api_error(e),
+    };
+    let row = match store::get(&app.db, id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return api_error(ApiError::not_found(format!("no campaign {id}"))),
+        Err(e) => return api_error(e.into()),
+    };
+    let mut body = match how {
+        CopyOf::Duplicate => copied_request(&row, None, bounded_name("Copy of", &row.name)),
+        CopyOf::Retry => {
+            if !row.state.is_over() {
+                return api_error(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "campaign {id} is {}; failed devices can be retried once it is over",
+                        row.state.as_str()
+                    ),
+                ));
+            }
+            let failed: Vec<String> = match store::devices(&app.db, id).await {
+                Ok(d) => d
+                    .into_iter()
+                    .filter(|d| d.stage == Stage::Failed)
+                    .map(|d| d.dev_eui)
+                    .collect(),
+                Err(e) => return api_error(e.into()),
+            };
+            if failed.is_empty() {
+                return unprocessable(vec![FieldError {
+                    field: "devices".into(),
+                    error: format!("campaign {id} has no failed devices to retry"),
+                }]);
+            }
+            copied_request(&row, Some(&failed), bounded_name("Retry of", &row.name))
+        }
+    };
+    if let Some(p) = patch {
+        merge_patch(&mut body, &p);
+    }
+    create_draft(app, &body).await
+}
+
+/// "Retry of <name>", within the 200 characters a name may have.
+fn bounded_name(prefix: &str, name: &str) -> String {
+    format!("{prefix} {name}").chars().take(200).collect()
+}
+
+/// Creates a draft with the failed devices of a finished campaign and the same settings. An
+/// optional body is merged into the copy (JSON merge patch), e.g. `{"keys": {...}}` for a
+/// fuota-server-v3 campaign, whose keys are wiped once the service has them.
+#[utoipa::path(post, path = "/api/campaigns/{id}/retry", params(("id" = i64, Path)), request_body(content = CampaignRequest, description = "optional: a merge patch over the copy"),
+    responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
+              (status = 409, description = "the campaign is not over", body = super::error::ErrorBody),
+              (status = 422, description = "no failed devices, or the copy is not valid (keys of a v3 campaign are gone once sent)", body = ValidationErrorBody)))]
+pub async fn retry(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    copy_campaign(&app, id, CopyOf::Retry, &body).await
+}
+
+/// Creates a draft with the same devices (or device filter) and settings as campaign `id`;
+/// an optional body is merged into the copy, as for retry.
+#[utoipa::path(post, path = "/api/campaigns/{id}/duplicate", params(("id" = i64, Path)), request_body(content = CampaignRequest, description = "optional: a merge patch over the copy"),
+    responses((status = 201, body = CampaignDto), (status = 404, body = super::error::ErrorBody),
+              (status = 422, body = ValidationErrorBody)))]
+pub async fn duplicate(
+    _user: AuthUser,
+    State(app): State<AppState>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    copy_campaign(&app, id, CopyOf::Duplicate, &body).await
 }
 
 /// Cancels a draft or running campaign (ChirpStack v4 deletes its deployments; the v3 FUOTA
@@ -561,5 +781,29 @@ mod tests {
         let get = &doc["paths"]["/api/campaigns/stages"]["get"];
         assert!(get.is_object(), "{}", doc["paths"]);
         assert!(get["responses"]["200"].is_object(), "{get}");
+    }
+
+    #[test]
+    fn the_guards_are_in_the_openapi_document() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        for path in ["/api/campaigns/{id}/retry", "/api/campaigns/{id}/duplicate"] {
+            assert!(
+                doc["paths"][path]["post"]["responses"]["201"].is_object(),
+                "{path}"
+            );
+        }
+        let start = &doc["paths"]["/api/campaigns/{id}/start"]["post"]["responses"];
+        assert!(
+            start["409"].is_object() && start["422"].is_object(),
+            "{start}"
+        );
+        let dto = &doc["components"]["schemas"]["CampaignDto"]["properties"];
+        for field in ["refused", "start_at", "allow_reinstall"] {
+            assert!(dto[field].is_object(), "CampaignDto.{field}: {dto}");
+        }
+        let request = &doc["components"]["schemas"]["CampaignRequest"]["properties"];
+        assert!(request["start_at"].is_object() && request["allow_reinstall"].is_object());
+        assert!(doc["components"]["schemas"]["Refusal"].is_object());
     }
 }

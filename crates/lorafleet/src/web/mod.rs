@@ -181,6 +181,11 @@ fn campaign_routes() -> Router<AppState> {
         )
         .route("/api/campaigns/{id}/start", post(campaigns_api::start))
         .route("/api/campaigns/{id}/cancel", post(campaigns_api::cancel))
+        .route("/api/campaigns/{id}/retry", post(campaigns_api::retry))
+        .route(
+            "/api/campaigns/{id}/duplicate",
+            post(campaigns_api::duplicate),
+        )
         .route(
             "/api/campaigns/{id}/resume",
             post(campaign_waves_api::resume),

@@ -47,6 +47,7 @@ impl Modify for Security {
         campaigns_api::list, campaigns_api::create, campaigns_api::preview, campaigns_api::detail,
         campaigns_api::update, campaigns_api::remove, campaigns_api::start, campaigns_api::cancel,
         campaigns_api::stages, campaign_versions::versions, campaign_waves_api::resume,
+        campaigns_api::retry, campaigns_api::duplicate,
     ),
     components(schemas(
         error::ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::DeviceDetail,

@@ -11,6 +11,7 @@ import { refresher } from '../schedule.js';
 import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
 import { planView } from './plan.js';
+import { refusedView, startAtView } from './guards.js';
 import { deviceFacts, progressPanel } from './campaign_progress.js';
 import { pausedNote, resumeButton, wavesCard } from './campaign_waves.js';
 
@@ -191,7 +192,7 @@ function actionButtons(c, ctx, act, showError) {
   }
   const resume = resumeButton(c, act);
   if (resume) actions.push(resume);
-  if (c.state === 'draft' || c.state === 'running' || c.state === 'paused') {
+  if (c.state === 'draft' || c.state === 'scheduled' || c.state === 'running' || c.state === 'paused') {
     const message = c.driver === 'fuota-server-v3' ? 'The v3 FUOTA server cannot cancel a deployment: it runs on there, lorafleet stops following it.' : 'The deployment is deleted on the FUOTA service.';
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-cancel',
@@ -200,7 +201,21 @@ function actionButtons(c, ctx, act, showError) {
       },
     }, 'Cancel campaign'));
   }
-  if (c.state !== 'running' && c.state !== 'paused') {
+  /** @param {string} what @param {string} testid @param {string} label */
+  const copyButton = (what, testid, label) => h('button', {
+    type: 'button', class: 'btn', testid,
+    onclick: async () => {
+      try {
+        const made = await api('POST', `/api/campaigns/${id}/${what}`);
+        toast(`Draft #${made.id} created`, 'ok');
+        ctx.navigate(`/campaigns/${made.id}`);
+      } catch (e) { showError(e); }
+    },
+  }, label);
+  const over = c.state === 'completed' || c.state === 'failed' || c.state === 'cancelled';
+  if (over && (c.counts.failed || 0) > 0) actions.push(copyButton('retry', 'campaign-retry', 'Retry failed devices'));
+  actions.push(copyButton('duplicate', 'campaign-duplicate', 'Duplicate as draft'));
+  if (c.state !== 'running' && c.state !== 'scheduled' && c.state !== 'paused') {
     actions.push(h('button', {
       type: 'button', class: 'btn btn-danger-outline', testid: 'campaign-delete',
       onclick: async () => {
@@ -227,6 +242,10 @@ function campaignNotes(c) {
   const notes = [];
   const paused = pausedNote(c);
   if (paused) notes.push(paused);
+  const when = startAtView(c.start_at, c.state);
+  if (when) notes.push(when);
+  const refused = c.state === 'draft' ? refusedView(c.refused) : null;
+  if (refused) notes.push(refused);
   if (c.error) notes.push(h('div', { class: 'alert alert-error', testid: 'campaign-error' }, h('span', null, c.error)));
   if (c.last_poll_error && c.state === 'running') notes.push(h('div', { class: 'alert alert-warn', testid: 'campaign-poll-error' }, h('span', null, `The FUOTA service does not answer: ${c.last_poll_error} — lorafleet keeps trying.`)));
   return notes;

@@ -10,6 +10,7 @@ import { debounce } from '../schedule.js';
 import { planView } from './plan.js';
 import { devicePicker } from './device_picker.js';
 import { fillRollout, rolloutCard, rolloutInputs, rolloutOf } from './campaign_waves.js';
+import { localInputOf, refusedView, startAtOf, zoneHelp } from './guards.js';
 
 /** @typedef {HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement} Input */
 
@@ -59,6 +60,8 @@ function formInputs() {
     rebootDelay: num('cf-reboot-delay', '60', 60),
     checkMethod: select('cf-check-method', METHODS, 'auto'),
     verifyMethod: select('cf-verify-method', METHODS, 'auto'),
+    startAt: h('input', { type: 'datetime-local', id: 'cf-start-at', testid: 'input-cf-start-at' }),
+    reinstall: select('cf-reinstall', [['false', 'Refuse devices that already run the image\'s version'], ['true', 'Send it to them again']], 'false'),
     rebootWith: select('cf-reboot-with', [['reboot_time', 'One reboot time for the group'], ['reboot_countdown', 'A countdown to that time (ST devices)']], 'reboot_time'),
     rollout: rolloutInputs(),
   };
@@ -112,6 +115,9 @@ function requestOf(f, firmwareSel, target) {
       parity: f.parity.value,
     },
     request_frag_status: f.status.value,
+    // null, not absent: an edit's merge patch then clears a start time or reinstall removed here.
+    start_at: startAtOf(f.startAt.value) ?? null,
+    allow_reinstall: f.reinstall.value === 'true',
     engine: f.driver.value === 'engine'
       ? { check: f.check.value, verify: f.verify.value === 'true', reboot_delay_s: intOrNull(f.rebootDelay), check_method: f.checkMethod.value, verify_method: f.verifyMethod.value, reboot_with: f.rebootWith.value }
       : undefined,
@@ -148,6 +154,8 @@ function fill(f, req) {
   if (en.verify !== undefined && en.verify !== null) f.verify.value = String(en.verify);
   set(f.rebootDelay, en.reboot_delay_s);
   fillRollout(f.rollout, req.rollout);
+  if (req.start_at) f.startAt.value = localInputOf(req.start_at);
+  f.reinstall.value = req.allow_reinstall ? 'true' : 'false';
 }
 
 // Field errors from the server name fields like "multicast.dr" or "keys.per_device.<eui>".
@@ -231,6 +239,10 @@ function formCards(f, fe, firmwareSel, picker, engineCard) {
       ['driver', 'FUOTA service', f.driver, 'ChirpStack v4 reads the device keys itself; the v3 FUOTA server needs them below.'],
     ]),
     card('Devices', picker.toolbar, picker.list, h('p', { class: 'field-error', testid: 'error-devices' })),
+    gridCard(fe, 'Start and guards', [
+      ['start_at', 'Start at', f.startAt, zoneHelp()],
+      ['allow_reinstall', 'Devices already on this version', f.reinstall, 'Devices whose model does not match the image are always refused.'],
+    ]),
     gridCard(fe, 'Keys', [
       ['keys.lorawan_version', 'LoRaWAN version', f.lorawan],
       ['keys.gen_app_key', 'GenAppKey (all devices)', f.genAppKey, 'The McRootKey of each device is derived from it. Never shown again once saved.'],
@@ -310,7 +322,7 @@ function campaignForm(view, ctx, editId) {
       const r = await api('POST', '/api/campaigns/preview', requestOf(f, firmwareSel, picker.target()), { signal: ctx.signal });
       if (mine !== seq) return;
       fe.show([]);
-      planBox.replaceChildren(planView(r.plan, r.settings));
+      planBox.replaceChildren(...[refusedView(r.refused), planView(r.plan, r.settings)].filter((x) => x !== null));
       save.disabled = false;
     } catch (e) {
       if (isAbort(e) || mine !== seq) return;

@@ -7,7 +7,7 @@ import { h, badge, errorBox } from '../dom.js';
 import { refresher } from '../schedule.js';
 
 /** @type {Record<string, string>} */
-const STATE_KIND = { draft: 'muted', running: 'pending', paused: 'warn', completed: 'ok', failed: 'err', cancelled: 'muted' };
+const STATE_KIND = { draft: 'muted', scheduled: 'pending', running: 'pending', paused: 'warn', completed: 'ok', failed: 'err', cancelled: 'muted' };
 
 /**
  * The campaign's state; `label` is the server's `state_label` ("completed with failures" for a

@@ -62,6 +62,9 @@ impl FromStr for DriverKind {
 #[serde(rename_all = "snake_case")]
 pub enum CampaignState {
     Draft,
+    /// Started with a `start_at` still ahead: the runner starts it when the network's clock
+    /// reaches it.
+    Scheduled,
     Running,
     /// Between waves, waiting for the operator (resume or cancel); holds its devices like a
     /// running campaign but is not polled.
@@ -75,6 +78,7 @@ impl CampaignState {
     pub fn as_str(self) -> &'static str {
         match self {
             CampaignState::Draft => "draft",
+            CampaignState::Scheduled => "scheduled",
             CampaignState::Running => "running",
             CampaignState::Paused => "paused",
             CampaignState::Completed => "completed",
@@ -85,6 +89,7 @@ impl CampaignState {
 
     pub fn parse(s: &str) -> CampaignState {
         match s {
+            "scheduled" => CampaignState::Scheduled,
             "running" => CampaignState::Running,
             "paused" => CampaignState::Paused,
             "completed" => CampaignState::Completed,
@@ -94,17 +99,49 @@ impl CampaignState {
         }
     }
 
-    /// Running or paused between waves: the campaign holds its devices (for overlap checks).
-    pub fn holds_devices(self) -> bool {
-        matches!(self, CampaignState::Running | CampaignState::Paused)
-    }
-
     pub fn is_over(self) -> bool {
         matches!(
             self,
             CampaignState::Completed | CampaignState::Failed | CampaignState::Cancelled
         )
     }
+
+    /// Every state, for queries that list the states with a property.
+    pub const ALL: [CampaignState; 7] = [
+        CampaignState::Draft,
+        CampaignState::Scheduled,
+        CampaignState::Running,
+        CampaignState::Paused,
+        CampaignState::Completed,
+        CampaignState::Failed,
+        CampaignState::Cancelled,
+    ];
+
+    /// Whether a campaign in this state holds its devices: no other campaign may start on
+    /// them (`POST /api/campaigns/{id}/start` answers 409). The one place that says so: a
+    /// draft and a scheduled campaign have not sent anything yet, a finished one is done; any
+    /// state in which the campaign may still send (running, paused between waves) holds.
+    pub fn holds_devices(self) -> bool {
+        match self {
+            CampaignState::Running | CampaignState::Paused => true,
+            CampaignState::Draft
+            | CampaignState::Scheduled
+            | CampaignState::Completed
+            | CampaignState::Failed
+            | CampaignState::Cancelled => false,
+        }
+    }
+}
+
+/// A device the campaign's image must not go to, and why (issue 10: the compatibility guard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Refusal {
+    pub dev_eui: String,
+    /// What the operator reads: what the image is for and what the device is.
+    pub reason: String,
+    /// `incompatible` (the image is for another device type or manufacturer) or
+    /// `already_running` (the device runs the image's version; `allow_reinstall` lifts it).
+    pub code: String,
 }
 
 /// The step a device is in: what the campaign is waiting for from it. The order is the order
@@ -493,6 +530,13 @@ pub struct CampaignDto {
     /// The devices the campaign targets; for a draft with a `device_filter`, the devices the
     /// filter selects now (resolved again at start).
     pub device_count: u32,
+    /// Devices the image must not go to, with the reason; while a draft has any, start
+    /// answers 422 naming them (remove them, or set `allow_reinstall` for `already_running`).
+    pub refused: Vec<Refusal>,
+    /// When a started campaign begins (RFC 3339, as given); `scheduled` until then.
+    pub start_at: Option<String>,
+    /// Whether devices that already run the image's version may get it again.
+    pub allow_reinstall: bool,
     pub settings: CampaignSettings,
     /// Which key material was given (never the keys themselves).
     #[schema(value_type = Object)]
