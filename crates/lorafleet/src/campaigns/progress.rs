@@ -331,7 +331,6 @@ mod tests {
             recent_uplinks: Vec::new(),
             failure: None,
             adaptive: Default::default(),
-            recent_uplinks: Vec::new(),
         }
     }
 
