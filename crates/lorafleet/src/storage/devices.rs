@@ -1260,13 +1260,15 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     })
 }
 
-/// The DevEUIs of the devices heard most recently.
+/// The DevEUIs of the devices heard most recently. Ordered by the list's own last-seen sort
+/// expression so that it reads the top of that index (`devices_listed`): ordered by the bare
+/// column it sorted the whole fleet on every device-list request (100 ms at 100,000 devices).
 pub async fn recently_heard(db: &Db, n: i64) -> Result<Vec<String>> {
-    on!(db, c => sqlx::query_scalar(
-        "SELECT dev_eui FROM devices WHERE removed_at IS NULL AND last_seen IS NOT NULL
-         ORDER BY last_seen DESC LIMIT $1",
-    )
-    .bind(n)
-    .fetch_all(c)
-    .await)
+    let pg = db.is_postgres();
+    let (key, eui) = (SortKey::LastSeen.column(pg), eui_key(pg));
+    let sql = format!(
+        "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
+         ORDER BY {key} DESC, {eui} DESC LIMIT $1"
+    );
+    on!(db, c => sqlx::query_scalar(&sql).bind(n).fetch_all(c).await)
 }
