@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, waitFor } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ADMIN_URL = process.env.LORAFLEET_TEST_POSTGRES_URL || '';
@@ -47,15 +47,6 @@ function instance(name, databaseUrl) {
   }, dir);
 }
 
-async function waitFor(what, fn, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 before(async () => {
   if (!ADMIN_URL) return;

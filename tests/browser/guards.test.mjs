@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, waitFor as waitUntil } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SENSOR = '4c4653494d000001';
@@ -46,15 +46,8 @@ async function api(method, p, body) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
-async function waitFor(what, fn, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
+// This file's waits default to 15 s: a campaign on the simulated fleet takes a while to move.
+const waitFor = (what, fn, timeoutMs = 15000) => waitUntil(what, fn, timeoutMs, 200);
 
 async function withPage(name, fn) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: ZONE, locale: 'en-GB' });

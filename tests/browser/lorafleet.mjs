@@ -12,6 +12,17 @@ export const BIN = process.env.LORAFLEET_BIN || path.join(REPO, 'target', 'debug
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `fn` until it returns something truthy (and returns that), failing after `timeoutMs`. */
+export async function waitFor(what, fn, timeoutMs = 10000, everyMs = 100) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
 const running = new Set();
 process.on('exit', () => { for (const s of running) if (!s.exited) s.child.kill('SIGKILL'); });
 
