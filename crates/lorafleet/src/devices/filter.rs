@@ -144,18 +144,19 @@ pub async fn offline_after_s(db: &Db, configured: Option<u64>) -> crate::storage
         return Ok(s);
     }
     let mut gaps = Vec::new();
-    for eui in store::recently_heard(db, 20).await? {
-        let times: Vec<DateTime<Utc>> = crate::storage::uplinks::received_times(db, &eui, 20)
-            .await?
-            .iter()
-            .filter_map(|t| crate::storage::parse_time(t))
-            .collect();
-        gaps.extend(
-            times
-                .windows(2)
-                .map(|w| (w[0] - w[1]).num_milliseconds() as f64 / 1000.0)
-                .filter(|g| *g > 0.0),
-        );
+    let rows = store::recent_uplink_times(db, 20, 20).await?;
+    // Newest first per device: the gaps between neighbours of the same device.
+    for pair in rows.windows(2) {
+        let ((eui_a, a), (eui_b, b)) = (&pair[0], &pair[1]);
+        if eui_a != eui_b {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (crate::storage::parse_time(a), crate::storage::parse_time(b)) {
+            let gap = (a - b).num_milliseconds() as f64 / 1000.0;
+            if gap > 0.0 {
+                gaps.push(gap);
+            }
+        }
     }
     Ok(median_interval(gaps).map_or(3600, |s| (3.0 * s).ceil().max(1.0) as u64))
 }

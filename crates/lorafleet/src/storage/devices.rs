@@ -540,6 +540,17 @@ impl SortKey {
         }
     }
 
+    /// The row-by-row search test that suits this order's index walk: the name order's index
+    /// stores `search_key` (migration 20261208130000), the others would compute it from each
+    /// row, which costs more than the four LIKEs.
+    fn scan_plan(self, plan: SearchPlan) -> SearchPlan {
+        if plan == SearchPlan::Scan && self == SortKey::Name {
+            SearchPlan::ScanKey
+        } else {
+            plan
+        }
+    }
+
     fn value_from_row(self, r: &impl Cols) -> SortValue {
         match self {
             SortKey::LastSeen | SortKey::Name | SortKey::DevEui => {
@@ -759,6 +770,10 @@ enum SearchPlan {
     /// Tested on each row the sort order's index walk reaches, stopping after a page: reads
     /// about `limit / share of matches` rows, so it suits a search that many devices match.
     Scan,
+    /// [`SearchPlan::Scan`] along an index that stores SQLite's `search_key` (the name order's,
+    /// migration 20261208130000): one `instr` on the index entry instead of four LIKEs on the
+    /// table row, so the rows the walk skips are never read from the table.
+    ScanKey,
     /// The FTS5 table already drives the statement (SQLite's capped count): only the recheck.
     Joined,
     /// Not here: the statement applies the search around this part.
@@ -794,6 +809,12 @@ fn push_search(b: &mut Sql, search: &str, plan: SearchPlan) {
         return;
     }
     let ascii = search.is_ascii();
+    if plan == SearchPlan::ScanKey && ascii && !search.contains('\u{1}') {
+        // lower() folds ASCII only, as LIKE does: the same rows as the LIKEs below.
+        b.push(" AND instr(d.search_key, lower(");
+        b.bind(search.to_string()).push(")) > 0");
+        return;
+    }
     if plan == SearchPlan::Index || !ascii {
         if let Some(phrase) = fts_phrase(search) {
             b.push(" AND d.rowid IN (SELECT rowid FROM devices_search WHERE devices_search MATCH ");
@@ -837,7 +858,7 @@ fn push_search_pg(b: &mut Sql, search: &str, plan: SearchPlan) {
             b.push(format!(" AND {PG_SEARCH_TEXT} LIKE lower("));
             b.bind(like_pattern(search)).push(") ESCAPE '\\'");
         }
-        SearchPlan::Scan => {
+        SearchPlan::Scan | SearchPlan::ScanKey => {
             b.push(format!(" AND strpos({PG_SEARCH_TEXT}, lower("));
             b.bind(search.to_string()).push(")) > 0");
         }
@@ -1011,7 +1032,7 @@ async fn settled_part(
             "SELECT {LIST_COLUMNS}, {key} AS sort_key FROM devices d WHERE d.removed_at IS NULL"
         ),
     );
-    push_filter(&mut b, &q.filter, plan);
+    push_filter(&mut b, &q.filter, q.sort.scan_plan(plan));
     if let Some(since) = since {
         // Unary plus: never SQLite's changed_seq index here (it selects nearly every row).
         let plus = if pg { "" } else { "+" };
@@ -1112,7 +1133,11 @@ async fn window_hits(db: &Db, q: &ListQuery, search: &str, cap: i64) -> Result<i
     }
     let (key, eui) = (q.sort.column(pg), eui_key(pg));
     let dir = if q.desc { "DESC" } else { "ASC" };
-    let text = if pg { ", d.search_text" } else { "" };
+    let text = if pg {
+        ", d.search_text"
+    } else {
+        ", d.search_key"
+    };
     let mut b = Sql::new(
         db,
         format!(
@@ -1124,7 +1149,7 @@ async fn window_hits(db: &Db, q: &ListQuery, search: &str, cap: i64) -> Result<i
     push_filter(&mut b, &q.filter, SearchPlan::Omit);
     b.push(format!(" ORDER BY {key} {dir}, {eui} {dir} LIMIT "));
     b.bind(cap.saturating_mul(2)).push(") d WHERE TRUE");
-    push_search(&mut b, search, SearchPlan::Scan);
+    push_search(&mut b, search, q.sort.scan_plan(SearchPlan::Scan));
     b.push(" LIMIT ").bind(cap.saturating_add(1)).push(") hits");
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
@@ -1260,15 +1285,35 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     })
 }
 
-/// The DevEUIs of the devices heard most recently. Ordered by the list's own last-seen sort
-/// expression so that it reads the top of that index (`devices_listed`): ordered by the bare
-/// column it sorted the whole fleet on every device-list request (100 ms at 100,000 devices).
-pub async fn recently_heard(db: &Db, n: i64) -> Result<Vec<String>> {
+/// The reception times of the newest `per_device` uplinks of each of the `devices` devices
+/// heard most recently, as `(dev_eui, received_at)` newest first per device: what the default
+/// offline threshold measures the uplink interval from. One statement: read device by device it
+/// was 21 statements on every device-list request. The devices come from the top of the list's
+/// own last-seen index (`devices_listed`; ordered by the bare column SQLite sorted the whole
+/// fleet), and each device's uplinks are one range of `uplinks_device` from its `per_device`-th
+/// newest id, so it reads `devices x per_device` uplinks however long the fleet has run.
+pub async fn recent_uplink_times(
+    db: &Db,
+    devices: i64,
+    per_device: i64,
+) -> Result<Vec<(String, String)>> {
     let pg = db.is_postgres();
     let (key, eui) = (SortKey::LastSeen.column(pg), eui_key(pg));
     let sql = format!(
-        "SELECT d.dev_eui FROM devices d WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
-         ORDER BY {key} DESC, {eui} DESC LIMIT $1"
+        "SELECT u.dev_eui, u.received_at FROM (
+            SELECT d.dev_eui, (SELECT f.id FROM uplinks f WHERE f.dev_eui = d.dev_eui
+                               ORDER BY f.id DESC LIMIT 1 OFFSET $2) AS floor_id
+            FROM devices d WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
+            ORDER BY {key} DESC, {eui} DESC LIMIT $1) r
+         JOIN uplinks u ON u.dev_eui = r.dev_eui AND u.id > COALESCE(r.floor_id, 0)
+         ORDER BY u.dev_eui, u.id DESC"
     );
-    on!(db, c => sqlx::query_scalar(&sql).bind(n).fetch_all(c).await)
+    on!(db, c => Ok(sqlx::query(&sql)
+        .bind(devices)
+        .bind(per_device)
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| (r.get("dev_eui"), r.get("received_at")))
+        .collect()))
 }
