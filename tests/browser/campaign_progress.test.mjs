@@ -85,7 +85,7 @@ after(async () => {
 });
 
 /** The DevEUIs of the facts table's rows as shown. */
-const shownRows = (page) => page.locator('[data-testid="fact-row"]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-dev-eui')).sort());
+const shownRows = (page) => page.locator('[data-testid="campaign-device-row"]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-dev-eui')).sort());
 
 test('campaign page: what it waits for, devices by stage and outcome, a phone without scroll', { timeout: 420000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -151,10 +151,10 @@ test('campaign page: what it waits for, devices by stage and outcome, a phone wi
     step.name = 'the device table: names, from -> to in the devices\' spelling, filters by stage and outcome';
     const facts = done.progress_summary.device_facts;
     await waitFor('the final stages in the table', async () => {
-      const shown = await page.locator('[data-testid="fact-row"]').evaluateAll((rows) => rows.map((r) => `${r.getAttribute('data-dev-eui')}:${r.getAttribute('data-stage')}`).sort());
+      const shown = await page.locator('[data-testid="campaign-device-row"]').evaluateAll((rows) => rows.map((r) => `${r.getAttribute('data-dev-eui')}:${r.getAttribute('data-stage')}`).sort());
       return JSON.stringify(shown) === JSON.stringify(facts.map((f) => `${f.dev_eui}:${f.stage}`).sort());
     }, 4000);
-    const first = page.locator(`[data-testid="fact-row"][data-dev-eui="${SENSORS[0]}"]`);
+    const first = page.locator(`[data-testid="campaign-device-row"][data-dev-eui="${SENSORS[0]}"]`);
     assert.match(await first.textContent(), /sim-sensor-01/);
     assert.equal(await first.getByTestId('fact-to').textContent(), '1.3.0');
     assert.match(await first.getByTestId('fact-from').textContent(), /^\d+\.\d+\.\d+$/);
@@ -173,6 +173,23 @@ test('campaign page: what it waits for, devices by stage and outcome, a phone wi
     }
     await page.getByTestId('facts-filter-outcome').selectOption('');
     assert.equal((await shownRows(page)).length, 3);
+
+    step.name = 'one device table: step times, methods and the status answer in the same rows';
+    assert.equal(await page.locator('tr[data-dev-eui]').count(), 3, 'one row per device on the page');
+    for (const d of done.devices) {
+      const row = page.locator(`[data-testid="campaign-device-row"][data-dev-eui="${d.dev_eui}"]`);
+      const times = await row.locator('td.nowrap').evaluateAll((tds) => tds.map((td) => td.textContent));
+      assert.equal(times.length, 5, `five step times in the row of ${d.dev_eui}: ${times}`);
+      assert.equal(times[4] !== '—', Boolean(d.completed_at), `completed time of ${d.dev_eui}: ${times}`);
+      const methods = row.getByTestId('device-methods');
+      if (d.check_method_used) assert.match(await methods.textContent(), /checked by (Version & Status|Firmware Management|no version method)/);
+      else assert.equal(await methods.count(), 0);
+      if (d.frag_status) {
+        assert.equal(await row.getByTestId('frag-status-raw').textContent(), d.frag_status.raw_hex);
+        assert.match(await row.getByTestId('device-frag-status').textContent(), /\((count|highest-N) reading/);
+      }
+    }
+    assert.ok(done.devices.some((d) => d.check_method_used), `the engine names a check method: ${JSON.stringify(done.devices)}`);
 
     step.name = 'the stage chart fills its card and tells every stage apart';
     const widths = await page.getByTestId('stage-chart').evaluate((svg) => [svg.getBoundingClientRect().width, svg.parentElement.parentElement.getBoundingClientRect().width]);

@@ -5,44 +5,20 @@ import { can } from '../access.js';
 import { api, bodyOf, isAbort, messageOf } from '../api.js';
 import { absTime } from '../clock.js';
 import { confirmDialog, toast } from '../dialogs.js';
-import { h, badge, card, errorBox, svg } from '../dom.js';
+import { h, card, errorBox, svg } from '../dom.js';
 import { fmtDateTime, hex32 } from '../format.js';
 import { refresher } from '../schedule.js';
-import { loadStages, stageBadge, stageColor, stageLabel } from '../stages.js';
+import { loadStages, stageColor, stageLabel } from '../stages.js';
 import { countsText, stateBadge } from './campaigns.js';
 import { planView } from './plan.js';
 import { refusedView, startAtView } from './guards.js';
-import { deviceFacts, progressPanel } from './campaign_progress.js';
+import { STEP_TIMES, deviceFacts, progressPanel } from './campaign_progress.js';
 import { pausedNote, resumeButton, wavesCard } from './campaign_waves.js';
 
 /** @typedef {import('../types.js').StageInfo} StageInfo */
 /** @typedef {import('../types.js').Campaign} Campaign */
 /** @typedef {import('../types.js').CampaignDevice} CampaignDevice */
 /** @typedef {{ stage: string, at: string, source: 'seen' | 'server' }} HistoryEntry */
-
-/** The engine's report per device: how the update ended. @type {Record<string, string>} */
-const OUTCOME_LABEL = { verified: 'Verified', completed: 'Completed (not verified)', not_updated: 'Not updated', unreachable: 'Unreachable', refused: 'Refused', delivered_unverified: 'Fragments delivered, version not verifiable' };
-/** Neither success nor failure for a device that answers no version method. @param {string} o */
-const outcomeKind = (o) => (o === 'verified' || o === 'completed' ? 'ok' : o === 'delivered_unverified' ? 'warn' : 'err');
-/** @param {string | null | undefined} o */
-const outcomeBadge = (o) => (o ? badge(OUTCOME_LABEL[o] || o, outcomeKind(o), null, 'device-outcome') : '');
-/** @type {Record<string, string>} */
-const METHOD_LABEL = { version_status: 'Version & Status', firmware_management: 'Firmware Management', none: 'no version method' };
-/** How the device was checked and verified, and its status answer as received. @param {CampaignDevice} d */
-function methodNote(d) {
-  const parts = [];
-  if (d.check_method_used) parts.push(`checked by ${METHOD_LABEL[d.check_method_used] || d.check_method_used}`);
-  if (d.verify_method_used) parts.push(`verified by ${METHOD_LABEL[d.verify_method_used] || d.verify_method_used}`);
-  const fs = d.frag_status;
-  const title = fs ? `FragSessionStatusAns ${fs.raw_hex} (${fs.reading} reading)` : null;
-  return parts.length || fs ? h('div', { class: 'muted small', title, testid: 'device-methods' }, parts.join(', ') || title) : null;
-}
-
-/** Steps the server stamps with the time the device got through them. */
-const STEP_TIMES = /** @type {const} */ ([
-  ['mc_group_setup', 'mc_group_setup_at'], ['frag_session_setup', 'frag_session_setup_at'],
-  ['mc_session_setup', 'mc_session_setup_at'], ['frag_status', 'frag_status_at'], ['completed', 'completed_at'],
-]);
 
 /**
  * The stages each device went through: every stage this page saw it in, and the steps the
@@ -154,24 +130,6 @@ function campaignLog(entries) {
       h('span', { class: 'event-time' }, absTime(l.at)),
       h('span', { class: 'event-kind' }, l.source === 'service' ? 'service' : l.level),
       h('span', { class: 'event-msg' }, l.dev_eui ? [h('span', { class: 'mono' }, l.dev_eui), ' '] : null, l.message))));
-}
-
-/**
- * @param {Campaign} c
- * @param {StageInfo[]} stages
- * @param {ReturnType<typeof stageHistory>} history
- */
-function deviceTable(c, stages, history) {
-  return h('div', { class: 'table-wrap' }, h('table', { class: 'table table-compact table-cards cp-steps', testid: 'campaign-devices' },
-    h('thead', null, h('tr', null, ['Device', 'Stage', 'Outcome', 'Stages so far', 'Group setup', 'Frag. setup', 'Session setup', 'Frag. status', 'Completed', 'Error'].map((t) => h('th', null, t)))),
-    h('tbody', null, c.devices.map((d) => h('tr', { testid: 'campaign-device-row', 'data-dev-eui': d.dev_eui, 'data-stage': d.stage },
-      h('td', { 'data-label': 'Device', class: 'mono' }, h('a', { href: `#/devices/${d.dev_eui}` }, d.dev_eui)),
-      h('td', { 'data-label': 'Stage' }, stageBadge(stages, d.stage)),
-      h('td', { 'data-label': 'Outcome' }, outcomeBadge(d.outcome), methodNote(d)),
-      h('td', { 'data-label': 'Stages so far' }, history.render(d.dev_eui, stages)),
-      ...STEP_TIMES.map(([stage, k]) =>
-        h('td', { 'data-label': stageLabel(stages, stage), class: 'nowrap small' }, d[k] ? fmtDateTime(d[k]) : '—')),
-      h('td', { 'data-label': 'Error', class: 'err-text small' }, d.error || ''))))));
 }
 
 /**
@@ -320,15 +278,14 @@ export function campaignPage(view, ctx) {
     head.replaceChildren(campaignHead(c), h('div', { class: 'toolbar' }, actionButtons(c, ctx, act, showError)));
     if (!alerts.querySelector('[data-testid="action-error"]')) alerts.replaceChildren(...campaignNotes(c));
     body.className = '';
-    facts.update(c, stages);
+    facts.update(c, stages, (devEui) => history.render(devEui, stages));
     body.replaceChildren(
       progressCard(c, stages),
       card('Session and timing', progressPanel(c)),
       wavesCard(c, stages) || '',
       card('Devices per stage over time', stageChart(c.progress || [], c.completed_at ? new Date(c.completed_at).getTime() : null, stages)),
       card('Plan', planView(c.plan, c.settings)),
-      card(`Devices: versions and outcome (${c.devices.length})`, facts.el),
-      card(`Devices: steps (${c.devices.length})`, deviceTable(c, stages, history)),
+      card(`Devices (${c.devices.length})`, facts.el),
       card('Log', campaignLog(c.log)));
   }
 
