@@ -108,6 +108,26 @@ async fn the_models_and_the_devices_limits_shape_the_plan() {
         .iter()
         .all(|(_, m)| m.ends_with("50 parity fragments exceed its max_parity of 40")));
 
+    // The device page reads the limits the newest campaign held for each device: B's own
+    // fragment size over the model's, with that campaign named; and the packages in effect
+    // outside a campaign (no device profiles on this network: the defaults).
+    let newest = c["id"].clone();
+    let d = t.get_json(&format!("/api/devices/{B}")).await;
+    assert_eq!(
+        d["device_limits"],
+        json!({"max_fragment_size": 50, "max_fragments": 1000, "max_parity": 40, "campaign_id": newest}),
+        "{d}"
+    );
+    let d = t.get_json(&format!("/api/devices/{A}")).await;
+    assert_eq!(d["device_limits"]["max_fragment_size"], 120, "{d}");
+    assert_eq!(d["packages"]["source"], "defaults", "{d}");
+    assert_eq!(
+        d["packages"]["fragmentation"],
+        json!({"version": 1, "f_port": 201})
+    );
+    assert_eq!(d["packages"]["clock_sync"]["enabled"], true);
+    assert_eq!(d["packages"]["device_profile"], Value::Null);
+
     // A limit that is not one: 422 naming the field.
     let r = t
         .post("/api/campaigns")

@@ -109,6 +109,26 @@ async fn the_engine_speaks_each_profiles_versions_on_its_ports() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let c: Value = r.json().await.unwrap();
     let id = c["id"].as_i64().unwrap();
+    // The device page shows what the profile (read from ChirpStack, not the stale one of the
+    // uplink) sets, and the limits the campaign holds for the device.
+    let d = t.get_json(&format!("/api/devices/{DEV}")).await;
+    let p = &d["packages"];
+    assert_eq!(p["source"], "device_profile", "{d}");
+    assert_eq!(p["device_profile"]["id"], "dp-v2", "{d}");
+    assert_eq!(
+        p["multicast_setup"],
+        json!({"version": 2, "f_port": 50}),
+        "{d}"
+    );
+    assert_eq!(
+        p["fragmentation"],
+        json!({"version": 2, "f_port": 51}),
+        "{d}"
+    );
+    assert_eq!(p["clock_sync"]["enabled"], false, "{d}");
+    assert_eq!(p["clock_sync_answered_by_network"], true, "{d}");
+    assert_eq!(d["device_limits"]["max_fragment_size"], 50, "{d}");
+    assert_eq!(d["device_limits"]["campaign_id"], id, "{d}");
     let warnings = c["plan"]["warnings"].to_string();
     assert!(
         warnings.contains("200 bytes per fragment exceed its max_fragment_size of 50"),

@@ -106,6 +106,21 @@ pub struct DeviceDetail {
     /// `version`), `reboot`, each with the time (`at`) it was reported.
     #[schema(value_type = Option<Object>)]
     pub firmware_management: Option<serde_json::Value>,
+    /// The app-layer packages in effect for the device outside a campaign (read-only): each
+    /// package's `version` and `f_port` (`clock_sync` also `enabled`), from the packages'
+    /// defaults and the device's profile on the network server (ChirpStack v4
+    /// `app_layer_params`); `source` is `defaults` or `device_profile`, `device_profile` names
+    /// it, `clock_sync_answered_by_network` is true when ChirpStack answers AppTimeReq itself,
+    /// `note` says why the profile could not be read. A campaign's `packages` and its
+    /// `device_overrides` apply on top while it runs.
+    #[schema(value_type = Option<Object>)]
+    pub packages: Option<serde_json::Value>,
+    /// The device's fragment-decoder limits when known (read-only): `max_fragment_size`,
+    /// `max_fragments`, `max_parity` as the newest campaign with the device held them (its
+    /// override over the campaign's over the firmware sidecar's), with that `campaign_id`;
+    /// null when no campaign stated any.
+    #[schema(value_type = Option<Object>)]
+    pub device_limits: Option<serde_json::Value>,
 }
 
 fn tags_json(id: &DeviceIdentity) -> Option<String> {
@@ -379,6 +394,9 @@ async fn detail_from_row(db: &Db, r: &(impl Cols + Sync), eui: String) -> Result
         firmware_management: r
             .get::<Option<String>>("firmware_management")
             .and_then(|t| serde_json::from_str(&t).ok()),
+        // Filled by the API from the network server and the campaigns (devices::packages).
+        packages: None,
+        device_limits: None,
         dev_eui: eui,
     })
 }
@@ -404,6 +422,16 @@ pub async fn remove(db: &Db, dev_eui: DevEui, by: &str, now: &str) -> Result<boo
     }
     tx.commit().await?;
     Ok(n > 0)
+}
+
+/// The newest campaign that lists the device (highest id), if any: where the device page reads
+/// the device limits a campaign held for it.
+pub async fn latest_campaign(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
+    on!(db, c => sqlx::query_scalar(
+        "SELECT MAX(campaign_id) FROM campaign_devices WHERE dev_eui = $1",
+    )
+    .bind(dev_eui)
+    .fetch_one(c).await)
 }
 
 /// The versioning type a device reported in PackageVersionAns, if it did.

@@ -200,10 +200,12 @@ pub async fn detail(
     Path(dev_eui): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
     let eui = parse_eui(&dev_eui)?;
-    store::detail(&app.db, eui)
+    let mut d = store::detail(&app.db, eui)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no device {eui}")))
+        .ok_or_else(|| ApiError::not_found(format!("no device {eui}")))?;
+    d.packages = Some(super::device_packages::in_effect(&app, eui).await);
+    d.device_limits = super::device_packages::known_limits(&app, eui).await?;
+    Ok(Json(d))
 }
 
 /// The device's stored uplinks, newest first.

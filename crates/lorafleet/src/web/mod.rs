@@ -6,6 +6,7 @@ pub mod campaign_progress;
 pub mod campaign_versions;
 pub mod campaign_waves_api;
 pub mod campaigns_api;
+pub mod device_packages;
 pub mod devices_api;
 pub mod error;
 pub mod firmware_api;
