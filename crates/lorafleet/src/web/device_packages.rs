@@ -10,17 +10,29 @@ use crate::devices::DevEui;
 use crate::storage::{campaigns, devices, Result};
 use crate::AppState;
 
+/// How long the device page waits for the network server's device profile: the rest of the
+/// page is read from lorafleet's own database and must not wait on a slow ChirpStack.
+const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The packages in effect for the device, as `DeviceDetail.packages` documents them. A network
 /// server that does not answer leaves the defaults, with a note saying so (the device page must
 /// not fail because ChirpStack is slow).
 pub async fn in_effect(app: &AppState, eui: DevEui) -> Value {
     let status_port = app.config.status_protocol.f_port;
-    let (profile, note) = match app.network.device_profile_packages(eui).await {
-        Ok(p) => (p, None),
-        Err(e) => (
+    let asked = tokio::time::timeout(PROFILE_WAIT, app.network.device_profile_packages(eui));
+    let (profile, note) = match asked.await {
+        Ok(Ok(p)) => (p, None),
+        Ok(Err(e)) => (
             None,
             Some(format!(
                 "could not read the device profile's app-layer parameters ({e}): the defaults are shown"
+            )),
+        ),
+        Err(_) => (
+            None,
+            Some(format!(
+                "the network server did not tell the device profile's app-layer parameters within {} s: the defaults are shown",
+                PROFILE_WAIT.as_secs()
             )),
         ),
     };

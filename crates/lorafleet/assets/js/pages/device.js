@@ -9,7 +9,7 @@ import { fmtDateTime } from '../format.js';
 import { refresher } from '../schedule.js';
 import { fmPanel } from './device_fm.js';
 import { requestPanel } from './device_requests.js';
-import { downlinkList, eventLog, firmwareHistory, identity, statusCard, uplinkTable } from './device_sections.js';
+import { downlinkList, eventLog, firmwareHistory, identity, packagesView, statusCard, uplinkTable } from './device_sections.js';
 
 /**
  * The manual downlink form; `reload` after a send (a refused downlink is recorded too).
@@ -115,6 +115,7 @@ export function devicePage(view, ctx) {
   const identityBody = loadingBody();
   const statusBody = loadingBody('status-card');
   const historyBody = loadingBody('firmware-history');
+  const packagesBody = loadingBody();
   const eventsBody = loadingBody();
   const chartBox = h('div', { class: 'chart', testid: 'uplink-chart' });
   const chart = signalChart(chartBox);
@@ -133,7 +134,7 @@ export function devicePage(view, ctx) {
     h('div', { class: 'grid-2' },
       section('Version & Status requests', requests.element),
       section('Firmware Management', fm.element)),
-    section('Firmware history', historyBody),
+    h('div', { class: 'grid-2' }, section('Firmware history', historyBody), section('Packages and limits', packagesBody)),
     section('Signal', h('div', { class: 'card-body' }, chartBox)),
     section('Uplink history', uplinkBody),
     h('div', { class: 'grid-2' },
@@ -159,6 +160,7 @@ export function devicePage(view, ctx) {
     statusBody.replaceChildren(statusCard(d.status || {}));
     requests.render(Array.isArray(d.status_requests) ? d.status_requests : []);
     fm.render(d.firmware_management);
+    packagesBody.replaceChildren(packagesView(d));
     eventsBody.replaceChildren(eventLog(Array.isArray(d.events) ? d.events : []));
     historyBody.replaceChildren(firmwareHistory(Array.isArray(d.firmware_history) ? d.firmware_history : []));
     downlinksBody.replaceChildren(downlinkList(Array.isArray(d.downlinks) ? d.downlinks : null));

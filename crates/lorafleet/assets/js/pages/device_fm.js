@@ -17,10 +17,32 @@ const FM_COMMANDS = [
   { cmd: 'delete_image', label: 'Delete image', help: 'Delete the received image of the version it reported (DevDeleteImageReq)' },
 ];
 
+/** A version as the device sent it (4 bytes) and as it reads (dotted). @param {any} v */
+function versionText(v) {
+  if (!v) return null;
+  return h('span', { testid: 'fm-version' }, v.dotted ? h('strong', null, v.dotted) : null, v.dotted ? ' ' : null,
+    h('span', { class: 'mono small muted', title: v.value != null ? `raw ${v.value}` : null }, `0x${v.hex}`));
+}
+
 /** @param {any} field  a record field with its time */
 function reported(field) {
   if (!field) return dash();
-  return h('span', null, field.hex ? h('span', { class: 'mono' }, field.hex) : field.status || JSON.stringify(field), ' ', h('span', { class: 'muted small' }, timeAgo(field.at)));
+  return h('span', null, field.hex ? versionText(field) : field.status || JSON.stringify(field), ' ', h('span', { class: 'muted small' }, timeAgo(field.at)));
+}
+
+/** In words: what the received image is. @type {Record<string, string>} */
+const IMAGE_WORDS = { absent: 'no image', corrupt: 'corrupt', incompatible: 'incompatible (another hardware)', valid: 'valid' };
+
+/** @param {any} img  the record's `image` */
+function imageText(img) {
+  if (!img) return dash();
+  return h('span', { 'data-status': img.status }, IMAGE_WORDS[img.status] || img.status, img.version ? [', version ', versionText(img.version)] : null, ' ', h('span', { class: 'muted small' }, timeAgo(img.at)));
+}
+
+/** @param {any} r  the record's `reboot` */
+function rebootText(r) {
+  if (!r) return dash();
+  return h('span', null, r.in_s != null ? `in ${r.in_s} s` : r.cancelled ? 'cancelled' : 'cannot reboot then', ' ', h('span', { class: 'muted small' }, timeAgo(r.at)));
 }
 
 /**
@@ -84,11 +106,14 @@ export function fmPanel(devEui, page) {
   /** @param {any} rec  the device's firmware_management record */
   function render(rec) {
     const r = rec || {};
+    const del = r.delete_image;
     recordBody.replaceChildren(
+      h('dt', null, 'Package'), h('dd', { testid: 'fm-package' }, r.package ? h('span', null, `identifier ${r.package.identifier}, version ${r.package.version} `, h('span', { class: 'muted small' }, timeAgo(r.package.at))) : dash()),
       h('dt', null, 'Firmware'), h('dd', { testid: 'fm-firmware' }, reported(r.firmware_version)),
-      h('dt', null, 'Hardware'), h('dd', null, reported(r.hardware_version)),
-      h('dt', null, 'Received image'), h('dd', { testid: 'fm-image' }, r.image ? h('span', null, r.image.status, r.image.version ? h('span', { class: 'mono' }, ' ', r.image.version.hex) : null, ' ', h('span', { class: 'muted small' }, timeAgo(r.image.at))) : dash()),
-      h('dt', null, 'Reboot'), h('dd', null, r.reboot ? h('span', null, r.reboot.in_s != null ? `in ${r.reboot.in_s} s` : r.reboot.cancelled ? 'cancelled' : 'cannot reboot then', ' ', h('span', { class: 'muted small' }, timeAgo(r.reboot.at))) : dash()));
+      h('dt', null, 'Hardware'), h('dd', { testid: 'fm-hardware' }, reported(r.hardware_version)),
+      h('dt', null, 'Received image'), h('dd', { testid: 'fm-image' }, imageText(r.image)),
+      h('dt', null, 'Reboot'), h('dd', { testid: 'fm-reboot' }, rebootText(r.reboot)),
+      ...(del ? [h('dt', null, 'Delete image'), h('dd', { testid: 'fm-delete' }, del.deleted ? 'deleted' : `refused${del.no_valid_image ? ' (no valid image)' : ''}${del.invalid_version ? ' (another version)' : ''}`, ' ', h('span', { class: 'muted small' }, timeAgo(del.at)))] : []));
   }
 
   const element = h('div', { class: 'card-body' },

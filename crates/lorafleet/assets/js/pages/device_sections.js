@@ -211,3 +211,45 @@ export function downlinkList(list) {
           d.error ? h('span', { class: 'small err-text' }, ' ', d.error) : null))))),
     list.length > recent.length ? h('p', { class: 'muted small' }, `and ${list.length - recent.length} older`) : null);
 }
+
+/** The packages' names as the specifications call them. */
+const PACKAGES = /** @type {const} */ ([
+  ['clock_sync', 'Clock sync (TS003)'], ['multicast_setup', 'Multicast setup (TS005)'], ['fragmentation', 'Fragmentation (TS004)'],
+  ['firmware_management', 'Firmware Management (TS006)'], ['version_status', 'Version & Status'],
+]);
+
+/**
+ * The app-layer packages in effect for the device (versions and FPorts: the defaults, or its
+ * device profile's on the network server) and its fragment-decoder limits when a campaign
+ * stated them (`packages`, `device_limits` of GET /api/devices/{dev_eui}).
+ * @param {any} d  the device
+ */
+export function packagesView(d) {
+  const p = d.packages;
+  if (!p) return h('p', { class: 'muted' }, 'Not reported by this server.');
+  const source = p.source === 'device_profile'
+    ? h('span', null, 'From the device profile ', h('strong', null, (p.device_profile && (p.device_profile.name || p.device_profile.id)) || ''), ' on the network server; the rest are the packages\' defaults.')
+    : 'The packages\' defaults (the network server keeps no app-layer parameters for this device).';
+  /** @param {string} key */
+  const cell = (key) => {
+    const x = p[key];
+    if (!x) return '—';
+    const parts = [x.version != null ? `v${x.version}` : null, `FPort ${x.f_port}`];
+    if (key === 'clock_sync' && !x.enabled) parts.push(p.clock_sync_answered_by_network ? 'answered by the network server' : 'not answered by lorafleet');
+    return parts.filter(Boolean).join(' · ');
+  };
+  const l = d.device_limits;
+  /** @type {[string, string][]} */
+  const limitRows = l ? /** @type {[string, string][]} */ ([['max_fragment_size', 'Largest fragment'], ['max_fragments', 'Most data fragments'], ['max_parity', 'Most parity fragments']])
+    .filter(([k]) => l[k] != null).map(([k, label]) => [label, k === 'max_fragment_size' ? `${l[k]} B` : String(l[k])]) : [];
+  return h('div', { testid: 'device-packages', 'data-source': p.source },
+    h('p', { class: 'muted small' }, source, ' A campaign\'s packages and per-device overrides apply on top while it runs.'),
+    p.note ? h('div', { class: 'alert alert-warn small', testid: 'device-packages-note' }, h('span', null, p.note)) : null,
+    h('dl', { class: 'kv' }, PACKAGES.map(([key, label]) => [h('dt', null, label), h('dd', { testid: `package-${key}` }, cell(key))])),
+    h('h3', { class: 'sub-title' }, 'Device limits'),
+    limitRows.length
+      ? h('div', { testid: 'device-limits' },
+        h('dl', { class: 'kv' }, limitRows.map(([label, v]) => [h('dt', null, label), h('dd', null, v)])),
+        h('p', { class: 'muted small' }, 'As held by ', h('a', { href: `#/campaigns/${l.campaign_id}` }, `campaign #${l.campaign_id}`), ' (its override for the device, its own limits, the firmware sidecar\'s).'))
+      : h('p', { class: 'muted small', testid: 'device-limits' }, 'Not known: no campaign stated limits for this device.'));
+}

@@ -74,12 +74,60 @@ function advice(p) {
 }
 
 /**
+ * The gateways the multicast group is bound to (lorafleet's engine on ChirpStack v4): the
+ * fewest that heard every device recently, or the campaign's own list.
+ * @param {{ gateways: string[], explicit: boolean, unheard: string[] } | null | undefined} g
+ */
+function gatewaysView(g) {
+  if (!g) return null;
+  const how = g.explicit ? 'as given in multicast.gateways' : 'the fewest gateways that heard every device recently';
+  return h('div', { class: 'plan-gateways', testid: 'plan-gateways', 'data-explicit': String(Boolean(g.explicit)) },
+    h('h3', { class: 'sub-title' }, 'Multicast gateways'),
+    g.gateways.length
+      ? h('p', null, `${g.gateways.length} gateway${g.gateways.length === 1 ? '' : 's'}, ${how}: `,
+        g.gateways.map((id, i) => [i ? ', ' : '', h('code', { testid: 'plan-gateway' }, id)]))
+      : h('p', null, 'None chosen (no device heard recently): ChirpStack sends from every gateway of the tenant.'),
+    g.unheard && g.unheard.length ? h('p', { class: 'small muted', testid: 'plan-gateways-unheard' }, `Not heard by any gateway recently: ${g.unheard.join(', ')}`) : null);
+}
+
+/** A plan warning that a device would refuse the session for its limits. @param {any} w */
+const isLimitWarning = (w) => /^the device would refuse the session/.test(w.message || '');
+
+/** @param {any} w */
+const warningItem = (w) => h('li', { testid: isLimitWarning(w) ? 'plan-limit-warning' : 'plan-warning' }, w.dev_eui ? [h('span', { class: 'mono' }, w.dev_eui), ': '] : null, w.message);
+
+/**
+ * The limits the campaign states for its devices' fragment decoders, and the warnings for the
+ * devices that would refuse the session.
+ * @param {any} p  the plan
+ * @param {any} settings
+ */
+function limitsView(p, settings) {
+  const fields = ['max_fragment_size', 'max_fragments', 'max_parity'];
+  /** @param {any} l */
+  const text = (l) => fields.filter((f) => l && l[f] != null).map((f) => `${f} ${l[f]}`).join(', ');
+  const campaign = settings && text(settings.device_limits);
+  const model = settings && text(settings.model_device_limits);
+  const own = settings && settings.device_overrides ? Object.entries(settings.device_overrides).filter(([, o]) => text(/** @type {any} */ (o).device_limits)) : [];
+  const warnings = (p.warnings || []).filter(isLimitWarning);
+  if (!campaign && !model && own.length === 0 && warnings.length === 0) return null;
+  return h('div', { class: 'plan-limits', testid: 'plan-limits' },
+    h('h3', { class: 'sub-title' }, 'Device limits'),
+    kv(/** @type {[string, string][]} */ ([
+      ...(campaign ? [['Campaign', campaign]] : []),
+      ...(model ? [['Model (firmware sidecar)', model]] : []),
+      ...own.map(([eui, o]) => [eui, text(/** @type {any} */ (o).device_limits)]),
+    ])),
+    warnings.length ? h('div', { class: 'alert alert-warn' }, h('ul', null, warnings.map(warningItem))) : null);
+}
+
+/**
  * @param {any} p         the plan
  * @param {any} settings  the validated settings (for "auto" markers)
  */
 export function planView(p, settings) {
   if (!p || p.data_fragments == null) return h('p', { class: 'muted' }, 'No plan.');
-  const warnings = (p.warnings || []).map((/** @type {any} */ w) => h('li', { testid: 'plan-warning' }, w.dev_eui ? [h('span', { class: 'mono' }, w.dev_eui), ': '] : null, w.message));
+  const warnings = (p.warnings || []).filter((/** @type {any} */ w) => !isLimitWarning(w)).map(warningItem);
   return h('div', { class: 'plan' },
     h('div', { class: 'plan-grid' },
       kv([
@@ -101,5 +149,7 @@ export function planView(p, settings) {
       ])),
     advice(p),
     subBands(p.sub_bands),
+    gatewaysView(p.gateways),
+    limitsView(p, settings),
     warnings.length ? h('div', { class: 'alert alert-warn plan-warnings' }, h('ul', null, warnings)) : null);
 }
