@@ -16,9 +16,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod v2;
+
 use super::class_b;
 use super::radio::{self, Link};
-use super::stacks::Stack;
+use super::stacks::{FragLimits, Stack};
 use super::world::GroupSpec;
 use lorafleet_codec::eui::DevEui;
 use lorafleet_engine::MulticastClass;
@@ -162,6 +164,17 @@ pub struct FragSession {
     /// Data fragments (N <= NbFrag) accepted, for LoRaMac-node's lost count.
     #[serde(default)]
     pub data_received: u32,
+    /// More data fragments were lost than the decoder's matrix holds (`max_parity`): the
+    /// session ended without the image (LoRaMac-node's MatrixError, v2's memory error).
+    #[serde(default)]
+    pub matrix_error: bool,
+    /// TS004 v2: the session's SessionCnt and the data block's MIC from FragSessionSetupReq
+    /// (None: a v1 session).
+    #[serde(default)]
+    pub v2: Option<(u16, [u8; 4])>,
+    /// TS004 v2: the rebuilt block's MIC did not match.
+    #[serde(default)]
+    pub mic_error: bool,
 }
 
 /// Everything a device remembers across a restart of lorafleet.
@@ -192,6 +205,9 @@ pub struct DeviceState {
     /// Stacks that reboot only when told to: the slot holding a rebuilt, valid image.
     #[serde(default)]
     pub upgrade_image: Option<u8>,
+    /// TS004 v2: the last SessionCnt accepted per FragIndex (LBM keeps it in RAM only).
+    #[serde(default)]
+    pub last_session_cnt: [Option<u16>; MAX_GROUPS],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +237,8 @@ pub struct Ctx<'a> {
     pub slot_size: u32,
     /// The device's implementation: which packages it answers and how.
     pub stack: Stack,
+    /// What its fragment decoder holds (`None`: only the slot bounds it).
+    pub limits: Option<FragLimits>,
 }
 
 /// A virtual device: identity, remembered state, and the fragment decoders in RAM.
@@ -256,6 +274,7 @@ impl SimDevice {
             last_error: None,
             beacon_at_ms: None,
             upgrade_image: None,
+            last_session_cnt: Default::default(),
         };
         SimDevice::restore(id, state, rng)
     }
@@ -280,7 +299,8 @@ impl SimDevice {
                     usize::from(s.frag_size),
                     usize::from(s.padding),
                 )
-                .ok();
+                .ok()
+                .map(|d| d.with_matrix(session_matrix(s)));
             }
         }
         dev.state.frag_sessions.iter_mut().flatten().for_each(|s| {
@@ -473,10 +493,15 @@ impl SimDevice {
             effects.extend(fx);
             answer
         } else {
-            match f_port {
-                ports::CLOCK_SYNC => self.clock_sync(now_ms, data),
-                ports::MULTICAST_SETUP => self.multicast_setup(ctx, now_ms, data),
-                ports::FRAGMENTATION => {
+            match (f_port, ctx.stack.package_version()) {
+                (ports::CLOCK_SYNC, 2) => self.clock_sync_v2(now_ms, data),
+                (ports::CLOCK_SYNC, _) => self.clock_sync(now_ms, data),
+                (ports::MULTICAST_SETUP, 2) => self.multicast_setup_v2(ctx, now_ms, data),
+                (ports::MULTICAST_SETUP, _) => self.multicast_setup(ctx, now_ms, data),
+                (ports::FRAGMENTATION, 2) => {
+                    return self.fragmentation_v2(ctx, now_ms, data, group, rng);
+                }
+                (ports::FRAGMENTATION, _) => {
                     return self.fragmentation(ctx, now_ms, data, group, rng);
                 }
                 _ => None,
@@ -833,9 +858,8 @@ impl SimDevice {
             ans.not_enough_memory = true;
         }
         if ctx
-            .stack
-            .max_fragment_size()
-            .is_some_and(|m| r.frag_size > m)
+            .limits
+            .is_some_and(|l| exceeds(&l, r.nb_frag, r.frag_size))
         {
             ans.not_enough_memory = true;
         }
@@ -860,6 +884,9 @@ impl SimDevice {
                 done: false,
                 last_n: 0,
                 data_received: 0,
+                matrix_error: false,
+                v2: None,
+                mic_error: false,
             });
             self.decoders[usize::from(index)] = Some(decoder);
             effects.push(Effect::FragSessionReset { index });
@@ -916,7 +943,7 @@ impl SimDevice {
             },
             missing_frag: missing.min(255) as u8,
             status: FragSessionStatusAnsPayloadStatus {
-                not_enough_matrix_memory: false,
+                not_enough_matrix_memory: s.matrix_error,
             },
         };
         Some((ans, status_answer_delay(group, s.block_ack_delay, rng)))
@@ -931,6 +958,9 @@ impl SimDevice {
         data: &[u8],
     ) -> Vec<Effect> {
         let i = usize::from(index);
+        if self.matrix_overflow(ctx, i, n) {
+            return Vec::new();
+        }
         let Some(decoder) = self.decoders[i].as_mut() else {
             return Vec::new();
         };
@@ -962,6 +992,30 @@ impl SimDevice {
         effects
     }
 
+    /// The first parity fragment finds more data fragments lost than the decoder's matrix
+    /// holds (`max_parity`): the session ends there without the image, as LoRaMac-node's
+    /// FragDecoderProcess does (MatrixError when FragNbLost > FRAG_MAX_REDUNDANCY).
+    fn matrix_overflow(&mut self, ctx: &Ctx, i: usize, n: u16) -> bool {
+        let (Some(limits), Some(s)) = (ctx.limits, self.state.frag_sessions[i].as_mut()) else {
+            return false;
+        };
+        if s.done || s.matrix_error || n <= s.nb_frag || self.decoders[i].is_none() {
+            return s.matrix_error;
+        }
+        let lost = u32::from(s.nb_frag).saturating_sub(s.data_received);
+        if lost <= u32::from(limits.max_parity) {
+            return false;
+        }
+        s.last_n = n;
+        s.matrix_error = true;
+        self.decoders[i] = None;
+        self.state.last_error = Some(format!(
+            "fragmentation session {i} failed: {lost} data fragments lost, more than the {} its decoder can rebuild (max_parity)",
+            limits.max_parity
+        ));
+        true
+    }
+
     /// A session's image is rebuilt: install it if its trailer parses, like the update client
     /// that checks the package before it swaps slots.
     fn complete(&mut self, ctx: &Ctx, now_ms: i64, i: usize) -> Vec<Effect> {
@@ -972,6 +1026,9 @@ impl SimDevice {
         let Some(image) = image else {
             return Vec::new();
         };
+        if !self.v2_mic_ok(i, &image) {
+            return Vec::new();
+        }
         // The update client checks the package before it swaps slots; the simulation checks
         // what the firmware library does: a signed trailer of the right shape.
         match lorafleet_codec::firmware_trailer::detect(&image) {
@@ -1020,6 +1077,8 @@ impl SimDevice {
             self.state.running_slot = r.slot;
         }
         self.state.upgrade_image = None;
+        // LBM keeps the last SessionCnt in RAM only.
+        self.state.last_session_cnt = Default::default();
         self.state.booted_at_ms = now_ms;
         self.state.mc_groups = Default::default();
         for (s, d) in self
@@ -1120,9 +1179,28 @@ fn highest_n_status(
         },
         missing_frag: (lost % 256) as u8,
         status: FragSessionStatusAnsPayloadStatus {
-            not_enough_matrix_memory: false,
+            not_enough_matrix_memory: s.matrix_error,
         },
     })
+}
+
+/// Whether a session of `nb_frag` fragments of `frag_size` bytes is more than the decoder
+/// holds: LoRaMac-node refuses NbFrag x FragSize above FRAG_MAX_NB x FRAG_MAX_SIZE, and its
+/// buffers (FragNbMissingIndex[FRAG_MAX_NB], matrixDataTemp[FRAG_MAX_SIZE]) take no more of
+/// either, so the simulated device refuses each as well.
+fn exceeds(l: &FragLimits, nb_frag: u16, frag_size: u8) -> bool {
+    nb_frag > l.max_fragments
+        || frag_size > l.max_fragment_size
+        || u32::from(nb_frag) * u32::from(frag_size)
+            > u32::from(l.max_fragments) * u32::from(l.max_fragment_size)
+}
+
+/// The parity matrix of a session: v2's for a TS004 v2 session.
+fn session_matrix(s: &FragSession) -> lorafleet_codec::fragmentation::Matrix {
+    match s.v2 {
+        Some(_) => lorafleet_codec::fragmentation::Matrix::V2,
+        None => lorafleet_codec::fragmentation::Matrix::V1,
+    }
 }
 
 /// What a ChirpStack payload codec would decode from a telemetry uplink.
@@ -1152,6 +1230,7 @@ mod tests {
             reboot_delay_ms: 10_000,
             slot_size,
             stack: Stack::LorafleetDemo,
+            limits: None,
         }
     }
 
@@ -1415,6 +1494,9 @@ mod tests {
             done: false,
             last_n: 0,
             data_received: 0,
+            matrix_error: false,
+            v2: None,
+            mic_error: false,
         }
     }
 
@@ -1461,6 +1543,12 @@ mod tests {
         let r = region();
         let c = Ctx {
             stack: Stack::LoramacNode,
+            // A build that takes 4 KiB images.
+            limits: Stack::LoramacNode.limits(Some(&crate::stacks::FragLimitsPatch {
+                max_fragments: Some(100),
+                max_parity: Some(20),
+                ..Default::default()
+            })),
             ..ctx(r.as_ref(), 64 * 1024)
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
