@@ -1011,7 +1011,9 @@ mod tests {
             }
             assert!(differs, "M {m}: some v1 line repeats a column");
             // Every data fragment but the first two lost: v2 parity rebuilds the image.
-            let mut d = FragmentDecoder::new(m, size, 0).unwrap().with_matrix(Matrix::V2);
+            let mut d = FragmentDecoder::new(m, size, 0)
+                .unwrap()
+                .with_matrix(Matrix::V2);
             for (k, frame) in frames.iter().enumerate().skip(2) {
                 if d.push(k as u32 + 1, frame).unwrap() == Progress::Done {
                     break;

@@ -1612,6 +1612,193 @@ mod tests {
         );
     }
 
+    /// A stock LoRaMac-node build (FragDecoder.h: 21 fragments of 50 bytes, 5 lost at most):
+    /// 22 fragments or 51 bytes are "not enough memory"; a session losing 6 data fragments
+    /// ends at the first parity fragment with MatrixError, reported in its status answer.
+    #[test]
+    fn a_stock_loramac_node_build_keeps_its_limits() {
+        use fragmentation::v1::*;
+        let r = region();
+        let c = Ctx {
+            stack: Stack::LoramacNode,
+            limits: Stack::LoramacNode.limits(None),
+            ..ctx(r.as_ref(), 64 * 1024)
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        let setup = |nb: u16, size: u8| {
+            Payload::FragSessionSetupReq(FragSessionSetupReqPayload {
+                frag_session: FragSessionSetuReqPayloadFragSession {
+                    mc_group_bit_mask: [true, false, false, false],
+                    frag_index: 0,
+                },
+                nb_frag: nb,
+                frag_size: size,
+                control: FragSessionSetuReqPayloadControl {
+                    block_ack_delay: 0,
+                    fragmentation_matrix: 0,
+                },
+                padding: 0,
+                descriptor: [0; 4],
+            })
+            .to_vec()
+            .unwrap()
+        };
+        for (nb, size, want) in [
+            (22, 40, 0x02),
+            (21, 51, 0x02),
+            (42, 25, 0x02),
+            (21, 50, 0x00),
+        ] {
+            d.on_unicast(&c, 0, ports::FRAGMENTATION, &setup(nb, size), &mut rng);
+            assert_eq!(
+                take_answer(&mut d),
+                (201, vec![0x02, want]),
+                "{nb} x {size}"
+            );
+        }
+        let image: Vec<u8> = (0..21 * 50).map(|i| (i % 249) as u8).collect();
+        let frames: Vec<Vec<u8>> = encode(&image, 50, 10)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(k, data)| {
+                let index_and_n = DataFragmentPayloadIndexAndN {
+                    n: k as u16 + 1,
+                    frag_index: 0,
+                };
+                Payload::DataFragment(DataFragmentPayload { index_and_n, data })
+                    .to_vec()
+                    .unwrap()
+            })
+            .collect();
+        for (k, f) in frames.iter().enumerate() {
+            if k < 6 {
+                continue;
+            }
+            d.on_unicast(&c, 1000, ports::FRAGMENTATION, f, &mut rng);
+        }
+        let s = d.state.frag_sessions[0].as_ref().unwrap();
+        assert!(s.matrix_error && !s.done, "{s:?}");
+        assert!(d
+            .state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("max_parity"));
+        let status = lorafleet_engine::commands::frag_session_status_req(0, false).unwrap();
+        d.on_unicast(&c, 2000, ports::FRAGMENTATION, &status, &mut rng);
+        let (_, ans) = take_answer(&mut d);
+        assert_eq!(
+            (ans[3], ans[4]),
+            (6, 0x01),
+            "6 lost, MatrixError: {ans:02x?}"
+        );
+    }
+
+    /// A LoRa-Basics-Modem-like device speaks v2: PackageVersionAns 2, the 16-byte setup with
+    /// SessionCnt (a repeat is a replay) and MIC, v2 parity, the Status byte first; it keeps
+    /// the image only when the MIC matches, and waits for Firmware Management to reboot.
+    #[test]
+    fn a_lora_basics_modem_device_speaks_v2() {
+        use lorafleet_engine::packages as pk;
+        let r = region();
+        let c = Ctx {
+            stack: Stack::LoraBasicsModem,
+            limits: Stack::LoraBasicsModem.limits(None),
+            ..ctx(r.as_ref(), 64 * 1024)
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut d = SimDevice::new(Identity::nth(0), 0, &mut rng);
+        for (port, want) in [
+            (200, [0x00, 0x02, 0x02]),
+            (201, [0x00, 0x03, 0x02]),
+            (202, [0x00, 0x01, 0x02]),
+        ] {
+            d.on_unicast(&c, 0, port, &[0x00], &mut rng);
+            assert_eq!(take_answer(&mut d), (port, want.to_vec()));
+        }
+        let body: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let package = firmware_trailer::build(
+            &body,
+            &SignedTrailer {
+                signature: super::super::demo::PLACEHOLDER_SIGNATURE.to_vec(),
+                manufacturer_uuid: MANUFACTURER_UUID,
+                device_class_uuid: MODELS[0].device_class_uuid,
+                version: 0x0001_0300,
+                kind: PackageKind::Full,
+                old_firmware_size: 0,
+            },
+        );
+        let f = lorafleet_engine::commands::FragSetup::for_image(
+            package.len(),
+            50,
+            0,
+            0,
+            0,
+            0,
+            [1, 2, 3, 4],
+        )
+        .unwrap();
+        let good = pk::frag_v2(d.id.gen_app_key, 5, 0, [1, 2, 3, 4], &package).unwrap();
+        let bad = pk::FragV2 {
+            mic: [0; 4],
+            ..good
+        };
+        let frames = pk::data_fragments(2, &package, &f, 10).unwrap();
+        let deliver = |d: &mut SimDevice, rng: &mut rand::rngs::StdRng| {
+            for (k, frame) in frames.iter().enumerate() {
+                if k != 1 && k != 4 {
+                    d.on_unicast(&c, 1000, ports::FRAGMENTATION, frame, rng);
+                }
+            }
+        };
+        // A wrong MIC: rebuilt, rejected, reported in the v2 status byte.
+        let setup = pk::frag_session_setup_req(2, &f, Some(bad)).unwrap();
+        assert_eq!(setup.len(), 1 + 16, "CID and the 16-byte v2 setup");
+        d.on_unicast(&c, 0, ports::FRAGMENTATION, &setup, &mut rng);
+        assert_eq!(take_answer(&mut d), (201, vec![0x02, 0x00]));
+        deliver(&mut d, &mut rng);
+        assert_eq!(d.state.upgrade_image, None);
+        let status = pk::frag_session_status_req(2, 0, true).unwrap();
+        d.on_unicast(&c, 2000, ports::FRAGMENTATION, &status, &mut rng);
+        let (_, ans) = take_answer(&mut d);
+        assert_eq!(
+            (ans[1], ans[4]),
+            (0x02, 0),
+            "MIC error, nothing missing: {ans:02x?}"
+        );
+        // The same SessionCnt again is a replay; the next one with the right MIC works.
+        d.on_unicast(&c, 3000, ports::FRAGMENTATION, &setup, &mut rng);
+        assert_eq!(take_answer(&mut d), (201, vec![0x02, 0x10]));
+        let next = pk::frag_v2(d.id.gen_app_key, 6, 0, [1, 2, 3, 4], &package).unwrap();
+        let setup = pk::frag_session_setup_req(2, &f, Some(next)).unwrap();
+        d.on_unicast(&c, 4000, ports::FRAGMENTATION, &setup, &mut rng);
+        assert_eq!(take_answer(&mut d), (201, vec![0x02, 0x00]));
+        deliver(&mut d, &mut rng);
+        assert!(d.state.upgrade_image.is_some(), "{:?}", d.state.last_error);
+        assert_eq!(
+            d.running_version(),
+            0x0001_0200,
+            "waits to be told to reboot"
+        );
+        // v1 parity would not have rebuilt it the same way: the session read v2's matrix.
+        assert!(d.state.frag_sessions[0].as_ref().unwrap().v2.is_some());
+        // Too many fragments for its build: not enough memory.
+        let big =
+            lorafleet_engine::commands::FragSetup::for_image(101 * 50, 50, 1, 0, 0, 0, [0; 4])
+                .unwrap();
+        let v = pk::frag_v2(d.id.gen_app_key, 7, 1, [0; 4], &vec![0; 101 * 50]).unwrap();
+        d.on_unicast(
+            &c,
+            5000,
+            ports::FRAGMENTATION,
+            &pk::frag_session_setup_req(2, &big, Some(v)).unwrap(),
+            &mut rng,
+        );
+        assert_eq!(take_answer(&mut d), (201, vec![0x02, 0x42]));
+    }
+
     /// Adaptive parity's multicast FragSessionStatusReq with Participants clear: a device still
     /// missing fragments answers with how many (after the spread BlockAckDelay gives), one that
     /// rebuilt its image stays silent; with Participants set both answer.

@@ -192,14 +192,21 @@ mod tests {
             );
         }
         assert_eq!(Stack::parse("lbm"), None);
-        assert_eq!(Stack::parse("lora-basics-modem"), Some(Stack::LoraBasicsModem));
+        assert_eq!(
+            Stack::parse("lora-basics-modem"),
+            Some(Stack::LoraBasicsModem)
+        );
     }
 
     #[test]
     fn a_build_sets_limits_over_the_stock_ones() {
         let stock = Stack::LoramacNode.limits(None).unwrap();
         assert_eq!(
-            (stock.max_fragments, stock.max_fragment_size, stock.max_parity),
+            (
+                stock.max_fragments,
+                stock.max_fragment_size,
+                stock.max_parity
+            ),
             (21, 50, 5)
         );
         let build = FragLimitsPatch {
@@ -207,7 +214,10 @@ mod tests {
             ..Default::default()
         };
         let l = Stack::LoramacNode.limits(Some(&build)).unwrap();
-        assert_eq!((l.max_fragments, l.max_fragment_size, l.max_parity), (200, 50, 5));
+        assert_eq!(
+            (l.max_fragments, l.max_fragment_size, l.max_parity),
+            (200, 50, 5)
+        );
         assert_eq!(Stack::LorafleetDemo.limits(None), None);
         let l = Stack::LorafleetDemo.limits(Some(&build)).unwrap();
         assert_eq!((l.max_fragments, l.max_fragment_size), (200, 255));

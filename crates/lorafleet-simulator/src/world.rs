@@ -560,7 +560,7 @@ impl World {
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
                 stack: self.setups[i].stack,
-            limits: self.setups[i].limits,
+                limits: self.setups[i].limits,
             };
             let effects =
                 self.devices[i].on_unicast(&ctx, tx, item.f_port, &item.data, &mut self.rng);
@@ -671,7 +671,7 @@ impl World {
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
                 stack: self.setups[i].stack,
-            limits: self.setups[i].limits,
+                limits: self.setups[i].limits,
             };
             let effects =
                 self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);

@@ -9,8 +9,7 @@ use lrwn::applayer::{clocksync, fragmentation, multicastsetup};
 use rand::Rng;
 
 use super::{
-    answer_delay, mc_group_status, package, ports, Ctx, Effect, McSession, SimDevice,
-    RESYNC_MS,
+    answer_delay, mc_group_status, package, ports, Ctx, Effect, McSession, SimDevice, RESYNC_MS,
 };
 
 impl SimDevice {
@@ -315,8 +314,9 @@ impl SimDevice {
             .is_ok_and(|m| m == mic);
         if !ok {
             s.mic_error = true;
-            self.state.last_error =
-                Some("received image rejected: the data block's MIC does not match (TS004 v2)".into());
+            self.state.last_error = Some(
+                "received image rejected: the data block's MIC does not match (TS004 v2)".into(),
+            );
         }
         ok
     }
