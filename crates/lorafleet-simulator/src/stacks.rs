@@ -164,10 +164,11 @@ pub fn stack_of(n: u32, total: u32, shares: &[(Stack, f64)]) -> Stack {
     if shares.is_empty() || sum <= 0.0 || total == 0 {
         return Stack::LorafleetDemo;
     }
-    // Device n takes the stack whose cumulative share covers its place, the places scattered
-    // by the golden ratio so that neighbouring numbers get different stacks.
-    let place = (f64::from(n) + 0.5) / f64::from(total);
-    let spread = (place * 1_000_003.0 * 0.618_033_988_75).fract();
+    // Device n takes the stack whose cumulative share covers its place, the places the
+    // golden-ratio sequence (n + 1) x 0.618... mod 1: neighbouring numbers get different
+    // stacks and every prefix of the fleet keeps the shares closely, small fleets too (the
+    // earlier scaled-place formula gave a 12-device fleet of four equal shares one stack only).
+    let spread = ((f64::from(n) + 1.0) * 0.618_033_988_749_894_9).fract();
     let mut acc = 0.0;
     for &(stack, share) in shares {
         acc += share.max(0.0) / sum;
@@ -240,5 +241,11 @@ mod tests {
             assert!((got - share).abs() < 0.05, "{stack:?}: {got}");
         }
         assert_eq!(stack_of(3, 10, &[]), Stack::LorafleetDemo);
+        // Small fleets keep their shares too.
+        let four: Vec<(Stack, f64)> = Stack::ALL.iter().map(|&s| (s, 0.25)).collect();
+        for stack in Stack::ALL {
+            let n = (0..12).filter(|&n| stack_of(n, 12, &four) == stack).count();
+            assert_eq!(n, 3, "{stack:?}");
+        }
     }
 }
