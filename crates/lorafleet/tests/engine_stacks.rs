@@ -10,6 +10,8 @@
 // A test: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,10 @@ fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
     c.server.data_dir = dir.join("data");
     c.firmware.dir = dir.join("bin");
+    // `LORAFLEET_TEST_BACKEND=postgres`: a fresh database on the test cluster.
+    if common::postgres::backend_is_postgres() {
+        c.server.database_url = common::postgres::fresh_database().unwrap();
+    }
     let sim = &mut c.network.simulated;
     sim.devices = 12;
     sim.time_scale = 400.0;
