@@ -58,27 +58,7 @@ impl SimDevice {
                 package_version: 2,
             }),
             Payload::McGroupStatusReq(r) => {
-                let mask = v1::McGroupStatusReqPayloadCmdMask {
-                    req_group_mask: r.cmd_mask.req_group_mask,
-                };
-                let a = mc_group_status(
-                    &self.state.mc_groups,
-                    &v1::McGroupStatusReqPayload { cmd_mask: mask },
-                );
-                Payload::McGroupStatusAns(McGroupStatusAnsPayload {
-                    status: McGroupStatusAnsPayloadStatus {
-                        ans_group_mask: a.status.ans_group_mask,
-                        nb_total_groups: a.status.nb_total_groups,
-                    },
-                    items: a
-                        .items
-                        .iter()
-                        .map(|i| McGroupStatusAnsPayloadItem {
-                            mc_group_id: i.mc_group_id,
-                            mc_addr: i.mc_addr,
-                        })
-                        .collect(),
-                })
+                Payload::McGroupStatusAns(group_status_v2(&self.state.mc_groups, &r))
             }
             Payload::McGroupSetupReq(r) => {
                 let a = self.mc_group_setup(&v1::McGroupSetupReqPayload {
@@ -319,5 +299,32 @@ impl SimDevice {
             );
         }
         ok
+    }
+}
+
+/// McGroupStatusReq (TS005 v2): v1's answer in v2's types.
+fn group_status_v2(
+    groups: &[Option<super::McGroup>; super::MAX_GROUPS],
+    r: &multicastsetup::v2::McGroupStatusReqPayload,
+) -> multicastsetup::v2::McGroupStatusAnsPayload {
+    use multicastsetup::v1;
+    use multicastsetup::v2::*;
+    let mask = v1::McGroupStatusReqPayloadCmdMask {
+        req_group_mask: r.cmd_mask.req_group_mask,
+    };
+    let a = mc_group_status(groups, &v1::McGroupStatusReqPayload { cmd_mask: mask });
+    McGroupStatusAnsPayload {
+        status: McGroupStatusAnsPayloadStatus {
+            ans_group_mask: a.status.ans_group_mask,
+            nb_total_groups: a.status.nb_total_groups,
+        },
+        items: a
+            .items
+            .iter()
+            .map(|i| McGroupStatusAnsPayloadItem {
+                mc_group_id: i.mc_group_id,
+                mc_addr: i.mc_addr,
+            })
+            .collect(),
     }
 }
