@@ -1784,6 +1784,11 @@ mod tests {
         );
         // v1 parity would not have rebuilt it the same way: the session read v2's matrix.
         assert!(d.state.frag_sessions[0].as_ref().unwrap().v2.is_some());
+        // No session 3: the v2 Status byte says so (bit 2).
+        let none = pk::frag_session_status_req(2, 3, false).unwrap();
+        d.on_unicast(&c, 4500, ports::FRAGMENTATION, &none, &mut rng);
+        let (_, ans) = take_answer(&mut d);
+        assert_eq!((ans[1], ans[3] >> 6), (0x04, 3), "{ans:02x?}");
         // Too many fragments for its build: not enough memory.
         let big =
             lorafleet_engine::commands::FragSetup::for_image(101 * 50, 50, 1, 0, 0, 0, [0; 4])

@@ -189,28 +189,51 @@ impl SimDevice {
                     participants: r.participants,
                     frag_index: r.frag_index,
                 };
-                let Some((a, delay_ms)) = self.frag_session_status(ctx, &req, group, rng) else {
-                    return effects;
-                };
-                let mic_error = self
+                let exists = self
                     .state
                     .frag_sessions
                     .get(usize::from(r.frag_index))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| s.mic_error);
-                let a = FragSessionStatusAnsPayload {
-                    status: FragSessionStatusAnsPayloadStatus {
-                        memory_error: a.status.not_enough_matrix_memory,
-                        mic_error,
-                        session_does_not_exist: false,
-                    },
-                    received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
-                        nb_frag_received: a.received_and_index.nb_frag_received,
-                        frag_index: a.received_and_index.frag_index,
-                    },
-                    missing_frag: a.missing_frag,
-                };
-                (Payload::FragSessionStatusAns(a), delay_ms)
+                    .is_some_and(Option::is_some);
+                if !exists && group.is_none() {
+                    // v2 says so in its Status byte (bit 2) instead of staying silent.
+                    let a = FragSessionStatusAnsPayload {
+                        status: FragSessionStatusAnsPayloadStatus {
+                            memory_error: false,
+                            mic_error: false,
+                            session_does_not_exist: true,
+                        },
+                        received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
+                            nb_frag_received: 0,
+                            frag_index: r.frag_index,
+                        },
+                        missing_frag: 0,
+                    };
+                    (Payload::FragSessionStatusAns(a), answer_delay(rng))
+                } else {
+                    let Some((a, delay_ms)) = self.frag_session_status(ctx, &req, group, rng)
+                    else {
+                        return effects;
+                    };
+                    let mic_error = self
+                        .state
+                        .frag_sessions
+                        .get(usize::from(r.frag_index))
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| s.mic_error);
+                    let a = FragSessionStatusAnsPayload {
+                        status: FragSessionStatusAnsPayloadStatus {
+                            memory_error: a.status.not_enough_matrix_memory,
+                            mic_error,
+                            session_does_not_exist: false,
+                        },
+                        received_and_index: FragSessionStatusAnsPayloadReceivedAndIndex {
+                            nb_frag_received: a.received_and_index.nb_frag_received,
+                            frag_index: a.received_and_index.frag_index,
+                        },
+                        missing_frag: a.missing_frag,
+                    };
+                    (Payload::FragSessionStatusAns(a), delay_ms)
+                }
             }
             _ => return effects,
         };
