@@ -2,7 +2,7 @@
 // (versions and FPorts, and where they come from) and the fragment-decoder limits a campaign
 // held for it; the campaign page's plan shows the device limits it was given and warns, device
 // by device, for those that would refuse the session. The real lorafleet binary with a
-// simulated fleet (no device profiles there: the packages' defaults) and headless Chromium.
+// simulated fleet (a device profile per simulated stack) and headless Chromium.
 //
 //   cargo build -p lorafleet && (cd tests/browser && npm ci) && node --test tests/browser/device_packages.test.mjs
 import { test, before, after } from 'node:test';
@@ -109,11 +109,14 @@ test('device page: packages and limits; campaign plan: device limits and their w
     await page.goto(`${server.base}/#/devices/${SENSORS[0]}`);
     const packages = page.getByTestId('device-packages');
     await packages.waitFor();
-    assert.equal(await packages.getAttribute('data-source'), 'defaults');
-    assert.equal(await page.getByTestId('package-fragmentation').textContent(), 'v1 · FPort 201');
-    assert.equal(await page.getByTestId('package-multicast_setup').textContent(), 'v1 · FPort 200');
-    assert.equal(await page.getByTestId('package-clock_sync').textContent(), 'v1 · FPort 202');
-    assert.equal(await page.getByTestId('package-firmware_management').textContent(), 'v1 · FPort 203');
+    // The simulated network gives each device stack a profile of its own; the page says which.
+    const api = (await apiGet(`/api/devices/${SENSORS[0]}`)).packages;
+    assert.equal(await packages.getAttribute('data-source'), api.source);
+    if (api.source === 'device_profile') assert.match(await packages.textContent(), new RegExp(`From the device profile ${api.device_profile.name}`));
+    for (const key of ['fragmentation', 'multicast_setup', 'clock_sync', 'firmware_management']) {
+      assert.equal(await page.getByTestId(`package-${key}`).textContent(), `v${api[key].version} · FPort ${api[key].f_port}`, key);
+    }
+    assert.equal(api.fragmentation.f_port, 201, JSON.stringify(api));
     assert.equal(await page.getByTestId('package-version_status').textContent(), 'FPort 111');
     const held = page.getByTestId('device-limits');
     assert.match(await held.textContent(), /Largest fragment50 BMost parity fragments2/);
