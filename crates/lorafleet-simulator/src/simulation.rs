@@ -172,6 +172,15 @@ impl Simulation {
         self.inner.clock.now()
     }
 
+    /// `caller` (lorafleet's campaign) looks at the network again when the clock shows `at`
+    /// (`None`: not again): the clock waits there for it (see `clock.rs`). Counts as a request.
+    pub fn hold_clock_at(&self, caller: u64, at: Option<DateTime<Utc>>) {
+        self.inner.clock.lorafleet_called();
+        self.inner.clock.hold_at(caller, at);
+        // The loop may be waiting for the clock to pass the old hold.
+        self.inner.wake.notify_one();
+    }
+
     /// How many times faster than real time [`Simulation::now`] runs.
     pub fn time_scale(&self) -> f64 {
         self.inner.clock.scale()

@@ -128,6 +128,13 @@ pub trait Network: Send + Sync + 'static {
         1.0
     }
 
+    /// `caller` (a campaign, by its id) will look at the network again when its clock shows
+    /// `at` (`None`: it will not). A simulated network running faster than real time keeps its
+    /// clock from passing `at` until the caller says so again, so on a loaded machine the
+    /// simulation slows down instead of its devices' time running ahead of the caller's work.
+    /// A real network's clock is the wall clock: nothing to do.
+    fn hold_clock_at(&self, _caller: u64, _at: Option<DateTime<Utc>>) {}
+
     /// The device's root keys, when the network server can tell them.
     async fn device_keys(&self, _dev_eui: DevEui) -> Result<Option<DeviceKeys>, NetworkError> {
         Ok(None)

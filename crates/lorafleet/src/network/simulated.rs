@@ -193,6 +193,10 @@ impl Network for Simulated {
         self.sim.time_scale()
     }
 
+    fn hold_clock_at(&self, caller: u64, at: Option<DateTime<Utc>>) {
+        self.sim.hold_clock_at(caller, at);
+    }
+
     async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
         let id = self
             .sim

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
@@ -256,6 +256,21 @@ fn internal(e: impl std::fmt::Display) -> DriverError {
     DriverError::Unavailable(format!("engine: {e}"))
 }
 
+/// Holds a simulated network's clock where the campaign's next step is due (`None`: the
+/// campaign will not step again), so a step that the machine makes late does not let the
+/// devices' time run on without the engine (see [`crate::network::Network::hold_clock_at`]).
+fn hold_clock(ctx: &DriverContext, id: i64, next: Option<Duration>) {
+    let scale = ctx.network.time_scale();
+    let at = next.map(|n| {
+        let ahead = TimeDelta::from_std(n.mul_f64(scale.max(0.0))).unwrap_or(TimeDelta::MAX);
+        ctx.network
+            .now()
+            .checked_add_signed(ahead)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
+    ctx.network.hold_clock_at(id.unsigned_abs(), at);
+}
+
 /// The engine's state of a campaign as stored by the runner.
 fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
     let run: Run = c
@@ -319,6 +334,53 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
 }
 
 impl EngineDriver {
+    /// One poll: the engine's step on the stored state.
+    async fn poll_step(
+        &self,
+        ctx: &DriverContext,
+        c: &Campaign,
+    ) -> Result<PollOutcome, DriverError> {
+        let s = settings(c, ctx.config.status_protocol.f_port)?;
+        let t = target(c);
+        let (mut run, mut devs) = load_state(c)?;
+        let before = devs.clone();
+        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
+        let group = GroupInfo {
+            // The campaign's id and its run's random multicast address make the name unique
+            // to this campaign (also among several lorafleet installations on one ChirpStack):
+            // a takeover finds the group by it (see `step::create_group`).
+            name: format!(
+                "lorafleet campaign {} ({}) {}",
+                c.id,
+                c.name,
+                hex::encode(run.mc_addr)
+            ),
+            application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
+            gateways: self.gateways(ctx, c, &run).await?,
+        };
+        let stepped = step::step(
+            io(ctx),
+            &mut run,
+            &mut devs,
+            &s,
+            &t,
+            &frames,
+            &group,
+            Self::fragment_airtime(ctx, &s),
+        )
+        .await
+        .map_err(internal)?;
+        for (d, b) in devs.iter().zip(&before) {
+            if b.outcome.is_none() && d.outcome.is_some() {
+                record_outcome(ctx, c, d).await;
+            }
+        }
+        let outcome = self.outcome(c, &run, &devs, &before, stepped);
+        let next = outcome.next_poll.filter(|_| outcome.finished.is_none());
+        hold_clock(ctx, c.id, next);
+        Ok(outcome)
+    }
+
     pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
         EngineDriver {
             frames: Mutex::default(),
@@ -513,58 +575,31 @@ impl CampaignDriver for EngineDriver {
                 )
             });
         }
+        let next = Duration::from_millis(5);
+        hold_clock(ctx, c.id, Some(next));
         Ok(PollOutcome {
             devices: devs.iter().map(report).collect(),
             log,
             driver_state: super::engine_state::save(&run),
             finished: None,
-            next_poll: Some(Duration::from_millis(5)),
+            next_poll: Some(next),
             // Each device's McKey is now stored encrypted for it; the root keys are not needed.
             forget_keys: true,
         })
     }
 
     async fn poll(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
-        let s = settings(c, ctx.config.status_protocol.f_port)?;
-        let t = target(c);
-        let (mut run, mut devs) = load_state(c)?;
-        let before = devs.clone();
-        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
-        let group = GroupInfo {
-            // The campaign's id and its run's random multicast address make the name unique
-            // to this campaign (also among several lorafleet installations on one ChirpStack):
-            // a takeover finds the group by it (see `step::create_group`).
-            name: format!(
-                "lorafleet campaign {} ({}) {}",
-                c.id,
-                c.name,
-                hex::encode(run.mc_addr)
-            ),
-            application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
-            gateways: self.gateways(ctx, c, &run).await?,
-        };
-        let stepped = step::step(
-            io(ctx),
-            &mut run,
-            &mut devs,
-            &s,
-            &t,
-            &frames,
-            &group,
-            Self::fragment_airtime(ctx, &s),
-        )
-        .await
-        .map_err(internal)?;
-        for (d, b) in devs.iter().zip(&before) {
-            if b.outcome.is_none() && d.outcome.is_some() {
-                record_outcome(ctx, c, d).await;
-            }
+        let polled = self.poll_step(ctx, c).await;
+        if polled.is_err() {
+            // The runner retries on its own schedule; the simulation must not wait for it.
+            hold_clock(ctx, c.id, None);
         }
-        Ok(self.outcome(c, &run, &devs, &before, stepped))
+        polled
     }
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
         self.forget(c.id);
+        hold_clock(ctx, c.id, None);
         let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
