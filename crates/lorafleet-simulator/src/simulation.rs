@@ -197,6 +197,21 @@ impl Simulation {
             .await
     }
 
+    /// [`Simulation::enqueue`] for many downlinks in one request (one save of the queues):
+    /// each one's queue item id or why not, in order.
+    pub async fn enqueue_all(
+        &self,
+        items: &[(DevEui, u8, &[u8])],
+    ) -> Result<Vec<Result<String, SimError>>, SimError> {
+        self.request(|w, now_ms| {
+            Ok(items
+                .iter()
+                .map(|&(dev_eui, f_port, data)| w.enqueue(dev_eui, f_port, data, now_ms))
+                .collect())
+        })
+        .await
+    }
+
     pub fn devices(&self) -> Vec<FleetDevice> {
         self.inner.clock.lorafleet_called();
         self.inner.world().list()
@@ -215,6 +230,21 @@ impl Simulation {
 
     pub async fn add_member(&self, group_id: &str, dev_eui: DevEui) -> Result<(), SimError> {
         self.request(|w, _| w.add_member(group_id, dev_eui)).await
+    }
+
+    /// [`Simulation::add_member`] for many devices in one request: each one's outcome.
+    pub async fn add_members(
+        &self,
+        group_id: &str,
+        dev_euis: &[DevEui],
+    ) -> Result<Vec<Result<(), SimError>>, SimError> {
+        self.request(|w, _| {
+            Ok(dev_euis
+                .iter()
+                .map(|&d| w.add_member(group_id, d))
+                .collect())
+        })
+        .await
     }
 
     /// Queues a frame for a multicast group; returns its frame counter.

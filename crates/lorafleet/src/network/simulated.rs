@@ -208,6 +208,32 @@ impl Network for Simulated {
         })
     }
 
+    async fn enqueue_all(&self, downlinks: &[Downlink]) -> Vec<Result<Enqueued, NetworkError>> {
+        let items: Vec<_> = downlinks
+            .iter()
+            .map(|d| (d.dev_eui, d.f_port, d.data.as_slice()))
+            .collect();
+        match self.sim.enqueue_all(&items).await {
+            Ok(ids) => ids
+                .into_iter()
+                .map(|r| {
+                    r.map(|id| Enqueued {
+                        network_ref: Some(id),
+                        f_cnt: None,
+                    })
+                    .map_err(NetworkError::from)
+                })
+                .collect(),
+            Err(e) => {
+                let e = NetworkError::from(e).to_string();
+                downlinks
+                    .iter()
+                    .map(|_| Err(NetworkError::Other(e.clone())))
+                    .collect()
+            }
+        }
+    }
+
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
         Ok(self.sim.devices().into_iter().map(remote_device).collect())
     }
@@ -229,6 +255,26 @@ impl Network for Simulated {
         dev_eui: DevEui,
     ) -> Result<(), NetworkError> {
         Ok(self.sim.add_member(group_id, dev_eui).await?)
+    }
+
+    async fn add_multicast_devices(
+        &self,
+        group_id: &str,
+        dev_euis: &[DevEui],
+    ) -> Vec<Result<(), NetworkError>> {
+        match self.sim.add_members(group_id, dev_euis).await {
+            Ok(each) => each
+                .into_iter()
+                .map(|r| r.map_err(NetworkError::from))
+                .collect(),
+            Err(e) => {
+                let e = NetworkError::from(e).to_string();
+                dev_euis
+                    .iter()
+                    .map(|_| Err(NetworkError::Other(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn enqueue_multicast(

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 
 use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
@@ -256,21 +256,6 @@ fn internal(e: impl std::fmt::Display) -> DriverError {
     DriverError::Unavailable(format!("engine: {e}"))
 }
 
-/// Holds a simulated network's clock where the campaign's next step is due (`None`: the
-/// campaign will not step again), so a step that the machine makes late does not let the
-/// devices' time run on without the engine (see [`crate::network::Network::hold_clock_at`]).
-fn hold_clock(ctx: &DriverContext, id: i64, next: Option<Duration>) {
-    let scale = ctx.network.time_scale();
-    let at = next.map(|n| {
-        let ahead = TimeDelta::from_std(n.mul_f64(scale.max(0.0))).unwrap_or(TimeDelta::MAX);
-        ctx.network
-            .now()
-            .checked_add_signed(ahead)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
-    });
-    ctx.network.hold_clock_at(id.unsigned_abs(), at);
-}
-
 /// The engine's state of a campaign as stored by the runner.
 fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
     let run: Run = c
@@ -375,10 +360,7 @@ impl EngineDriver {
                 record_outcome(ctx, c, d).await;
             }
         }
-        let outcome = self.outcome(c, &run, &devs, &before, stepped);
-        let next = outcome.next_poll.filter(|_| outcome.finished.is_none());
-        hold_clock(ctx, c.id, next);
-        Ok(outcome)
+        Ok(self.outcome(c, &run, &devs, &before, stepped))
     }
 
     pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
@@ -576,7 +558,6 @@ impl CampaignDriver for EngineDriver {
             });
         }
         let next = Duration::from_millis(5);
-        hold_clock(ctx, c.id, Some(next));
         Ok(PollOutcome {
             devices: devs.iter().map(report).collect(),
             log,
@@ -589,20 +570,15 @@ impl CampaignDriver for EngineDriver {
     }
 
     async fn poll(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
-        let polled = self.poll_step(ctx, c).await;
-        if polled.is_err() {
-            // The runner retries on its own schedule; the simulation must not wait for it.
-            hold_clock(ctx, c.id, None);
-        }
-        polled
+        self.poll_step(ctx, c).await
     }
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
         self.forget(c.id);
-        hold_clock(ctx, c.id, None);
         let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
+        step::hold_clock(io(ctx), &run, None);
         self.running.forget(&devs);
         match (&run.group, run.group_deleted) {
             (Some(id), false) => ctx
