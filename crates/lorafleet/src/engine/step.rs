@@ -414,6 +414,26 @@ pub async fn step(
     group: &GroupInfo,
     fragment_airtime: TimeDelta,
 ) -> anyhow::Result<Stepped> {
+    let stepped = step_once(io, run, devs, s, t, frames, group, fragment_airtime).await;
+    if stepped.is_err() {
+        // The caller retries on its own schedule (a failing database backs off for minutes):
+        // the simulation must not wait for it meanwhile.
+        hold_clock(io, run, None);
+    }
+    stepped
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step_once(
+    io: Io<'_>,
+    run: &mut Run,
+    devs: &mut [Dev],
+    s: &Settings,
+    t: &Target,
+    frames: &[Vec<u8>],
+    group: &GroupInfo,
+    fragment_airtime: TimeDelta,
+) -> anyhow::Result<Stepped> {
     let now = io.network.now();
     let mut out = Vec::new();
     for (i, at, reply) in replies(io, run, devs, s).await? {
