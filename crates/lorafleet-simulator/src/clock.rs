@@ -31,6 +31,9 @@ const BUSY_ALLOWANCE: Duration = Duration::from_millis(2);
 /// the gaps between its calls are its own processing time. Short against the engine's shortest
 /// poll interval (50 ms), so an idle server does not stop the clock.
 pub const LORAFLEET_GRACE: Duration = Duration::from_millis(15);
+/// How often the simulation's loop looks at a clock that stands still while lorafleet or the
+/// loop itself is busy (the span ends without a word; short against the 15 ms grace).
+const BUSY_POLL: Duration = Duration::from_millis(2);
 /// A hold whose caller has not spoken for this long (real time) since the clock reached it is
 /// dropped: a caller that died (or a campaign stopped by a failing database) must not stop the
 /// simulation for good. Far longer than an engine step takes even at 10,000 devices.
@@ -268,12 +271,24 @@ impl SimClock {
         self.rehold(&mut h, before, real);
     }
 
-    /// Real time until the clock shows `at` (zero if it already does).
+    /// Real time until the clock shows `at` (zero if it already does). While the clock stands
+    /// at a hold short of `at`, `Duration::MAX`: it moves only when the holder speaks (which
+    /// wakes the simulation's loop), and a loop waiting the scaled difference would spin.
     pub fn real_until(&self, at: DateTime<Utc>) -> Duration {
-        (at - self.now())
-            .to_std()
-            .unwrap_or_default()
-            .div_f64(self.scale)
+        let now = self.now();
+        let hold = self.hold_us.load(Ordering::Acquire);
+        if at.timestamp_micros() > hold && now.timestamp_micros() >= hold {
+            return Duration::MAX;
+        }
+        let wait = (at - now).to_std().unwrap_or_default().div_f64(self.scale);
+        if wait.is_zero() || at.timestamp_micros() <= self.cap_us.load(Ordering::Acquire) {
+            return wait;
+        }
+        // Standing still while someone works: look again in a while instead of spinning.
+        if now.timestamp_micros() >= self.cap_us.load(Ordering::Acquire) {
+            return wait.max(BUSY_POLL);
+        }
+        wait
     }
 }
 
@@ -441,5 +456,17 @@ mod tests {
             "runs on from the hold"
         );
         assert!(c.holds().at_us.is_empty());
+    }
+
+    /// A loop waiting for a timer behind the hold does not spin: it waits to be woken.
+    #[test]
+    fn nothing_is_due_behind_a_hold_the_clock_stands_at() {
+        let c = SimClock::new(1000.0, None);
+        let now = c.now();
+        c.hold_at(3, Some(now));
+        let later = now + chrono::TimeDelta::seconds(1);
+        assert_eq!(c.real_until(later), Duration::MAX);
+        c.hold_at(3, None);
+        assert!(c.real_until(later) <= Duration::from_millis(1));
     }
 }

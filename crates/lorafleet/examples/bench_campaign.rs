@@ -175,22 +175,26 @@ impl Api {
         Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Every device in the inventory, a page (the API's largest, 1,000) at a time.
+    /// Every sensor in the inventory (the image is for the sensors' device class; the
+    /// campaign refuses the trackers), a page (the API's largest, 1,000) at a time.
     async fn all_dev_euis(&self) -> anyhow::Result<Vec<String>> {
         let mut euis = Vec::new();
+        let mut offset = 0;
         loop {
             let page = self
-                .get(&format!("/api/devices?limit=1000&offset={}", euis.len()))
+                .get(&format!("/api/devices?limit=1000&offset={offset}"))
                 .await?;
-            let before = euis.len();
             euis.extend(
                 page["devices"]
                     .as_array()
                     .into_iter()
                     .flatten()
+                    .filter(|d| !d["model"].as_str().unwrap_or("").contains("tracker"))
                     .filter_map(|d| d["dev_eui"].as_str().map(str::to_string)),
             );
-            if euis.len() == before || euis.len() as u64 >= page["total"].as_u64().unwrap_or(0) {
+            let read = page["devices"].as_array().map_or(0, Vec::len);
+            offset += read;
+            if read == 0 || offset as u64 >= page["total"].as_u64().unwrap_or(0) {
                 return Ok(euis);
             }
         }
@@ -301,6 +305,9 @@ async fn main() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(knob("BENCH_CAMPAIGN_TIMEOUT_S", 900));
     let keep = std::env::var("BENCH_CAMPAIGN_KEEP").is_ok_and(|v| v == "1");
     let parity = std::env::var("BENCH_CAMPAIGN_PARITY").unwrap_or_else(|_| "fixed".into());
+    // One simulated device in four is a tracker (`MODELS`), which the sensor image is not for:
+    // the fleet is a third larger so that `devices` sensors take part.
+    let fleet = devices + devices.div_ceil(3);
 
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("data");
@@ -318,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
         load_average()
     );
     println!(
-        "simulated network: {devices} devices, loss {loss}, time_scale {time_scale}, uplink every {uplink_interval_s} s (simulated); image {image_kib} KiB, redundancy {redundancy_percent} %, parity {parity}"
+        "simulated network: {fleet} devices ({devices} sensors in the campaign), loss {loss}, time_scale {time_scale}, uplink every {uplink_interval_s} s (simulated); image {image_kib} KiB, redundancy {redundancy_percent} %, parity {parity}"
     );
     let mut child = tokio::process::Command::new(&bin)
         .arg("serve")
@@ -327,10 +334,7 @@ async fn main() -> anyhow::Result<()> {
         .env("LORAFLEET__FIRMWARE__DIR", &firmware_dir)
         .env("LORAFLEET__AUTH__INITIAL_ADMIN_PASSWORD", PASSWORD)
         .env("LORAFLEET__NETWORK__KIND", "simulated")
-        .env(
-            "LORAFLEET__NETWORK__SIMULATED__DEVICES",
-            devices.to_string(),
-        )
+        .env("LORAFLEET__NETWORK__SIMULATED__DEVICES", fleet.to_string())
         .env("LORAFLEET__NETWORK__SIMULATED__LOSS", loss.to_string())
         .env(
             "LORAFLEET__NETWORK__SIMULATED__TIME_SCALE",
@@ -375,8 +379,15 @@ async fn main() -> anyhow::Result<()> {
         let total = api.get("/api/devices?limit=1").await?["total"]
             .as_u64()
             .unwrap_or(0);
-        if total >= u64::from(devices) {
-            break api.all_dev_euis().await?;
+        if total >= u64::from(fleet) {
+            let mut sensors = api.all_dev_euis().await?;
+            anyhow::ensure!(
+                sensors.len() >= devices as usize,
+                "only {} sensors among {fleet} simulated devices",
+                sensors.len()
+            );
+            sensors.truncate(devices as usize);
+            break sensors;
         }
         anyhow::ensure!(
             launched.elapsed() < Duration::from_secs(120),
