@@ -8,8 +8,16 @@
 //! one. Work therefore does not look `time_scale` times slower than it is; the clock runs at most
 //! `time_scale` times faster than real time, and slower when the machine cannot keep up.
 //!
+//! A caller that will look at the network again at a known time (the FUOTA engine between two
+//! steps) can also hold the clock there ([`SimClock::hold_at`]): the clock does not pass that
+//! time before the caller's next word, however long the caller's work takes on a loaded
+//! machine. Without it the world runs ahead of an engine whose step is late, and devices miss
+//! deadlines that on a real network (where the engine is never `time_scale` times too slow)
+//! they would meet.
+//!
 //! Every method has an `_at` twin taking the real instant, so the tests are exact.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,6 +31,13 @@ const BUSY_ALLOWANCE: Duration = Duration::from_millis(2);
 /// the gaps between its calls are its own processing time. Short against the engine's shortest
 /// poll interval (50 ms), so an idle server does not stop the clock.
 pub const LORAFLEET_GRACE: Duration = Duration::from_millis(15);
+/// How often the simulation's loop looks at a clock that stands still while lorafleet or the
+/// loop itself is busy (the span ends without a word; short against the 15 ms grace).
+const BUSY_POLL: Duration = Duration::from_millis(2);
+/// A hold whose caller has not spoken for this long (real time) since the clock reached it is
+/// dropped: a caller that died (or a campaign stopped by a failing database) must not stop the
+/// simulation for good. Far longer than an engine step takes even at 10,000 devices.
+pub const HOLD_EXPIRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub struct SimClock {
@@ -38,6 +53,19 @@ pub struct SimClock {
     /// While busy, the clock shows at most this (microseconds since the Unix epoch): what it
     /// showed when the span began plus the allowance.
     cap_us: AtomicI64,
+    holds: Mutex<Holds>,
+    /// The earliest hold (microseconds since the Unix epoch; `i64::MAX`: none), read on every
+    /// [`SimClock::now`] without the lock.
+    hold_us: AtomicI64,
+}
+
+/// Callers' holds: the clock shows at most the earliest.
+#[derive(Debug, Default)]
+struct Holds {
+    /// Caller -> the time it holds the clock at.
+    at_us: HashMap<u64, i64>,
+    /// When the clock first stood at the earliest hold (real time), for [`HOLD_EXPIRY`].
+    reached: Option<Instant>,
 }
 
 /// Busy spans in progress; overlapping spans are held back once.
@@ -63,6 +91,8 @@ impl SimClock {
             last_us: AtomicI64::new(i64::MIN),
             busy: Mutex::new(Busy::default()),
             cap_us: AtomicI64::new(i64::MAX),
+            holds: Mutex::new(Holds::default()),
+            hold_us: AtomicI64::new(i64::MAX),
         }
     }
 
@@ -72,7 +102,15 @@ impl SimClock {
 
     fn now_at(&self, real: Instant) -> DateTime<Utc> {
         self.expire(&mut self.busy(), real);
-        let t = self.raw_us(real).min(self.cap_us.load(Ordering::Acquire));
+        let mut raw = self.raw_us(real);
+        if raw > self.hold_us.load(Ordering::Acquire) {
+            // May drop an expired hold, which holds back what the clock stood there.
+            self.note_reached(real);
+            raw = self.raw_us(real);
+        }
+        let t = raw
+            .min(self.cap_us.load(Ordering::Acquire))
+            .min(self.hold_us.load(Ordering::Acquire));
         let t = self.last_us.fetch_max(t, Ordering::Relaxed).max(t);
         DateTime::from_timestamp_micros(t).unwrap_or(self.start_sim)
     }
@@ -172,12 +210,85 @@ impl SimClock {
         self.cap_us.store(i64::MAX, Ordering::Release);
     }
 
-    /// Real time until the clock shows `at` (zero if it already does).
+    fn holds(&self) -> MutexGuard<'_, Holds> {
+        self.holds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `caller` will look again when the clock shows `at`: until it calls this again (with the
+    /// next time, or `None` when it will not look again), the clock does not pass `at`. A hold
+    /// in the past stops the clock where it is.
+    pub fn hold_at(&self, caller: u64, at: Option<DateTime<Utc>>) {
+        self.hold_at_real(caller, at.map(|t| t.timestamp_micros()), Instant::now());
+    }
+
+    fn hold_at_real(&self, caller: u64, at_us: Option<i64>, real: Instant) {
+        let mut h = self.holds();
+        let before = self.hold_us.load(Ordering::Acquire);
+        match at_us {
+            Some(at) => h.at_us.insert(caller, at),
+            None => h.at_us.remove(&caller),
+        };
+        self.rehold(&mut h, before, real);
+    }
+
+    /// Publishes the earliest hold after a change; if the clock stood at the old one, the real
+    /// time it stood there is held back, so it goes on from there instead of jumping.
+    fn rehold(&self, h: &mut Holds, before: i64, real: Instant) {
+        let after = h.at_us.values().copied().min().unwrap_or(i64::MAX);
+        if after == before {
+            return;
+        }
+        let excess = self.raw_us(real).saturating_sub(before);
+        if excess > 0 {
+            self.held_us.fetch_add(excess, Ordering::AcqRel);
+        }
+        h.reached = None;
+        self.hold_us.store(after, Ordering::Release);
+    }
+
+    /// The clock stands at the earliest hold: drops the hold if it stood there too long.
+    fn note_reached(&self, real: Instant) {
+        let mut h = self.holds();
+        let since = *h.reached.get_or_insert(real);
+        if real.saturating_duration_since(since) < HOLD_EXPIRY {
+            return;
+        }
+        let before = self.hold_us.load(Ordering::Acquire);
+        let stale: Vec<u64> = h
+            .at_us
+            .iter()
+            .filter(|(_, &at)| at <= before)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in &stale {
+            h.at_us.remove(k);
+        }
+        tracing::warn!(
+            callers = ?stale,
+            "a hold on the simulated clock was not renewed for {} s; the clock runs on",
+            HOLD_EXPIRY.as_secs()
+        );
+        self.rehold(&mut h, before, real);
+    }
+
+    /// Real time until the clock shows `at` (zero if it already does). While the clock stands
+    /// at a hold short of `at`, `Duration::MAX`: it moves only when the holder speaks (which
+    /// wakes the simulation's loop), and a loop waiting the scaled difference would spin.
     pub fn real_until(&self, at: DateTime<Utc>) -> Duration {
-        (at - self.now())
-            .to_std()
-            .unwrap_or_default()
-            .div_f64(self.scale)
+        let now = self.now();
+        let hold = self.hold_us.load(Ordering::Acquire);
+        if at.timestamp_micros() > hold && now.timestamp_micros() >= hold {
+            return Duration::MAX;
+        }
+        let wait = (at - now).to_std().unwrap_or_default().div_f64(self.scale);
+        if wait.is_zero() || at.timestamp_micros() <= self.cap_us.load(Ordering::Acquire) {
+            return wait;
+        }
+        // Standing still while someone works: look again in a while instead of spinning.
+        if now.timestamp_micros() >= self.cap_us.load(Ordering::Acquire) {
+            return wait.max(BUSY_POLL);
+        }
+        wait
     }
 }
 
@@ -295,5 +406,67 @@ mod tests {
         );
         let second_held = (50 * MS - BUSY_ALLOWANCE).as_micros() as i64 * 1000;
         assert_eq!(c.held_us.load(Ordering::Relaxed), first_held + second_held);
+    }
+
+    #[test]
+    fn a_hold_stops_the_clock_until_its_caller_speaks_again() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        let start = c.now_at(t0).timestamp_micros();
+        // Caller 7 looks again 10 s (simulated) from now: 10 ms real.
+        c.hold_at_real(7, Some(start + 10_000_000), t0);
+        assert_eq!(
+            sim_ms(&c, t0 + 5 * MS) - start / 1000,
+            5_000,
+            "runs up to it"
+        );
+        assert_eq!(
+            sim_ms(&c, t0 + 500 * MS) - start / 1000,
+            10_000,
+            "stands at it"
+        );
+        // A later hold by another caller changes nothing; the earliest counts.
+        c.hold_at_real(8, Some(start + 60_000_000), t0 + 500 * MS);
+        assert_eq!(sim_ms(&c, t0 + 600 * MS) - start / 1000, 10_000);
+        // Caller 7 speaks again (its step is done) 600 ms real later: the clock goes on from
+        // the hold, not from where it would have been.
+        c.hold_at_real(7, None, t0 + 600 * MS);
+        assert_eq!(sim_ms(&c, t0 + 610 * MS) - start / 1000, 20_000);
+        assert_eq!(
+            sim_ms(&c, t0 + 700 * MS) - start / 1000,
+            60_000,
+            "caller 8's hold"
+        );
+        c.hold_at_real(8, None, t0 + 700 * MS);
+        assert_eq!(sim_ms(&c, t0 + 701 * MS) - start / 1000, 61_000);
+    }
+
+    #[test]
+    fn a_hold_nobody_renews_expires() {
+        let c = SimClock::new(1000.0, None);
+        let t0 = c.start_real;
+        let start = c.now_at(t0).timestamp_micros();
+        c.hold_at_real(1, Some(start), t0);
+        assert_eq!(c.now_at(t0 + MS).timestamp_micros(), start, "reached");
+        let expired = t0 + MS + HOLD_EXPIRY;
+        assert_eq!(c.now_at(expired).timestamp_micros(), start, "dropped here");
+        assert_eq!(
+            sim_ms(&c, expired + 3 * MS) - start / 1000,
+            3_000,
+            "runs on from the hold"
+        );
+        assert!(c.holds().at_us.is_empty());
+    }
+
+    /// A loop waiting for a timer behind the hold does not spin: it waits to be woken.
+    #[test]
+    fn nothing_is_due_behind_a_hold_the_clock_stands_at() {
+        let c = SimClock::new(1000.0, None);
+        let now = c.now();
+        c.hold_at(3, Some(now));
+        let later = now + chrono::TimeDelta::seconds(1);
+        assert_eq!(c.real_until(later), Duration::MAX);
+        c.hold_at(3, None);
+        assert!(c.real_until(later) <= Duration::from_millis(1));
     }
 }

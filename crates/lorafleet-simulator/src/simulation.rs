@@ -178,6 +178,15 @@ impl Simulation {
         self.inner.clock.now()
     }
 
+    /// `caller` (lorafleet's campaign) looks at the network again when the clock shows `at`
+    /// (`None`: not again): the clock waits there for it (see `clock.rs`). Counts as a request.
+    pub fn hold_clock_at(&self, caller: u64, at: Option<DateTime<Utc>>) {
+        self.inner.clock.lorafleet_called();
+        self.inner.clock.hold_at(caller, at);
+        // The loop may be waiting for the clock to pass the old hold.
+        self.inner.wake.notify_one();
+    }
+
     /// How many times faster than real time [`Simulation::now`] runs.
     pub fn time_scale(&self) -> f64 {
         self.inner.clock.scale()
@@ -192,6 +201,21 @@ impl Simulation {
     ) -> Result<String, SimError> {
         self.request(|w, now_ms| w.enqueue(dev_eui, f_port, data, now_ms))
             .await
+    }
+
+    /// [`Simulation::enqueue`] for many downlinks in one request (one save of the queues):
+    /// each one's queue item id or why not, in order.
+    pub async fn enqueue_all(
+        &self,
+        items: &[(DevEui, u8, &[u8])],
+    ) -> Result<Vec<Result<String, SimError>>, SimError> {
+        self.request(|w, now_ms| {
+            Ok(items
+                .iter()
+                .map(|&(dev_eui, f_port, data)| w.enqueue(dev_eui, f_port, data, now_ms))
+                .collect())
+        })
+        .await
     }
 
     pub fn devices(&self) -> Vec<FleetDevice> {
@@ -212,6 +236,21 @@ impl Simulation {
 
     pub async fn add_member(&self, group_id: &str, dev_eui: DevEui) -> Result<(), SimError> {
         self.request(|w, _| w.add_member(group_id, dev_eui)).await
+    }
+
+    /// [`Simulation::add_member`] for many devices in one request: each one's outcome.
+    pub async fn add_members(
+        &self,
+        group_id: &str,
+        dev_euis: &[DevEui],
+    ) -> Result<Vec<Result<(), SimError>>, SimError> {
+        self.request(|w, _| {
+            Ok(dev_euis
+                .iter()
+                .map(|&d| w.add_member(group_id, d))
+                .collect())
+        })
+        .await
     }
 
     /// Queues a frame for a multicast group; returns its frame counter.

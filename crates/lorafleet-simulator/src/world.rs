@@ -544,6 +544,11 @@ impl World {
         };
         self.net_dirty = true;
         let more = self.net.queues.get(&eui).is_some_and(|q| !q.is_empty());
+        if !more {
+            // An empty queue is no queue: the network state saved every 100 ms stays the size
+            // of what is queued, not of the fleet.
+            self.net.queues.remove(&eui);
+        }
         let tx = at + RX1_DELAY_MS;
         self.events.push(SimEvent {
             dev_eui: eui,

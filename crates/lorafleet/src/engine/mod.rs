@@ -74,10 +74,8 @@ pub async fn send_unicasts(
         );
     }
     storage::commit(tx).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for (d, _) in batch {
-        results.push(io.network.enqueue(d).await);
-    }
+    let downlinks: Vec<Downlink> = batch.iter().map(|(d, _)| d.clone()).collect();
+    let results = io.network.enqueue_all(&downlinks).await;
     let answered = storage::fmt_time(io.network.now());
     let mut tx = storage::begin(io.db).await?;
     for ((id, (d, what)), result) in ids.iter().zip(batch).zip(&results) {

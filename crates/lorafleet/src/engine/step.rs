@@ -218,6 +218,9 @@ pub async fn start_with(
         devs.push(dev);
     }
     one_fragmentation_session(&mut devs, now, &mut log);
+    // Until the first step, however long storing this start takes: the setup's deadlines
+    // count from `now`.
+    hold_clock(io, &run, Some(Duration::ZERO));
     log.push(line(
         now,
         Level::Info,
@@ -411,6 +414,26 @@ pub async fn step(
     group: &GroupInfo,
     fragment_airtime: TimeDelta,
 ) -> anyhow::Result<Stepped> {
+    let stepped = step_once(io, run, devs, s, t, frames, group, fragment_airtime).await;
+    if stepped.is_err() {
+        // The caller retries on its own schedule (a failing database backs off for minutes):
+        // the simulation must not wait for it meanwhile.
+        hold_clock(io, run, None);
+    }
+    stepped
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn step_once(
+    io: Io<'_>,
+    run: &mut Run,
+    devs: &mut [Dev],
+    s: &Settings,
+    t: &Target,
+    frames: &[Vec<u8>],
+    group: &GroupInfo,
+    fragment_airtime: TimeDelta,
+) -> anyhow::Result<Stepped> {
     let now = io.network.now();
     let mut out = Vec::new();
     for (i, at, reply) in replies(io, run, devs, s).await? {
@@ -493,11 +516,27 @@ pub async fn step(
         real(due.min(ANSWER_POLL_SIM))
     }
     .clamp(MIN_POLL, MAX_POLL);
-    Ok(Stepped {
-        log,
-        next,
-        done: run.phase == Phase::Done,
-    })
+    let done = run.phase == Phase::Done;
+    hold_clock(io, run, (!done).then_some(next));
+    Ok(Stepped { log, next, done })
+}
+
+/// Holds a simulated network's clock where the campaign's next step is due, `next` (real
+/// time) from now (`None`: it will not step again), so a step that a loaded machine makes late
+/// does not let the devices' time run on without the engine: answers and retries keep the
+/// timing they would have on a real network (see [`crate::network::Network::hold_clock_at`];
+/// nothing on a real network). The campaign is known to the network by its random McAddr.
+pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) {
+    let scale = io.network.time_scale().max(0.0);
+    let at = next.map(|n| {
+        let ahead = TimeDelta::from_std(n.mul_f64(scale)).unwrap_or(TimeDelta::MAX);
+        io.network
+            .now()
+            .checked_add_signed(ahead)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
+    io.network
+        .hold_clock_at(u64::from(u32::from_be_bytes(run.mc_addr)), at);
 }
 
 async fn create_group(
@@ -562,8 +601,9 @@ async fn create_group(
             return;
         }
     };
-    for &m in members {
-        if let Err(e) = io.network.add_multicast_device(&id, m).await {
+    let added = io.network.add_multicast_devices(&id, members).await;
+    for (&m, result) in members.iter().zip(added) {
+        if let Err(e) = result {
             log.push(line(
                 now,
                 Level::Warning,

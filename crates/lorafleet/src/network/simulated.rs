@@ -193,6 +193,10 @@ impl Network for Simulated {
         self.sim.time_scale()
     }
 
+    fn hold_clock_at(&self, caller: u64, at: Option<DateTime<Utc>>) {
+        self.sim.hold_clock_at(caller, at);
+    }
+
     async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
         let id = self
             .sim
@@ -202,6 +206,32 @@ impl Network for Simulated {
             network_ref: Some(id),
             f_cnt: None,
         })
+    }
+
+    async fn enqueue_all(&self, downlinks: &[Downlink]) -> Vec<Result<Enqueued, NetworkError>> {
+        let items: Vec<_> = downlinks
+            .iter()
+            .map(|d| (d.dev_eui, d.f_port, d.data.as_slice()))
+            .collect();
+        match self.sim.enqueue_all(&items).await {
+            Ok(ids) => ids
+                .into_iter()
+                .map(|r| {
+                    r.map(|id| Enqueued {
+                        network_ref: Some(id),
+                        f_cnt: None,
+                    })
+                    .map_err(NetworkError::from)
+                })
+                .collect(),
+            Err(e) => {
+                let e = NetworkError::from(e).to_string();
+                downlinks
+                    .iter()
+                    .map(|_| Err(NetworkError::Other(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
@@ -225,6 +255,26 @@ impl Network for Simulated {
         dev_eui: DevEui,
     ) -> Result<(), NetworkError> {
         Ok(self.sim.add_member(group_id, dev_eui).await?)
+    }
+
+    async fn add_multicast_devices(
+        &self,
+        group_id: &str,
+        dev_euis: &[DevEui],
+    ) -> Vec<Result<(), NetworkError>> {
+        match self.sim.add_members(group_id, dev_euis).await {
+            Ok(each) => each
+                .into_iter()
+                .map(|r| r.map_err(NetworkError::from))
+                .collect(),
+            Err(e) => {
+                let e = NetworkError::from(e).to_string();
+                dev_euis
+                    .iter()
+                    .map(|_| Err(NetworkError::Other(e.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn enqueue_multicast(

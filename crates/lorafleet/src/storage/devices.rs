@@ -446,22 +446,34 @@ pub async fn versioning_type(db: &Db, dev_eui: &str) -> Result<Option<i64>> {
 
 /// The inventory facts of the given devices (those lorafleet knows), for campaign validation.
 pub async fn known(db: &Db, euis: &[String]) -> Result<HashMap<String, KnownDevice>> {
+    // A campaign step reads every device of the campaign: one query per few hundred devices
+    // instead of one per device (10,000 round trips a step at 10,000 devices). Well inside
+    // SQLite's 32,766 and PostgreSQL's 65,535 bind parameters.
+    const CHUNK: usize = 500;
     let mut out = HashMap::new();
-    for eui in euis {
-        let row = on!(db, c => sqlx::query(
-            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui = $1",
-        )
-        .bind(eui)
-        .fetch_optional(c)
-        .await?
-        .map(|r| KnownDevice {
-            dev_eui: r.get("dev_eui"),
-            application_id: r.get("application_id"),
-            device_profile_id: r.get("device_profile_id"),
-            slot_size: r.get("slot_size"),
-        }));
-        if let Some(known) = row {
-            out.insert(eui.clone(), known);
+    for chunk in euis.chunks(CHUNK) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT dev_eui, application_id, device_profile_id, slot_size FROM devices WHERE dev_eui IN ({})",
+            params.join(", ")
+        );
+        let rows = on!(db, c => {
+            let mut q = sqlx::query(&sql);
+            for eui in chunk {
+                q = q.bind(eui);
+            }
+            q.fetch_all(c).await?
+                .into_iter()
+                .map(|r| KnownDevice {
+                    dev_eui: r.get("dev_eui"),
+                    application_id: r.get("application_id"),
+                    device_profile_id: r.get("device_profile_id"),
+                    slot_size: r.get("slot_size"),
+                })
+                .collect::<Vec<_>>()
+        });
+        for known in rows {
+            out.insert(known.dev_eui.clone(), known);
         }
     }
     Ok(out)

@@ -319,6 +319,50 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
 }
 
 impl EngineDriver {
+    /// One poll: the engine's step on the stored state.
+    async fn poll_step(
+        &self,
+        ctx: &DriverContext,
+        c: &Campaign,
+    ) -> Result<PollOutcome, DriverError> {
+        let s = settings(c, ctx.config.status_protocol.f_port)?;
+        let t = target(c);
+        let (mut run, mut devs) = load_state(c)?;
+        let before = devs.clone();
+        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
+        let group = GroupInfo {
+            // The campaign's id and its run's random multicast address make the name unique
+            // to this campaign (also among several lorafleet installations on one ChirpStack):
+            // a takeover finds the group by it (see `step::create_group`).
+            name: format!(
+                "lorafleet campaign {} ({}) {}",
+                c.id,
+                c.name,
+                hex::encode(run.mc_addr)
+            ),
+            application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
+            gateways: self.gateways(ctx, c, &run).await?,
+        };
+        let stepped = step::step(
+            io(ctx),
+            &mut run,
+            &mut devs,
+            &s,
+            &t,
+            &frames,
+            &group,
+            Self::fragment_airtime(ctx, &s),
+        )
+        .await
+        .map_err(internal)?;
+        for (d, b) in devs.iter().zip(&before) {
+            if b.outcome.is_none() && d.outcome.is_some() {
+                record_outcome(ctx, c, d).await;
+            }
+        }
+        Ok(self.outcome(c, &run, &devs, &before, stepped))
+    }
+
     pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
         EngineDriver {
             frames: Mutex::default(),
@@ -513,54 +557,20 @@ impl CampaignDriver for EngineDriver {
                 )
             });
         }
+        let next = Duration::from_millis(5);
         Ok(PollOutcome {
             devices: devs.iter().map(report).collect(),
             log,
             driver_state: super::engine_state::save(&run),
             finished: None,
-            next_poll: Some(Duration::from_millis(5)),
+            next_poll: Some(next),
             // Each device's McKey is now stored encrypted for it; the root keys are not needed.
             forget_keys: true,
         })
     }
 
     async fn poll(&self, ctx: &DriverContext, c: &Campaign) -> Result<PollOutcome, DriverError> {
-        let s = settings(c, ctx.config.status_protocol.f_port)?;
-        let t = target(c);
-        let (mut run, mut devs) = load_state(c)?;
-        let before = devs.clone();
-        let frames = self.frames(c, &s, step::session_fragmentation(&devs).version)?;
-        let group = GroupInfo {
-            // The campaign's id and its run's random multicast address make the name unique
-            // to this campaign (also among several lorafleet installations on one ChirpStack):
-            // a takeover finds the group by it (see `step::create_group`).
-            name: format!(
-                "lorafleet campaign {} ({}) {}",
-                c.id,
-                c.name,
-                hex::encode(run.mc_addr)
-            ),
-            application_id: c.inventory.iter().find_map(|k| k.application_id.clone()),
-            gateways: self.gateways(ctx, c, &run).await?,
-        };
-        let stepped = step::step(
-            io(ctx),
-            &mut run,
-            &mut devs,
-            &s,
-            &t,
-            &frames,
-            &group,
-            Self::fragment_airtime(ctx, &s),
-        )
-        .await
-        .map_err(internal)?;
-        for (d, b) in devs.iter().zip(&before) {
-            if b.outcome.is_none() && d.outcome.is_some() {
-                record_outcome(ctx, c, d).await;
-            }
-        }
-        Ok(self.outcome(c, &run, &devs, &before, stepped))
+        self.poll_step(ctx, c).await
     }
 
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
@@ -568,6 +578,7 @@ impl CampaignDriver for EngineDriver {
         let Ok((run, devs)) = load_state(c) else {
             return Ok(());
         };
+        step::hold_clock(io(ctx), &run, None);
         self.running.forget(&devs);
         match (&run.group, run.group_deleted) {
             (Some(id), false) => ctx
