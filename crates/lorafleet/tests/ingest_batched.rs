@@ -147,7 +147,11 @@ async fn a_group_with_status_answers_is_stored_as_one_by_one() {
     // The comparison has something to compare: the answers took effect.
     let d1 = grouped.device(D1).await;
     assert_eq!(d1["status"]["uptime_s"], 60);
-    assert_eq!(d1["events"].as_array().unwrap().len(), 3, "log pruned from 5 lines");
+    assert_eq!(
+        d1["events"].as_array().unwrap().len(),
+        3,
+        "log pruned from 5 lines"
+    );
     let d2 = grouped.device(D2).await;
     assert_eq!(d2["status"]["running"]["version"]["display"], "1.2.4");
     let d3 = grouped.device(D3).await;
