@@ -90,8 +90,13 @@ async fn apply_run(
     run: &[&IntegrationEvent],
     retention: Retention,
 ) -> storage::Result<()> {
+    // Device rows are locked in EUI order (a stable sort keeps a device's events in order), so
+    // two instances writing groups of the same devices wait for each other instead of
+    // deadlocking.
+    let mut by_device = run.to_vec();
+    by_device.sort_by_key(|ev| ev.dev_eui);
     let returned: std::collections::HashMap<String, Option<String>> =
-        devices::upsert_heard_batch(conn, run)
+        devices::upsert_heard_batch(conn, &by_device)
             .await?
             .into_iter()
             .collect();
