@@ -7,7 +7,9 @@
 //!
 //! Usage: bench_ingest <path to lorafleet binary> [seconds] [devices] [concurrency]
 //!
-//! With `BENCH_MIX=1`: the realistic mix over HTTP and over MQTT instead (support/bench_mqtt.rs).
+//! With `BENCH_MIX=1`: the realistic mix over HTTP and over MQTT instead (support/bench_mqtt.rs);
+//! with `BENCH_TWO_INSTANCES=1` (and `BENCH_POSTGRES_URL`): the mix over HTTP against two
+//! instances sharing one PostgreSQL database.
 //! With `BENCH_POSTGRES_URL=postgres://...`: lorafleet on a new database of that PostgreSQL
 //! server instead of SQLite.
 // A test or a tool: a panic is its report, and a scenario reads best in one piece.
@@ -136,6 +138,9 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let list_devices: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let concurrency: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(32);
+    if std::env::var_os("BENCH_TWO_INSTANCES").is_some() {
+        return bench_mqtt::two_instances(&bin, seconds).await;
+    }
     if std::env::var_os("BENCH_MIX").is_some() {
         bench_mqtt::http(&bin, seconds).await?;
         let window = std::env::var("BENCH_MQTT_WINDOW")

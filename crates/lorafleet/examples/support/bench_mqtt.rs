@@ -110,10 +110,19 @@ pub async fn database_url() -> anyhow::Result<Option<String>> {
 }
 
 async fn start_lorafleet(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Server> {
+    start_on(bin, env, database_url().await?).await
+}
+
+/// lorafleet on `database` (a URL), or on SQLite in its data directory.
+async fn start_on(
+    bin: &str,
+    env: &[(&str, String)],
+    database: Option<String>,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let mut cmd = tokio::process::Command::new(bin);
-    if let Some(url) = database_url().await? {
+    if let Some(url) = database {
         cmd.env("LORAFLEET__SERVER__DATABASE_URL", url);
     }
     cmd.env("LORAFLEET__SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -151,16 +160,45 @@ async fn start_lorafleet(bin: &str, env: &[(&str, String)]) -> anyhow::Result<Se
 /// HTTP, closed loop: each connection posts the next event once the previous one is committed.
 pub async fn http(bin: &str, seconds: u64) -> anyhow::Result<()> {
     let mut server = start_lorafleet(bin, &[]).await?;
-    let url = Arc::new(format!(
-        "{}/api/integrations/chirpstack?event=up",
-        server.base
-    ));
+    let (mut lat, elapsed) = http_load(std::slice::from_ref(&server.base), seconds).await?;
+    report("HTTP mix (16 connections)", &mut lat, elapsed);
+    server.child.kill().await.ok();
+    Ok(())
+}
+
+/// Two lorafleet processes on one PostgreSQL database (`BENCH_POSTGRES_URL`), the 16
+/// connections split between them: what a second instance behind a load balancer adds.
+pub async fn two_instances(bin: &str, seconds: u64) -> anyhow::Result<()> {
+    let Some(url) = database_url().await? else {
+        println!("two instances: needs BENCH_POSTGRES_URL");
+        return Ok(());
+    };
+    let mut a = start_on(bin, &[], Some(url.clone())).await?;
+    let mut b = start_on(bin, &[], Some(url)).await?;
+    let (mut lat, elapsed) = http_load(&[a.base.clone(), b.base.clone()], seconds).await?;
+    report(
+        "HTTP mix, two instances on one database (8 + 8 connections)",
+        &mut lat,
+        elapsed,
+    );
+    a.child.kill().await.ok();
+    b.child.kill().await.ok();
+    Ok(())
+}
+
+/// The closed loop over [`HTTP_CONNECTIONS`] connections, spread over the `bases` in turn;
+/// every answer comes after the commit. Returns each request's latency and the run's length.
+async fn http_load(bases: &[String], seconds: u64) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let client = reqwest::Client::new();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..HTTP_CONNECTIONS {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+    for i in 0..HTTP_CONNECTIONS {
+        let url = format!(
+            "{}/api/integrations/chirpstack?event=up",
+            bases[i % bases.len()]
+        );
+        let (client, next) = (client.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while start.elapsed() < Duration::from_secs(seconds) {
@@ -184,9 +222,7 @@ pub async fn http(bin: &str, seconds: u64) -> anyhow::Result<()> {
     for t in tasks {
         lat.extend(t.await?);
     }
-    report("HTTP mix (16 connections)", &mut lat, start.elapsed());
-    server.child.kill().await.ok();
-    Ok(())
+    Ok((lat, start.elapsed()))
 }
 
 struct Mosquitto {

@@ -16,12 +16,18 @@ pub struct Retention {
 
 const REAPPEARED: &str = "device sent again after it was removed from the list";
 
-/// True for an uplink that only needs storing: no Version & Status or Firmware Management
-/// answer to decode.
-pub fn is_plain_uplink(ev: &IntegrationEvent, retention: Retention) -> bool {
-    matches!(&ev.body, EventBody::Up(up)
-        if up.f_port != Some(retention.status_f_port)
-            && up.f_port != Some(crate::firmware_management::F_PORT))
+/// True for an uplink the writer stores with the group's multi-row statements: a plain one or a
+/// Version & Status answer (whose interpretation is pure and whose writes are batched too).
+/// Firmware Management answers go one by one.
+pub fn is_batched_uplink(ev: &IntegrationEvent) -> bool {
+    matches!(&ev.body, EventBody::Up(up) if up.f_port != Some(crate::firmware_management::F_PORT))
+}
+
+fn is_status(ev: &IntegrationEvent, retention: Retention) -> Option<&Uplink> {
+    match &ev.body {
+        EventBody::Up(up) if up.f_port == Some(retention.status_f_port) => Some(up),
+        _ => None,
+    }
 }
 
 /// Pruning every 8th frame of a device keeps the cost off most uplinks; readers cap at
@@ -30,33 +36,164 @@ fn prune_due(up: &Uplink) -> bool {
     up.f_cnt.is_none_or(|f| f % 8 == 0)
 }
 
-/// Stores many plain uplinks with two multi-row statements. Each statement costs a round trip
-/// to SQLite's worker thread, so a burst of uplinks is far cheaper this way than one by one.
-pub async fn apply_plain_uplinks(
+/// Splits batched uplinks into runs the multi-row statements can take in one go: PostgreSQL's
+/// upsert refuses to touch a row twice in one statement, and a device's Version & Status answers
+/// read what its previous answer stored. Runs keep the events' order.
+fn runs<'e>(
+    events: &[&'e IntegrationEvent],
+    retention: Retention,
+    postgres: bool,
+) -> Vec<Vec<&'e IntegrationEvent>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<&IntegrationEvent> = Vec::new();
+    let mut devices = std::collections::HashSet::new();
+    let mut answering = std::collections::HashSet::new();
+    for ev in events {
+        let status = is_status(ev, retention).is_some();
+        let clash = (postgres && devices.contains(&ev.dev_eui))
+            || (status && answering.contains(&ev.dev_eui))
+            || run.len() >= uplinks::BATCH_ROWS;
+        if clash {
+            runs.push(std::mem::take(&mut run));
+            devices.clear();
+            answering.clear();
+        }
+        devices.insert(ev.dev_eui);
+        if status {
+            answering.insert(ev.dev_eui);
+        }
+        run.push(*ev);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// Stores uplinks (plain and Version & Status answers) with a few multi-row statements per run
+/// instead of several per event: each statement costs a round trip (to SQLite's worker thread,
+/// or over the network to PostgreSQL), so this is what the writer's throughput rides on.
+pub async fn apply_uplinks(
     conn: &mut Conn,
     events: &[&IntegrationEvent],
     retention: Retention,
 ) -> storage::Result<()> {
-    for chunk in events.chunks(uplinks::BATCH_ROWS) {
-        let returned = devices::upsert_heard_batch(conn, chunk).await?;
-        uplinks::insert_batch(conn, chunk).await?;
-        for ev in chunk {
-            let at = fmt_time(ev.at);
-            let eui = ev.dev_eui.to_string();
-            if returned
-                .iter()
-                .any(|(e, r)| *e == eui && r.as_deref() == Some(at.as_str()))
-            {
-                device_events::add(conn, &eui, &at, "reappeared", REAPPEARED).await?;
-            }
-            if let EventBody::Up(up) = &ev.body {
-                if prune_due(up) {
-                    uplinks::prune(conn, &eui, retention.uplink_history).await?;
-                }
-            }
-        }
+    let postgres = conn.is_postgres();
+    for run in runs(events, retention, postgres) {
+        apply_run(conn, &run, retention).await?;
     }
     Ok(())
+}
+
+async fn apply_run(
+    conn: &mut Conn,
+    run: &[&IntegrationEvent],
+    retention: Retention,
+) -> storage::Result<()> {
+    // Device rows are locked in EUI order (a stable sort keeps a device's events in order), so
+    // two instances writing groups of the same devices wait for each other instead of
+    // deadlocking.
+    let mut by_device = run.to_vec();
+    by_device.sort_by_key(|ev| ev.dev_eui);
+    let returned: std::collections::HashMap<String, Option<String>> =
+        devices::upsert_heard_batch(conn, &by_device)
+            .await?
+            .into_iter()
+            .collect();
+    uplinks::insert_batch(conn, run).await?;
+    let times: Vec<String> = run.iter().map(|ev| fmt_time(ev.at)).collect();
+    let euis: Vec<String> = run.iter().map(|ev| ev.dev_eui.to_string()).collect();
+    let mut log = Vec::new();
+    let mut due = Vec::new();
+    for ((ev, at), eui) in run.iter().zip(&times).zip(&euis) {
+        if returned
+            .get(eui)
+            .is_some_and(|r| r.as_deref() == Some(at.as_str()))
+        {
+            log.push(device_events::NewLine {
+                dev_eui: eui.clone(),
+                at: at.clone(),
+                kind: "reappeared",
+                message: REAPPEARED.to_string(),
+            });
+        }
+        if matches!(&ev.body, EventBody::Up(up) if prune_due(up)) {
+            due.push(eui.as_str());
+        }
+    }
+    due.sort_unstable();
+    due.dedup();
+    uplinks::prune_many(conn, &due, retention.uplink_history).await?;
+    let answering = apply_status_answers(conn, run, &times, &euis, retention, &mut log).await?;
+    device_events::add_many(conn, &log).await?;
+    device_events::prune_many(conn, &answering, retention.event_history).await
+}
+
+/// The Version & Status answers of a run: what each device's record held is read in one
+/// statement, each payload is interpreted (pure) in order, and what they change is written
+/// with a statement per kind of change. Their log lines go to `log`; returns the devices that
+/// answered (their logs want pruning).
+async fn apply_status_answers<'r>(
+    conn: &mut Conn,
+    run: &[&IntegrationEvent],
+    times: &'r [String],
+    euis: &'r [String],
+    retention: Retention,
+    log: &mut Vec<device_events::NewLine>,
+) -> storage::Result<Vec<&'r str>> {
+    let answers: Vec<(usize, &Uplink)> = run
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ev)| is_status(ev, retention).map(|up| (i, up)))
+        .collect();
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut answering: Vec<&str> = answers.iter().map(|(i, _)| euis[*i].as_str()).collect();
+    let mut known = storage::version_status::known_many(conn, &answering).await?;
+    let mut changes = Vec::with_capacity(answers.len());
+    for (i, up) in &answers {
+        let (k, pending) = known.entry(euis[*i].clone()).or_default();
+        let change = crate::version_status::interpret(&up.data, *k);
+        // A later answer of the same device in the group reads what this one stored.
+        for a in &change.answers {
+            match a.reported {
+                storage::version_status::Reported::Package {
+                    versioning_type, ..
+                } => {
+                    k.versioning_type = Some(i64::from(versioning_type));
+                }
+                storage::version_status::Reported::Running { version, .. } => {
+                    k.running_version = Some(i64::from(version));
+                }
+                _ => {}
+            }
+        }
+        for (kind, message) in &change.log {
+            log.push(device_events::NewLine {
+                dev_eui: euis[*i].clone(),
+                at: times[*i].clone(),
+                kind,
+                message: message.clone(),
+            });
+        }
+        changes.push((*i, change, *pending));
+    }
+    let writes: Vec<storage::version_status::StatusWrite> = changes
+        .iter()
+        .map(
+            |(i, change, pending)| storage::version_status::StatusWrite {
+                dev_eui: &euis[*i],
+                at: &times[*i],
+                changes: change,
+                pending: *pending,
+            },
+        )
+        .collect();
+    storage::version_status::write_many(conn, &writes).await?;
+    answering.sort_unstable();
+    answering.dedup();
+    Ok(answering)
 }
 
 /// Records one integration event in an open transaction.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::devices::record::{apply_event, apply_plain_uplinks, is_plain_uplink, Retention};
+use crate::devices::record::{apply_event, apply_uplinks, is_batched_uplink, Retention};
 use crate::devices::DevEui;
 use crate::ingest::{EventBody, IntegrationEvent};
 use crate::storage::uplinks::known_dedup_keys;
@@ -269,14 +269,14 @@ async fn apply_whole(
 ) -> storage::Result<Vec<bool>> {
     let mut tx = storage::begin_immediate_on(conn).await?;
     let repeated = repeats(&mut *tx, group).await?;
-    let (plain, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
+    let (batched, other): (Vec<&IntegrationEvent>, Vec<&IntegrationEvent>) = group
         .iter()
         .zip(&repeated)
         .filter(|(_, repeated)| !**repeated)
         .map(|((e, _), _)| e)
-        .partition(|e| is_plain_uplink(e, retention));
-    if !plain.is_empty() {
-        apply_plain_uplinks(&mut *tx, &plain, retention).await?;
+        .partition(|e| is_batched_uplink(e));
+    if !batched.is_empty() {
+        apply_uplinks(&mut *tx, &batched, retention).await?;
     }
     for event in other {
         apply_event(&mut *tx, event, retention).await?;

@@ -189,6 +189,52 @@ pub async fn mark_erases_answered(conn: &mut Conn, dev_eui: &str, at: &str) -> R
     Ok(())
 }
 
+/// [`mark_answered`] for many (device, command, at) answers in one statement per 500. Each
+/// (device, command) must appear once: the statement's subquery sees the requests as they were
+/// before it, so a second answer of the same command would mark the same request again.
+pub async fn mark_answered_many(conn: &mut Conn, answers: &[(&str, &str, &str)]) -> Result<()> {
+    for chunk in answers.chunks(500) {
+        on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "UPDATE downlinks SET state = 'answered',
+                    answered_at = CASE WHEN downlinks.requested_at > v.column3 THEN downlinks.requested_at ELSE v.column3 END,
+                    updated_at = v.column3
+                 FROM (",
+            );
+            q.push_values(chunk, |mut row, (eui, command, at)| {
+                row.push_bind(*eui).push_bind(*command).push_bind(time(at));
+            });
+            q.push(
+                ") AS v WHERE downlinks.id = (
+                    SELECT d.id FROM downlinks d WHERE d.dev_eui = v.column1 AND d.status_command = v.column2
+                    AND d.state IN ('requested', 'enqueued', 'sent', 'acknowledged') ORDER BY d.id DESC LIMIT 1)",
+            );
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// [`mark_erases_answered`] for many (device, at), each device once.
+pub async fn mark_erases_answered_many(conn: &mut Conn, devices: &[(&str, &str)]) -> Result<()> {
+    for chunk in devices.chunks(500) {
+        on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "UPDATE downlinks SET state = 'answered', answered_at = v.column2, updated_at = v.column2 FROM (",
+            );
+            q.push_values(chunk, |mut row, (eui, at)| {
+                row.push_bind(*eui).push_bind(time(at));
+            });
+            q.push(
+                ") AS v WHERE downlinks.dev_eui = v.column1 AND downlinks.status_command = 'erase_slot'
+                 AND downlinks.state IN ('requested', 'enqueued', 'sent', 'acknowledged')",
+            );
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
 fn status_request(d: &impl Cols, command: &str, state: &str) -> StatusRequestDto {
     let ui_state = match state {
         "answered" => "answered",

@@ -60,6 +60,35 @@ pub async fn record(conn: &mut Conn, e: &NewEntry<'_>) -> Result<()> {
     Ok(())
 }
 
+/// [`record`] for many entries, in order: one multi-row insert per 1000 and one pruning
+/// statement for their devices (the ingest writer's groups).
+pub async fn record_many(conn: &mut Conn, entries: &[NewEntry<'_>]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    for chunk in entries.chunks(1000) {
+        on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "INSERT INTO firmware_history (dev_eui, at, version, slot, campaign_id, outcome, message) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(e.dev_eui)
+                    .push_bind(time(e.at))
+                    .push_bind(e.version.map(i64::from))
+                    .push_bind(e.slot.map(i64::from))
+                    .push_bind(e.campaign_id)
+                    .push_bind(e.outcome)
+                    .push_bind(e.message);
+            });
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    let mut devices: Vec<&str> = entries.iter().map(|e| e.dev_eui).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    super::keep_newest_of(conn, "firmware_history", &devices, KEEP as u32).await
+}
+
 /// [`record`] on a connection of its own.
 pub async fn record_now(db: &Db, e: &NewEntry<'_>) -> Result<()> {
     let mut conn = db.acquire().await?;

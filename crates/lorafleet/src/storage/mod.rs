@@ -391,6 +391,35 @@ pub(crate) async fn keep_newest(
     Ok(())
 }
 
+/// [`keep_newest`] for many devices in one statement per 500: the ingest writer prunes every
+/// device of a group at once instead of paying a round trip per device.
+pub(crate) async fn keep_newest_of(
+    conn: &mut Conn,
+    table: &'static str,
+    dev_euis: &[&str],
+    keep: u32,
+) -> Result<()> {
+    for chunk in dev_euis.chunks(500) {
+        on!(&mut *conn, c, DB => {
+            // `table` is one of this module's constants, never input: formatting it in is safe.
+            let mut q = sqlx::QueryBuilder::<DB>::new(format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY dev_eui ORDER BY id DESC) AS rn
+                    FROM {table} WHERE dev_eui IN ("
+            ));
+            let mut list = q.separated(", ");
+            for eui in chunk {
+                list.push_bind(*eui);
+            }
+            q.push(")) AS ranked WHERE rn > ");
+            q.push_bind(i64::from(keep));
+            q.push(")");
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
 /// An open transaction (or a savepoint inside one); commits with [`commit`], rolls back when
 /// dropped. Derefs to [`Conn`].
 pub enum Savepoint<'a> {

@@ -167,6 +167,11 @@ pub async fn prune(conn: &mut Conn, dev_eui: &str, keep: u32) -> Result<()> {
     super::keep_newest(conn, "uplinks", dev_eui, keep).await
 }
 
+/// [`prune`] for many devices at once.
+pub async fn prune_many(conn: &mut Conn, dev_euis: &[&str], keep: u32) -> Result<()> {
+    super::keep_newest_of(conn, "uplinks", dev_euis, keep).await
+}
+
 fn from_row(r: &impl Cols) -> UplinkDto {
     let data: Vec<u8> = r.get("data");
     let object: Option<String> = r.get("object_json");

@@ -172,6 +172,273 @@ pub async fn write(conn: &mut Conn, dev_eui: &str, at: &str, changes: &ChangeSet
     Ok(())
 }
 
+/// [`known`] for many devices in one statement, with whether each has a Version & Status
+/// request (or erase) still waiting: the writer skips marking answers of devices that have
+/// none, which is nearly all of them. Devices not yet stored are absent.
+pub async fn known_many(
+    conn: &mut Conn,
+    dev_euis: &[&str],
+) -> Result<std::collections::HashMap<String, (Known, bool)>> {
+    let mut out = std::collections::HashMap::with_capacity(dev_euis.len());
+    for chunk in dev_euis.chunks(500) {
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = on!(&mut *conn, c, DB => {
+            let mut q = sqlx::QueryBuilder::<DB>::new(
+                "SELECT dev_eui, versioning_type, running_version,
+                    CASE WHEN EXISTS (SELECT 1 FROM downlinks d WHERE d.dev_eui = devices.dev_eui
+                        AND d.status_command IS NOT NULL
+                        AND d.state IN ('requested', 'enqueued', 'sent', 'acknowledged'))
+                    THEN 1 ELSE 0 END AS pending
+                 FROM devices WHERE dev_eui IN (",
+            );
+            let mut list = q.separated(", ");
+            for eui in chunk {
+                list.push_bind(*eui);
+            }
+            q.push(")");
+            q.build()
+                .fetch_all(c)
+                .await?
+                .iter()
+                .map(|r| (r.get("dev_eui"), r.get("versioning_type"), r.get("running_version"), r.get("pending")))
+                .collect()
+        });
+        for (eui, versioning_type, running_version, pending) in rows {
+            let known = Known {
+                versioning_type,
+                running_version,
+            };
+            out.insert(eui, (known, pending != 0));
+        }
+    }
+    Ok(out)
+}
+
+/// One device's change set for [`write_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct StatusWrite<'a> {
+    pub dev_eui: &'a str,
+    /// When it was reported (stored time text).
+    pub at: &'a str,
+    pub changes: &'a ChangeSet,
+    /// The device has requests waiting for an answer ([`known_many`] says).
+    pub pending: bool,
+}
+
+/// The newest report of each kind per device in a group of change sets: a later answer of a
+/// kind overwrites an earlier one as the statements one by one would.
+#[derive(Default)]
+struct Newest<'a> {
+    package: Vec<(&'a str, &'a str, [i64; 4])>,
+    running: Vec<(&'a str, &'a str, [i64; 2])>,
+    stored: Vec<(&'a str, &'a str, String)>,
+    space: Vec<(&'a str, &'a str, Option<i64>, i64)>,
+    uptime: Vec<(&'a str, &'a str, i64)>,
+    description: Vec<(&'a str, &'a str, Option<String>, Option<String>)>,
+    /// (kind, device) to its index in that kind's list.
+    at: Index<'a>,
+}
+
+type Index<'a> = std::collections::HashMap<(u8, &'a str), usize>;
+
+/// Puts `row` in its place in `list`: the kind's earlier row of the device is replaced (and
+/// returned), or the row is added.
+fn place<'l, 'a, T>(
+    list: &'l mut Vec<T>,
+    index: &mut Index<'a>,
+    key: (u8, &'a str),
+    row: T,
+) -> (&'l mut T, Option<T>) {
+    match index.get(&key) {
+        Some(&i) => {
+            let old = std::mem::replace(&mut list[i], row);
+            (&mut list[i], Some(old))
+        }
+        None => {
+            index.insert(key, list.len());
+            list.push(row);
+            let last = list.len() - 1;
+            (&mut list[last], None)
+        }
+    }
+}
+
+impl<'a> Newest<'a> {
+    fn add(&mut self, eui: &'a str, when: &'a str, r: &'a Reported) {
+        let at = &mut self.at;
+        match r {
+            Reported::Package {
+                identifier,
+                version,
+                versioning_type,
+                nb_slots,
+            } => {
+                let row = [*identifier, *version, *versioning_type, *nb_slots].map(i64::from);
+                place(&mut self.package, at, (0, eui), (eui, when, row));
+            }
+            Reported::Running { slot, version } => {
+                let row = [i64::from(*slot), i64::from(*version)];
+                place(&mut self.running, at, (1, eui), (eui, when, row));
+            }
+            Reported::Stored(slots) => {
+                let row = (eui, when, stored_json(slots));
+                place(&mut self.stored, at, (2, eui), row);
+            }
+            Reported::Space {
+                heap_available,
+                slot_size,
+            } => {
+                let row = (
+                    eui,
+                    when,
+                    heap_available.map(i64::from),
+                    i64::from(*slot_size),
+                );
+                place(&mut self.space, at, (3, eui), row);
+            }
+            Reported::Uptime { seconds } => {
+                place(
+                    &mut self.uptime,
+                    at,
+                    (4, eui),
+                    (eui, when, i64::from(*seconds)),
+                );
+            }
+            Reported::Description {
+                manufacturer_id,
+                device_id,
+            } => {
+                let row = (eui, when, manufacturer_id.clone(), device_id.clone());
+                if let (new, Some(old)) = place(&mut self.description, at, (5, eui), row) {
+                    // Absent strings keep what an earlier answer gave, as COALESCE keeps the
+                    // stored ones.
+                    new.2 = new.2.take().or(old.2);
+                    new.3 = new.3.take().or(old.3);
+                }
+            }
+        }
+    }
+}
+
+fn stored_json(slots: &[(u8, u32)]) -> String {
+    let stored: Vec<serde_json::Value> = slots
+        .iter()
+        .map(|(slot, version)| serde_json::json!({"slot": slot, "version": version}))
+        .collect();
+    serde_json::Value::Array(stored).to_string()
+}
+
+/// `UPDATE devices SET <set> FROM (VALUES ...) AS v WHERE devices.dev_eui = v.column1`, one
+/// statement per 500 rows; `v.column2...` are the row's further values as bound.
+macro_rules! update_devices_from {
+    ($conn:expr, $set:expr, $rows:expr, |$row:ident, $item:pat_param| $bind:block) => {
+        for chunk in $rows.chunks(500) {
+            on!(&mut *$conn, c, DB => {
+                let mut q = sqlx::QueryBuilder::<DB>::new(concat!("UPDATE devices SET ", $set, " FROM ("));
+                q.push_values(chunk, |mut $row, $item| $bind);
+                q.push(") AS v WHERE devices.dev_eui = v.column1");
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+    };
+}
+
+/// [`write`] for the change sets of a writer group, in order, with a statement per kind of
+/// report instead of one per answer.
+pub async fn write_many(conn: &mut Conn, writes: &[StatusWrite<'_>]) -> Result<()> {
+    let mut history = Vec::new();
+    let mut newest = Newest::default();
+    let mut answered: Vec<(&str, &str, &str)> = Vec::new();
+    let mut again: Vec<(&str, &str, &str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut erases: Vec<(&str, &str)> = Vec::new();
+    for w in writes {
+        for change in &w.changes.answers {
+            if let Some(v) = &change.version_change {
+                history.push(firmware_history::NewEntry {
+                    dev_eui: w.dev_eui,
+                    at: w.at,
+                    version: Some(v.version),
+                    slot: Some(v.slot),
+                    campaign_id: None,
+                    outcome: None,
+                    message: &v.message,
+                });
+            }
+            newest.add(w.dev_eui, w.at, &change.reported);
+            if !w.pending {
+                continue;
+            }
+            let answer = (w.dev_eui, change.answers, w.at);
+            if seen.insert((w.dev_eui, change.answers)) {
+                answered.push(answer);
+            } else {
+                again.push(answer);
+            }
+            if change.settles_erases && !erases.iter().any(|(e, _)| *e == w.dev_eui) {
+                erases.push((w.dev_eui, w.at));
+            }
+        }
+    }
+    firmware_history::record_many(conn, &history).await?;
+    write_newest(conn, &newest).await?;
+    downlinks::mark_answered_many(conn, &answered).await?;
+    // A second answer of the same command settles the next request, as one by one.
+    for (eui, command, at) in again {
+        downlinks::mark_answered(conn, eui, command, at).await?;
+    }
+    downlinks::mark_erases_answered_many(conn, &erases).await
+}
+
+async fn write_newest(conn: &mut Conn, n: &Newest<'_>) -> Result<()> {
+    update_devices_from!(conn, "pkg_identifier = v.column3, pkg_version = v.column4, versioning_type = v.column5, nb_slots = v.column6, pkg_reported_at = v.column2", n.package, |row, (eui, at, r)| {
+        row.push_bind(*eui).push_bind(time(at)).push_bind(r[0]).push_bind(r[1]).push_bind(r[2]).push_bind(r[3]);
+    });
+    update_devices_from!(
+        conn,
+        "running_slot = v.column3, running_version = v.column4, running_reported_at = v.column2",
+        n.running,
+        |row, (eui, at, r)| {
+            row.push_bind(*eui)
+                .push_bind(time(at))
+                .push_bind(r[0])
+                .push_bind(r[1]);
+        }
+    );
+    update_devices_from!(
+        conn,
+        "stored_json = v.column3, stored_reported_at = v.column2",
+        n.stored,
+        |row, (eui, at, json)| {
+            row.push_bind(*eui)
+                .push_bind(time(at))
+                .push_bind(json.as_str());
+        }
+    );
+    update_devices_from!(
+        conn,
+        "heap_available = v.column3, slot_size = v.column4, space_reported_at = v.column2",
+        n.space,
+        |row, (eui, at, heap, size)| {
+            row.push_bind(*eui)
+                .push_bind(time(at))
+                .push_bind(*heap)
+                .push_bind(*size);
+        }
+    );
+    update_devices_from!(
+        conn,
+        "uptime_s = v.column3, uptime_reported_at = v.column2",
+        n.uptime,
+        |row, (eui, at, seconds)| {
+            row.push_bind(*eui).push_bind(time(at)).push_bind(*seconds);
+        }
+    );
+    update_devices_from!(conn, "manufacturer_id = COALESCE(v.column3, devices.manufacturer_id), device_id = COALESCE(v.column4, devices.device_id), description_reported_at = v.column2", n.description, |row, (eui, at, m, d)| {
+        row.push_bind(*eui).push_bind(time(at)).push_bind(m.clone()).push_bind(d.clone());
+    });
+    Ok(())
+}
+
 async fn write_reported(conn: &mut Conn, dev_eui: &str, at: &str, r: &Reported) -> Result<()> {
     // The statement is built per backend: the match is inside the body `on!` expands twice.
     on!(conn, c => { let q = match r {

@@ -1,0 +1,162 @@
+//! The ingest writer stores a group of uplinks, Version & Status answers among them, with
+//! multi-row statements per group. What it stores must be what storing the same events one by
+//! one (`apply_event`, the path a refused group falls back to) stores: the device record, its
+//! log, its firmware history, which requests are answered, and the pruned histories.
+// A test or a tool: a panic is its report, and a scenario reads best in one piece.
+#![allow(clippy::unwrap_used, clippy::too_many_lines)]
+
+mod common;
+
+use common::*;
+use lorafleet::devices::record::{apply_event, record_downlink_request, Retention};
+use lorafleet::devices::DevEui;
+use lorafleet::ingest::{decode, Encoding, IntegrationEvent};
+use serde_json::Value;
+
+const D1: &str = "7a00000000000001";
+const D2: &str = "7a00000000000002";
+const D3: &str = "7a00000000000003";
+
+fn h(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).unwrap()
+}
+
+fn event(eui: &str, f_port: u32, f_cnt: u32, data: &[u8]) -> IntegrationEvent {
+    decode(
+        "up",
+        Encoding::Json,
+        &v4_uplink_json(eui, f_port, f_cnt, data),
+        lorafleet::config::ChirpstackVersion::V4,
+        lorafleet::config::NetworkKind::None,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+/// The events of the group, in order: several answers of one device (two of the same command
+/// in one payload, a versioning type that changes how a later version reads, stored versions
+/// settling an erase, a payload that does not decode), plain uplinks between them, enough frames
+/// for the uplink history to be pruned.
+fn group() -> Vec<IntegrationEvent> {
+    let mut events = vec![
+        event(D1, 111, 1, &h("04 3c000000 04 3d000000")),
+        event(D2, 111, 1, &h("01 00 03 02 01 00")),
+        event(D1, 2, 2, &[1, 2, 3]),
+        event(D2, 111, 2, &h("00 0a 01 13 01 00 04 02 01 00")),
+        event(D1, 111, 3, &h("02 05 03 02 01 00 04 02 01 00")),
+        event(D3, 111, 1, &h("03 00 20 00 00 00 10 00 00")),
+        event(D2, 111, 3, &h("01 00 04 02 01 00")),
+        event(D1, 111, 4, &h("04 3c 00 00 00 07")),
+    ];
+    let mut description = vec![0x06, 0x03, 0x04];
+    description.extend_from_slice(b"LTEK");
+    description.push(0x06);
+    description.extend_from_slice(b"FF1705");
+    events.push(event(D3, 111, 2, &description));
+    for f_cnt in 5..30 {
+        events.push(event(D1, 2, f_cnt, &[f_cnt as u8]));
+    }
+    events.push(event(D3, 111, 3, &h("06 03 00")));
+    events
+}
+
+/// Every device once, with the requests the answers settle waiting.
+async fn prepare(t: &TestApp) {
+    for eui in [D1, D2, D3] {
+        let r = t
+            .ingest("up", "application/json", v4_uplink_json(eui, 2, 0, &[0]))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let at = "2026-11-27T10:00:00.000Z";
+    for (eui, command) in [
+        (D1, "uptime"),
+        (D1, "uptime"),
+        (D1, "uptime"),
+        (D1, "erase_slot"),
+        (D1, "version_stored"),
+        (D2, "version_running"),
+        (D3, "space_status"),
+    ] {
+        let eui: DevEui = eui.parse().unwrap();
+        record_downlink_request(&t.app.db, eui, 111, &[0], false, Some(command), at)
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops what differs between two databases for the same history (row ids, the order of
+/// devices' row sequence numbers).
+fn comparable(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|k, _| k != "id" && k != "changed_seq");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(list) => list.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[tokio::test]
+async fn a_group_with_status_answers_is_stored_as_one_by_one() {
+    let configure = |c: &mut lorafleet::config::Config| {
+        c.devices.uplink_history = 5;
+        c.devices.event_history = 3;
+    };
+    let one_by_one = spawn(configure, None).await;
+    let grouped = spawn(configure, None).await;
+    prepare(&one_by_one).await;
+    prepare(&grouped).await;
+    let retention = Retention {
+        uplink_history: 5,
+        event_history: 3,
+        status_f_port: 111,
+    };
+
+    for ev in group() {
+        let mut tx = lorafleet::storage::begin_immediate(&one_by_one.app.db)
+            .await
+            .unwrap();
+        apply_event(&mut tx, &ev, retention).await.unwrap();
+        lorafleet::storage::commit(tx).await.unwrap();
+    }
+    // Queued before the writer task runs (this test's runtime has one thread and nothing here
+    // waits), so the writer takes them as one group.
+    let mut pending = Vec::new();
+    for ev in group() {
+        pending.push(grouped.app.writer.submit(ev).await.unwrap());
+    }
+    for done in pending {
+        done.await.unwrap().unwrap();
+    }
+
+    for eui in [D1, D2, D3] {
+        let a = comparable(one_by_one.device(eui).await);
+        let b = comparable(grouped.device(eui).await);
+        assert_eq!(a, b, "device {eui}");
+        let path = format!("/api/devices/{eui}/uplinks?limit=100");
+        let a = comparable(one_by_one.get_json(&path).await);
+        let b = comparable(grouped.get_json(&path).await);
+        assert_eq!(a, b, "uplinks of {eui}");
+    }
+    // The comparison has something to compare: the answers took effect.
+    let d1 = grouped.device(D1).await;
+    assert_eq!(d1["status"]["uptime_s"], 60);
+    assert_eq!(
+        d1["events"].as_array().unwrap().len(),
+        3,
+        "log pruned from 5 lines"
+    );
+    let d2 = grouped.device(D2).await;
+    assert_eq!(d2["status"]["running"]["version"]["display"], "1.2.4");
+    let d3 = grouped.device(D3).await;
+    assert_eq!(d3["status"]["manufacturer_id"], "LTEK");
+    assert_eq!(d3["status"]["heap_available"], 8192);
+    let text = serde_json::to_string(&d1).unwrap();
+    assert!(text.contains("\"answered\""), "{text}");
+}
