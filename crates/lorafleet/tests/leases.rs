@@ -11,7 +11,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::{CampaignState, Stage};
 use lorafleet::storage::campaigns::leases::{self, Claimed, Next, Previous, StepSave};
-use lorafleet::storage::campaigns::LogLine;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lorafleet::campaigns::lease_guard::{GuardedNetwork, Lease};
+use lorafleet::network::{Downlink, Enqueued, Network, NetworkError, RemoteDevice};
+use lorafleet::storage::campaigns::waves::{WaveState, WaveWrite};
+use lorafleet::storage::campaigns::{HistoryNote, LogLine, PollOutcome, SentDownlink};
 use serde_json::{json, Value};
 
 const A: &str = "0102030405060708";
@@ -183,6 +189,7 @@ fn save(at: &str, log: Vec<LogLine>, next: Next) -> StepSave<'_> {
         outcome: None,
         log_after: Vec::new(),
         next,
+        waves: None,
     }
 }
 
@@ -245,6 +252,177 @@ async fn a_step_is_stored_only_while_its_instance_holds_the_lease() {
     assert!(log.contains(&"a's step 1".to_string()), "{log:?}");
     assert!(log.contains(&"b's step".to_string()), "{log:?}");
     assert!(!log.contains(&"a's late step 2".to_string()), "{log:?}");
+}
+
+/// What a step did to its devices (the commands it sent, their firmware history) and to the
+/// campaign's waves is stored with the step: nothing of it when the lease was lost, all of it
+/// in the holder's step.
+#[tokio::test]
+async fn a_lost_step_leaves_no_downlink_history_or_wave_change_behind() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    claim(&t, "a", now, 3).await.unwrap();
+    claim(&t, "b", now + secs(4), 3).await.unwrap();
+    let eui: lorafleet::devices::DevEui = A.parse().unwrap();
+    let outcome = PollOutcome {
+        downlinks: vec![SentDownlink {
+            dev_eui: eui,
+            f_port: 200,
+            data: vec![0x02, 0x00],
+            confirmed: false,
+            what: "McGroupSetupReq".into(),
+            requested_at: now,
+            answered_at: now,
+            result: Ok((Some("q-1".into()), Some(7))),
+        }],
+        history: vec![HistoryNote {
+            dev_eui: A.into(),
+            at: now,
+            version: None,
+            outcome: Some("refused".into()),
+            message: "campaign step's history line".into(),
+        }],
+        ..PollOutcome::default()
+    };
+    let pause = WaveWrite::Pause {
+        states: vec![WaveState::Failed, WaveState::Pending],
+        reason: "wave 1: 1 of 1 devices failed".into(),
+    };
+    let step = |owner_line: &'static str| {
+        let (at, log, next) = step_with(owner_line, now + secs(5));
+        (at, log, next)
+    };
+    let (at, log, next) = step("a's late step");
+    let mut late = save(&at, log, next);
+    late.outcome = Some(&outcome);
+    late.waves = Some(pause.clone());
+    assert!(!leases::save_step(&t.app.db, id, "a", now + secs(8), &late)
+        .await
+        .unwrap());
+    let d = t.device(A).await;
+    assert_eq!(d["downlinks"], json!([]), "{d}");
+    assert_eq!(d["firmware_history"], json!([]), "{d}");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "running", "the wave's pause was dropped: {c}");
+
+    let (at, log, next) = step("b's step");
+    let mut held = save(&at, log, next);
+    held.outcome = Some(&outcome);
+    held.waves = Some(pause);
+    assert!(leases::save_step(&t.app.db, id, "b", now + secs(8), &held)
+        .await
+        .unwrap());
+    let d = t.device(A).await;
+    let downlinks = d["downlinks"].as_array().unwrap();
+    assert_eq!(downlinks.len(), 1, "{d}");
+    assert_eq!(
+        (
+            downlinks[0]["data_hex"].as_str(),
+            downlinks[0]["state"].as_str()
+        ),
+        (Some("0200"), Some("enqueued")),
+        "{d}"
+    );
+    assert_eq!(
+        d["firmware_history"][0]["message"], "campaign step's history line",
+        "{d}"
+    );
+    assert_eq!(d["firmware_history"][0]["campaign_id"], id, "{d}");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "paused", "{c}");
+    // The pause released the lease (the campaign waits for the operator, on no instance).
+    assert!(c["lease_until"].is_null(), "{c}");
+}
+
+/// A network that counts what it was asked to send.
+#[derive(Default)]
+struct Counting {
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Network for Counting {
+    fn kind(&self) -> lorafleet::config::NetworkKind {
+        lorafleet::config::NetworkKind::ChirpstackV4
+    }
+    async fn enqueue(&self, _d: &Downlink) -> Result<Enqueued, NetworkError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Enqueued {
+            network_ref: None,
+            f_cnt: None,
+        })
+    }
+    async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
+        Ok(Vec::new())
+    }
+    async fn enqueue_multicast(&self, _g: &str, _p: u8, _d: &[u8]) -> Result<u32, NetworkError> {
+        Ok(self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u32)
+    }
+}
+
+/// Each send of a step checks the campaign's lease: a step that runs longer than the lease
+/// renews it as it sends (another instance cannot take the campaign over in the middle), and
+/// an owner whose lease lapsed and was taken over sends nothing more, not even its next
+/// fragment: at most one send per attempt.
+#[tokio::test]
+async fn every_send_checks_the_lease_so_a_long_step_keeps_it_and_a_lost_one_sends_nothing() {
+    const LEASE: i64 = 3;
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let length = std::time::Duration::from_secs(LEASE as u64);
+    let network = Arc::new(Counting::default());
+    let sent = || network.sent.load(std::sync::atomic::Ordering::SeqCst);
+    let downlink = Downlink {
+        dev_eui: A.parse().unwrap(),
+        f_port: 200,
+        data: vec![0x02],
+        confirmed: false,
+    };
+
+    // a's step sends for twice its lease: the lease is renewed on the way, b never gets it.
+    let claimed_at = Instant::now();
+    claim(&t, "a", Utc::now(), LEASE).await.unwrap();
+    let lease = Arc::new(Lease::new(
+        t.app.db.clone(),
+        id,
+        "a",
+        length,
+        claimed_at + length,
+    ));
+    let a = GuardedNetwork::new(network.clone(), lease.clone());
+    let mut n = 0;
+    while claimed_at.elapsed() < length * 2 {
+        a.enqueue_multicast("mc-1", 201, &[0x08]).await.unwrap();
+        n += 1;
+        assert!(
+            claim(&t, "b", Utc::now(), LEASE).await.is_none(),
+            "taken over mid-step"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent(), n);
+
+    // a stalls (sends nothing, its lease is not renewed): b takes over once it lapses...
+    let stalled = Instant::now();
+    let b = loop {
+        if let Some(b) = claim(&t, "b", Utc::now(), LEASE).await {
+            break b;
+        }
+        assert!(stalled.elapsed() < length * 3, "the lease never lapsed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(b.attempt, 2);
+    // ...and a, back, is refused its next unicast and fragment: the network saw neither.
+    assert!(a.enqueue(&downlink).await.is_err());
+    assert!(a.enqueue_multicast("mc-1", 201, &[0x08]).await.is_err());
+    assert!(lease.lost());
+    assert_eq!(sent(), n, "nothing sent after the takeover");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(
+        (c["lease_owner"].as_str(), c["attempt"].as_i64()),
+        (Some("b"), Some(2))
+    );
 }
 
 /// The runner of an instance takes over a campaign whose owner's lease lapsed, says so in the
