@@ -561,6 +561,7 @@ mod two_instances {
     use serde_json::{json, Value};
     use tonic::{Request, Response, Status};
 
+    use super::common::browser::CampaignWatcher;
     use super::common::{postgres, spawn_binary, test_config, TestBinary, FIXTURE, PASSWORD};
 
     const DEVICES: [&str; 2] = ["0102030405060708", "1112131415161718"];
@@ -879,6 +880,68 @@ mod two_instances {
             .count()
     }
 
+    /// What the browser on the survivor saw, live (the page never reloaded): the campaign
+    /// running, the dead owner's steps (a device past its first setup command before the
+    /// takeover), the takeover, and the end with every device verified.
+    fn saw_every_change(seen: &Value, dead: &str, survivor: &str) {
+        assert_eq!(seen["loads"], 0, "the page reloaded: {seen}");
+        assert_eq!(seen["errors"], json!([]), "{seen}");
+        let snapshots = seen["snapshots"].as_array().unwrap();
+        let said = format!("taken over from {dead} by {survivor} (its lease lapsed), attempt 2");
+        let logs = |s: &Value| -> Vec<String> {
+            s["log"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let taken_over = snapshots
+            .iter()
+            .position(|s| logs(s).iter().any(|m| m.contains(&said)))
+            .unwrap_or_else(|| panic!("the page never showed {said:?}: {seen}"));
+        let stages = |s: &Value| -> Vec<String> {
+            s["devices"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let past_setup = ["frag_session_setup", "mc_session_setup", "fragments"];
+        assert!(
+            snapshots[..taken_over].iter().any(|s| stages(s)
+                .iter()
+                .any(|d| past_setup.iter().any(|p| d.contains(&format!(":{p}:"))))),
+            "the page did not show the dead owner's progress before the takeover: {seen}"
+        );
+        assert!(
+            snapshots[..taken_over]
+                .iter()
+                .any(|s| s["title"].as_str().is_some_and(|t| t.contains("running"))),
+            "{seen}"
+        );
+        let last = snapshots.last().unwrap();
+        assert!(
+            last["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("completed")),
+            "{last}"
+        );
+        let mut shown = stages(last);
+        shown.sort();
+        let mut want: Vec<String> = DEVICES
+            .iter()
+            .map(|d| format!("{d}:completed:verified"))
+            .collect();
+        want.sort();
+        assert_eq!(shown, want, "{last}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
         let Some(url) = postgres::fresh_database() else {
@@ -926,6 +989,11 @@ mod two_instances {
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        // A browser on each instance's page of the campaign: the survivor's must see it all.
+        let mut watchers = [
+            Some(CampaignWatcher::open(&a.base, id, PASSWORD).await),
+            Some(CampaignWatcher::open(&b.base, id, PASSWORD).await),
+        ];
         let r = a
             .http
             .post(a.url(&format!("/api/campaigns/{id}/start")))
@@ -954,6 +1022,8 @@ mod two_instances {
         );
         let (dead, survivor) = if a_owns { (&mut a, &b) } else { (&mut b, &a) };
         dead.kill().await;
+        let (dead_watcher, survivor_watcher) = if a_owns { (0, 1) } else { (1, 0) };
+        watchers[dead_watcher].take().unwrap().close().await;
         let killed_at = Instant::now();
         bases.lock().unwrap().retain(|base| *base == survivor.base);
 
@@ -976,6 +1046,8 @@ mod two_instances {
         })
         .await;
         assert_eq!(c["state"], "completed", "{c}");
+        let seen = watchers[survivor_watcher].take().unwrap().seen().await;
+        saw_every_change(&seen, &owner, &new_owner);
         for d in c["devices"].as_array().unwrap() {
             assert_eq!(
                 (d["stage"].as_str(), d["outcome"].as_str()),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod binary;
+pub mod browser;
 pub mod fake_chirpstack_v4;
 pub mod postgres;
 
