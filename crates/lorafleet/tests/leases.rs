@@ -552,180 +552,16 @@ mod two_instances {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use base64::Engine;
-    use chirpstack_api::api;
-    use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
-    use chirpstack_api::api::multicast_group_service_server::{
-        MulticastGroupService, MulticastGroupServiceServer,
-    };
     use serde_json::{json, Value};
-    use tonic::{Request, Response, Status};
 
     use super::common::browser::CampaignWatcher;
+    use super::common::fake_network_server::{self as fake_ns, Fake, TOKEN};
     use super::common::{postgres, spawn_binary, test_config, TestBinary, FIXTURE, PASSWORD};
 
     const DEVICES: [&str; 2] = ["0102030405060708", "1112131415161718"];
-    const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
-    const TOKEN: &str = "cs-api-key";
     const FIXTURE_VERSION: u32 = 1_623_165_310;
     const LEASE_S: u64 = 3;
     const REDUNDANCY: usize = 4;
-
-    /// What the fake ChirpStack received.
-    #[derive(Default)]
-    pub struct Fake {
-        /// (dev_eui, f_port, data) of every unicast enqueue, in order.
-        unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
-        groups: Mutex<Vec<api::MulticastGroup>>,
-        /// (group id, f_port, data) of every multicast enqueue.
-        multicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
-        deleted: Mutex<Vec<String>>,
-    }
-
-    #[derive(Clone)]
-    struct Svc(Arc<Fake>);
-
-    macro_rules! service {
-        ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
-            #[tonic::async_trait]
-            impl $tr for $ty {
-                $($call)*
-                $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
-                    Err(Status::unimplemented(stringify!($name)))
-                })*
-            }
-        };
-    }
-
-    service! { DeviceService for Svc {
-        async fn get_keys(
-            &self,
-            r: Request<api::GetDeviceKeysRequest>,
-        ) -> Result<Response<api::GetDeviceKeysResponse>, Status> {
-            Ok(Response::new(api::GetDeviceKeysResponse {
-                device_keys: Some(api::DeviceKeys {
-                    dev_eui: r.into_inner().dev_eui,
-                    nwk_key: "0".repeat(32),
-                    app_key: "0".repeat(32),
-                    gen_app_key: GEN_APP_KEY.into(),
-                }),
-                created_at: None,
-                updated_at: None,
-            }))
-        }
-        async fn enqueue(
-            &self,
-            r: Request<api::EnqueueDeviceQueueItemRequest>,
-        ) -> Result<Response<api::EnqueueDeviceQueueItemResponse>, Status> {
-            let item = r.into_inner().queue_item.unwrap();
-            let mut u = self.0.unicast.lock().unwrap();
-            u.push((item.dev_eui, item.f_port, item.data));
-            Ok(Response::new(api::EnqueueDeviceQueueItemResponse { id: format!("q-{}", u.len()) }))
-        }
-        } unimplemented {
-            create(CreateDeviceRequest) -> ();
-            get(GetDeviceRequest) -> api::GetDeviceResponse;
-            update(UpdateDeviceRequest) -> ();
-            delete(DeleteDeviceRequest) -> ();
-            list(ListDevicesRequest) -> api::ListDevicesResponse;
-            create_keys(CreateDeviceKeysRequest) -> ();
-            update_keys(UpdateDeviceKeysRequest) -> ();
-            delete_keys(DeleteDeviceKeysRequest) -> ();
-            flush_dev_nonces(FlushDevNoncesRequest) -> ();
-            activate(ActivateDeviceRequest) -> ();
-            deactivate(DeactivateDeviceRequest) -> ();
-            get_activation(GetDeviceActivationRequest) -> api::GetDeviceActivationResponse;
-            get_random_dev_addr(GetRandomDevAddrRequest) -> api::GetRandomDevAddrResponse;
-            get_metrics(GetDeviceMetricsRequest) -> api::GetDeviceMetricsResponse;
-            get_link_metrics(GetDeviceLinkMetricsRequest) -> api::GetDeviceLinkMetricsResponse;
-            flush_queue(FlushDeviceQueueRequest) -> ();
-            get_queue(GetDeviceQueueItemsRequest) -> api::GetDeviceQueueItemsResponse;
-            get_next_f_cnt_down(GetDeviceNextFCntDownRequest) -> api::GetDeviceNextFCntDownResponse;
-        }
-    }
-
-    service! { MulticastGroupService for Svc {
-        async fn create(
-            &self,
-            r: Request<api::CreateMulticastGroupRequest>,
-        ) -> Result<Response<api::CreateMulticastGroupResponse>, Status> {
-            let mut g = r.into_inner().multicast_group.unwrap();
-            let mut groups = self.0.groups.lock().unwrap();
-            g.id = format!("mc-{}", groups.len() + 1);
-            let id = g.id.clone();
-            groups.push(g);
-            Ok(Response::new(api::CreateMulticastGroupResponse { id }))
-        }
-        async fn list(
-            &self,
-            r: Request<api::ListMulticastGroupsRequest>,
-        ) -> Result<Response<api::ListMulticastGroupsResponse>, Status> {
-            let r = r.into_inner();
-            let result: Vec<_> = self.0.groups.lock().unwrap().iter()
-                .filter(|g| g.application_id == r.application_id && g.name.contains(&r.search))
-                .map(|g| api::MulticastGroupListItem { id: g.id.clone(), name: g.name.clone(), ..Default::default() })
-                .collect();
-            Ok(Response::new(api::ListMulticastGroupsResponse { total_count: result.len() as u32, result }))
-        }
-        async fn add_device(
-            &self,
-            _r: Request<api::AddDeviceToMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            Ok(Response::new(()))
-        }
-        async fn add_gateway(
-            &self,
-            _r: Request<api::AddGatewayToMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            Ok(Response::new(()))
-        }
-        async fn enqueue(
-            &self,
-            r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
-        ) -> Result<Response<api::EnqueueMulticastGroupQueueItemResponse>, Status> {
-            let item = r.into_inner().queue_item.unwrap();
-            let mut m = self.0.multicast.lock().unwrap();
-            m.push((item.multicast_group_id, item.f_port, item.data));
-            Ok(Response::new(api::EnqueueMulticastGroupQueueItemResponse { f_cnt: m.len() as u32 - 1 }))
-        }
-        async fn list_queue(
-            &self,
-            _r: Request<api::ListMulticastGroupQueueRequest>,
-        ) -> Result<Response<api::ListMulticastGroupQueueResponse>, Status> {
-            // The fake sends instantly: nothing is ever left in the queue.
-            Ok(Response::new(api::ListMulticastGroupQueueResponse { items: vec![] }))
-        }
-        async fn delete(
-            &self,
-            r: Request<api::DeleteMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            self.0.deleted.lock().unwrap().push(r.into_inner().id);
-            Ok(Response::new(()))
-        }
-        } unimplemented {
-            get(GetMulticastGroupRequest) -> api::GetMulticastGroupResponse;
-            update(UpdateMulticastGroupRequest) -> ();
-            remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
-            remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
-            flush_queue(FlushMulticastGroupQueueRequest) -> ();
-        }
-    }
-
-    async fn start_fake() -> (Arc<Fake>, String) {
-        let fake = Arc::new(Fake::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let svc = Svc(fake.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(MulticastGroupServiceServer::new(svc.clone()))
-                .add_service(DeviceServiceServer::new(svc))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        (fake, url)
-    }
 
     fn fragments() -> usize {
         FIXTURE.len().div_ceil(200) + REDUNDANCY
@@ -769,19 +605,10 @@ mod two_instances {
         data: &[u8],
         f_cnt: u32,
     ) -> bool {
-        let body = json!({
-            "deduplicationId": format!("dedup-{dev_eui}-{f_cnt}"),
-            "time": chrono::Utc::now().to_rfc3339(),
-            "deviceInfo": {"applicationId": "app-1", "deviceProfileId": "profile-1", "devEui": dev_eui, "deviceName": dev_eui},
-            "fCnt": f_cnt,
-            "fPort": f_port,
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -80, "snr": 7.5}],
-        });
         let r = http
             .post(format!("{base}/api/integrations/chirpstack?event=up"))
             .bearer_auth(super::common::INTEGRATION_TOKEN)
-            .json(&body)
+            .json(&fake_ns::answer_json(dev_eui, f_port, data, f_cnt))
             .send()
             .await;
         r.is_ok_and(|r| r.status() == 200)
@@ -947,7 +774,7 @@ mod two_instances {
         let Some(url) = postgres::fresh_database() else {
             return;
         };
-        let (fake, cs_url) = start_fake().await;
+        let (fake, cs_url) = fake_ns::start().await;
         let config = || {
             test_config().with(|c| {
                 c.server.database_url = url.clone();
@@ -1067,7 +894,14 @@ mod two_instances {
         // ChirpStack saw one group, and each setup command once per device: both were before
         // the kill, in attempt 1, and the new owner did not send them again.
         assert_eq!(fake.groups.lock().unwrap().len(), 1, "one multicast group");
-        assert_eq!(*fake.deleted.lock().unwrap(), ["mc-1"]);
+        let deleted: Vec<String> = fake
+            .deleted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.0.clone())
+            .collect();
+        assert_eq!(deleted, ["mc-1"]);
         let unicast = fake.unicast.lock().unwrap().clone();
         for eui in DEVICES {
             assert_eq!(
@@ -1092,7 +926,7 @@ mod two_instances {
         for n in 1..=fragments() as u16 {
             let times = multicast
                 .iter()
-                .filter(|(g, _, d)| {
+                .filter(|(g, _, d, _)| {
                     g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
                 })
                 .count();
