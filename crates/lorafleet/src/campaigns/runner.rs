@@ -59,6 +59,19 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         lease_s = app.config.campaigns.lease_s,
         "campaign runner: this instance's lease owner id"
     );
+    // A send starts with at least two thirds of the lease left (see `lease_guard`): a request
+    // to the network server that may take longer could outlast the lease.
+    let (timeout_s, lease_s) = (
+        app.config.network.request_timeout_s,
+        app.config.campaigns.lease_s,
+    );
+    if timeout_s.saturating_mul(3) > lease_s.saturating_mul(2) {
+        tracing::warn!(
+            network_request_timeout_s = timeout_s,
+            lease_s,
+            "network.request_timeout_s should stay under two thirds of campaigns.lease_s: a slow request to the network server could end after another instance took its campaign over"
+        );
+    }
     tokio::spawn(async move {
         release_previous_process(&app).await;
         let mut stopping = app.shutdown.subscribe();
