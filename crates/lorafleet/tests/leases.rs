@@ -769,24 +769,31 @@ mod two_instances {
         assert_eq!(shown, want, "{last}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
-        let Some(url) = postgres::fresh_database() else {
-            return;
-        };
-        let (fake, cs_url) = fake_ns::start().await;
+    /// Two instances on a fresh PostgreSQL database and the fake ChirpStack, the devices played
+    /// by the test through both, and a draft engine campaign of them (a multicast session of
+    /// 2^`timeout_exp` s); `None` without PostgreSQL.
+    struct TwoInstances {
+        fake: Arc<Fake>,
+        a: TestBinary,
+        b: TestBinary,
+        bases: Arc<Mutex<Vec<String>>>,
+        id: i64,
+    }
+
+    async fn two_instances(fake: Arc<Fake>, cs_url: &str, timeout_exp: u8) -> Option<TwoInstances> {
+        let url = postgres::fresh_database()?;
         let config = || {
             test_config().with(|c| {
                 c.server.database_url = url.clone();
                 c.campaigns.lease_s = LEASE_S;
                 c.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
-                c.network.chirpstack_v4.api_url = cs_url.clone();
+                c.network.chirpstack_v4.api_url = cs_url.to_string();
                 c.network.chirpstack_v4.api_token = TOKEN.into();
                 c.network.request_timeout_s = 2;
             })
         };
-        let mut a = spawn_binary(config()).await;
-        let mut b = spawn_binary(config()).await;
+        let a = spawn_binary(config()).await;
+        let b = spawn_binary(config()).await;
         let bases = Arc::new(Mutex::new(vec![a.base.clone(), b.base.clone()]));
         let http = reqwest::Client::new();
         for (i, eui) in DEVICES.iter().enumerate() {
@@ -800,7 +807,7 @@ mod two_instances {
         let firmware_id = upload(&a).await;
         let body = json!({
             "name": "two instances", "firmware_id": firmware_id, "devices": DEVICES, "driver": "engine",
-            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": 3},
+            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": timeout_exp},
             "unicast": {"timeout_s": 5, "attempts": 1},
             "fragmentation": {"fragment_size": 200, "redundancy": REDUNDANCY, "session_index": 2, "block_ack_delay": 2, "descriptor_hex": "0a0b0c0d"},
             "request_frag_status": "after_session",
@@ -816,19 +823,88 @@ mod two_instances {
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-        // A browser on each instance's page of the campaign: the survivor's must see it all.
-        let mut watchers = [
-            Some(CampaignWatcher::open(&a.base, id, PASSWORD).await),
-            Some(CampaignWatcher::open(&b.base, id, PASSWORD).await),
-        ];
-        let r = a
+        Some(TwoInstances {
+            fake,
+            a,
+            b,
+            bases,
+            id,
+        })
+    }
+
+    async fn start(on: &TestBinary, id: i64) {
+        let r = on
             .http
-            .post(a.url(&format!("/api/campaigns/{id}/start")))
+            .post(on.url(&format!("/api/campaigns/{id}/start")))
             .basic_auth("admin", Some(PASSWORD))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+
+    /// Each fragment's number of sends to the campaign's group, for fragments 1..=all.
+    fn fragment_sends(fake: &Fake) -> Vec<usize> {
+        let multicast = fake.multicast.lock().unwrap().clone();
+        (1..=fragments() as u16)
+            .map(|n| {
+                multicast
+                    .iter()
+                    .filter(|(g, _, d, _)| {
+                        g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
+                    })
+                    .count()
+            })
+            .collect()
+    }
+
+    /// A step longer than the lease (ChirpStack takes 60 ms per fragment: the step queueing
+    /// them all lasts over twice `lease_s`) renews the lease as it sends: the other instance,
+    /// claiming every second, never takes the campaign over, and every fragment is sent once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_longer_than_the_lease_is_not_taken_over_and_sends_each_fragment_once() {
+        let (fake, cs_url) = fake_ns::start().await;
+        // A 16 s session (timeout exponent 4), longer than the slow stream.
+        let Some(t) = two_instances(fake, &cs_url, 4).await else {
+            return;
+        };
+        *t.fake.multicast_delay.lock().unwrap() = Duration::from_millis(60);
+        assert!(
+            Duration::from_millis(60) * fragments() as u32 > Duration::from_secs(2 * LEASE_S),
+            "the stream must outlast the lease"
+        );
+        start(&t.a, t.id).await;
+        let c = until(&t.a, t.id, Duration::from_secs(120), |c| {
+            c["state"] != "running"
+        })
+        .await;
+        assert_eq!(c["state"], "completed", "{c}");
+        assert_eq!(c["attempt"], 1, "never taken over: {c}");
+        assert_eq!(fragment_sends(&t.fake), vec![1; fragments()]);
+        for d in c["devices"].as_array().unwrap() {
+            assert_eq!(d["outcome"], "verified", "{d}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
+        let (fake, cs_url) = fake_ns::start().await;
+        let Some(TwoInstances {
+            fake,
+            mut a,
+            mut b,
+            bases,
+            id,
+        }) = two_instances(fake, &cs_url, 3).await
+        else {
+            return;
+        };
+        // A browser on each instance's page of the campaign: the survivor's must see it all.
+        let mut watchers = [
+            Some(CampaignWatcher::open(&a.base, id, PASSWORD).await),
+            Some(CampaignWatcher::open(&b.base, id, PASSWORD).await),
+        ];
+        start(&a, id).await;
 
         // The fragments are going out: kill -9 whichever instance owns the campaign.
         let started = Instant::now();
@@ -922,15 +998,12 @@ mod two_instances {
         }
         // Each fragment at most once per attempt (the new attempt re-sends what the dead owner
         // had not recorded as sent), all of them at least once.
-        let multicast = fake.multicast.lock().unwrap().clone();
-        for n in 1..=fragments() as u16 {
-            let times = multicast
-                .iter()
-                .filter(|(g, _, d, _)| {
-                    g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
-                })
-                .count();
-            assert!((1..=2).contains(&times), "fragment {n} sent {times} times");
+        for (n, times) in fragment_sends(&fake).into_iter().enumerate() {
+            assert!(
+                (1..=2).contains(&times),
+                "fragment {} sent {times} times",
+                n + 1
+            );
         }
     }
 }

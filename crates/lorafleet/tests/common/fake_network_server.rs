@@ -36,6 +36,8 @@ pub struct Fake {
     pub gateways: Mutex<Vec<(String, String)>>,
     pub multicast: Mutex<Vec<McEnqueue>>,
     pub deleted: Mutex<Vec<(String, DateTime<Utc>)>>,
+    /// How long each multicast enqueue takes (a slow network server).
+    pub multicast_delay: Mutex<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,8 @@ super::grpc_service! { MulticastGroupService for Svc {
         r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
     ) -> Result<Response<api::EnqueueMulticastGroupQueueItemResponse>, Status> {
         authorized(&r)?;
+        let delay = *self.0.multicast_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         let item = r.into_inner().queue_item.unwrap();
         let mut m = self.0.multicast.lock().unwrap();
         m.push((item.multicast_group_id, item.f_port, item.data, Utc::now()));
