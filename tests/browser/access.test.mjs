@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, waitFor as waitUntil } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
@@ -48,15 +48,7 @@ async function api(method, p, body, authorization = admin()) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
-async function waitFor(what, fn, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
+const waitFor = (what, fn, timeoutMs = 15000) => waitUntil(what, fn, timeoutMs);
 
 async function withPage(name, { user = 'admin', password = ADMIN_PASSWORD, width = 1280 } = {}, fn) {
   // axe is injected as a script; the console's CSP (script-src 'self') would refuse it.

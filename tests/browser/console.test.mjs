@@ -14,7 +14,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, sleep, waitFor } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const DEV_EUI = '0102030405060708';
@@ -107,16 +107,6 @@ async function injectUplink({ devEui = DEV_EUI, name = DEVICE_NAME, application 
   });
   const text = await r.text();
   assert.ok(r.ok, `integration endpoint answered ${r.status}: ${text}`);
-}
-
-async function waitFor(what, fn, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 /** Downlinks the fake Application Server received since `from` (an index into its log). */

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, waitFor as waitUntil } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // More than the campaign form's picker shows (200), so its note and the filter can be seen.
@@ -34,15 +34,7 @@ async function apiGet(p) {
   return r.json();
 }
 
-async function waitFor(what, fn, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const waitFor = (what, fn, timeoutMs = 10000) => waitUntil(what, fn, timeoutMs, 50);
 
 const shownRows = (page) => page.getByTestId('device-row').evaluateAll((els) => els.map((el) => el.getAttribute('data-dev-eui')));
 const hashParams = async (page) => Object.fromEntries(new URLSearchParams(await page.evaluate(() => location.hash.split('?')[1] || '')));

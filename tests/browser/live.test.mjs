@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startLorafleet, stopLorafleet, sleep } from './lorafleet.mjs';
+import { startLorafleet, stopLorafleet, sleep, waitFor as waitUntil } from './lorafleet.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Device 1 of the simulated fleet is a sensor; the demo library has a newer sensor image.
@@ -67,15 +67,7 @@ async function apiPost(p, body) {
   return { status: r.status, body: await r.json().catch(() => null) };
 }
 
-async function waitFor(what, fn, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const waitFor = (what, fn, timeoutMs = 10000) => waitUntil(what, fn, timeoutMs, 50);
 
 /** `device` events on the server's stream during `ms`, counted from the raw SSE body. */
 async function deviceEventsDuring(ms) {
