@@ -202,19 +202,8 @@ pub async fn run_due(app: &App) -> anyhow::Result<()> {
             tracing::warn!(campaign = id, error = %format!("{e:#}"), "campaign step failed");
             // Keep the runner from spinning on a campaign whose step errors before polling.
             let at = net_now(app);
-            let step = StepSave {
-                at: &at,
-                started: false,
-                log_before: Vec::new(),
-                outcome: None,
-                log_after: Vec::new(),
-                next: Next::Poll {
-                    at: Utc::now() + chrono::Duration::from_std(poll_interval(app))?,
-                    error: Some(format!("{e:#}")),
-                },
-                waves: None,
-            };
-            save(app, id, &step).await?;
+            let after = poll_interval(app);
+            save(app, id, &poll_only(&at, after, Some(format!("{e:#}")))?).await?;
         }
     }
 }
@@ -499,19 +488,25 @@ async fn wave_step(
 /// clock): the campaign is looked at again within a second, nothing is sent.
 async fn wait_for_wave(app: &App, id: i64, wait: Duration) -> anyhow::Result<()> {
     let at = net_now(app);
-    let step = StepSave {
-        at: &at,
+    let after = wait.min(Duration::from_secs(1));
+    save(app, id, &poll_only(&at, after, None)?).await
+}
+
+/// A step that stores nothing but when to look at the campaign again (`after` from now, real
+/// time) and the error that made it fail, if one did.
+fn poll_only(at: &str, after: Duration, error: Option<String>) -> anyhow::Result<StepSave<'_>> {
+    Ok(StepSave {
+        at,
         started: false,
         log_before: Vec::new(),
         outcome: None,
         log_after: Vec::new(),
         next: Next::Poll {
-            at: Utc::now() + chrono::Duration::from_std(wait.min(Duration::from_secs(1)))?,
-            error: None,
+            at: Utc::now() + chrono::Duration::from_std(after)?,
+            error,
         },
         waves: None,
-    };
-    save(app, id, &step).await
+    })
 }
 
 async fn process(app: &App, claimed: &Claimed, claimed_at: Instant) -> anyhow::Result<()> {
