@@ -62,6 +62,53 @@ pub fn parity_columns(n: u32, m: usize) -> Vec<u32> {
     bits_ascending(&set, 0).map(|c| c as u32).collect()
 }
 
+/// TS004 v2's parity line: the same generator, but a column drawn twice is drawn again, so
+/// the line holds exactly `m / 2` distinct columns (TS004 v2.0.0; LoRa Basics Modem's
+/// `fragmentation_helper_v2.0.0.c` and lrwn's v2 encoder agree). A v1 device would rebuild a
+/// v2 parity fragment wrongly wherever the two lines differ.
+pub fn parity_columns_v2(n: u32, m: usize) -> Vec<u32> {
+    let mut set = vec![0u64; m.div_ceil(64)];
+    let modulus = if m.is_power_of_two() { m + 1 } else { m } as u64;
+    let mut x = 1 + 1001 * u64::from(n);
+    let mut drawn = 0;
+    while drawn < m / 2 {
+        let r = loop {
+            x = prbs23(x);
+            let r = x % modulus;
+            if r < m as u64 {
+                break r as usize;
+            }
+        };
+        if let Some(w) = set.get_mut(r / 64) {
+            if *w & (1 << (r % 64)) == 0 {
+                *w |= 1 << (r % 64);
+                drawn += 1;
+            }
+        }
+    }
+    bits_ascending(&set, 0).map(|c| c as u32).collect()
+}
+
+/// Which parity matrix a session's parity fragments follow (the session's TS004 version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Matrix {
+    /// TS004 v1: `m / 2` draws, a repeat selects the column once.
+    #[default]
+    V1,
+    /// TS004 v2: exactly `m / 2` distinct columns.
+    V2,
+}
+
+impl Matrix {
+    /// The columns of parity line `n` for `m` data fragments.
+    pub fn columns(self, n: u32, m: usize) -> Vec<u32> {
+        match self {
+            Matrix::V1 => parity_columns(n, m),
+            Matrix::V2 => parity_columns_v2(n, m),
+        }
+    }
+}
+
 /// Parity matrix line `n` (1-based parity index) for `m` data fragments, as one
 /// flag per data fragment. The same fragment may be drawn twice; it is then
 /// simply selected (not toggled back off).
@@ -221,6 +268,7 @@ pub struct FragmentDecoder {
     received: usize,
     parity: Option<ParityStage>,
     done: bool,
+    matrix: Matrix,
 }
 
 impl FragmentDecoder {
@@ -301,7 +349,14 @@ impl FragmentDecoder {
             received: 0,
             parity: None,
             done: false,
+            matrix: Matrix::V1,
         })
+    }
+
+    /// This decoder reading parity fragments by `matrix` (a TS004 v2 session: [`Matrix::V2`]).
+    pub fn with_matrix(mut self, matrix: Matrix) -> Self {
+        self.matrix = matrix;
+        self
     }
 
     /// Number of data fragments (M).
@@ -394,7 +449,7 @@ impl FragmentDecoder {
             let columns = match columns {
                 Some(c) => c,
                 None => {
-                    owned = parity_columns(parity_index, self.nb_fragments);
+                    owned = self.matrix.columns(parity_index, self.nb_fragments);
                     &owned
                 }
             };
@@ -930,6 +985,41 @@ mod tests {
             for n in [4, m as u32 + 1, m as u32 + 2, m as u32 + 3] {
                 assert_eq!(started.push(n, &[]), pushed.push(n, &[]), "M {m} N {n}");
             }
+        }
+    }
+
+    /// A v2 session decodes lrwn's v2 parity fragments (exactly M/2 distinct columns), and the
+    /// v1 matrix does not: the two differ where v1 draws a column twice.
+    #[test]
+    fn v2_matrix_matches_lrwns_v2_encoder() {
+        use lrwn::applayer::fragmentation::v2;
+        for m in [10usize, 16, 64, 97] {
+            let size = 4;
+            let image: Vec<u8> = (0..m * size).map(|i| (i * 37 % 251) as u8).collect();
+            let frames = v2::encode(&image, size, m).unwrap();
+            let mut differs = false;
+            for (k, frame) in frames.iter().enumerate().skip(m) {
+                let n = (k - m + 1) as u32;
+                let cols = parity_columns_v2(n, m);
+                assert_eq!(cols.len(), m / 2, "M {m}, line {n}");
+                let mut want = vec![0u8; size];
+                for c in &cols {
+                    xor_into(&mut want, &image[*c as usize * size..][..size]);
+                }
+                assert_eq!(&want, frame, "M {m}, line {n}");
+                differs |= cols != parity_columns(n, m);
+            }
+            assert!(differs, "M {m}: some v1 line repeats a column");
+            // Every data fragment but the first two lost: v2 parity rebuilds the image.
+            let mut d = FragmentDecoder::new(m, size, 0)
+                .unwrap()
+                .with_matrix(Matrix::V2);
+            for (k, frame) in frames.iter().enumerate().skip(2) {
+                if d.push(k as u32 + 1, frame).unwrap() == Progress::Done {
+                    break;
+                }
+            }
+            assert_eq!(d.image().unwrap(), image, "M {m}");
         }
     }
 }

@@ -15,13 +15,17 @@
 //!
 //! Run: `cargo run --release -p lorafleet-simulator --example bench_parity`
 //! (`BENCH_PARITY_M=64,500`, `BENCH_PARITY_LOSS=0.05,0.1` to run part of the matrix).
+//! `BENCH_PARITY_STACK=loramac-node` runs LoRaMac-node-like devices instead of the demo
+//! ones: their FragSessionStatusAns in the highest-N reading (NbFragReceived the last N seen,
+//! MissingFrag the data fragments lost, never lowered, answering whenever one was lost), 50-byte
+//! fragments, in a build whose FRAG_MAX_NB and FRAG_MAX_REDUNDANCY hold every M of the matrix
+//! (the stock 21 fragments would hold none of it).
 // A tool: a panic is its report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use lorafleet_codec::frag_status::Reading;
 use lorafleet_engine::adaptive::AdaptiveParity;
 use lorafleet_engine::airtime::airtime_ms;
 use lorafleet_engine::commands::{self, data_fragments, FragSetup, MulticastClass};
@@ -30,6 +34,7 @@ use lorafleet_engine::machine::{
 };
 use lorafleet_engine::ports;
 use lorafleet_simulator::device::{Ctx, Identity, SimDevice};
+use lorafleet_simulator::stacks::{FragLimitsPatch, Stack};
 use rand::{Rng, SeedableRng};
 
 const FRAGMENT_SIZE: u8 = 50;
@@ -96,24 +101,29 @@ fn settings(m: usize, redundancy: usize, adaptive: bool) -> Settings {
     }
 }
 
-fn ctx(region: &dyn lrwn::region::Region) -> Ctx<'_> {
+fn ctx(region: &dyn lrwn::region::Region, stack: Stack) -> Ctx<'_> {
+    let build = FragLimitsPatch {
+        max_fragments: Some(lorafleet_codec::fragmentation::MAX_N as u16),
+        max_parity: Some(lorafleet_codec::fragmentation::MAX_N as u16),
+        ..Default::default()
+    };
     Ctx {
         region,
         status_port: 111,
         reboot_delay_ms: 30_000,
         slot_size: 1 << 20,
-        stack: lorafleet_simulator::stacks::Stack::LorafleetDemo,
+        stack,
+        limits: stack.limits(Some(&build)),
     }
 }
 
-fn fleet(n: usize, s: &Settings, loss: f64, seed: u64, region: &dyn lrwn::region::Region) -> Fleet {
+fn fleet(n: usize, s: &Settings, loss: f64, seed: u64, c: &Ctx) -> Fleet {
     let mut other = rand::rngs::StdRng::seed_from_u64(seed);
     let setup = commands::frag_session_setup_req(&s.frag).unwrap();
-    let c = ctx(region);
     let devs = (0..n as u32)
         .map(|i| {
             let mut d = SimDevice::new(Identity::nth(i), 0, &mut other);
-            d.on_unicast(&c, 0, ports::FRAGMENTATION, &setup, &mut other);
+            d.on_unicast(c, 0, ports::FRAGMENTATION, &setup, &mut other);
             d.state.outbox.clear();
             d
         })
@@ -210,7 +220,7 @@ fn run_adaptive(
             let mut e = Dev::new(d.id.dev_eui, [0; 16], None, s, t0());
             e.step = Step::InSession;
             e.next_action_at = None;
-            e.frag_reading = Some(Reading::Count);
+            e.frag_reading = Some(c.stack.status_reading());
             e
         })
         .collect();
@@ -262,11 +272,17 @@ fn main() {
     let losses = env_list("BENCH_PARITY_LOSS", &[0.05, 0.1, 0.2]);
     let sizes = env_list("BENCH_PARITY_M", &[64usize, 500, 2000]);
     let region = lrwn::region::get(lrwn::region::CommonName::EU868, false, false);
-    let c = ctx(region.as_ref());
+    let stack = std::env::var("BENCH_PARITY_STACK")
+        .ok()
+        .map(|name| Stack::parse(&name).expect("BENCH_PARITY_STACK: a device stack name"))
+        .unwrap_or(Stack::LorafleetDemo);
+    let c = ctx(region.as_ref(), stack);
     let frag_air = airtime_ms(region.as_ref(), DR, usize::from(FRAGMENT_SIZE) + 3, false);
     let status_air = airtime_ms(region.as_ref(), DR, 2, false);
     println!(
-        "{devices} devices, {FRAGMENT_SIZE}-byte fragments at DR{DR} ({frag_air:.1} ms each, status request {status_air:.1} ms); adaptive: groups of 5 % of M, cap {ADAPTIVE_CAP_PERCENT} %, {} status copies per round",
+        "{devices} {} devices ({:?} reading), {FRAGMENT_SIZE}-byte fragments at DR{DR} ({frag_air:.1} ms each, status request {status_air:.1} ms); adaptive: groups of 5 % of M, cap {ADAPTIVE_CAP_PERCENT} %, {} status copies per round",
+        stack.name(),
+        stack.status_reading(),
         lorafleet_engine::adaptive::STATUS_COPIES
     );
     println!("| loss | M | mode | parity sent | air time | completed | unluckiest device needed (parity) | air time / unluckiest's | status rounds (waiting) | CPU |");
@@ -291,7 +307,7 @@ fn main() {
                     _ => cap,
                 };
                 let s = settings(m, r, adaptive);
-                let mut f = fleet(devices, &s, loss, seed, region.as_ref());
+                let mut f = fleet(devices, &s, loss, seed, &c);
                 let o = if adaptive {
                     run_adaptive(&mut f, &s, &all, &c, frag_air, status_air)
                 } else {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stacks::Stack;
+use crate::stacks::{FragLimits, FragLimitsPatch, Stack};
 use lorafleet_codec::eui::DevEui;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,10 @@ pub struct SimulatedConfig {
     /// "loramac-node": 0.3, "firmware-management-only": 0.2}` (see `stacks`); empty: every
     /// device is a demo device.
     pub stacks: BTreeMap<String, f64>,
+    /// Per stack name, the fragment limits its build sets (`max_fragments`,
+    /// `max_fragment_size`, `max_parity`), over the stack's stock ones (LoRaMac-node 21 / 50
+    /// / 5, LoRa Basics Modem 100 / 242 / 100): as a device build sets FRAG_MAX_NB etc.
+    pub stack_limits: BTreeMap<String, FragLimitsPatch>,
 }
 
 impl Default for SimulatedConfig {
@@ -42,6 +46,7 @@ impl Default for SimulatedConfig {
             reboot_delay_s: 10,
             overrides: BTreeMap::new(),
             stacks: BTreeMap::new(),
+            stack_limits: BTreeMap::new(),
         }
     }
 }
@@ -78,6 +83,23 @@ impl SimulatedConfig {
             return Err("uplink_interval_s must be at least 1".into());
         }
         self.stack_shares()?;
+        for (name, l) in &self.stack_limits {
+            if Stack::parse(name).is_none() {
+                return Err(format!(
+                    "stack_limits: {name:?} is not a device stack ({})",
+                    stack_names()
+                ));
+            }
+            for (key, v) in [
+                ("max_fragments", l.max_fragments),
+                ("max_fragment_size", l.max_fragment_size.map(u16::from)),
+                ("max_parity", l.max_parity),
+            ] {
+                if v == Some(0) {
+                    return Err(format!("stack_limits.{name}.{key} must be at least 1"));
+                }
+            }
+        }
         for (eui, o) in &self.overrides {
             if let Some(s) = o.stack.as_deref().filter(|s| Stack::parse(s).is_none()) {
                 return Err(format!(
@@ -124,6 +146,11 @@ impl SimulatedConfig {
         }
         out.sort_by_key(|(s, _)| *s);
         Ok(out)
+    }
+
+    /// A stack's fragment limits in this fleet: its build's (`stack_limits`) over its stock ones.
+    pub fn limits_of(&self, stack: Stack) -> Option<FragLimits> {
+        stack.limits(self.stack_limits.get(stack.name()))
     }
 
     /// Device `n`'s stack: its override, else its share of the fleet.
@@ -186,7 +213,7 @@ mod tests {
             bad(|c| {
                 c.stacks.insert("lbm".into(), 1.0);
             }),
-            "stacks: \"lbm\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only)"
+            "stacks: \"lbm\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only, lora-basics-modem)"
         );
         assert_eq!(
             bad(|c| {
@@ -202,7 +229,23 @@ mod tests {
                 };
                 c.overrides.insert("4c4653494d000001".into(), o);
             }),
-            "overrides.4c4653494d000001.stack: \"st\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only)"
+            "overrides.4c4653494d000001.stack: \"st\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only, lora-basics-modem)"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.stack_limits.insert("st".into(), FragLimitsPatch::default());
+            }),
+            "stack_limits: \"st\" is not a device stack (lorafleet-demo, loramac-node, firmware-management-only, lora-basics-modem)"
+        );
+        assert_eq!(
+            bad(|c| {
+                let l = FragLimitsPatch {
+                    max_parity: Some(0),
+                    ..Default::default()
+                };
+                c.stack_limits.insert("loramac-node".into(), l);
+            }),
+            "stack_limits.loramac-node.max_parity must be at least 1"
         );
     }
 

@@ -157,6 +157,12 @@ impl Simulation {
     }
 
     /// Every simulated device's EUI, in order.
+    /// The device's implementation (`network.simulated.stacks`), as its device profile would
+    /// say.
+    pub fn stack_of(&self, dev_eui: DevEui) -> Option<crate::stacks::Stack> {
+        self.inner.world().stack_of(dev_eui)
+    }
+
     pub fn dev_euis(&self) -> Vec<DevEui> {
         self.inner
             .world()

@@ -194,6 +194,8 @@ struct DeviceSetup {
     multicast_loss: f64,
     slot_size: u32,
     stack: crate::stacks::Stack,
+    /// The stack's fragment limits in this fleet (its build's over its stock ones).
+    limits: Option<crate::stacks::FragLimits>,
 }
 
 /// What the store appends to the reception log: enough to rebuild every device's decoders
@@ -295,11 +297,13 @@ impl World {
                 .cloned()
                 .unwrap_or_default();
             let loss = o.loss.unwrap_or(config.loss);
+            let stack = config.stack_of(n, &id.dev_eui.to_string());
             w.setups.push(DeviceSetup {
                 loss,
                 multicast_loss: o.multicast_loss.unwrap_or(loss),
                 slot_size: o.slot_size.unwrap_or(config.slot_size),
-                stack: config.stack_of(n, &id.dev_eui.to_string()),
+                stack,
+                limits: config.limits_of(stack),
             });
             let i = w.devices.len();
             w.index.insert(id.dev_eui, i);
@@ -385,6 +389,11 @@ impl World {
         self.index.get(&dev_eui).map(|&i| &self.devices[i])
     }
 
+    /// The device's implementation.
+    pub fn stack_of(&self, dev_eui: DevEui) -> Option<crate::stacks::Stack> {
+        self.index.get(&dev_eui).map(|&i| self.setups[i].stack)
+    }
+
     pub fn device_index(&self, dev_eui: DevEui) -> Option<usize> {
         self.index.get(&dev_eui).copied()
     }
@@ -403,6 +412,7 @@ impl World {
             reboot_delay_ms: self.reboot_delay_ms,
             slot_size,
             stack: self.setups[i].stack,
+            limits: self.setups[i].limits,
         };
         self.devices[i].replay_fragment(index, n, data, &ctx, now_ms);
     }
@@ -550,6 +560,7 @@ impl World {
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
                 stack: self.setups[i].stack,
+                limits: self.setups[i].limits,
             };
             let effects =
                 self.devices[i].on_unicast(&ctx, tx, item.f_port, &item.data, &mut self.rng);
@@ -660,6 +671,7 @@ impl World {
                 reboot_delay_ms: self.reboot_delay_ms,
                 slot_size: self.setups[i].slot_size,
                 stack: self.setups[i].stack,
+                limits: self.setups[i].limits,
             };
             let effects =
                 self.devices[i].on_multicast(&ctx, at, local, f_port, &data, &mut self.rng);

@@ -243,4 +243,25 @@ impl Network for Simulated {
     async fn delete_multicast_group(&self, group_id: &str) -> Result<(), NetworkError> {
         Ok(self.sim.delete_group(group_id).await?)
     }
+
+    /// Each stack of the fleet is a device profile: TS004 and TS005 in the version the stack
+    /// speaks, on the default FPorts, so the engine speaks v2 to `lora-basics-modem` devices
+    /// as it would to a ChirpStack profile saying so. No TS003 in the profile: nobody but
+    /// lorafleet answers the simulated devices' AppTimeReq (whose v1 and v2 layouts agree).
+    async fn device_profile_packages(
+        &self,
+        dev_eui: DevEui,
+    ) -> Result<Option<super::app_layer::ProfilePackages>, NetworkError> {
+        Ok(self.sim.stack_of(dev_eui).map(|stack| {
+            let v = stack.package_version();
+            super::app_layer::ProfilePackages {
+                profile_id: format!("simulated-{}", stack.name()),
+                profile_name: stack.name().to_string(),
+                clock_sync: None,
+                fragmentation: Some((v, lorafleet_engine::ports::FRAGMENTATION)),
+                multicast_setup: Some((v, lorafleet_engine::ports::MULTICAST_SETUP)),
+                uplink_interval_s: None,
+            }
+        }))
+    }
 }
