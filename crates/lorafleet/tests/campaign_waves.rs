@@ -138,6 +138,9 @@ fn device<'a>(c: &'a Value, eui: &str) -> &'a Value {
         .unwrap()
 }
 
+/// The pause between waves of the first test, in seconds of the network's clock.
+const PAUSE_S: u64 = 600;
+
 fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -157,7 +160,7 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
     let id = start_campaign(
         &server,
         &sensors,
-        json!({"waves": [{"percent": 20}, {"percent": 50}, {"percent": 100}], "success_threshold": 1.0}),
+        json!({"waves": [{"percent": 20}, {"percent": 50}, {"percent": 100}], "success_threshold": 1.0, "pause_between_s": PAUSE_S}),
     )
     .await;
 
@@ -199,7 +202,9 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
         assert_eq!(device(&c, eui)["outcome"], "verified", "{eui}: {c}");
     }
     // In order: a wave's session starts only after every device of the previous one is done
-    // (the times are the network's clock, the same for every device).
+    // and the pause after it passed, both on the network's clock (the pause's 600 simulated
+    // seconds are 3 real ones at x200: real seconds would outlast the test's deadline).
+    let pause = chrono::Duration::seconds(PAUSE_S as i64);
     for w in 1..3 {
         let previous_done = wave_devices(&c, w - 1)
             .iter()
@@ -209,8 +214,8 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
         for eui in wave_devices(&c, w) {
             let setup = time(&device(&c, &eui)["mc_group_setup_at"]);
             assert!(
-                setup >= previous_done,
-                "wave {} device {eui} set up at {setup}, before wave {w} ended at {previous_done}",
+                setup >= previous_done + pause,
+                "wave {} device {eui} set up at {setup}, before wave {w} ended at {previous_done} and {PAUSE_S} s passed",
                 w + 1
             );
         }
@@ -226,7 +231,7 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
         "{log:#?}"
     );
     assert!(
-        log.contains(&"wave 2 succeeded; wave 3 starts: 3 devices"),
+        log.contains(&"wave 2 succeeded; wave 3 starts in 600 s: 3 devices"),
         "{log:#?}"
     );
 

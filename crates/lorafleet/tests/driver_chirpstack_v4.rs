@@ -55,21 +55,7 @@ impl Svc {
     }
 }
 
-/// An impl of a generated service trait: the calls written out, every other call answering
-/// "unimplemented". (async_trait must see the whole impl, hence one macro around it.)
-macro_rules! service {
-    ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
-        #[tonic::async_trait]
-        impl $tr for $ty {
-            $($call)*
-            $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
-                Err(Status::unimplemented(stringify!($name)))
-            })*
-        }
-    };
-}
-
-service! { DeviceService for Svc {
+common::grpc_service! { DeviceService for Svc {
     async fn get_keys(
         &self,
         r: Request<api::GetDeviceKeysRequest>,
@@ -141,7 +127,7 @@ service! { DeviceService for Svc {
     }
 }
 
-service! { FuotaService for Svc {
+common::grpc_service! { FuotaService for Svc {
     async fn create_deployment(
         &self,
         r: Request<api::CreateFuotaDeploymentRequest>,

@@ -9,216 +9,20 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
-use base64::Engine;
 use chirpstack_api::api;
-use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
-use chirpstack_api::api::multicast_group_service_server::{
-    MulticastGroupService, MulticastGroupServiceServer,
-};
 use chrono::{DateTime, Utc};
+use common::fake_network_server::{self as fake_ns, Fake, GEN_APP_KEY, TOKEN};
 use common::{spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::network::chirpstack_v4::ChirpstackV4;
 use lorafleet_engine::keys;
 use serde_json::{json, Value};
-use tonic::{Request, Response, Status};
 
 const DEV: &str = "0102030405060708";
-const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
-const TOKEN: &str = "cs-api-key";
 const FIXTURE_VERSION: u32 = 1_623_165_310;
-
-/// (group id, f_port, data, when) of a multicast enqueue.
-type McEnqueue = (String, u32, Vec<u8>, DateTime<Utc>);
-
-#[derive(Default)]
-struct Fake {
-    /// (dev_eui, f_port, data) of every unicast enqueue.
-    unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
-    groups: Mutex<Vec<api::MulticastGroup>>,
-    members: Mutex<Vec<(String, String)>>,
-    /// (group id, gateway id) of every AddGateway.
-    gateways: Mutex<Vec<(String, String)>>,
-    multicast: Mutex<Vec<McEnqueue>>,
-    deleted: Mutex<Vec<(String, DateTime<Utc>)>>,
-}
-
-#[derive(Clone)]
-struct Svc(Arc<Fake>);
-
-fn authorized<T>(r: &Request<T>) -> Result<(), Status> {
-    let ok = r
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {TOKEN}"));
-    ok.then_some(())
-        .ok_or_else(|| Status::unauthenticated("bad token"))
-}
-
-/// An impl of a generated service trait: the calls written out, every other call answering
-/// "unimplemented".
-macro_rules! service {
-    ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
-        #[tonic::async_trait]
-        impl $tr for $ty {
-            $($call)*
-            $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
-                Err(Status::unimplemented(stringify!($name)))
-            })*
-        }
-    };
-}
-
-service! { DeviceService for Svc {
-    async fn get_keys(
-        &self,
-        r: Request<api::GetDeviceKeysRequest>,
-    ) -> Result<Response<api::GetDeviceKeysResponse>, Status> {
-        authorized(&r)?;
-        Ok(Response::new(api::GetDeviceKeysResponse {
-            device_keys: Some(api::DeviceKeys {
-                dev_eui: r.into_inner().dev_eui,
-                nwk_key: "0".repeat(32),
-                app_key: "0".repeat(32),
-                gen_app_key: GEN_APP_KEY.into(),
-            }),
-            created_at: None,
-            updated_at: None,
-        }))
-    }
-    async fn enqueue(
-        &self,
-        r: Request<api::EnqueueDeviceQueueItemRequest>,
-    ) -> Result<Response<api::EnqueueDeviceQueueItemResponse>, Status> {
-        authorized(&r)?;
-        let item = r.into_inner().queue_item.unwrap();
-        let mut u = self.0.unicast.lock().unwrap();
-        u.push((item.dev_eui, item.f_port, item.data));
-        Ok(Response::new(api::EnqueueDeviceQueueItemResponse {
-            id: format!("q-{}", u.len()),
-        }))
-    }
-    } unimplemented {
-        create(CreateDeviceRequest) -> ();
-        get(GetDeviceRequest) -> api::GetDeviceResponse;
-        update(UpdateDeviceRequest) -> ();
-        delete(DeleteDeviceRequest) -> ();
-        list(ListDevicesRequest) -> api::ListDevicesResponse;
-        create_keys(CreateDeviceKeysRequest) -> ();
-        update_keys(UpdateDeviceKeysRequest) -> ();
-        delete_keys(DeleteDeviceKeysRequest) -> ();
-        flush_dev_nonces(FlushDevNoncesRequest) -> ();
-        activate(ActivateDeviceRequest) -> ();
-        deactivate(DeactivateDeviceRequest) -> ();
-        get_activation(GetDeviceActivationRequest) -> api::GetDeviceActivationResponse;
-        get_random_dev_addr(GetRandomDevAddrRequest) -> api::GetRandomDevAddrResponse;
-        get_metrics(GetDeviceMetricsRequest) -> api::GetDeviceMetricsResponse;
-        get_link_metrics(GetDeviceLinkMetricsRequest) -> api::GetDeviceLinkMetricsResponse;
-        flush_queue(FlushDeviceQueueRequest) -> ();
-        get_queue(GetDeviceQueueItemsRequest) -> api::GetDeviceQueueItemsResponse;
-        get_next_f_cnt_down(GetDeviceNextFCntDownRequest) -> api::GetDeviceNextFCntDownResponse;
-    }
-}
-
-service! { MulticastGroupService for Svc {
-    async fn create(
-        &self,
-        r: Request<api::CreateMulticastGroupRequest>,
-    ) -> Result<Response<api::CreateMulticastGroupResponse>, Status> {
-        authorized(&r)?;
-        let g = r.into_inner().multicast_group.unwrap();
-        let mut groups = self.0.groups.lock().unwrap();
-        groups.push(g);
-        Ok(Response::new(api::CreateMulticastGroupResponse {
-            id: format!("mc-{}", groups.len()),
-        }))
-    }
-    async fn list(
-        &self,
-        r: Request<api::ListMulticastGroupsRequest>,
-    ) -> Result<Response<api::ListMulticastGroupsResponse>, Status> {
-        authorized(&r)?;
-        let r = r.into_inner();
-        let result: Vec<_> = self.0.groups.lock().unwrap().iter().enumerate()
-            .filter(|(_, g)| g.application_id == r.application_id && g.name.contains(&r.search))
-            .map(|(i, g)| api::MulticastGroupListItem { id: format!("mc-{}", i + 1), name: g.name.clone(), ..Default::default() })
-            .collect();
-        Ok(Response::new(api::ListMulticastGroupsResponse { total_count: result.len() as u32, result }))
-    }
-    async fn add_device(
-        &self,
-        r: Request<api::AddDeviceToMulticastGroupRequest>,
-    ) -> Result<Response<()>, Status> {
-        authorized(&r)?;
-        let r = r.into_inner();
-        self.0.members.lock().unwrap().push((r.multicast_group_id, r.dev_eui));
-        Ok(Response::new(()))
-    }
-    async fn add_gateway(
-        &self,
-        r: Request<api::AddGatewayToMulticastGroupRequest>,
-    ) -> Result<Response<()>, Status> {
-        authorized(&r)?;
-        let r = r.into_inner();
-        self.0.gateways.lock().unwrap().push((r.multicast_group_id, r.gateway_id));
-        Ok(Response::new(()))
-    }
-    async fn enqueue(
-        &self,
-        r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
-    ) -> Result<Response<api::EnqueueMulticastGroupQueueItemResponse>, Status> {
-        authorized(&r)?;
-        let item = r.into_inner().queue_item.unwrap();
-        let mut m = self.0.multicast.lock().unwrap();
-        m.push((item.multicast_group_id, item.f_port, item.data, Utc::now()));
-        Ok(Response::new(api::EnqueueMulticastGroupQueueItemResponse {
-            f_cnt: m.len() as u32 - 1,
-        }))
-    }
-    async fn list_queue(
-        &self,
-        r: Request<api::ListMulticastGroupQueueRequest>,
-    ) -> Result<Response<api::ListMulticastGroupQueueResponse>, Status> {
-        authorized(&r)?;
-        // The fake sends instantly: nothing is ever left in the queue.
-        Ok(Response::new(api::ListMulticastGroupQueueResponse { items: vec![] }))
-    }
-    async fn delete(
-        &self,
-        r: Request<api::DeleteMulticastGroupRequest>,
-    ) -> Result<Response<()>, Status> {
-        authorized(&r)?;
-        self.0.deleted.lock().unwrap().push((r.into_inner().id, Utc::now()));
-        Ok(Response::new(()))
-    }
-    } unimplemented {
-        get(GetMulticastGroupRequest) -> api::GetMulticastGroupResponse;
-        update(UpdateMulticastGroupRequest) -> ();
-        remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
-        remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
-        flush_queue(FlushMulticastGroupQueueRequest) -> ();
-    }
-}
-
-async fn start_fake() -> (Arc<Fake>, String) {
-    let fake = Arc::new(Fake::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let svc = Svc(fake.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(MulticastGroupServiceServer::new(svc.clone()))
-            .add_service(DeviceServiceServer::new(svc))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (fake, url)
-}
 
 /// Lets the runner take one step now.
 async fn step(t: &TestApp) {
@@ -230,20 +34,11 @@ async fn step(t: &TestApp) {
 
 /// The device's answer, through ChirpStack's HTTP integration.
 async fn uplink(t: &TestApp, f_port: u8, data: &[u8], f_cnt: u32) {
-    let body = json!({
-        "deduplicationId": format!("dedup-{f_cnt}"),
-        "time": Utc::now().to_rfc3339(),
-        "deviceInfo": {"applicationId": "app-1", "deviceProfileId": "profile-1", "devEui": DEV, "deviceName": "dev"},
-        "fCnt": f_cnt,
-        "fPort": f_port,
-        "data": base64::engine::general_purpose::STANDARD.encode(data),
-        "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -80, "snr": 7.5}],
-    });
     let r = t
         .http
         .post(t.url("/api/integrations/chirpstack?event=up"))
         .bearer_auth("integration-token")
-        .json(&body)
+        .json(&fake_ns::answer_json(DEV, f_port, data, f_cnt))
         .send()
         .await
         .unwrap();
@@ -275,7 +70,7 @@ fn aes_encrypt(key: [u8; 16], block: [u8; 16]) -> [u8; 16] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_commands_per_port_and_multicast_keys() {
-    let (fake, url) = start_fake().await;
+    let (fake, url) = fake_ns::start().await;
     let mut config = test_config();
     config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
     config.network.chirpstack_v4.api_url = url;
@@ -503,7 +298,7 @@ async fn heard_by(t: &TestApp, dev_eui: &str, gateways: &[&str], f_cnt: u32) {
 
 #[tokio::test]
 async fn the_plan_shows_the_fewest_gateways_that_heard_every_device_or_the_given_list() {
-    let (_fake, url) = start_fake().await;
+    let (_fake, url) = fake_ns::start().await;
     let mut config = test_config();
     config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
     config.network.chirpstack_v4.api_url = url;
@@ -587,7 +382,7 @@ fn unicast_devices(fake: &Fake) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waves_reach_only_the_running_waves_devices() {
     const SECOND: &str = "0102030405060709";
-    let (fake, url) = start_fake().await;
+    let (fake, url) = fake_ns::start().await;
     let mut config = test_config();
     config.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
     config.network.chirpstack_v4.api_url = url;

@@ -11,7 +11,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::{silent_peer, spawn_app, test_config, TestApp, FIXTURE};
 use lorafleet::campaigns::{CampaignState, Stage};
 use lorafleet::storage::campaigns::leases::{self, Claimed, Next, Previous, StepSave};
-use lorafleet::storage::campaigns::LogLine;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lorafleet::campaigns::lease_guard::{GuardedNetwork, Lease};
+use lorafleet::network::{Downlink, Enqueued, Network, NetworkError, RemoteDevice};
+use lorafleet::storage::campaigns::waves::{WaveState, WaveWrite};
+use lorafleet::storage::campaigns::{HistoryNote, LogLine, PollOutcome, SentDownlink};
 use serde_json::{json, Value};
 
 const A: &str = "0102030405060708";
@@ -183,6 +189,7 @@ fn save(at: &str, log: Vec<LogLine>, next: Next) -> StepSave<'_> {
         outcome: None,
         log_after: Vec::new(),
         next,
+        waves: None,
     }
 }
 
@@ -245,6 +252,177 @@ async fn a_step_is_stored_only_while_its_instance_holds_the_lease() {
     assert!(log.contains(&"a's step 1".to_string()), "{log:?}");
     assert!(log.contains(&"b's step".to_string()), "{log:?}");
     assert!(!log.contains(&"a's late step 2".to_string()), "{log:?}");
+}
+
+/// What a step did to its devices (the commands it sent, their firmware history) and to the
+/// campaign's waves is stored with the step: nothing of it when the lease was lost, all of it
+/// in the holder's step.
+#[tokio::test]
+async fn a_lost_step_leaves_no_downlink_history_or_wave_change_behind() {
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let now = Utc::now();
+    claim(&t, "a", now, 3).await.unwrap();
+    claim(&t, "b", now + secs(4), 3).await.unwrap();
+    let eui: lorafleet::devices::DevEui = A.parse().unwrap();
+    let outcome = PollOutcome {
+        downlinks: vec![SentDownlink {
+            dev_eui: eui,
+            f_port: 200,
+            data: vec![0x02, 0x00],
+            confirmed: false,
+            what: "McGroupSetupReq".into(),
+            requested_at: now,
+            answered_at: now,
+            result: Ok((Some("q-1".into()), Some(7))),
+        }],
+        history: vec![HistoryNote {
+            dev_eui: A.into(),
+            at: now,
+            version: None,
+            outcome: Some("refused".into()),
+            message: "campaign step's history line".into(),
+        }],
+        ..PollOutcome::default()
+    };
+    let pause = WaveWrite::Pause {
+        states: vec![WaveState::Failed, WaveState::Pending],
+        reason: "wave 1: 1 of 1 devices failed".into(),
+    };
+    let step = |owner_line: &'static str| {
+        let (at, log, next) = step_with(owner_line, now + secs(5));
+        (at, log, next)
+    };
+    let (at, log, next) = step("a's late step");
+    let mut late = save(&at, log, next);
+    late.outcome = Some(&outcome);
+    late.waves = Some(pause.clone());
+    assert!(!leases::save_step(&t.app.db, id, "a", now + secs(8), &late)
+        .await
+        .unwrap());
+    let d = t.device(A).await;
+    assert_eq!(d["downlinks"], json!([]), "{d}");
+    assert_eq!(d["firmware_history"], json!([]), "{d}");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "running", "the wave's pause was dropped: {c}");
+
+    let (at, log, next) = step("b's step");
+    let mut held = save(&at, log, next);
+    held.outcome = Some(&outcome);
+    held.waves = Some(pause);
+    assert!(leases::save_step(&t.app.db, id, "b", now + secs(8), &held)
+        .await
+        .unwrap());
+    let d = t.device(A).await;
+    let downlinks = d["downlinks"].as_array().unwrap();
+    assert_eq!(downlinks.len(), 1, "{d}");
+    assert_eq!(
+        (
+            downlinks[0]["data_hex"].as_str(),
+            downlinks[0]["state"].as_str()
+        ),
+        (Some("0200"), Some("enqueued")),
+        "{d}"
+    );
+    assert_eq!(
+        d["firmware_history"][0]["message"], "campaign step's history line",
+        "{d}"
+    );
+    assert_eq!(d["firmware_history"][0]["campaign_id"], id, "{d}");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(c["state"], "paused", "{c}");
+    // The pause released the lease (the campaign waits for the operator, on no instance).
+    assert!(c["lease_until"].is_null(), "{c}");
+}
+
+/// A network that counts what it was asked to send.
+#[derive(Default)]
+struct Counting {
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Network for Counting {
+    fn kind(&self) -> lorafleet::config::NetworkKind {
+        lorafleet::config::NetworkKind::ChirpstackV4
+    }
+    async fn enqueue(&self, _d: &Downlink) -> Result<Enqueued, NetworkError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Enqueued {
+            network_ref: None,
+            f_cnt: None,
+        })
+    }
+    async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
+        Ok(Vec::new())
+    }
+    async fn enqueue_multicast(&self, _g: &str, _p: u8, _d: &[u8]) -> Result<u32, NetworkError> {
+        Ok(self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u32)
+    }
+}
+
+/// Each send of a step checks the campaign's lease: a step that runs longer than the lease
+/// renews it as it sends (another instance cannot take the campaign over in the middle), and
+/// an owner whose lease lapsed and was taken over sends nothing more, not even its next
+/// fragment: at most one send per attempt.
+#[tokio::test]
+async fn every_send_checks_the_lease_so_a_long_step_keeps_it_and_a_lost_one_sends_nothing() {
+    const LEASE: i64 = 3;
+    let t = app().await;
+    let id = running_campaign(&t).await;
+    let length = std::time::Duration::from_secs(LEASE as u64);
+    let network = Arc::new(Counting::default());
+    let sent = || network.sent.load(std::sync::atomic::Ordering::SeqCst);
+    let downlink = Downlink {
+        dev_eui: A.parse().unwrap(),
+        f_port: 200,
+        data: vec![0x02],
+        confirmed: false,
+    };
+
+    // a's step sends for twice its lease: the lease is renewed on the way, b never gets it.
+    let claimed_at = Instant::now();
+    claim(&t, "a", Utc::now(), LEASE).await.unwrap();
+    let lease = Arc::new(Lease::new(
+        t.app.db.clone(),
+        id,
+        "a",
+        length,
+        claimed_at + length,
+    ));
+    let a = GuardedNetwork::new(network.clone(), lease.clone());
+    let mut n = 0;
+    while claimed_at.elapsed() < length * 2 {
+        a.enqueue_multicast("mc-1", 201, &[0x08]).await.unwrap();
+        n += 1;
+        assert!(
+            claim(&t, "b", Utc::now(), LEASE).await.is_none(),
+            "taken over mid-step"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent(), n);
+
+    // a stalls (sends nothing, its lease is not renewed): b takes over once it lapses...
+    let stalled = Instant::now();
+    let b = loop {
+        if let Some(b) = claim(&t, "b", Utc::now(), LEASE).await {
+            break b;
+        }
+        assert!(stalled.elapsed() < length * 3, "the lease never lapsed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(b.attempt, 2);
+    // ...and a, back, is refused its next unicast and fragment: the network saw neither.
+    assert!(a.enqueue(&downlink).await.is_err());
+    assert!(a.enqueue_multicast("mc-1", 201, &[0x08]).await.is_err());
+    assert!(lease.lost());
+    assert_eq!(sent(), n, "nothing sent after the takeover");
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    assert_eq!(
+        (c["lease_owner"].as_str(), c["attempt"].as_i64()),
+        (Some("b"), Some(2))
+    );
 }
 
 /// The runner of an instance takes over a campaign whose owner's lease lapsed, says so in the
@@ -374,179 +552,16 @@ mod two_instances {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use base64::Engine;
-    use chirpstack_api::api;
-    use chirpstack_api::api::device_service_server::{DeviceService, DeviceServiceServer};
-    use chirpstack_api::api::multicast_group_service_server::{
-        MulticastGroupService, MulticastGroupServiceServer,
-    };
     use serde_json::{json, Value};
-    use tonic::{Request, Response, Status};
 
+    use super::common::browser::CampaignWatcher;
+    use super::common::fake_network_server::{self as fake_ns, Fake, TOKEN};
     use super::common::{postgres, spawn_binary, test_config, TestBinary, FIXTURE, PASSWORD};
 
     const DEVICES: [&str; 2] = ["0102030405060708", "1112131415161718"];
-    const GEN_APP_KEY: &str = "0302030405060708090a0b0c0d0e0f10";
-    const TOKEN: &str = "cs-api-key";
     const FIXTURE_VERSION: u32 = 1_623_165_310;
     const LEASE_S: u64 = 3;
     const REDUNDANCY: usize = 4;
-
-    /// What the fake ChirpStack received.
-    #[derive(Default)]
-    pub struct Fake {
-        /// (dev_eui, f_port, data) of every unicast enqueue, in order.
-        unicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
-        groups: Mutex<Vec<api::MulticastGroup>>,
-        /// (group id, f_port, data) of every multicast enqueue.
-        multicast: Mutex<Vec<(String, u32, Vec<u8>)>>,
-        deleted: Mutex<Vec<String>>,
-    }
-
-    #[derive(Clone)]
-    struct Svc(Arc<Fake>);
-
-    macro_rules! service {
-        ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
-            #[tonic::async_trait]
-            impl $tr for $ty {
-                $($call)*
-                $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
-                    Err(Status::unimplemented(stringify!($name)))
-                })*
-            }
-        };
-    }
-
-    service! { DeviceService for Svc {
-        async fn get_keys(
-            &self,
-            r: Request<api::GetDeviceKeysRequest>,
-        ) -> Result<Response<api::GetDeviceKeysResponse>, Status> {
-            Ok(Response::new(api::GetDeviceKeysResponse {
-                device_keys: Some(api::DeviceKeys {
-                    dev_eui: r.into_inner().dev_eui,
-                    nwk_key: "0".repeat(32),
-                    app_key: "0".repeat(32),
-                    gen_app_key: GEN_APP_KEY.into(),
-                }),
-                created_at: None,
-                updated_at: None,
-            }))
-        }
-        async fn enqueue(
-            &self,
-            r: Request<api::EnqueueDeviceQueueItemRequest>,
-        ) -> Result<Response<api::EnqueueDeviceQueueItemResponse>, Status> {
-            let item = r.into_inner().queue_item.unwrap();
-            let mut u = self.0.unicast.lock().unwrap();
-            u.push((item.dev_eui, item.f_port, item.data));
-            Ok(Response::new(api::EnqueueDeviceQueueItemResponse { id: format!("q-{}", u.len()) }))
-        }
-        } unimplemented {
-            create(CreateDeviceRequest) -> ();
-            get(GetDeviceRequest) -> api::GetDeviceResponse;
-            update(UpdateDeviceRequest) -> ();
-            delete(DeleteDeviceRequest) -> ();
-            list(ListDevicesRequest) -> api::ListDevicesResponse;
-            create_keys(CreateDeviceKeysRequest) -> ();
-            update_keys(UpdateDeviceKeysRequest) -> ();
-            delete_keys(DeleteDeviceKeysRequest) -> ();
-            flush_dev_nonces(FlushDevNoncesRequest) -> ();
-            activate(ActivateDeviceRequest) -> ();
-            deactivate(DeactivateDeviceRequest) -> ();
-            get_activation(GetDeviceActivationRequest) -> api::GetDeviceActivationResponse;
-            get_random_dev_addr(GetRandomDevAddrRequest) -> api::GetRandomDevAddrResponse;
-            get_metrics(GetDeviceMetricsRequest) -> api::GetDeviceMetricsResponse;
-            get_link_metrics(GetDeviceLinkMetricsRequest) -> api::GetDeviceLinkMetricsResponse;
-            flush_queue(FlushDeviceQueueRequest) -> ();
-            get_queue(GetDeviceQueueItemsRequest) -> api::GetDeviceQueueItemsResponse;
-            get_next_f_cnt_down(GetDeviceNextFCntDownRequest) -> api::GetDeviceNextFCntDownResponse;
-        }
-    }
-
-    service! { MulticastGroupService for Svc {
-        async fn create(
-            &self,
-            r: Request<api::CreateMulticastGroupRequest>,
-        ) -> Result<Response<api::CreateMulticastGroupResponse>, Status> {
-            let mut g = r.into_inner().multicast_group.unwrap();
-            let mut groups = self.0.groups.lock().unwrap();
-            g.id = format!("mc-{}", groups.len() + 1);
-            let id = g.id.clone();
-            groups.push(g);
-            Ok(Response::new(api::CreateMulticastGroupResponse { id }))
-        }
-        async fn list(
-            &self,
-            r: Request<api::ListMulticastGroupsRequest>,
-        ) -> Result<Response<api::ListMulticastGroupsResponse>, Status> {
-            let r = r.into_inner();
-            let result: Vec<_> = self.0.groups.lock().unwrap().iter()
-                .filter(|g| g.application_id == r.application_id && g.name.contains(&r.search))
-                .map(|g| api::MulticastGroupListItem { id: g.id.clone(), name: g.name.clone(), ..Default::default() })
-                .collect();
-            Ok(Response::new(api::ListMulticastGroupsResponse { total_count: result.len() as u32, result }))
-        }
-        async fn add_device(
-            &self,
-            _r: Request<api::AddDeviceToMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            Ok(Response::new(()))
-        }
-        async fn add_gateway(
-            &self,
-            _r: Request<api::AddGatewayToMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            Ok(Response::new(()))
-        }
-        async fn enqueue(
-            &self,
-            r: Request<api::EnqueueMulticastGroupQueueItemRequest>,
-        ) -> Result<Response<api::EnqueueMulticastGroupQueueItemResponse>, Status> {
-            let item = r.into_inner().queue_item.unwrap();
-            let mut m = self.0.multicast.lock().unwrap();
-            m.push((item.multicast_group_id, item.f_port, item.data));
-            Ok(Response::new(api::EnqueueMulticastGroupQueueItemResponse { f_cnt: m.len() as u32 - 1 }))
-        }
-        async fn list_queue(
-            &self,
-            _r: Request<api::ListMulticastGroupQueueRequest>,
-        ) -> Result<Response<api::ListMulticastGroupQueueResponse>, Status> {
-            // The fake sends instantly: nothing is ever left in the queue.
-            Ok(Response::new(api::ListMulticastGroupQueueResponse { items: vec![] }))
-        }
-        async fn delete(
-            &self,
-            r: Request<api::DeleteMulticastGroupRequest>,
-        ) -> Result<Response<()>, Status> {
-            self.0.deleted.lock().unwrap().push(r.into_inner().id);
-            Ok(Response::new(()))
-        }
-        } unimplemented {
-            get(GetMulticastGroupRequest) -> api::GetMulticastGroupResponse;
-            update(UpdateMulticastGroupRequest) -> ();
-            remove_device(RemoveDeviceFromMulticastGroupRequest) -> ();
-            remove_gateway(RemoveGatewayFromMulticastGroupRequest) -> ();
-            flush_queue(FlushMulticastGroupQueueRequest) -> ();
-        }
-    }
-
-    async fn start_fake() -> (Arc<Fake>, String) {
-        let fake = Arc::new(Fake::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let svc = Svc(fake.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(MulticastGroupServiceServer::new(svc.clone()))
-                .add_service(DeviceServiceServer::new(svc))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        (fake, url)
-    }
 
     fn fragments() -> usize {
         FIXTURE.len().div_ceil(200) + REDUNDANCY
@@ -590,19 +605,10 @@ mod two_instances {
         data: &[u8],
         f_cnt: u32,
     ) -> bool {
-        let body = json!({
-            "deduplicationId": format!("dedup-{dev_eui}-{f_cnt}"),
-            "time": chrono::Utc::now().to_rfc3339(),
-            "deviceInfo": {"applicationId": "app-1", "deviceProfileId": "profile-1", "devEui": dev_eui, "deviceName": dev_eui},
-            "fCnt": f_cnt,
-            "fPort": f_port,
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "rxInfo": [{"gatewayId": "0016c001ff10d3f6", "rssi": -80, "snr": 7.5}],
-        });
         let r = http
             .post(format!("{base}/api/integrations/chirpstack?event=up"))
             .bearer_auth(super::common::INTEGRATION_TOKEN)
-            .json(&body)
+            .json(&fake_ns::answer_json(dev_eui, f_port, data, f_cnt))
             .send()
             .await;
         r.is_ok_and(|r| r.status() == 200)
@@ -701,24 +707,93 @@ mod two_instances {
             .count()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
-        let Some(url) = postgres::fresh_database() else {
-            return;
+    /// What the browser on the survivor saw, live (the page never reloaded): the campaign
+    /// running, the dead owner's steps (a device past its first setup command before the
+    /// takeover), the takeover, and the end with every device verified.
+    fn saw_every_change(seen: &Value, dead: &str, survivor: &str) {
+        assert_eq!(seen["loads"], 0, "the page reloaded: {seen}");
+        assert_eq!(seen["errors"], json!([]), "{seen}");
+        let snapshots = seen["snapshots"].as_array().unwrap();
+        let said = format!("taken over from {dead} by {survivor} (its lease lapsed), attempt 2");
+        let logs = |s: &Value| -> Vec<String> {
+            s["log"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|m| m.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
-        let (fake, cs_url) = start_fake().await;
+        let taken_over = snapshots
+            .iter()
+            .position(|s| logs(s).iter().any(|m| m.contains(&said)))
+            .unwrap_or_else(|| panic!("the page never showed {said:?}: {seen}"));
+        let stages = |s: &Value| -> Vec<String> {
+            s["devices"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let past_setup = ["frag_session_setup", "mc_session_setup", "fragments"];
+        assert!(
+            snapshots[..taken_over].iter().any(|s| stages(s)
+                .iter()
+                .any(|d| past_setup.iter().any(|p| d.contains(&format!(":{p}:"))))),
+            "the page did not show the dead owner's progress before the takeover: {seen}"
+        );
+        assert!(
+            snapshots[..taken_over]
+                .iter()
+                .any(|s| s["title"].as_str().is_some_and(|t| t.contains("running"))),
+            "{seen}"
+        );
+        let last = snapshots.last().unwrap();
+        assert!(
+            last["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("completed")),
+            "{last}"
+        );
+        let mut shown = stages(last);
+        shown.sort();
+        let mut want: Vec<String> = DEVICES
+            .iter()
+            .map(|d| format!("{d}:completed:verified"))
+            .collect();
+        want.sort();
+        assert_eq!(shown, want, "{last}");
+    }
+
+    /// Two instances on a fresh PostgreSQL database and the fake ChirpStack, the devices played
+    /// by the test through both, and a draft engine campaign of them (a multicast session of
+    /// 2^`timeout_exp` s); `None` without PostgreSQL.
+    struct TwoInstances {
+        fake: Arc<Fake>,
+        a: TestBinary,
+        b: TestBinary,
+        bases: Arc<Mutex<Vec<String>>>,
+        id: i64,
+    }
+
+    async fn two_instances(fake: Arc<Fake>, cs_url: &str, timeout_exp: u8) -> Option<TwoInstances> {
+        let url = postgres::fresh_database()?;
         let config = || {
             test_config().with(|c| {
                 c.server.database_url = url.clone();
                 c.campaigns.lease_s = LEASE_S;
                 c.network.kind = lorafleet::config::NetworkKind::ChirpstackV4;
-                c.network.chirpstack_v4.api_url = cs_url.clone();
+                c.network.chirpstack_v4.api_url = cs_url.to_string();
                 c.network.chirpstack_v4.api_token = TOKEN.into();
                 c.network.request_timeout_s = 2;
             })
         };
-        let mut a = spawn_binary(config()).await;
-        let mut b = spawn_binary(config()).await;
+        let a = spawn_binary(config()).await;
+        let b = spawn_binary(config()).await;
         let bases = Arc::new(Mutex::new(vec![a.base.clone(), b.base.clone()]));
         let http = reqwest::Client::new();
         for (i, eui) in DEVICES.iter().enumerate() {
@@ -732,7 +807,7 @@ mod two_instances {
         let firmware_id = upload(&a).await;
         let body = json!({
             "name": "two instances", "firmware_id": firmware_id, "devices": DEVICES, "driver": "engine",
-            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": 3},
+            "multicast": {"class": "C", "dr": 5, "frequency": 869525000, "group_id": 1, "timeout_exp": timeout_exp},
             "unicast": {"timeout_s": 5, "attempts": 1},
             "fragmentation": {"fragment_size": 200, "redundancy": REDUNDANCY, "session_index": 2, "block_ack_delay": 2, "descriptor_hex": "0a0b0c0d"},
             "request_frag_status": "after_session",
@@ -748,14 +823,88 @@ mod two_instances {
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-        let r = a
+        Some(TwoInstances {
+            fake,
+            a,
+            b,
+            bases,
+            id,
+        })
+    }
+
+    async fn start(on: &TestBinary, id: i64) {
+        let r = on
             .http
-            .post(a.url(&format!("/api/campaigns/{id}/start")))
+            .post(on.url(&format!("/api/campaigns/{id}/start")))
             .basic_auth("admin", Some(PASSWORD))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+
+    /// Each fragment's number of sends to the campaign's group, for fragments 1..=all.
+    fn fragment_sends(fake: &Fake) -> Vec<usize> {
+        let multicast = fake.multicast.lock().unwrap().clone();
+        (1..=fragments() as u16)
+            .map(|n| {
+                multicast
+                    .iter()
+                    .filter(|(g, _, d, _)| {
+                        g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
+                    })
+                    .count()
+            })
+            .collect()
+    }
+
+    /// A step longer than the lease (ChirpStack takes 60 ms per fragment: the step queueing
+    /// them all lasts over twice `lease_s`) renews the lease as it sends: the other instance,
+    /// claiming every second, never takes the campaign over, and every fragment is sent once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_longer_than_the_lease_is_not_taken_over_and_sends_each_fragment_once() {
+        let (fake, cs_url) = fake_ns::start().await;
+        // A 16 s session (timeout exponent 4), longer than the slow stream.
+        let Some(t) = two_instances(fake, &cs_url, 4).await else {
+            return;
+        };
+        *t.fake.multicast_delay.lock().unwrap() = Duration::from_millis(60);
+        assert!(
+            Duration::from_millis(60) * fragments() as u32 > Duration::from_secs(2 * LEASE_S),
+            "the stream must outlast the lease"
+        );
+        start(&t.a, t.id).await;
+        let c = until(&t.a, t.id, Duration::from_secs(120), |c| {
+            c["state"] != "running"
+        })
+        .await;
+        assert_eq!(c["state"], "completed", "{c}");
+        assert_eq!(c["attempt"], 1, "never taken over: {c}");
+        assert_eq!(fragment_sends(&t.fake), vec![1; fragments()]);
+        for d in c["devices"].as_array().unwrap() {
+            assert_eq!(d["outcome"], "verified", "{d}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owner_killed_during_the_fragments_is_taken_over_and_nothing_is_sent_twice() {
+        let (fake, cs_url) = fake_ns::start().await;
+        let Some(TwoInstances {
+            fake,
+            mut a,
+            mut b,
+            bases,
+            id,
+        }) = two_instances(fake, &cs_url, 3).await
+        else {
+            return;
+        };
+        // A browser on each instance's page of the campaign: the survivor's must see it all.
+        let mut watchers = [
+            Some(CampaignWatcher::open(&a.base, id, PASSWORD).await),
+            Some(CampaignWatcher::open(&b.base, id, PASSWORD).await),
+        ];
+        start(&a, id).await;
 
         // The fragments are going out: kill -9 whichever instance owns the campaign.
         let started = Instant::now();
@@ -776,6 +925,8 @@ mod two_instances {
         );
         let (dead, survivor) = if a_owns { (&mut a, &b) } else { (&mut b, &a) };
         dead.kill().await;
+        let (dead_watcher, survivor_watcher) = if a_owns { (0, 1) } else { (1, 0) };
+        watchers[dead_watcher].take().unwrap().close().await;
         let killed_at = Instant::now();
         bases.lock().unwrap().retain(|base| *base == survivor.base);
 
@@ -798,6 +949,8 @@ mod two_instances {
         })
         .await;
         assert_eq!(c["state"], "completed", "{c}");
+        let seen = watchers[survivor_watcher].take().unwrap().seen().await;
+        saw_every_change(&seen, &owner, &new_owner);
         for d in c["devices"].as_array().unwrap() {
             assert_eq!(
                 (d["stage"].as_str(), d["outcome"].as_str()),
@@ -817,7 +970,14 @@ mod two_instances {
         // ChirpStack saw one group, and each setup command once per device: both were before
         // the kill, in attempt 1, and the new owner did not send them again.
         assert_eq!(fake.groups.lock().unwrap().len(), 1, "one multicast group");
-        assert_eq!(*fake.deleted.lock().unwrap(), ["mc-1"]);
+        let deleted: Vec<String> = fake
+            .deleted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.0.clone())
+            .collect();
+        assert_eq!(deleted, ["mc-1"]);
         let unicast = fake.unicast.lock().unwrap().clone();
         for eui in DEVICES {
             assert_eq!(
@@ -838,15 +998,12 @@ mod two_instances {
         }
         // Each fragment at most once per attempt (the new attempt re-sends what the dead owner
         // had not recorded as sent), all of them at least once.
-        let multicast = fake.multicast.lock().unwrap().clone();
-        for n in 1..=fragments() as u16 {
-            let times = multicast
-                .iter()
-                .filter(|(g, _, d)| {
-                    g == "mc-1" && d.len() > 3 && u16::from_le_bytes([d[1], d[2]]) & 0x3fff == n
-                })
-                .count();
-            assert!((1..=2).contains(&times), "fragment {n} sent {times} times");
+        for (n, times) in fragment_sends(&fake).into_iter().enumerate() {
+            assert!(
+                (1..=2).contains(&times),
+                "fragment {} sent {times} times",
+                n + 1
+            );
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod drivers;
 pub mod gateways;
 pub mod guards;
+pub mod lease_guard;
 pub mod packages;
 pub mod plan;
 pub mod plan_network;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::drivers::{Finished, LogLine};
+use super::drivers::{DeviceReport, Finished, LogLine};
 use super::waves::{self, Decision, WaveState};
 use super::{CampaignDevice, CampaignState};
 use crate::ingest::writer::Change;
@@ -106,66 +106,100 @@ pub async fn keys_still_needed(app: &App, id: i64) -> anyhow::Result<bool> {
         .is_some_and(|r| r.current().is_some_and(|w| r.next_after(w).is_some())))
 }
 
-/// A wave's session is over (the driver said `finished`). `None`: the campaign goes on (the
-/// next wave, or paused for the operator); `Some`: it ends with that outcome.
+/// What a wave's end does, for the runner to store with the step that ended it (one
+/// transaction, under the campaign's lease): the waves' write, the log lines, and `end`:
+/// `None` when the campaign goes on (the next wave, or paused for the operator), `Some` when it
+/// ends with that outcome.
+#[derive(Debug, Clone)]
+pub struct WaveEnd {
+    pub write: Option<stored::WaveWrite>,
+    pub log: Vec<LogLine>,
+    pub end: Option<Finished>,
+}
+
+impl WaveEnd {
+    fn ends(finished: &Finished) -> Self {
+        Self {
+            write: None,
+            log: Vec::new(),
+            end: Some(finished.clone()),
+        }
+    }
+}
+
+/// A wave's session is over (the driver said `finished`; `reports`: the devices as the step
+/// that said so leaves them, not yet stored). Writes nothing: see [`WaveEnd`].
 pub async fn wave_over(
     app: &App,
     id: i64,
     finished: &Finished,
-) -> anyhow::Result<Option<Finished>> {
+    reports: &[DeviceReport],
+) -> anyhow::Result<WaveEnd> {
     let Some(mut run) = stored::get(&app.db, id).await? else {
-        return Ok(Some(finished.clone()));
+        return Ok(WaveEnd::ends(finished));
     };
     let Some(wave) = run.current() else {
-        return Ok(Some(finished.clone()));
+        return Ok(WaveEnd::ends(finished));
     };
-    let devices = store::devices(&app.db, id).await?;
+    let mut devices = store::devices(&app.db, id).await?;
+    for d in &mut devices {
+        if let Some(r) = reports.iter().find(|r| r.dev_eui == d.dev_eui) {
+            d.stage = r.stage;
+        }
+    }
     let map = stored::device_waves(&app.db, id).await?;
     let stages = stored::stages_of(wave, &map, &devices);
     // A failure before the wave's devices were done (no multicast group, ...) ends it all.
     if matches!(finished, Finished::Failed(_)) && !stages.iter().all(|s| s.is_final()) {
-        return Ok(Some(finished.clone()));
+        return Ok(WaveEnd::ends(finished));
     }
     let next = run.next_after(wave);
-    let at = net_now(app);
-    match waves::decide(&run.rollout, wave, next, &stages) {
+    let now = app.network.now();
+    let stamp = |line: LogLine| LogLine { at: now, ..line };
+    Ok(match waves::decide(&run.rollout, wave, next, &stages) {
         Decision::Next { next } => {
             run.states[wave] = WaveState::Succeeded;
             run.states[next] = WaveState::Running;
+            // On the network's clock, like every campaign time: simulated seconds on a
+            // simulated network (the runner waits for it, see `wave_wait`).
             let pause = Duration::from_secs(run.rollout.pause_between_s);
-            let poll_at = Utc::now() + chrono::Duration::from_std(pause)?;
-            stored::start_wave(&app.db, id, &run.states, next, poll_at, &at).await?;
-            store::record_progress(&app.db, id, &at).await?;
+            let start_at = (!pause.is_zero())
+                .then(|| chrono::Duration::from_std(pause).map(|p| now + p))
+                .transpose()?;
             let count = map.values().filter(|w| **w == next).count();
-            log(
-                app,
-                id,
-                LogLine::info(format!(
-                    "wave {} succeeded; wave {} starts{}: {count} devices",
-                    wave + 1,
-                    next + 1,
-                    if pause.is_zero() {
-                        String::new()
-                    } else {
-                        format!(" in {} s", pause.as_secs())
-                    }
-                )),
-            )
-            .await;
-            Ok(None)
+            let line = LogLine::info(format!(
+                "wave {} succeeded; wave {} starts{}: {count} devices",
+                wave + 1,
+                next + 1,
+                if pause.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {} s", pause.as_secs())
+                }
+            ));
+            WaveEnd {
+                write: Some(stored::WaveWrite::Start {
+                    states: run.states,
+                    next,
+                    start_at,
+                }),
+                log: vec![stamp(line)],
+                end: None,
+            }
         }
         Decision::Pause { reason } => {
             run.states[wave] = WaveState::Failed;
-            stored::pause(&app.db, id, &run.states, &reason, &at).await?;
-            log(
-                app,
-                id,
-                LogLine::warning(format!(
-                    "paused: {reason}; resume to start the next wave, or cancel"
-                )),
-            )
-            .await;
-            Ok(None)
+            let line = LogLine::warning(format!(
+                "paused: {reason}; resume to start the next wave, or cancel"
+            ));
+            WaveEnd {
+                write: Some(stored::WaveWrite::Pause {
+                    states: run.states,
+                    reason,
+                }),
+                log: vec![stamp(line)],
+                end: None,
+            }
         }
         Decision::Done | Decision::DoneFailed => {
             let met = matches!(
@@ -177,22 +211,40 @@ pub async fn wave_over(
             } else {
                 WaveState::Failed
             };
-            stored::set_states(&app.db, id, &run.states).await?;
             // The engine fails a session in which no device was updated; earlier waves that
             // updated devices still make the campaign a completed one (with failures).
             let any_updated = devices.iter().any(|d| d.stage == super::Stage::Completed);
-            Ok(Some(match finished {
-                Finished::Failed(_) if any_updated => Finished::Completed,
-                f => f.clone(),
-            }))
+            WaveEnd {
+                write: Some(stored::WaveWrite::States(run.states)),
+                log: Vec::new(),
+                end: Some(match finished {
+                    Finished::Failed(_) if any_updated => Finished::Completed,
+                    f => f.clone(),
+                }),
+            }
         }
-    }
+    })
 }
 
-/// The campaign ended (failed or cancelled): the running wave failed, those to come are skipped.
-pub async fn close(app: &App, id: i64) -> anyhow::Result<()> {
+/// How long (real time) the runner still waits before the running wave's session starts: the
+/// pause after the wave before it, counted on the network's clock. `None`: it may start now.
+pub async fn wave_wait(app: &App, id: i64) -> anyhow::Result<Option<Duration>> {
+    let Some(start_at) = stored::get(&app.db, id).await?.and_then(|r| r.start_at) else {
+        return Ok(None);
+    };
+    let left = start_at - app.network.now();
+    if left <= chrono::Duration::zero() {
+        return Ok(None);
+    }
+    let scale = app.network.time_scale().max(1e-6);
+    Ok(Some(left.to_std()?.div_f64(scale)))
+}
+
+/// The waves' states once the campaign ended (failed or cancelled): the running wave failed,
+/// those to come are skipped. `None` without a rollout.
+pub async fn closed_states(app: &App, id: i64) -> anyhow::Result<Option<Vec<WaveState>>> {
     let Some(mut run) = stored::get(&app.db, id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     for s in &mut run.states {
         *s = match *s {
@@ -201,7 +253,15 @@ pub async fn close(app: &App, id: i64) -> anyhow::Result<()> {
             other => other,
         };
     }
-    stored::set_states(&app.db, id, &run.states).await
+    Ok(Some(run.states))
+}
+
+/// The campaign was cancelled: [`closed_states`] stored.
+pub async fn close(app: &App, id: i64) -> anyhow::Result<()> {
+    match closed_states(app, id).await? {
+        Some(states) => stored::set_states(&app.db, id, &states).await,
+        None => Ok(()),
+    }
 }
 
 /// Why a resume was refused.

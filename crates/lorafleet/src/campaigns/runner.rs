@@ -12,10 +12,12 @@ use tokio::sync::{Mutex, Notify};
 use super::drivers::{
     Campaign, DriverContext, DriverError, DriverRegistry, Finished, LogLine, PollOutcome,
 };
+use super::lease_guard::{GuardedNetwork, Lease};
 use super::validate::FieldError;
 use super::{CampaignState, Stage};
 use crate::ingest::writer::Change;
 use crate::storage::campaigns::leases::{self, Claimed, Next, StepSave};
+use crate::storage::campaigns::waves::WaveWrite;
 use crate::storage::campaigns::{self as store, CampaignRow};
 use crate::App;
 
@@ -57,6 +59,19 @@ pub fn spawn(app: Arc<App>) -> tokio::task::JoinHandle<()> {
         lease_s = app.config.campaigns.lease_s,
         "campaign runner: this instance's lease owner id"
     );
+    // A send starts with at least two thirds of the lease left (see `lease_guard`): a request
+    // to the network server that may take longer could outlast the lease.
+    let (timeout_s, lease_s) = (
+        app.config.network.request_timeout_s,
+        app.config.campaigns.lease_s,
+    );
+    if timeout_s.saturating_mul(3) > lease_s.saturating_mul(2) {
+        tracing::warn!(
+            network_request_timeout_s = timeout_s,
+            lease_s,
+            "network.request_timeout_s should stay under two thirds of campaigns.lease_s: a slow request to the network server could end after another instance took its campaign over"
+        );
+    }
     tokio::spawn(async move {
         release_previous_process(&app).await;
         let mut stopping = app.shutdown.subscribe();
@@ -173,6 +188,8 @@ pub async fn run_due(app: &App) -> anyhow::Result<()> {
             return Ok(());
         }
         let owner = &app.campaigns.instance;
+        // Before the claim: the lease it takes runs at least this plus `lease_s`.
+        let claimed_at = Instant::now();
         let Some(claimed) = leases::claim(&app.db, owner, Utc::now(), lease_until(app)).await?
         else {
             return Ok(());
@@ -181,22 +198,12 @@ pub async fn run_due(app: &App) -> anyhow::Result<()> {
             return Ok(());
         }
         let id = claimed.id;
-        if let Err(e) = process(app, &claimed).await {
+        if let Err(e) = process(app, &claimed, claimed_at).await {
             tracing::warn!(campaign = id, error = %format!("{e:#}"), "campaign step failed");
             // Keep the runner from spinning on a campaign whose step errors before polling.
             let at = net_now(app);
-            let step = StepSave {
-                at: &at,
-                started: false,
-                log_before: Vec::new(),
-                outcome: None,
-                log_after: Vec::new(),
-                next: Next::Poll {
-                    at: Utc::now() + chrono::Duration::from_std(poll_interval(app))?,
-                    error: Some(format!("{e:#}")),
-                },
-            };
-            save(app, id, &step).await?;
+            let after = poll_interval(app);
+            save(app, id, &poll_only(&at, after, Some(format!("{e:#}")))?).await?;
         }
     }
 }
@@ -308,7 +315,23 @@ async fn log(app: &App, id: i64, line: LogLine) {
 async fn save(app: &App, id: i64, step: &StepSave<'_>) -> anyhow::Result<()> {
     let owner = &app.campaigns.instance;
     match leases::save_step(&app.db, id, owner, lease_until(app), step).await {
-        Ok(true) => {}
+        Ok(true) => {
+            // The devices whose downlink list or firmware history the step wrote.
+            let mut devices: Vec<crate::devices::DevEui> = Vec::new();
+            if let Some(o) = step.outcome {
+                devices.extend(o.downlinks.iter().map(|d| d.dev_eui));
+                devices.extend(
+                    o.history
+                        .iter()
+                        .filter_map(|h| h.dev_eui.parse::<crate::devices::DevEui>().ok()),
+                );
+            }
+            devices.sort_unstable_by_key(|d| d.0);
+            devices.dedup();
+            for d in devices {
+                let _ = app.changes.send(Change::Device(d));
+            }
+        }
         Ok(false) => tracing::warn!(
             campaign = id,
             instance = %owner,
@@ -328,7 +351,9 @@ async fn save(app: &App, id: i64, step: &StepSave<'_>) -> anyhow::Result<()> {
 }
 
 async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
-    super::rollout::close(app, id).await?;
+    let waves = super::rollout::closed_states(app, id)
+        .await?
+        .map(WaveWrite::States);
     let at = net_now(app);
     let step = StepSave {
         at: &at,
@@ -341,6 +366,7 @@ async fn fail(app: &App, id: i64, message: &str) -> anyhow::Result<()> {
             error: Some(message.to_string()),
             device_stage: Stage::Failed,
         },
+        waves,
     };
     save(app, id, &step).await
 }
@@ -419,8 +445,8 @@ fn after_outcome(
     })
 }
 
-/// The step in which a wave's session ended: stored as a poll (the campaign goes on), then the
-/// wave is judged: the next wave starts, the campaign pauses, or it ends here.
+/// The step in which a wave's session ended: the wave is judged (the next wave starts, the
+/// campaign pauses, or it ends here) and all of it is stored as one step, under the lease.
 async fn wave_step(
     app: &App,
     id: i64,
@@ -428,44 +454,62 @@ async fn wave_step(
     finished: &Finished,
 ) -> anyhow::Result<()> {
     step.log_after.clear();
-    step.next = Next::Poll {
-        at: Utc::now(),
-        error: None,
-    };
-    save(app, id, &step).await?;
-    let Some(end) = super::rollout::wave_over(app, id, finished).await? else {
-        let _ = app.changes.send(Change::Campaign(id));
-        return Ok(());
-    };
-    let at = net_now(app);
-    let (line, state, error) = match &end {
-        Finished::Completed => (
-            stamped(app, LogLine::info("campaign completed")),
-            CampaignState::Completed,
-            None,
-        ),
-        Finished::Failed(msg) => (
-            error_line(app, msg),
-            CampaignState::Failed,
-            Some(msg.clone()),
-        ),
-    };
-    let step = StepSave {
-        at: &at,
-        started: false,
-        log_before: Vec::new(),
-        outcome: None,
-        log_after: vec![line],
-        next: Next::End {
-            state,
-            error,
-            device_stage: Stage::Failed,
+    let reports = step.outcome.map_or(&[][..], |o| &o.devices[..]);
+    let judged = super::rollout::wave_over(app, id, finished, reports).await?;
+    step.log_after.extend(judged.log);
+    step.waves = judged.write;
+    step.next = match &judged.end {
+        None => Next::Poll {
+            at: Utc::now(),
+            error: None,
         },
+        Some(Finished::Completed) => {
+            step.log_after
+                .push(stamped(app, LogLine::info("campaign completed")));
+            Next::End {
+                state: CampaignState::Completed,
+                error: None,
+                device_stage: Stage::Failed,
+            }
+        }
+        Some(Finished::Failed(msg)) => {
+            step.log_after.push(error_line(app, msg));
+            Next::End {
+                state: CampaignState::Failed,
+                error: Some(msg.clone()),
+                device_stage: Stage::Failed,
+            }
+        }
     };
     save(app, id, &step).await
 }
 
-async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
+/// The running wave's session waits for the pause after the wave before it (on the network's
+/// clock): the campaign is looked at again within a second, nothing is sent.
+async fn wait_for_wave(app: &App, id: i64, wait: Duration) -> anyhow::Result<()> {
+    let at = net_now(app);
+    let after = wait.min(Duration::from_secs(1));
+    save(app, id, &poll_only(&at, after, None)?).await
+}
+
+/// A step that stores nothing but when to look at the campaign again (`after` from now, real
+/// time) and the error that made it fail, if one did.
+fn poll_only(at: &str, after: Duration, error: Option<String>) -> anyhow::Result<StepSave<'_>> {
+    Ok(StepSave {
+        at,
+        started: false,
+        log_before: Vec::new(),
+        outcome: None,
+        log_after: Vec::new(),
+        next: Next::Poll {
+            at: Utc::now() + chrono::Duration::from_std(after)?,
+            error,
+        },
+        waves: None,
+    })
+}
+
+async fn process(app: &App, claimed: &Claimed, claimed_at: Instant) -> anyhow::Result<()> {
     let id = claimed.id;
     note_attempt(app, claimed).await?;
     let Some(row) = store::get(&app.db, id).await? else {
@@ -482,11 +526,26 @@ async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
         )
         .await;
     };
+    if !row.started {
+        if let Some(wait) = super::rollout::wave_wait(app, id).await? {
+            return wait_for_wave(app, id, wait).await;
+        }
+    }
     let campaign = match load(app, &row).await {
         Ok(c) => c,
         Err(e) => return fail(app, id, &format!("{e:#}")).await,
     };
-    let ctx = DriverContext::from_app(app);
+    // Every send of the step checks the lease first (and renews it when it runs short).
+    let length = lease(app).to_std().unwrap_or(Duration::from_secs(30));
+    let held = Arc::new(Lease::new(
+        app.db.clone(),
+        id,
+        &app.campaigns.instance,
+        length,
+        claimed_at + length,
+    ));
+    let mut ctx = DriverContext::from_app(app);
+    ctx.network = Arc::new(GuardedNetwork::new(app.network.clone(), held));
     let result = if row.started {
         driver.poll(&ctx, &campaign).await
     } else {
@@ -503,6 +562,7 @@ async fn process(app: &App, claimed: &Claimed) -> anyhow::Result<()> {
             at: Utc::now(),
             error: None,
         },
+        waves: None,
     };
     match result {
         Ok(mut outcome) => {

@@ -32,7 +32,8 @@ pub struct RolloutRequest {
     pub success_threshold: Option<f64>,
     /// Share of a wave's devices that may fail before the campaign pauses (0..=1, default 0.2).
     pub error_threshold: Option<f64>,
-    /// Seconds to wait between a successful wave and the next (default 0).
+    /// Seconds on the network's clock (simulated seconds on a simulated network) to wait
+    /// between a successful wave and the next (default 0).
     pub pause_between_s: Option<u64>,
 }
 

@@ -394,17 +394,5 @@ pub async fn apply_downlink_outcome(
     what: &str,
     now: &str,
 ) -> storage::Result<()> {
-    let eui = dev_eui.to_string();
-    match outcome {
-        Ok((network_ref, f_cnt)) => {
-            downlinks::mark_enqueued(conn, id, network_ref, f_cnt, now).await?;
-            let msg = format!("{what} enqueued");
-            device_events::add(conn, &eui, now, "downlink_enqueued", &msg).await
-        }
-        Err(e) => {
-            downlinks::mark_failed(conn, id, &e, now).await?;
-            let msg = format!("{what} failed: {e}");
-            device_events::add(conn, &eui, now, "downlink_failed", &msg).await
-        }
-    }
+    downlinks::apply_outcome(conn, id, dev_eui, outcome, what, now).await
 }

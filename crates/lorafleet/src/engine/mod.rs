@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use crate::devices::record as store;
 use crate::ingest::writer::Change;
 use crate::network::{Downlink, Enqueued, Network};
+use crate::storage::campaigns::SentDownlink;
 use crate::storage::{self, Db};
 
 /// What sending needs: the database (the downlink list) and the network.
@@ -46,48 +47,34 @@ pub async fn send_unicast(io: Io<'_>, downlink: &Downlink, what: &str) -> anyhow
     Ok(result?)
 }
 
-/// [`send_unicast`] for many commands at once: the downlink list is written in two
-/// transactions for the whole batch instead of two per command. Returns each command's
-/// outcome, in order.
-pub async fn send_unicasts(
-    io: Io<'_>,
-    batch: &[(Downlink, &str)],
-) -> anyhow::Result<Vec<Result<Enqueued, crate::network::NetworkError>>> {
+/// Sends a campaign step's unicast commands, in order, and returns each with the network's
+/// answer, for the step to record in the devices' downlink lists in its own transaction (see
+/// `storage::campaigns::leases::save_step`): nothing is written here, so a step whose lease was
+/// lost leaves no downlink rows behind.
+pub async fn send_unicasts(io: Io<'_>, batch: &[(Downlink, &str)]) -> Vec<SentDownlink> {
     if batch.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let mut ids = Vec::with_capacity(batch.len());
-    let requested = storage::fmt_time(io.network.now());
-    let mut tx = storage::begin(io.db).await?;
-    for (d, _) in batch {
-        ids.push(
-            storage::downlinks::insert_request(
-                &mut tx,
-                d.dev_eui,
-                d.f_port,
-                &d.data,
-                d.confirmed,
-                None,
-                &requested,
-            )
-            .await?,
-        );
-    }
-    storage::commit(tx).await?;
+    let requested_at = io.network.now();
+    // One request for the whole batch where the network can take it (the simulated network
+    // saves its queues once instead of once per downlink); one after the other elsewhere.
     let downlinks: Vec<Downlink> = batch.iter().map(|(d, _)| d.clone()).collect();
     let results = io.network.enqueue_all(&downlinks).await;
-    let answered = storage::fmt_time(io.network.now());
-    let mut tx = storage::begin(io.db).await?;
-    for ((id, (d, what)), result) in ids.iter().zip(batch).zip(&results) {
-        let outcome = match result {
-            Ok(e) => Ok((e.network_ref.clone(), e.f_cnt)),
-            Err(e) => Err(e.to_string()),
-        };
-        store::apply_downlink_outcome(&mut tx, *id, d.dev_eui, outcome, what, &answered).await?;
-    }
-    storage::commit(tx).await?;
-    for (d, _) in batch {
-        let _ = io.changes.send(Change::Device(d.dev_eui));
-    }
-    Ok(results)
+    let answered_at = io.network.now();
+    batch
+        .iter()
+        .zip(results)
+        .map(|((d, what), result)| SentDownlink {
+            dev_eui: d.dev_eui,
+            f_port: d.f_port,
+            data: d.data.clone(),
+            confirmed: d.confirmed,
+            what: (*what).to_string(),
+            requested_at,
+            answered_at,
+            result: result
+                .map(|e| (e.network_ref, e.f_cnt))
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
 }

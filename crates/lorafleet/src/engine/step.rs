@@ -27,6 +27,7 @@ use super::{send_unicasts, Io};
 use crate::devices::DevEui;
 use crate::network::{Downlink, MulticastGroup};
 use crate::storage;
+use crate::storage::campaigns::SentDownlink;
 
 /// Fragments kept queued on the network ahead of the transmitter: enough that the transmitter
 /// never waits for the next step (a gap would push fragments past the session's end), while a
@@ -67,6 +68,8 @@ pub struct Stepped {
     /// Step again after this long (real time).
     pub next: Duration,
     pub done: bool,
+    /// The unicast commands sent, for the caller to record with the step.
+    pub downlinks: Vec<SentDownlink>,
 }
 
 /// Binds the new group to the campaign's gateways; one that cannot be added is said, and the
@@ -481,15 +484,15 @@ async fn step_once(
             } => log.push(line(now, level, dev_eui, message)),
         }
     }
-    let results = send_unicasts(io, &unicasts).await?;
-    for ((d, what), result) in unicasts.iter().zip(results) {
+    let downlinks = send_unicasts(io, &unicasts).await;
+    for d in &downlinks {
         // A refused enqueue is retried like an unanswered command.
-        if let Err(e) = result {
+        if let Err(e) = &d.result {
             log.push(line(
                 now,
                 Level::Warning,
                 Some(d.dev_eui),
-                format!("could not queue {what}: {e}"),
+                format!("could not queue {}: {e}", d.what),
             ));
         }
     }
@@ -518,7 +521,12 @@ async fn step_once(
     .clamp(MIN_POLL, MAX_POLL);
     let done = run.phase == Phase::Done;
     hold_clock(io, run, (!done).then_some(next));
-    Ok(Stepped { log, next, done })
+    Ok(Stepped {
+        log,
+        next,
+        done,
+        downlinks,
+    })
 }
 
 /// Holds a simulated network's clock where the campaign's next step is due, `next` (real

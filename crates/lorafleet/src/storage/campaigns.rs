@@ -13,7 +13,9 @@ pub mod leases;
 mod records;
 pub mod waves;
 
-pub use changes::{DeviceReport, Draft, Finished, LogLevel, LogLine, PollOutcome};
+pub use changes::{
+    DeviceReport, Draft, Finished, HistoryNote, LogLevel, LogLine, PollOutcome, SentDownlink,
+};
 pub use records::{
     count_stages, state_label, CampaignDevice, CampaignDto, CampaignKeys, CampaignSettings,
     CampaignState, CampaignSummary, DeviceKey, DeviceOverride, DriverKind, EngineDeviceReport,
@@ -454,10 +456,33 @@ pub async fn apply_outcome_on(
             .bind(id)
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
+    write_device_records(&mut *tx, id, outcome).await?;
     if changed {
         record_progress_on(&mut *tx, id, at).await?;
     }
     Ok(changed)
+}
+
+/// What a step did to its devices beyond the campaign's rows: the commands it sent (their
+/// downlink list) and their firmware history, in the step's transaction.
+async fn write_device_records(tx: &mut Conn, id: i64, outcome: &PollOutcome) -> Result<()> {
+    for d in &outcome.downlinks {
+        super::downlinks::record_sent(&mut *tx, d).await?;
+    }
+    for h in &outcome.history {
+        let at = super::fmt_time(h.at);
+        let entry = super::firmware_history::NewEntry {
+            dev_eui: &h.dev_eui,
+            at: &at,
+            version: h.version,
+            slot: None,
+            campaign_id: Some(id),
+            outcome: h.outcome.as_deref(),
+            message: &h.message,
+        };
+        super::firmware_history::record(&mut *tx, &entry).await?;
+    }
+    Ok(())
 }
 
 async fn update_device(tx: &mut Conn, id: i64, report: &DeviceReport, at: &str) -> Result<()> {

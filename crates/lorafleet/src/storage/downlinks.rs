@@ -75,6 +75,48 @@ pub async fn mark_enqueued(
     Ok(())
 }
 
+/// Stores what the network answered to a requested downlink, with a line in the device's log.
+pub async fn apply_outcome(
+    conn: &mut Conn,
+    id: i64,
+    dev_eui: DevEui,
+    outcome: std::result::Result<(Option<String>, Option<u32>), String>,
+    what: &str,
+    now: &str,
+) -> Result<()> {
+    let eui = dev_eui.to_string();
+    match outcome {
+        Ok((network_ref, f_cnt)) => {
+            mark_enqueued(conn, id, network_ref, f_cnt, now).await?;
+            let msg = format!("{what} enqueued");
+            super::device_events::add(conn, &eui, now, "downlink_enqueued", &msg).await
+        }
+        Err(e) => {
+            mark_failed(conn, id, &e, now).await?;
+            let msg = format!("{what} failed: {e}");
+            super::device_events::add(conn, &eui, now, "downlink_failed", &msg).await
+        }
+    }
+}
+
+/// Records a unicast command a campaign step already sent (inside the step's transaction):
+/// its request and the network's answer at once.
+pub async fn record_sent(conn: &mut Conn, d: &super::campaigns::SentDownlink) -> Result<()> {
+    let requested = super::fmt_time(d.requested_at);
+    let answered = super::fmt_time(d.answered_at);
+    let id = insert_request(
+        conn,
+        d.dev_eui,
+        d.f_port,
+        &d.data,
+        d.confirmed,
+        None,
+        &requested,
+    )
+    .await?;
+    apply_outcome(conn, id, d.dev_eui, d.result.clone(), &d.what, &answered).await
+}
+
 /// The network refused a downlink.
 pub async fn mark_failed(conn: &mut Conn, id: i64, error: &str, at: &str) -> Result<()> {
     on!(&mut *conn, c => sqlx::query("UPDATE downlinks SET state = 'failed', error = $1, updated_at = $2 WHERE id = $3")

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 mod binary;
+pub mod browser;
 pub mod fake_chirpstack_v4;
+pub mod fake_network_server;
 pub mod postgres;
 
 use std::net::SocketAddr;
@@ -19,6 +21,24 @@ use lorafleet::{App, AppState};
 // Not every test file starts the binary.
 #[allow(unused_imports)]
 pub use binary::{cli, run_binary_to_exit, spawn_binary, try_spawn_binary, TestBinary};
+
+/// An impl of a generated gRPC service trait for a fake server: the calls written out, every
+/// other call answering "unimplemented" (async_trait must see the whole impl, hence one macro
+/// around it). The caller has `api` (the generated module), `Request`, `Response` and `Status`
+/// in scope.
+macro_rules! grpc_service {
+    ($tr:ident for $ty:ty { $($call:item)* } unimplemented { $($name:ident($req:ident) -> $resp:ty;)* }) => {
+        #[tonic::async_trait]
+        impl $tr for $ty {
+            $($call)*
+            $(async fn $name(&self, _r: Request<api::$req>) -> Result<Response<$resp>, Status> {
+                Err(Status::unimplemented(stringify!($name)))
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use grpc_service;
 
 pub const PASSWORD: &str = "test-password-123";
 pub const INTEGRATION_TOKEN: &str = "integration-token";

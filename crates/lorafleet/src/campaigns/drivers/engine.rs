@@ -23,7 +23,7 @@ use crate::engine::packages::{CampaignLayers, DeviceLayers, RunningPackages};
 use crate::engine::step::{self, DeviceStart, GroupInfo, LogLine as EngineLog, Stepped};
 use crate::engine::Io;
 use crate::network::MulticastClass;
-use crate::storage::firmware_history;
+use crate::storage::campaigns::HistoryNote;
 use lorafleet_engine::adaptive::AdaptiveParity;
 use lorafleet_engine::commands::FragSetup;
 use lorafleet_engine::machine::{
@@ -277,11 +277,10 @@ fn load_state(c: &Campaign) -> Result<(Run, Vec<Dev>), DriverError> {
     Ok((run, devs))
 }
 
-/// Writes a device's campaign outcome into its firmware history.
-async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
-    let Some(outcome) = d.outcome else {
-        return;
-    };
+/// A device's campaign outcome for its firmware history (stored with the step that reached
+/// it, under the campaign's lease).
+fn history_note(ctx: &DriverContext, c: &Campaign, d: &Dev) -> Option<HistoryNote> {
+    let outcome = d.outcome?;
     let what = match outcome {
         Outcome::Verified => "verified: runs the new firmware".to_string(),
         Outcome::Completed => "session completed (the version was not verified)".to_string(),
@@ -293,29 +292,20 @@ async fn record_outcome(ctx: &DriverContext, c: &Campaign, d: &Dev) {
             d.error.as_deref().unwrap_or("")
         ),
     };
-    let message = format!(
-        "campaign #{} \"{}\" ({}): {what}",
-        c.id, c.name, c.firmware.file_name
-    );
-    let outcome_name = serde_json::to_value(outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string));
-    let at = crate::storage::fmt_time(d.completed_at.unwrap_or_else(|| ctx.network.now()));
-    let version = (outcome == Outcome::Verified)
-        .then_some(d.running_version)
-        .flatten();
-    let entry = firmware_history::NewEntry {
-        dev_eui: &d.dev_eui.to_string(),
-        at: &at,
-        version,
-        slot: None,
-        campaign_id: Some(c.id),
-        outcome: outcome_name.as_deref(),
-        message: &message,
-    };
-    if let Err(e) = firmware_history::record_now(&ctx.db, &entry).await {
-        tracing::warn!(dev_eui = %d.dev_eui, error = %e, "could not write the firmware history");
-    }
+    Some(HistoryNote {
+        dev_eui: d.dev_eui.to_string(),
+        at: d.completed_at.unwrap_or_else(|| ctx.network.now()),
+        version: (outcome == Outcome::Verified)
+            .then_some(d.running_version)
+            .flatten(),
+        outcome: serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string)),
+        message: format!(
+            "campaign #{} \"{}\" ({}): {what}",
+            c.id, c.name, c.firmware.file_name
+        ),
+    })
 }
 
 impl EngineDriver {
@@ -355,12 +345,15 @@ impl EngineDriver {
         )
         .await
         .map_err(internal)?;
-        for (d, b) in devs.iter().zip(&before) {
-            if b.outcome.is_none() && d.outcome.is_some() {
-                record_outcome(ctx, c, d).await;
-            }
-        }
-        Ok(self.outcome(c, &run, &devs, &before, stepped))
+        let history = devs
+            .iter()
+            .zip(&before)
+            .filter(|(_, b)| b.outcome.is_none())
+            .filter_map(|(d, _)| history_note(ctx, c, d))
+            .collect();
+        let mut outcome = self.outcome(c, &run, &devs, &before, stepped);
+        outcome.history = history;
+        Ok(outcome)
     }
 
     pub fn new(running: Arc<RunningPackages>) -> EngineDriver {
@@ -471,6 +464,8 @@ impl EngineDriver {
             finished,
             next_poll: Some(stepped.next.max(Duration::from_millis(5))),
             forget_keys: false,
+            downlinks: stepped.downlinks,
+            history: Vec::new(),
         }
     }
 }
@@ -545,9 +540,10 @@ impl CampaignDriver for EngineDriver {
             .map_err(internal)?;
         self.running.note(&devs);
         let t = target(c);
-        for d in devs.iter().filter(|d| d.outcome.is_some()) {
-            record_outcome(ctx, c, d).await;
-        }
+        let history = devs
+            .iter()
+            .filter_map(|d| history_note(ctx, c, d))
+            .collect();
         let mut log: Vec<LogLine> = log.into_iter().map(log_line).collect();
         if t.version.is_none() && t.to_version.is_none() && s.verify {
             log.push(LogLine {
@@ -566,6 +562,8 @@ impl CampaignDriver for EngineDriver {
             next_poll: Some(next),
             // Each device's McKey is now stored encrypted for it; the root keys are not needed.
             forget_keys: true,
+            downlinks: Vec::new(),
+            history,
         })
     }
 

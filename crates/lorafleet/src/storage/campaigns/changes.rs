@@ -128,6 +128,40 @@ pub struct PollOutcome {
     pub next_poll: Option<Duration>,
     /// The key material is no longer needed: the runner wipes it from the database.
     pub forget_keys: bool,
+    /// Unicast commands the step sent, for the devices' downlink lists: written with the
+    /// step, so a step whose lease was lost leaves no trace of them (the new owner sends and
+    /// records them again).
+    pub downlinks: Vec<SentDownlink>,
+    /// Firmware-history entries the step adds (a device's campaign outcome), likewise.
+    pub history: Vec<HistoryNote>,
+}
+
+/// A unicast command a driver sent in a step, and what the network answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentDownlink {
+    pub dev_eui: lorafleet_codec::eui::DevEui,
+    pub f_port: u8,
+    pub data: Vec<u8>,
+    pub confirmed: bool,
+    /// What the command is, for the device's event log ("McGroupSetupReq").
+    pub what: String,
+    /// On the network's clock: when it was asked for, and when the network answered.
+    pub requested_at: DateTime<Utc>,
+    pub answered_at: DateTime<Utc>,
+    /// The network's reference and frame counter, or why it refused.
+    pub result: Result<(Option<String>, Option<u32>), String>,
+}
+
+/// A line a step adds to a device's firmware history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryNote {
+    pub dev_eui: String,
+    /// On the network's clock.
+    pub at: DateTime<Utc>,
+    /// The version the device was verified to run, if it was.
+    pub version: Option<u32>,
+    pub outcome: Option<String>,
+    pub message: String,
 }
 
 impl PollOutcome {

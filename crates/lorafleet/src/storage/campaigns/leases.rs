@@ -10,11 +10,14 @@
 //!
 //! Each step's results are stored by [`save_step`] in one transaction that first checks (and
 //! renews) the lease: if another instance took the campaign over meanwhile, nothing of the
-//! step is stored and the caller stops running the campaign.
+//! step is stored (its devices, log, engine state, the downlinks and firmware history of its
+//! devices, its waves) and the caller stops running the campaign. Within a step, the runner
+//! checks the lease before each send ([`renew`], `campaigns::lease_guard`).
 
 use chrono::{DateTime, Utc};
 
 use super::super::{begin_immediate, Cols, Db, Result, Time};
+use super::waves::WaveWrite;
 use super::{
     add_log_on, apply_outcome_on, finish_on, record_progress_on, set_poll_result_on, CampaignState,
     LogLine, PollOutcome, Stage,
@@ -140,6 +143,21 @@ pub async fn renew_all(db: &Db, owner: &str, until: DateTime<Utc>) -> Result<u64
     .execute(c).await.map(|r| r.rows_affected()))
 }
 
+/// Extends `owner`'s lease of campaign `id` to `until`, if `owner` still holds it and the
+/// campaign still runs: false when another instance took it over (or it ended), and then
+/// `owner` must send nothing more for it. A lease that lapsed without a new claimer is still
+/// `owner`'s: nobody else can have sent anything meanwhile.
+pub async fn renew(db: &Db, id: i64, owner: &str, until: DateTime<Utc>) -> Result<bool> {
+    on!(db, c => sqlx::query(
+        "UPDATE campaigns SET lease_until = $3
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND lease_until IS NOT NULL",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(Time::from(until))
+    .execute(c).await.map(|r| r.rows_affected() > 0))
+}
+
 /// Gives up every lease `owner` holds (a graceful stop): another instance may claim those
 /// campaigns at once, without waiting for the leases to lapse.
 pub async fn release_all(db: &Db, owner: &str) -> Result<u64> {
@@ -228,6 +246,8 @@ pub struct StepSave<'a> {
     /// The runner's own lines after the driver's.
     pub log_after: Vec<LogLine>,
     pub next: Next,
+    /// What the step changes of the campaign's waves (a wave ended), stored last.
+    pub waves: Option<WaveWrite>,
 }
 
 /// Stores a step in one transaction, only while `owner` holds the campaign's lease (renewed to
@@ -270,12 +290,18 @@ pub async fn save_step(
     match &step.next {
         Next::Poll { at, error } => {
             set_poll_result_on(&mut tx, id, *at, error.as_deref()).await?;
+            if let Some(w) = &step.waves {
+                super::waves::apply_on(&mut tx, id, w, *at, step.at).await?;
+            }
         }
         Next::End {
             state,
             error,
             device_stage,
         } => {
+            if let Some(w) = &step.waves {
+                super::waves::apply_on(&mut tx, id, w, Utc::now(), step.at).await?;
+            }
             finish_on(
                 &mut tx,
                 id,

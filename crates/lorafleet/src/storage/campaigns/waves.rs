@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::super::{time, Cols, Db, Result, Time};
+use super::super::{time, Cols, Conn, Db, Result, Time};
 use super::{count_stages, CampaignDevice, Stage};
 
 /// A checked rollout, as stored in `campaigns.rollout_json`.
@@ -21,7 +21,8 @@ pub struct Rollout {
     pub success_threshold: f64,
     /// Share of a wave's devices that may fail; above it the pause names the failures.
     pub error_threshold: f64,
-    /// Seconds (real time) between a successful wave and the next.
+    /// Seconds on the network's clock (simulated seconds on a simulated network) between a
+    /// successful wave and the next.
     pub pause_between_s: u64,
 }
 
@@ -58,6 +59,9 @@ pub struct WaveRun {
     pub rollout: Rollout,
     pub states: Vec<WaveState>,
     pub paused_reason: Option<String>,
+    /// When the running wave's session may start, on the network's clock (the pause after
+    /// the wave before it).
+    pub start_at: Option<DateTime<Utc>>,
 }
 
 impl WaveRun {
@@ -85,7 +89,7 @@ pub async fn set_rollout(db: &Db, id: i64, rollout: Option<&Rollout>) -> anyhow:
 /// The campaign's rollout, if it has one.
 pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
     let row = on!(db, c => sqlx::query(
-        "SELECT rollout_json, waves_json, paused_reason FROM campaigns WHERE id = $1",
+        "SELECT rollout_json, waves_json, paused_reason, wave_start_at FROM campaigns WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(c).await?
@@ -93,8 +97,9 @@ pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
         r.get::<Option<String>>("rollout_json"),
         r.get::<Option<String>>("waves_json"),
         r.get::<Option<String>>("paused_reason"),
+        r.get::<Option<String>>("wave_start_at"),
     )));
-    let Some((Some(rollout), states, paused_reason)) = row else {
+    let Some((Some(rollout), states, paused_reason, start_at)) = row else {
         return Ok(None);
     };
     Ok(Some(WaveRun {
@@ -104,6 +109,7 @@ pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
             .transpose()?
             .unwrap_or_default(),
         paused_reason,
+        start_at: start_at.as_deref().and_then(super::super::parse_time),
     }))
 }
 
@@ -155,17 +161,63 @@ pub async fn begin(
 
 /// Stores the waves' states alone (a wave ended with the campaign).
 pub async fn set_states(db: &Db, id: i64, states: &[WaveState]) -> anyhow::Result<()> {
-    on!(db, c => sqlx::query("UPDATE campaigns SET waves_json = $1 WHERE id = $2")
+    set_states_on(&mut *db.acquire().await?, id, states).await
+}
+
+/// [`set_states`] inside the caller's transaction.
+pub async fn set_states_on(conn: &mut Conn, id: i64, states: &[WaveState]) -> anyhow::Result<()> {
+    on!(&mut *conn, c => sqlx::query("UPDATE campaigns SET waves_json = $1 WHERE id = $2")
         .bind(serde_json::to_string(states)?)
         .bind(id)
         .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
+/// What a step that ended a wave stores of the waves, in the step's transaction (see
+/// `leases::save_step`), after the step's own writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaveWrite {
+    /// The next wave starts ([`start_wave_on`]), its session not before `start_at` on the
+    /// network's clock.
+    Start {
+        states: Vec<WaveState>,
+        next: usize,
+        start_at: Option<DateTime<Utc>>,
+    },
+    /// The campaign pauses for the operator ([`pause_on`]).
+    Pause {
+        states: Vec<WaveState>,
+        reason: String,
+    },
+    /// The waves' states alone: the campaign ends with this step.
+    States(Vec<WaveState>),
+}
+
+/// Stores a [`WaveWrite`]; `poll_at` is when the runner looks at the campaign next, `at` the
+/// network's time of the step.
+pub async fn apply_on(
+    conn: &mut Conn,
+    id: i64,
+    write: &WaveWrite,
+    poll_at: DateTime<Utc>,
+    at: &str,
+) -> anyhow::Result<()> {
+    match write {
+        WaveWrite::Start {
+            states,
+            next,
+            start_at,
+        } => start_wave_on(conn, id, states, *next, (poll_at, *start_at), at).await,
+        WaveWrite::Pause { states, reason } => pause_on(conn, id, states, reason, at).await,
+        WaveWrite::States(states) => set_states_on(conn, id, states).await,
+    }
+}
+
 /// Starts wave `next` (whose state in `states` is `running`): its devices go to their first
 /// step, the driver's state of the last wave is dropped so that the runner calls the driver's
-/// `start` again, and the first poll is due at `poll_at` (the pause between waves). Also what
-/// a resume does, so it moves a paused campaign back to `running`.
+/// `start` again, and the first poll is due at `poll_at` (the runner's clock), the session's
+/// start not before `start_at` (the network's clock: the pause between waves). Also what a
+/// resume does, so it moves a paused campaign back to `running`.
 pub async fn start_wave(
     db: &Db,
     id: i64,
@@ -175,7 +227,23 @@ pub async fn start_wave(
     at: &str,
 ) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    on!(&mut *tx, c => sqlx::query(
+    start_wave_on(&mut tx, id, states, next, (poll_at, None), at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`start_wave`] inside the caller's transaction; `when`: the first poll (the runner's
+/// clock) and the session's earliest start (the network's).
+pub async fn start_wave_on(
+    conn: &mut Conn,
+    id: i64,
+    states: &[WaveState],
+    next: usize,
+    when: (DateTime<Utc>, Option<DateTime<Utc>>),
+    at: &str,
+) -> anyhow::Result<()> {
+    let (poll_at, start_at) = when;
+    on!(&mut *conn, c => sqlx::query(
         "UPDATE campaign_devices SET stage = 'mc_group_setup', updated_at = $1
          WHERE campaign_id = $2 AND wave = $3",
     )
@@ -183,32 +251,32 @@ pub async fn start_wave(
     .bind(id)
     .bind(next as i64)
     .execute(c).await.map(|r| r.rows_affected()))?;
-    on!(&mut *tx, c => sqlx::query(
+    on!(&mut *conn, c => sqlx::query(
         "UPDATE campaigns SET state = 'running', waves_json = $1, paused_reason = NULL,
             started = FALSE, driver_state_json = NULL, next_poll_at = $2, poll_failures = 0,
-            last_poll_error = NULL, updated_at = $3
-         WHERE id = $4",
+            last_poll_error = NULL, updated_at = $3, wave_start_at = $4
+         WHERE id = $5",
     )
     .bind(serde_json::to_string(states)?)
     .bind(Time::from(poll_at))
     .bind(time(at))
+    .bind(start_at.map(Time::from))
     .bind(id)
     .execute(c).await.map(|r| r.rows_affected()))?;
-    tx.commit().await?;
     Ok(())
 }
 
 /// Pauses a campaign after a wave: not polled until the operator resumes or cancels it. The
 /// finished wave's driver state is dropped (its session is over) and the runner's lease
 /// released (whichever instance claims it after the resume goes on from the stored state).
-pub async fn pause(
-    db: &Db,
+pub async fn pause_on(
+    conn: &mut Conn,
     id: i64,
     states: &[WaveState],
     reason: &str,
     at: &str,
 ) -> anyhow::Result<()> {
-    on!(db, c => sqlx::query(
+    on!(&mut *conn, c => sqlx::query(
         "UPDATE campaigns SET state = 'paused', waves_json = $1, paused_reason = $2,
             started = FALSE, driver_state_json = NULL, next_poll_at = NULL, lease_until = NULL,
             updated_at = $3
