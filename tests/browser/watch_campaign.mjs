@@ -41,7 +41,7 @@ process.stdout.write('ready\n');
 /** What the page shows now, as one comparable value. */
 const snapshot = () => page.evaluate(() => ({
   title: document.querySelector('[data-testid="campaign-title"]')?.textContent ?? '',
-  devices: [...document.querySelectorAll('[data-testid="fact-row"]')]
+  devices: [...document.querySelectorAll('[data-testid="campaign-device-row"]')]
     .map((r) => `${r.getAttribute('data-dev-eui')}:${r.getAttribute('data-stage')}:${r.getAttribute('data-outcome')}`)
     .sort(),
   log: [...document.querySelectorAll('[data-testid="campaign-log-row"] .event-msg')].map((e) => e.textContent),
