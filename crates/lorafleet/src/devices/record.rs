@@ -381,18 +381,6 @@ pub async fn record_downlink_outcome(
     at: &str,
 ) -> storage::Result<()> {
     let mut tx = storage::begin(db).await?;
-    apply_downlink_outcome(&mut tx, id, dev_eui, outcome, what, at).await?;
+    downlinks::apply_outcome(&mut tx, id, dev_eui, outcome, what, at).await?;
     storage::commit(tx).await
-}
-
-/// [`record_downlink_outcome`] inside the caller's transaction.
-pub async fn apply_downlink_outcome(
-    conn: &mut Conn,
-    id: i64,
-    dev_eui: DevEui,
-    outcome: Result<(Option<String>, Option<u32>), String>,
-    what: &str,
-    now: &str,
-) -> storage::Result<()> {
-    downlinks::apply_outcome(conn, id, dev_eui, outcome, what, now).await
 }
