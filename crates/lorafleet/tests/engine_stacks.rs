@@ -360,6 +360,29 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
     )
     .await;
     assert_eq!(status, 201, "{c}");
+    // The plan counts the sessions, each with its devices and its fragments' air time.
+    let sessions = c["plan"]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{}", c["plan"]);
+    let v2_devices = fleet
+        .iter()
+        .filter(|e| stack_of(**e) == Stack::LoraBasicsModem)
+        .count();
+    assert_eq!(sessions[1]["devices"], v2_devices, "{}", c["plan"]);
+    assert_eq!(
+        sessions[0]["devices"].as_u64().unwrap() as usize + v2_devices,
+        fleet.len()
+    );
+    for session in sessions {
+        assert_eq!(session["airtime_total_s"], c["plan"]["airtime_total_s"]);
+    }
+    assert!(
+        c["plan"]["warnings"].as_array().unwrap().iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the devices need 2 multicast sessions")),
+        "{}",
+        c["plan"]
+    );
     let id = c["id"].as_i64().unwrap();
     let (status, c) = call(
         reqwest::Method::POST,
@@ -499,7 +522,7 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
             Some("firmware_management") => Some(Method::FirmwareManagement),
             _ => Some(Method::VersionStatus),
         };
-        assert_eq!(n.trying.or(Some(Method::VersionStatus)), expected, "{}", n.dev_eui);
+        assert_eq!(n.trying, expected, "{}", n.dev_eui);
         if expected == Some(Method::FirmwareManagement) {
             let r = lorafleet::storage::devices::detail(&app.db, n.dev_eui)
                 .await

@@ -246,6 +246,11 @@ pub fn add_sessions(plan: &mut Plan, sessions: &[lorafleet_engine::sessions::Ses
     if sessions.len() < 2 {
         return;
     }
+    // One session after the other, each with its own unicast setup, fragments and
+    // verification: each takes about what one session of the whole fleet would.
+    let n = sessions.len() as f64;
+    plan.expected_duration_s = round(plan.expected_duration_s * n, 1);
+    plan.worst_case_duration_s = round(plan.worst_case_duration_s * n, 1);
     let each: Vec<String> = plan
         .sessions
         .iter()
@@ -254,7 +259,7 @@ pub fn add_sessions(plan: &mut Plan, sessions: &[lorafleet_engine::sessions::Ses
     plan.warnings.push(PlanWarning {
         dev_eui: None,
         message: format!(
-            "the devices need {} multicast sessions ({}{}), run one after the other: the fragments go out once per session, {} x {} s on air",
+            "the devices need {} multicast sessions ({}{}), run one after the other: the fragments go out once per session, {} x {} s on air, and the expected duration is the sessions' together",
             sessions.len(),
             each.join(", "),
             if read_all { "" } else { ", from the devices whose profile was read" },

@@ -62,7 +62,10 @@ pub async fn begin(app: &App, id: i64) -> anyhow::Result<()> {
     let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
     };
-    let given = stored::get(&app.db, id).await?.map(|r| r.rollout);
+    let given = stored::get(&app.db, id)
+        .await?
+        .filter(|r| r.given)
+        .map(|r| r.rollout);
     let euis: Vec<String> = store::devices(&app.db, id)
         .await?
         .into_iter()
