@@ -79,7 +79,14 @@ mod tests {
 
     #[test]
     fn a_mixed_fleet_is_one_group_per_version_and_port_the_largest_first() {
-        let fleet = [s(2, 201), s(1, 201), s(1, 201), s(2, 201), s(1, 201), s(1, 50)];
+        let fleet = [
+            s(2, 201),
+            s(1, 201),
+            s(1, 201),
+            s(2, 201),
+            s(1, 201),
+            s(1, 50),
+        ];
         let (order, of) = groups(&fleet);
         assert_eq!(order, [s(1, 201), s(2, 201), s(1, 50)]);
         assert_eq!(of, [1, 0, 0, 1, 0, 2]);

@@ -67,7 +67,13 @@ async fn post(server: &TestBinary, path: &str, body: &Value) -> (u16, Value) {
 
 /// Creates and starts an engine campaign of the demo sensor image with `rollout`.
 async fn start_campaign(server: &TestBinary, devices: &[&str], rollout: Value) -> i64 {
-    start_campaign_with(server, devices, json!({"timeout_s": 60, "attempts": 2}), rollout).await
+    start_campaign_with(
+        server,
+        devices,
+        json!({"timeout_s": 60, "attempts": 2}),
+        rollout,
+    )
+    .await
 }
 
 /// [`start_campaign`] with the campaign's `unicast` settings.
@@ -431,8 +437,7 @@ async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
     .await;
     assert_eq!(c["state"], "paused", "{c}");
     assert_eq!(
-        c["paused_reason"],
-        "wave 2 (TS004 v2 on FPort 201): 1 of 1 devices failed (100 % > 20 %)",
+        c["paused_reason"], "wave 2 (TS004 v2 on FPort 201): 1 of 1 devices failed (100 % > 20 %)",
         "{c}"
     );
     let states: Vec<&str> = (0..4)
@@ -461,7 +466,11 @@ async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
     let states: Vec<&str> = (0..4)
         .map(|i| c["waves"][i]["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["succeeded", "failed", "succeeded", "succeeded"], "{c}");
+    assert_eq!(
+        states,
+        ["succeeded", "failed", "succeeded", "succeeded"],
+        "{c}"
+    );
     for eui in sensors.iter().filter(|e| **e != V2[0]) {
         let d = device(&c, eui);
         assert_eq!(d["outcome"], "verified", "{d}");

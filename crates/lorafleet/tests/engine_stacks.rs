@@ -319,7 +319,11 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
         .filter(|e| sim.inspect(*e, |x| x.id.model.name) == Some("sensor"))
         .collect();
     let stacks: std::collections::BTreeSet<Stack> = fleet.iter().map(|e| stack_of(*e)).collect();
-    assert_eq!(stacks.len(), 4, "the fleet mixes all four stacks: {stacks:?}");
+    assert_eq!(
+        stacks.len(),
+        4,
+        "the fleet mixes all four stacks: {stacks:?}"
+    );
     // What the operator tells lorafleet each device holds, from the stack and build it knows.
     let overrides: serde_json::Map<String, Value> = fleet
         .iter()
@@ -376,10 +380,14 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
         assert_eq!(session["airtime_total_s"], c["plan"]["airtime_total_s"]);
     }
     assert!(
-        c["plan"]["warnings"].as_array().unwrap().iter().any(|w| w["message"]
-            .as_str()
+        c["plan"]["warnings"]
+            .as_array()
             .unwrap()
-            .starts_with("the devices need 2 multicast sessions")),
+            .iter()
+            .any(|w| w["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the devices need 2 multicast sessions")),
         "{}",
         c["plan"]
     );
@@ -393,11 +401,19 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
     assert_eq!(status, 202, "{c}");
     let begun = Instant::now();
     let c = loop {
-        let (_, c) = call(reqwest::Method::GET, format!("{base}/api/campaigns/{id}"), None).await;
+        let (_, c) = call(
+            reqwest::Method::GET,
+            format!("{base}/api/campaigns/{id}"),
+            None,
+        )
+        .await;
         if c["state"] != "running" {
             break c;
         }
-        assert!(begun.elapsed() < Duration::from_secs(240), "the campaign ends: {c}");
+        assert!(
+            begun.elapsed() < Duration::from_secs(240),
+            "the campaign ends: {c}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(c["state"], "completed", "{c}");
@@ -449,7 +465,12 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
         assert_eq!(v, NEW_VERSION, "{eui} {stack:?}");
     }
     // In sequence: the v2 session's devices are set up only once every v1 device is done.
-    let time = |v: &Value| v.as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let time = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
     let first_done = strings(&waves[0]["devices"])
         .iter()
         .map(|e| time(&device(e)["completed_at"]))
@@ -457,7 +478,10 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
         .unwrap();
     for eui in strings(&waves[1]["devices"]) {
         let setup = time(&device(&eui)["mc_group_setup_at"]);
-        assert!(setup >= first_done, "{eui} set up at {setup}, before {first_done}");
+        assert!(
+            setup >= first_done,
+            "{eui} set up at {setup}, before {first_done}"
+        );
     }
     let log: Vec<&str> = c["log"]
         .as_array()
@@ -472,17 +496,24 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
         "{log:#?}"
     );
     assert!(
-        log.iter().any(|l| l.starts_with("wave 1 (TS004 v1 on FPort 201) over: ")
-            && l.contains("wave 2 (TS004 v2 on FPort 201) starts")),
+        log.iter()
+            .any(|l| l.starts_with("wave 1 (TS004 v1 on FPort 201) over: ")
+                && l.contains("wave 2 (TS004 v2 on FPort 201) starts")),
         "{log:#?}"
     );
-    assert!(!log.iter().any(|l| l.contains("campaign of its own")), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("campaign of its own")),
+        "{log:#?}"
+    );
     // The lossy device lost data fragments: its answer says so in LoRaMac-node's reading,
     // and the version check decided.
     let lossy = device(LOSSY);
     assert_eq!(lossy["frag_status"]["reading"], "highest_n", "{lossy}");
     assert!(
-        lossy["frag_status"]["fields"]["missing_frag"].as_u64().unwrap() > 0,
+        lossy["frag_status"]["fields"]["missing_frag"]
+            .as_u64()
+            .unwrap()
+            > 0,
         "{lossy}"
     );
     // The Firmware Management devices of a session reboot together: one time for the group,
@@ -515,7 +546,9 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
             root: None,
         })
         .collect();
-    let (_, next, _) = runner::start(io, &settings(image.len()), &starts).await.unwrap();
+    let (_, next, _) = runner::start(io, &settings(image.len()), &starts)
+        .await
+        .unwrap();
     for n in &next {
         let used = &device(&n.dev_eui.to_string())["check_method_used"];
         let expected = match used.as_str() {

@@ -233,7 +233,12 @@ pub struct PlanSession {
 /// The plan's sessions from each device's session group (`group[i]` into `sessions`, as
 /// `lorafleet_engine::sessions::groups` gives them), with a warning when there are several:
 /// the fragments then go out once per session.
-pub fn add_sessions(plan: &mut Plan, sessions: &[lorafleet_engine::sessions::Session], group: &[usize], read_all: bool) {
+pub fn add_sessions(
+    plan: &mut Plan,
+    sessions: &[lorafleet_engine::sessions::Session],
+    group: &[usize],
+    read_all: bool,
+) {
     plan.sessions = sessions
         .iter()
         .enumerate()

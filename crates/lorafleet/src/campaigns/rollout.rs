@@ -259,7 +259,10 @@ pub async fn wave_over(
             } else {
                 let updated = stages.iter().filter(|s| **s == super::Stage::Completed);
                 let total = stages.len();
-                format!("{this} over: {} of {total} devices updated", updated.count())
+                format!(
+                    "{this} over: {} of {total} devices updated",
+                    updated.count()
+                )
             };
             run.states[wave] = WaveState::Succeeded;
             run.states[next] = WaveState::Running;

@@ -250,7 +250,12 @@ pub fn decide(rollout: &Rollout, wave: usize, next: Option<usize>, stages: &[Sta
 }
 
 /// [`decide`], the pause reason naming the wave as `label` ("wave 2 (TS004 v2 on FPort 201)").
-pub fn decide_as(rollout: &Rollout, label: &str, next: Option<usize>, stages: &[Stage]) -> Decision {
+pub fn decide_as(
+    rollout: &Rollout,
+    label: &str,
+    next: Option<usize>,
+    stages: &[Stage],
+) -> Decision {
     let total = stages.len();
     let updated = stages.iter().filter(|s| **s == Stage::Completed).count();
     let failed = total - updated;
@@ -390,7 +395,8 @@ mod tests {
         let of: Vec<usize> = waves.iter().map(|w| w.of).collect();
         assert_eq!(of, [0, 1, 2]);
         // An empty operator wave stays, to be skipped.
-        let (waves, _) = split_by_session(&devices[..3], &[0; 3], &[session(1)], &[5.0, 25.0, 100.0]);
+        let (waves, _) =
+            split_by_session(&devices[..3], &[0; 3], &[session(1)], &[5.0, 25.0, 100.0]);
         assert_eq!(waves.len(), 3);
     }
 
@@ -404,14 +410,30 @@ mod tests {
         assert_eq!(
             waves,
             [
-                WaveSession { of: 0, session: session(1) },
-                WaveSession { of: 0, session: session(2) },
-                WaveSession { of: 1, session: session(1) },
-                WaveSession { of: 1, session: session(2) },
+                WaveSession {
+                    of: 0,
+                    session: session(1)
+                },
+                WaveSession {
+                    of: 0,
+                    session: session(2)
+                },
+                WaveSession {
+                    of: 1,
+                    session: session(1)
+                },
+                WaveSession {
+                    of: 1,
+                    session: session(2)
+                },
             ]
         );
         let of_wave = |w: usize| -> Vec<&str> {
-            assigned.iter().filter(|(_, x)| *x == w).map(|(d, _)| *d).collect()
+            assigned
+                .iter()
+                .filter(|(_, x)| *x == w)
+                .map(|(d, _)| *d)
+                .collect()
         };
         // The canary: 5 % of each group (at least one device of each stack).
         assert_eq!(of_wave(0), ["d00"]);

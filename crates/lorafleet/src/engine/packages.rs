@@ -12,10 +12,10 @@ use std::sync::Mutex;
 
 use lorafleet_engine::keys::RootKey;
 use lorafleet_engine::machine::Dev;
-use lorafleet_engine::sessions::Session;
 use lorafleet_engine::packages::{
     self, ClockSync, DeviceLimits, DevicePackages, Packages, PackagesPatch,
 };
+use lorafleet_engine::sessions::Session;
 
 use crate::devices::DevEui;
 use crate::network::Network;

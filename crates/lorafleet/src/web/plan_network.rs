@@ -212,5 +212,10 @@ pub async fn add_sessions(app: &AppState, v: &mut Validated) {
         spoken.push(lorafleet_engine::sessions::Session::of(&p));
     }
     let (sessions, group) = lorafleet_engine::sessions::groups(&spoken);
-    plan::add_sessions(&mut v.plan, &sessions, &group, v.devices.len() <= SESSION_DEVICES);
+    plan::add_sessions(
+        &mut v.plan,
+        &sessions,
+        &group,
+        v.devices.len() <= SESSION_DEVICES,
+    );
 }

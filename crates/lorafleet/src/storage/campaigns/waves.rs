@@ -372,7 +372,10 @@ pub fn dtos(
     let planned: Vec<(usize, Option<Session>)> = if run.sessions.is_empty() {
         (0..run.rollout.waves.len()).map(|i| (i, None)).collect()
     } else {
-        run.sessions.iter().map(|w| (w.of, Some(w.session))).collect()
+        run.sessions
+            .iter()
+            .map(|w| (w.of, Some(w.session)))
+            .collect()
     };
     planned
         .into_iter()
