@@ -202,7 +202,7 @@ pub fn split_by_session<'a>(
     let shares: Vec<Vec<usize>> = members.iter().map(|m| split(m.len(), percents)).collect();
     let mut taken = vec![0usize; sessions.len()];
     let (mut waves, mut assigned) = (Vec::new(), Vec::with_capacity(devices.len()));
-    for of in 0..percents.len() {
+    for (of, _) in percents.iter().enumerate() {
         let before = waves.len();
         for (g, session) in sessions.iter().enumerate() {
             let own = shares[g][of];

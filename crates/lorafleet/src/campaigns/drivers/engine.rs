@@ -31,12 +31,15 @@ use lorafleet_engine::machine::{
 };
 use lorafleet_engine::packages::data_fragments;
 
+/// A session's encoded fragment frames.
+type Frames = Arc<Vec<Vec<u8>>>;
+
 /// The engine as a campaign driver. Holds a cache of encoded fragments and tells the TS003
 /// responder how its devices sync their clocks.
 #[derive(Default)]
 pub struct EngineDriver {
     /// By campaign and TS004 version: a mixed fleet's waves run sessions of either version.
-    frames: Mutex<HashMap<(i64, u8), Arc<Vec<Vec<u8>>>>>,
+    frames: Mutex<HashMap<(i64, u8), Frames>>,
     running: Arc<RunningPackages>,
 }
 
