@@ -121,6 +121,8 @@ test('waves: the form sets them, the page shows the table, pauses and resumes', 
     await page.getByTestId('campaign-title').filter({ hasText: 'paused' }).waitFor();
     assert.equal(await page.locator('[data-testid="wave-row"][data-wave="2"]').getAttribute('data-state'), 'pending');
     assert.match(await page.locator('[data-testid="wave-row"][data-wave="2"] [data-testid="wave-devices"]').textContent(), /^3$/);
+    // From the start on, each wave shows the multicast session its devices share.
+    assert.equal(await page.locator('[data-testid="wave-row"][data-wave="2"] [data-testid="wave-session"]').textContent(), 'TS004 v1, FPort 201');
 
     step = 'a viewer sees the pause but no Resume';
     await call('POST', '/api/users', { username: 'watcher', password: VIEWER_PASSWORD, role: 'viewer' });

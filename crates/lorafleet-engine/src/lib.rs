@@ -6,6 +6,7 @@
 //! - [`machine`]: the campaign state machine ([`machine::Run`], one [`machine::Dev`] per device).
 //! - [`commands`]: TS005 / TS004 / Version & Status requests and the parsing of answers.
 //! - [`packages`]: which package version and FPort each device speaks, and what it can hold.
+//! - [`sessions`]: which devices can share one multicast session (a mixed fleet runs several).
 //! - [`keys`]: the one TS005 key derivation, server and device side.
 //! - [`clock_sync`]: the answer to a TS003 AppTimeReq.
 //! - [`airtime`]: how long a frame occupies the air.
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod keys;
 pub mod machine;
 pub mod packages;
+pub mod sessions;
 
 pub use commands::MulticastClass;
 pub use lorafleet_codec::eui::DevEui;

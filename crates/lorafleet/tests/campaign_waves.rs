@@ -2,7 +2,8 @@
 //! waves run in order, each its own session over its share of the devices; a wave over the
 //! error threshold (a device that never answers) pauses the campaign with the reason and
 //! nothing more is sent until the operator resumes; a rollout that is wrong is refused naming
-//! its field, and one for a driver that cannot run waves naming the driver.
+//! its field, and one for a driver that cannot run waves naming the driver; a mixed fleet's
+//! operator waves run as one wave per multicast session, each judged by the thresholds.
 // A test or a tool: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
@@ -17,6 +18,9 @@ use serde_json::{json, Value};
 const PASSWORD: &str = "waves-test-password";
 /// The devices that never answer (every frame to and from them is lost).
 const SILENT: &str = "4c4653494d000001";
+
+/// The devices speaking TS004/TS005 v2 (LoRa-Basics-Modem-like) in the mixed-fleet test.
+const V2: [&str; 2] = ["4c4653494d000002", "4c4653494d000006"];
 
 fn config(devices: u32, silent: &[&str]) -> common::TestConfig {
     let mut config = test_config();
@@ -63,6 +67,22 @@ async fn post(server: &TestBinary, path: &str, body: &Value) -> (u16, Value) {
 
 /// Creates and starts an engine campaign of the demo sensor image with `rollout`.
 async fn start_campaign(server: &TestBinary, devices: &[&str], rollout: Value) -> i64 {
+    start_campaign_with(
+        server,
+        devices,
+        json!({"timeout_s": 60, "attempts": 2}),
+        rollout,
+    )
+    .await
+}
+
+/// [`start_campaign`] with the campaign's `unicast` settings.
+async fn start_campaign_with(
+    server: &TestBinary,
+    devices: &[&str],
+    unicast: Value,
+    rollout: Value,
+) -> i64 {
     let firmware = get(server, "/api/firmware").await;
     let demo = firmware["images"]
         .as_array()
@@ -81,7 +101,7 @@ async fn start_campaign(server: &TestBinary, devices: &[&str], rollout: Value) -
                 "firmware_id": demo["id"],
                 "devices": devices,
                 "driver": "engine",
-                "unicast": {"timeout_s": 60, "attempts": 2},
+                "unicast": unicast,
                 "fragmentation": {"redundancy_percent": 30},
                 "engine": {"reboot_delay_s": 30},
                 "rollout": rollout,
@@ -344,6 +364,135 @@ async fn cancelling_a_paused_campaign_skips_the_waves_to_come() {
         .collect();
     assert_eq!(states, ["failed", "skipped", "skipped"], "{c}");
     assert_eq!(device(&c, "4c4653494d000003")["stage"], "cancelled", "{c}");
+}
+
+/// Issue 8 item 6 with operator waves: the 5 % canary of a fleet of demo and v2 devices is one
+/// wave per session (a device of each), the v2 canary never answers and pauses the campaign
+/// with its session named, and after the resume the rest runs as a v1 and a v2 wave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
+    let mut config = config(8, &[V2[0]]);
+    for eui in V2 {
+        let o = config
+            .network
+            .simulated
+            .overrides
+            .entry(eui.to_string())
+            .or_default();
+        o.stack = Some("lora-basics-modem".into());
+    }
+    let server = spawn_binary(config).await;
+    let sensors = [
+        "4c4653494d000001",
+        "4c4653494d000002",
+        "4c4653494d000003",
+        "4c4653494d000005",
+        "4c4653494d000006",
+        "4c4653494d000007",
+    ];
+    // The v2 devices answer only Firmware Management: `auto` tries Version & Status first.
+    let id = start_campaign_with(
+        &server,
+        &sensors,
+        json!({"timeout_s": 60, "attempts": 3}),
+        json!({"waves": [{"percent": 5}, {"percent": 100}], "success_threshold": 0.9, "error_threshold": 0.2}),
+    )
+    .await;
+    let v1 = json!({"fragmentation": {"version": 1, "f_port": 201}});
+    let v2 = json!({"fragmentation": {"version": 2, "f_port": 201}});
+    let c = get(&server, &format!("/api/campaigns/{id}")).await;
+    let waves = c["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 4, "{c}");
+    let plan: Vec<(Value, Value)> = waves
+        .iter()
+        .map(|w| (w["rollout_wave"].clone(), w["session"].clone()))
+        .collect();
+    assert_eq!(
+        plan,
+        [
+            (json!(1), v1.clone()),
+            (json!(1), v2.clone()),
+            (json!(2), v1.clone()),
+            (json!(2), v2.clone())
+        ],
+        "{c}"
+    );
+    assert_eq!(wave_devices(&c, 0), ["4c4653494d000001"]);
+    assert_eq!(wave_devices(&c, 1), [V2[0]]);
+    assert_eq!(
+        wave_devices(&c, 2),
+        ["4c4653494d000003", "4c4653494d000005", "4c4653494d000007"]
+    );
+    assert_eq!(wave_devices(&c, 3), [V2[1]]);
+    assert_eq!(c["waves"][0]["percent"], 5.0, "{c}");
+    assert_eq!(c["waves"][3]["percent"], 100.0, "{c}");
+
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(180),
+        "the v2 canary pauses the campaign",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "paused", "{c}");
+    assert_eq!(
+        c["paused_reason"], "wave 2 (TS004 v2 on FPort 201): 1 of 1 devices failed (100 % > 20 %)",
+        "{c}"
+    );
+    let states: Vec<&str> = (0..4)
+        .map(|i| c["waves"][i]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "failed", "pending", "pending"], "{c}");
+    assert_eq!(device(&c, "4c4653494d000001")["outcome"], "verified", "{c}");
+    for eui in wave_devices(&c, 2).iter().chain(&wave_devices(&c, 3)) {
+        let d = device(&c, eui);
+        assert_eq!(d["stage"], "pending", "{d}");
+        assert!(d["mc_group_setup_at"].is_null(), "{d}");
+    }
+
+    let (status, c) = post(&server, &format!("/api/campaigns/{id}/resume"), &json!({})).await;
+    assert_eq!(status, 200, "{c}");
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(240),
+        "the last waves end",
+        |c| c["state"] != "running",
+    )
+    .await;
+    assert_eq!(c["state"], "completed", "{c}");
+    assert_eq!(c["state_label"], "completed with failures", "{c}");
+    let states: Vec<&str> = (0..4)
+        .map(|i| c["waves"][i]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["succeeded", "failed", "succeeded", "succeeded"],
+        "{c}"
+    );
+    for eui in sensors.iter().filter(|e| **e != V2[0]) {
+        let d = device(&c, eui);
+        assert_eq!(d["outcome"], "verified", "{d}");
+        let method = if V2.contains(eui) {
+            "firmware_management"
+        } else {
+            "version_status"
+        };
+        assert_eq!(d["verify_method_used"], method, "{d}");
+    }
+    let log: Vec<&str> = c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        log.contains(
+            &"wave 3 (TS004 v1 on FPort 201) succeeded; wave 4 (TS004 v2 on FPort 201) starts: 1 devices"
+        ),
+        "{log:#?}"
+    );
 }
 
 #[tokio::test]

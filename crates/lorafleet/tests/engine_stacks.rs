@@ -3,10 +3,11 @@
 //! only, 50-byte fragments, a bounded fragment count and parity, the highest-N status
 //! reading), Firmware-Management-only devices and LoRa-Basics-Modem-like devices (TS003/TS004/
 //! TS005 v2, Firmware Management), each checked and verified by the method it speaks, with the
-//! default `auto`. One multicast session carries one FEC matrix, so the v2 devices, refused
-//! by the v1 session with the reason, get their own session at the same time; the limits reach
-//! the engine as an operator gives them (`device_overrides.<dev_eui>.device_limits`), and a
-//! session beyond a stock LoRaMac-node build is refused with the limit named.
+//! default `auto`, in ONE campaign through the API: one multicast session carries one FEC
+//! matrix, so the campaign runs a session for the v1 devices and then one for the v2 devices
+//! (issue 8 item 6); the limits reach the engine as an operator gives them
+//! (`device_overrides.<dev_eui>.device_limits`), and a session beyond a stock LoRaMac-node
+//! build is refused with the limit named.
 // A test: a panic is its report, and a scenario reads best in one piece.
 #![allow(clippy::unwrap_used, clippy::too_many_lines)]
 
@@ -24,7 +25,6 @@ use lorafleet::network::simulated::Simulated;
 use lorafleet::network::MulticastClass;
 use lorafleet::App;
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
-use lorafleet_codec::frag_status::Reading;
 use lorafleet_engine::airtime;
 use lorafleet_engine::commands::FragSetup;
 use lorafleet_engine::machine::{
@@ -32,7 +32,11 @@ use lorafleet_engine::machine::{
 };
 use lorafleet_engine::packages::DeviceLimits;
 use lorafleet_simulator::stacks::{FragLimitsPatch, Stack};
+use serde_json::{json, Value};
 
+const PASSWORD: &str = "stacks-test-password";
+
+/// The sensor model's demo version: the devices' guards let it in, and it is newer than theirs.
 const NEW_VERSION: u32 = 0x0001_0300;
 /// LoRaMac-node's fragment store takes at most 50 bytes a fragment.
 const FRAGMENT_SIZE: u8 = 50;
@@ -48,8 +52,8 @@ fn image(body_len: usize) -> Vec<u8> {
         &body,
         &SignedTrailer {
             signature: lorafleet_simulator::demo::PLACEHOLDER_SIGNATURE.to_vec(),
-            manufacturer_uuid: [1; 16],
-            device_class_uuid: [2; 16],
+            manufacturer_uuid: lorafleet_simulator::device::MANUFACTURER_UUID,
+            device_class_uuid: lorafleet_simulator::device::MODELS[0].device_class_uuid,
             version: NEW_VERSION,
             kind: PackageKind::Full,
             old_firmware_size: 0,
@@ -174,6 +178,7 @@ async fn start(
         session_cnt,
         frag_index: s.frag.index,
         descriptor: s.frag.descriptor,
+        session: None,
     };
     let (run, devs, log) = runner::start_with(io, s, &starts, &layers, &campaign)
         .await
@@ -249,109 +254,279 @@ async fn run_all(
     runs.into_iter().map(|(r, d)| (r.failure, d)).collect()
 }
 
-/// Every device of the four stacks verified by its own method; the LoRaMac-node-like device at
-/// 10 % loss, whose status answer reads "fragments missing" even after rebuilding, is
-/// verified, not reported missing.
+/// Serves the app's router on 127.0.0.1 port 0 with the campaign runner and the firmware
+/// library's index running, as the binary does; returns the base URL.
+async fn serve(app: &lorafleet::AppState) -> String {
+    app.spawn_background();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = lorafleet::web::router(app.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+async fn call(method: reqwest::Method, url: String, body: Option<&Value>) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, url)
+        .basic_auth("admin", Some(PASSWORD));
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 8 item 6: ONE campaign over the fleet of all four stacks, through the API and the
+/// campaign runner. Its devices need two multicast sessions (TS004 v1 and v2), which run one
+/// after the other as the campaign's two waves; every device is verified by its own method,
+/// and the LoRaMac-node-like device at 10 % loss, whose status answer reads "fragments
+/// missing" even after rebuilding, is verified, not reported missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mixed_fleet_is_verified_each_by_its_own_method() {
+async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let mut config = config(dir.path());
+    config.auth.initial_admin_password = PASSWORD.into();
+    config.log.level = "warn".into();
+    std::fs::create_dir_all(&config.firmware.dir).unwrap();
+    let image = image(4 * 1024);
+    std::fs::write(config.firmware.dir.join("mixed-1.3.0.bin"), &image).unwrap();
     let sim = Arc::new(Simulated::new(&config).unwrap());
     let (app, _) = App::build_with_simulation(config.clone(), sim.clone())
         .await
         .unwrap();
     app.sync_network_devices().await.unwrap();
-    let image = image(4 * 1024);
-    let s = settings(image.len());
+    let base = serve(&app).await;
     let stack_of = |eui: lorafleet_codec::eui::DevEui| sim.stack_of(eui).unwrap();
+    // The sensors: the image is theirs (the trackers' model would be refused).
     let fleet: Vec<_> = sim
         .dev_euis()
         .into_iter()
+        .filter(|e| sim.inspect(*e, |x| x.id.model.name) == Some("sensor"))
+        .collect();
+    let stacks: std::collections::BTreeSet<Stack> = fleet.iter().map(|e| stack_of(*e)).collect();
+    assert_eq!(
+        stacks.len(),
+        4,
+        "the fleet mixes all four stacks: {stacks:?}"
+    );
+    // What the operator tells lorafleet each device holds, from the stack and build it knows.
+    let overrides: serde_json::Map<String, Value> = fleet
+        .iter()
         .map(|eui| {
-            let stack = stack_of(eui);
+            let stack = stack_of(*eui);
             let build = (stack == Stack::LoramacNode).then_some(LORAMAC_BUILD);
-            (eui, operator_limits(stack, build))
+            let limits = operator_limits(stack, build);
+            (eui.to_string(), json!({"device_limits": limits}))
         })
         .collect();
-    // The whole fleet in one campaign: the v1 session refuses the v2 devices, saying why.
-    let (run, first, log) = start(&app, &s, &image, &fleet, 1).await;
-    let v2: Vec<_> = fleet
+    let firmware = loop {
+        let (_, f) = call(reqwest::Method::GET, format!("{base}/api/firmware"), None).await;
+        let found = f["images"].as_array().and_then(|i| {
+            i.iter()
+                .find(|i| i["file_name"] == "mixed-1.3.0.bin")
+                .cloned()
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let euis: Vec<String> = fleet.iter().map(ToString::to_string).collect();
+    let (status, c) = call(
+        reqwest::Method::POST,
+        format!("{base}/api/campaigns"),
+        Some(&json!({
+            "name": "mixed fleet",
+            "firmware_id": firmware["id"],
+            "devices": euis,
+            "driver": "engine",
+            "unicast": {"timeout_s": 150, "attempts": 4},
+            // 10 % loss with M around 85 needs 25-28 % parity; the session holds 40 %.
+            "fragmentation": {"fragment_size": FRAGMENT_SIZE, "redundancy_percent": 40},
+            "engine": {"reboot_delay_s": 30},
+            "device_overrides": overrides,
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{c}");
+    // The plan counts the sessions, each with its devices and its fragments' air time.
+    let sessions = c["plan"]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{}", c["plan"]);
+    let v2_devices = fleet
         .iter()
-        .copied()
-        .filter(|(eui, _)| stack_of(*eui) == Stack::LoraBasicsModem)
-        .collect();
-    assert!(!v2.is_empty());
-    for (eui, _) in &v2 {
-        let d = first.iter().find(|d| d.dev_eui == *eui).unwrap();
-        assert_eq!(d.outcome, Some(Outcome::Refused), "{eui}");
-        let why = d.error.as_deref().unwrap();
-        assert!(
-            why.contains("speaks TS004 v2") && why.contains("campaign of its own"),
-            "{why}"
-        );
+        .filter(|e| stack_of(**e) == Stack::LoraBasicsModem)
+        .count();
+    assert_eq!(sessions[1]["devices"], v2_devices, "{}", c["plan"]);
+    assert_eq!(
+        sessions[0]["devices"].as_u64().unwrap() as usize + v2_devices,
+        fleet.len()
+    );
+    for session in sessions {
+        assert_eq!(session["airtime_total_s"], c["plan"]["airtime_total_s"]);
     }
     assert!(
-        log.iter()
-            .any(|l| l.contains("speaks TS005 v2") && l.contains("TS004 v2")),
+        c["plan"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the devices need 2 multicast sessions")),
+        "{}",
+        c["plan"]
+    );
+    let id = c["id"].as_i64().unwrap();
+    let (status, c) = call(
+        reqwest::Method::POST,
+        format!("{base}/api/campaigns/{id}/start"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{c}");
+    let begun = Instant::now();
+    let c = loop {
+        let (_, c) = call(
+            reqwest::Method::GET,
+            format!("{base}/api/campaigns/{id}"),
+            None,
+        )
+        .await;
+        if c["state"] != "running" {
+            break c;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(240),
+            "the campaign ends: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(c["state"], "completed", "{c}");
+    assert_eq!(c["state_label"], "completed", "{c}");
+    // No rollout: the two sessions are the waves of one implicit wave, the larger (v1) first.
+    assert!(c.get("rollout").is_none(), "{c}");
+    let waves = c["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 2, "{c}");
+    for (w, version) in waves.iter().zip([1, 2]) {
+        assert_eq!(
+            w["session"],
+            json!({"fragmentation": {"version": version, "f_port": 201}}),
+            "{w}"
+        );
+        assert_eq!(w["state"], "succeeded", "{w}");
+        assert_eq!(w["rollout_wave"], 1, "{w}");
+        for eui in strings(&w["devices"]) {
+            let stack = stack_of(eui.parse().unwrap());
+            assert_eq!(stack.package_version(), version, "{eui} {stack:?}");
+        }
+    }
+    let in_waves = strings(&waves[0]["devices"]).len() + strings(&waves[1]["devices"]).len();
+    assert_eq!(in_waves, fleet.len());
+    let device = |eui: &str| {
+        c["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dev_eui"] == eui)
+            .unwrap()
+            .clone()
+    };
+    for eui in &fleet {
+        let stack = stack_of(*eui);
+        let d = device(&eui.to_string());
+        let method = if stack == Stack::LorafleetDemo {
+            "version_status"
+        } else {
+            "firmware_management"
+        };
+        assert_eq!(d["outcome"], "verified", "{stack:?}: {d}");
+        assert_eq!(d["check_method_used"], method, "{stack:?}: {d}");
+        assert_eq!(d["verify_method_used"], method, "{stack:?}: {d}");
+        if method == "firmware_management" {
+            assert_eq!(d["firmware_management"]["image"], "valid", "{d}");
+            assert!(!d["firmware_management"]["reboot_at"].is_null(), "{d}");
+        }
+        let v = sim.inspect(*eui, |x| x.running_version()).unwrap();
+        assert_eq!(v, NEW_VERSION, "{eui} {stack:?}");
+    }
+    // In sequence: the v2 session's devices are set up only once every v1 device is done.
+    let time = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let first_done = strings(&waves[0]["devices"])
+        .iter()
+        .map(|e| time(&device(e)["completed_at"]))
+        .max()
+        .unwrap();
+    for eui in strings(&waves[1]["devices"]) {
+        let setup = time(&device(&eui)["mc_group_setup_at"]);
+        assert!(
+            setup >= first_done,
+            "{eui} set up at {setup}, before {first_done}"
+        );
+    }
+    let log: Vec<&str> = c["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        log.iter().any(|l| l.starts_with(
+            "the devices need 2 multicast sessions, each run as a wave of its own: TS004 v1 on FPort 201"
+        )),
         "{log:#?}"
     );
-    // ...and they get their own session (TS004/TS005 v2, SessionCnt 2) at the same time.
-    let (run2, second, _) = start(&app, &s, &image, &v2, 2).await;
-    let ended = run_all(&app, &s, &image, vec![(run, first), (run2, second)]).await;
-    for (failure, _) in &ended {
-        assert_eq!(failure, &None);
-    }
-    let devs: Vec<Dev> = ended
-        .into_iter()
-        .flat_map(|(_, devs)| devs)
-        .filter(|d| d.outcome != Some(Outcome::Refused))
-        .collect();
-    assert_eq!(devs.len(), fleet.len());
-    let mut seen = std::collections::BTreeSet::new();
-    for d in &devs {
-        let stack = stack_of(d.dev_eui);
-        seen.insert(stack);
-        let version = d.packages.unwrap().packages.fragmentation.version;
-        assert_eq!(version, stack.package_version(), "{} {stack:?}", d.dev_eui);
-        let method = if stack == Stack::LorafleetDemo {
-            Method::VersionStatus
-        } else {
-            Method::FirmwareManagement
-        };
-        let what = (d.dev_eui.to_string(), stack, d.error.clone());
-        assert_eq!(d.outcome, Some(Outcome::Verified), "{what:?}");
-        assert_eq!(d.check_method_used, Some(method), "{what:?}");
-        assert_eq!(d.verify_method_used, Some(method), "{what:?}");
-        if method == Method::FirmwareManagement {
-            assert_eq!(d.fm.image.as_deref(), Some("valid"), "{what:?}");
-            assert!(d.fm.reboot_at.is_some(), "{what:?}");
-        }
-        let v = sim.inspect(d.dev_eui, |x| x.running_version()).unwrap();
-        assert_eq!(v, NEW_VERSION, "{what:?}");
-    }
-    assert_eq!(seen.len(), 4, "the fleet mixes all four stacks: {seen:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("wave 1 (TS004 v1 on FPort 201) over: ")
+                && l.contains("wave 2 (TS004 v2 on FPort 201) starts")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("campaign of its own")),
+        "{log:#?}"
+    );
     // The lossy device lost data fragments: its answer says so in LoRaMac-node's reading,
     // and the version check decided.
-    let lossy = devs
-        .iter()
-        .find(|d| d.dev_eui.to_string() == LOSSY)
-        .unwrap();
-    let report = lossy.frag_status_report.as_ref().expect("a status answer");
-    assert_eq!(report.reading, Reading::HighestN);
-    assert!(report.fields.missing_frag > 0, "{report:?}");
-    assert_eq!(lossy.outcome, Some(Outcome::Verified));
+    let lossy = device(LOSSY);
+    assert_eq!(lossy["frag_status"]["reading"], "highest_n", "{lossy}");
+    assert!(
+        lossy["frag_status"]["fields"]["missing_frag"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{lossy}"
+    );
     // The Firmware Management devices of a session reboot together: one time for the group,
     // give or take the seconds each answer took to come back.
-    let ts004 = |d: &Dev| d.packages.unwrap().packages.fragmentation.version;
-    for version in [1, 2] {
-        let reboots: Vec<i64> = devs
+    for w in waves {
+        let reboots: Vec<i64> = strings(&w["devices"])
             .iter()
-            .filter(|d| ts004(d) == version)
-            .filter_map(|d| d.fm.reboot_at)
-            .map(|t| t.timestamp())
+            .map(|e| device(e))
+            .filter(|d| d["check_method_used"] == "firmware_management")
+            .map(|d| time(&d["firmware_management"]["reboot_at"]).timestamp())
             .collect();
         let spread = reboots.iter().max().unwrap() - reboots.iter().min().unwrap();
-        assert!(spread <= 10, "v{version}: {reboots:?}");
+        assert!(spread <= 10, "{}: {reboots:?}", w["session"]);
     }
     // Their answers went into each device's record, so the next campaign's `auto` check asks
     // them through Firmware Management first, and the demo devices through Version & Status.
@@ -360,24 +535,34 @@ async fn a_mixed_fleet_is_verified_each_by_its_own_method() {
         network: app.network.as_ref(),
         changes: &app.changes,
     };
-    let devs: Vec<Dev> = devs.into_iter().filter(|d| ts004(d) == 1).collect();
-    let starts: Vec<DeviceStart> = devs
+    let v1: Vec<lorafleet_codec::eui::DevEui> = strings(&waves[0]["devices"])
         .iter()
-        .map(|d| DeviceStart {
-            dev_eui: d.dev_eui,
+        .map(|e| e.parse().unwrap())
+        .collect();
+    let starts: Vec<DeviceStart> = v1
+        .iter()
+        .map(|&dev_eui| DeviceStart {
+            dev_eui,
             root: None,
         })
         .collect();
-    let (_, next, _) = runner::start(io, &s, &starts).await.unwrap();
-    for (d, n) in devs.iter().zip(&next) {
-        assert_eq!(n.trying, d.check_method_used, "{}", d.dev_eui);
-        let record = lorafleet::storage::devices::detail(&app.db, d.dev_eui)
-            .await
-            .unwrap()
-            .unwrap()
-            .firmware_management;
-        if d.check_method_used == Some(Method::FirmwareManagement) {
-            let r = record.unwrap();
+    let (_, next, _) = runner::start(io, &settings(image.len()), &starts)
+        .await
+        .unwrap();
+    for n in &next {
+        let used = &device(&n.dev_eui.to_string())["check_method_used"];
+        let expected = match used.as_str() {
+            Some("firmware_management") => Some(Method::FirmwareManagement),
+            _ => Some(Method::VersionStatus),
+        };
+        assert_eq!(n.trying, expected, "{}", n.dev_eui);
+        if expected == Some(Method::FirmwareManagement) {
+            let r = lorafleet::storage::devices::detail(&app.db, n.dev_eui)
+                .await
+                .unwrap()
+                .unwrap()
+                .firmware_management
+                .unwrap();
             assert_eq!(r["firmware_version"]["value"], NEW_VERSION, "{r}");
             assert_eq!(r["image"]["status"], "valid", "{r}");
         }

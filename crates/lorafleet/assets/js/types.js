@@ -123,7 +123,7 @@
  * @property {boolean} [allow_reinstall]
  * @property {ProgressSummary} [progress_summary]  GET /api/campaigns/{id} only
  * @property {{ waves: number[], success_threshold: number, error_threshold: number, pause_between_s: number }} [rollout]
- * @property {CampaignWave[]} [waves]  empty without a rollout
+ * @property {CampaignWave[]} [waves]  empty without a rollout, unless the devices need several multicast sessions
  * @property {string | null} [paused_reason]  why a paused campaign waits for the operator
  */
 
@@ -131,7 +131,9 @@
  * One wave of a campaign's rollout.
  * @typedef {object} CampaignWave
  * @property {number} index  1 for the first wave
+ * @property {number} [rollout_wave]  the operator's wave it is part of (one wave per multicast session)
  * @property {number} percent  cumulative share of the campaign's devices
+ * @property {{ fragmentation: { version: number, f_port: number } }} [session]  what its devices share (set at start)
  * @property {string[]} devices  the wave's own devices
  * @property {string} state  pending | running | succeeded | failed | skipped
  * @property {Record<string, number>} counts  the wave's devices per stage

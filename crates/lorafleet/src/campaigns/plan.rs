@@ -211,6 +211,67 @@ pub struct Plan {
     /// The gateways the multicast group will be bound to (lorafleet's engine on ChirpStack v4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateways: Option<super::gateways::GatewayChoice>,
+    /// The multicast sessions the engine runs one after the other (issue 8 item 6: a mixed
+    /// fleet needs one per TS004 version and FPort), each with its devices and its fragments'
+    /// air time; empty for the other drivers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<PlanSession>,
+}
+
+/// One multicast session of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlanSession {
+    /// What its devices share: `{"fragmentation": {"version": 2, "f_port": 201}}`.
+    #[schema(value_type = Object)]
+    pub session: lorafleet_engine::sessions::Session,
+    /// Its devices, among those whose profile was read.
+    pub devices: u32,
+    /// Seconds on air of its fragments (every session sends the campaign's fragments).
+    pub airtime_total_s: f64,
+}
+
+/// The plan's sessions from each device's session group (`group[i]` into `sessions`, as
+/// `lorafleet_engine::sessions::groups` gives them), with a warning when there are several:
+/// the fragments then go out once per session.
+pub fn add_sessions(
+    plan: &mut Plan,
+    sessions: &[lorafleet_engine::sessions::Session],
+    group: &[usize],
+    read_all: bool,
+) {
+    plan.sessions = sessions
+        .iter()
+        .enumerate()
+        .map(|(g, session)| PlanSession {
+            session: *session,
+            devices: group.iter().filter(|x| **x == g).count() as u32,
+            airtime_total_s: plan.airtime_total_s,
+        })
+        .collect();
+    if sessions.len() < 2 {
+        return;
+    }
+    // One session after the other, each with its own unicast setup, fragments and
+    // verification: each takes about what one session of the whole fleet would.
+    let n = sessions.len() as f64;
+    plan.expected_duration_s = round(plan.expected_duration_s * n, 1);
+    plan.worst_case_duration_s = round(plan.worst_case_duration_s * n, 1);
+    let each: Vec<String> = plan
+        .sessions
+        .iter()
+        .map(|s| format!("{}: {} devices", s.session.describe(), s.devices))
+        .collect();
+    plan.warnings.push(PlanWarning {
+        dev_eui: None,
+        message: format!(
+            "the devices need {} multicast sessions ({}{}), run one after the other: the fragments go out once per session, {} x {} s on air, and the expected duration is the sessions' together",
+            sessions.len(),
+            each.join(", "),
+            if read_all { "" } else { ", from the devices whose profile was read" },
+            sessions.len(),
+            plan.airtime_total_s
+        ),
+    });
 }
 
 /// A device as the plan sees it.
@@ -341,6 +402,7 @@ pub fn compute(input: &PlanInput) -> Plan {
         warnings,
         redundancy_advice: None,
         gateways: None,
+        sessions: Vec::new(),
     }
 }
 

@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use lorafleet_engine::packages::Packages;
+use lorafleet_engine::sessions::{self, Session};
+
 use super::drivers::{DeviceReport, Finished, LogLine};
-use super::waves::{self, Decision, WaveState};
-use super::{CampaignDevice, CampaignState};
+use super::waves::{self, Decision, Rollout, WaveState};
+use super::{CampaignDevice, CampaignState, DriverKind};
+use crate::devices::DevEui;
+use crate::engine::packages;
 use crate::ingest::writer::Change;
 use crate::storage::campaigns::{self as store, waves as stored};
 use crate::App;
@@ -27,35 +32,55 @@ async fn log(app: &App, id: i64, line: LogLine) {
     }
 }
 
-/// The devices the driver works on: the running wave's, or all of them without a rollout
-/// (and before the start, so that the preflight checks every device).
+/// The devices the driver works on and the multicast session they share: the running
+/// wave's, or all of them without waves (and before the start, so that the preflight checks
+/// every device).
 pub async fn current_devices(
     app: &App,
     id: i64,
     devices: Vec<CampaignDevice>,
-) -> anyhow::Result<Vec<CampaignDevice>> {
-    let Some(wave) = stored::get(&app.db, id).await?.and_then(|r| r.current()) else {
-        return Ok(devices);
+) -> anyhow::Result<(Vec<CampaignDevice>, Option<Session>)> {
+    let Some(run) = stored::get(&app.db, id).await? else {
+        return Ok((devices, None));
+    };
+    let Some(wave) = run.current() else {
+        return Ok((devices, None));
     };
     let waves = stored::device_waves(&app.db, id).await?;
-    Ok(devices
+    let devices = devices
         .into_iter()
         .filter(|d| waves.get(&d.dev_eui) == Some(&wave))
-        .collect())
+        .collect();
+    Ok((devices, run.session(wave)))
 }
 
-/// At start: splits the devices (in their stored order, by DevEUI) into the waves and starts
-/// the first wave that has devices.
+/// At start: splits the devices (in their stored order, by DevEUI) into the waves, one per
+/// operator wave and multicast session ([`waves::split_by_session`]), and starts the first
+/// wave that has devices. A campaign without rollout whose devices share one session keeps
+/// no waves (one session, as always).
 pub async fn begin(app: &App, id: i64) -> anyhow::Result<()> {
-    let Some(run) = stored::get(&app.db, id).await? else {
+    let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
     };
+    let given = stored::get(&app.db, id)
+        .await?
+        .filter(|r| r.given)
+        .map(|r| r.rollout);
     let euis: Vec<String> = store::devices(&app.db, id)
         .await?
         .into_iter()
         .map(|d| d.dev_eui)
         .collect();
-    let own = waves::split(euis.len(), &run.rollout.waves);
+    let (sessions, group) = session_groups(app, id, &row, &euis).await;
+    let rollout = match given {
+        Some(r) => r,
+        None if sessions.len() > 1 => Rollout::whole_fleet(),
+        None => return Ok(()),
+    };
+    let (split, assigned) = waves::split_by_session(&euis, &group, &sessions, &rollout.waves);
+    let own: Vec<usize> = (0..split.len())
+        .map(|w| assigned.iter().filter(|(_, x)| *x == w).count())
+        .collect();
     let first = own.iter().position(|n| *n > 0);
     let states: Vec<WaveState> = own
         .iter()
@@ -66,29 +91,95 @@ pub async fn begin(app: &App, id: i64) -> anyhow::Result<()> {
             _ => WaveState::Pending,
         })
         .collect();
-    stored::begin(
-        &app.db,
-        id,
-        &waves::assign(&euis, &run.rollout.waves),
-        &states,
-        &net_now(app),
-    )
-    .await?;
+    stored::begin(&app.db, id, &assigned, &split, &states, &net_now(app)).await?;
+    if sessions.len() > 1 {
+        log(app, id, LogLine::info(sessions_line(&sessions, &group))).await;
+    }
     if let Some(first) = first {
-        log(
-            app,
-            id,
-            LogLine::info(format!(
-                "wave {} of {} starts: {} of {} devices",
-                first + 1,
-                states.len(),
-                own[first],
-                euis.len()
-            )),
-        )
-        .await;
+        let session = match sessions.len() > 1 {
+            true => format!(" ({})", split[first].session.describe()),
+            false => String::new(),
+        };
+        let line = format!(
+            "wave {} of {} starts: {} of {} devices{session}",
+            first + 1,
+            states.len(),
+            own[first],
+            euis.len()
+        );
+        log(app, id, LogLine::info(line)).await;
     }
     Ok(())
+}
+
+/// "the devices need 2 multicast sessions, each run as a wave of its own: TS004 v1 on FPort
+/// 201 (9 devices), TS004 v2 on FPort 201 (3 devices)".
+fn sessions_line(sessions: &[Session], group: &[usize]) -> String {
+    let each: Vec<String> = sessions
+        .iter()
+        .enumerate()
+        .map(|(g, s)| {
+            let n = group.iter().filter(|x| **x == g).count();
+            format!("{} ({n} devices)", s.describe())
+        })
+        .collect();
+    format!(
+        "the devices need {} multicast sessions, each run as a wave of its own: {}",
+        sessions.len(),
+        each.join(", ")
+    )
+}
+
+/// The campaign's session groups and each device's (see `lorafleet_engine::sessions`): what
+/// each device speaks (its profile on the network server under the campaign's and its own
+/// `packages`, as the engine resolves it when its wave starts). Only the engine runs several
+/// sessions; other drivers' devices are one group. A device whose profile cannot be read is
+/// grouped by the campaign's packages and the defaults, and the log says how many.
+async fn session_groups(
+    app: &App,
+    id: i64,
+    row: &store::CampaignRow,
+    euis: &[String],
+) -> (Vec<Session>, Vec<usize>) {
+    let status_port = app.config.status_protocol.f_port;
+    let fallback = Session::of(&Packages::defaults(status_port).with(&row.settings.packages));
+    if row.driver != DriverKind::Engine {
+        return (vec![fallback], vec![0; euis.len()]);
+    }
+    let mut spoken = Vec::with_capacity(euis.len());
+    let mut unread: Vec<String> = Vec::new();
+    for eui in euis {
+        let own = row
+            .settings
+            .device_overrides
+            .get(eui)
+            .map(|o| o.packages)
+            .unwrap_or_default();
+        let Ok(dev_eui) = eui.parse::<DevEui>() else {
+            spoken.push(fallback);
+            continue;
+        };
+        let (p, warning) = packages::speaks(
+            app.network.as_ref(),
+            dev_eui,
+            &own,
+            &row.settings.packages,
+            status_port,
+        )
+        .await;
+        if let Some(w) = warning {
+            unread.push(format!("{eui}: {w}"));
+        }
+        spoken.push(Session::of(&p));
+    }
+    if let Some(example) = unread.first() {
+        let line = LogLine::warning(format!(
+            "{} devices are grouped into multicast sessions without their device profile ({example})",
+            unread.len()
+        ));
+        log(app, id, line).await;
+    }
+    sessions::groups(&spoken)
 }
 
 /// Whether the campaign runs a wave (a driver's `finished` then ends the wave, not it).
@@ -156,8 +247,23 @@ pub async fn wave_over(
     let next = run.next_after(wave);
     let now = app.network.now();
     let stamp = |line: LogLine| LogLine { at: now, ..line };
-    Ok(match waves::decide(&run.rollout, wave, next, &stages) {
+    let label = |w: usize| match (run.mixed(), run.session(w)) {
+        (true, Some(s)) => format!("wave {} ({})", w + 1, s.describe()),
+        _ => format!("wave {}", w + 1),
+    };
+    let (this, coming) = (label(wave), next.map(label).unwrap_or_default());
+    Ok(match waves::decide_as(&run.rollout, &this, next, &stages) {
         Decision::Next { next } => {
+            let done = if run.given {
+                format!("{this} succeeded")
+            } else {
+                let updated = stages.iter().filter(|s| **s == super::Stage::Completed);
+                let total = stages.len();
+                format!(
+                    "{this} over: {} of {total} devices updated",
+                    updated.count()
+                )
+            };
             run.states[wave] = WaveState::Succeeded;
             run.states[next] = WaveState::Running;
             // On the network's clock, like every campaign time: simulated seconds on a
@@ -168,9 +274,7 @@ pub async fn wave_over(
                 .transpose()?;
             let count = map.values().filter(|w| **w == next).count();
             let line = LogLine::info(format!(
-                "wave {} succeeded; wave {} starts{}: {count} devices",
-                wave + 1,
-                next + 1,
+                "{done}; {coming} starts{}: {count} devices",
                 if pause.is_zero() {
                     String::new()
                 } else {

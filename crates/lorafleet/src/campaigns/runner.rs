@@ -231,6 +231,8 @@ async fn start_scheduled(app: &App) -> anyhow::Result<()> {
             continue;
         }
         if store::set_running(&app.db, id, &net_now(app)).await? {
+            // The waves are split when the campaign runs, as a start at once does.
+            super::rollout::begin(app, id).await?;
             store::record_progress(&app.db, id, &net_now(app)).await?;
             log(app, id, LogLine::info("start time reached: starting")).await;
             let _ = app.changes.send(Change::Campaign(id));
@@ -255,8 +257,8 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("firmware image {} is gone", row.firmware_id))?;
     let payload = app.images.load(&firmware).await?;
-    // With a rollout, the driver sees only the running wave's devices (its own session).
-    let devices =
+    // With waves, the driver sees only the running wave's devices (its own session).
+    let (devices, session) =
         super::rollout::current_devices(app, row.id, store::devices(&app.db, row.id).await?)
             .await?;
     let euis: Vec<String> = devices.iter().map(|d| d.dev_eui.clone()).collect();
@@ -279,6 +281,7 @@ pub async fn load(app: &App, row: &CampaignRow) -> anyhow::Result<Campaign> {
             .started_at
             .as_deref()
             .and_then(crate::storage::parse_time),
+        session,
     })
 }
 

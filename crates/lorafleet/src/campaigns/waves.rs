@@ -9,9 +9,19 @@
 //! ChirpStack FUOTA services would need one deployment per wave, with keys kept across them,
 //! so a `rollout` is refused at draft for them, naming the driver.
 //!
+//! A multicast session carries one TS004 version and FPort (`lorafleet_engine::sessions`), so
+//! a mixed fleet (issue 8 item 6) runs each operator wave as one wave per session group, in
+//! sequence, each share taken of every group ([`split_by_session`]: a 5 % canary holds devices
+//! of every stack, not only of the first in DevEUI order); a campaign without rollout whose
+//! devices need several sessions runs them as the waves of one implicit 100 % wave
+//! (`Rollout::whole_fleet`, thresholds that never pause). The thresholds are judged per wave,
+//! that is per session: its devices share a stack, and a stack that fails its session stops
+//! the rollout before the next session starts.
+//!
 //! This file is the pure part: the request's checks, the split of the devices into waves and
 //! the decision after a wave. What is stored lives in `storage::campaigns::waves`.
 
+use lorafleet_engine::sessions::Session;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,7 +29,7 @@ use super::validate::FieldErrors;
 use super::{DriverKind, Stage};
 
 // The stored shapes live next to their queries; these are the names the server knows them by.
-pub use crate::storage::campaigns::waves::{Rollout, WaveDto, WaveRun, WaveState};
+pub use crate::storage::campaigns::waves::{Rollout, WaveDto, WaveRun, WaveSession, WaveState};
 
 /// `rollout` as the operator sends it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -168,6 +178,59 @@ pub fn assign<'a>(devices: &'a [String], percents: &[f64]) -> Vec<(&'a str, usiz
     out
 }
 
+/// The waves as run, for devices in their stored order, `group[i]` the session group
+/// (an index into `sessions`, as `lorafleet_engine::sessions::groups` gives them) of device i:
+/// each operator wave is one wave per group that has devices in it, the groups in their order,
+/// each group's share cut by [`split`] on its own devices. An operator wave without any device
+/// stays one (empty, to be skipped) wave. Returns the waves and each device's wave.
+pub fn split_by_session<'a>(
+    devices: &'a [String],
+    group: &[usize],
+    sessions: &[Session],
+    percents: &[f64],
+) -> (Vec<WaveSession>, Vec<(&'a str, usize)>) {
+    let members: Vec<Vec<&'a str>> = (0..sessions.len())
+        .map(|g| {
+            devices
+                .iter()
+                .zip(group)
+                .filter(|(_, of)| **of == g)
+                .map(|(d, _)| d.as_str())
+                .collect()
+        })
+        .collect();
+    let shares: Vec<Vec<usize>> = members.iter().map(|m| split(m.len(), percents)).collect();
+    let mut taken = vec![0usize; sessions.len()];
+    let (mut waves, mut assigned) = (Vec::new(), Vec::with_capacity(devices.len()));
+    for (of, _) in percents.iter().enumerate() {
+        let before = waves.len();
+        for (g, session) in sessions.iter().enumerate() {
+            let own = shares[g][of];
+            if own == 0 {
+                continue;
+            }
+            let wave = waves.len();
+            waves.push(WaveSession {
+                of,
+                session: *session,
+            });
+            for d in &members[g][taken[g]..taken[g] + own] {
+                assigned.push((*d, wave));
+            }
+            taken[g] += own;
+        }
+        if waves.len() == before {
+            if let Some(first) = sessions.first() {
+                waves.push(WaveSession {
+                    of,
+                    session: *first,
+                });
+            }
+        }
+    }
+    (waves, assigned)
+}
+
 /// What the runner does once a wave's session is over.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -183,6 +246,16 @@ pub enum Decision {
 
 /// A wave's outcome from its devices' stages.
 pub fn decide(rollout: &Rollout, wave: usize, next: Option<usize>, stages: &[Stage]) -> Decision {
+    decide_as(rollout, &format!("wave {}", wave + 1), next, stages)
+}
+
+/// [`decide`], the pause reason naming the wave as `label` ("wave 2 (TS004 v2 on FPort 201)").
+pub fn decide_as(
+    rollout: &Rollout,
+    label: &str,
+    next: Option<usize>,
+    stages: &[Stage],
+) -> Decision {
     let total = stages.len();
     let updated = stages.iter().filter(|s| **s == Stage::Completed).count();
     let failed = total - updated;
@@ -202,15 +275,13 @@ pub fn decide(rollout: &Rollout, wave: usize, next: Option<usize>, stages: &[Sta
             let pct = |x: f64| (x * 100.0).round();
             let reason = if share(failed) > rollout.error_threshold {
                 format!(
-                    "wave {}: {failed} of {total} devices failed ({} % > {} %)",
-                    wave + 1,
+                    "{label}: {failed} of {total} devices failed ({} % > {} %)",
                     pct(share(failed)),
                     pct(rollout.error_threshold)
                 )
             } else {
                 format!(
-                    "wave {}: {updated} of {total} devices updated ({} % < {} %)",
-                    wave + 1,
+                    "{label}: {updated} of {total} devices updated ({} % < {} %)",
                     pct(share(updated)),
                     pct(rollout.success_threshold)
                 )
@@ -304,6 +375,89 @@ mod tests {
             assign(&devices, &[25.0, 50.0, 100.0]),
             [("d1", 0), ("d2", 1), ("d3", 2), ("d4", 2)]
         );
+    }
+
+    fn session(version: u8) -> Session {
+        Session {
+            fragmentation: lorafleet_engine::packages::Versioned {
+                version,
+                f_port: 201,
+            },
+        }
+    }
+
+    #[test]
+    fn one_session_group_splits_as_the_rollout_says() {
+        let devices: Vec<String> = (1..=4).map(|i| format!("d{i}")).collect();
+        let (waves, assigned) =
+            split_by_session(&devices, &[0; 4], &[session(1)], &[25.0, 50.0, 100.0]);
+        assert_eq!(assigned, assign(&devices, &[25.0, 50.0, 100.0]));
+        let of: Vec<usize> = waves.iter().map(|w| w.of).collect();
+        assert_eq!(of, [0, 1, 2]);
+        // An empty operator wave stays, to be skipped.
+        let (waves, _) =
+            split_by_session(&devices[..3], &[0; 3], &[session(1)], &[5.0, 25.0, 100.0]);
+        assert_eq!(waves.len(), 3);
+    }
+
+    #[test]
+    fn a_mixed_fleet_runs_each_operator_wave_as_one_wave_per_session() {
+        // Twenty devices, every fourth a v2 one: 15 in the v1 group (first), 5 in the v2 one.
+        let devices: Vec<String> = (0..20).map(|i| format!("d{i:02}")).collect();
+        let group: Vec<usize> = (0..20).map(|i| usize::from(i % 4 == 3)).collect();
+        let sessions = [session(1), session(2)];
+        let (waves, assigned) = split_by_session(&devices, &group, &sessions, &[5.0, 100.0]);
+        assert_eq!(
+            waves,
+            [
+                WaveSession {
+                    of: 0,
+                    session: session(1)
+                },
+                WaveSession {
+                    of: 0,
+                    session: session(2)
+                },
+                WaveSession {
+                    of: 1,
+                    session: session(1)
+                },
+                WaveSession {
+                    of: 1,
+                    session: session(2)
+                },
+            ]
+        );
+        let of_wave = |w: usize| -> Vec<&str> {
+            assigned
+                .iter()
+                .filter(|(_, x)| *x == w)
+                .map(|(d, _)| *d)
+                .collect()
+        };
+        // The canary: 5 % of each group (at least one device of each stack).
+        assert_eq!(of_wave(0), ["d00"]);
+        assert_eq!(of_wave(1), ["d03"]);
+        assert_eq!(of_wave(2).len(), 14);
+        assert_eq!(of_wave(3), ["d07", "d11", "d15", "d19"]);
+        // Every device in exactly one wave, whose session is its group's.
+        assert_eq!(assigned.len(), 20);
+        for (d, w) in &assigned {
+            let i = devices.iter().position(|x| x == d).unwrap();
+            assert_eq!(waves[*w].session, sessions[group[i]], "{d}");
+        }
+        // Without a rollout: one implicit wave, one session each.
+        let (waves, assigned) = split_by_session(&devices, &group, &sessions, &[100.0]);
+        assert_eq!(waves.len(), 2);
+        assert_eq!(assigned.iter().filter(|(_, w)| *w == 1).count(), 5);
+    }
+
+    #[test]
+    fn the_whole_fleet_rollout_never_pauses() {
+        let r = Rollout::whole_fleet();
+        let failed = vec![Stage::Failed; 3];
+        assert_eq!(decide(&r, 0, Some(1), &failed), Decision::Next { next: 1 });
+        assert_eq!(decide(&r, 1, None, &failed), Decision::Done);
     }
 
     #[test]

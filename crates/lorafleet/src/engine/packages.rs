@@ -15,6 +15,7 @@ use lorafleet_engine::machine::Dev;
 use lorafleet_engine::packages::{
     self, ClockSync, DeviceLimits, DevicePackages, Packages, PackagesPatch,
 };
+use lorafleet_engine::sessions::Session;
 
 use crate::devices::DevEui;
 use crate::network::Network;
@@ -39,17 +40,22 @@ pub struct CampaignLayers<'a> {
     pub session_cnt: u16,
     pub frag_index: u8,
     pub descriptor: [u8; 4],
+    /// The multicast session the campaign's start grouped these devices into (its running
+    /// wave's); `None`: the devices' most common one.
+    pub session: Option<Session>,
 }
 
-/// One device's packages; a profile that cannot be read is a warning (the campaign's layers
-/// and the defaults still hold), the returned text says so.
-pub async fn resolve(
+/// One device's package versions and FPorts: its profile on the network server under the
+/// campaign's `packages` and the device's override. A profile that cannot be read is a warning
+/// (the campaign's layers and the defaults still hold), the returned text says so. Also what
+/// the campaign's start groups the devices into multicast sessions by.
+pub async fn speaks(
     network: &dyn Network,
     dev_eui: DevEui,
-    root: RootKey,
-    device: &DeviceLayers,
-    campaign: &CampaignLayers<'_>,
-) -> Result<(DevicePackages, Option<String>), String> {
+    device: &PackagesPatch,
+    campaign: &PackagesPatch,
+    status_port: u8,
+) -> (Packages, Option<String>) {
     let (profile, warning) = match network.device_profile_packages(dev_eui).await {
         Ok(p) => (p, None),
         Err(e) => (
@@ -61,11 +67,27 @@ pub async fn resolve(
     };
     let profile_patch = profile.as_ref().map(|p| p.patch()).unwrap_or_default();
     let answers = profile.as_ref().is_some_and(|p| p.answers_clock_sync());
-    let p = packages::resolve(
+    let p = packages::resolve(status_port, &[&profile_patch, campaign, device], answers);
+    (p, warning)
+}
+
+/// One device's packages ([`speaks`]) with its limits and, for TS004 v2, its SessionCnt and
+/// the image's MIC under its root key.
+pub async fn resolve(
+    network: &dyn Network,
+    dev_eui: DevEui,
+    root: RootKey,
+    device: &DeviceLayers,
+    campaign: &CampaignLayers<'_>,
+) -> Result<(DevicePackages, Option<String>), String> {
+    let (p, warning) = speaks(
+        network,
+        dev_eui,
+        &device.packages,
+        &campaign.packages,
         campaign.status_port,
-        &[&profile_patch, &campaign.packages, &device.packages],
-        answers,
-    );
+    )
+    .await;
     let frag_v2 = match p.fragmentation.version {
         2 => Some(packages::frag_v2(
             root_bytes(root),

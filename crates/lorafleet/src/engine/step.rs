@@ -21,6 +21,7 @@ use lorafleet_engine::machine::{
 };
 use lorafleet_engine::packages::parse_uplink;
 use lorafleet_engine::packages::{Packages, Versioned};
+use lorafleet_engine::sessions::{self, Session};
 
 use super::packages::{self as speaking, CampaignLayers, DeviceLayers};
 use super::{send_unicasts, Io};
@@ -151,6 +152,7 @@ pub async fn start(
         session_cnt: 0,
         frag_index: s.frag.index,
         descriptor: s.frag.descriptor,
+        session: None,
     };
     start_with(io, s, devices, &[], &campaign).await
 }
@@ -220,7 +222,7 @@ pub async fn start_with(
         dev.packages = Some(speaks);
         devs.push(dev);
     }
-    one_fragmentation_session(&mut devs, now, &mut log);
+    one_fragmentation_session(&mut devs, campaign.session, now, &mut log);
     // Until the first step, however long storing this start takes: the setup's deadlines
     // count from `now`.
     hold_clock(io, &run, Some(Duration::ZERO));
@@ -248,30 +250,35 @@ pub fn session_fragmentation(devs: &[Dev]) -> Versioned {
 }
 
 /// One multicast session carries one FPort and one FEC matrix, so its devices must share
-/// their TS004 version and FPort: the most common pair wins, the others are refused before
-/// anything is sent to them, with what they speak.
-fn one_fragmentation_session(devs: &mut [Dev], now: DateTime<Utc>, log: &mut Vec<LogLine>) {
-    let mut counts: Vec<(Versioned, usize)> = Vec::new();
-    for p in devs.iter().filter_map(|d| d.packages) {
-        let f = p.packages.fragmentation;
-        match counts.iter_mut().find(|(v, _)| *v == f) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((f, 1)),
-        }
-    }
-    let Some(&(chosen, _)) = counts.iter().max_by_key(|(_, n)| *n) else {
+/// their TS004 version and FPort (`lorafleet_engine::sessions`). The campaign's start put each
+/// device in the wave of its session (`campaigns::waves::split_by_session`); a device that
+/// speaks otherwise now (its profile changed since, or could not be read then) is refused
+/// before anything is sent to it, with what it speaks. Without a session given (the engine
+/// started directly), the most common one is the session.
+fn one_fragmentation_session(
+    devs: &mut [Dev],
+    session: Option<Session>,
+    now: DateTime<Utc>,
+    log: &mut Vec<LogLine>,
+) {
+    let spoken: Vec<Session> = devs
+        .iter()
+        .filter_map(|d| d.packages.map(|p| Session::of(&p.packages)))
+        .collect();
+    let Some(chosen) = session.or_else(|| sessions::groups(&spoken).0.first().copied()) else {
         return;
     };
     for d in devs.iter_mut() {
-        let Some(f) = d.packages.map(|p| p.packages.fragmentation) else {
+        let Some(own) = d.packages.map(|p| Session::of(&p.packages)) else {
             continue;
         };
-        if f == chosen {
+        if own == chosen {
             continue;
         }
         let why = format!(
-            "it speaks TS004 v{} on FPort {}, the campaign's multicast session TS004 v{} on FPort {}; update it in a campaign of its own",
-            f.version, f.f_port, chosen.version, chosen.f_port
+            "it speaks {}, its wave's multicast session {} (its device profile changed since the campaign started?); update it in a campaign of its own",
+            own.describe(),
+            chosen.describe()
         );
         log.push(line(now, Level::Error, Some(d.dev_eui), why.clone()));
         *d = Dev::refused(d.dev_eui, why, now);
@@ -777,8 +784,9 @@ mod tests {
         }
     }
 
-    /// The most common TS004 version and FPort carries the session; a device speaking another
-    /// is refused with what it speaks, and a device without packages counts for nothing.
+    /// Without a session given, the most common TS004 version and FPort carries it; a device
+    /// speaking another is refused with what it speaks, and a device without packages counts
+    /// for nothing.
     #[test]
     fn one_session_takes_the_devices_common_fragmentation() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
@@ -789,7 +797,7 @@ mod tests {
             dev(4, None),
         ];
         let mut log = Vec::new();
-        one_fragmentation_session(&mut devs, now, &mut log);
+        one_fragmentation_session(&mut devs, None, now, &mut log);
         assert_eq!(
             session_fragmentation(&devs),
             Versioned {
@@ -800,7 +808,7 @@ mod tests {
         assert_eq!(devs[1].outcome, Some(Outcome::Refused));
         assert_eq!(
             devs[1].error.as_deref(),
-            Some("it speaks TS004 v1 on FPort 201, the campaign's multicast session TS004 v2 on FPort 51; update it in a campaign of its own")
+            Some("it speaks TS004 v1 on FPort 201, its wave's multicast session TS004 v2 on FPort 51 (its device profile changed since the campaign started?); update it in a campaign of its own")
         );
         assert!(
             devs[0].outcome.is_none() && devs[2].outcome.is_none() && devs[3].outcome.is_none()
@@ -810,5 +818,32 @@ mod tests {
             session_fragmentation(&[dev(5, None)]),
             Packages::defaults(0).fragmentation
         );
+    }
+
+    /// The wave's session decides, however few of its devices still speak it: the others
+    /// changed since the start grouped them.
+    #[test]
+    fn the_waves_session_wins_over_the_majority() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let mut devs = vec![
+            dev(1, Some((2, 51))),
+            dev(2, Some((1, 201))),
+            dev(3, Some((2, 51))),
+        ];
+        let wave = Session {
+            fragmentation: Versioned {
+                version: 1,
+                f_port: 201,
+            },
+        };
+        let mut log = Vec::new();
+        one_fragmentation_session(&mut devs, Some(wave), now, &mut log);
+        let refused: Vec<bool> = devs
+            .iter()
+            .map(|d| d.outcome == Some(Outcome::Refused))
+            .collect();
+        assert_eq!(refused, [true, false, true]);
+        assert_eq!(session_fragmentation(&devs), wave.fragmentation);
+        assert_eq!(log.len(), 2);
     }
 }

@@ -763,7 +763,8 @@ pub async fn dto(db: &Db, id: i64) -> anyhow::Result<Option<CampaignDto>> {
         log,
         progress,
         paused_reason: run.as_ref().and_then(|r| r.paused_reason.clone()),
-        rollout: run.map(|r| r.rollout),
+        // Only the operator's: a mixed fleet's implicit wave is no rollout of theirs.
+        rollout: run.filter(|r| r.given).map(|r| r.rollout),
         waves: wave_list,
     }))
 }

@@ -177,6 +177,7 @@ async fn prepare(
     // The plan from the real network: its uplink interval, its loss, its sub-bands.
     let facts = super::plan_network::gather(app, &v.devices).await;
     let mut v = super::plan_network::plan_with_network(&req, &ctx, &region, v, &facts).await;
+    super::plan_network::add_sessions(app, &mut v).await;
     v.refused =
         crate::campaigns::guards::refusals(&app.db, image.as_ref(), &v.devices, v.allow_reinstall)
             .await

@@ -14,6 +14,9 @@ use crate::AppState;
 /// Devices whose profile is read: a unicast step waits for the slowest, and a fleet's devices
 /// share a few profiles, so a sample tells without a request per device.
 const PROFILE_SAMPLE: usize = 10;
+/// Devices whose packages the plan's sessions are read from (two requests each on ChirpStack
+/// v4, and the preview asks as fields change); the start reads every device.
+const SESSION_DEVICES: usize = 500;
 /// Devices and uplinks per device the frame-counter loss is measured over.
 const LOSS_DEVICES: usize = 200;
 const LOSS_UPLINKS: i64 = 50;
@@ -177,4 +180,42 @@ fn loss_words(l: &LossFigure) -> String {
         }
         plan_network::LossSource::Default => "no loss measured: the default".into(),
     }
+}
+
+/// The multicast sessions an engine campaign's devices need (issue 8 item 6), into the plan:
+/// each device's packages as its wave's start will resolve them (its profile under the
+/// campaign's and its own `packages`), for up to [`SESSION_DEVICES`] devices.
+pub async fn add_sessions(app: &AppState, v: &mut Validated) {
+    if v.driver != crate::campaigns::DriverKind::Engine {
+        return;
+    }
+    let status_port = app.config.status_protocol.f_port;
+    let mut spoken = Vec::new();
+    for eui in v.devices.iter().take(SESSION_DEVICES) {
+        let Ok(dev_eui) = eui.parse::<DevEui>() else {
+            continue;
+        };
+        let own = v
+            .settings
+            .device_overrides
+            .get(eui)
+            .map(|o| o.packages)
+            .unwrap_or_default();
+        let (p, _) = crate::engine::packages::speaks(
+            app.network.as_ref(),
+            dev_eui,
+            &own,
+            &v.settings.packages,
+            status_port,
+        )
+        .await;
+        spoken.push(lorafleet_engine::sessions::Session::of(&p));
+    }
+    let (sessions, group) = lorafleet_engine::sessions::groups(&spoken);
+    plan::add_sessions(
+        &mut v.plan,
+        &sessions,
+        &group,
+        v.devices.len() <= SESSION_DEVICES,
+    );
 }

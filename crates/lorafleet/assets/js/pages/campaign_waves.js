@@ -15,27 +15,38 @@ const WAVE_KIND = { pending: 'muted', running: 'pending', succeeded: 'ok', faile
 const pct = (x) => `${Math.round(x * 100)} %`;
 
 /**
- * The campaign's waves, one row each; null without a rollout.
+ * A wave's multicast session in words: "TS004 v2, FPort 201".
+ * @param {CampaignWave} w
+ */
+const sessionText = (w) => (w.session ? `TS004 v${w.session.fragmentation.version}, FPort ${w.session.fragmentation.f_port}` : '—');
+
+/**
+ * The campaign's waves, one row each; null without waves (no rollout, one multicast session).
  * @param {Campaign} c
  * @param {StageInfo[]} stages
  */
 export function wavesCard(c, stages) {
   const waves = c.waves || [];
-  if (!c.rollout || !waves.length) return null;
+  if (!waves.length) return null;
   const r = c.rollout;
+  const sessions = new Set(waves.map(sessionText)).size;
   const rows = waves.map((w) => h('tr', { testid: 'wave-row', 'data-wave': String(w.index), 'data-state': w.state },
-    h('td', { 'data-label': 'Wave' }, String(w.index)),
+    h('td', { 'data-label': 'Wave' }, w.rollout_wave && w.rollout_wave !== w.index ? `${w.index} (of ${w.rollout_wave})` : String(w.index)),
     h('td', { 'data-label': 'Reaches' }, `${w.percent} %`),
+    h('td', { 'data-label': 'Session', testid: 'wave-session' }, sessionText(w)),
     h('td', { 'data-label': 'Devices', testid: 'wave-devices' }, String(w.devices.length)),
     h('td', { 'data-label': 'State' }, badge(w.state, WAVE_KIND[w.state] || 'muted', null, 'wave-state')),
     h('td', { 'data-label': 'Counts', testid: 'wave-counts' },
       Object.entries(w.counts).map(([stage, n]) => h('span', { class: 'wave-count' }, stageBadge(stages, stage), ` ${n} `)))));
+  const rule = r
+    ? [`The next wave starts when ${pct(r.success_threshold)} of a wave's devices are updated; over ${pct(r.error_threshold)} failed the campaign pauses`,
+      r.pause_between_s ? `; ${r.pause_between_s} s between waves.` : '.']
+    : ['The devices need more than one multicast session: each runs as a wave of its own, one after the other.'];
+  const mixed = r && sessions > 1 ? ` The devices need ${sessions} multicast sessions: each wave of the rollout runs as one wave per session.` : '';
   return card(`Waves (${waves.length})`,
-    h('p', { class: 'small muted', testid: 'wave-thresholds' },
-      `The next wave starts when ${pct(r.success_threshold)} of a wave's devices are updated; over ${pct(r.error_threshold)} failed the campaign pauses`,
-      r.pause_between_s ? `; ${r.pause_between_s} s between waves.` : '.'),
+    h('p', { class: 'small muted', testid: 'wave-thresholds' }, ...rule, mixed),
     h('div', { class: 'table-wrap' }, h('table', { class: 'table table-compact table-cards', testid: 'campaign-waves' },
-      h('thead', null, h('tr', null, ['Wave', 'Reaches', 'Devices', 'State', 'Devices per stage'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', null, h('tr', null, ['Wave', 'Reaches', 'Session', 'Devices', 'State', 'Devices per stage'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', null, rows))));
 }
 

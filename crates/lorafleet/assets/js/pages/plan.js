@@ -61,6 +61,26 @@ function subBands(bands) {
 }
 
 /** @param {any} p  the plan */
+const sessionCount = (p) => (p.sessions || []).length;
+
+/**
+ * The multicast sessions the engine runs one after the other (a mixed fleet: one per TS004
+ * version and FPort); nothing for one session.
+ * @param {any} p  the plan
+ */
+function sessionsView(p) {
+  if (sessionCount(p) < 2) return null;
+  return h('div', { class: 'plan-sessions' },
+    h('h3', { class: 'sub-title' }, `Multicast sessions (${sessionCount(p)}, one after the other)`),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'table table-cards', testid: 'plan-sessions' },
+      h('thead', null, h('tr', null, ['Session', 'Devices', 'Air time'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', null, p.sessions.map((/** @type {any} */ s) => h('tr', { testid: 'plan-session-row' },
+        h('td', { 'data-label': 'Session' }, `TS004 v${s.session.fragmentation.version}, FPort ${s.session.fragmentation.f_port}`),
+        h('td', { 'data-label': 'Devices' }, String(s.devices)),
+        h('td', { 'data-label': 'Air time' }, fmtDuration(s.airtime_total_s))))))));
+}
+
+/** @param {any} p  the plan */
 function advice(p) {
   const adv = p.redundancy_advice;
   if (!adv) return null;
@@ -139,7 +159,7 @@ export function planView(p, settings) {
         ['Bytes on air', `${p.bytes_on_air} B in ${p.total_fragments} frames of ${p.frame_bytes} B`],
       ]),
       kv([
-        ['Time on air', `${fmtMs(p.airtime_per_fragment_ms)} per fragment, ${fmtDuration(p.airtime_total_s)} in total`, 'plan-airtime'],
+        ['Time on air', `${fmtMs(p.airtime_per_fragment_ms)} per fragment, ${fmtDuration(p.airtime_total_s)} in total${sessionCount(p) > 1 ? ` per session, ${sessionCount(p)} sessions` : ''}`, 'plan-airtime'],
         ['Fragment spacing', `${p.fragment_interval_s} s${p.duty_cycle != null ? ` (duty cycle ${fmtPct(p.duty_cycle)})` : ''}`],
         ['Session needed', fmtFleetDuration(p.session_needed_s)],
         ['Session', `timeout ${p.timeout_exp} → ${fmtFleetDuration(p.session_length_s)}`, 'plan-session'],
@@ -149,6 +169,7 @@ export function planView(p, settings) {
       ])),
     advice(p),
     subBands(p.sub_bands),
+    sessionsView(p),
     gatewaysView(p.gateways),
     limitsView(p, settings),
     warnings.length ? h('div', { class: 'alert alert-warn plan-warnings' }, h('ul', null, warnings)) : null);

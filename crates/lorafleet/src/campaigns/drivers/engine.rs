@@ -31,11 +31,15 @@ use lorafleet_engine::machine::{
 };
 use lorafleet_engine::packages::data_fragments;
 
+/// A session's encoded fragment frames.
+type Frames = Arc<Vec<Vec<u8>>>;
+
 /// The engine as a campaign driver. Holds a cache of encoded fragments and tells the TS003
 /// responder how its devices sync their clocks.
 #[derive(Default)]
 pub struct EngineDriver {
-    frames: Mutex<HashMap<i64, Arc<Vec<Vec<u8>>>>>,
+    /// By campaign and TS004 version: a mixed fleet's waves run sessions of either version.
+    frames: Mutex<HashMap<(i64, u8), Frames>>,
     running: Arc<RunningPackages>,
 }
 
@@ -371,14 +375,14 @@ impl EngineDriver {
         version: u8,
     ) -> Result<Arc<Vec<Vec<u8>>>, DriverError> {
         let mut cache = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = cache.get(&c.id) {
+        if let Some(f) = cache.get(&(c.id, version)) {
             return Ok(f.clone());
         }
         let frames = Arc::new(
             data_fragments(version, &c.payload, &s.frag, s.redundancy)
                 .map_err(DriverError::Invalid)?,
         );
-        cache.insert(c.id, frames.clone());
+        cache.insert((c.id, version), frames.clone());
         Ok(frames)
     }
 
@@ -386,7 +390,7 @@ impl EngineDriver {
         self.frames
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+            .retain(|(campaign, _), _| *campaign != id);
     }
 
     /// Airtime of one fragment frame at the campaign's DR, for pacing the steps.
@@ -534,6 +538,7 @@ impl CampaignDriver for EngineDriver {
             session_cnt: (c.id & 0xffff) as u16,
             frag_index: s.frag.index,
             descriptor: s.frag.descriptor,
+            session: c.session,
         };
         let (run, devs, log) = step::start_with(io(ctx), &s, &starts, &own, &layers)
             .await

@@ -109,6 +109,9 @@ pub struct Campaign {
     /// Device inventory facts a driver may need (application, device profile).
     pub inventory: Vec<super::validate::KnownDevice>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The multicast session the running wave's devices share, when the start grouped them
+    /// (engine campaigns, issue 8 item 6); `None` otherwise.
+    pub session: Option<lorafleet_engine::sessions::Session>,
 }
 
 /// Why a driver call did not work.

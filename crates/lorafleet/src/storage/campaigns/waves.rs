@@ -1,13 +1,17 @@
 //! A campaign's waves (issue 10 item 6), as stored: the checked rollout (`rollout_json`), each
-//! wave's state (`waves_json`), the reason of a pause (`paused_reason`) and each device's wave
-//! (`campaign_devices.wave`, assigned once at start so the split never changes afterwards).
-//! The decisions are `campaigns::waves`'; this file only reads and writes them.
+//! wave's state (`waves_json`), each wave's session (`wave_sessions_json`, issue 8 item 6: a
+//! mixed fleet runs one wave per multicast session), the reason of a pause (`paused_reason`)
+//! and each device's wave (`campaign_devices.wave`, assigned once at start so the split never
+//! changes afterwards). The decisions are `campaigns::waves`'; this file only reads and
+//! writes them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use lorafleet_engine::sessions::Session;
 
 use super::super::{time, Cols, Conn, Db, Result, Time};
 use super::{count_stages, CampaignDevice, Stage};
@@ -24,6 +28,28 @@ pub struct Rollout {
     /// Seconds on the network's clock (simulated seconds on a simulated network) between a
     /// successful wave and the next.
     pub pause_between_s: u64,
+}
+
+impl Rollout {
+    /// The rollout of a campaign that gave none but whose devices need several multicast
+    /// sessions: every device in one wave, and the sessions one after the other whatever
+    /// each achieved (as one session would have gone on with its failures).
+    pub fn whole_fleet() -> Rollout {
+        Rollout {
+            waves: vec![100.0],
+            success_threshold: 0.0,
+            error_threshold: 1.0,
+            pause_between_s: 0,
+        }
+    }
+}
+
+/// One wave as run: the operator's wave it is part of (0-based, into `Rollout::waves`) and
+/// the multicast session its devices share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaveSession {
+    pub of: usize,
+    pub session: Session,
 }
 
 /// Where a wave is.
@@ -43,8 +69,16 @@ pub enum WaveState {
 pub struct WaveDto {
     /// 1 for the first wave (as the pause reason counts them).
     pub index: usize,
-    /// The cumulative share of the campaign's devices this wave reaches.
+    /// The operator's wave (1 for the first of `rollout.waves`) this one is part of: a mixed
+    /// fleet's operator wave runs as one wave per multicast session.
+    pub rollout_wave: usize,
+    /// The cumulative share of the campaign's devices its operator wave reaches.
     pub percent: f64,
+    /// What the wave's devices share, set at start: `{"fragmentation": {"version": 2,
+    /// "f_port": 201}}` (absent before the start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub session: Option<Session>,
     /// The wave's own devices, in the stored order.
     pub devices: Vec<String>,
     pub state: WaveState,
@@ -56,7 +90,14 @@ pub struct WaveDto {
 /// A campaign's rollout with its waves' states (empty before the start).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveRun {
+    /// The operator's, or [`Rollout::whole_fleet`] when `given` is false.
     pub rollout: Rollout,
+    /// Whether the operator gave the rollout (false: the campaign runs waves only because its
+    /// devices need several multicast sessions).
+    pub given: bool,
+    /// Each wave as run, set at start (empty before it, and for campaigns started before
+    /// issue 8 item 6: their waves are the rollout's).
+    pub sessions: Vec<WaveSession>,
     pub states: Vec<WaveState>,
     pub paused_reason: Option<String>,
     /// When the running wave's session may start, on the network's clock (the pause after
@@ -74,6 +115,18 @@ impl WaveRun {
     pub fn next_after(&self, wave: usize) -> Option<usize> {
         (wave + 1..self.states.len()).find(|i| self.states[*i] == WaveState::Pending)
     }
+
+    /// The session of wave `wave`, when the split is stored.
+    pub fn session(&self, wave: usize) -> Option<Session> {
+        self.sessions.get(wave).map(|w| w.session)
+    }
+
+    /// Whether the campaign's devices need more than one multicast session.
+    pub fn mixed(&self) -> bool {
+        self.sessions
+            .iter()
+            .any(|w| Some(w.session) != self.session(0))
+    }
 }
 
 /// Stores (or clears) a draft's rollout.
@@ -86,10 +139,12 @@ pub async fn set_rollout(db: &Db, id: i64, rollout: Option<&Rollout>) -> anyhow:
     Ok(())
 }
 
-/// The campaign's rollout, if it has one.
+/// The campaign's rollout, if it has one: the operator's, or the implicit one of a campaign
+/// whose devices need several multicast sessions.
 pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
     let row = on!(db, c => sqlx::query(
-        "SELECT rollout_json, waves_json, paused_reason, wave_start_at FROM campaigns WHERE id = $1",
+        "SELECT rollout_json, waves_json, paused_reason, wave_start_at, wave_sessions_json
+         FROM campaigns WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(c).await?
@@ -98,12 +153,24 @@ pub async fn get(db: &Db, id: i64) -> anyhow::Result<Option<WaveRun>> {
         r.get::<Option<String>>("waves_json"),
         r.get::<Option<String>>("paused_reason"),
         r.get::<Option<String>>("wave_start_at"),
+        r.get::<Option<String>>("wave_sessions_json"),
     )));
-    let Some((Some(rollout), states, paused_reason, start_at)) = row else {
+    let Some((rollout, states, paused_reason, start_at, sessions)) = row else {
         return Ok(None);
     };
+    let sessions: Vec<WaveSession> = sessions
+        .map(|s| serde_json::from_str(&s))
+        .transpose()?
+        .unwrap_or_default();
+    let (rollout, given) = match rollout {
+        Some(r) => (serde_json::from_str(&r)?, true),
+        None if !sessions.is_empty() => (Rollout::whole_fleet(), false),
+        None => return Ok(None),
+    };
     Ok(Some(WaveRun {
-        rollout: serde_json::from_str(&rollout)?,
+        rollout,
+        given,
+        sessions,
         states: states
             .map(|s| serde_json::from_str(&s))
             .transpose()?
@@ -126,12 +193,14 @@ pub async fn device_waves(db: &Db, id: i64) -> Result<BTreeMap<String, usize>> {
         .collect())
 }
 
-/// At start: stores each device's wave and the waves' first states; devices of the waves
-/// after the running one go back to `pending` (the start put every device at its first step).
+/// At start: stores each device's wave, each wave's session and the waves' first states;
+/// devices of the waves after the running one go back to `pending` (the start put every
+/// device at its first step).
 pub async fn begin(
     db: &Db,
     id: i64,
     assigned: &[(&str, usize)],
+    sessions: &[WaveSession],
     states: &[WaveState],
     at: &str,
 ) -> anyhow::Result<()> {
@@ -151,10 +220,13 @@ pub async fn begin(
         .bind(*eui)
         .execute(c).await.map(|r| r.rows_affected()))?;
     }
-    on!(&mut *tx, c => sqlx::query("UPDATE campaigns SET waves_json = $1 WHERE id = $2")
-        .bind(serde_json::to_string(states)?)
-        .bind(id)
-        .execute(c).await.map(|r| r.rows_affected()))?;
+    on!(&mut *tx, c => sqlx::query(
+        "UPDATE campaigns SET waves_json = $1, wave_sessions_json = $2 WHERE id = $3",
+    )
+    .bind(serde_json::to_string(states)?)
+    .bind(serde_json::to_string(sessions)?)
+    .bind(id)
+    .execute(c).await.map(|r| r.rows_affected()))?;
     tx.commit().await?;
     Ok(())
 }
@@ -290,24 +362,34 @@ pub async fn pause_on(
     Ok(())
 }
 
-/// The waves as the campaign JSON shows them (empty without rollout).
+/// The waves as the campaign JSON shows them: the stored split once started, else the
+/// rollout's (empty without either).
 pub fn dtos(
     run: &WaveRun,
     waves: &BTreeMap<String, usize>,
     devices: &[CampaignDevice],
 ) -> Vec<WaveDto> {
-    run.rollout
-        .waves
-        .iter()
+    let planned: Vec<(usize, Option<Session>)> = if run.sessions.is_empty() {
+        (0..run.rollout.waves.len()).map(|i| (i, None)).collect()
+    } else {
+        run.sessions
+            .iter()
+            .map(|w| (w.of, Some(w.session)))
+            .collect()
+    };
+    planned
+        .into_iter()
         .enumerate()
-        .map(|(i, percent)| {
+        .map(|(i, (of, session))| {
             let own: Vec<&CampaignDevice> = devices
                 .iter()
                 .filter(|d| waves.get(&d.dev_eui) == Some(&i))
                 .collect();
             WaveDto {
                 index: i + 1,
-                percent: *percent,
+                rollout_wave: of + 1,
+                percent: run.rollout.waves.get(of).copied().unwrap_or(100.0),
+                session,
                 devices: own.iter().map(|d| d.dev_eui.clone()).collect(),
                 state: run.states.get(i).copied().unwrap_or(WaveState::Pending),
                 counts: count_stages(own.iter().map(|d| &d.stage)),
