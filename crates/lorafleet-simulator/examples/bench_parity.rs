@@ -84,7 +84,7 @@ fn settings(m: usize, redundancy: usize, adaptive: bool) -> Settings {
         unicast_timeout: TimeDelta::seconds(60),
         attempts: 3,
         adaptive: adaptive.then(|| AdaptiveParity {
-            group: AdaptiveParity::default_group(m),
+            group: None,
             status_wait: AdaptiveParity::default_status_wait(frag.block_ack_delay),
         }),
         frag,

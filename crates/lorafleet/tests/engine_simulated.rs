@@ -223,7 +223,7 @@ async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     s.timeout_exp = 11; // 2,048 s: far more than the fragments need
     s.redundancy = usize::from(s.frag.nb_frag) / 2;
     s.adaptive = Some(AdaptiveParity {
-        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        group: None,
         status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
     });
     let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
@@ -279,7 +279,7 @@ async fn adaptive_parity_stops_early_with_every_device_verified() {
     let mut s = settings(image.len(), 60);
     s.timeout_exp = 11;
     s.adaptive = Some(AdaptiveParity {
-        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        group: None,
         status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
     });
     let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
