@@ -464,9 +464,15 @@ fn highest_n_need(
     // run out is that far behind it, and one fragment per round would take
     // as many rounds.
     let doubt = (seen_parity as f64 * loss * (1.0 - loss)).sqrt();
-    let more = sends_for(lost as f64 + extra - got_parity, loss)
+    let mut more = sends_for(lost as f64 + extra - got_parity, loss)
         .max(sends_for(doubt, loss))
         .max(1);
+    if could_be_done {
+        // Still counting at the last fragment sent, yet it may have rebuilt
+        // the image on that very one (many do, when a group was sized for
+        // them): a tail long enough to tell, so that the next round decides.
+        more = more.max(tell as u32);
+    }
     ParityNeed {
         more,
         basis: NeedBasis::Missing,
@@ -666,6 +672,18 @@ mod tests {
         assert_eq!(
             parity_needed(&s, &table, 22).basis,
             NeedBasis::LikelyComplete
+        );
+        // 4 parity sent, still counting at N 36 (the last), 1 lost: its estimate has run
+        // out and one standard deviation is under 1, but it may have rebuilt the image on
+        // N 36 itself, so it gets the tail that tells at 1 / 32 loss (1 / 32^2 < 1 %): 2.
+        let last = v1_status("01 24 00 01 00", Reading::HighestN);
+        assert_eq!(tail_to_tell(1.0 / 32.0), 2);
+        assert_eq!(
+            parity_needed(&last, &table, 4),
+            ParityNeed {
+                more: 2,
+                basis: NeedBasis::Missing
+            }
         );
     }
 
