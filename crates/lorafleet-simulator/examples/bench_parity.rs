@@ -270,7 +270,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name, which is in parentheses and may contain spaces.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime: fields 14 and 15 of the line, 11 and 12 from the state (field 3).
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -347,7 +352,9 @@ fn main() {
                 // Issue 8 item 5's goal, for adaptive parity: every device completes with
                 // total air time within 10 % of what the unluckiest device needed.
                 let goal = match mode {
-                    "adaptive" if o.completed == devices && o.airtime_ms <= 1.1 * needed_air => "yes",
+                    "adaptive" if o.completed == devices && o.airtime_ms <= 1.1 * needed_air => {
+                        "yes"
+                    }
                     "adaptive" => "**no**",
                     _ => "-",
                 };
