@@ -220,31 +220,64 @@ impl ParityNeed {
     }
 }
 
+/// Loss-rate evidence, in fragments, that a device's own rate is weighed
+/// against when the fleet's loss is known: a device's own rate counts in
+/// full only once its own sample is much larger. At M = 64 its 64 fragments
+/// say little (at 20 % loss the unluckiest of 200 devices sees about 34 %
+/// there and would be sent for that rate); at M = 2,000 its own rate decides.
+pub const FLEET_LOSS_WEIGHT: f64 = 100.0;
+
+/// What the engine knows beyond one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Context {
+    /// The loss rate the fleet's answers to the first status request showed
+    /// (see [`fleet_loss`]); `None` when nobody answered it.
+    pub fleet_loss: Option<f64>,
+    /// Highest-N reading: this device's lost count from its earlier answers,
+    /// already unwrapped; the count never goes down.
+    pub lost_before: Option<u32>,
+}
+
 /// Estimates how many more parity fragments the device that sent `status`
 /// needs, given the session's measured `overhead` (which also carries M) and
 /// the number of parity fragments sent before the FragSessionStatusReq this
-/// answers.
-///
-/// - Count reading: MissingFrag fragments are missing, so the device needs
-///   that many plus the code's overhead received; sends are that divided by
-///   the reception rate the answer implies (received / sent).
-/// - Highest-N reading: the lost count L is MissingFrag plus any data
-///   fragments after the last N seen; the loss rate is L / M. If the device
-///   stopped counting before the last fragment sent while it could already
-///   have rebuilt the image, and losing that whole tail was improbable
-///   (see [`TAIL_LOSS_DOUBT`]), it has rebuilt it: 0. Otherwise it needs L
-///   plus the overhead received, minus the parity it likely got among those
-///   it saw, and at least 1: a device still counting has not finished, and
-///   one that may have lost the tail shows which it was after a few more.
-///
-/// LoRaMac-node and ST send their lost count modulo 256, so past 255 lost
-/// fragments (large M, heavy loss) the highest-N estimate is too low; such a
-/// device keeps being sent at least 1 per round for as long as its count
-/// moves. Fragment numbers stop at 2^14 - 1, so the result never goes past that.
+/// answers, with nothing known beyond the answer.
 pub fn parity_needed(
     status: &FragStatus,
     overhead: &OverheadTable,
     parity_sent: u32,
+) -> ParityNeed {
+    parity_needed_in(status, overhead, parity_sent, Context::default())
+}
+
+/// Estimates how many more parity fragments the device that sent `status`
+/// needs, given the session's measured `overhead` (which also carries M),
+/// the number of parity fragments sent before the FragSessionStatusReq this
+/// answers, and what else is known (`ctx`).
+///
+/// The device's loss rate, which turns fragments to receive into fragments to
+/// send, is its own rate weighed against the fleet's (see
+/// [`FLEET_LOSS_WEIGHT`]) when the fleet's is known.
+///
+/// - Count reading: MissingFrag fragments are missing, so the device needs
+///   that many plus the code's overhead received; its own rate is
+///   1 - received / sent.
+/// - Highest-N reading: the lost count L is MissingFrag, unwrapped (see
+///   [`lost_data_fragments`]), plus any data fragments after the last N seen;
+///   its own rate is L / M. If the device stopped counting before the last
+///   fragment sent while it could already have rebuilt the image, and losing
+///   that whole tail was improbable (see [`TAIL_LOSS_DOUBT`]), it has rebuilt
+///   it: 0. If it could have but the tail is too short to tell, it is sent
+///   just enough to make the tail tell ([`tail_to_tell`]). Otherwise it needs
+///   L plus the overhead received, minus the parity it likely got among those
+///   it saw, and at least 1: a device still counting has not finished.
+///
+/// Fragment numbers stop at 2^14 - 1, so the result never goes past that.
+pub fn parity_needed_in(
+    status: &FragStatus,
+    overhead: &OverheadTable,
+    parity_sent: u32,
+    ctx: Context,
 ) -> ParityNeed {
     let f = &status.fields;
     if f.memory_error || f.mic_error == Some(true) || f.session_does_not_exist == Some(true) {
@@ -253,14 +286,91 @@ pub fn parity_needed(
     let m = overhead.nb_frag();
     let sent = m.saturating_add(parity_sent as usize);
     let need = match status.reading {
-        Reading::Count => count_need(f, overhead, sent),
-        Reading::HighestN => highest_n_need(f, overhead, sent),
+        Reading::Count => count_need(f, overhead, sent, ctx),
+        Reading::HighestN => highest_n_need(f, overhead, sent, ctx),
     };
     let room = (MAX_N as usize).saturating_sub(sent);
     ParityNeed {
         more: need.more.min(u32::try_from(room).unwrap_or(u32::MAX)),
         ..need
     }
+}
+
+/// The data fragments a highest-N device lost, from its MissingFrag.
+///
+/// LoRaMac-node and ST send their 16-bit lost count modulo 256, so past 255
+/// lost fragments (large M, heavy loss) MissingFrag alone is too low. The
+/// true count is one of `MissingFrag + 256 k` that is no lower than the
+/// count from the device's earlier answers (it never goes down) and no
+/// higher than the data fragments up to the last N it saw; of those, the one
+/// nearest the fleet's loss over those fragments, else the lowest. Data
+/// fragments after the last N seen are not included (they were never
+/// counted by the device).
+pub fn lost_data_fragments(f: &FragStatusFields, m: usize, sent: usize, ctx: Context) -> usize {
+    let seen_data = usize::from(f.nb_frag_received).min(sent).min(m);
+    let floor = ctx.lost_before.map_or(0, |l| l as usize).min(seen_data);
+    let first = usize::from(f.missing_frag);
+    let candidates = (0..)
+        .map(|k| first + 256 * k)
+        .take_while(|&l| l <= seen_data)
+        .filter(|&l| l >= floor);
+    let expected = ctx.fleet_loss.map(|p| p * seen_data as f64);
+    let best = match expected {
+        Some(e) => {
+            candidates.min_by(|a, b| (*a as f64 - e).abs().total_cmp(&(*b as f64 - e).abs()))
+        }
+        None => candidates.min(),
+    };
+    // No candidate fits (inconsistent answers): keep the earlier count, or
+    // what the byte says, capped by what the device saw.
+    best.unwrap_or_else(|| floor.max(first.min(seen_data)))
+}
+
+/// The fleet's loss rate from the answers to the status request sent right
+/// after the data fragments (`m` sent, no parity yet), in each answer's
+/// reading: a count-reading device lost M - NbFragReceived of M; a
+/// highest-N device lost the data fragments after its last N seen, whose
+/// length is a wrap-free sample of the loss (the last N seen is followed by
+/// `g` lost fragments with probability p^g (1 - p), so the fleet's rate is
+/// the sum of gaps over that sum plus the devices), and then its unwrapped
+/// MissingFrag. `None` without answers.
+pub fn fleet_loss<'a>(answers: impl IntoIterator<Item = &'a FragStatus>, m: usize) -> Option<f64> {
+    let answers: Vec<&FragStatus> = answers.into_iter().collect();
+    if answers.is_empty() || m == 0 {
+        return None;
+    }
+    let gap = |s: &FragStatus| m - usize::from(s.fields.nb_frag_received).min(m);
+    let highest_n: Vec<&FragStatus> = answers
+        .iter()
+        .copied()
+        .filter(|s| s.reading == Reading::HighestN)
+        .collect();
+    let gaps: usize = highest_n.iter().map(|s| gap(s)).sum();
+    let tail_loss = (!highest_n.is_empty()).then(|| gaps as f64 / (gaps + highest_n.len()) as f64);
+    let lost: usize = answers
+        .iter()
+        .map(|s| match s.reading {
+            Reading::Count => m - usize::from(s.fields.nb_frag_received).min(m),
+            Reading::HighestN => {
+                let ctx = Context {
+                    fleet_loss: tail_loss,
+                    lost_before: None,
+                };
+                lost_data_fragments(&s.fields, m, m, ctx) + gap(s)
+            }
+        })
+        .sum();
+    Some(lost as f64 / (answers.len() * m) as f64)
+}
+
+/// A device's loss rate: `lost` of `sent` on its own, weighed against the
+/// fleet's when known.
+fn device_loss(lost: f64, sent: f64, ctx: Context) -> f64 {
+    let loss = match ctx.fleet_loss {
+        Some(p) => (lost + FLEET_LOSS_WEIGHT * p) / (sent + FLEET_LOSS_WEIGHT),
+        None => lost / sent.max(1.0),
+    };
+    loss.clamp(0.0, MAX_LOSS)
 }
 
 /// Sends needed to get `received` more fragments through at loss rate `loss`.
@@ -275,7 +385,12 @@ fn sends_for(received: f64, loss: f64) -> u32 {
     }
 }
 
-fn count_need(f: &FragStatusFields, overhead: &OverheadTable, sent: usize) -> ParityNeed {
+fn count_need(
+    f: &FragStatusFields,
+    overhead: &OverheadTable,
+    sent: usize,
+    ctx: Context,
+) -> ParityNeed {
     let missing = usize::from(f.missing_frag);
     if missing == 0 {
         return ParityNeed::zero(NeedBasis::Complete);
@@ -285,19 +400,34 @@ fn count_need(f: &FragStatusFields, overhead: &OverheadTable, sent: usize) -> Pa
         return ParityNeed::zero(NeedBasis::Unrecoverable);
     }
     let received = usize::from(f.nb_frag_received).min(sent);
-    let loss = 1.0 - received as f64 / sent.max(1) as f64;
+    let loss = device_loss((sent - received) as f64, sent as f64, ctx);
     ParityNeed {
         more: sends_for(missing as f64 + extra, loss),
         basis: NeedBasis::Missing,
     }
 }
 
-fn highest_n_need(f: &FragStatusFields, overhead: &OverheadTable, sent: usize) -> ParityNeed {
+/// Fragments past the last N seen after which losing them all has at most
+/// [`TAIL_LOSS_DOUBT`] probability at loss rate `loss`.
+pub fn tail_to_tell(loss: f64) -> usize {
+    let loss = loss.clamp(0.0, MAX_LOSS);
+    if loss <= 0.0 {
+        return 1;
+    }
+    (TAIL_LOSS_DOUBT.ln() / loss.ln()).ceil().max(1.0) as usize
+}
+
+fn highest_n_need(
+    f: &FragStatusFields,
+    overhead: &OverheadTable,
+    sent: usize,
+    ctx: Context,
+) -> ParityNeed {
     let m = overhead.nb_frag();
     let highest = usize::from(f.nb_frag_received).min(sent);
     let seen_data = highest.min(m);
     // Data fragments after the last N seen were sent and never arrived.
-    let lost = usize::from(f.missing_frag).min(seen_data) + (m - seen_data);
+    let lost = lost_data_fragments(f, m, sent, ctx) + (m - seen_data);
     if lost == 0 {
         return ParityNeed::zero(NeedBasis::Complete);
     }
@@ -305,12 +435,21 @@ fn highest_n_need(f: &FragStatusFields, overhead: &OverheadTable, sent: usize) -
     if !extra.is_finite() {
         return ParityNeed::zero(NeedBasis::Unrecoverable);
     }
-    let loss = (lost as f64 / m.max(1) as f64).min(MAX_LOSS);
+    let loss = device_loss(lost as f64, m as f64, ctx);
     let seen_parity = highest - seen_data;
     let tail = sent - highest;
     let could_be_done = (m - lost) + seen_parity >= m;
-    if could_be_done && tail > 0 && loss.powi(tail.min(64) as i32) <= TAIL_LOSS_DOUBT {
+    let tell = tail_to_tell(loss);
+    if could_be_done && tail > 0 && tail >= tell {
         return ParityNeed::zero(NeedBasis::LikelyComplete);
+    }
+    if could_be_done && tail > 0 {
+        // Stopped counting, most likely rebuilt: just enough more that its
+        // count staying put next round settles it.
+        return ParityNeed {
+            more: (tell - tail) as u32,
+            basis: NeedBasis::Missing,
+        };
     }
     // The last parity fragment seen was received; the others before it with
     // the device's reception rate.
@@ -320,7 +459,20 @@ fn highest_n_need(f: &FragStatusFields, overhead: &OverheadTable, sent: usize) -
     };
     // At least one: either it is still decoding (its count would have stopped
     // otherwise) or it may have lost the tail, and only more fragments tell.
-    let more = sends_for(lost as f64 + extra - got_parity, loss).max(1);
+    // And at least one standard deviation of how many of the parity seen it
+    // got (a binomial draw): a device still counting once the estimate has
+    // run out is that far behind it, and one fragment per round would take
+    // as many rounds.
+    let doubt = (seen_parity as f64 * loss * (1.0 - loss)).sqrt();
+    let mut more = sends_for(lost as f64 + extra - got_parity, loss)
+        .max(sends_for(doubt, loss))
+        .max(1);
+    if could_be_done {
+        // Still counting at the last fragment sent, yet it may have rebuilt
+        // the image on that very one (many do, when a group was sized for
+        // them): a tail long enough to tell, so that the next round decides.
+        more = more.max(tell as u32);
+    }
     ParityNeed {
         more,
         basis: NeedBasis::Missing,
@@ -456,11 +608,15 @@ mod tests {
         let table = OverheadTable::measure(32);
         let s = v1_status("01 2b 00 08 00", Reading::HighestN);
         let need = parity_needed(&s, &table, 13);
-        assert_eq!(need.basis, NeedBasis::Missing);
-        // 8 + overhead received, minus 1 + 10 x 75 % of the 11 parity seen.
-        let expected = ((8.0 + table.extra_for(8) - 8.5) / 0.75).ceil() as u32;
-        assert_eq!(need.more, expected.max(1));
-        assert!(need.more <= 3, "{need:?}");
+        // At 25 % loss a tail of 4 tells (0.25^4 < 1 %): 2 more.
+        assert_eq!(tail_to_tell(0.25), 4);
+        assert_eq!(
+            need,
+            ParityNeed {
+                more: 2,
+                basis: NeedBasis::Missing
+            }
+        );
         // Two more sent and its count stayed at 43: rebuilt.
         assert_eq!(
             parity_needed(&s, &table, 15),
@@ -501,12 +657,14 @@ mod tests {
     fn highest_n_device_still_receiving_gets_at_least_one() {
         // M = 32, 20 parity sent, the device saw N = 52 (the last), 2 lost:
         // statistically done, but its count would have stopped had it finished.
+        // It is sent one standard deviation of the parity it got,
+        // sqrt(20 x 0.0625 x 0.9375) = 1.08, at 93.75 %: 2.
         let table = OverheadTable::measure(32);
         let s = v1_status("01 34 00 02 00", Reading::HighestN);
         assert_eq!(
             parity_needed(&s, &table, 20),
             ParityNeed {
-                more: 1,
+                more: 2,
                 basis: NeedBasis::Missing
             }
         );
@@ -514,6 +672,18 @@ mod tests {
         assert_eq!(
             parity_needed(&s, &table, 22).basis,
             NeedBasis::LikelyComplete
+        );
+        // 4 parity sent, still counting at N 36 (the last), 1 lost: its estimate has run
+        // out and one standard deviation is under 1, but it may have rebuilt the image on
+        // N 36 itself, so it gets the tail that tells at 1 / 32 loss (1 / 32^2 < 1 %): 2.
+        let last = v1_status("01 24 00 01 00", Reading::HighestN);
+        assert_eq!(tail_to_tell(1.0 / 32.0), 2);
+        assert_eq!(
+            parity_needed(&last, &table, 4),
+            ParityNeed {
+                more: 2,
+                basis: NeedBasis::Missing
+            }
         );
     }
 
@@ -530,6 +700,126 @@ mod tests {
         // the estimate decides, and about 28 of the 50 parity seen is far from 58.
         let s = v1_status("01 b2 00 3a 00", Reading::HighestN);
         assert_eq!(parity_needed(&s, &table, 52).basis, NeedBasis::Missing);
+    }
+
+    /// Issue 8 item 5: at M = 2,000 and 20 % loss a LoRaMac-node-like device
+    /// loses about 400 data fragments and reports 400 mod 256 = 144.
+    #[test]
+    fn wrapped_missing_frag_is_unwrapped_with_the_fleet_loss() {
+        let f = v1_status("01 d0 07 90 00", Reading::HighestN).fields; // N 2000, 144
+        let ctx = |fleet_loss, lost_before| Context {
+            fleet_loss,
+            lost_before,
+        };
+        assert_eq!(lost_data_fragments(&f, 2000, 2000, ctx(None, None)), 144);
+        assert_eq!(
+            lost_data_fragments(&f, 2000, 2000, ctx(Some(0.2), None)),
+            400
+        );
+        assert_eq!(
+            lost_data_fragments(&f, 2000, 2000, ctx(Some(0.3), None)),
+            656
+        );
+        assert_eq!(
+            lost_data_fragments(&f, 2000, 2000, ctx(Some(0.05), None)),
+            144
+        );
+        // The count never goes down: an earlier 400 stands without the fleet's loss.
+        assert_eq!(
+            lost_data_fragments(&f, 2000, 2000, ctx(None, Some(400))),
+            400
+        );
+        assert_eq!(
+            lost_data_fragments(&f, 2000, 2000, ctx(Some(0.05), Some(400))),
+            400
+        );
+        // It cannot have lost more data fragments than it saw: N 300 leaves only 144.
+        let early = v1_status("01 2c 01 90 00", Reading::HighestN).fields;
+        assert_eq!(
+            lost_data_fragments(&early, 2000, 2000, ctx(Some(0.9), None)),
+            144
+        );
+
+        // The estimate from the unwrapped count: 400 + 1.617 received at the fleet's
+        // 20 % (its own 400 / 2,000 weighed with 100 x 20 %: 20 %), where the byte alone
+        // says 144 at 7.2 %.
+        let table = OverheadTable::measure(2000);
+        let s = v1_status("01 d0 07 90 00", Reading::HighestN);
+        let want = |lost: f64, loss: f64| {
+            ((lost + table.extra_for(lost as usize)) / (1.0 - loss)).ceil() as u32
+        };
+        assert_eq!(want(400.0, 0.2), 503);
+        assert_eq!(
+            parity_needed_in(&s, &table, 0, ctx(Some(0.2), None)),
+            ParityNeed {
+                more: 503,
+                basis: NeedBasis::Missing
+            }
+        );
+        assert_eq!(parity_needed(&s, &table, 0).more, want(144.0, 0.072));
+        assert_eq!(want(144.0, 0.072), 157);
+        // 503 parity later it is still counting (N 2,503, the last sent): one standard
+        // deviation of the parity it got, sqrt(503 x 0.2 x 0.8) = 8.97, at 80 %: 12 more.
+        let later = v1_status("01 c7 09 90 00", Reading::HighestN);
+        assert_eq!(
+            parity_needed_in(&later, &table, 503, ctx(Some(0.2), Some(400))),
+            ParityNeed {
+                more: 12,
+                basis: NeedBasis::Missing
+            }
+        );
+        // It stopped at N 2,500 of the 2,503 sent (0.2^3 < 1 %): rebuilt.
+        let stopped = v1_status("01 c4 09 90 00", Reading::HighestN);
+        assert_eq!(
+            parity_needed_in(&stopped, &table, 503, ctx(Some(0.2), Some(400))),
+            ParityNeed::zero(NeedBasis::LikelyComplete)
+        );
+    }
+
+    #[test]
+    fn fleet_loss_from_the_first_answers() {
+        // Count reading, M = 100: 90 and 80 received: 30 of 200 lost.
+        let count = [
+            v1_status("01 5a 00 0a 00", Reading::Count),
+            v1_status("01 50 00 14 00", Reading::Count),
+        ];
+        assert_eq!(fleet_loss(&count, 100), Some(0.15));
+        // Highest N: last N 100 with 10 lost, last N 98 with 8 lost (and 99, 100).
+        let highest = [
+            v1_status("01 64 00 0a 00", Reading::HighestN),
+            v1_status("01 62 00 08 00", Reading::HighestN),
+        ];
+        assert_eq!(fleet_loss(&highest, 100), Some(0.1));
+        // M = 2,000, every count wrapped: the gaps after the last N seen (0, 1, 0 of
+        // 1 + 3 draws: 25 %) pick 400, 396 and 406 over 144, 140 and 150.
+        let wrapped = [
+            v1_status("01 d0 07 90 00", Reading::HighestN),
+            v1_status("01 cf 07 8c 00", Reading::HighestN),
+            v1_status("01 d0 07 96 00", Reading::HighestN),
+        ];
+        assert_eq!(
+            fleet_loss(&wrapped, 2000),
+            Some((400.0 + 396.0 + 1.0 + 406.0) / 6000.0)
+        );
+        assert_eq!(fleet_loss(&[], 100), None);
+    }
+
+    #[test]
+    fn fleet_loss_weighs_a_small_sample() {
+        // M = 64, the unluckiest of the fleet lost 22 (34 %): weighed with 100 fragments
+        // at the fleet's 20 %, (22 + 20) / 164 = 25.6 %.
+        let table = OverheadTable::measure(64);
+        let s = v1_status("01 2a 00 16 00", Reading::Count);
+        let ctx = Context {
+            fleet_loss: Some(0.2),
+            lost_before: None,
+        };
+        let loss = 42.0 / 164.0;
+        let expected = ((22.0 + table.extra_for(22)) / (1.0 - loss)).ceil() as u32;
+        assert_eq!(parity_needed_in(&s, &table, 0, ctx).more, expected);
+        let own = ((22.0 + table.extra_for(22)) / (42.0 / 64.0)).ceil() as u32;
+        assert_eq!(parity_needed(&s, &table, 0).more, own);
+        assert!(expected < own);
     }
 
     #[test]

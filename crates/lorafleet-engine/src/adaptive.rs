@@ -7,10 +7,22 @@
 //! fragments answer (LoRaMac-node-like stacks answer whenever they lost a data fragment, which
 //! their reading takes into account). It waits [`AdaptiveParity::status_wait`], then estimates
 //! from each answer, in the device's stack's reading ([`lorafleet_codec::frag_status`]), how
-//! many more parity fragments that device needs, and sends the next group (at most what the
-//! neediest device needs) while any estimate is positive, the campaign's `redundancy` is not
-//! used up and the session has time left. Otherwise it stops, and the campaign moves on at
-//! once instead of waiting for the session's end.
+//! many more parity fragments that device needs, and sends the next group while any estimate
+//! is positive, the campaign's `redundancy` is not used up and the session has time left.
+//! Otherwise it stops, and the campaign moves on at once instead of waiting for the session's
+//! end.
+//!
+//! The next group is what the neediest device needs (capped by `fragmentation.parity_group`
+//! when the operator sets one): after the data fragments every answer already says how much
+//! that device lost, so the first group covers the neediest and the later ones shrink to what
+//! is still missing. Each round costs its status requests' air time and a wait, which on a
+//! small image (M = 64: 7.6 s of fragments) weigh as much as a few fragments; fixed groups of
+//! 5 % of M took 7 to 13 rounds where 3 to 5 do.
+//!
+//! The answers to the first request (after the data fragments) also give the fleet's loss
+//! ([`lorafleet_codec::frag_status::fleet_loss`]), kept for the session: each device's rate is
+//! weighed against it (a device's own rate over 64 fragments says little), and a highest-N
+//! device's one-byte lost count is unwrapped with it.
 //!
 //! Silence is weak evidence on a lossy network: the request or the answer may be lost. So the
 //! request goes out [`STATUS_COPIES`] times per round, a device that answered an earlier round
@@ -23,16 +35,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use lorafleet_codec::frag_status::{
-    parity_needed, FragStatus, Layout, NeedBasis, ParityNeed, Reading, CID_FRAG_SESSION_STATUS,
+    fleet_loss, lost_data_fragments, parity_needed_in, Context, FragStatus, Layout, NeedBasis,
+    ParityNeed, Reading, CID_FRAG_SESSION_STATUS,
 };
 use lorafleet_codec::redundancy::OverheadTable;
 
 use crate::commands;
 use crate::machine::{Action, Dev, Level, Run, Settings, Step};
 use crate::ports;
-
-/// The share of M a parity group has by default (5 %), at least one fragment.
-const DEFAULT_GROUP_PERCENT: usize = 5;
 
 /// FragSessionStatusReq copies per round. Each costs a few bytes of air time; one copy at 20 %
 /// loss leaves a device silent (request or answer lost) in 36 % of rounds, two in about 8 %.
@@ -44,19 +54,15 @@ pub const CONFIRM_ROUNDS: u32 = 2;
 /// How adaptive parity is configured for a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdaptiveParity {
-    /// Parity fragments per group (`fragmentation.parity_group`), at least 1.
-    pub group: usize,
+    /// The most parity fragments one group may have (`fragmentation.parity_group`), at least
+    /// 1; `None`: what the neediest device needs.
+    pub group: Option<usize>,
     /// How long to collect answers after each FragSessionStatusReq
     /// (`fragmentation.status_wait_s`).
     pub status_wait: TimeDelta,
 }
 
 impl AdaptiveParity {
-    /// 5 % of M, rounded up, at least 1.
-    pub fn default_group(nb_frag: usize) -> usize {
-        (nb_frag * DEFAULT_GROUP_PERCENT).div_ceil(100).max(1)
-    }
-
     /// The longest answer delay BlockAckDelay gives the devices (every stack draws it from
     /// 0..2^(BlockAckDelay + 4) s), plus 10 % for the answer's own way through the network.
     pub fn default_status_wait(block_ack_delay: u8) -> TimeDelta {
@@ -97,13 +103,13 @@ pub enum Decision {
     Stop(Stop),
 }
 
-/// The round's decision from the devices' estimates: the next group (no more than the
-/// neediest device needs, nor than is left of `redundancy`), or why to stop.
+/// The round's decision from the devices' estimates: the next group (what the neediest device
+/// needs, no more than `group` if set, nor than is left of `redundancy`), or why to stop.
 pub fn decide(
     needs: impl IntoIterator<Item = Need>,
     parity_sent: usize,
     redundancy: usize,
-    group: usize,
+    group: Option<usize>,
     session_left: bool,
 ) -> Decision {
     let (wanted, unconfirmed) = needs.into_iter().fold((0, false), |(w, u), n| {
@@ -122,11 +128,11 @@ pub fn decide(
     if !session_left {
         return Decision::Stop(Stop::SessionEnd);
     }
-    Decision::Send(wanted.min(group.max(1)).min(left))
+    Decision::Send(wanted.min(group.map_or(usize::MAX, |g| g.max(1))).min(left))
 }
 
 /// The campaign-wide state of adaptive parity, kept in [`Run`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveState {
     /// Fragments the rounds so far allow on the air (M, then M + each group).
     pub limit: usize,
@@ -139,6 +145,10 @@ pub struct AdaptiveState {
     /// Status requests sent so far.
     pub rounds: u32,
     pub stopped: Option<Stop>,
+    /// The loss rate the answers to the first status request showed (`None` before it, or
+    /// when nobody answered it).
+    #[serde(default)]
+    pub fleet_loss: Option<f64>,
 }
 
 /// A device's last answer to a multicast status request, with the estimate made from it.
@@ -152,6 +162,12 @@ pub struct Report {
     /// Rounds since, in which it did not answer.
     #[serde(default)]
     pub silent_rounds: u32,
+    /// Highest-N reading: the data fragments it lost, MissingFrag unwrapped.
+    #[serde(default)]
+    pub lost: Option<u32>,
+    /// Highest-N reading: that count from its answers to earlier rounds (it never goes down).
+    #[serde(default)]
+    pub lost_before: Option<u32>,
 }
 
 impl Report {
@@ -202,18 +218,75 @@ pub fn answered(
     let Ok(status) = FragStatus::from_slice(&bytes, Layout::V1, reading) else {
         return;
     };
-    let parity_sent = run.adaptive.parity_at_ask;
-    let table = OverheadTable::measure(usize::from(s.frag.nb_frag));
-    let need = parity_needed(&status, &table, parity_sent as u32);
-    d.frag_status = Some((received, missing));
-    d.frag_status_at = Some(at);
-    d.adaptive = Some(Report {
+    let lost_before = match (&d.adaptive, run.adaptive.asked_at) {
+        // A second copy's answer in the same round: what was known before this round.
+        (Some(p), Some(asked_at)) if p.at >= asked_at => p.lost_before,
+        (Some(p), _) => p.lost.or(p.lost_before),
+        (None, _) => None,
+    };
+    let mut report = Report {
         status,
-        parity_sent,
-        need,
+        parity_sent: run.adaptive.parity_at_ask,
+        need: ParityNeed {
+            more: 0,
+            basis: NeedBasis::Complete,
+        },
         at,
         silent_rounds: 0,
-    });
+        lost: None,
+        lost_before,
+    };
+    let table = OverheadTable::measure(usize::from(s.frag.nb_frag));
+    report.estimate(&table, run.adaptive.fleet_loss);
+    d.frag_status = Some((received, missing));
+    d.frag_status_at = Some(at);
+    d.adaptive = Some(report);
+}
+
+impl Report {
+    /// The estimate from this answer with what is known now: its earlier lost count and the
+    /// fleet's loss.
+    fn estimate(&mut self, table: &OverheadTable, fleet_loss: Option<f64>) {
+        let ctx = Context {
+            fleet_loss,
+            lost_before: self.lost_before,
+        };
+        self.need = parity_needed_in(&self.status, table, self.parity_sent as u32, ctx);
+        if self.status.reading == Reading::HighestN {
+            let m = table.nb_frag();
+            let lost = lost_data_fragments(&self.status.fields, m, m + self.parity_sent, ctx);
+            self.lost = u32::try_from(lost).ok();
+        }
+    }
+}
+
+/// After the first round: the fleet's loss from its answers, and this round's estimates
+/// redone with it.
+fn learn_fleet_loss(
+    state: &mut AdaptiveState,
+    devs: &mut [Dev],
+    s: &Settings,
+    asked_at: DateTime<Utc>,
+) {
+    if state.fleet_loss.is_some() || state.parity_at_ask != 0 {
+        return;
+    }
+    let m = usize::from(s.frag.nb_frag);
+    let answers = devs
+        .iter()
+        .filter_map(|d| d.adaptive.as_ref())
+        .filter(|r| r.at >= asked_at)
+        .map(|r| &r.status);
+    state.fleet_loss = fleet_loss(answers, m);
+    if state.fleet_loss.is_none() {
+        return;
+    }
+    let table = OverheadTable::measure(m);
+    for r in devs.iter_mut().filter_map(|d| d.adaptive.as_mut()) {
+        if r.at >= asked_at {
+            r.estimate(&table, state.fleet_loss);
+        }
+    }
 }
 
 /// What a device in the session still needs as this round sees it: its answer to this round,
@@ -290,6 +363,7 @@ impl Run {
         if now < asked_at + a.status_wait {
             return;
         }
+        learn_fleet_loss(&mut self.adaptive, devs, s, asked_at);
         let needs: Vec<Need> = devs
             .iter_mut()
             .filter(|d| d.step == Step::InSession)
@@ -422,7 +496,7 @@ mod tests {
             fm_port: 203,
             reboot_with: crate::machine::RebootWith::RebootTime,
             adaptive: Some(AdaptiveParity {
-                group: 5,
+                group: Some(5),
                 status_wait: AdaptiveParity::default_status_wait(1),
             }),
         }
@@ -478,10 +552,6 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_issue() {
-        assert_eq!(AdaptiveParity::default_group(64), 4);
-        assert_eq!(AdaptiveParity::default_group(500), 25);
-        assert_eq!(AdaptiveParity::default_group(2000), 100);
-        assert_eq!(AdaptiveParity::default_group(1), 1);
         // BlockAckDelay 1: answers within 32 s, plus 10 %.
         assert_eq!(
             AdaptiveParity::default_status_wait(1),
@@ -504,31 +574,37 @@ mod tests {
             unconfirmed: true,
         };
         assert_eq!(
-            decide([n(3), n(0), n(2)], 0, 40, 5, true),
+            decide([n(3), n(0), n(2)], 0, 40, Some(5), true),
             Decision::Send(3)
         );
-        assert_eq!(decide([n(30)], 0, 40, 5, true), Decision::Send(5));
-        assert_eq!(decide([n(30)], 38, 40, 5, true), Decision::Send(2));
-        assert_eq!(decide([n(0), waiting], 5, 40, 5, true), Decision::Confirm);
-        assert_eq!(decide([n(1), waiting], 5, 40, 5, true), Decision::Send(1));
+        assert_eq!(decide([n(30)], 0, 40, Some(5), true), Decision::Send(5));
+        assert_eq!(decide([n(30)], 38, 40, Some(5), true), Decision::Send(2));
         assert_eq!(
-            decide([waiting], 5, 40, 5, false),
+            decide([n(0), waiting], 5, 40, Some(5), true),
+            Decision::Confirm
+        );
+        assert_eq!(
+            decide([n(1), waiting], 5, 40, Some(5), true),
+            Decision::Send(1)
+        );
+        assert_eq!(
+            decide([waiting], 5, 40, Some(5), false),
             Decision::Stop(Stop::NoneNeedMore)
         );
         assert_eq!(
-            decide([n(30)], 40, 40, 5, true),
+            decide([n(30)], 40, 40, Some(5), true),
             Decision::Stop(Stop::RedundancyCap)
         );
         assert_eq!(
-            decide([n(30)], 10, 40, 5, false),
+            decide([n(30)], 10, 40, Some(5), false),
             Decision::Stop(Stop::SessionEnd)
         );
         assert_eq!(
-            decide([n(0), n(0)], 10, 40, 5, true),
+            decide([n(0), n(0)], 10, 40, Some(5), true),
             Decision::Stop(Stop::NoneNeedMore)
         );
         assert_eq!(
-            decide([], 0, 40, 5, true),
+            decide([], 0, 40, Some(5), true),
             Decision::Stop(Stop::NoneNeedMore)
         );
     }
@@ -685,5 +761,97 @@ mod tests {
             "2 still missing: more parity"
         );
         assert!(run.sendable(&s, 140) > first);
+    }
+
+    /// M data fragments of one byte, `redundancy` parity at most, groups as the estimates say.
+    fn settings_m(m: usize, redundancy: usize) -> Settings {
+        let mut s = settings();
+        s.frag = FragSetup::for_image(m, 1, 0, 0, 1, 0, [0; 4]).unwrap();
+        s.redundancy = redundancy;
+        s.adaptive = Some(AdaptiveParity {
+            group: None,
+            status_wait: AdaptiveParity::default_status_wait(1),
+        });
+        s
+    }
+
+    /// Without `parity_group` the first group is the neediest device's whole estimate, from
+    /// its own loss weighed against the fleet's (the first answers': 30 of 200 lost).
+    #[test]
+    fn first_group_covers_the_neediest_device() {
+        let s = settings_m(100, 40);
+        let mut devs = vec![
+            in_session(1, &s, Reading::Count),
+            in_session(2, &s, Reading::Count),
+        ];
+        let mut run = session_run(&s);
+        let mut out = Vec::new();
+        round(
+            &mut run,
+            &mut devs,
+            &s,
+            t0(),
+            &[(0, 90, 10), (1, 80, 20)],
+            &mut out,
+        );
+        assert_eq!(run.adaptive.fleet_loss, Some(0.15));
+        // The neediest: 20 missing plus the code's overhead, at (20 + 100 x 15 %) / 200.
+        let extra = OverheadTable::measure(100).extra_for(20);
+        let more = ((20.0 + extra) / (1.0 - 35.0 / 200.0)).ceil() as usize;
+        assert!((22..40).contains(&more), "{more}");
+        assert_eq!(devs[1].adaptive.as_ref().unwrap().need.more as usize, more);
+        assert_eq!(run.sendable(&s, 140), 100 + more, "one group, not 5 % of M");
+        assert!(run.adaptive.stopped.is_none());
+    }
+
+    /// M = 600, LoRaMac-node-like devices that lost about 300 data fragments each: their
+    /// one-byte MissingFrag says 44, 42 and 43. The gaps after their last N seen (0, 2, 1: a
+    /// loss of 3 in 3 + 3 draws) give the fleet's loss; with it the counts unwrap to 300, 298
+    /// and 299, the first group is what 300 lost need, and the rounds end on the answers.
+    #[test]
+    fn wrapped_lost_counts_are_unwrapped_across_the_rounds() {
+        let s = settings_m(600, 1000);
+        let mut devs: Vec<Dev> = (1..=3)
+            .map(|n| in_session(n, &s, Reading::HighestN))
+            .collect();
+        let mut run = session_run(&s);
+        let mut out = Vec::new();
+        let at = round(
+            &mut run,
+            &mut devs,
+            &s,
+            t0(),
+            &[(0, 600, 44), (1, 598, 42), (2, 599, 43)],
+            &mut out,
+        );
+        assert_eq!(run.adaptive.fleet_loss, Some(0.5));
+        let lost: Vec<_> = devs
+            .iter()
+            .map(|d| d.adaptive.as_ref().unwrap().lost)
+            .collect();
+        assert_eq!(lost, [Some(300), Some(298), Some(299)]);
+        // 300 + 1.617 received at (300 + 100 x 50 %) / 700 = 50 %: 604.
+        assert_eq!(devs[0].adaptive.as_ref().unwrap().need.more, 604);
+        assert_eq!(run.sendable(&s, 1600), 1204);
+        // Still counting at the last N sent, its count is still 300 (never lower), and its
+        // estimate has run out: one standard deviation of the 604 parity it saw,
+        // sqrt(604 x 0.25) = 12.3 at 50 %: 25 more.
+        let at = round(&mut run, &mut devs, &s, at, &[(0, 1204, 44)], &mut out);
+        let r = devs[0].adaptive.as_ref().unwrap();
+        assert_eq!(
+            (r.lost, r.lost_before, r.need.more),
+            (Some(300), Some(300), 25)
+        );
+        assert_eq!(run.sendable(&s, 1600), 1229);
+        // It stopped counting at N 1,210, 19 before the last sent (0.5^19): rebuilt. The
+        // others have been silent for two rounds since their estimates were sent: done.
+        round(&mut run, &mut devs, &s, at, &[(0, 1210, 44)], &mut out);
+        assert_eq!(
+            devs[0].adaptive.as_ref().unwrap().need.basis,
+            NeedBasis::LikelyComplete
+        );
+        assert_eq!(run.adaptive.stopped, Some(Stop::NoneNeedMore));
+        assert_eq!(run.adaptive.limit, 1229);
+        assert_eq!(run.adaptive.rounds, 3);
     }
 }

@@ -201,10 +201,17 @@ async fn fifty_devices_at_ten_percent_loss_are_all_verified() {
 }
 
 /// Issue 8 items 5 and 7: adaptive parity on the simulated network. Parity goes out in groups
-/// with a multicast FragSessionStatusReq between them; a device that loses most multicast
-/// frames keeps asking until the redundancy is used up and is then named with what it
+/// with a multicast FragSessionStatusReq between them; a device that loses half the multicast
+/// frames (it can receive about 62 of the 124 sent, and needs more than the 83 data
+/// fragments) keeps asking until the redundancy is used up and is then named with what it
 /// reported, every other device is verified, and the campaign does not wait for the session's
 /// timeout.
+///
+/// A device that never answers counts as done, so the weak device must be heard once while
+/// the others still hold the rounds open: groups of 4 make that about ten rounds, in each of
+/// which it stays silent with about 30 % (both copies of the request or their answers lost).
+/// At 70 % loss and groups sized by the estimates (three rounds) it was silent throughout in
+/// about one run in eight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,7 +220,7 @@ async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     c.network.simulated.overrides.insert(
         weak.into(),
         SimulatedDeviceOverride {
-            multicast_loss: Some(0.7),
+            multicast_loss: Some(0.5),
             ..Default::default()
         },
     );
@@ -223,7 +230,7 @@ async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     s.timeout_exp = 11; // 2,048 s: far more than the fragments need
     s.redundancy = usize::from(s.frag.nb_frag) / 2;
     s.adaptive = Some(AdaptiveParity {
-        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        group: Some(4),
         status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
     });
     let done = campaign(&app, &s, &image, &sim.dev_euis()).await;
@@ -249,7 +256,7 @@ async fn adaptive_parity_names_a_device_left_behind_at_the_cap_and_moves_on() {
     let sent = done.run.adaptive.limit;
     assert!(done.run.adaptive.rounds >= 2, "{general:#?}");
     assert_eq!(sent, m + s.redundancy, "{general:#?}");
-    // The weak device (70 % multicast loss) cannot get there within the cap, which stops the
+    // The weak device (50 % multicast loss) cannot get there within the cap, which stops the
     // rounds, and it is named with its report.
     assert_eq!(done.run.adaptive.stopped, Some(Stop::RedundancyCap));
     assert!(
@@ -279,7 +286,7 @@ async fn adaptive_parity_stops_early_with_every_device_verified() {
     let mut s = settings(image.len(), 60);
     s.timeout_exp = 11;
     s.adaptive = Some(AdaptiveParity {
-        group: AdaptiveParity::default_group(usize::from(s.frag.nb_frag)),
+        group: None,
         status_wait: AdaptiveParity::default_status_wait(s.frag.block_ack_delay),
     });
     let done = campaign(&app, &s, &image, &sim.dev_euis()).await;

@@ -14,8 +14,9 @@
 //!   loss: `web::plan_network`); `session_index` 0, `matrix` 0, `block_ack_delay` 1,
 //!   `descriptor_hex` "00000000"
 //! - `request_frag_status`: `after_session`
-//! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` 5 % of M (at least 1) and
-//!   `status_wait_s` the longest answer delay BlockAckDelay allows plus 10 %
+//! - `fragmentation.parity` `fixed`; with `adaptive`, `parity_group` none (each group what the
+//!   neediest device's answer asks for) and `status_wait_s` the longest answer delay
+//!   BlockAckDelay allows plus 10 %
 //! - `packages`, `device_overrides`: nothing (each device's profile on the network server, else
 //!   v1 on FPorts 200/201/202/203); `device_limits`: the firmware sidecar's, if any
 //!   (`campaigns::packages` checks them and says how the layers combine)
@@ -153,7 +154,8 @@ pub struct FragmentationRequest {
     pub descriptor_hex: Option<String>,
     /// `"fixed"` (default) or `"adaptive"`.
     pub parity: Option<String>,
-    /// Adaptive parity: parity fragments per group (default 5 % of the data fragments).
+    /// Adaptive parity: the most parity fragments per group (default: what the neediest
+    /// device's answer asks for).
     pub parity_group: Option<i64>,
     /// Adaptive parity: seconds to wait for status answers (default from `block_ack_delay`).
     pub status_wait_s: Option<f64>,

@@ -151,10 +151,7 @@ fn adaptive_parity(
         return None;
     }
     Some(AdaptiveParity {
-        group: f.parity_group.map_or_else(
-            || AdaptiveParity::default_group(usize::from(frag.nb_frag)),
-            |g| g as usize,
-        ),
+        group: f.parity_group.map(|g| g as usize),
         status_wait: f.status_wait_s.map_or_else(
             || AdaptiveParity::default_status_wait(frag.block_ack_delay),
             |w| TimeDelta::milliseconds((w * 1000.0) as i64),

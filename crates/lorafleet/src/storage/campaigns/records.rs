@@ -286,7 +286,8 @@ pub struct FragmentationSettings {
     /// still needs them (engine only).
     #[serde(default)]
     pub parity: ParityMode,
-    /// Adaptive parity: parity fragments per group; `None` for 5 % of M (at least 1).
+    /// Adaptive parity: the most parity fragments per group; `None`: what the neediest
+    /// device's answer asks for.
     #[serde(default)]
     pub parity_group: Option<u32>,
     /// Adaptive parity: seconds to collect status answers after each request; `None` for
@@ -302,8 +303,9 @@ pub enum ParityMode {
     /// Every one of `redundancy`, after the data fragments.
     #[default]
     Fixed,
-    /// In groups of `parity_group`, with a multicast FragSessionStatusReq between them,
-    /// while any answer says more is needed (up to `redundancy` and the session's end).
+    /// In groups (what the neediest answer asks for, at most `parity_group`), with a multicast
+    /// FragSessionStatusReq between them, while any answer says more is needed (up to
+    /// `redundancy` and the session's end).
     Adaptive,
 }
 
