@@ -68,9 +68,13 @@ pub fn cpu_time(pid: u32) -> Duration {
 /// The server's CPU time over a run, per committed event, and the writer's mean group size
 /// (events per transaction, from `lorafleet_ingest_commits_total`).
 async fn report_cpu(label: &str, cpu: Duration, events: usize, base: &str) {
-    let commits = counter(&reqwest::Client::new(), base, "lorafleet_ingest_commits_total")
-        .await
-        .unwrap_or(0);
+    let commits = counter(
+        &reqwest::Client::new(),
+        base,
+        "lorafleet_ingest_commits_total",
+    )
+    .await
+    .unwrap_or(0);
     println!(
         "{label}: server CPU {:.1} s = {:.0} us per event; {commits} commits, {:.1} events per commit",
         cpu.as_secs_f64(),
