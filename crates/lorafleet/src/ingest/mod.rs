@@ -386,6 +386,41 @@ mod tests {
         assert!(Encoding::from_content_type(Some("text/html")).is_err());
     }
 
+    /// A v3 body that holds the word `"deviceInfo"` in a value is still read as v3: the v4
+    /// decoder tried first refuses it (no `deviceInfo` field), and its shape decides.
+    #[test]
+    fn a_v3_body_naming_device_info_in_a_value_is_read_as_v3() {
+        let body = serde_json::json!({
+            "applicationID": "12", "deviceName": "old-meter", "devEUI": "AQIDBAUGBwg=",
+            "fCnt": 99, "fPort": 3, "data": "aGk=", "tags": {"note": "deviceInfo"}
+        })
+        .to_string();
+        assert!(body.contains(r#""deviceInfo""#), "{body}");
+        let ev = decode(
+            "up",
+            Encoding::Json,
+            body.as_bytes(),
+            ChirpstackVersion::Auto,
+            NetworkKind::None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ev.dev_eui.to_string(), "0102030405060708");
+        assert_eq!(ev.device.name.as_deref(), Some("old-meter"));
+        // And a body that is neither keeps the v4 decoder's complaint.
+        let e = decode(
+            "up",
+            Encoding::Json,
+            br#"{"x": "deviceInfo"}"#,
+            ChirpstackVersion::Auto,
+            NetworkKind::None,
+        );
+        assert!(
+            matches!(e, Err(IngestError::Field { ref field, .. }) if field == "deviceInfo"),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn json_generation_is_recognised_by_shape() {
         assert_eq!(sniff_json(br#"{"deviceInfo": {}}"#), ChirpstackVersion::V4);
