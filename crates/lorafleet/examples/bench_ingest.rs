@@ -142,7 +142,14 @@ async fn main() -> anyhow::Result<()> {
         return bench_mqtt::two_instances(&bin, seconds).await;
     }
     if std::env::var_os("BENCH_MIX").is_some() {
-        bench_mqtt::http(&bin, seconds).await?;
+        // BENCH_MIX_TRANSPORT=http or mqtt runs one of the two (profiling one path).
+        let only = std::env::var("BENCH_MIX_TRANSPORT").unwrap_or_default();
+        if only != "mqtt" {
+            bench_mqtt::http(&bin, seconds).await?;
+        }
+        if only == "http" {
+            return Ok(());
+        }
         let window = std::env::var("BENCH_MQTT_WINDOW")
             .ok()
             .and_then(|s| s.parse().ok())

@@ -160,3 +160,70 @@ async fn a_group_with_status_answers_is_stored_as_one_by_one() {
     let text = serde_json::to_string(&d1).unwrap();
     assert!(text.contains("\"answered\""), "{text}");
 }
+
+/// The writer commits the next group while the previous one finishes (on PostgreSQL two groups
+/// are in flight): events handed over one at a time, so that they form many small groups that
+/// overlap, still store what one-by-one storing does, in order (a device's Version & Status
+/// answers read what its previous answer stored; its log and uplinks keep their order).
+#[tokio::test]
+async fn overlapping_small_groups_are_stored_as_one_by_one() {
+    let configure = |c: &mut lorafleet::config::Config| {
+        c.devices.uplink_history = 5;
+        c.devices.event_history = 3;
+    };
+    let one_by_one = spawn(configure, None).await;
+    let grouped = spawn(configure, None).await;
+    prepare(&one_by_one).await;
+    prepare(&grouped).await;
+    let retention = Retention {
+        uplink_history: 5,
+        event_history: 3,
+        status_f_port: 111,
+    };
+    for ev in group() {
+        let mut tx = lorafleet::storage::begin_immediate(&one_by_one.app.db)
+            .await
+            .unwrap();
+        apply_event(&mut tx, &ev, retention).await.unwrap();
+        lorafleet::storage::commit(tx).await.unwrap();
+    }
+    let before = commits(&grouped).await;
+    // At most two events outstanding: each is handed over while the one before commits, so
+    // they form small groups that follow each other closely.
+    let mut pending = std::collections::VecDeque::new();
+    for ev in group() {
+        pending.push_back(grouped.app.writer.submit(ev).await.unwrap());
+        if pending.len() == 2 {
+            pending.pop_front().unwrap().await.unwrap().unwrap();
+        }
+    }
+    for done in pending {
+        done.await.unwrap().unwrap();
+    }
+    let groups = commits(&grouped).await - before;
+    assert!(groups > 3.0, "the events formed several groups: {groups}");
+    for eui in [D1, D2, D3] {
+        let a = comparable(one_by_one.device(eui).await);
+        let b = comparable(grouped.device(eui).await);
+        assert_eq!(a, b, "device {eui}");
+        let path = format!("/api/devices/{eui}/uplinks?limit=100");
+        let a = comparable(one_by_one.get_json(&path).await);
+        let b = comparable(grouped.get_json(&path).await);
+        assert_eq!(a, b, "uplinks of {eui}");
+    }
+}
+
+/// The writer's commits so far (`lorafleet_ingest_commits_total`).
+async fn commits(t: &TestApp) -> f64 {
+    let text = t
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("lorafleet_ingest_commits_total "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}

@@ -49,6 +49,40 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`:
+/// the server's cost per event, which holds on a loaded machine where events/s does not.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (2nd field) is in parentheses and may hold spaces: count after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The server's CPU time over a run, per committed event, and the writer's mean group size
+/// (events per transaction, from `lorafleet_ingest_commits_total`).
+async fn report_cpu(label: &str, cpu: Duration, events: usize, base: &str) {
+    let commits = counter(
+        &reqwest::Client::new(),
+        base,
+        "lorafleet_ingest_commits_total",
+    )
+    .await
+    .unwrap_or(0);
+    println!(
+        "{label}: server CPU {:.1} s = {:.0} us per event; {commits} commits, {:.1} events per commit",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / events.max(1) as f64,
+        events as f64 / commits.max(1) as f64
+    );
+}
+
 fn report(label: &str, lat: &mut [Duration], elapsed: Duration) {
     lat.sort();
     let p = |q: f64| {
@@ -160,8 +194,12 @@ async fn start_on(
 /// HTTP, closed loop: each connection posts the next event once the previous one is committed.
 pub async fn http(bin: &str, seconds: u64) -> anyhow::Result<()> {
     let mut server = start_lorafleet(bin, &[]).await?;
+    let pid = server.child.id().unwrap_or(0);
+    let cpu_before = cpu_time(pid);
     let (mut lat, elapsed) = http_load(std::slice::from_ref(&server.base), seconds).await?;
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     report("HTTP mix (16 connections)", &mut lat, elapsed);
+    report_cpu("HTTP mix", cpu, lat.len(), &server.base).await;
     server.child.kill().await.ok();
     Ok(())
 }
@@ -282,6 +320,11 @@ fn start_mosquitto() -> anyhow::Result<Mosquitto> {
 
 /// lorafleet's committed counter, sampled: (when, how many).
 async fn committed(http: &reqwest::Client, base: &str) -> Option<u64> {
+    counter(http, base, "lorafleet_mqtt_messages_committed_total").await
+}
+
+/// One counter of lorafleet's `/metrics`.
+async fn counter(http: &reqwest::Client, base: &str, name: &str) -> Option<u64> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -291,7 +334,7 @@ async fn committed(http: &reqwest::Client, base: &str) -> Option<u64> {
         .await
         .ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("lorafleet_mqtt_messages_committed_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
@@ -326,6 +369,8 @@ pub async fn mqtt(bin: &str, seconds: u64, window: u64) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let pid = server.child.id().unwrap_or(0);
+    let cpu_before = cpu_time(pid);
     let published = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -388,6 +433,8 @@ pub async fn mqtt(bin: &str, seconds: u64, window: u64) -> anyhow::Result<()> {
         p.await?;
     }
     let elapsed = samples.last().map_or(start.elapsed(), |s| s.0 - start);
+    // Includes answering the 2 ms /metrics samples, a small share next to the events.
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
     sent.sort();
     let mut lat = Vec::with_capacity(sent.len());
@@ -405,6 +452,7 @@ pub async fn mqtt(bin: &str, seconds: u64, window: u64) -> anyhow::Result<()> {
         &mut lat,
         elapsed,
     );
+    report_cpu("MQTT mix", cpu, lat.len(), &server.base).await;
     server.child.kill().await.ok();
     Ok(())
 }

@@ -33,6 +33,10 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     event: &str,
     body: &[u8],
 ) -> Result<T, IngestError> {
+    // Tracking the path costs on every field; only a body that fails needs it, for the message.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -179,6 +183,9 @@ pub fn decode(
     if !is_handled(event) {
         return Ok(None);
     }
+    if version == ChirpstackVersion::Auto && encoding == Encoding::Json {
+        return decode_auto_json(event, body);
+    }
     let generation = match (version, encoding) {
         (ChirpstackVersion::V3, _) => ChirpstackVersion::V3,
         (ChirpstackVersion::V4, _) => ChirpstackVersion::V4,
@@ -193,6 +200,37 @@ pub fn decode(
         ChirpstackVersion::V3 => chirpstack_v3::decode(event, encoding, body),
         _ => chirpstack_v4::decode(event, encoding, body),
     }?;
+    plausible::check_identity(&decoded.device, generation)?;
+    Ok(Some(decoded))
+}
+
+/// A JSON body of either generation. Parsing it once to learn its shape and again to decode it
+/// cost a second parse per event; a body naming `"deviceInfo"` is nearly always v4, so it is
+/// decoded as v4 at once, and only if that fails is its shape asked (a v3 body may hold the
+/// word in a value). The outcome is the one sniffing first gives: the v4 decoder refuses a
+/// body without a `deviceInfo` field, and such a body is the only one sniffing calls v3.
+fn decode_auto_json(event: &str, body: &[u8]) -> Result<Option<IntegrationEvent>, IngestError> {
+    const V4_KEY: &[u8] = b"\"deviceInfo\"";
+    let (generation, decoded) = if body.windows(V4_KEY.len()).any(|w| w == V4_KEY) {
+        match chirpstack_v4::decode(event, Encoding::Json, body) {
+            Ok(decoded) => (ChirpstackVersion::V4, Ok(decoded)),
+            Err(e) => match sniff_json(body) {
+                ChirpstackVersion::V3 => (
+                    ChirpstackVersion::V3,
+                    chirpstack_v3::decode(event, Encoding::Json, body),
+                ),
+                generation => (generation, Err(e)),
+            },
+        }
+    } else {
+        let generation = sniff_json(body);
+        let decoded = match generation {
+            ChirpstackVersion::V3 => chirpstack_v3::decode(event, Encoding::Json, body),
+            _ => chirpstack_v4::decode(event, Encoding::Json, body),
+        };
+        (generation, decoded)
+    };
+    let decoded = decoded?;
     plausible::check_identity(&decoded.device, generation)?;
     Ok(Some(decoded))
 }
@@ -346,6 +384,41 @@ mod tests {
             Encoding::Protobuf
         );
         assert!(Encoding::from_content_type(Some("text/html")).is_err());
+    }
+
+    /// A v3 body that holds the word `"deviceInfo"` in a value is still read as v3: the v4
+    /// decoder tried first refuses it (no `deviceInfo` field), and its shape decides.
+    #[test]
+    fn a_v3_body_naming_device_info_in_a_value_is_read_as_v3() {
+        let body = serde_json::json!({
+            "applicationID": "12", "deviceName": "old-meter", "devEUI": "AQIDBAUGBwg=",
+            "fCnt": 99, "fPort": 3, "data": "aGk=", "tags": {"note": "deviceInfo"}
+        })
+        .to_string();
+        assert!(body.contains(r#""deviceInfo""#), "{body}");
+        let ev = decode(
+            "up",
+            Encoding::Json,
+            body.as_bytes(),
+            ChirpstackVersion::Auto,
+            NetworkKind::None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ev.dev_eui.to_string(), "0102030405060708");
+        assert_eq!(ev.device.name.as_deref(), Some("old-meter"));
+        // And a body that is neither keeps the v4 decoder's complaint.
+        let e = decode(
+            "up",
+            Encoding::Json,
+            br#"{"x": "deviceInfo"}"#,
+            ChirpstackVersion::Auto,
+            NetworkKind::None,
+        );
+        assert!(
+            matches!(e, Err(IngestError::Field { ref field, .. }) if field == "deviceInfo"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -132,29 +132,156 @@ struct Outlets {
     health: Arc<WriteHealth>,
 }
 
+/// Events and the requests waiting for their commit.
+type Group = Vec<(IntegrationEvent, Reply)>;
+/// A finished group: its outcome, and its connection for a later group (none if discarded).
+type Done = (Group, GroupOutcome, Option<storage::Pooled>);
+/// A group's commit running in a task of its own.
+type InFlight = tokio::task::JoinHandle<Done>;
+
+/// Groups committing at once. PostgreSQL: two, so the next group's statements run on a second
+/// connection while the previous group waits for its commit to reach the disk (an fsync that
+/// otherwise leaves the writer idle); row locks order two groups that touch one device, and
+/// answers still go out only after their own group committed, in order. SQLite: one, since it
+/// has one writer at a time and a second transaction would only wait for the lock.
+fn groups_in_flight(db: &Db) -> usize {
+    if db.is_postgres() {
+        2
+    } else {
+        1
+    }
+}
+
 async fn run(db: Db, retention: Retention, mut rx: mpsc::Receiver<Job>, out: Outlets) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    let mut flushes = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Commit(event, reply) => group.push((event, reply)),
-                Job::Flush(reply) => flushes.push(reply),
+    let depth = groups_in_flight(&db);
+    let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+    // The writer keeps its connections from group to group: a connection fresh from the pool
+    // found its SQLite page cache stale (another connection had committed since it last read)
+    // and read every page it needed again.
+    let mut idle: Vec<storage::Pooled> = Vec::new();
+    // The newest group's statements are still running: the next one waits for them.
+    let mut applying: Option<oneshot::Receiver<()>> = None;
+    loop {
+        let job = tokio::select! {
+            // The oldest group is announced first: answers go out in commit order.
+            done = oldest(&mut in_flight), if !in_flight.is_empty() => {
+                in_flight.pop_front();
+                idle.extend(settle(&out, done));
+                continue;
             }
-            if group.len() < MAX_GROUP {
-                next = rx.try_recv().ok();
+            _ = fired(&mut applying), if applying.is_some() => {
+                applying = None;
+                continue;
             }
+            job = rx.recv(), if in_flight.len() < depth && applying.is_none() => job,
+        };
+        let Some(first) = job else { break };
+        let (group, flushes) = collect(first, &mut rx);
+        if flushes.is_empty() {
+            let (task, applied) = spawn_commit(&db, retention, group, idle.pop());
+            in_flight.push_back(task);
+            applying = Some(applied);
+            continue;
         }
+        // A flush is answered once everything queued before it is committed. The connections
+        // go back to the pool: shutdown flushes, then closes the pool, which waits for them.
+        while let Some(earlier) = in_flight.pop_front() {
+            settle(&out, earlier.await);
+        }
+        applying = None;
         if !group.is_empty() {
-            let outcome = commit_group(&db, retention, &group).await;
-            out.health.record(outcome.fault.clone());
-            announce(&out, group.drain(..), outcome);
+            settle(&out, spawn_commit(&db, retention, group, None).0.await);
         }
-        for reply in flushes.drain(..) {
+        idle.clear();
+        for reply in flushes {
             let _ = reply.send(());
         }
     }
+    while let Some(earlier) = in_flight.pop_front() {
+        settle(&out, earlier.await);
+    }
+}
+
+/// The oldest group's outcome, once its commit is done.
+async fn oldest(
+    in_flight: &mut std::collections::VecDeque<InFlight>,
+) -> Result<Done, tokio::task::JoinError> {
+    match in_flight.front_mut() {
+        Some(commit) => commit.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Once the newest group is [`Applied`] (or has stopped).
+async fn fired(applying: &mut Option<oneshot::Receiver<()>>) {
+    match applying {
+        Some(applied) => {
+            let _ = applied.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next group: `first` and whatever else is queued, up to [`MAX_GROUP`] events.
+fn collect(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Group, Vec<oneshot::Sender<()>>) {
+    let mut group = Vec::with_capacity(MAX_GROUP.min(rx.len() + 1));
+    let mut flushes = Vec::new();
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        match job {
+            Job::Commit(event, reply) => group.push((event, reply)),
+            Job::Flush(reply) => flushes.push(reply),
+        }
+        if group.len() < MAX_GROUP {
+            next = rx.try_recv().ok();
+        }
+    }
+    (group, flushes)
+}
+
+/// Says that a group's statements have run and only its COMMIT is left: from then on it holds
+/// the row locks of its devices, so the next group can start without overtaking it (a device's
+/// events stay in order, and a Version & Status answer reads what the one before stored).
+struct Applied(Option<oneshot::Sender<()>>);
+
+impl Applied {
+    fn fire(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a group's commit on `conn` (else one from the pool); the receiver hears when it is
+/// [`Applied`] (or has failed).
+fn spawn_commit(
+    db: &Db,
+    retention: Retention,
+    group: Group,
+    conn: Option<storage::Pooled>,
+) -> (InFlight, oneshot::Receiver<()>) {
+    let db = db.clone();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut applied = Applied(Some(tx));
+        let (outcome, conn) = commit_group(&db, retention, &group, conn, &mut applied).await;
+        (group, outcome, conn)
+    });
+    (task, rx)
+}
+
+/// Reports a finished group: health, answers, announcements; returns its connection to keep.
+/// A commit task that panicked (a bug) drops its replies, which its requests see as the writer
+/// having stopped.
+fn settle(out: &Outlets, done: Result<Done, tokio::task::JoinError>) -> Option<storage::Pooled> {
+    let Ok((mut group, outcome, conn)) = done else {
+        out.health
+            .record(Some("the database writer failed on a group".into()));
+        return None;
+    };
+    out.health.record(outcome.fault.clone());
+    announce(out, group.drain(..), outcome);
+    conn
 }
 
 /// Answers each request; stored events (not repeats, which changed nothing) are announced.
@@ -230,11 +357,16 @@ async fn commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> GroupOutcome {
+    conn: Option<storage::Pooled>,
+    applied: &mut Applied,
+) -> (GroupOutcome, Option<storage::Pooled>) {
     // Getting a connection or opening a transaction fails the whole group alike.
-    match try_commit_group(db, retention, group).await {
-        Ok(outcome) => outcome,
-        Err(e) => GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+    match try_commit_group(db, retention, group, conn, applied).await {
+        Ok(done) => done,
+        Err(e) => (
+            GroupOutcome::all_failed(group.len(), format!("database: {e}")),
+            None,
+        ),
     }
 }
 
@@ -242,22 +374,29 @@ async fn try_commit_group(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
-) -> storage::Result<GroupOutcome> {
-    let mut conn = storage::acquire(db).await?;
-    match apply_whole(&mut conn, retention, group).await {
+    conn: Option<storage::Pooled>,
+    applied: &mut Applied,
+) -> storage::Result<(GroupOutcome, Option<storage::Pooled>)> {
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => storage::acquire(db).await?,
+    };
+    match apply_whole(&mut conn, retention, group, applied).await {
         Ok(repeated) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
-            Ok(GroupOutcome {
+            let outcome = GroupOutcome {
                 results: vec![Ok(()); group.len()],
                 repeated,
                 fault: None,
-            })
+            };
+            Ok((outcome, Some(conn)))
         }
         Err(_) => {
             storage::discard(conn);
             // Even a group of one is redone: only the outer transaction's fate says whether the
             // database is failing or just this event was refused.
-            commit_one_by_one(db, retention, group).await
+            let outcome = commit_one_by_one(db, retention, group, applied).await?;
+            Ok((outcome, None))
         }
     }
 }
@@ -266,6 +405,7 @@ async fn apply_whole(
     conn: &mut Conn,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
+    applied: &mut Applied,
 ) -> storage::Result<Vec<bool>> {
     let mut tx = storage::begin_immediate_on(conn).await?;
     let repeated = repeats(&mut *tx, group).await?;
@@ -281,6 +421,7 @@ async fn apply_whole(
     for event in other {
         apply_event(&mut *tx, event, retention).await?;
     }
+    applied.fire();
     storage::commit(tx).await?;
     Ok(repeated)
 }
@@ -289,9 +430,10 @@ async fn commit_one_by_one(
     db: &Db,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
+    applied: &mut Applied,
 ) -> storage::Result<GroupOutcome> {
     let mut conn = storage::acquire(db).await?;
-    let outcome = savepoint_each(&mut conn, retention, group).await;
+    let outcome = savepoint_each(&mut conn, retention, group, applied).await;
     if outcome.as_ref().map_or(true, |o| o.fault.is_some()) {
         storage::discard(conn);
     }
@@ -302,6 +444,7 @@ async fn savepoint_each(
     conn: &mut Conn,
     retention: Retention,
     group: &[(IntegrationEvent, Reply)],
+    applied: &mut Applied,
 ) -> storage::Result<GroupOutcome> {
     let mut tx = storage::begin_immediate_on(conn).await?;
     let mut results = Vec::with_capacity(group.len());
@@ -323,6 +466,7 @@ async fn savepoint_each(
         repeated.push(*outcome.as_ref().unwrap_or(&false));
         results.push(outcome.map(|_| ()).map_err(|e| format!("database: {e}")));
     }
+    applied.fire();
     Ok(match storage::commit(tx).await {
         Ok(()) => {
             metrics::counter!("lorafleet_ingest_commits_total").increment(1);
