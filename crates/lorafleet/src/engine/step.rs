@@ -70,6 +70,9 @@ pub struct Stepped {
     pub done: bool,
     /// The unicast commands sent, for the caller to record with the step.
     pub downlinks: Vec<SentDownlink>,
+    /// Where the step held a simulated network's clock: the time (on the network's clock) the
+    /// next step is due, which a step before it would spend on nothing.
+    pub hold: Option<DateTime<Utc>>,
 }
 
 /// Binds the new group to the campaign's gateways; one that cannot be added is said, and the
@@ -520,12 +523,13 @@ async fn step_once(
     }
     .clamp(MIN_POLL, MAX_POLL);
     let done = run.phase == Phase::Done;
-    hold_clock(io, run, (!done).then_some(next));
+    let hold = hold_clock(io, run, (!done).then_some(next));
     Ok(Stepped {
         log,
         next,
         done,
         downlinks,
+        hold,
     })
 }
 
@@ -534,7 +538,8 @@ async fn step_once(
 /// does not let the devices' time run on without the engine: answers and retries keep the
 /// timing they would have on a real network (see [`crate::network::Network::hold_clock_at`];
 /// nothing on a real network). The campaign is known to the network by its random McAddr.
-pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) {
+/// Returns the time held at.
+pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) -> Option<DateTime<Utc>> {
     let scale = io.network.time_scale().max(0.0);
     let at = next.map(|n| {
         let ahead = TimeDelta::from_std(n.mul_f64(scale)).unwrap_or(TimeDelta::MAX);
@@ -545,6 +550,7 @@ pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) {
     });
     io.network
         .hold_clock_at(u64::from(u32::from_be_bytes(run.mc_addr)), at);
+    at
 }
 
 async fn create_group(

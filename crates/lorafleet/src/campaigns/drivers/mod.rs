@@ -44,6 +44,7 @@ pub mod engine_state;
 pub mod fuota_server_v3;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -157,6 +158,12 @@ pub trait CampaignDriver: Send + Sync + 'static {
 
     /// Stops the campaign on the service, as far as the service allows.
     async fn cancel(&self, ctx: &DriverContext, campaign: &Campaign) -> Result<(), DriverError>;
+
+    /// Whether the started campaign's next poll should wait: `Some(wait)` (real time) puts it
+    /// off without loading the campaign. Asked before each poll; `None` polls now.
+    fn not_due(&self, _ctx: &DriverContext, _campaign_id: i64) -> Option<Duration> {
+        None
+    }
 }
 
 /// The drivers this build has, by kind.
