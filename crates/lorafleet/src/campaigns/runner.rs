@@ -514,6 +514,16 @@ fn poll_only(at: &str, after: Duration, error: Option<String>) -> anyhow::Result
 async fn process(app: &App, claimed: &Claimed, claimed_at: Instant) -> anyhow::Result<()> {
     let id = claimed.id;
     note_attempt(app, claimed).await?;
+    if let Some(wait) = app
+        .campaigns
+        .drivers
+        .not_due(&DriverContext::from_app(app), id)
+    {
+        // Before reading the campaign, which at scale is what a look costs.
+        let next = Utc::now() + chrono::Duration::from_std(wait)?;
+        leases::defer(&app.db, id, &app.campaigns.instance, lease_until(app), next).await?;
+        return Ok(());
+    }
     let Some(row) = store::get(&app.db, id).await? else {
         return Ok(());
     };
@@ -532,11 +542,6 @@ async fn process(app: &App, claimed: &Claimed, claimed_at: Instant) -> anyhow::R
         if let Some(wait) = super::rollout::wave_wait(app, id).await? {
             return wait_for_wave(app, id, wait).await;
         }
-    } else if let Some(wait) = driver.not_due(&DriverContext::from_app(app), id) {
-        // Before loading the campaign, which is what a step costs at scale.
-        let next = Utc::now() + chrono::Duration::from_std(wait)?;
-        leases::defer(&app.db, id, &app.campaigns.instance, lease_until(app), next).await?;
-        return Ok(());
     }
     let campaign = match load(app, &row).await {
         Ok(c) => c,

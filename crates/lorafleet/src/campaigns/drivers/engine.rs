@@ -44,7 +44,7 @@ pub struct EngineDriver {
 
 /// A step put off for the clock is looked at again after at least this (real time): each look
 /// costs the runner a claim and a write, and its reads of the clock must leave it time to run.
-const CLOCK_RECHECK_MIN: Duration = Duration::from_millis(5);
+const CLOCK_RECHECK_MIN: Duration = Duration::from_millis(20);
 /// ...and at most this.
 const CLOCK_RECHECK_MAX: Duration = Duration::from_millis(250);
 

@@ -182,6 +182,15 @@ impl DriverRegistry {
     pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn CampaignDriver>> {
         self.drivers.iter().find(|d| d.kind() == kind).cloned()
     }
+
+    /// [`CampaignDriver::not_due`] of whichever driver knows the campaign: asked before the
+    /// campaign's row is read (its request names every device, so reading it for each look
+    /// at the clock cost the whole campaign again).
+    pub fn not_due(&self, ctx: &DriverContext, campaign_id: i64) -> Option<Duration> {
+        self.drivers
+            .iter()
+            .find_map(|d| d.not_due(ctx, campaign_id))
+    }
 }
 
 /// A gRPC status from a FUOTA service (`name` at `url`) as a driver error: unreachable (the
