@@ -271,6 +271,12 @@ impl SimClock {
         self.rehold(&mut h, before, real);
     }
 
+    /// The earliest hold, if any.
+    pub fn earliest_hold(&self) -> Option<DateTime<Utc>> {
+        let at = self.hold_us.load(Ordering::Acquire);
+        (at != i64::MAX).then(|| DateTime::from_timestamp_micros(at))?
+    }
+
     /// Real time until the clock shows `at` (zero if it already does). While the clock stands
     /// at a hold short of `at`, `Duration::MAX`: it moves only when the holder speaks (which
     /// wakes the simulation's loop), and a loop waiting the scaled difference would spin.

@@ -4,7 +4,7 @@
 //! clock (see `clock.rs`), so the server that uses the simulation never has to say so.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,11 @@ const CLOCK_SAVE_EVERY: Duration = Duration::from_millis(200);
 /// Fragments received and the network's queues are saved at least this often (real time); a
 /// crash loses at most this much of them, which the devices see as radio loss.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
+/// The network's snapshot is written at most once per [`SAVE_EVERY`] per this many bytes of
+/// it when only the transmitters changed it: its size grows with what is queued (a setup round
+/// of 10,000 devices), and writing it whole every 100 ms made the simulation's cost per second
+/// grow with the fleet.
+const SNAPSHOT_BYTES_PER_SAVE_EVERY: usize = 64 * 1024;
 /// The loop looks at the clock at least this often even when nothing is due.
 const MAX_IDLE: Duration = Duration::from_millis(100);
 
@@ -57,6 +62,9 @@ struct Inner {
     saver: Saver,
     wake: Notify,
     started: OnceLock<()>,
+    /// The clock's time (microseconds since the Unix epoch) up to which the world has run and
+    /// its events are committed by the sink: what [`Simulation::peek_now`] shows.
+    settled_us: AtomicI64,
 }
 
 impl Inner {
@@ -120,6 +128,7 @@ impl Simulation {
                 saver: Saver::spawn(store)?,
                 wake: Notify::new(),
                 started: OnceLock::new(),
+                settled_us: AtomicI64::new(i64::MIN),
             }),
         })
     }
@@ -176,6 +185,19 @@ impl Simulation {
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.lorafleet_called();
         self.inner.clock.now()
+    }
+
+    /// The time up to which everything happened, without counting as a request (the clock is
+    /// not held back for this read): the clock, or less while the world has not run that far
+    /// and its events are not all committed yet. For a caller waiting for the clock to reach
+    /// its hold before it reads what the devices did until then (an engine step that came
+    /// before the loop ran the world to the hold missed the answers just before it).
+    pub fn peek_now(&self) -> DateTime<Utc> {
+        let now = self.inner.clock.now();
+        let settled = self.inner.settled_us.load(Ordering::Acquire);
+        DateTime::from_timestamp_micros(settled)
+            .filter(|&s| s < now)
+            .unwrap_or(now)
     }
 
     /// `caller` (lorafleet's campaign) looks at the network again when the clock shows `at`
@@ -336,14 +358,21 @@ async fn run(inner: Arc<Inner>, sink: impl EventSink) {
                 }
             }
         }
+        inner
+            .settled_us
+            .store(now.timestamp_micros(), Ordering::Release);
         // The clock does not run while the simulation is busy (beyond a little): under load the
         // simulation slows down instead of its clock running ahead of what the devices did and
         // what the sink stored, which would make every device look late to the engine.
         inner.clock.busy_end();
-        let wait = next
-            .and_then(DateTime::from_timestamp_millis)
-            .map_or(MAX_IDLE, |t| inner.clock.real_until(t))
-            .min(MAX_IDLE);
+        // Also when the clock reaches a hold: the holder's step waits for the world to be run
+        // to it (see `Simulation::peek_now`).
+        let hold = inner.clock.earliest_hold().filter(|&h| h > now);
+        let wait = [next.and_then(DateTime::from_timestamp_millis), hold]
+            .into_iter()
+            .flatten()
+            .map(|t| inner.clock.real_until(t))
+            .fold(MAX_IDLE, Duration::min);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = inner.wake.notified() => {}
@@ -371,7 +400,8 @@ fn save(inner: &Inner, world: &mut World) {
     // What lorafleet asked for is saved at once; what the transmitters sent since (a popped
     // queue entry) can wait a little: after a crash the frame is sent again, and devices ignore
     // a fragment they are past. Rewriting the queue at every frame costs more than the frames.
-    if world.net_dirty && (world.net_requested || due(&inner.net_saved, SAVE_EVERY)) {
+    let every = SAVE_EVERY * (1 + saver.network_bytes() / SNAPSHOT_BYTES_PER_SAVE_EVERY) as u32;
+    if world.net_dirty && (world.net_requested || due(&inner.net_saved, every)) {
         world.net_dirty = false;
         world.net_requested = false;
         saver.send(Save::Network(Box::new(world.net.clone())));

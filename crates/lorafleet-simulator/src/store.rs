@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 
 use chrono::{DateTime, Utc};
@@ -87,11 +88,12 @@ impl Store {
     }
 
     /// Writes the snapshot, then empties the multicast log it now contains (a crash between the
-    /// two replays frames the snapshot has, which the replay skips).
-    pub fn save_network(&self, state: &NetworkState) -> std::io::Result<()> {
+    /// two replays frames the snapshot has, which the replay skips). Returns its size.
+    pub fn save_network(&self, state: &NetworkState) -> std::io::Result<usize> {
         let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
         write_atomic(&self.dir.join("network.json"), &bytes)?;
-        write_atomic(&self.multicast_path(), &[])
+        write_atomic(&self.multicast_path(), &[])?;
+        Ok(bytes.len())
     }
 
     fn multicast_path(&self) -> PathBuf {
@@ -203,15 +205,24 @@ enum Job {
 #[derive(Clone)]
 pub struct Saver {
     tx: mpsc::Sender<Job>,
+    /// The size of the last network snapshot written (bytes).
+    network_bytes: Arc<AtomicUsize>,
 }
 
 impl Saver {
     pub fn spawn(store: Store) -> std::io::Result<Saver> {
         let (tx, rx) = mpsc::channel();
+        let network_bytes = Arc::new(AtomicUsize::new(0));
+        let written = network_bytes.clone();
         std::thread::Builder::new()
             .name("simulated-store".into())
-            .spawn(move || write_loop(&store, &rx))?;
-        Ok(Saver { tx })
+            .spawn(move || write_loop(&store, &rx, &written))?;
+        Ok(Saver { tx, network_bytes })
+    }
+
+    /// How big the last network snapshot was (bytes; 0 before the first).
+    pub fn network_bytes(&self) -> usize {
+        self.network_bytes.load(Ordering::Relaxed)
     }
 
     /// Queues a write; never blocks.
@@ -231,7 +242,7 @@ impl Saver {
 
 /// Takes whatever is waiting as one batch: a device's or the network's state written twice in
 /// a batch is written once (the later), and the flushes are answered after the batch.
-fn write_loop(store: &Store, rx: &mpsc::Receiver<Job>) {
+fn write_loop(store: &Store, rx: &mpsc::Receiver<Job>, network_bytes: &AtomicUsize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
@@ -244,8 +255,12 @@ fn write_loop(store: &Store, rx: &mpsc::Receiver<Job>) {
             }
         }
         for save in superseded_dropped(saves) {
-            if let Err(e) = write(store, &save) {
-                tracing::warn!(error = %e, what = save.what(), "could not save the simulated network");
+            match write(store, &save) {
+                Ok(Some(bytes)) => network_bytes.store(bytes, Ordering::Relaxed),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, what = save.what(), "could not save the simulated network")
+                }
             }
         }
         for done in flushed {
@@ -274,14 +289,16 @@ fn superseded_dropped(saves: Vec<Save>) -> Vec<Save> {
     kept
 }
 
-fn write(store: &Store, save: &Save) -> std::io::Result<()> {
+/// Writes one save; a network snapshot's size comes back.
+fn write(store: &Store, save: &Save) -> std::io::Result<Option<usize>> {
     match save {
         Save::Device(eui, state) => store.save_device(*eui, state),
         Save::Receptions(ops) => store.append_log(ops),
         Save::Multicast(frames) => store.append_multicast(frames),
-        Save::Network(state) => store.save_network(state),
+        Save::Network(state) => return store.save_network(state).map(Some),
         Save::Clock(t) => store.save_clock(*t),
     }
+    .map(|()| None)
 }
 
 impl Save {

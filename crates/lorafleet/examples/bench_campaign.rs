@@ -182,7 +182,11 @@ impl Api {
         let mut offset = 0;
         loop {
             let page = self
-                .get(&format!("/api/devices?limit=1000&offset={offset}"))
+                // By EUI: the default order (last seen) changes under the paging while the
+                // fleet sends telemetry, and a device could come twice or not at all.
+                .get(&format!(
+                    "/api/devices?limit=1000&offset={offset}&sort=dev_eui"
+                ))
                 .await?;
             euis.extend(
                 page["devices"]

@@ -127,6 +127,10 @@ impl Network for GuardedNetwork {
         self.inner.now()
     }
 
+    fn peek_now(&self) -> DateTime<Utc> {
+        self.inner.peek_now()
+    }
+
     fn time_scale(&self) -> f64 {
         self.inner.time_scale()
     }

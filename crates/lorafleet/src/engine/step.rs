@@ -41,10 +41,14 @@ const ANSWER_POLL_SIM: TimeDelta = TimeDelta::seconds(1);
 /// known to within this)...
 const STREAM_POLL_SIM: TimeDelta = TimeDelta::seconds(10);
 /// ...but at most this often and at least this often in real time: every step costs the
-/// runner a load of the campaign, which an accelerated simulation would otherwise ask for
-/// hundreds of times a second.
+/// runner a load of the campaign.
 const MIN_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_millis(250);
+/// On an accelerated simulated network, at most this often in the network's time instead of
+/// [`MIN_POLL`] (which at time_scale 1000 is 50 simulated seconds, several times a status
+/// round's wait): its clock waits at the step's hold, so the steps per simulated minute, not
+/// per real second, are what this bounds, whatever the fleet's size and the machine's load.
+const MIN_STEP_SIM: TimeDelta = TimeDelta::seconds(5);
 
 /// A device to update, with its root key when the campaign brought one.
 #[derive(Debug, Clone)]
@@ -71,6 +75,9 @@ pub struct Stepped {
     pub done: bool,
     /// The unicast commands sent, for the caller to record with the step.
     pub downlinks: Vec<SentDownlink>,
+    /// Where the step held a simulated network's clock: the time (on the network's clock) the
+    /// next step is due, which a step before it would spend on nothing.
+    pub hold: Option<DateTime<Utc>>,
 }
 
 /// Binds the new group to the campaign's gateways; one that cannot be added is said, and the
@@ -515,25 +522,33 @@ async fn step_once(
         let f_port = session_fragmentation(devs).f_port;
         stream(io, run, s, (frames, f_port), now, &mut log).await;
     }
-    let scale = io.network.time_scale().max(1e-6);
-    let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
-    let next = if run.phase == Phase::Session && run.fragments_sent_at.is_none() {
-        real((fragment_airtime * (WINDOW as i32 / 4)).min(STREAM_POLL_SIM))
+    let due = if run.phase == Phase::Session && run.fragments_sent_at.is_none() {
+        (fragment_airtime * (WINDOW as i32 / 4)).min(STREAM_POLL_SIM)
     } else {
-        let due = run
-            .next_wakeup(devs, s)
-            .map_or(ANSWER_POLL_SIM, |at| at - now);
-        real(due.min(ANSWER_POLL_SIM))
-    }
-    .clamp(MIN_POLL, MAX_POLL);
+        run.next_wakeup(devs, s)
+            .map_or(ANSWER_POLL_SIM, |at| at - now)
+            .min(ANSWER_POLL_SIM)
+    };
+    let next = next_step(due, io.network.time_scale());
     let done = run.phase == Phase::Done;
-    hold_clock(io, run, (!done).then_some(next));
+    let hold = hold_clock(io, run, (!done).then_some(next));
     Ok(Stepped {
         log,
         next,
         done,
         downlinks,
+        hold,
     })
+}
+
+/// Real time until the next step, which is `due` away on the network's clock running `scale`
+/// times faster than real time: at least [`MIN_POLL`], or [`MIN_STEP_SIM`] on a clock fast
+/// enough that this is the shorter, and at most [`MAX_POLL`].
+fn next_step(due: TimeDelta, scale: f64) -> Duration {
+    let scale = scale.max(1e-6);
+    let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
+    let min = real(MIN_STEP_SIM).min(MIN_POLL);
+    real(due).clamp(min, MAX_POLL.max(min))
 }
 
 /// Holds a simulated network's clock where the campaign's next step is due, `next` (real
@@ -541,7 +556,8 @@ async fn step_once(
 /// does not let the devices' time run on without the engine: answers and retries keep the
 /// timing they would have on a real network (see [`crate::network::Network::hold_clock_at`];
 /// nothing on a real network). The campaign is known to the network by its random McAddr.
-pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) {
+/// Returns the time held at.
+pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) -> Option<DateTime<Utc>> {
     let scale = io.network.time_scale().max(0.0);
     let at = next.map(|n| {
         let ahead = TimeDelta::from_std(n.mul_f64(scale)).unwrap_or(TimeDelta::MAX);
@@ -552,6 +568,7 @@ pub fn hold_clock(io: Io<'_>, run: &Run, next: Option<Duration>) {
     });
     io.network
         .hold_clock_at(u64::from(u32::from_be_bytes(run.mc_addr)), at);
+    at
 }
 
 async fn create_group(
@@ -782,6 +799,21 @@ mod tests {
             reboot_with: lorafleet_engine::machine::RebootWith::RebootTime,
             adaptive: None,
         }
+    }
+
+    /// A real network's clock steps between 50 and 250 ms; an accelerated one as often as its
+    /// time needs, down to every 5 simulated seconds (not 50 at time_scale 1000).
+    #[test]
+    fn steps_are_paced_in_the_networks_time() {
+        let ms = |due: TimeDelta, scale: f64| next_step(due, scale).as_secs_f64() * 1e3;
+        let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-3, "{got} ms, not {want}");
+        near(ms(TimeDelta::seconds(1), 1.0), 250.0);
+        near(ms(TimeDelta::milliseconds(10), 1.0), 50.0);
+        near(ms(TimeDelta::seconds(1), 1000.0), 5.0);
+        near(ms(TimeDelta::seconds(10), 1000.0), 10.0);
+        near(ms(TimeDelta::seconds(10), 400.0), 25.0);
+        near(ms(TimeDelta::seconds(60), 10.0), 250.0);
+        near(ms(TimeDelta::milliseconds(100), 10.0), 50.0);
     }
 
     /// Without a session given, the most common TS004 version and FPort carries it; a device

@@ -189,6 +189,10 @@ impl Network for Simulated {
         self.sim.now()
     }
 
+    fn peek_now(&self) -> DateTime<Utc> {
+        self.sim.peek_now()
+    }
+
     fn time_scale(&self) -> f64 {
         self.sim.time_scale()
     }

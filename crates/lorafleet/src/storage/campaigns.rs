@@ -244,6 +244,34 @@ pub async fn devices_on(conn: &mut Conn, id: i64) -> Result<Vec<CampaignDevice>>
     Ok(rows)
 }
 
+/// The campaign's rows of the devices named (those it has), in chunks of a few hundred: a
+/// step stores the devices it changed, and reading all of them for it made each step cost the
+/// whole campaign.
+pub async fn devices_named_on(
+    conn: &mut Conn,
+    id: i64,
+    euis: &[&str],
+) -> Result<Vec<CampaignDevice>> {
+    const CHUNK: usize = 500;
+    let mut out = Vec::with_capacity(euis.len());
+    for chunk in euis.chunks(CHUNK) {
+        let params: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT * FROM campaign_devices WHERE campaign_id = $1 AND dev_eui IN ({})",
+            params.join(", ")
+        );
+        let rows: Vec<CampaignDevice> = on!(&mut *conn, c => {
+            let mut q = sqlx::query(&sql).bind(id);
+            for eui in chunk {
+                q = q.bind(*eui);
+            }
+            q.fetch_all(c).await?.iter().map(device_from_row).collect()
+        });
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 /// Marks a draft (or a scheduled campaign whose time came) running at `at` (the network's
 /// clock) with every device at its first step; false if it was neither. The first poll is due
 /// now on the runner's own (real) clock.
@@ -427,7 +455,8 @@ pub async fn apply_outcome_on(
     at: &str,
 ) -> anyhow::Result<bool> {
     let mut changed = false;
-    let current: HashMap<String, CampaignDevice> = devices_on(&mut *tx, id)
+    let reported: Vec<&str> = outcome.devices.iter().map(|d| d.dev_eui.as_str()).collect();
+    let current: HashMap<String, CampaignDevice> = devices_named_on(&mut *tx, id, &reported)
         .await?
         .into_iter()
         .map(|d| (d.dev_eui.clone(), d))
@@ -541,11 +570,19 @@ pub async fn record_progress(db: &Db, id: i64, at: &str) -> Result<()> {
 
 /// [`record_progress`] on a connection or inside a transaction.
 pub async fn record_progress_on(conn: &mut Conn, id: i64, at: &str) -> Result<()> {
-    let stages: Vec<String> = on!(&mut *conn, c => sqlx::query_scalar("SELECT stage FROM campaign_devices WHERE campaign_id = $1")
-            .bind(id)
-            .fetch_all(c).await)?;
-    let parsed: Vec<Stage> = stages.iter().map(|s| Stage::parse(s)).collect();
-    let counts = serde_json::to_string(&count_stages(parsed.iter())).unwrap_or_default();
+    // Counted by the database: a step records its progress, and reading every device's stage
+    // for it made each step cost the whole campaign.
+    let stages: Vec<(String, i64)> = on!(&mut *conn, c => sqlx::query_as(
+            "SELECT stage, COUNT(*) FROM campaign_devices WHERE campaign_id = $1 GROUP BY stage",
+        )
+        .bind(id)
+        .fetch_all(c).await)?;
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for (stage, n) in &stages {
+        let key = Stage::parse(stage).as_str().to_string();
+        *counts.entry(key).or_insert(0) += u32::try_from(*n).unwrap_or(u32::MAX);
+    }
+    let counts = serde_json::to_string(&counts).unwrap_or_default();
     let last: Option<String> = on!(&mut *conn, c => sqlx::query_scalar(
         "SELECT counts_json FROM campaign_progress WHERE campaign_id = $1 ORDER BY id DESC LIMIT 1",
     )

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     Campaign, CampaignDriver, DeviceReport, DriverContext, DriverError, Finished, LogLevel,
@@ -41,7 +41,16 @@ pub struct EngineDriver {
     /// By campaign and TS004 version: a mixed fleet's waves run sessions of either version.
     frames: Mutex<HashMap<(i64, u8), Frames>>,
     running: Arc<RunningPackages>,
+    /// Per campaign, where its last step held the simulated network's clock (see
+    /// [`CampaignDriver::not_due`]).
+    holds: Mutex<HashMap<i64, DateTime<Utc>>>,
 }
+
+/// A step put off for the clock is looked at again after at least this (real time): each look
+/// costs the runner a claim and a write, and its reads of the clock must leave it time to run.
+const CLOCK_RECHECK_MIN: Duration = Duration::from_millis(20);
+/// ...and at most this.
+const CLOCK_RECHECK_MAX: Duration = Duration::from_millis(250);
 
 fn io(ctx: &DriverContext) -> Io<'_> {
     Io {
@@ -253,6 +262,17 @@ fn log_line(l: EngineLog) -> LogLine {
     }
 }
 
+/// How long (real time) before looking again whether a clock that shows `now` and runs at most
+/// `scale` times faster than real time reached `hold`; `None` once it has.
+fn wait_for_clock(hold: DateTime<Utc>, now: DateTime<Utc>, scale: f64) -> Option<Duration> {
+    let ahead = (hold - now).to_std().ok().filter(|d| !d.is_zero())?;
+    Some(
+        ahead
+            .div_f64(scale.max(1e-6))
+            .clamp(CLOCK_RECHECK_MIN, CLOCK_RECHECK_MAX),
+    )
+}
+
 fn internal(e: impl std::fmt::Display) -> DriverError {
     DriverError::Unavailable(format!("engine: {e}"))
 }
@@ -344,8 +364,9 @@ impl EngineDriver {
             &group,
             Self::fragment_airtime(ctx, &s),
         )
-        .await
-        .map_err(internal)?;
+        .await;
+        self.note_hold(ctx, c.id, stepped.as_ref().ok().and_then(|s| s.hold));
+        let stepped = stepped.map_err(internal)?;
         let history = devs
             .iter()
             .zip(&before)
@@ -361,6 +382,7 @@ impl EngineDriver {
         EngineDriver {
             frames: Mutex::default(),
             running,
+            holds: Mutex::default(),
         }
     }
 
@@ -388,6 +410,22 @@ impl EngineDriver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(campaign, _), _| *campaign != id);
+        self.note_hold_at(id, None);
+    }
+
+    /// Remembers where the campaign's step held the clock, on a simulated network only (a
+    /// real network's clock does not wait, and answers there must be read at once).
+    fn note_hold(&self, ctx: &DriverContext, id: i64, hold: Option<DateTime<Utc>>) {
+        let simulated = ctx.network.kind() == NetworkKind::Simulated;
+        self.note_hold_at(id, hold.filter(|_| simulated));
+    }
+
+    fn note_hold_at(&self, id: i64, hold: Option<DateTime<Utc>>) {
+        let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        match hold {
+            Some(at) => holds.insert(id, at),
+            None => holds.remove(&id),
+        };
     }
 
     /// Airtime of one fragment frame at the campaign's DR, for pacing the steps.
@@ -573,6 +611,21 @@ impl CampaignDriver for EngineDriver {
         self.poll_step(ctx, c).await
     }
 
+    /// Not before the simulated clock reaches where the last step held it: the clock stands
+    /// there until the step comes, so a step before it (an answer's wake-up, a poll on the real
+    /// clock while a loaded machine runs the simulation slower than its time_scale) would read
+    /// and store every device of the campaign for a fraction of a simulated second. Without
+    /// this, steps came by real time and a larger fleet (slower steps, a slower clock) took
+    /// more of them per simulated second, each over more devices.
+    fn not_due(&self, ctx: &DriverContext, campaign_id: i64) -> Option<Duration> {
+        let at = *self
+            .holds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&campaign_id)?;
+        wait_for_clock(at, ctx.network.peek_now(), ctx.network.time_scale())
+    }
+
     async fn cancel(&self, ctx: &DriverContext, c: &Campaign) -> Result<(), DriverError> {
         self.forget(c.id);
         let Ok((run, devs)) = load_state(c) else {
@@ -649,5 +702,27 @@ mod tests {
         assert_eq!(field_of(SettingsPart::GroupId), "multicast.group_id");
         assert_eq!(field_of(SettingsPart::MulticastSession), "multicast");
         assert_eq!(field_of(SettingsPart::Fragmentation), "fragmentation");
+    }
+
+    /// A poll before the step's hold waits for the clock, at least as long as the clock needs
+    /// at its full speed (within the recheck bounds); at the hold or past it, the step is due.
+    #[test]
+    fn a_step_waits_for_the_clock_to_reach_its_hold() {
+        let hold = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let before = |s: i64| hold - TimeDelta::seconds(s);
+        assert_eq!(
+            wait_for_clock(hold, before(20), 1000.0),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            wait_for_clock(hold, before(1), 1000.0),
+            Some(CLOCK_RECHECK_MIN)
+        );
+        assert_eq!(
+            wait_for_clock(hold, before(60), 1.0),
+            Some(CLOCK_RECHECK_MAX)
+        );
+        assert_eq!(wait_for_clock(hold, hold, 1000.0), None);
+        assert_eq!(wait_for_clock(hold, before(-5), 1000.0), None);
     }
 }

@@ -44,6 +44,7 @@ pub mod engine_state;
 pub mod fuota_server_v3;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -160,6 +161,12 @@ pub trait CampaignDriver: Send + Sync + 'static {
 
     /// Stops the campaign on the service, as far as the service allows.
     async fn cancel(&self, ctx: &DriverContext, campaign: &Campaign) -> Result<(), DriverError>;
+
+    /// Whether the started campaign's next poll should wait: `Some(wait)` (real time) puts it
+    /// off without loading the campaign. Asked before each poll; `None` polls now.
+    fn not_due(&self, _ctx: &DriverContext, _campaign_id: i64) -> Option<Duration> {
+        None
+    }
 }
 
 /// The drivers this build has, by kind.
@@ -177,6 +184,15 @@ impl DriverRegistry {
 
     pub fn get(&self, kind: DriverKind) -> Option<Arc<dyn CampaignDriver>> {
         self.drivers.iter().find(|d| d.kind() == kind).cloned()
+    }
+
+    /// [`CampaignDriver::not_due`] of whichever driver knows the campaign: asked before the
+    /// campaign's row is read (its request names every device, so reading it for each look
+    /// at the clock cost the whole campaign again).
+    pub fn not_due(&self, ctx: &DriverContext, campaign_id: i64) -> Option<Duration> {
+        self.drivers
+            .iter()
+            .find_map(|d| d.not_due(ctx, campaign_id))
     }
 }
 

@@ -158,6 +158,27 @@ pub async fn renew(db: &Db, id: i64, owner: &str, until: DateTime<Utc>) -> Resul
     .execute(c).await.map(|r| r.rows_affected() > 0))
 }
 
+/// Puts off `owner`'s next poll of campaign `id` to `next_poll_at` without a step (the
+/// engine's step is not due yet on the network's clock), renewing its lease to `until`;
+/// false, with nothing changed, when `owner` no longer holds it or it ended.
+pub async fn defer(
+    db: &Db,
+    id: i64,
+    owner: &str,
+    until: DateTime<Utc>,
+    next_poll_at: DateTime<Utc>,
+) -> Result<bool> {
+    on!(db, c => sqlx::query(
+        "UPDATE campaigns SET lease_until = $3, next_poll_at = $4
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND lease_until IS NOT NULL",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(Time::from(until))
+    .bind(Time::from(next_poll_at))
+    .execute(c).await.map(|r| r.rows_affected() > 0))
+}
+
 /// Gives up every lease `owner` holds (a graceful stop): another instance may claim those
 /// campaigns at once, without waiting for the leases to lapse.
 pub async fn release_all(db: &Db, owner: &str) -> Result<u64> {
