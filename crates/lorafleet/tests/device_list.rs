@@ -264,7 +264,11 @@ async fn totals_follow_devices_added_removed_and_back() {
     }
     Up::new(4, now - Duration::seconds(3600)).send(&t).await;
     assert_eq!(totals(&t).await, (4, 3));
-    let r = t.delete("/api/devices/70b3d50000000002").send().await.unwrap();
+    let r = t
+        .delete("/api/devices/70b3d50000000002")
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     assert_eq!(totals(&t).await, (3, 2));
     // Heard again: back on the list.
