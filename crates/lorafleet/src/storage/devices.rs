@@ -1437,20 +1437,12 @@ pub async fn recent_uplink_times(
 ) -> Result<Vec<(String, String)>> {
     let pg = db.is_postgres();
     let (key, eui) = (SortKey::LastSeen.column(pg), eui_key(pg));
-    // The devices first, materialized, and the index named on SQLite: with the limit a bound
-    // parameter, the SQLite that sqlx bundles (3.46) sorted the whole fleet instead of reading
-    // the index and computed each device's floor before the limit, 100,000 uplink-index seeks
-    // (110-490 ms in the server at 100,000 devices; the 3.40 CLI's plan was right).
-    let indexed = if pg { "" } else { " INDEXED BY devices_listed" };
     let sql = format!(
-        "WITH heard AS MATERIALIZED (
-            SELECT d.dev_eui FROM devices d{indexed}
-            WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
-            ORDER BY {key} DESC, {eui} DESC LIMIT $1)
-         SELECT u.dev_eui, u.received_at FROM (
-            SELECT h.dev_eui, (SELECT f.id FROM uplinks f WHERE f.dev_eui = h.dev_eui
+        "SELECT u.dev_eui, u.received_at FROM (
+            SELECT d.dev_eui, (SELECT f.id FROM uplinks f WHERE f.dev_eui = d.dev_eui
                                ORDER BY f.id DESC LIMIT 1 OFFSET $2) AS floor_id
-            FROM heard h) r
+            FROM devices d WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
+            ORDER BY {key} DESC, {eui} DESC LIMIT $1) r
          JOIN uplinks u ON u.dev_eui = r.dev_eui AND u.id > COALESCE(r.floor_id, 0)
          ORDER BY u.dev_eui, u.id DESC"
     );
