@@ -163,7 +163,8 @@ async fn main() -> anyhow::Result<()> {
         l.local_addr()?.port()
     };
     let mut command = tokio::process::Command::new(&bin);
-    if let Some(url) = bench_mqtt::database_url().await? {
+    let database = bench_mqtt::database_url().await?;
+    if let Some(url) = &database {
         command.env("LORAFLEET__SERVER__DATABASE_URL", url);
     }
     let mut child = command
@@ -220,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
         "filled {list_devices} devices in {:.1} s",
         fill_elapsed.as_secs_f64()
     );
+    if let Some(url) = &database {
+        settle_postgres(url).await?;
+    }
     list_bench(&http, &base, list_devices).await?;
     println!(
         "server memory with {list_devices} devices: RSS {} MiB, peak {} MiB",
@@ -227,6 +231,23 @@ async fn main() -> anyhow::Result<()> {
         rss_kib(pid, "VmHWM:") / 1024
     );
     child.kill().await.ok();
+    Ok(())
+}
+
+/// What autovacuum does to a table within about a minute of a bulk load (PostgreSQL 13 and later
+/// vacuum after inserts too), done at once so that every run times the list in the same state:
+/// planner statistics for the new rows (ANALYZE), and the visibility map that lets a count or an
+/// offset read an index without the table (VACUUM). A fleet that keeps sending clears the map
+/// page by page between vacuums; BENCHMARKS.md says what that costs.
+async fn settle_postgres(url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let t0 = Instant::now();
+    sqlx::Executor::execute(&mut conn, "VACUUM (ANALYZE) devices, uplinks").await?;
+    println!(
+        "PostgreSQL: VACUUM (ANALYZE) devices, uplinks after the fill: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -244,6 +244,62 @@ async fn status_tells_online_offline_and_never_seen() {
     );
 }
 
+/// The list's `total` unfiltered and with `status=online`.
+async fn totals(t: &TestApp) -> (i64, i64) {
+    let all = list(t, "").await["total"].as_i64().unwrap();
+    let online = list(t, "status=online").await["total"].as_i64().unwrap();
+    (all, online)
+}
+
+/// `total` without a filter comes from a count the devices' triggers keep, and `status=online`
+/// from it less the devices not heard since: both must follow every way a device joins or
+/// leaves the list, as COUNT(*) would.
+#[tokio::test]
+async fn totals_follow_devices_added_removed_and_back() {
+    let t = spawn(|c| c.devices.offline_after_s = Some(600), None).await;
+    let now = Utc::now();
+    assert_eq!(totals(&t).await, (0, 0));
+    for i in 1..=3 {
+        Up::new(i, now - Duration::seconds(30)).send(&t).await;
+    }
+    Up::new(4, now - Duration::seconds(3600)).send(&t).await;
+    assert_eq!(totals(&t).await, (4, 3));
+    let r = t
+        .delete("/api/devices/70b3d50000000002")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(totals(&t).await, (3, 2));
+    // Heard again: back on the list.
+    let mut up = Up::new(2, now - Duration::seconds(10));
+    up.f_cnt = 2;
+    up.send(&t).await;
+    assert_eq!(totals(&t).await, (4, 3));
+    // Never seen (listed by the network server), then more than PostgreSQL keeps as deltas
+    // before folding them: the total stays exact across the fold.
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!("('70b3d5ff0000{i:04x}', 'never-{i}', '2026-01-01T00:00:00Z')"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO devices (dev_eui, name, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    crate::on_db!(&t.app.db, p => sqlx::query(&sql)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .unwrap());
+    assert_eq!(totals(&t).await, (304, 3));
+    assert_eq!(totals(&t).await, (304, 3));
+    let counted: i64 = crate::on_db!(&t.app.db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM devices WHERE removed_at IS NULL")
+        .fetch_one(p)
+        .await
+        .unwrap());
+    assert_eq!(counted, 304);
+}
+
 #[tokio::test]
 async fn offline_by_default_is_three_uplink_intervals() {
     let t = spawn(|_| {}, None).await;
