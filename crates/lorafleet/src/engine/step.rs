@@ -49,6 +49,11 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 /// round's wait): its clock waits at the step's hold, so the steps per simulated minute, not
 /// per real second, are what this bounds, whatever the fleet's size and the machine's load.
 const MIN_STEP_SIM: TimeDelta = TimeDelta::seconds(5);
+/// ...but never closer than this in real time: each step's calls into a simulated network keep
+/// its clock standing for the simulator's grace after them (15 ms, `LORAFLEET_GRACE`), so
+/// steps driven closer than that (5 simulated seconds at time_scale 400 is 12.5 ms) would
+/// stop the clock for good.
+const MIN_REAL_STEP: Duration = Duration::from_millis(20);
 
 /// A device to update, with its root key when the campaign brought one.
 #[derive(Debug, Clone)]
@@ -542,12 +547,12 @@ async fn step_once(
 }
 
 /// Real time until the next step, which is `due` away on the network's clock running `scale`
-/// times faster than real time: at least [`MIN_POLL`], or [`MIN_STEP_SIM`] on a clock fast
-/// enough that this is the shorter, and at most [`MAX_POLL`].
+/// times faster than real time: at least [`MIN_POLL`], or [`MIN_STEP_SIM`] (not below
+/// [`MIN_REAL_STEP`]) on a clock fast enough that this is the shorter, and at most [`MAX_POLL`].
 fn next_step(due: TimeDelta, scale: f64) -> Duration {
     let scale = scale.max(1e-6);
     let real = |d: TimeDelta| d.to_std().unwrap_or_default().div_f64(scale);
-    let min = real(MIN_STEP_SIM).min(MIN_POLL);
+    let min = real(MIN_STEP_SIM).clamp(MIN_REAL_STEP, MIN_POLL);
     real(due).clamp(min, MAX_POLL.max(min))
 }
 
@@ -802,15 +807,18 @@ mod tests {
     }
 
     /// A real network's clock steps between 50 and 250 ms; an accelerated one as often as its
-    /// time needs, down to every 5 simulated seconds (not 50 at time_scale 1000).
+    /// time needs, down to every 5 simulated seconds (not 50 at time_scale 1000), but never
+    /// closer than the 20 ms that leave the simulator's clock time to run.
     #[test]
     fn steps_are_paced_in_the_networks_time() {
         let ms = |due: TimeDelta, scale: f64| next_step(due, scale).as_secs_f64() * 1e3;
         let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-3, "{got} ms, not {want}");
         near(ms(TimeDelta::seconds(1), 1.0), 250.0);
         near(ms(TimeDelta::milliseconds(10), 1.0), 50.0);
-        near(ms(TimeDelta::seconds(1), 1000.0), 5.0);
-        near(ms(TimeDelta::seconds(10), 1000.0), 10.0);
+        near(ms(TimeDelta::seconds(1), 1000.0), 20.0);
+        near(ms(TimeDelta::seconds(10), 1000.0), 20.0);
+        near(ms(TimeDelta::seconds(30), 1000.0), 30.0);
+        near(ms(TimeDelta::seconds(1), 400.0), 20.0);
         near(ms(TimeDelta::seconds(10), 400.0), 25.0);
         near(ms(TimeDelta::seconds(60), 10.0), 250.0);
         near(ms(TimeDelta::milliseconds(100), 10.0), 50.0);
