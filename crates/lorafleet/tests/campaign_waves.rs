@@ -140,6 +140,13 @@ async fn wait_for(
     }
 }
 
+/// The states of the campaign's first `n` waves.
+fn wave_states(c: &Value, n: usize) -> Vec<&str> {
+    (0..n)
+        .map(|i| c["waves"][i]["state"].as_str().unwrap_or("(none)"))
+        .collect()
+}
+
 fn wave_devices(c: &Value, index: usize) -> Vec<String> {
     c["waves"][index]["devices"]
         .as_array()
@@ -212,9 +219,7 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
     .await;
     assert_eq!(c["state"], "completed", "{c}");
     assert_eq!(c["state_label"], "completed", "{c}");
-    let states: Vec<&str> = (0..3)
-        .map(|i| c["waves"][i]["state"].as_str().unwrap())
-        .collect();
+    let states = wave_states(&c, 3);
     assert_eq!(states, ["succeeded", "succeeded", "succeeded"], "{c}");
     assert_eq!(c["waves"][2]["counts"], json!({"completed": 3}), "{c}");
     assert!(c["paused_reason"].is_null(), "{c}");
@@ -240,12 +245,7 @@ async fn waves_that_meet_the_threshold_run_in_order_to_the_end() {
             );
         }
     }
-    let log: Vec<&str> = c["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let log = common::campaign_log(&c);
     assert!(
         log.contains(&"wave 1 of 3 starts: 2 of 6 devices"),
         "{log:#?}"
@@ -324,12 +324,7 @@ async fn a_wave_over_the_error_threshold_pauses_until_the_operator_resumes() {
     for eui in &sensors[1..] {
         assert_eq!(device(&c, eui)["outcome"], "verified", "{c}");
     }
-    let log: Vec<&str> = c["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let log = common::campaign_log(&c);
     assert!(
         log.iter().any(|m| m.starts_with(
             "resumed by the operator after \"wave 1: 1 of 1 devices failed (100 % > 20 %)\": wave 2 starts"
@@ -359,9 +354,7 @@ async fn cancelling_a_paused_campaign_skips_the_waves_to_come() {
     let (status, c) = post(&server, &format!("/api/campaigns/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["state"], "cancelled", "{c}");
-    let states: Vec<&str> = (0..3)
-        .map(|i| c["waves"][i]["state"].as_str().unwrap())
-        .collect();
+    let states = wave_states(&c, 3);
     assert_eq!(states, ["failed", "skipped", "skipped"], "{c}");
     assert_eq!(device(&c, "4c4653494d000003")["stage"], "cancelled", "{c}");
 }
@@ -440,9 +433,7 @@ async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
         c["paused_reason"], "wave 2 (TS004 v2 on FPort 201): 1 of 1 devices failed (100 % > 20 %)",
         "{c}"
     );
-    let states: Vec<&str> = (0..4)
-        .map(|i| c["waves"][i]["state"].as_str().unwrap())
-        .collect();
+    let states = wave_states(&c, 4);
     assert_eq!(states, ["succeeded", "failed", "pending", "pending"], "{c}");
     assert_eq!(device(&c, "4c4653494d000001")["outcome"], "verified", "{c}");
     for eui in wave_devices(&c, 2).iter().chain(&wave_devices(&c, 3)) {
@@ -463,9 +454,7 @@ async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
     .await;
     assert_eq!(c["state"], "completed", "{c}");
     assert_eq!(c["state_label"], "completed with failures", "{c}");
-    let states: Vec<&str> = (0..4)
-        .map(|i| c["waves"][i]["state"].as_str().unwrap())
-        .collect();
+    let states = wave_states(&c, 4);
     assert_eq!(
         states,
         ["succeeded", "failed", "succeeded", "succeeded"],
@@ -481,12 +470,7 @@ async fn a_mixed_fleets_waves_are_one_per_session_and_keep_the_thresholds() {
         };
         assert_eq!(d["verify_method_used"], method, "{d}");
     }
-    let log: Vec<&str> = c["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let log = common::campaign_log(&c);
     assert!(
         log.contains(
             &"wave 3 (TS004 v1 on FPort 201) succeeded; wave 4 (TS004 v2 on FPort 201) starts: 1 devices"

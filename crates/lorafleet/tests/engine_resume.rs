@@ -155,12 +155,7 @@ async fn a_campaign_survives_kill_9_and_completes() {
             "{d}"
         );
     }
-    let log: Vec<&str> = c["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let log = common::campaign_log(&c);
     assert!(
         log.iter().any(|m| m.starts_with("report: 4 verified")),
         "{log:#?}"

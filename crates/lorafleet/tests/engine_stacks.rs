@@ -483,12 +483,7 @@ async fn one_campaign_over_a_mixed_fleet_verifies_each_device_by_its_own_method(
             "{eui} set up at {setup}, before {first_done}"
         );
     }
-    let log: Vec<&str> = c["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .collect();
+    let log = common::campaign_log(&c);
     assert!(
         log.iter().any(|l| l.starts_with(
             "the devices need 2 multicast sessions, each run as a wave of its own: TS004 v1 on FPort 201"

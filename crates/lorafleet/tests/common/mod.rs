@@ -58,6 +58,14 @@ pub struct TestConfig {
 /// kind, simulated, would change the campaign defaults (driver, duty cycle) behind a test's back.
 /// With `LORAFLEET_TEST_BACKEND=postgres` the database is a fresh one on the test cluster
 /// ([`postgres`]).
+/// The messages of a campaign's log (its JSON as `GET /api/campaigns/{id}` gives it), oldest first.
+pub fn campaign_log(c: &serde_json::Value) -> Vec<&str> {
+    c["log"]
+        .as_array()
+        .map(|lines| lines.iter().filter_map(|l| l["message"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 pub fn test_config() -> TestConfig {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("bin")).unwrap();
