@@ -247,13 +247,18 @@ export function devicesPage(view, ctx) {
     renderPager(pager, devices.length, total, more, changed);
   }
 
+  const listQuery = () => String(new URLSearchParams({ ...listState.filters, sort: listState.sort, order: listState.order,
+    limit: String(listState.size), offset: String((listState.page - 1) * listState.size) }));
+
   async function load() {
-    const q = new URLSearchParams({ ...listState.filters, sort: listState.sort, order: listState.order,
-      limit: String(listState.size), offset: String((listState.page - 1) * listState.size) });
+    const q = listQuery();
     try {
       /** @type {import('../types.js').DeviceList} */
       const data = await api('GET', `/api/devices?${q}`, undefined, { signal: ctx.signal });
       if (ctx.signal.aborted) return;
+      // A sort, filter or page chosen while this answer was on its way: the headers would show
+      // the new choice over rows of the old one.
+      if (q !== listQuery()) return load();
       const total = Number(data.total) || 0;
       const devices = Array.isArray(data.devices) ? data.devices : [];
       const more = data.total_is_lower_bound === true;
