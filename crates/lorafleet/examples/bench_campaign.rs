@@ -176,17 +176,14 @@ impl Api {
     }
 
     /// Every sensor in the inventory (the image is for the sensors' device class; the
-    /// campaign refuses the trackers), a page (the API's largest, 1,000) at a time.
+    /// campaign refuses the trackers), a page (the API's largest, 1,000) at a time, walked by
+    /// `cursor=`: the paging that returns each device once while the fleet keeps sending.
     async fn all_dev_euis(&self) -> anyhow::Result<Vec<String>> {
         let mut euis = Vec::new();
-        let mut offset = 0;
+        let mut cursor = String::new();
         loop {
             let page = self
-                // By EUI: the default order (last seen) changes under the paging while the
-                // fleet sends telemetry, and a device could come twice or not at all.
-                .get(&format!(
-                    "/api/devices?limit=1000&offset={offset}&sort=dev_eui"
-                ))
+                .get(&format!("/api/devices?limit=1000&sort=dev_eui{cursor}"))
                 .await?;
             euis.extend(
                 page["devices"]
@@ -196,10 +193,9 @@ impl Api {
                     .filter(|d| !d["model"].as_str().unwrap_or("").contains("tracker"))
                     .filter_map(|d| d["dev_eui"].as_str().map(str::to_string)),
             );
-            let read = page["devices"].as_array().map_or(0, Vec::len);
-            offset += read;
-            if read == 0 || offset as u64 >= page["total"].as_u64().unwrap_or(0) {
-                return Ok(euis);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return Ok(euis),
             }
         }
     }

@@ -1374,6 +1374,29 @@ fn by_position(a: &ListRow, b: &ListRow) -> std::cmp::Ordering {
     a.key.cmp(&b.key).then_with(|| a.dev_eui.cmp(&b.dev_eui))
 }
 
+/// One page of a walk: the settled rows and the moved ones in the walk's order. The two are read
+/// by two statements, so a device that sent between them is in both (unchanged when the first
+/// read it, changed when the second did): it is listed once, where the walk placed it.
+fn merge_walk(settled: Vec<ListRow>, moved: Vec<ListRow>, desc: bool, limit: i64) -> Vec<ListRow> {
+    let moved_euis: std::collections::HashSet<&str> =
+        moved.iter().map(|r| r.dev_eui.as_str()).collect();
+    let mut rows: Vec<ListRow> = settled
+        .into_iter()
+        .filter(|r| !moved_euis.contains(r.dev_eui.as_str()))
+        .collect();
+    rows.extend(moved);
+    rows.sort_by(|a, b| {
+        let o = by_position(a, b);
+        if desc {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+    rows.truncate(limit.max(0) as usize);
+    rows
+}
+
 /// One page of the list, with the cursor of the next when there may be one.
 pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     // A search's count also chooses its plan: up to the cap, the trigram index's matches are few
@@ -1390,16 +1413,8 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
     };
     let mut rows = rows_settled(db, q, walk.then_some(since), plan).await?;
     if walk {
-        rows.extend(rows_moved(db, q, since).await?);
-        rows.sort_by(|a, b| {
-            let o = by_position(a, b);
-            if q.desc {
-                o.reverse()
-            } else {
-                o
-            }
-        });
-        rows.truncate(q.limit.max(0) as usize);
+        let moved = rows_moved(db, q, since).await?;
+        rows = merge_walk(rows, moved, q.desc, q.limit);
     }
     let next_cursor = match rows.last() {
         Some(r) if rows.len() as i64 == q.limit => Some(
@@ -1454,4 +1469,52 @@ pub async fn recent_uplink_times(
         .iter()
         .map(|r| (r.get("dev_eui"), r.get("received_at")))
         .collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(dev_eui: &str, key: i64) -> ListRow {
+        ListRow {
+            key: SortValue::Int(key),
+            dev_eui: dev_eui.to_string(),
+            summary: DeviceSummary {
+                dev_eui: dev_eui.to_string(),
+                name: dev_eui.to_string(),
+                application: None,
+                model: None,
+                last_seen: None,
+                running_version: None,
+                never_seen: false,
+                status: "online".to_string(),
+                rssi: None,
+                snr: None,
+                battery: None,
+                reappeared_at: None,
+            },
+        }
+    }
+
+    fn euis(rows: &[ListRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.dev_eui.as_str()).collect()
+    }
+
+    #[test]
+    fn a_device_that_sent_between_the_two_reads_of_a_walk_is_listed_once() {
+        let settled = vec![row("01", 1), row("02", 2), row("03", 3)];
+        let moved = vec![row("02", 2), row("04", 4)];
+        let page = merge_walk(settled, moved, false, 10);
+        assert_eq!(euis(&page), ["01", "02", "03", "04"]);
+    }
+
+    #[test]
+    fn a_walks_page_keeps_its_order_and_its_limit() {
+        let settled = vec![row("03", 3), row("01", 1)];
+        let moved = vec![row("02", 2), row("04", 4)];
+        assert_eq!(
+            euis(&merge_walk(settled, moved, true, 3)),
+            ["04", "03", "02"]
+        );
+    }
 }
