@@ -610,3 +610,80 @@ async fn a_wrong_rollout_is_refused_naming_its_field_and_other_drivers_naming_th
     let request = &doc["components"]["schemas"]["CampaignRequest"]["properties"];
     assert!(request["rollout"].is_object(), "{request}");
 }
+
+/// A campaign started with a `start_at` ahead runs its waves as one started at once does: the
+/// split is stored when the start time comes (the runner's scheduled start, not the start
+/// request), with every device in exactly one wave and the first wave running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_campaign_splits_its_waves_when_its_start_time_comes() {
+    let server = spawn_binary(config(4, &[])).await;
+    let devices = ["4c4653494d000001", "4c4653494d000002", "4c4653494d000003"];
+    let demo = wait_for_demo_image(&server).await;
+    // The start time is on the network's clock (simulated, 200x): a minute ahead of it.
+    let info = get(&server, "/api/info").await;
+    let now = chrono::DateTime::parse_from_rfc3339(info["network"]["now"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("network time in {info}: {e}"));
+    let start_at = (now + chrono::Duration::seconds(60)).to_rfc3339();
+    let body = json!({
+        "name": "scheduled waves",
+        "firmware_id": demo,
+        "devices": devices,
+        "driver": "engine",
+        "fragmentation": {"redundancy_percent": 30},
+        "rollout": {"waves": [{"percent": 34}, {"percent": 100}]},
+        "start_at": start_at,
+    });
+    let created = Instant::now();
+    let c = loop {
+        let (status, c) = post(&server, "/api/campaigns", &body).await;
+        // The devices appear once the network's device list was read at start.
+        if status != 422 || created.elapsed() > Duration::from_secs(10) {
+            assert_eq!(status, 201, "{c}");
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = c["id"].as_i64().unwrap();
+    let (status, c) = post(&server, &format!("/api/campaigns/{id}/start"), &json!({})).await;
+    assert_eq!(status, 202, "{c}");
+    let c = wait_for(
+        &server,
+        id,
+        Duration::from_secs(60),
+        "the scheduled start",
+        |c| c["state"] != "scheduled",
+    )
+    .await;
+    assert_eq!(c["state"], "running", "{c}");
+    assert_eq!(wave_states(&c, 2), ["running", "pending"], "{c}");
+    let mut listed = [wave_devices(&c, 0), wave_devices(&c, 1)].concat();
+    listed.sort();
+    assert_eq!(listed, devices, "each device in exactly one wave: {c}");
+    assert_eq!(
+        wave_devices(&c, 0).len(),
+        2,
+        "34 % of 3 is two devices: {c}"
+    );
+}
+
+/// The demo sensor image's id, once the library has it.
+async fn wait_for_demo_image(server: &TestBinary) -> Value {
+    let started = Instant::now();
+    loop {
+        let firmware = get(server, "/api/firmware").await;
+        let demo = firmware["images"].as_array().and_then(|images| {
+            images
+                .iter()
+                .find(|i| i["file_name"] == "demo-sensor-1.3.0.bin")
+                .map(|i| i["id"].clone())
+        });
+        if let Some(id) = demo {
+            return id;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the demo image in the library: {firmware}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
