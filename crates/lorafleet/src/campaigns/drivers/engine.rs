@@ -366,6 +366,7 @@ impl EngineDriver {
         )
         .await;
         self.note_hold(ctx, c.id, stepped.as_ref().ok().and_then(|s| s.hold));
+        tracing::debug!(campaign = c.id, phase = ?run.phase, hold = ?stepped.as_ref().ok().and_then(|s| s.hold), "engine step");
         let stepped = stepped.map_err(internal)?;
         let history = devs
             .iter()
