@@ -666,13 +666,13 @@ async fn run_round(t: &TestApp, id: i64) {
     lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
 }
 
-/// How far ahead (real time) the runner will look at its campaigns again.
-async fn next_look(t: &TestApp) -> Duration {
+/// How long after `since` (real time) the runner will look at its campaigns again.
+async fn next_look(t: &TestApp, since: DateTime<Utc>) -> Duration {
     let at = leases::next_claimable(&t.app.db, &t.app.campaigns.instance)
         .await
         .unwrap()
         .unwrap();
-    (at - Utc::now()).to_std().unwrap_or_default()
+    (at - since).to_std().unwrap_or_default()
 }
 
 /// The runner waits for the pause between two waves by looking at the network's clock, never
@@ -744,15 +744,18 @@ async fn the_pause_between_waves_is_waited_for_without_asking_the_network_the_ti
 
     let asked = network.asked();
     // 600 simulated seconds are 3 real ones at x200: looked at again within a second.
+    let before = Utc::now();
     run_round(&t, id).await;
-    let wait = next_look(&t).await;
-    assert!(wait > Duration::from_millis(900), "{wait:?}");
+    let wait = next_look(&t, before).await;
+    // (Poll times are stored to the millisecond.)
+    assert!(wait >= Duration::from_millis(999), "{wait:?}");
     // The pause's last simulated millisecond (5 real microseconds): not looked at at once.
     network.set(start + TimeDelta::seconds(PAUSE_S as i64) - TimeDelta::milliseconds(1));
     for _ in 0..3 {
+        let before = Utc::now();
         run_round(&t, id).await;
-        let wait = next_look(&t).await;
-        assert!(wait > Duration::from_millis(15), "{wait:?}");
+        let wait = next_look(&t, before).await;
+        assert!(wait >= Duration::from_millis(19), "{wait:?}");
     }
     assert_eq!(
         network.asked(),
