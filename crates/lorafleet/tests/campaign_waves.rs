@@ -774,3 +774,46 @@ async fn the_pause_between_waves_is_waited_for_without_asking_the_network_the_ti
     );
     assert!(network.asked() > asked);
 }
+
+/// What the console reads again and again (a campaign's page, the server's info, the device
+/// list) only looks at the network's clock: asking a simulated network the time would keep its
+/// clock standing a while after each read, and a page refreshed every 50 ms slowed the
+/// campaign it showed by a quarter.
+#[tokio::test]
+async fn the_consoles_reads_do_not_ask_the_network_the_time() {
+    let network = Arc::new(Clocked {
+        at: Mutex::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+        asked: AtomicUsize::new(0),
+    });
+    let t = spawn_app(test_config().with_network(network.clone())).await;
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert_eq!(status, 201, "{img}");
+    t.add_device("0000000000000001", None, Some(100_000)).await;
+    let r = t
+        .post("/api/campaigns")
+        .json(&json!({
+            "name": "watched",
+            "firmware_id": img["id"],
+            "devices": ["0000000000000001"],
+            "driver": "engine",
+            "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+            "multicast": {"class": "C", "dr": 5, "frequency": 868100000},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let asked = network.asked();
+    for path in [
+        format!("/api/campaigns/{id}"),
+        "/api/info".to_string(),
+        "/api/devices?status=online".to_string(),
+    ] {
+        let r = t.get(&path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(network.asked(), asked, "{path} asked the network the time");
+    }
+    let info = t.get_json("/api/info").await;
+    assert_eq!(info["network"]["now"], "2027-01-15T08:00:00.000Z", "{info}");
+}
