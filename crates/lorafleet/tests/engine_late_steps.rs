@@ -18,11 +18,11 @@ use lorafleet::network::MulticastClass;
 use lorafleet::App;
 use lorafleet_codec::firmware_trailer::{self, PackageKind, SignedTrailer};
 use lorafleet_engine::airtime;
-use lorafleet_simulator::clock::LORAFLEET_GRACE;
 use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{
     CheckMode, FragStatusWhen, Method, Outcome, RebootWith, Settings, Target,
 };
+use lorafleet_simulator::clock::LORAFLEET_GRACE;
 
 const NEW_VERSION: u32 = 0x0001_0300;
 const FRAGMENT_SIZE: u8 = 200;
