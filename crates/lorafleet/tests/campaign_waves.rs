@@ -9,10 +9,16 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{spawn_app, spawn_binary, test_config, TestBinary, FIXTURE};
-use lorafleet::config::SimulatedDeviceOverride;
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{spawn_app, spawn_binary, test_config, TestApp, TestBinary, FIXTURE};
+use lorafleet::config::{NetworkKind, SimulatedDeviceOverride};
+use lorafleet::network::{Downlink, Enqueued, Network, NetworkError, RemoteDevice};
+use lorafleet::storage::campaigns::leases::{self, Next, StepSave};
+use lorafleet::storage::campaigns::waves::{WaveState, WaveWrite};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "waves-test-password";
@@ -686,4 +692,204 @@ async fn wait_for_demo_image(server: &TestBinary) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+/// A network on an accelerated clock that the test sets, counting how often it was asked the
+/// time ([`Network::now`], a request, which a simulated network's clock stands still after)
+/// rather than looked at ([`Network::peek_now`]).
+struct Clocked {
+    at: Mutex<DateTime<Utc>>,
+    asked: AtomicUsize,
+}
+
+impl Clocked {
+    fn set(&self, at: DateTime<Utc>) {
+        *self.at.lock().unwrap() = at;
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Network for Clocked {
+    fn kind(&self) -> NetworkKind {
+        NetworkKind::Simulated
+    }
+    fn now(&self) -> DateTime<Utc> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.peek_now()
+    }
+    fn peek_now(&self) -> DateTime<Utc> {
+        *self.at.lock().unwrap()
+    }
+    fn time_scale(&self) -> f64 {
+        200.0
+    }
+    async fn enqueue(&self, _d: &Downlink) -> Result<Enqueued, NetworkError> {
+        Err(NetworkError::Other("the test sends nothing".into()))
+    }
+    async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Makes the campaign due for the runner now (its real clock) and runs one round of it.
+async fn run_round(t: &TestApp, id: i64) {
+    lorafleet::storage::campaigns::set_poll_result(&t.app.db, id, Utc::now(), None)
+        .await
+        .unwrap();
+    lorafleet::campaigns::runner::run_due(&t.app).await.unwrap();
+}
+
+/// How long after `since` (real time) the runner will look at its campaigns again.
+async fn next_look(t: &TestApp, since: DateTime<Utc>) -> Duration {
+    let at = leases::next_claimable(&t.app.db, &t.app.campaigns.instance)
+        .await
+        .unwrap()
+        .unwrap();
+    (at - since).to_std().unwrap_or_default()
+}
+
+/// The runner waits for the pause between two waves by looking at the network's clock, never
+/// asking it the time: a simulated network's clock stands still for a while after each request,
+/// so a runner asking it as it looked again and again near the pause's end stopped the clock it
+/// waited for (the first test above took 45 to over 180 s). It looks again as the clock's pace
+/// says, within a second, and, near the end, not sooner than 20 ms later.
+#[tokio::test]
+async fn the_pause_between_waves_is_waited_for_without_asking_the_network_the_time() {
+    let start = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let network = Arc::new(Clocked {
+        at: Mutex::new(start),
+        asked: AtomicUsize::new(0),
+    });
+    let t = spawn_app(test_config().with_network(network.clone())).await;
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert_eq!(status, 201, "{img}");
+    let devices = ["0000000000000001", "0000000000000002"];
+    for eui in devices {
+        t.add_device(eui, None, Some(100_000)).await;
+    }
+    let r = t
+        .post("/api/campaigns")
+        .json(&json!({
+            "name": "paused between waves",
+            "firmware_id": img["id"],
+            "devices": devices,
+            "driver": "engine",
+            "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+            "multicast": {"class": "C", "dr": 5, "frequency": 868100000},
+            "rollout": {"waves": [{"percent": 50}, {"percent": 100}], "pause_between_s": PAUSE_S},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let db = &t.app.db;
+    let at = "2027-01-15T08:00:00.000Z";
+    assert!(lorafleet::storage::campaigns::set_running(db, id, at)
+        .await
+        .unwrap());
+    lorafleet::campaigns::rollout::begin(&t.app, id)
+        .await
+        .unwrap();
+    // Wave 1 ended now: wave 2's session starts after the pause, on the network's clock.
+    let owner = &t.app.campaigns.instance;
+    let until = Utc::now() + TimeDelta::seconds(30);
+    leases::claim(db, owner, Utc::now(), until).await.unwrap();
+    let ended = StepSave {
+        at,
+        started: false,
+        log_before: Vec::new(),
+        outcome: None,
+        log_after: Vec::new(),
+        next: Next::Poll {
+            at: Utc::now(),
+            error: None,
+        },
+        waves: Some(WaveWrite::Start {
+            states: vec![WaveState::Succeeded, WaveState::Running],
+            next: 1,
+            start_at: Some(start + TimeDelta::seconds(PAUSE_S as i64)),
+        }),
+    };
+    assert!(leases::save_step(db, id, owner, until, &ended)
+        .await
+        .unwrap());
+
+    let asked = network.asked();
+    // 600 simulated seconds are 3 real ones at x200: looked at again within a second.
+    let before = Utc::now();
+    run_round(&t, id).await;
+    let wait = next_look(&t, before).await;
+    // (Poll times are stored to the millisecond.)
+    assert!(wait >= Duration::from_millis(999), "{wait:?}");
+    // The pause's last simulated millisecond (5 real microseconds): not looked at at once.
+    network.set(start + TimeDelta::seconds(PAUSE_S as i64) - TimeDelta::milliseconds(1));
+    for _ in 0..3 {
+        let before = Utc::now();
+        run_round(&t, id).await;
+        let wait = next_look(&t, before).await;
+        assert!(wait >= Duration::from_millis(19), "{wait:?}");
+    }
+    assert_eq!(
+        network.asked(),
+        asked,
+        "asked the network the time while waiting"
+    );
+
+    // The pause is over: the wave's session starts, which asks the network.
+    network.set(start + TimeDelta::seconds(PAUSE_S as i64));
+    run_round(&t, id).await;
+    let c = t.get_json(&format!("/api/campaigns/{id}")).await;
+    let log = common::campaign_log(&c);
+    assert!(
+        log.iter().any(|m| m.starts_with("engine started")),
+        "{log:#?}"
+    );
+    assert!(network.asked() > asked);
+}
+
+/// What the console reads again and again (a campaign's page, the server's info, the device
+/// list) only looks at the network's clock: asking a simulated network the time would keep its
+/// clock standing a while after each read, and a page refreshed every 50 ms slowed the
+/// campaign it showed by a quarter.
+#[tokio::test]
+async fn the_consoles_reads_do_not_ask_the_network_the_time() {
+    let network = Arc::new(Clocked {
+        at: Mutex::new(DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+        asked: AtomicUsize::new(0),
+    });
+    let t = spawn_app(test_config().with_network(network.clone())).await;
+    let (status, img) = t.upload("fw.bin_signed", FIXTURE).await;
+    assert_eq!(status, 201, "{img}");
+    t.add_device("0000000000000001", None, Some(100_000)).await;
+    let r = t
+        .post("/api/campaigns")
+        .json(&json!({
+            "name": "watched",
+            "firmware_id": img["id"],
+            "devices": ["0000000000000001"],
+            "driver": "engine",
+            "keys": {"gen_app_key": "0302030405060708090a0b0c0d0e0f10"},
+            "multicast": {"class": "C", "dr": 5, "frequency": 868100000},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let asked = network.asked();
+    for path in [
+        format!("/api/campaigns/{id}"),
+        "/api/info".to_string(),
+        "/api/devices?status=online".to_string(),
+    ] {
+        let r = t.get(&path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(network.asked(), asked, "{path} asked the network the time");
+    }
+    let info = t.get_json("/api/info").await;
+    assert_eq!(info["network"]["now"], "2027-01-15T08:00:00.000Z", "{info}");
 }

@@ -22,6 +22,7 @@ use lorafleet_engine::commands::{data_fragments, FragSetup};
 use lorafleet_engine::machine::{
     CheckMode, FragStatusWhen, Method, Outcome, RebootWith, Settings, Target,
 };
+use lorafleet_simulator::clock::LORAFLEET_GRACE;
 
 const NEW_VERSION: u32 = 0x0001_0300;
 const FRAGMENT_SIZE: u8 = 200;
@@ -140,7 +141,17 @@ async fn late_steps_do_not_let_the_devices_time_run_ahead() {
         let before = sim.now();
         tokio::time::sleep(stepped.next + LATE).await;
         let ran = sim.now() - before;
-        let asked = TimeDelta::from_std(stepped.next.mul_f64(1000.0)).unwrap();
+        // (Where the step held the clock: `next` also counts the real time the clock stands
+        // after the step's last request.)
+        let asked = stepped.hold.unwrap() - before;
+        // The engine's next look also waits out the clock's standing after the step's last
+        // request: sooner, it finds the clock short of the hold and is put off.
+        let standing = TimeDelta::from_std(LORAFLEET_GRACE.mul_f64(1000.0)).unwrap();
+        let looks = TimeDelta::from_std(stepped.next.mul_f64(1000.0)).unwrap();
+        assert!(
+            looks >= asked + standing,
+            "looks again {looks} after holding the clock {asked} ahead"
+        );
         assert!(
             ran <= asked + TimeDelta::seconds(5),
             "the clock ran {ran} while the engine asked for {asked}"

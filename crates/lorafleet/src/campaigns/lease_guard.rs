@@ -158,6 +158,10 @@ impl Network for GuardedNetwork {
         self.inner.hold_clock_at(caller, at);
     }
 
+    fn clock_stands_after_request(&self) -> std::time::Duration {
+        self.inner.clock_stands_after_request()
+    }
+
     async fn list_devices(&self) -> Result<Vec<RemoteDevice>, NetworkError> {
         self.inner.list_devices().await
     }

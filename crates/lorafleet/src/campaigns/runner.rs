@@ -249,6 +249,11 @@ fn requested_start(row: &CampaignRow) -> Option<chrono::DateTime<Utc>> {
     super::validate::start_at(Some(text), &mut super::validate::FieldErrors::default())
 }
 
+/// A campaign waiting for the pause between two waves is looked at again after at least this
+/// (real time): a clock slower than its time_scale (a loaded machine) is not asked every
+/// millisecond of the pause's end whether it got there.
+const WAVE_RECHECK_MIN: Duration = Duration::from_millis(20);
+
 fn poll_interval(app: &App) -> Duration {
     Duration::from_secs(app.config.fuota.poll_interval_s.max(1))
 }
@@ -490,10 +495,12 @@ async fn wave_step(
 }
 
 /// The running wave's session waits for the pause after the wave before it (on the network's
-/// clock): the campaign is looked at again within a second, nothing is sent.
+/// clock): the campaign is looked at again within a second, nothing is sent. Stamped with a
+/// look at the clock, not a request (see [`super::rollout::wave_wait`]).
 async fn wait_for_wave(app: &App, id: i64, wait: Duration) -> anyhow::Result<()> {
-    let at = net_now(app);
-    let after = wait.min(Duration::from_secs(1));
+    tracing::debug!(campaign = id, ?wait, network_time = %app.network.peek_now(), "waiting for the pause between waves");
+    let at = crate::storage::fmt_time(app.network.peek_now());
+    let after = wait.clamp(WAVE_RECHECK_MIN, Duration::from_secs(1));
     save(app, id, &poll_only(&at, after, None)?).await
 }
 
@@ -524,6 +531,7 @@ async fn deferred(app: &App, id: i64) -> anyhow::Result<bool> {
     };
     let next = Utc::now() + chrono::Duration::from_std(wait)?;
     leases::defer(&app.db, id, &app.campaigns.instance, lease_until(app), next).await?;
+    tracing::debug!(campaign = id, ?wait, network_time = %app.network.peek_now(), "step not due on the network's clock: put off");
     Ok(true)
 }
 
@@ -587,6 +595,7 @@ async fn process(app: &App, claimed: &Claimed, claimed_at: Instant) -> anyhow::R
     };
     match result {
         Ok(mut outcome) => {
+            tracing::debug!(campaign = id, next = ?outcome.next_poll, finished = ?outcome.finished, network_time = %app.network.peek_now(), "campaign step");
             if outcome.forget_keys && super::rollout::keys_still_needed(app, id).await? {
                 // The next wave's devices need their root keys too.
                 outcome.forget_keys = false;

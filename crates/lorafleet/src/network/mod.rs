@@ -145,6 +145,13 @@ pub trait Network: Send + Sync + 'static {
         1.0
     }
 
+    /// How long (real time) the network's clock stands still after a request: a simulated
+    /// network counts lorafleet as busy until this after its last call
+    /// (`lorafleet_simulator::clock::LORAFLEET_GRACE`); a real network's clock never waits.
+    fn clock_stands_after_request(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// `caller` (a campaign, by a number of its own) will look at the network again when its
     /// clock shows `at` (`None`: it will not). A simulated network running faster than real
     /// time keeps its clock from passing `at` until the caller says so again, so on a loaded

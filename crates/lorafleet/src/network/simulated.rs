@@ -201,6 +201,10 @@ impl Network for Simulated {
         self.sim.hold_clock_at(caller, at);
     }
 
+    fn clock_stands_after_request(&self) -> std::time::Duration {
+        lorafleet_simulator::clock::LORAFLEET_GRACE
+    }
+
     async fn enqueue(&self, downlink: &Downlink) -> Result<Enqueued, NetworkError> {
         let id = self
             .sim

@@ -99,7 +99,9 @@ async fn online_since(app: &AppState) -> Result<(u64, chrono::DateTime<chrono::U
     let seconds = i64::try_from(offline_after_s).unwrap_or(i64::MAX / 2_000);
     Ok((
         offline_after_s,
-        app.network.now() - chrono::Duration::seconds(seconds),
+        // A look, not a request (see `campaign_progress::summary`): the device list is read
+        // often.
+        app.network.peek_now() - chrono::Duration::seconds(seconds),
     ))
 }
 

@@ -300,7 +300,8 @@ pub async fn info(_user: auth_api::AuthUser, State(app): State<AppState>) -> Jso
             region: app.config.network.region.clone(),
             simulated: kind == crate::config::NetworkKind::Simulated,
             time_scale: app.network.time_scale(),
-            now: crate::storage::fmt_time(app.network.now()),
+            // A look, not a request (see `campaign_progress::summary`).
+            now: crate::storage::fmt_time(app.network.peek_now()),
         },
         status_f_port: app.config.status_protocol.f_port,
     })
