@@ -1445,6 +1445,11 @@ pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
 /// own last-seen index (`devices_listed`; ordered by the bare column SQLite sorted the whole
 /// fleet), and each device's uplinks are one range of `uplinks_device` from its `per_device`-th
 /// newest id, so it reads `devices x per_device` uplinks however long the fleet has run.
+/// `CROSS JOIN`: SQLite keeps that join order (the 20 devices outside). Left to choose, the
+/// SQLite that sqlx bundles (3.46) scanned all of `uplinks_device` outside, to save sorting the
+/// 400 rows by `(dev_eui, id)`, and looked each uplink up in the 20: 16-25 ms on every list
+/// request at 100,000 devices, against 0.1 ms this way (the 3.40 CLI had chosen this way).
+/// PostgreSQL plans a CROSS JOIN with a WHERE as any inner join.
 pub async fn recent_uplink_times(
     db: &Db,
     devices: i64,
@@ -1458,7 +1463,8 @@ pub async fn recent_uplink_times(
                                ORDER BY f.id DESC LIMIT 1 OFFSET $2) AS floor_id
             FROM devices d WHERE d.removed_at IS NULL AND d.last_seen IS NOT NULL
             ORDER BY {key} DESC, {eui} DESC LIMIT $1) r
-         JOIN uplinks u ON u.dev_eui = r.dev_eui AND u.id > COALESCE(r.floor_id, 0)
+         CROSS JOIN uplinks u
+         WHERE u.dev_eui = r.dev_eui AND u.id > COALESCE(r.floor_id, 0)
          ORDER BY u.dev_eui, u.id DESC"
     );
     on!(db, c => Ok(sqlx::query(&sql)
