@@ -300,6 +300,85 @@ async fn totals_follow_devices_added_removed_and_back() {
     assert_eq!(counted, 304);
 }
 
+/// `model=` alone takes its `total` from the per-model counts the devices' triggers keep
+/// (migration 20261210120000): it must follow every way a device's model changes (a `model`
+/// tag, the device-profile name) and every way a device leaves or joins the list, and agree
+/// with the devices the same filter lists, in any case of the model's name.
+#[tokio::test]
+async fn model_totals_follow_tags_profiles_removal_and_return() {
+    let t = spawn(|_| {}, None).await;
+    fleet(&t).await;
+    let model_total = |model: &'static str| {
+        let t = &t;
+        async move {
+            let v = list(t, &format!("model={model}&limit=1000")).await;
+            let listed = euis(&v).len() as i64;
+            assert_eq!(v["total"].as_i64().unwrap(), listed, "model={model}: {v}");
+            listed
+        }
+    };
+    let (tracker, sim, class_a) = ("tracker%20profile", "sim-tracker", "CLASS-A");
+    assert_eq!(model_total(sim).await, 4);
+    assert_eq!(model_total(tracker).await, 4);
+    assert_eq!(model_total(class_a).await, 4);
+    // Device 3 (a tracker by profile, sim-tracker by tag) loses its tag; device 2 gets one.
+    let mut up = Up::new(3, base_time() + Duration::minutes(30));
+    (up.app, up.profile, up.f_cnt) = ("trackers", "Tracker Profile", 2);
+    up.send(&t).await;
+    let mut up = Up::new(2, base_time() + Duration::minutes(31));
+    (up.tags, up.f_cnt) = (json!({"model": "Valve"}), 2);
+    up.send(&t).await;
+    assert_eq!((model_total(sim).await, model_total(tracker).await), (3, 5));
+    assert_eq!(
+        (model_total("valve").await, model_total(class_a).await),
+        (1, 3)
+    );
+    // Device 4 moves to another profile.
+    let mut up = Up::new(4, base_time() + Duration::minutes(32));
+    (up.profile, up.f_cnt) = ("Tracker Profile", 2);
+    up.send(&t).await;
+    assert_eq!(
+        (model_total(tracker).await, model_total(class_a).await),
+        (6, 2)
+    );
+    // Removed, then heard again.
+    let r = t
+        .delete("/api/devices/70b3d50000000001")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(model_total(tracker).await, 5);
+    let mut up = Up::new(1, base_time() + Duration::minutes(33));
+    (up.app, up.profile, up.f_cnt) = ("trackers", "Tracker Profile", 2);
+    up.send(&t).await;
+    assert_eq!(model_total(tracker).await, 6);
+    // A model no device has, and more devices of one model than PostgreSQL keeps as deltas
+    // before folding them: the total stays exact across the fold.
+    assert_eq!(model_total("pump").await, 0);
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!("('70b3d5ff0000{i:04x}', 'pump-{i}', 'pump', '2026-01-01T00:00:00Z')"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO devices (dev_eui, name, device_profile_name, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    crate::on_db!(&t.app.db, p => sqlx::query(&sql)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .unwrap());
+    assert_eq!(model_total("PUMP").await, 300);
+    assert_eq!(model_total("pump").await, 300);
+    crate::on_db!(&t.app.db, p => sqlx::query(
+        "DELETE FROM devices WHERE dev_eui LIKE '70b3d5ff%' AND name < 'pump-2'")
+        .execute(p)
+        .await
+        .map(|_| ())
+        .unwrap());
+    assert_eq!(model_total("pump").await, 300 - 112);
+}
+
 #[tokio::test]
 async fn offline_by_default_is_three_uplink_intervals() {
     let t = spawn(|_| {}, None).await;
