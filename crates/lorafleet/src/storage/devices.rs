@@ -1300,29 +1300,18 @@ async fn count_online(db: &Db, since: &str) -> Result<i64> {
 
 /// A search's `total` (at most the cap), whether more match, and the plan that finds its pages.
 /// Proving "more than the cap" is cheapest where the matches are dense, at the top of the sort
-/// order (the rows the first page reads anyway): only then the trigram index counts them. When
-/// it finds no more than the cap, its matches come back too (`Matched`): the page is taken from
-/// them, where a second statement read the same matches through the index again.
-async fn search_total(db: &Db, q: &ListQuery, search: &str) -> Result<SearchTotal> {
+/// order (the rows the first page reads anyway): only then the trigram index counts them.
+async fn search_total(db: &Db, q: &ListQuery, search: &str) -> Result<(i64, bool, SearchPlan)> {
     let cap = q.search_count_cap.max(1);
-    let beyond = SearchTotal::Beyond(cap);
     if window_hits(db, q, search, cap).await? > cap {
-        return Ok(beyond);
+        return Ok((cap, true, SearchPlan::Scan));
     }
-    let matches = index_matches(db, q, search, cap).await?;
-    Ok(if matches.len() as i64 > cap {
-        beyond
+    let n = count_capped(db, &q.filter, search, cap).await?;
+    Ok(if n > cap {
+        (cap, true, SearchPlan::Scan)
     } else {
-        SearchTotal::Matched(matches)
+        (n, false, SearchPlan::Index)
     })
-}
-
-/// What [`search_total`] found.
-enum SearchTotal {
-    /// More than the cap match: `total` is the cap, pages are walked ([`SearchPlan::Scan`]).
-    Beyond(i64),
-    /// Every match (at most the cap), with its `changed_seq`.
-    Matched(Vec<(ListRow, i64)>),
 }
 
 /// Matches among the first `2 × cap` rows of the sort order (with the filter's other
@@ -1358,23 +1347,14 @@ async fn window_hits(db: &Db, q: &ListQuery, search: &str, cap: i64) -> Result<i
     on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
 
-/// The listed devices the filter (with a search) selects, through the trigram index, no more
-/// than `cap + 1` of them: the index yields matches one by one, so this reads about `cap` of
-/// them however many there are. Each with its `changed_seq`, which tells a walk's settled rows.
-async fn index_matches(
-    db: &Db,
-    q: &ListQuery,
-    search: &str,
-    cap: i64,
-) -> Result<Vec<(ListRow, i64)>> {
-    let key = q.sort.column(db.is_postgres());
+/// How many listed devices the filter (with a search) selects, counting no further than
+/// `cap + 1`: the trigram index yields matches one by one, so this reads about `cap` of them
+/// however many there are.
+async fn count_capped(db: &Db, filter: &DeviceFilter, search: &str, cap: i64) -> Result<i64> {
     let fts = (!db.is_postgres() && search.is_ascii())
         .then(|| fts_phrase(search))
         .flatten();
-    let mut b = Sql::new(
-        db,
-        format!("SELECT {LIST_COLUMNS}, {key} AS sort_key, d.changed_seq "),
-    );
+    let mut b = Sql::new(db, "SELECT COUNT(*) FROM (SELECT 1 AS one ");
     let plan = match fts {
         // A join, not `rowid IN (...)`: SQLite would first collect every match of the IN.
         Some(phrase) => {
@@ -1387,53 +1367,10 @@ async fn index_matches(
             SearchPlan::Index
         }
     };
-    push_filter(&mut b, &q.filter, plan);
+    push_filter(&mut b, filter, plan);
     b.push(" LIMIT ").bind(cap.saturating_add(1));
-    on!(db, c => Ok(bind_all!(sqlx::query(&b.text), b)
-        .fetch_all(c)
-        .await?
-        .iter()
-        .map(|r| {
-            let row = ListRow {
-                key: q.sort.value_from_row(r),
-                dev_eui: r.get("dev_eui"),
-                summary: summary_from_row(r, q),
-            };
-            (row, r.get("changed_seq"))
-        })
-        .collect()))
-}
-
-/// A page from every match of a search ([`SearchTotal::Matched`]), as the index statements
-/// would read it: in a walk (`since`) the rows not changed since it began, after the cursor;
-/// else from the offset. The order is [`SortValue::cmp`]'s, the one [`merge_walk`] keeps.
-fn page_of_matches(
-    matches: Vec<(ListRow, i64)>,
-    q: &ListQuery,
-    since: Option<i64>,
-) -> Vec<ListRow> {
-    let ordered = |o: std::cmp::Ordering| if q.desc { o.reverse() } else { o };
-    let mut rows: Vec<ListRow> = matches
-        .into_iter()
-        .filter(|(_, seq)| since.is_none_or(|since| *seq <= since))
-        .map(|(row, _)| row)
-        .collect();
-    rows.sort_by(|a, b| ordered(by_position(a, b)));
-    let skip = match (&q.cursor, since) {
-        (Some(c), Some(_)) => rows
-            .iter()
-            .take_while(|r| {
-                let at = r.key.cmp(&c.key).then_with(|| r.dev_eui.cmp(&c.dev_eui));
-                ordered(at) != std::cmp::Ordering::Greater
-            })
-            .count(),
-        (None, Some(_)) => 0,
-        (_, None) => usize::try_from(q.offset).unwrap_or(usize::MAX),
-    };
-    rows.into_iter()
-        .skip(skip)
-        .take(usize::try_from(q.limit.max(0)).unwrap_or(0))
-        .collect()
+    b.push(") capped");
+    on!(db, c => bind_all!(sqlx::query_scalar(&b.text), b).fetch_one(c).await)
 }
 
 /// Every listed device the filter selects, as DevEUIs (a campaign's `device_filter`).
@@ -1517,36 +1454,19 @@ fn merge_walk(settled: Vec<ListRow>, moved: Vec<ListRow>, desc: bool, limit: i64
 
 /// One page of the list, with the cursor of the next when there may be one.
 pub async fn list(db: &Db, q: &ListQuery) -> Result<DeviceList> {
-    // Read first: the matches a search's count returns are then at least as new as the walk.
+    // A search's count also chooses its plan: up to the cap, the trigram index's matches are few
+    // enough to sort; beyond, a page is found sooner by walking the sort order.
+    let (total, total_is_lower_bound, plan) = match search_of(&q.filter) {
+        None => (count(db, &q.filter).await?, false, SearchPlan::Index),
+        Some(search) => search_total(db, q, search).await?,
+    };
+    // A deep page by offset is read as the index has it (keyset paging is what stays stable).
+    let walk = q.cursor.is_some() || q.offset == 0;
     let since = match &q.cursor {
         Some(c) => c.since,
         None => newest_uplink(db).await?,
     };
-    // A deep page by offset is read as the index has it (keyset paging is what stays stable).
-    let walk = q.cursor.is_some() || q.offset == 0;
-    // A search's count also chooses its plan: up to the cap, the trigram index's matches are few
-    // enough to sort; beyond, a page is found sooner by walking the sort order.
-    let (total, total_is_lower_bound, mut rows) = match search_of(&q.filter) {
-        None => {
-            let total = count(db, &q.filter).await?;
-            let rows = rows_settled(db, q, walk.then_some(since), SearchPlan::Index).await?;
-            (total, false, rows)
-        }
-        Some(search) => match search_total(db, q, search).await? {
-            SearchTotal::Beyond(cap) => {
-                let rows = rows_settled(db, q, walk.then_some(since), SearchPlan::Scan).await?;
-                (cap, true, rows)
-            }
-            SearchTotal::Matched(matches) => {
-                let total = matches.len() as i64;
-                (
-                    total,
-                    false,
-                    page_of_matches(matches, q, walk.then_some(since)),
-                )
-            }
-        },
-    };
+    let mut rows = rows_settled(db, q, walk.then_some(since), plan).await?;
     if walk {
         let moved = rows_moved(db, q, since).await?;
         rows = merge_walk(rows, moved, q.desc, q.limit);
