@@ -300,6 +300,85 @@ async fn totals_follow_devices_added_removed_and_back() {
     assert_eq!(counted, 304);
 }
 
+/// `model=` alone takes its `total` from the per-model counts the devices' triggers keep
+/// (migration 20261210120000): it must follow every way a device's model changes (a `model`
+/// tag, the device-profile name) and every way a device leaves or joins the list, and agree
+/// with the devices the same filter lists, in any case of the model's name.
+#[tokio::test]
+async fn model_totals_follow_tags_profiles_removal_and_return() {
+    let t = spawn(|_| {}, None).await;
+    fleet(&t).await;
+    let model_total = |model: &'static str| {
+        let t = &t;
+        async move {
+            let v = list(t, &format!("model={model}&limit=1000")).await;
+            let listed = euis(&v).len() as i64;
+            assert_eq!(v["total"].as_i64().unwrap(), listed, "model={model}: {v}");
+            listed
+        }
+    };
+    let (tracker, sim, class_a) = ("tracker%20profile", "sim-tracker", "CLASS-A");
+    assert_eq!(model_total(sim).await, 4);
+    assert_eq!(model_total(tracker).await, 4);
+    assert_eq!(model_total(class_a).await, 4);
+    // Device 3 (a tracker by profile, sim-tracker by tag) loses its tag; device 2 gets one.
+    let mut up = Up::new(3, base_time() + Duration::minutes(30));
+    (up.app, up.profile, up.f_cnt) = ("trackers", "Tracker Profile", 2);
+    up.send(&t).await;
+    let mut up = Up::new(2, base_time() + Duration::minutes(31));
+    (up.tags, up.f_cnt) = (json!({"model": "Valve"}), 2);
+    up.send(&t).await;
+    assert_eq!((model_total(sim).await, model_total(tracker).await), (3, 5));
+    assert_eq!(
+        (model_total("valve").await, model_total(class_a).await),
+        (1, 3)
+    );
+    // Device 4 moves to another profile.
+    let mut up = Up::new(4, base_time() + Duration::minutes(32));
+    (up.profile, up.f_cnt) = ("Tracker Profile", 2);
+    up.send(&t).await;
+    assert_eq!(
+        (model_total(tracker).await, model_total(class_a).await),
+        (6, 2)
+    );
+    // Removed, then heard again.
+    let r = t
+        .delete("/api/devices/70b3d50000000001")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(model_total(tracker).await, 5);
+    let mut up = Up::new(1, base_time() + Duration::minutes(33));
+    (up.app, up.profile, up.f_cnt) = ("trackers", "Tracker Profile", 2);
+    up.send(&t).await;
+    assert_eq!(model_total(tracker).await, 6);
+    // A model no device has, and more devices of one model than PostgreSQL keeps as deltas
+    // before folding them: the total stays exact across the fold.
+    assert_eq!(model_total("pump").await, 0);
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!("('70b3d5ff0000{i:04x}', 'pump-{i}', 'pump', '2026-01-01T00:00:00Z')"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO devices (dev_eui, name, device_profile_name, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    crate::on_db!(&t.app.db, p => sqlx::query(&sql)
+        .execute(p)
+        .await
+        .map(|_| ())
+        .unwrap());
+    assert_eq!(model_total("PUMP").await, 300);
+    assert_eq!(model_total("pump").await, 300);
+    crate::on_db!(&t.app.db, p => sqlx::query(
+        "DELETE FROM devices WHERE dev_eui LIKE '70b3d5ff%' AND name < 'pump-2'")
+        .execute(p)
+        .await
+        .map(|_| ())
+        .unwrap());
+    assert_eq!(model_total("pump").await, 300 - 112);
+}
+
 #[tokio::test]
 async fn offline_by_default_is_three_uplink_intervals() {
     let t = spawn(|_| {}, None).await;
@@ -442,7 +521,58 @@ async fn walking_by_cursor_returns_each_device_once_while_devices_send() {
 /// testing each device: walked by cursor while devices send, it still returns each match once.
 #[tokio::test]
 async fn walking_a_broad_search_returns_each_match_once_while_devices_send() {
-    let t = spawn(|c| c.devices.search_count_cap = 10, None).await;
+    walk_a_search_while_devices_send(10).await;
+}
+
+/// A search within the cap is paged from the matches its count read through the trigram index:
+/// walked by cursor while devices send, it returns each match once too.
+#[tokio::test]
+async fn walking_a_search_within_the_cap_returns_each_match_once_while_devices_send() {
+    walk_a_search_while_devices_send(1000).await;
+}
+
+/// A page of a search within the cap is taken from the matches its count read: a device listed
+/// on an earlier page that now sorts later, and one not yet listed that now sorts earlier, are
+/// each listed once, where the walk placed them when it began.
+#[tokio::test]
+async fn a_search_within_the_cap_lists_a_device_that_moved_during_the_walk_once() {
+    let t = spawn(|_| {}, None).await;
+    for i in 0..20 {
+        Up::new(i, base_time() + Duration::seconds(i as i64))
+            .send(&t)
+            .await;
+    }
+    let q = "search=meter&sort=rssi&order=asc&limit=5";
+    let first = list(&t, q).await;
+    assert_eq!(first["total"], 20, "{first}");
+    // RSSI -60 - i: the first page is devices 19 to 15.
+    let mut seen = euis(&first);
+    assert_eq!(seen[0], Up::new(19, base_time()).eui);
+    for (i, rssi) in [(19, -10), (0, -100)] {
+        let mut up = Up::new(i, base_time() + Duration::minutes(5));
+        (up.rssi, up.f_cnt) = (rssi, 2);
+        up.send(&t).await;
+    }
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_string();
+    loop {
+        let page = list(&t, &format!("{q}&cursor={cursor}")).await;
+        seen.extend(euis(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = (0..20).map(|i| Up::new(i, base_time()).eui).collect();
+    want.reverse();
+    assert_eq!(
+        seen, want,
+        "each device once, in the order the walk began with"
+    );
+}
+
+/// 100 of 120 devices match; `cap` below that walks the sort order, above it pages the matches.
+async fn walk_a_search_while_devices_send(cap: u32) {
+    let t = spawn(|c| c.devices.search_count_cap = cap, None).await;
     let n = 120;
     for i in 0..n {
         Up::new(i, base_time() + Duration::seconds(i as i64))
@@ -463,8 +593,8 @@ async fn walking_a_broad_search_returns_each_match_once_while_devices_send() {
             }
             let page = list(&t, &q).await;
             if cursor.is_none() {
-                assert_eq!(page["total"], 10, "{q}: {page}");
-                assert_eq!(page["total_is_lower_bound"], true, "{q}: {page}");
+                assert_eq!(page["total"], cap.min(100), "{q}: {page}");
+                assert_eq!(page["total_is_lower_bound"], cap < 100, "{q}: {page}");
             }
             for e in euis(&page) {
                 *seen.entry(e).or_default() += 1;
