@@ -288,7 +288,9 @@ async fn a_group_that_changes_some_identities_is_stored_as_one_by_one() {
                 info.remove("tags");
                 j.as_object_mut().unwrap().remove("devAddr");
             }),
-            uplink_at(B, 2, t2, -66, same),
+            uplink_at(B, 2, t2, -66, |j| {
+                j["deviceInfo"]["deviceName"] = "renamed".into()
+            }),
             uplink_at(A, 3, t2, -67, same),
             uplink_at(A, 4, t2, -68, same),
         ]
