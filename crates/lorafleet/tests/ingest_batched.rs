@@ -227,3 +227,125 @@ async fn commits(t: &TestApp) -> f64 {
         .find_map(|l| l.strip_prefix("lorafleet_ingest_commits_total "))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
+
+/// An uplink of `eui` at `time` heard at `rssi`, with ChirpStack's JSON changed by `edit`.
+fn uplink_at(
+    eui: &str,
+    f_cnt: u32,
+    time: &str,
+    rssi: i64,
+    edit: impl Fn(&mut Value),
+) -> IntegrationEvent {
+    let mut json: Value = serde_json::from_slice(&v4_uplink_json(eui, 2, f_cnt, &[1])).unwrap();
+    json["time"] = time.into();
+    json["rxInfo"][0]["rssi"] = rssi.into();
+    edit(&mut json);
+    decode(
+        "up",
+        Encoding::Json,
+        &serde_json::to_vec(&json).unwrap(),
+        lorafleet::config::ChirpstackVersion::V4,
+        lorafleet::config::NetworkKind::None,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+/// A group whose uplinks leave most devices' identity as stored (on SQLite they take the
+/// statement that moves only last_seen and the link) among others that rename a device, change
+/// its tags, bring a removed one back or add a new one, and frames older than the newest one
+/// stored: stored as one by one stores them.
+#[tokio::test]
+async fn a_group_that_changes_some_identities_is_stored_as_one_by_one() {
+    const A: &str = "7a000000000000a1";
+    const B: &str = "7a000000000000b1";
+    const C: &str = "7a000000000000c1";
+    const D: &str = "7a000000000000d1";
+    const E: &str = "7a000000000000e1";
+    const F: &str = "7a000000000000f1";
+    let t0 = "2026-11-27T10:00:00.000Z";
+    let (t1, t2, t_old) = (
+        "2026-11-27T10:00:05.000Z",
+        "2026-11-27T10:00:09.000Z",
+        "2026-11-27T09:59:00.000Z",
+    );
+    let same = |_: &mut Value| {};
+    let events = || {
+        vec![
+            uplink_at(A, 1, t1, -60, same),
+            uplink_at(B, 1, t1, -61, |j| {
+                j["deviceInfo"]["deviceName"] = "renamed".into()
+            }),
+            uplink_at(A, 2, t_old, -99, same),
+            uplink_at(C, 1, t1, -62, same),
+            uplink_at(D, 1, t1, -63, same),
+            uplink_at(E, 1, t1, -64, |j| {
+                j["deviceInfo"]["tags"] = serde_json::json!({"site": "south"})
+            }),
+            uplink_at(F, 1, t1, -65, |j| {
+                let info = j["deviceInfo"].as_object_mut().unwrap();
+                info.remove("deviceName");
+                info.remove("tags");
+                j.as_object_mut().unwrap().remove("devAddr");
+            }),
+            uplink_at(B, 2, t2, -66, |j| {
+                j["deviceInfo"]["deviceName"] = "renamed".into()
+            }),
+            uplink_at(A, 3, t2, -67, same),
+            uplink_at(A, 4, t2, -68, same),
+        ]
+    };
+    let retention = Retention {
+        uplink_history: 50,
+        event_history: 20,
+        status_f_port: 111,
+    };
+    let one_by_one = spawn(|_| {}, None).await;
+    let grouped = spawn(|_| {}, None).await;
+    for t in [&one_by_one, &grouped] {
+        for (i, eui) in [A, B, C, E, F].into_iter().enumerate() {
+            let ev = uplink_at(eui, 0, t0, -50 - i as i64, same);
+            t.app.writer.commit(ev).await.unwrap();
+        }
+        let c: DevEui = C.parse().unwrap();
+        assert!(
+            lorafleet::storage::devices::remove(&t.app.db, c, "test", t0)
+                .await
+                .unwrap()
+        );
+    }
+    for ev in events() {
+        let mut tx = lorafleet::storage::begin_immediate(&one_by_one.app.db)
+            .await
+            .unwrap();
+        apply_event(&mut tx, &ev, retention).await.unwrap();
+        lorafleet::storage::commit(tx).await.unwrap();
+    }
+    // Queued before the writer task runs: one group.
+    let mut pending = Vec::new();
+    for ev in events() {
+        pending.push(grouped.app.writer.submit(ev).await.unwrap());
+    }
+    for done in pending {
+        done.await.unwrap().unwrap();
+    }
+    for eui in [A, B, C, D, E, F] {
+        let a = comparable(one_by_one.device(eui).await);
+        let b = comparable(grouped.device(eui).await);
+        assert_eq!(a, b, "device {eui}");
+    }
+    // The comparison has something to compare: the newest frame's link, the old frame ignored.
+    let a = grouped.device(A).await.to_string();
+    assert!(a.contains("-68") && !a.contains("-99"), "{a}");
+    let b = grouped.device(B).await.to_string();
+    assert!(b.contains("renamed") && b.contains("-66"), "{b}");
+    let e = grouped.device(E).await.to_string();
+    assert!(e.contains("south"), "{e}");
+    let f = grouped.device(F).await.to_string();
+    assert!(
+        f.contains(&format!("meter-{F}")) && f.contains("-65"),
+        "{f}"
+    );
+    let c = grouped.device(C).await.to_string();
+    assert!(c.contains("reappeared"), "{c}");
+}

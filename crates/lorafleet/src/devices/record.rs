@@ -95,11 +95,16 @@ async fn apply_run(
     // deadlocking.
     let mut by_device = run.to_vec();
     by_device.sort_by_key(|ev| ev.dev_eui);
-    let returned: std::collections::HashMap<String, Option<String>> =
+    let refreshed = devices::refresh_heard_batch(conn, &heard(&by_device)).await?;
+    by_device.retain(|ev| !refreshed.contains(&ev.dev_eui.to_string()));
+    let returned: std::collections::HashMap<String, Option<String>> = if by_device.is_empty() {
+        Default::default()
+    } else {
         devices::upsert_heard_batch(conn, &by_device)
             .await?
             .into_iter()
-            .collect();
+            .collect()
+    };
     uplinks::insert_batch(conn, run).await?;
     let times: Vec<String> = run.iter().map(|ev| fmt_time(ev.at)).collect();
     let euis: Vec<String> = run.iter().map(|ev| ev.dev_eui.to_string()).collect();
@@ -127,6 +132,35 @@ async fn apply_run(
     let answering = apply_status_answers(conn, run, &times, &euis, retention, &mut log).await?;
     device_events::add_many(conn, &log).await?;
     device_events::prune_many(conn, &answering, retention.event_history).await
+}
+
+/// What each device of `by_device` (a run sorted by device) was heard doing, for
+/// [`devices::refresh_heard_batch`]; a device whose events in the run disagree on its identity
+/// is left out, for the upsert to apply them one after another.
+fn heard<'e>(by_device: &[&'e IntegrationEvent]) -> Vec<devices::Heard<'e>> {
+    by_device
+        .chunk_by(|a, b| a.dev_eui == b.dev_eui)
+        .filter(|evs| evs.iter().all(|ev| ev.device == evs[0].device))
+        .filter_map(|evs| {
+            let mut newest: Option<(&IntegrationEvent, &Uplink)> = None;
+            for ev in evs {
+                let EventBody::Up(up) = &ev.body else {
+                    return None;
+                };
+                if newest.is_none_or(|(n, _)| ev.at >= n.at) {
+                    newest = Some((ev, up));
+                }
+            }
+            let (ev, up) = newest?;
+            Some(devices::Heard {
+                dev_eui: ev.dev_eui.to_string(),
+                identity: &ev.device,
+                at: ev.at,
+                rssi: up.rssi,
+                snr: up.snr,
+            })
+        })
+        .collect()
 }
 
 /// The Version & Status answers of a run: what each device's record held is read in one

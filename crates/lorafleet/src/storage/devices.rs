@@ -247,6 +247,75 @@ pub async fn upsert_heard_batch(
     })
 }
 
+/// What a run of uplinks says of one device whose events all carry the same identity: the
+/// newest time heard and the link quality of the newest frame heard then (the last such event
+/// wins a tie, as in [`upsert_heard_batch`]).
+pub struct Heard<'e> {
+    pub dev_eui: String,
+    pub identity: &'e DeviceIdentity,
+    pub at: DateTime<Utc>,
+    pub rssi: Option<i32>,
+    pub snr: Option<f64>,
+}
+
+/// SQLite: moves last_seen, rssi, snr and changed_seq of the listed devices whose stored row
+/// the events' identity would leave as it is (heard before, not removed, no new name, ids,
+/// tags or DevAddr), and returns them; the others still need [`upsert_heard_batch`]. SQLite
+/// rewrites the entries of every index holding a column that a statement sets, or whose WHERE
+/// reads one: the upsert sets the identity columns and `removed_at`, which all eleven partial
+/// indexes of `devices` read, so each uplink rewrote twelve index entries; this statement sets
+/// four columns, held by five indexes, and fires none of the triggers.
+pub async fn refresh_heard_batch(conn: &mut Conn, heard: &[Heard<'_>]) -> Result<Vec<String>> {
+    let super::Either::Sqlite(c) = super::Split::split(conn) else {
+        return Ok(Vec::new());
+    };
+    if heard.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "WITH heard(h_eui, h_name, h_app_id, h_app_name, h_profile_id, h_profile_name, h_tags,
+            h_addr, h_at, h_rssi, h_snr) AS (",
+    );
+    q.push_values(heard.iter(), |mut row, h| {
+        let id = h.identity;
+        row.push_bind(h.dev_eui.clone())
+            .push_bind(id.name.clone().unwrap_or_default())
+            .push_bind(id.application_id.clone())
+            .push_bind(id.application_name.clone())
+            .push_bind(id.device_profile_id.clone())
+            .push_bind(id.device_profile_name.clone())
+            .push_bind(tags_json(id).unwrap_or_else(|| "{}".into()))
+            .push_bind(id.dev_addr.clone())
+            .push_bind(Time::from(h.at))
+            .push_bind(h.rssi.map(i64::from))
+            .push_bind(h.snr);
+    });
+    // The SET list is the upsert's for a row whose identity stays: same CASEs, same sequence.
+    q.push(
+        ") UPDATE devices SET
+            changed_seq = (SELECT COALESCE(MAX(id), 0) + 1 FROM uplinks),
+            last_seen = CASE WHEN last_seen IS NULL OR last_seen < h_at THEN h_at ELSE last_seen END,
+            rssi = CASE WHEN last_seen IS NULL OR last_seen <= h_at THEN h_rssi ELSE rssi END,
+            snr = CASE WHEN last_seen IS NULL OR last_seen <= h_at THEN h_snr ELSE snr END
+         FROM heard
+         WHERE dev_eui = h_eui AND removed_at IS NULL AND first_seen IS NOT NULL
+           AND (h_name = '' OR h_name = name)
+           AND (h_app_id IS NULL OR h_app_id = application_id)
+           AND (h_app_name IS NULL OR h_app_name = application_name)
+           AND (h_profile_id IS NULL OR h_profile_id = device_profile_id)
+           AND (h_profile_name IS NULL OR h_profile_name = device_profile_name)
+           AND h_tags = tags_json
+           AND (h_addr IS NULL OR h_addr = dev_addr)
+         RETURNING dev_eui",
+    );
+    Ok(q.build()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(|r| r.get("dev_eui"))
+        .collect())
+}
+
 /// The link quality of a device's newest uplink (the one that set its last_seen at `at`).
 pub async fn set_link(
     conn: &mut Conn,
