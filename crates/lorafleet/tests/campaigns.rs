@@ -125,6 +125,7 @@ async fn seed_values_draft_and_plan() {
     let list = t.get_json("/api/campaigns").await;
     assert_eq!(list["campaigns"][0]["id"], c["id"]);
     assert_eq!(list["campaigns"][0]["counts"]["pending"], 2);
+    assert_eq!(list["campaigns"][0]["devices"], 2);
 
     // Edit the draft: the plan follows, the keys stay.
     let id = c["id"].as_i64().unwrap();
@@ -389,4 +390,23 @@ async fn engine_driver_is_reserved_until_registered() {
     assert_eq!(c["state"], "cancelled");
     let (status, _) = post(&t, &format!("/api/campaigns/{id}/cancel"), &json!({})).await;
     assert_eq!(status, 409);
+}
+
+/// The list counts each campaign's own devices (counted by the database per campaign and
+/// stage, not read device by device).
+#[tokio::test]
+async fn the_list_counts_each_campaigns_own_devices() {
+    let (t, fw) = setup().await;
+    let (status, both) = post(&t, "/api/campaigns", &seed(fw)).await;
+    assert_eq!(status, 201, "{both}");
+    let one = merge(&seed(fw), &json!({"name": "one", "devices": [A]}));
+    let (status, one) = post(&t, "/api/campaigns", &one).await;
+    assert_eq!(status, 201, "{one}");
+    let list = t.get_json("/api/campaigns").await;
+    let listed = list["campaigns"].as_array().unwrap();
+    let find = |c: &Value| listed.iter().find(|l| l["id"] == c["id"]).unwrap().clone();
+    assert_eq!(find(&both)["devices"], 2);
+    assert_eq!(find(&both)["counts"], json!({"pending": 2}));
+    assert_eq!(find(&one)["devices"], 1);
+    assert_eq!(find(&one)["counts"], json!({"pending": 1}));
 }

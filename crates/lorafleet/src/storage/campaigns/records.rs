@@ -616,6 +616,16 @@ pub fn state_label(state: CampaignState, counts: &BTreeMap<String, u32>) -> Stri
     }
 }
 
+/// [`count_stages`] of stages already counted by the database (`(stage, devices)`; two stored
+/// spellings of one stage add up).
+pub fn count_stage_groups(groups: &[(Stage, u32)]) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for (s, n) in groups {
+        *counts.entry(s.as_str().to_string()).or_insert(0) += n;
+    }
+    counts
+}
+
 pub fn count_stages<'a>(stages: impl Iterator<Item = &'a Stage>) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
     for s in stages {
