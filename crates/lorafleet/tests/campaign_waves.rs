@@ -97,23 +97,27 @@ async fn start_campaign_with(
         .find(|i| i["file_name"] == "demo-sensor-1.3.0.bin")
         .cloned()
         .unwrap_or_else(|| panic!("the demo image is in the library: {firmware}"));
+    create_and_start(
+        server,
+        &json!({
+            "name": "waves",
+            "firmware_id": demo["id"],
+            "devices": devices,
+            "driver": "engine",
+            "unicast": unicast,
+            "fragmentation": {"redundancy_percent": 30},
+            "engine": {"reboot_delay_s": 30},
+            "rollout": rollout,
+        }),
+    )
+    .await
+}
+
+/// Creates the campaign `body` describes and starts it; returns its id.
+async fn create_and_start(server: &TestBinary, body: &Value) -> i64 {
     let started = Instant::now();
     let (status, c) = loop {
-        let (status, c) = post(
-            server,
-            "/api/campaigns",
-            &json!({
-                "name": "waves",
-                "firmware_id": demo["id"],
-                "devices": devices,
-                "driver": "engine",
-                "unicast": unicast,
-                "fragmentation": {"redundancy_percent": 30},
-                "engine": {"reboot_delay_s": 30},
-                "rollout": rollout,
-            }),
-        )
-        .await;
+        let (status, c) = post(server, "/api/campaigns", body).await;
         // The devices appear once the network's device list was read at start.
         if status != 422 || started.elapsed() > Duration::from_secs(10) {
             break (status, c);
@@ -639,19 +643,7 @@ async fn a_scheduled_campaign_splits_its_waves_when_its_start_time_comes() {
         "rollout": {"waves": [{"percent": 34}, {"percent": 100}]},
         "start_at": start_at,
     });
-    let created = Instant::now();
-    let c = loop {
-        let (status, c) = post(&server, "/api/campaigns", &body).await;
-        // The devices appear once the network's device list was read at start.
-        if status != 422 || created.elapsed() > Duration::from_secs(10) {
-            assert_eq!(status, 201, "{c}");
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let id = c["id"].as_i64().unwrap();
-    let (status, c) = post(&server, &format!("/api/campaigns/{id}/start"), &json!({})).await;
-    assert_eq!(status, 202, "{c}");
+    let id = create_and_start(&server, &body).await;
     let c = wait_for(
         &server,
         id,
